@@ -1,0 +1,399 @@
+//! Wire types shared by the kernel programs (`timetracer-ebpf`) and the agent (`timetracer-user`).
+//!
+//! Every record the kernel puts in the ring buffer starts with an [`EventHeader`]; its `kind`
+//! says what follows. All structs are `#[repr(C)]`, padding-free (checked by the `const`
+//! asserts below) and 8-byte aligned so they can be reserved directly in a `BPF_MAP_TYPE_RINGBUF`.
+//!
+//! The user side decodes with [`decode`], which never trusts lengths from the buffer.
+#![no_std]
+
+use core::mem::size_of;
+
+/// Name of the ring buffer map.
+pub const MAP_EVENTS: &str = "EVENTS";
+/// Name of the map of traced process ids (tgid -> flags).
+pub const MAP_TARGETS: &str = "TARGETS";
+/// Name of the map of traced sockets ((tgid << 32 | fd) -> [`SockState`]).
+pub const MAP_SOCKS: &str = "SOCKS";
+/// Name of the per-CPU drop counters (index = [`Drop`] as u32).
+pub const MAP_DROPS: &str = "DROPS";
+/// Name of the global configuration array (index 0 = [`Config`]).
+pub const MAP_CONFIG: &str = "CONFIG";
+
+/// Payload bytes carried by a small data record.
+pub const SMALL_CHUNK: usize = 512;
+/// Payload bytes carried by a large data record.
+pub const LARGE_CHUNK: usize = 16384;
+/// Upper bound of chunks the kernel emits for one syscall (all iovecs together).
+pub const MAX_CHUNKS_PER_SYSCALL: u32 = 64;
+/// Upper bound of iovecs the kernel walks for one `readv`/`writev`/`recvmsg`/`sendmsg`.
+pub const MAX_IOVECS: u32 = 16;
+/// Default ring buffer size in bytes (a power of two multiple of the page size).
+pub const RING_BYTES: u32 = 32 * 1024 * 1024;
+
+/// Event kinds (`EventHeader::kind`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A chunk of socket payload; followed by `len` bytes.
+    Data = 1,
+    /// Bytes of a socket syscall that were not copied (cap reached); `pos`/`total` say which.
+    DataLost = 2,
+    /// The target connected a socket (outbound); followed by [`SockAddr`].
+    Connect = 3,
+    /// The target accepted a socket (inbound); followed by [`SockAddr`].
+    Accept = 4,
+    /// A traced socket was closed.
+    Close = 5,
+    /// A traced process forked a child process (`conn_id` holds the child tgid).
+    Fork = 6,
+    /// A traced process exited.
+    Exit = 7,
+    /// A write of the target to its stdout (fd 1) or stderr (fd 2); followed by `len` bytes.
+    Stdio = 8,
+}
+
+impl Kind {
+    /// Decodes a raw kind.
+    #[must_use]
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        Some(match v {
+            1 => Self::Data,
+            2 => Self::DataLost,
+            3 => Self::Connect,
+            4 => Self::Accept,
+            5 => Self::Close,
+            6 => Self::Fork,
+            7 => Self::Exit,
+            8 => Self::Stdio,
+            _ => return None,
+        })
+    }
+}
+
+/// Direction of a data record, from the traced process' point of view.
+pub const DIR_INGRESS: u32 = 0;
+/// Bytes written by the traced process.
+pub const DIR_EGRESS: u32 = 1;
+
+/// Socket role: the target accepted it (it serves inbound requests).
+pub const ROLE_SERVER: u32 = 1;
+/// Socket role: the target connected it (outbound dependency calls).
+pub const ROLE_CLIENT: u32 = 2;
+
+/// Syscall ids carried in `EventHeader::syscall` (ours, not the kernel's numbers).
+pub mod sys {
+    pub const READ: u32 = 1;
+    pub const WRITE: u32 = 2;
+    pub const READV: u32 = 3;
+    pub const WRITEV: u32 = 4;
+    pub const RECVFROM: u32 = 5;
+    pub const SENDTO: u32 = 6;
+    pub const RECVMSG: u32 = 7;
+    pub const SENDMSG: u32 = 8;
+    pub const CONNECT: u32 = 9;
+    pub const ACCEPT: u32 = 10;
+    pub const ACCEPT4: u32 = 11;
+    pub const CLOSE: u32 = 12;
+}
+
+/// Reasons the kernel side dropped something; index into the per-CPU `DROPS` array.
+/// Even slots count events, the slot after each counts bytes (see [`Drop::bytes_slot`]).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Drop {
+    /// `bpf_ringbuf_reserve` failed: the agent did not drain fast enough.
+    RingFull = 0,
+    /// The syscall was larger than the per-syscall capture cap.
+    CapReached = 2,
+    /// More iovecs than the kernel walks.
+    TooManyIovecs = 4,
+    /// `bpf_probe_read_user` failed (unmapped buffer).
+    ReadFailed = 6,
+    /// The argument map was full.
+    ArgsFull = 8,
+    /// The socket map was full.
+    SocksFull = 10,
+}
+
+/// Number of slots in the `DROPS` array.
+pub const DROP_SLOTS: u32 = 12;
+
+impl Drop {
+    /// Every reason, in slot order.
+    pub const ALL: [Self; 6] = [
+        Self::RingFull,
+        Self::CapReached,
+        Self::TooManyIovecs,
+        Self::ReadFailed,
+        Self::ArgsFull,
+        Self::SocksFull,
+    ];
+    /// Slot counting events for this reason.
+    #[must_use]
+    pub const fn events_slot(self) -> u32 {
+        self as u32
+    }
+    /// Slot counting payload bytes lost for this reason.
+    #[must_use]
+    pub const fn bytes_slot(self) -> u32 {
+        self as u32 + 1
+    }
+    /// Stable name shown to users.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::RingFull => "ring_full",
+            Self::CapReached => "cap_reached",
+            Self::TooManyIovecs => "too_many_iovecs",
+            Self::ReadFailed => "read_failed",
+            Self::ArgsFull => "args_map_full",
+            Self::SocksFull => "socket_map_full",
+        }
+    }
+}
+
+/// Header of every ring-buffer record. 64 bytes, no padding.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EventHeader {
+    /// [`Kind`] as u32.
+    pub kind: u32,
+    /// [`sys`] id of the syscall that produced the record (0 for process events).
+    pub syscall: u32,
+    /// `bpf_ktime_get_ns()` at the syscall exit (data) or at the event.
+    pub ts_ns: u64,
+    /// Process id (tgid) of the traced process.
+    pub tgid: u32,
+    /// Thread id.
+    pub tid: u32,
+    /// Connection id, unique per (process, fd, open): bumped on every accept/connect.
+    /// For [`Kind::Fork`] it holds the child tgid.
+    pub conn_id: u64,
+    /// File descriptor.
+    pub fd: i32,
+    /// [`DIR_INGRESS`] or [`DIR_EGRESS`] for data; role for connect/accept; exit code otherwise.
+    pub dir: u32,
+    /// Byte position of this chunk in its direction's stream.
+    pub pos: u64,
+    /// Total bytes moved by the syscall (or the syscall's return value for connect/accept).
+    pub total: i64,
+    /// Payload bytes following the header in this record.
+    pub len: u32,
+    /// Bit flags ([`FLAG_LAST_CHUNK`], ...).
+    pub flags: u32,
+}
+
+/// Set on the last record of a syscall.
+pub const FLAG_LAST_CHUNK: u32 = 1;
+/// The socket was first seen through a data syscall, not at accept/connect.
+pub const FLAG_LATE_SOCKET: u32 = 2;
+
+/// A data record with up to [`SMALL_CHUNK`] payload bytes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SmallData {
+    pub header: EventHeader,
+    pub data: [u8; SMALL_CHUNK],
+}
+
+/// A data record with up to [`LARGE_CHUNK`] payload bytes.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct LargeData {
+    pub header: EventHeader,
+    pub data: [u8; LARGE_CHUNK],
+}
+
+/// Socket address as read from the syscall's `struct sockaddr` argument.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockAddr {
+    /// `AF_INET` (2), `AF_INET6` (10), or 0 when unknown.
+    pub family: u16,
+    /// Port in host byte order.
+    pub port: u16,
+    /// IPv6 scope / padding.
+    pub _pad: u32,
+    /// IPv4 in the first 4 bytes, or IPv6.
+    pub addr: [u8; 16],
+}
+
+/// A connect or accept record.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ConnEvent {
+    pub header: EventHeader,
+    pub addr: SockAddr,
+}
+
+/// Value of the kernel's socket map. Positions are advanced atomically by the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockState {
+    /// Connection id ([`EventHeader::conn_id`]).
+    pub conn_id: u64,
+    /// Next byte position in the ingress stream.
+    pub rx_pos: u64,
+    /// Next byte position in the egress stream.
+    pub tx_pos: u64,
+    /// [`ROLE_SERVER`] or [`ROLE_CLIENT`].
+    pub role: u32,
+    /// Reserved for TLS state.
+    pub flags: u32,
+}
+
+/// Global configuration, written by the agent before attaching.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// Max payload bytes copied per syscall (rest is reported as [`Kind::DataLost`]).
+    pub max_bytes_per_syscall: u32,
+    /// Capture writes to fd 1 and 2 (tracebacks): 1 = yes.
+    pub capture_stdio: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            max_bytes_per_syscall: MAX_CHUNKS_PER_SYSCALL * LARGE_CHUNK as u32,
+            capture_stdio: 1,
+        }
+    }
+}
+
+/// Connection ids the agent assigns to sockets found open at attach time start here,
+/// so they never collide with the kernel's counter.
+pub const PREEXISTING_CONN_ID_BASE: u64 = 1 << 62;
+
+const _: () = assert!(size_of::<EventHeader>() == 64);
+const _: () = assert!(size_of::<SockAddr>() == 24);
+const _: () = assert!(size_of::<ConnEvent>() == 88);
+const _: () = assert!(size_of::<SockState>() == 32);
+const _: () = assert!(size_of::<SmallData>() == 64 + SMALL_CHUNK);
+const _: () = assert!(size_of::<LargeData>() == 64 + LARGE_CHUNK);
+const _: () = assert!(size_of::<Config>() == 8);
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain-old-data: repr(C), no padding (asserted above), every bit pattern valid.
+    unsafe impl aya::Pod for super::SockState {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Config {}
+}
+
+/// A decoded ring-buffer record, borrowing its payload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decoded<'a> {
+    /// Data, stdio or lost-data records.
+    Data { header: EventHeader, payload: &'a [u8] },
+    /// Connect / accept.
+    Conn { header: EventHeader, addr: SockAddr },
+    /// Close, fork, exit.
+    Other { header: EventHeader },
+}
+
+/// Why a record could not be decoded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DecodeError {
+    /// Shorter than its header or its declared payload.
+    Short { have: usize, need: usize },
+    /// Unknown kind.
+    UnknownKind(u32),
+}
+
+fn read_u32(b: &[u8], off: usize) -> u32 {
+    let mut a = [0u8; 4];
+    a.copy_from_slice(&b[off..off + 4]);
+    u32::from_ne_bytes(a)
+}
+fn read_u64(b: &[u8], off: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[off..off + 8]);
+    u64::from_ne_bytes(a)
+}
+
+impl EventHeader {
+    /// Encodes the header (native endian, the kernel's layout).
+    #[must_use]
+    pub fn to_bytes(&self) -> [u8; 64] {
+        let mut o = [0u8; 64];
+        o[0..4].copy_from_slice(&self.kind.to_ne_bytes());
+        o[4..8].copy_from_slice(&self.syscall.to_ne_bytes());
+        o[8..16].copy_from_slice(&self.ts_ns.to_ne_bytes());
+        o[16..20].copy_from_slice(&self.tgid.to_ne_bytes());
+        o[20..24].copy_from_slice(&self.tid.to_ne_bytes());
+        o[24..32].copy_from_slice(&self.conn_id.to_ne_bytes());
+        o[32..36].copy_from_slice(&self.fd.to_ne_bytes());
+        o[36..40].copy_from_slice(&self.dir.to_ne_bytes());
+        o[40..48].copy_from_slice(&self.pos.to_ne_bytes());
+        o[48..56].copy_from_slice(&self.total.to_ne_bytes());
+        o[56..60].copy_from_slice(&self.len.to_ne_bytes());
+        o[60..64].copy_from_slice(&self.flags.to_ne_bytes());
+        o
+    }
+
+    /// Decodes a header from the first 64 bytes of `b`.
+    pub fn from_bytes(b: &[u8]) -> Result<Self, DecodeError> {
+        if b.len() < 64 {
+            return Err(DecodeError::Short { have: b.len(), need: 64 });
+        }
+        Ok(Self {
+            kind: read_u32(b, 0),
+            syscall: read_u32(b, 4),
+            ts_ns: read_u64(b, 8),
+            tgid: read_u32(b, 16),
+            tid: read_u32(b, 20),
+            conn_id: read_u64(b, 24),
+            fd: read_u32(b, 32) as i32,
+            dir: read_u32(b, 36),
+            pos: read_u64(b, 40),
+            total: read_u64(b, 48) as i64,
+            len: read_u32(b, 56),
+            flags: read_u32(b, 60),
+        })
+    }
+}
+
+impl SockAddr {
+    /// Encodes the address (kernel layout).
+    #[must_use]
+    pub fn to_bytes(&self) -> [u8; 24] {
+        let mut o = [0u8; 24];
+        o[0..2].copy_from_slice(&self.family.to_ne_bytes());
+        o[2..4].copy_from_slice(&self.port.to_ne_bytes());
+        o[4..8].copy_from_slice(&self._pad.to_ne_bytes());
+        o[8..24].copy_from_slice(&self.addr);
+        o
+    }
+}
+
+/// Decodes one ring-buffer record.
+pub fn decode(b: &[u8]) -> Result<Decoded<'_>, DecodeError> {
+    let header = EventHeader::from_bytes(b)?;
+    let kind = Kind::from_u32(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
+    match kind {
+        Kind::Data | Kind::Stdio | Kind::DataLost => {
+            let need = 64 + header.len as usize;
+            if b.len() < need {
+                return Err(DecodeError::Short { have: b.len(), need });
+            }
+            Ok(Decoded::Data { header, payload: &b[64..need] })
+        }
+        Kind::Connect | Kind::Accept => {
+            if b.len() < 88 {
+                return Err(DecodeError::Short { have: b.len(), need: 88 });
+            }
+            let mut addr = [0u8; 16];
+            addr.copy_from_slice(&b[72..88]);
+            let a = SockAddr {
+                family: u16::from_ne_bytes([b[64], b[65]]),
+                port: u16::from_ne_bytes([b[66], b[67]]),
+                _pad: read_u32(b, 68),
+                addr,
+            };
+            Ok(Decoded::Conn { header, addr: a })
+        }
+        Kind::Close | Kind::Fork | Kind::Exit => Ok(Decoded::Other { header }),
+    }
+}

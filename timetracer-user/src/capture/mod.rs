@@ -1,0 +1,1 @@
+//! Loading and attaching the kernel programs, and reading the ring buffer.

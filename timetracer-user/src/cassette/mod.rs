@@ -1,0 +1,1 @@
+//! Cassette format, builder, writer and reader.

@@ -1,0 +1,93 @@
+//! What the pipeline hands to the cassette builder: one inbound request with everything that
+//! was attributed to it. Pure data; no I/O.
+use std::net::SocketAddr;
+
+use crate::protocols::http::types::Exchange;
+
+/// Facts about the connection a message travelled on.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ConnFacts {
+    pub pid: u32,
+    pub fd: i32,
+    /// Kernel connection id (unique per process, fd and open).
+    pub conn_id: u64,
+    pub local: Option<SocketAddr>,
+    pub remote: Option<SocketAddr>,
+    pub tls: bool,
+    /// TLS server name (SNI) when known.
+    pub server_name: Option<String>,
+    /// The connection was already open when tracing started.
+    pub preexisting: bool,
+}
+
+/// How sure the agent is that a dependency call belongs to its request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Attribution {
+    /// Proven; `evidence` says by which rule (`thread`, `sequential`, `asyncio`, ...).
+    Exact { evidence: &'static str },
+    /// Not provable; `reason` says why (`concurrent-requests`, `no-owner`, ...).
+    Ambiguous { reason: &'static str },
+}
+
+/// Kernel timings of a request/response pair, as monotonic ns (0 = unknown).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Timings {
+    /// First byte of the request.
+    pub request_start_ns: u64,
+    /// Last byte of the request.
+    pub request_end_ns: u64,
+    /// First byte of the response.
+    pub response_start_ns: u64,
+    /// Last byte of the response.
+    pub response_end_ns: u64,
+    /// `connect()` returned (outbound connections opened during this call).
+    pub connect_ns: u64,
+}
+
+/// One dependency call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DepKind {
+    /// An outbound HTTP/1.x exchange.
+    Http(Exchange),
+}
+
+/// A dependency call attributed to (or considered for) an inbound request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DepCall {
+    pub kind: DepKind,
+    pub conn: ConnFacts,
+    pub attribution: Attribution,
+    pub timings: Timings,
+}
+
+/// The traced process, as read from /proc when tracing started (or when it forked).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProcessInfo {
+    pub pid: u32,
+    pub cmdline: Vec<String>,
+    pub exe: String,
+    /// `3.11.7` style, when the process is a CPython.
+    pub python_version: Option<String>,
+    /// `uvicorn`, `gunicorn`, `flask`, ... guessed from the command line / loaded modules.
+    pub framework: Option<String>,
+}
+
+/// One inbound request with everything attributed to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedRequest {
+    /// Unique id (uuid4); the file name carries its first 8 hex digits.
+    pub id: uuid::Uuid,
+    pub process: ProcessInfo,
+    /// The inbound exchange (request + response as the app served it).
+    pub inbound: Exchange,
+    pub conn: ConnFacts,
+    pub timings: Timings,
+    /// Dependency calls in the order they started.
+    pub deps: Vec<DepCall>,
+    /// A Python traceback the process wrote to stdout/stderr while serving this request.
+    pub traceback: Option<String>,
+    /// Offset to add to a monotonic ns timestamp to get Unix-epoch ns.
+    pub mono_to_unix_ns: i128,
+    /// Kernel + agent drop counters when the request was written (name -> count).
+    pub drops: Vec<(String, u64)>,
+}

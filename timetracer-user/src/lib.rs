@@ -1,0 +1,16 @@
+//! timetracer: record each inbound HTTP request of an unmodified Python process, with every
+//! dependency call it made, into one cassette — from the kernel, with eBPF.
+//!
+//! The agent is a pipeline (see `docs/ARCHITECTURE.md`):
+//! `capture` (ring buffer) → `reassembly` (per connection and direction, by byte position)
+//! → `protocols` (detect, parse, stitch) → `correlate` (attribute outbound calls to inbound
+//! requests) → `cassette` (redact, write atomically).
+
+pub mod capture;
+pub mod cassette;
+pub mod cli;
+pub mod correlate;
+pub mod protocols;
+pub mod reassembly;
+pub mod redact;
+pub mod telemetry;

@@ -1,0 +1,2 @@
+//! Wire protocols. Each protocol is a folder with pure, I/O-free parse/stitch functions.
+pub mod http;

@@ -1,0 +1,1 @@
+//! Redaction of secrets before anything reaches disk.
