@@ -251,6 +251,10 @@ pub struct Config {
     pub max_bytes_per_syscall: u32,
     /// Capture writes to fd 1 and 2 (tracebacks): 1 = yes.
     pub capture_stdio: u32,
+    /// Offset of `pid` in the `task/task_newtask` tracepoint record (read from its format file).
+    pub newtask_pid_off: u32,
+    /// Offset of `clone_flags` in the `task/task_newtask` tracepoint record.
+    pub newtask_flags_off: u32,
 }
 
 impl Default for Config {
@@ -258,13 +262,15 @@ impl Default for Config {
         Self {
             max_bytes_per_syscall: MAX_CHUNKS_PER_SYSCALL * LARGE_CHUNK as u32,
             capture_stdio: 1,
+            newtask_pid_off: 8,
+            newtask_flags_off: 32,
         }
     }
 }
 
 /// Connection ids the agent assigns to sockets found open at attach time start here,
 /// so they never collide with the kernel's counter.
-pub const PREEXISTING_CONN_ID_BASE: u64 = 1 << 62;
+pub const PREEXISTING_CONN_ID_BASE: u64 = 1 << 63;
 
 const _: () = assert!(size_of::<EventHeader>() == 64);
 const _: () = assert!(size_of::<SockAddr>() == 24);
@@ -272,7 +278,7 @@ const _: () = assert!(size_of::<ConnEvent>() == 88);
 const _: () = assert!(size_of::<SockState>() == 32);
 const _: () = assert!(size_of::<SmallData>() == 64 + SMALL_CHUNK);
 const _: () = assert!(size_of::<LargeData>() == 64 + LARGE_CHUNK);
-const _: () = assert!(size_of::<Config>() == 8);
+const _: () = assert!(size_of::<Config>() == 16);
 
 #[cfg(feature = "user")]
 mod pod {

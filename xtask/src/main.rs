@@ -1,1 +1,342 @@
-fn main() {}
+//! Project automation: `cargo xtask install | build | test | demo`.
+//!
+//! Every command installs what it needs first, idempotently, so the README's two commands work
+//! on a fresh Debian 12 machine.
+use std::{
+    env,
+    ffi::OsStr,
+    fs,
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitCode, Stdio},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, Result, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "timetracer project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install prerequisites (apt packages, nightly rust-src, bpf-linker, tracefs, Python venv).
+    Install,
+    /// Build target/release/timetracer-agent and target/release/timetracer (with eBPF).
+    Build,
+    /// Install, build, then run host tests and the privileged end-to-end tests.
+    Test {
+        /// Only host tests (no root, no eBPF).
+        #[arg(long)]
+        host_only: bool,
+        /// Extra arguments for the end-to-end test filter.
+        filter: Option<String>,
+    },
+    /// Install, build, record a bundled sample app, and show the cassettes.
+    Demo,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let r = match cli.cmd {
+        Cmd::Install => install(),
+        Cmd::Build => install().and_then(|()| build()),
+        Cmd::Test { host_only, filter } => test(host_only, filter.as_deref()),
+        Cmd::Demo => demo(),
+    };
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+fn cargo_bin_dir() -> PathBuf {
+    env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env::var_os("HOME").unwrap_or_default()).join(".cargo"))
+        .join("bin")
+}
+
+/// PATH with cargo's bin dir (bpf-linker) in front.
+fn path_env() -> std::ffi::OsString {
+    let mut paths = vec![cargo_bin_dir()];
+    if let Some(p) = env::var_os("PATH") {
+        paths.extend(env::split_paths(&p));
+    }
+    env::join_paths(paths).expect("PATH")
+}
+
+fn run(cmd: &mut Command) -> Result<()> {
+    eprintln!("xtask: $ {}", describe(cmd));
+    let st = cmd.status().with_context(|| format!("cannot run {}", describe(cmd)))?;
+    if !st.success() {
+        bail!("{} failed with {st}", describe(cmd));
+    }
+    Ok(())
+}
+
+fn describe(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(OsStr::to_string_lossy)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn ok(cmd: &mut Command) -> bool {
+    cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+const APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+    "libxml2-dev",
+    "curl",
+    "tmux",
+    "python3-venv",
+];
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"))
+}
+
+fn install() -> Result<()> {
+    // 1. apt packages.
+    let missing: Vec<&str> = APT_PACKAGES
+        .iter()
+        .copied()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
+    if !missing.is_empty() {
+        if !is_root() {
+            bail!("missing Debian packages {missing:?}; run `sudo cargo xtask install`");
+        }
+        run(Command::new("apt-get").arg("update").arg("-qq"))?;
+        run(Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&missing)
+            .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    }
+    // 2. nightly rust-src (the eBPF crate builds core itself).
+    let have_src = Command::new("rustup")
+        .args(["component", "list", "--installed", "--toolchain", "nightly"])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("rust-src"));
+    if !have_src {
+        run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal", "--component", "rust-src"]))?;
+    }
+    // 3. bpf-linker against Debian's LLVM 22 (matches nightly's LLVM).
+    if !cargo_bin_dir().join("bpf-linker").exists() {
+        run(Command::new("cargo")
+            .args(["install", "bpf-linker", "--version", "0.13.0", "--locked", "--no-default-features", "--features", "llvm-22"])
+            .env("PATH", {
+                let mut p = vec![PathBuf::from("/usr/lib/llvm-22/bin")];
+                p.extend(env::split_paths(&path_env()));
+                env::join_paths(p)?
+            })
+            .env("LLVM_PREFIX", "/usr/lib/llvm-22")
+            .env("LLVM_SYS_221_PREFIX", "/usr/lib/llvm-22"))?;
+    }
+    // 4. tracefs (the agent mounts it too, but tools like bpftool expect it).
+    if is_root() && !Path::new("/sys/kernel/tracing/events").exists() {
+        let _ = run(Command::new("mount").args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"]));
+    }
+    // 5. Python venv with the test and demo apps' packages.
+    python_venv()?;
+    Ok(())
+}
+
+fn dpkg_installed(p: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", p])
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+}
+
+fn venv_dir() -> PathBuf {
+    env::var_os("TIMETRACER_VENV").map_or_else(|| root().join(".venv"), PathBuf::from)
+}
+
+fn python_venv() -> Result<()> {
+    let venv = venv_dir();
+    let req = root().join("tests/apps/requirements.txt");
+    let req_text = fs::read_to_string(&req).with_context(|| format!("reading {}", req.display()))?;
+    let stamp = venv.join(".requirements.stamp");
+    if fs::read_to_string(&stamp).is_ok_and(|s| s == req_text) && venv.join("bin/python").exists() {
+        return Ok(());
+    }
+    if !venv.join("bin/python").exists() {
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+    }
+    run(Command::new(venv.join("bin/pip")).args(["install", "-q", "--disable-pip-version-check", "-r"]).arg(&req))?;
+    fs::write(&stamp, req_text)?;
+    Ok(())
+}
+
+fn build() -> Result<()> {
+    if !cargo_bin_dir().join("bpf-linker").exists() {
+        bail!("bpf-linker is missing; run `cargo xtask install`");
+    }
+    run(Command::new("cargo")
+        .current_dir(root())
+        .args(["build", "--release", "-p", "timetracer-user"])
+        .env("PATH", path_env())
+        .env_remove("AYA_BUILD_SKIP"))?;
+    for b in ["timetracer-agent", "timetracer"] {
+        let p = root().join("target/release").join(b);
+        if !p.exists() {
+            bail!("{} was not built", p.display());
+        }
+    }
+    Ok(())
+}
+
+fn test(host_only: bool, filter: Option<&str>) -> Result<()> {
+    if host_only {
+        return run(Command::new("cargo").current_dir(root()).args(["test", "--workspace", "--exclude", "timetracer-ebpf", "--exclude", "timetracer-integration"]).env("AYA_BUILD_SKIP", "1"));
+    }
+    install()?;
+    build()?;
+    // Host tests (parsers, reassembly, cassette format, CLI).
+    run(Command::new("cargo")
+        .current_dir(root())
+        .args(["test", "--release", "--workspace", "--exclude", "timetracer-ebpf", "--exclude", "timetracer-integration"])
+        .env("PATH", path_env()))?;
+    // Privileged end-to-end tests: real apps, real kernel programs, one at a time.
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(root())
+        .args(["test", "--release", "-p", "timetracer-integration", "--"])
+        .args(filter)
+        .args(["--test-threads=1"])
+        .env("PATH", path_env())
+        .env("TIMETRACER_VENV", venv_dir())
+        .env("TIMETRACER_AGENT", root().join("target/release/timetracer-agent"))
+        .env("TIMETRACER_CLI", root().join("target/release/timetracer"));
+    if is_root() {
+        cmd.env("TIMETRACER_REQUIRE_PRIVILEGED", "1");
+    } else {
+        eprintln!("xtask: not root: the privileged end-to-end tests will be SKIPPED (run `sudo cargo xtask test`)");
+    }
+    run(&mut cmd)
+}
+
+struct Guard(Child);
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn wait_port(port: u16, timeout: Duration) -> Result<()> {
+    let t = Instant::now();
+    while t.elapsed() < timeout {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bail!("nothing listens on 127.0.0.1:{port} after {timeout:?}")
+}
+
+fn http_get(port: u16, path: &str) -> Result<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out.lines().next().unwrap_or("").to_owned())
+}
+
+fn demo() -> Result<()> {
+    install()?;
+    build()?;
+    if !is_root() {
+        bail!("the demo traces a process with eBPF: run `sudo cargo xtask demo`");
+    }
+    let apps = root().join("tests/apps");
+    let venv = venv_dir();
+    let out = root().join("target/demo-cassettes");
+    let _ = fs::remove_dir_all(&out);
+    let (up_port, app_port) = (18901, 18900);
+    let up_log = root().join("target/demo-upstream.log");
+    let _upstream = Guard(
+        Command::new(venv.join("bin/python"))
+            .current_dir(&apps)
+            .arg("upstream.py")
+            .arg(up_port.to_string())
+            .arg(&up_log)
+            .stdout(Stdio::null())
+            .spawn()
+            .context("starting the sample upstream")?,
+    );
+    wait_port(up_port, Duration::from_secs(15))?;
+    eprintln!("xtask: recording the sample FastAPI app (tests/apps/fastapi_app.py) on :{app_port}");
+    let mut agent = Command::new(root().join("target/release/timetracer-agent"))
+        .current_dir(&apps)
+        .arg("record")
+        .arg("--out")
+        .arg(&out)
+        .arg("--")
+        .arg(venv.join("bin/uvicorn"))
+        .args(["fastapi_app:app", "--port", &app_port.to_string(), "--no-access-log"])
+        .env("UPSTREAM_URL", format!("http://127.0.0.1:{up_port}"))
+        .stderr(Stdio::piped())
+        .spawn()
+        .context("starting timetracer-agent record")?;
+    let stderr = agent.stderr.take().expect("piped");
+    let log = std::thread::spawn(move || {
+        for l in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("  | {l}");
+        }
+    });
+    wait_port(app_port, Duration::from_secs(30))?;
+    for path in ["/users/42", "/multi", "/text", "/fail", "/boom"] {
+        eprintln!("xtask: GET {path} -> {}", http_get(app_port, path)?);
+    }
+    std::thread::sleep(Duration::from_millis(800));
+    // SIGINT: the agent forwards it to uvicorn, flushes and exits with its status.
+    run(Command::new("kill").args(["-INT", &agent.id().to_string()]))?;
+    let st = agent.wait()?;
+    let _ = log.join();
+    eprintln!("xtask: agent exited with {st}");
+    let mut files: Vec<PathBuf> = Vec::new();
+    collect(&out, &mut files);
+    files.sort();
+    if files.is_empty() {
+        bail!("no cassettes were written to {}", out.display());
+    }
+    for f in &files {
+        println!("\n=== {}", f.strip_prefix(root()).unwrap_or(f).display());
+        run(Command::new(root().join("target/release/timetracer")).arg("show").arg(f).arg("--events"))?;
+    }
+    println!("\n{} cassettes in {}", files.len(), out.display());
+    Ok(())
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                collect(&p, out);
+            } else if p.to_string_lossy().ends_with(".json") || p.to_string_lossy().ends_with(".json.zst") {
+                out.push(p);
+            }
+        }
+    }
+}

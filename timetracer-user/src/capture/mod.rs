@@ -1,1 +1,275 @@
-//! Loading and attaching the kernel programs, and reading the ring buffer.
+//! Loading and attaching the kernel programs, seeding them with the traced processes and
+//! their already-open sockets, and draining the ring buffer.
+//!
+//! The ring buffer is submitted to with `BPF_RB_NO_WAKEUP` (a wakeup inside the traced syscall
+//! costs ~2.5 µs on our VMs, see docs/ARCHITECTURE.md), so [`Capture::drain`] is called on a
+//! short timer instead of waiting on epoll.
+pub mod procfs;
+
+use std::{
+    fs,
+    net::SocketAddr,
+    path::Path,
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
+    programs::{ProgramError, TracePoint},
+};
+use timetracer_common::{
+    Config, DROP_SLOTS, Drop, MAP_CONFIG, MAP_DROPS, MAP_EVENTS, MAP_SOCKS, MAP_TARGETS,
+    PREEXISTING_CONN_ID_BASE, ROLE_CLIENT, ROLE_SERVER, SockState,
+};
+
+/// The compiled kernel object (empty when built without eBPF, see build.rs).
+static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/timetracer"));
+
+/// Where tracefs must be for aya to find tracepoints.
+const TRACEFS: &str = "/sys/kernel/tracing";
+
+/// Why tracing could not start. Each message names the fix.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error(
+        "this binary was built without eBPF (bpf-linker was missing at build time); run `cargo xtask install` then `cargo xtask build`"
+    )]
+    BuiltWithoutEbpf,
+    #[error("tracing needs root (CAP_BPF + CAP_PERFMON + CAP_SYS_ADMIN); run it with sudo")]
+    NotRoot,
+    #[error(
+        "tracefs is not mounted at {TRACEFS} and mounting it failed ({source}); run `mount -t tracefs tracefs {TRACEFS}`"
+    )]
+    NoTracefs {
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the kernel has no tracepoint {category}/{name} ({detail}); timetracer needs syscall tracepoints (CONFIG_FTRACE_SYSCALLS) and a kernel >= 5.17 (bpf_loop)"
+    )]
+    MissingTracepoint { category: String, name: String, detail: String },
+    #[error("loading the eBPF object failed: {0}")]
+    Load(#[from] aya::EbpfError),
+    #[error("loading program {name} failed: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: ProgramError,
+    },
+    #[error("eBPF map {0} is missing from the object (stale build? run `cargo xtask build`)")]
+    MissingMap(&'static str),
+    #[error("eBPF map {name}: {source}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+}
+
+/// Programs and the tracepoints each one is attached to.
+const PROGRAMS: &[(&str, &[(&str, &str)])] = &[
+    ("sys_enter_read", &[("syscalls", "sys_enter_read")]),
+    ("sys_enter_write", &[("syscalls", "sys_enter_write")]),
+    ("sys_enter_readv", &[("syscalls", "sys_enter_readv")]),
+    ("sys_enter_writev", &[("syscalls", "sys_enter_writev")]),
+    ("sys_enter_recvfrom", &[("syscalls", "sys_enter_recvfrom")]),
+    ("sys_enter_sendto", &[("syscalls", "sys_enter_sendto")]),
+    ("sys_enter_recvmsg", &[("syscalls", "sys_enter_recvmsg")]),
+    ("sys_enter_sendmsg", &[("syscalls", "sys_enter_sendmsg")]),
+    ("sys_enter_connect", &[("syscalls", "sys_enter_connect")]),
+    ("sys_enter_accept", &[("syscalls", "sys_enter_accept"), ("syscalls", "sys_enter_accept4")]),
+    ("sys_enter_close", &[("syscalls", "sys_enter_close")]),
+    (
+        "sys_exit_any",
+        &[
+            ("syscalls", "sys_exit_read"),
+            ("syscalls", "sys_exit_write"),
+            ("syscalls", "sys_exit_readv"),
+            ("syscalls", "sys_exit_writev"),
+            ("syscalls", "sys_exit_recvfrom"),
+            ("syscalls", "sys_exit_sendto"),
+            ("syscalls", "sys_exit_recvmsg"),
+            ("syscalls", "sys_exit_sendmsg"),
+            ("syscalls", "sys_exit_connect"),
+            ("syscalls", "sys_exit_accept"),
+            ("syscalls", "sys_exit_accept4"),
+        ],
+    ),
+    ("task_newtask", &[("task", "task_newtask")]),
+    ("sched_process_exit", &[("sched", "sched_process_exit")]),
+];
+
+/// Capture options that reach the kernel.
+#[derive(Clone, Copy, Debug)]
+pub struct CaptureOptions {
+    /// Max payload bytes copied per syscall.
+    pub max_bytes_per_syscall: u32,
+}
+
+/// Loaded, attached kernel programs.
+pub struct Capture {
+    ebpf: Ebpf,
+    ring: RingBuf<MapData>,
+}
+
+impl std::fmt::Debug for Capture {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Capture").finish_non_exhaustive()
+    }
+}
+
+/// Checks that tracing can start at all, before any process is launched.
+pub fn preflight() -> Result<(), LoadError> {
+    if EBPF_OBJECT.is_empty() {
+        return Err(LoadError::BuiltWithoutEbpf);
+    }
+    if !nix::unistd::geteuid().is_root() {
+        return Err(LoadError::NotRoot);
+    }
+    ensure_tracefs()
+}
+
+fn ensure_tracefs() -> Result<(), LoadError> {
+    if Path::new(TRACEFS).join("events").is_dir() {
+        return Ok(());
+    }
+    nix::mount::mount(
+        Some("tracefs"),
+        TRACEFS,
+        Some("tracefs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| LoadError::NoTracefs { source: e.into() })
+}
+
+/// Reads `field`'s offset from a tracepoint format file.
+fn tracepoint_field_offset(category: &str, name: &str, field: &str) -> Option<u32> {
+    let text = fs::read_to_string(Path::new(TRACEFS).join("events").join(category).join(name).join("format")).ok()?;
+    text.lines().find_map(|l| {
+        let l = l.trim();
+        let decl = l.strip_prefix("field:")?.split(';').next()?;
+        let fname = decl.rsplit([' ', '*']).next()?;
+        if fname != field {
+            return None;
+        }
+        let off = l.split("offset:").nth(1)?.split(';').next()?;
+        off.trim().parse().ok()
+    })
+}
+
+impl Capture {
+    /// Loads and attaches everything. Call [`preflight`] first for friendlier errors.
+    pub fn load(opts: CaptureOptions) -> Result<Self, LoadError> {
+        preflight()?;
+        let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT)?;
+        let mut cfg = Config { max_bytes_per_syscall: opts.max_bytes_per_syscall, ..Config::default() };
+        if let Some(o) = tracepoint_field_offset("task", "task_newtask", "pid") {
+            cfg.newtask_pid_off = o;
+        }
+        if let Some(o) = tracepoint_field_offset("task", "task_newtask", "clone_flags") {
+            cfg.newtask_flags_off = o;
+        }
+        {
+            let map = ebpf.map_mut(MAP_CONFIG).ok_or(LoadError::MissingMap(MAP_CONFIG))?;
+            let mut arr: Array<_, Config> =
+                Array::try_from(map).map_err(|source| LoadError::Map { name: MAP_CONFIG, source })?;
+            arr.set(0, cfg, 0).map_err(|source| LoadError::Map { name: MAP_CONFIG, source })?;
+        }
+        for (prog, points) in PROGRAMS {
+            let p: &mut TracePoint = ebpf
+                .program_mut(prog)
+                .ok_or(LoadError::MissingMap("program"))?
+                .try_into()
+                .map_err(|source| LoadError::Program { name: prog, source })?;
+            p.load().map_err(|source| LoadError::Program { name: prog, source })?;
+            for (category, name) in *points {
+                p.attach(category, name).map_err(|e| LoadError::MissingTracepoint {
+                    category: (*category).to_owned(),
+                    name: (*name).to_owned(),
+                    detail: e.to_string(),
+                })?;
+            }
+        }
+        let ring = RingBuf::try_from(ebpf.take_map(MAP_EVENTS).ok_or(LoadError::MissingMap(MAP_EVENTS))?)
+            .map_err(|source| LoadError::Map { name: MAP_EVENTS, source })?;
+        Ok(Self { ebpf, ring })
+    }
+
+    /// Adds a process to the traced set (its children follow automatically).
+    pub fn add_target(&mut self, tgid: u32) -> Result<(), LoadError> {
+        let map = self.ebpf.map_mut(MAP_TARGETS).ok_or(LoadError::MissingMap(MAP_TARGETS))?;
+        let mut m: HashMap<_, u32, u32> =
+            HashMap::try_from(map).map_err(|source| LoadError::Map { name: MAP_TARGETS, source })?;
+        m.insert(tgid, 1, 0).map_err(|source| LoadError::Map { name: MAP_TARGETS, source })
+    }
+
+    /// Tells the kernel about a socket that was open before tracing started. Returns the
+    /// connection id it was given. Does nothing if the kernel already tracks that fd (it saw
+    /// the connect/accept after attach).
+    pub fn add_socket(&mut self, tgid: u32, fd: i32, server: bool, seq: u64) -> Result<Option<u64>, LoadError> {
+        let map = self.ebpf.map_mut(MAP_SOCKS).ok_or(LoadError::MissingMap(MAP_SOCKS))?;
+        let mut m: HashMap<_, u64, SockState> =
+            HashMap::try_from(map).map_err(|source| LoadError::Map { name: MAP_SOCKS, source })?;
+        let key = (u64::from(tgid) << 32) | u64::from(fd as u32);
+        if m.get(&key, 0).is_ok() {
+            return Ok(None);
+        }
+        let conn_id = PREEXISTING_CONN_ID_BASE | seq;
+        let st = SockState {
+            conn_id,
+            rx_pos: 0,
+            tx_pos: 0,
+            role: if server { ROLE_SERVER } else { ROLE_CLIENT },
+            flags: 0,
+        };
+        // BPF_NOEXIST: never overwrite an entry the kernel created in the meantime.
+        match m.insert(key, st, 2) {
+            Ok(()) => Ok(Some(conn_id)),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// Hands every pending ring-buffer record to `f`; returns how many there were.
+    pub fn drain(&mut self, mut f: impl FnMut(&[u8])) -> usize {
+        let mut n = 0;
+        while let Some(item) = self.ring.next() {
+            f(&item);
+            n += 1;
+        }
+        n
+    }
+
+    /// Kernel drop counters summed over CPUs: (reason, events, bytes).
+    pub fn drops(&mut self) -> Vec<(&'static str, u64, u64)> {
+        let Some(map) = self.ebpf.map_mut(MAP_DROPS) else {
+            return Vec::new();
+        };
+        let Ok(arr) = PerCpuArray::<_, u64>::try_from(map) else {
+            return Vec::new();
+        };
+        let sum = |slot: u32| -> u64 {
+            if slot >= DROP_SLOTS {
+                return 0;
+            }
+            arr.get(&slot, 0).map(|v| v.iter().sum()).unwrap_or(0)
+        };
+        Drop::ALL
+            .iter()
+            .map(|d| (d.name(), sum(d.events_slot()), sum(d.bytes_slot())))
+            .collect()
+    }
+}
+
+/// Converts a kernel [`timetracer_common::SockAddr`] to a std address.
+#[must_use]
+pub fn to_socket_addr(a: &timetracer_common::SockAddr) -> Option<SocketAddr> {
+    match a.family {
+        2 => Some(SocketAddr::from((
+            [a.addr[0], a.addr[1], a.addr[2], a.addr[3]],
+            a.port,
+        ))),
+        10 => Some(SocketAddr::from((a.addr, a.port))),
+        _ => None,
+    }
+}

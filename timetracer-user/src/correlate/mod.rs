@@ -1,2 +1,659 @@
 //! Connection table and attribution of outbound calls to inbound requests.
+//!
+//! [`Correlator`] receives decoded kernel records in arrival order, keeps one
+//! [`reassembly::Stream`] per connection and direction and one [`HttpConn`] per connection, and
+//! turns completed inbound exchanges into [`RecordedRequest`]s once a short grace period has
+//! passed (late ring-buffer records from other CPUs, tracebacks logged after the response).
+//!
+//! Attribution rules (this stage; concurrent asyncio tasks are decided by issue #7's engine):
+//! - an outbound request whose first byte was written while exactly one inbound request of the
+//!   same process was open on the writing thread → `exact/thread`;
+//! - ... or, when no open request is on that thread, while exactly one was open in the process
+//!   → `exact/sequential` (worker threads of a sequential server);
+//! - several candidates → written to each candidate's cassette as `ambiguous/concurrent-requests`;
+//! - none → background traffic, counted, not written.
+//!
+//! Calls are assigned by the *request* bytes' writer (thread, time); responses are paired to
+//! requests by protocol order on the connection, never by who read them.
 pub mod model;
+
+use std::{
+    collections::{HashMap, VecDeque},
+    net::SocketAddr,
+};
+
+use bytes::Bytes;
+use timetracer_common::{DIR_EGRESS, Decoded, EventHeader, Kind, ROLE_SERVER};
+
+use self::model::{
+    Attribution, ConnFacts, DepCall, DepKind, ProcessInfo, RecordedRequest, Timings,
+};
+use crate::{
+    protocols::{
+        detect::{Detected, detect},
+        http::{
+            HttpConn, ParseOptions,
+            types::{Exchange, HttpEvent, Side},
+        },
+    },
+    reassembly::{Chunk, Segment, Stream},
+    telemetry::Counters,
+};
+
+/// Tunables of the correlator.
+#[derive(Clone, Debug)]
+pub struct CorrelateOptions {
+    /// Bytes of each body kept.
+    pub max_body: usize,
+    /// How long a hole in a stream may stay open before it is declared a gap.
+    pub gap_timeout_ns: u64,
+    /// How long after its response ends a request waits for late records (tracebacks logged
+    /// after the response, records still in flight from other CPUs).
+    pub grace_ns: u64,
+    /// Longest extra wait for outbound calls still in flight that started inside the request.
+    pub max_wait_ns: u64,
+}
+
+impl Default for CorrelateOptions {
+    fn default() -> Self {
+        Self {
+            max_body: 1 << 20,
+            gap_timeout_ns: 300_000_000,
+            grace_ns: 300_000_000,
+            max_wait_ns: 3_000_000_000,
+        }
+    }
+}
+
+enum Proto {
+    /// Not decided yet; holds the first bytes seen per direction.
+    Unknown,
+    Http(Box<HttpConn>),
+    /// Not HTTP: further bytes are counted and dropped.
+    Other,
+}
+
+struct Conn {
+    facts: ConnFacts,
+    side: Side,
+    streams: [Stream; 2],
+    proto: Proto,
+    /// Segments held until the protocol is known.
+    held: Vec<(bool, Segment)>,
+    held_bytes: [Vec<u8>; 2],
+    connect_ns: u64,
+}
+
+/// An inbound request from head to finalization.
+struct Inbound {
+    tgid: u32,
+    conn_id: u64,
+    index: u64,
+    start_ns: u64,
+    /// Threads that read its request or wrote its response.
+    tids: Vec<u32>,
+    /// Last byte of the response; `None` while it is open.
+    end_ns: Option<u64>,
+    exchange: Option<Exchange>,
+    deps: Vec<DepCall>,
+    traceback: Vec<String>,
+    finalized: bool,
+}
+
+/// An outbound call from its first request byte to its response.
+struct Outbound {
+    tgid: u32,
+    conn_id: u64,
+    index: u64,
+    tid: u32,
+    start_ns: u64,
+    exchange: Option<Exchange>,
+    facts: ConnFacts,
+    connect_ns: u64,
+}
+
+/// A write to stdout/stderr of a traced process.
+struct StdioWrite {
+    tgid: u32,
+    tid: u32,
+    ts_ns: u64,
+    text: String,
+}
+
+/// The correlating stage.
+pub struct Correlator {
+    opts: CorrelateOptions,
+    conns: HashMap<u64, Conn>,
+    inbound: VecDeque<Inbound>,
+    outbound: VecDeque<Outbound>,
+    stdio: VecDeque<StdioWrite>,
+    processes: HashMap<u32, ProcessInfo>,
+    mono_to_unix_ns: i128,
+    /// Counters shared with the status line and the cassette footer.
+    pub counters: Counters,
+}
+
+impl std::fmt::Debug for Correlator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Correlator").field("conns", &self.conns.len()).finish_non_exhaustive()
+    }
+}
+
+/// Monotonic clock (the clock of `bpf_ktime_get_ns`) in ns.
+#[must_use]
+pub fn monotonic_ns() -> u64 {
+    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap_or_default();
+    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+}
+
+/// Offset from the monotonic clock to Unix time, in ns.
+#[must_use]
+pub fn mono_to_unix_offset() -> i128 {
+    let mono = i128::from(monotonic_ns());
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i128)
+        .unwrap_or_default();
+    unix - mono
+}
+
+impl Correlator {
+    #[must_use]
+    pub fn new(opts: CorrelateOptions, counters: Counters) -> Self {
+        Self {
+            opts,
+            conns: HashMap::new(),
+            inbound: VecDeque::new(),
+            outbound: VecDeque::new(),
+            stdio: VecDeque::new(),
+            processes: HashMap::new(),
+            mono_to_unix_ns: mono_to_unix_offset(),
+            counters,
+        }
+    }
+
+    /// Records what /proc says about a traced process.
+    pub fn add_process(&mut self, info: ProcessInfo) {
+        self.processes.insert(info.pid, info);
+    }
+
+    /// Registers a connection that was open before tracing started.
+    pub fn add_preexisting(&mut self, tgid: u32, fd: i32, conn_id: u64, server: bool, local: SocketAddr, remote: SocketAddr) {
+        let facts = ConnFacts {
+            pid: tgid,
+            fd,
+            conn_id,
+            local: Some(local),
+            remote: Some(remote),
+            preexisting: true,
+            ..ConnFacts::default()
+        };
+        self.conns.insert(conn_id, Conn::new(facts, if server { Side::Server } else { Side::Client }, 0));
+    }
+
+    /// Handles one decoded kernel record.
+    pub fn handle(&mut self, rec: Decoded<'_>) {
+        match rec {
+            Decoded::Data { header, payload } => self.on_data(&header, payload),
+            Decoded::Conn { header, addr } => {
+                let remote = crate::capture::to_socket_addr(&addr);
+                let kind = Kind::from_u32(header.kind);
+                if kind == Some(Kind::Connect) && header.conn_id == 0 {
+                    self.counters.inc_named("connect_failed");
+                    return;
+                }
+                let side = if header.dir == ROLE_SERVER { Side::Server } else { Side::Client };
+                let local = crate::capture::procfs::socket_addrs(header.tgid, header.fd).map(|(l, _)| l);
+                let facts = ConnFacts {
+                    pid: header.tgid,
+                    fd: header.fd,
+                    conn_id: header.conn_id,
+                    local,
+                    remote,
+                    ..ConnFacts::default()
+                };
+                self.counters.inc_named(if side == Side::Server { "accepted" } else { "connected" });
+                self.conns.insert(header.conn_id, Conn::new(facts, side, header.ts_ns));
+            }
+            Decoded::Other { header } => match Kind::from_u32(header.kind) {
+                Some(Kind::Close) => self.close_conn(header.conn_id, header.ts_ns),
+                Some(Kind::Fork) => {
+                    let child = header.conn_id as u32;
+                    self.processes.insert(child, crate::capture::procfs::process_info(child));
+                }
+                _ => {}
+            },
+        }
+    }
+
+    fn on_data(&mut self, h: &EventHeader, payload: &[u8]) {
+        match Kind::from_u32(h.kind) {
+            Some(Kind::Stdio) => {
+                self.stdio.push_back(StdioWrite {
+                    tgid: h.tgid,
+                    tid: h.tid,
+                    ts_ns: h.ts_ns,
+                    text: String::from_utf8_lossy(payload).into_owned(),
+                });
+                if self.stdio.len() > 4096 {
+                    self.stdio.pop_front();
+                }
+            }
+            Some(Kind::DataLost) => {
+                if let Some(c) = self.conns.get_mut(&h.conn_id) {
+                    c.streams[usize::from(h.dir == DIR_EGRESS)].lost(h.pos, h.total as u64);
+                }
+            }
+            _ => {
+                self.counters.add_bytes(payload.len() as u64);
+                let Some(c) = self.conns.get_mut(&h.conn_id) else {
+                    // A socket the kernel tracks but whose accept/connect record we lost.
+                    self.counters.inc_named("data_unknown_conn");
+                    return;
+                };
+                c.streams[usize::from(h.dir == DIR_EGRESS)].push(Chunk {
+                    pos: h.pos,
+                    data: Bytes::copy_from_slice(payload),
+                    ts_ns: h.ts_ns,
+                    tid: h.tid,
+                });
+            }
+        }
+    }
+
+    fn close_conn(&mut self, conn_id: u64, ts_ns: u64) {
+        let Some(mut c) = self.conns.remove(&conn_id) else { return };
+        let mut segs = Vec::new();
+        let mut events = Vec::new();
+        for dir in 0..2 {
+            segs.clear();
+            c.streams[dir].flush(&mut segs);
+            for s in segs.drain(..) {
+                c.feed(dir == 1, s, &self.opts, &mut events, &self.counters);
+            }
+        }
+        c.release_held(&self.opts, &mut events, &self.counters);
+        if let Proto::Http(p) = &mut c.proto {
+            p.close(ts_ns, &mut events);
+        }
+        let facts = c.facts.clone();
+        let side = c.side;
+        let connect_ns = c.connect_ns;
+        for e in events {
+            self.on_http(&facts, side, connect_ns, e);
+        }
+    }
+
+    /// Moves data through reassembly and parsing; call after each drain.
+    pub fn pump(&mut self, now_ns: u64) {
+        let mut segs = Vec::new();
+        let mut out: Vec<(ConnFacts, Side, u64, HttpEvent)> = Vec::new();
+        let mut events = Vec::new();
+        for c in self.conns.values_mut() {
+            for dir in 0..2 {
+                segs.clear();
+                c.streams[dir].pop_ready(now_ns, self.opts.gap_timeout_ns, &mut segs);
+                for s in segs.drain(..) {
+                    c.feed(dir == 1, s, &self.opts, &mut events, &self.counters);
+                }
+            }
+            for e in events.drain(..) {
+                out.push((c.facts.clone(), c.side, c.connect_ns, e));
+            }
+        }
+        for (facts, side, connect_ns, e) in out {
+            self.on_http(&facts, side, connect_ns, e);
+        }
+    }
+
+    fn on_http(&mut self, facts: &ConnFacts, side: Side, connect_ns: u64, e: HttpEvent) {
+        match (side, e) {
+            (Side::Server, HttpEvent::RequestHead { index, mark, .. }) => {
+                self.inbound.push_back(Inbound {
+                    tgid: facts.pid,
+                    conn_id: facts.conn_id,
+                    index,
+                    start_ns: mark.ts_ns,
+                    tids: vec![mark.tid],
+                    end_ns: None,
+                    exchange: None,
+                    deps: Vec::new(),
+                    traceback: Vec::new(),
+                    finalized: false,
+                });
+            }
+            (Side::Server, HttpEvent::ResponseStarted { index, mark }) => {
+                if let Some(r) = self.find_inbound(facts.conn_id, index) {
+                    if !r.tids.contains(&mark.tid) {
+                        r.tids.push(mark.tid);
+                    }
+                }
+            }
+            (Side::Server, HttpEvent::Exchange(ex)) => {
+                let end = ex.response.as_ref().map_or(ex.request.last.ts_ns, |r| r.last.ts_ns);
+                let start = ex.request.first.ts_ns;
+                let tid = ex.request.first.tid;
+                let found = self.find_inbound(facts.conn_id, ex.index).is_some();
+                if !found {
+                    // The head event was not seen (should not happen); open it now.
+                    self.inbound.push_back(Inbound {
+                        tgid: facts.pid,
+                        conn_id: facts.conn_id,
+                        index: ex.index,
+                        start_ns: start,
+                        tids: vec![tid],
+                        end_ns: None,
+                        exchange: None,
+                        deps: Vec::new(),
+                        traceback: Vec::new(),
+                        finalized: false,
+                    });
+                }
+                if let Some(r) = self.find_inbound(facts.conn_id, ex.index) {
+                    r.start_ns = r.start_ns.min(start);
+                    r.end_ns = Some(end.max(r.start_ns));
+                    r.exchange = Some(ex);
+                }
+                self.counters.inc_named("requests");
+            }
+            (Side::Client, HttpEvent::RequestHead { index, mark, .. }) => {
+                self.outbound.push_back(Outbound {
+                    tgid: facts.pid,
+                    conn_id: facts.conn_id,
+                    index,
+                    tid: mark.tid,
+                    start_ns: mark.ts_ns,
+                    exchange: None,
+                    facts: facts.clone(),
+                    connect_ns,
+                });
+            }
+            (Side::Client, HttpEvent::Exchange(ex)) => {
+                let (tid, start) = (ex.request.first.tid, ex.request.first.ts_ns);
+                match self.outbound.iter_mut().find(|o| o.conn_id == facts.conn_id && o.index == ex.index) {
+                    Some(o) => {
+                        o.tid = tid;
+                        o.start_ns = start;
+                        o.exchange = Some(ex);
+                    }
+                    None => self.outbound.push_back(Outbound {
+                        tgid: facts.pid,
+                        conn_id: facts.conn_id,
+                        index: ex.index,
+                        tid,
+                        start_ns: start,
+                        exchange: Some(ex),
+                        facts: facts.clone(),
+                        connect_ns,
+                    }),
+                }
+            }
+            (_, HttpEvent::Upgraded { .. }) => self.counters.inc_named("upgraded"),
+            (_, HttpEvent::Skipped { bytes, .. }) => self.counters.add_named("skipped_bytes", bytes),
+            _ => {}
+        }
+    }
+
+    fn find_inbound(&mut self, conn_id: u64, index: u64) -> Option<&mut Inbound> {
+        self.inbound.iter_mut().find(|r| r.conn_id == conn_id && r.index == index && !r.finalized)
+    }
+
+    /// Requests that are ready (grace period over); call after [`Self::pump`].
+    pub fn take_ready(&mut self, now_ns: u64) -> Vec<RecordedRequest> {
+        let mut ready = Vec::new();
+        for i in 0..self.inbound.len() {
+            let r = &self.inbound[i];
+            let Some(end) = r.end_ns else { continue };
+            if r.finalized || now_ns < end.saturating_add(self.opts.grace_ns) {
+                continue;
+            }
+            // Wait (bounded) for outbound calls that started inside this request and have not
+            // finished yet.
+            let waiting = self.outbound.iter().any(|o| {
+                o.exchange.is_none() && o.tgid == r.tgid && o.start_ns >= r.start_ns && o.start_ns <= end
+            });
+            if waiting && now_ns < end.saturating_add(self.opts.max_wait_ns) {
+                continue;
+            }
+            ready.push(i);
+        }
+        let mut out = Vec::new();
+        for i in ready {
+            self.attribute_calls(i);
+            self.attach_traceback(i);
+            let r = &mut self.inbound[i];
+            r.finalized = true;
+            let Some(exchange) = r.exchange.take() else { continue };
+            let conn = self.conns.get(&r.conn_id).map(|c| c.facts.clone()).unwrap_or_else(|| ConnFacts {
+                pid: r.tgid,
+                conn_id: r.conn_id,
+                ..ConnFacts::default()
+            });
+            let timings = timings_of(&exchange, 0);
+            let mut deps = std::mem::take(&mut r.deps);
+            deps.sort_by_key(|d| d.timings.request_start_ns);
+            out.push(RecordedRequest {
+                id: uuid::Uuid::new_v4(),
+                process: self.processes.get(&r.tgid).cloned().unwrap_or_else(|| ProcessInfo { pid: r.tgid, ..ProcessInfo::default() }),
+                inbound: exchange,
+                conn,
+                timings,
+                deps,
+                traceback: (!r.traceback.is_empty()).then(|| r.traceback.concat()),
+                mono_to_unix_ns: self.mono_to_unix_ns,
+                drops: Vec::new(),
+            });
+        }
+        self.gc(now_ns);
+        out
+    }
+
+    /// Decides which inbound request(s) each completed outbound call started inside request
+    /// `i`'s window belongs to.
+    fn attribute_calls(&mut self, i: usize) {
+        let (tgid, start, end) = {
+            let r = &self.inbound[i];
+            (r.tgid, r.start_ns, r.end_ns.unwrap_or(u64::MAX))
+        };
+        let mut k = 0;
+        while k < self.outbound.len() {
+            let o = &self.outbound[k];
+            if o.tgid != tgid || o.exchange.is_none() || o.start_ns < start || o.start_ns > end {
+                k += 1;
+                continue;
+            }
+            let o = self.outbound.remove(k).expect("index checked");
+            let (owners, attribution) = decide(&self.inbound, o.tgid, o.tid, o.start_ns);
+            let Some(exchange) = o.exchange else { continue };
+            let dep = DepCall {
+                timings: timings_of(&exchange, o.connect_ns),
+                kind: DepKind::Http(exchange),
+                conn: o.facts,
+                attribution,
+            };
+            for j in owners {
+                self.inbound[j].deps.push(dep.clone());
+            }
+        }
+    }
+
+    /// Attaches stdout/stderr writes holding a Python traceback to request `i`: writes made
+    /// while it was the only candidate on that thread, or after its response by the thread that
+    /// served it before that thread started anything else (uvicorn logs after Starlette has
+    /// sent the 500).
+    fn attach_traceback(&mut self, i: usize) {
+        let (tgid, start, end) = {
+            let r = &self.inbound[i];
+            (r.tgid, r.start_ns, r.end_ns.unwrap_or(u64::MAX))
+        };
+        let mut k = 0;
+        while k < self.stdio.len() {
+            let w = &self.stdio[k];
+            if w.tgid != tgid || w.ts_ns < start {
+                k += 1;
+                continue;
+            }
+            let mine = if w.ts_ns <= end {
+                let (owners, a) = decide(&self.inbound, tgid, w.tid, w.ts_ns);
+                owners == [i] && matches!(a, Attribution::Exact { .. })
+            } else {
+                // After the response: ours if no other request of this process started on
+                // the writing thread (or at all, single-threaded) since our response ended.
+                let r = &self.inbound[i];
+                let thread_matches = r.tids.contains(&w.tid);
+                thread_matches
+                    && !self.inbound.iter().enumerate().any(|(j, q)| {
+                        j != i && q.tgid == tgid && q.start_ns > end && q.start_ns <= w.ts_ns && q.tids.contains(&w.tid)
+                    })
+            };
+            if mine && (w.text.contains("Traceback (most recent call last)") || !self.inbound[i].traceback.is_empty()) {
+                let w = self.stdio.remove(k).expect("index checked");
+                if self.inbound[i].traceback.iter().map(String::len).sum::<usize>() < 256 * 1024 {
+                    self.inbound[i].traceback.push(w.text);
+                }
+            } else {
+                k += 1;
+            }
+        }
+    }
+
+    /// Forgets state that can no longer matter.
+    fn gc(&mut self, now_ns: u64) {
+        const KEEP_NS: u64 = 60_000_000_000;
+        while let Some(r) = self.inbound.front() {
+            let old = r.end_ns.is_some_and(|e| e + KEEP_NS < now_ns) || (r.finalized && r.end_ns.is_some_and(|e| e + 2 * self.opts.max_wait_ns < now_ns));
+            if !old {
+                break;
+            }
+            self.inbound.pop_front();
+        }
+        let horizon = now_ns.saturating_sub(KEEP_NS);
+        let before = self.outbound.len();
+        self.outbound.retain(|o| o.start_ns >= horizon);
+        self.counters.add_named("background_calls", (before - self.outbound.len()) as u64);
+        self.stdio.retain(|w| w.ts_ns >= horizon);
+    }
+
+    /// Ends everything (tracing stops): closes every connection and finalizes every request.
+    pub fn finish(&mut self) -> Vec<RecordedRequest> {
+        let ids: Vec<u64> = self.conns.keys().copied().collect();
+        let now = monotonic_ns();
+        for id in ids {
+            self.close_conn(id, now);
+        }
+        self.take_ready(u64::MAX / 2)
+    }
+
+    /// Number of connections being tracked.
+    #[must_use]
+    pub fn open_connections(&self) -> usize {
+        self.conns.len()
+    }
+}
+
+/// Which inbound requests could have caused an outbound action by thread `tid` of process
+/// `tgid` at `ts`, and how sure we are.
+fn decide(inbound: &VecDeque<Inbound>, tgid: u32, tid: u32, ts: u64) -> (Vec<usize>, Attribution) {
+    let open: Vec<usize> = inbound
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.tgid == tgid && r.start_ns <= ts && r.end_ns.is_none_or(|e| ts <= e))
+        .map(|(j, _)| j)
+        .collect();
+    let on_thread: Vec<usize> = open.iter().copied().filter(|&j| inbound[j].tids.contains(&tid)).collect();
+    match (on_thread.len(), open.len()) {
+        (1, 1) => (on_thread, Attribution::Exact { evidence: "sequential" }),
+        (1, _) if distinct_threads(inbound, &open) => (on_thread, Attribution::Exact { evidence: "thread" }),
+        (0, 1) => (open, Attribution::Exact { evidence: "sequential" }),
+        (0, 0) => (open, Attribution::Ambiguous { reason: "no-owner" }),
+        _ => (open, Attribution::Ambiguous { reason: "concurrent-requests" }),
+    }
+}
+
+/// True when every open request is served by its own thread(s) (thread-per-request server).
+fn distinct_threads(inbound: &VecDeque<Inbound>, open: &[usize]) -> bool {
+    let mut seen: Vec<u32> = Vec::new();
+    for &j in open {
+        for t in &inbound[j].tids {
+            if seen.contains(t) {
+                return false;
+            }
+        }
+        seen.extend(&inbound[j].tids);
+    }
+    true
+}
+
+fn timings_of(ex: &Exchange, connect_ns: u64) -> Timings {
+    let (rs, re) = ex.response.as_ref().map_or((0, 0), |r| (r.first.ts_ns, r.last.ts_ns));
+    Timings {
+        request_start_ns: ex.request.first.ts_ns,
+        request_end_ns: ex.request.last.ts_ns,
+        response_start_ns: rs,
+        response_end_ns: re,
+        connect_ns,
+    }
+}
+
+impl Conn {
+    fn new(facts: ConnFacts, side: Side, connect_ns: u64) -> Self {
+        Self {
+            facts,
+            side,
+            streams: [Stream::new(), Stream::new()],
+            proto: Proto::Unknown,
+            held: Vec::new(),
+            held_bytes: [Vec::new(), Vec::new()],
+            connect_ns,
+        }
+    }
+
+    /// Feeds one in-order segment of a direction to the protocol parser, deciding the protocol
+    /// from the first bytes.
+    fn feed(&mut self, egress: bool, seg: Segment, opts: &CorrelateOptions, out: &mut Vec<HttpEvent>, counters: &Counters) {
+        match &mut self.proto {
+            Proto::Http(p) => p.feed(egress, seg, out),
+            Proto::Other => {
+                if let Segment::Data(c) = &seg {
+                    counters.add_named("non_http_bytes", c.data.len() as u64);
+                }
+            }
+            Proto::Unknown => {
+                if let Segment::Data(c) = &seg {
+                    let hb = &mut self.held_bytes[usize::from(egress)];
+                    if hb.len() < 4096 {
+                        hb.extend_from_slice(&c.data[..c.data.len().min(4096 - hb.len())]);
+                    }
+                }
+                let verdict = detect(&self.held_bytes[usize::from(egress)], egress, self.side);
+                self.held.push((egress, seg));
+                match verdict {
+                    Detected::Http => {
+                        self.proto = Proto::Http(Box::new(HttpConn::new(self.side, ParseOptions { max_body: opts.max_body })));
+                        self.release_held(opts, out, counters);
+                    }
+                    Detected::NotHttp => {
+                        self.proto = Proto::Other;
+                        self.release_held(opts, out, counters);
+                    }
+                    Detected::NeedMore => {
+                        if self.held_bytes[usize::from(egress)].len() >= 4096 {
+                            self.proto = Proto::Other;
+                            self.release_held(opts, out, counters);
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn release_held(&mut self, opts: &CorrelateOptions, out: &mut Vec<HttpEvent>, counters: &Counters) {
+        if matches!(self.proto, Proto::Unknown) {
+            // Closed before we could tell: try HTTP anyway, the parser skips what it can't use.
+            self.proto = Proto::Http(Box::new(HttpConn::new(self.side, ParseOptions { max_body: opts.max_body })));
+        }
+        for (egress, seg) in std::mem::take(&mut self.held) {
+            self.feed(egress, seg, opts, out, counters);
+        }
+    }
+}

@@ -1,0 +1,428 @@
+//! Syscall tracepoints. Entry programs save arguments of traced sockets; one exit program,
+//! attached to every exit tracepoint we use, emits the payload or the connection event.
+//!
+//! Tracepoint record layout (`/sys/kernel/tracing/events/syscalls/*/format`, stable ABI):
+//! `__syscall_nr` at 8, argument *i* at 16 + 8·i on entry, `ret` at 16 on exit.
+use core::ffi::c_void;
+
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::BPF_RB_NO_WAKEUP,
+    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_loop},
+    macros::tracepoint,
+    programs::TracePointContext,
+};
+use timetracer_common::{
+    ConnEvent, DIR_EGRESS, DIR_INGRESS, Drop, EventHeader, FLAG_LAST_CHUNK, Kind, LARGE_CHUNK,
+    LargeData, MAX_CHUNKS_PER_SYSCALL, MAX_IOVECS, ROLE_CLIENT, ROLE_SERVER, SMALL_CHUNK,
+    SmallData, SockState, sys,
+};
+
+use crate::{
+    maps::{
+        ARGS, Args, EVENTS, SOCKS, TARGETS, add_target, config, count_drop, is_target,
+        next_conn_id, sock_key, track_socket,
+    },
+    read::{copy_user, iovec_at, is_inet, msghdr_iov, sockaddr},
+};
+
+const MSG_PEEK: u64 = 2;
+const EINPROGRESS: i64 = -115;
+const CLONE_THREAD: u64 = 0x0001_0000;
+const NO_WAKEUP: u64 = BPF_RB_NO_WAKEUP as u64;
+
+#[inline(always)]
+fn arg(ctx: &TracePointContext, i: usize) -> u64 {
+    // SAFETY: syscall tracepoint records always hold six 8-byte arguments from offset 16.
+    unsafe { ctx.read_at::<u64>(16 + 8 * i) }.unwrap_or(0)
+}
+
+#[inline(always)]
+fn ret(ctx: &TracePointContext) -> i64 {
+    // SAFETY: syscall exit records hold `long ret` at offset 16.
+    unsafe { ctx.read_at::<i64>(16) }.unwrap_or(0)
+}
+
+/// Entry of a data syscall: save the arguments if the fd is a traced socket, or stdout/stderr
+/// for writes.
+#[inline(always)]
+fn data_enter(ctx: &TracePointContext, sys_id: u32, flags_arg: usize) -> Result<u32, u32> {
+    let id = bpf_get_current_pid_tgid();
+    let tgid = (id >> 32) as u32;
+    if !is_target(tgid) {
+        return Ok(0);
+    }
+    let fd = arg(ctx, 0) as i32;
+    let is_sock = SOCKS.get_ptr(sock_key(tgid, fd)).is_some();
+    let is_write = matches!(sys_id, sys::WRITE | sys::WRITEV | sys::SENDTO | sys::SENDMSG);
+    if !is_sock {
+        if !(is_write && (fd == 1 || fd == 2) && config().capture_stdio != 0) {
+            return Ok(0);
+        }
+    }
+    if flags_arg != 0 && arg(ctx, flags_arg) & MSG_PEEK != 0 {
+        // Peeked bytes are read again later; copying them now would duplicate stream bytes.
+        return Ok(0);
+    }
+    let a = Args { sys: sys_id, fd, ptr: arg(ctx, 1), count: arg(ctx, 2) };
+    if ARGS.insert(id, a, 0).is_err() {
+        count_drop(Drop::ArgsFull, 0);
+    }
+    Ok(0)
+}
+
+macro_rules! data_enter_prog {
+    ($name:ident, $sys:expr, $flags_arg:expr) => {
+        #[tracepoint]
+        pub(crate) fn $name(ctx: TracePointContext) -> u32 {
+            match data_enter(&ctx, $sys, $flags_arg) {
+                Ok(r) | Err(r) => r,
+            }
+        }
+    };
+}
+
+data_enter_prog!(sys_enter_read, sys::READ, 0);
+data_enter_prog!(sys_enter_write, sys::WRITE, 0);
+data_enter_prog!(sys_enter_readv, sys::READV, 0);
+data_enter_prog!(sys_enter_writev, sys::WRITEV, 0);
+data_enter_prog!(sys_enter_recvfrom, sys::RECVFROM, 3);
+data_enter_prog!(sys_enter_sendto, sys::SENDTO, 0);
+data_enter_prog!(sys_enter_recvmsg, sys::RECVMSG, 2);
+data_enter_prog!(sys_enter_sendmsg, sys::SENDMSG, 0);
+
+/// `connect(fd, addr, len)`: remember the destination.
+#[tracepoint]
+pub(crate) fn sys_enter_connect(ctx: TracePointContext) -> u32 {
+    save_sock_args(&ctx, sys::CONNECT)
+}
+
+/// `accept(fd, addr, len)` / `accept4(fd, addr, len, flags)`: remember where the peer goes.
+#[tracepoint]
+pub(crate) fn sys_enter_accept(ctx: TracePointContext) -> u32 {
+    save_sock_args(&ctx, sys::ACCEPT)
+}
+
+#[inline(always)]
+fn save_sock_args(ctx: &TracePointContext, sys_id: u32) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    if !is_target((id >> 32) as u32) {
+        return 0;
+    }
+    let a = Args { sys: sys_id, fd: arg(ctx, 0) as i32, ptr: arg(ctx, 1), count: 0 };
+    if ARGS.insert(id, a, 0).is_err() {
+        count_drop(Drop::ArgsFull, 0);
+    }
+    0
+}
+
+/// `close(fd)`: forget a traced socket and tell the agent.
+#[tracepoint]
+pub(crate) fn sys_enter_close(ctx: TracePointContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    let tgid = (id >> 32) as u32;
+    if !is_target(tgid) {
+        return 0;
+    }
+    let fd = arg(&ctx, 0) as i32;
+    let key = sock_key(tgid, fd);
+    let Some(s) = SOCKS.get_ptr(key) else {
+        return 0;
+    };
+    // SAFETY: the pointer came from a successful lookup just above.
+    let conn_id = unsafe { (*s).conn_id };
+    let _ = SOCKS.remove(key);
+    let h = header(Kind::Close, sys::CLOSE, id, conn_id, fd, 0, 0, 0, 0);
+    emit_conn(h, timetracer_common::SockAddr::default());
+    0
+}
+
+/// One exit program for every syscall whose entry saved arguments.
+#[tracepoint]
+pub(crate) fn sys_exit_any(ctx: TracePointContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    // SAFETY: lookup result copied out immediately.
+    let Some(a) = (unsafe { ARGS.get(id) }).copied() else {
+        return 0;
+    };
+    let _ = ARGS.remove(id);
+    let r = ret(&ctx);
+    match a.sys {
+        sys::CONNECT => on_connect_exit(id, &a, r),
+        sys::ACCEPT => on_accept_exit(id, &a, r),
+        _ => on_data_exit(id, &a, r),
+    }
+    0
+}
+
+#[inline(always)]
+fn on_connect_exit(id: u64, a: &Args, r: i64) {
+    let addr = sockaddr(a.ptr);
+    if !is_inet(addr.family) {
+        return; // Unix sockets, netlink, ...: not dependency traffic.
+    }
+    let tgid = (id >> 32) as u32;
+    let mut conn_id = 0;
+    if r == 0 || r == EINPROGRESS {
+        conn_id = next_conn_id();
+        let st = SockState { conn_id, rx_pos: 0, tx_pos: 0, role: ROLE_CLIENT, flags: 0 };
+        track_socket(sock_key(tgid, a.fd), &st);
+    }
+    let h = header(Kind::Connect, sys::CONNECT, id, conn_id, a.fd, ROLE_CLIENT, 0, r, 0);
+    emit_conn(h, addr);
+}
+
+#[inline(always)]
+fn on_accept_exit(id: u64, a: &Args, r: i64) {
+    if r < 0 {
+        return;
+    }
+    let addr = sockaddr(a.ptr);
+    // accept(fd, NULL, NULL) gives no family: trace it; non-HTTP bytes are ignored later.
+    if addr.family != 0 && !is_inet(addr.family) {
+        return;
+    }
+    let tgid = (id >> 32) as u32;
+    let fd = r as i32;
+    let conn_id = next_conn_id();
+    let st = SockState { conn_id, rx_pos: 0, tx_pos: 0, role: ROLE_SERVER, flags: 0 };
+    track_socket(sock_key(tgid, fd), &st);
+    let h = header(Kind::Accept, sys::ACCEPT, id, conn_id, fd, ROLE_SERVER, 0, r, 0);
+    emit_conn(h, addr);
+}
+
+#[inline(always)]
+fn on_data_exit(id: u64, a: &Args, r: i64) {
+    if r <= 0 {
+        return;
+    }
+    let tgid = (id >> 32) as u32;
+    let egress = matches!(a.sys, sys::WRITE | sys::WRITEV | sys::SENDTO | sys::SENDMSG);
+    let dir = if egress { DIR_EGRESS } else { DIR_INGRESS };
+    let total = r as u64;
+    let (kind, conn_id, pos, cap) = match SOCKS.get_ptr_mut(sock_key(tgid, a.fd)) {
+        Some(s) => {
+            // SAFETY: `s` points at a live map value. The read-modify-write is not atomic
+            // (no fetch-and-add on the default BPF cpu): two threads doing the same-direction
+            // syscall on one socket at the same instant could get overlapping positions, which
+            // reassembly reports as a conflict. HTTP servers and clients never do that.
+            let (pos, conn_id) = unsafe {
+                let p = if egress { &raw mut (*s).tx_pos } else { &raw mut (*s).rx_pos };
+                let pos = *p;
+                *p = pos + total;
+                (pos, (*s).conn_id)
+            };
+            (Kind::Data, conn_id, pos, config().max_bytes_per_syscall as u64)
+        }
+        // Only stdout/stderr writes get here (see data_enter); a traceback fits in 64 KiB.
+        None => (Kind::Stdio, 0, 0, 4 * LARGE_CHUNK as u64),
+    };
+    let (vec_ptr, vec_cnt, vectored) = match a.sys {
+        sys::READV | sys::WRITEV => (a.ptr, a.count, true),
+        sys::RECVMSG | sys::SENDMSG => match msghdr_iov(a.ptr) {
+            Some((p, c)) => (p, c, true),
+            None => (0, 0, true),
+        },
+        _ => (0, 0, false),
+    };
+    let mut st = LoopState {
+        hdr: header(kind, a.sys, id, conn_id, a.fd, dir, pos, r, 0),
+        remaining: if total < cap { total } else { cap },
+        walked: 0,
+        base: if vectored { 0 } else { a.ptr },
+        left: if vectored { 0 } else { total },
+        iov_arr: vec_ptr,
+        iov_idx: 0,
+        iov_cnt: if vec_cnt > MAX_IOVECS as u64 { MAX_IOVECS } else { vec_cnt as u32 },
+        vectored: vectored as u32,
+    };
+    // SAFETY: bpf_loop calls `chunk_cb` with our stack pointer, which outlives the call.
+    unsafe {
+        bpf_loop(
+            MAX_CHUNKS_PER_SYSCALL + MAX_IOVECS,
+            chunk_cb as *mut c_void,
+            (&raw mut st).cast(),
+            0,
+        )
+    };
+    if st.walked < total {
+        let lost = total - st.walked;
+        let reason = if st.walked >= cap { Drop::CapReached } else { Drop::TooManyIovecs };
+        count_drop(reason, lost);
+        if kind == Kind::Data {
+            let h = header(Kind::DataLost, a.sys, id, conn_id, a.fd, dir, pos + st.walked, lost as i64, 0);
+            emit_conn(h, timetracer_common::SockAddr::default());
+        }
+    }
+}
+
+/// State of the chunking loop over one syscall's buffer(s).
+#[repr(C)]
+struct LoopState {
+    /// Header template; `pos` advances with every chunk.
+    hdr: EventHeader,
+    /// Bytes still to copy (capped).
+    remaining: u64,
+    /// Bytes walked so far (copied or dropped).
+    walked: u64,
+    /// Current user buffer and bytes left in it.
+    base: u64,
+    left: u64,
+    /// iovec array, next index, count.
+    iov_arr: u64,
+    iov_idx: u32,
+    iov_cnt: u32,
+    vectored: u32,
+}
+
+/// One step: load the next iovec, or copy one chunk into a ring-buffer record.
+unsafe extern "C" fn chunk_cb(_i: u32, ctx: *mut c_void) -> i64 {
+    // SAFETY: bpf_loop hands back the pointer we passed: our LoopState on the caller's stack.
+    let st = unsafe { &mut *ctx.cast::<LoopState>() };
+    if st.remaining == 0 {
+        return 1;
+    }
+    if st.left == 0 {
+        if st.vectored == 0 || st.iov_idx >= st.iov_cnt || st.iov_idx >= MAX_IOVECS {
+            return 1;
+        }
+        let Some(v) = iovec_at(st.iov_arr, st.iov_idx) else {
+            return 1;
+        };
+        st.iov_idx += 1;
+        st.base = v.base;
+        st.left = v.len;
+        return 0;
+    }
+    let mut n = if st.left < st.remaining { st.left } else { st.remaining };
+    if n > LARGE_CHUNK as u64 {
+        n = LARGE_CHUNK as u64;
+    }
+    let mut h = st.hdr;
+    h.len = n as u32;
+    h.flags = if n == st.remaining { FLAG_LAST_CHUNK } else { 0 };
+    // SAFETY: helper without arguments.
+    h.ts_ns = unsafe { bpf_ktime_get_ns() };
+    if n <= SMALL_CHUNK as u64 {
+        emit_chunk::<SmallData, SMALL_CHUNK>(&h, st.base, n as usize);
+    } else {
+        emit_chunk::<LargeData, LARGE_CHUNK>(&h, st.base, n as usize);
+    }
+    st.hdr.pos += n;
+    st.remaining -= n;
+    st.walked += n;
+    st.base += n;
+    st.left -= n;
+    0
+}
+
+/// A data record type: header followed by `N` payload bytes.
+trait DataRecord {
+    fn parts(&mut self) -> (&mut EventHeader, &mut [u8]);
+}
+impl DataRecord for SmallData {
+    fn parts(&mut self) -> (&mut EventHeader, &mut [u8]) {
+        (&mut self.header, &mut self.data)
+    }
+}
+impl DataRecord for LargeData {
+    fn parts(&mut self) -> (&mut EventHeader, &mut [u8]) {
+        (&mut self.header, &mut self.data)
+    }
+}
+
+#[inline(always)]
+fn emit_chunk<T: DataRecord + 'static, const N: usize>(h: &EventHeader, src: u64, n: usize) {
+    let Some(mut entry) = EVENTS.reserve::<T>(0) else {
+        count_drop(Drop::RingFull, n as u64);
+        return;
+    };
+    // SAFETY: the reservation is exactly size_of::<T>() bytes; every field we read later is
+    // written first (header) or bounded by `len` (data).
+    let rec = unsafe { &mut *entry.as_mut_ptr() };
+    let (hdr, data) = rec.parts();
+    *hdr = *h;
+    if copy_user(src, data, n) {
+        entry.submit(NO_WAKEUP);
+    } else {
+        entry.discard(0);
+        count_drop(Drop::ReadFailed, n as u64);
+    }
+}
+
+#[inline(always)]
+#[expect(clippy::too_many_arguments, reason = "a header has this many fields")]
+fn header(
+    kind: Kind,
+    syscall: u32,
+    id: u64,
+    conn_id: u64,
+    fd: i32,
+    dir: u32,
+    pos: u64,
+    total: i64,
+    len: u32,
+) -> EventHeader {
+    EventHeader {
+        kind: kind as u32,
+        syscall,
+        // SAFETY: helper without arguments.
+        ts_ns: unsafe { bpf_ktime_get_ns() },
+        tgid: (id >> 32) as u32,
+        tid: id as u32,
+        conn_id,
+        fd,
+        dir,
+        pos,
+        total,
+        len,
+        flags: 0,
+    }
+}
+
+#[inline(always)]
+fn emit_conn(h: EventHeader, addr: timetracer_common::SockAddr) {
+    match EVENTS.reserve::<ConnEvent>(0) {
+        Some(mut e) => {
+            e.write(ConnEvent { header: h, addr });
+            e.submit(NO_WAKEUP);
+        }
+        None => count_drop(Drop::RingFull, 0),
+    }
+}
+
+/// A traced process created a task: follow new processes (not threads).
+#[tracepoint]
+pub(crate) fn task_newtask(ctx: TracePointContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    if !is_target((id >> 32) as u32) {
+        return 0;
+    }
+    let c = config();
+    // SAFETY: offsets come from the tracepoint's format file, read by the agent.
+    let child = unsafe { ctx.read_at::<i32>(c.newtask_pid_off as usize) }.unwrap_or(0);
+    // SAFETY: as above.
+    let flags = unsafe { ctx.read_at::<u64>(c.newtask_flags_off as usize) }.unwrap_or(0);
+    if child <= 0 || flags & CLONE_THREAD != 0 {
+        return 0;
+    }
+    add_target(child as u32);
+    let h = header(Kind::Fork, 0, id, child as u64, 0, 0, 0, 0, 0);
+    emit_conn(h, timetracer_common::SockAddr::default());
+    0
+}
+
+/// A traced process exited (its main thread did).
+#[tracepoint]
+pub(crate) fn sched_process_exit(ctx: TracePointContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    let tgid = (id >> 32) as u32;
+    if tgid != id as u32 || !is_target(tgid) {
+        return 0;
+    }
+    let _ = TARGETS.remove(tgid);
+    let h = header(Kind::Exit, 0, id, 0, 0, 0, 0, 0, 0);
+    emit_conn(h, timetracer_common::SockAddr::default());
+    let _ = ctx.as_ptr();
+    0
+}

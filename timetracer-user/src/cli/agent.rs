@@ -1,0 +1,537 @@
+//! `timetracer-agent`: `attach --pid PID` and `record -- CMD`.
+use std::{
+    ffi::OsString,
+    io::{IsTerminal as _, Write as _},
+    os::unix::process::CommandExt as _,
+    path::PathBuf,
+    process::ExitCode,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicI32, Ordering},
+        mpsc,
+    },
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Args, Parser, Subcommand};
+use timetracer_common::decode;
+
+use crate::{
+    capture::{Capture, CaptureOptions, procfs},
+    cassette::{self, BuildOptions, Compression},
+    correlate::{CorrelateOptions, Correlator, model::RecordedRequest, monotonic_ns},
+    redact::RedactionPolicy,
+    telemetry::{Counters, human_bytes},
+};
+
+/// Record every inbound HTTP request of an unmodified Python process, with each dependency
+/// call it made, into one cassette per request — from the kernel, with eBPF. Needs root.
+#[derive(Debug, Parser)]
+#[command(name = "timetracer-agent", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Trace a running process and its descendants until Ctrl-C / SIGTERM.
+    ///
+    /// Example: sudo timetracer-agent attach --pid $(pgrep -f 'uvicorn app:app') --out ./cassettes
+    Attach {
+        /// Process id to trace (its child processes are traced too).
+        #[arg(long)]
+        pid: u32,
+        #[command(flatten)]
+        opts: RecordArgs,
+    },
+    /// Launch a command under tracing from its first syscall; stops when it exits.
+    ///
+    /// Example: sudo timetracer-agent record --out ./cassettes -- uvicorn app:app --port 8000
+    Record {
+        #[command(flatten)]
+        opts: RecordArgs,
+        /// The command to run, after `--`.
+        #[arg(last = true, required = true, value_name = "CMD")]
+        cmd: Vec<OsString>,
+    },
+}
+
+/// Options shared by `attach` and `record`.
+#[derive(Debug, Args, Clone)]
+pub struct RecordArgs {
+    /// Directory cassettes are written to.
+    #[arg(long, env = "TIMETRACER_DIR", default_value = "./cassettes")]
+    pub out: PathBuf,
+    /// Bytes of each message body kept (the rest is counted as truncated).
+    /// Default 1 MiB, or TIMETRACER_MAX_BODY_KB × 1024.
+    #[arg(long, value_name = "BYTES")]
+    pub max_body: Option<u64>,
+    /// Fraction of requests recorded, 0.0–1.0.
+    #[arg(long, env = "TIMETRACER_SAMPLE_RATE", default_value_t = 1.0)]
+    pub sample_rate: f64,
+    /// Write only requests that failed (status >= 400, no response, or a traceback).
+    #[arg(long, env = "TIMETRACER_ERRORS_ONLY", value_parser = parse_bool, default_missing_value = "true", num_args = 0..=1, default_value = "false")]
+    pub errors_only: bool,
+    /// Do not record requests to this path (exact, or prefix followed by `/`; `/admin/*` also
+    /// works). Repeatable; TIMETRACER_EXCLUDE_PATHS takes a comma-separated list.
+    #[arg(long = "exclude-path", value_name = "PATH")]
+    pub exclude_paths: Vec<String>,
+    /// Compress cassettes (`zstd`).
+    #[arg(long, value_parser = ["zstd", "none"], env = "TIMETRACER_COMPRESSION")]
+    pub compress: Option<String>,
+    /// Do not redact secrets (headers such as Authorization, password/token fields).
+    #[arg(long)]
+    pub no_redact: bool,
+    /// Extra header names to redact (repeatable).
+    #[arg(long = "redact-header", value_name = "NAME")]
+    pub redact_headers: Vec<String>,
+    /// Extra body/query keys to redact, matched on the whole key (repeatable).
+    #[arg(long = "redact-key", value_name = "KEY")]
+    pub redact_keys: Vec<String>,
+    /// Service name written in each cassette.
+    #[arg(long, env = "TIMETRACER_SERVICE", default_value = "timetracer-service")]
+    pub service: String,
+    /// Environment name written in each cassette.
+    #[arg(long, env = "TIMETRACER_ENV", default_value = "local")]
+    pub env: String,
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" | "" => Ok(false),
+        _ => Err(format!("expected true/false (or 1/0, yes/no, on/off), got {s:?}")),
+    }
+}
+
+/// Validated options.
+#[derive(Debug, Clone)]
+struct RecordPlan {
+    out: PathBuf,
+    max_body: u64,
+    sample_rate: f64,
+    errors_only: bool,
+    exclude: Vec<String>,
+    compression: Compression,
+    build: BuildOptions,
+}
+
+impl RecordArgs {
+    fn plan(&self) -> anyhow::Result<RecordPlan> {
+        let max_body = match self.max_body {
+            Some(b) => b,
+            None => match std::env::var("TIMETRACER_MAX_BODY_KB") {
+                Ok(kb) => kb
+                    .trim()
+                    .parse::<u64>()
+                    .map(|k| k * 1024)
+                    .with_context(|| format!("TIMETRACER_MAX_BODY_KB={kb:?} is not a number of KiB"))?,
+                Err(_) => 1 << 20,
+            },
+        };
+        if !(0.0..=1.0).contains(&self.sample_rate) {
+            bail!("--sample-rate {} is out of range: use a value from 0.0 to 1.0", self.sample_rate);
+        }
+        let mut exclude = self.exclude_paths.clone();
+        if let Ok(v) = std::env::var("TIMETRACER_EXCLUDE_PATHS") {
+            exclude.extend(v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned));
+        }
+        let compression = match self.compress.as_deref() {
+            Some("zstd") => Compression::Zstd,
+            _ => Compression::None,
+        };
+        let mut redaction = RedactionPolicy::default();
+        redaction.enabled = !self.no_redact;
+        redaction.header_names.extend(self.redact_headers.iter().map(|h| h.to_ascii_lowercase()));
+        redaction.body_keys.extend(self.redact_keys.iter().map(|k| k.to_ascii_lowercase()));
+        let build = BuildOptions {
+            service: self.service.clone(),
+            env: self.env.clone(),
+            max_body: max_body as usize,
+            redaction,
+            sample_rate: self.sample_rate,
+            errors_only: self.errors_only,
+        };
+        Ok(RecordPlan {
+            out: self.out.clone(),
+            max_body,
+            sample_rate: self.sample_rate,
+            errors_only: self.errors_only,
+            exclude,
+            compression,
+            build,
+        })
+    }
+}
+
+/// `true` when `path` is excluded by one of the patterns.
+fn excluded(path: &str, patterns: &[String]) -> bool {
+    patterns.iter().any(|p| {
+        let p = p.strip_suffix("/*").unwrap_or(p);
+        path == p || path.strip_prefix(p).is_some_and(|rest| rest.starts_with('/')) || (p.ends_with('/') && path.starts_with(p))
+    })
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+static CHILD_PID: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+    let child = CHILD_PID.load(Ordering::SeqCst);
+    if child > 0 {
+        // SAFETY: kill(2) is async-signal-safe.
+        unsafe { libc::kill(child, sig) };
+    }
+}
+
+fn install_signal_handlers() -> anyhow::Result<()> {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let act = SigAction::new(SigHandler::Handler(on_signal), SaFlags::SA_RESTART, SigSet::empty());
+    for s in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only touches atomics and calls kill(2).
+        unsafe { sigaction(s, &act) }.context("installing signal handlers")?;
+    }
+    Ok(())
+}
+
+/// Entry point of the `timetracer-agent` binary.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let res = match cli.command {
+        Command::Attach { pid, opts } => opts.plan().and_then(|p| attach(pid, &p)),
+        Command::Record { opts, cmd } => opts.plan().and_then(|p| record(&cmd, &p)),
+    };
+    match res {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("timetracer-agent: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn attach(pid: u32, plan: &RecordPlan) -> anyhow::Result<ExitCode> {
+    if !procfs::exists(pid) {
+        bail!("no process with pid {pid} (check `ps -p {pid}`)");
+    }
+    crate::capture::preflight()?;
+    let mut session = Session::start(plan)?;
+    for p in procfs::with_descendants(pid) {
+        session.add_process(p, true)?;
+    }
+    eprintln!("timetracer-agent: attached to pid {pid}; writing cassettes to {}; Ctrl-C to stop", plan.out.display());
+    install_signal_handlers()?;
+    session.run(|| !procfs::exists(pid))?;
+    if !procfs::exists(pid) {
+        eprintln!("timetracer-agent: pid {pid} exited");
+    }
+    session.finish();
+    Ok(ExitCode::SUCCESS)
+}
+
+fn record(cmd: &[OsString], plan: &RecordPlan) -> anyhow::Result<ExitCode> {
+    crate::capture::preflight()?;
+    let mut session = Session::start(plan)?;
+    // The child blocks on a pipe until its pid is in the kernel's target set, so tracing
+    // starts at its very first syscall after exec.
+    let (rd, wr) = nix::unistd::pipe().context("pipe")?;
+    let rd_fd = std::os::fd::AsRawFd::as_raw_fd(&rd);
+    let mut command = std::process::Command::new(&cmd[0]);
+    command.args(&cmd[1..]);
+    // SAFETY: the closure only calls async-signal-safe functions (read, close).
+    unsafe {
+        command.pre_exec(move || {
+            let mut b = [0u8; 1];
+            libc::read(rd_fd, b.as_mut_ptr().cast(), 1);
+            libc::close(rd_fd);
+            Ok(())
+        });
+    }
+    let mut child = command
+        .spawn()
+        .with_context(|| format!("cannot run {:?} (is it on PATH?)", cmd[0]))?;
+    drop(rd);
+    let pid = child.id();
+    CHILD_PID.store(pid as i32, Ordering::SeqCst);
+    install_signal_handlers()?;
+    session.add_process(pid, false)?;
+    nix::unistd::write(&wr, b"g").context("releasing the child")?;
+    drop(wr);
+    eprintln!("timetracer-agent: recording pid {pid}; writing cassettes to {}", plan.out.display());
+    let mut status = None;
+    session.run(|| {
+        if status.is_none() {
+            status = child.try_wait().ok().flatten();
+        }
+        status.is_some()
+    })?;
+    let status = match status {
+        Some(s) => s,
+        None => child.wait().context("waiting for the command")?,
+    };
+    session.finish();
+    Ok(exit_code_of(status))
+}
+
+fn exit_code_of(status: std::process::ExitStatus) -> ExitCode {
+    use std::os::unix::process::ExitStatusExt as _;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => ExitCode::from(c.clamp(0, 255) as u8),
+        (None, Some(sig)) => ExitCode::from((128 + sig).clamp(0, 255) as u8),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+/// A recording in progress: kernel capture, correlator, writer thread.
+struct Session {
+    capture: Capture,
+    correlator: Correlator,
+    counters: Counters,
+    writer: Option<std::thread::JoinHandle<()>>,
+    tx: Option<mpsc::SyncSender<RecordedRequest>>,
+    plan: RecordPlan,
+    preexisting_seq: u64,
+    started: Instant,
+    tty: bool,
+}
+
+impl Session {
+    fn start(plan: &RecordPlan) -> anyhow::Result<Self> {
+        std::fs::create_dir_all(&plan.out)
+            .with_context(|| format!("cannot create the output directory {}", plan.out.display()))?;
+        let per_syscall = u32::try_from(plan.max_body.saturating_add(64 * 1024)).unwrap_or(u32::MAX);
+        let capture = Capture::load(CaptureOptions { max_bytes_per_syscall: per_syscall })?;
+        let counters = Counters::default();
+        let opts = CorrelateOptions { max_body: plan.max_body as usize, ..CorrelateOptions::default() };
+        let correlator = Correlator::new(opts, counters.clone());
+        let (tx, rx) = mpsc::sync_channel::<RecordedRequest>(1024);
+        let wplan = plan.clone();
+        let wcounters = counters.clone();
+        let writer = std::thread::Builder::new()
+            .name("tt-writer".into())
+            .spawn(move || writer_loop(&rx, &wplan, &wcounters))
+            .context("starting the writer thread")?;
+        Ok(Self {
+            capture,
+            correlator,
+            counters,
+            writer: Some(writer),
+            tx: Some(tx),
+            plan: plan.clone(),
+            preexisting_seq: 0,
+            started: Instant::now(),
+            tty: std::io::stderr().is_terminal(),
+        })
+    }
+
+    /// Adds a process to the target set; with `seed_sockets`, registers its open connections.
+    fn add_process(&mut self, pid: u32, seed_sockets: bool) -> anyhow::Result<()> {
+        self.capture.add_target(pid)?;
+        self.correlator.add_process(procfs::process_info(pid));
+        if seed_sockets {
+            for s in procfs::open_sockets(pid) {
+                self.preexisting_seq += 1;
+                if let Some(id) = self.capture.add_socket(pid, s.fd, s.server, self.preexisting_seq)? {
+                    self.correlator.add_preexisting(pid, s.fd, id, s.server, s.local, s.remote);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Drains and processes until `done()` says the target is gone or a signal arrives.
+    fn run(&mut self, mut done: impl FnMut() -> bool) -> anyhow::Result<()> {
+        let mut last_status = Instant::now();
+        loop {
+            let stop = STOP.load(Ordering::SeqCst);
+            let finished = done();
+            self.step();
+            if stop || finished {
+                // Let in-flight syscalls of other CPUs land.
+                std::thread::sleep(Duration::from_millis(50));
+                self.step();
+                return Ok(());
+            }
+            if self.tty && last_status.elapsed() >= Duration::from_millis(250) {
+                last_status = Instant::now();
+                eprint!("\r\x1b[2K{}", self.status_line());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn step(&mut self) {
+        let correlator = &mut self.correlator;
+        let counters = &self.counters;
+        let n = self.capture.drain(|raw| match decode(raw) {
+            Ok(rec) => correlator.handle(rec),
+            Err(_) => counters.inc_named("undecodable_records"),
+        });
+        self.counters.inc_events(n as u64);
+        let now = monotonic_ns();
+        self.correlator.pump(now);
+        for r in self.correlator.take_ready(now) {
+            self.submit(r);
+        }
+    }
+
+    fn submit(&mut self, mut r: RecordedRequest) {
+        r.drops = self.drops_snapshot();
+        if let Some(tx) = &self.tx {
+            // Blocking send: a slow disk slows the agent (and eventually the kernel counts
+            // ring drops), it never blocks the traced app.
+            let _ = tx.send(r);
+        }
+    }
+
+    fn drops_snapshot(&mut self) -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> =
+            self.capture.drops().into_iter().map(|(n, ev, _)| (n.to_owned(), ev)).collect();
+        for name in ["undecodable_records", "data_unknown_conn"] {
+            v.push((name.to_owned(), self.counters.named(name)));
+        }
+        v
+    }
+
+    fn status_line(&mut self) -> String {
+        let drops: u64 = self.drops_snapshot().iter().map(|(_, n)| n).sum();
+        format!(
+            "timetracer: {} requests | {} cassettes | {} events | {} | {} conns | drops {}",
+            self.counters.named("requests"),
+            self.counters.cassettes(),
+            self.counters.events(),
+            human_bytes(self.counters.bytes()),
+            self.correlator.open_connections(),
+            drops
+        )
+    }
+
+    fn finish(mut self) {
+        for r in self.correlator.finish() {
+            self.submit(r);
+        }
+        drop(self.tx.take());
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+        if self.tty {
+            eprint!("\r\x1b[2K");
+        }
+        let drops = self.capture.drops();
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(
+            err,
+            "timetracer-agent: done after {:.1}s: {} requests seen, {} cassettes written to {}, {} events, {} payload",
+            self.started.elapsed().as_secs_f64(),
+            self.counters.named("requests"),
+            self.counters.cassettes(),
+            self.plan.out.display(),
+            self.counters.events(),
+            human_bytes(self.counters.bytes()),
+        );
+        let lost: Vec<String> = drops
+            .iter()
+            .filter(|(_, ev, by)| *ev > 0 || *by > 0)
+            .map(|(n, ev, by)| format!("{n}={ev} ({})", human_bytes(*by)))
+            .collect();
+        let _ = writeln!(err, "timetracer-agent: kernel drops: {}", if lost.is_empty() { "none".to_owned() } else { lost.join(", ") });
+        let snap = self.counters.snapshot();
+        let interesting: Vec<String> = ["background_calls", "skipped_bytes", "non_http_bytes", "undecodable_records", "data_unknown_conn", "write_errors", "sampled_out", "excluded", "not_error"]
+            .iter()
+            .filter_map(|k| snap.get(k).map(|v| format!("{k}={v}")))
+            .collect();
+        if !interesting.is_empty() {
+            let _ = writeln!(err, "timetracer-agent: agent counters: {}", interesting.join(", "));
+        }
+    }
+}
+
+fn writer_loop(rx: &mpsc::Receiver<RecordedRequest>, plan: &RecordPlan, counters: &Counters) {
+    while let Ok(r) = rx.recv() {
+        let path = request_path(&r);
+        if excluded(&path, &plan.exclude) {
+            counters.inc_named("excluded");
+            continue;
+        }
+        if plan.sample_rate < 1.0 && rand_unit() >= plan.sample_rate {
+            counters.inc_named("sampled_out");
+            continue;
+        }
+        if plan.errors_only && !is_error(&r) {
+            counters.inc_named("not_error");
+            continue;
+        }
+        let c = cassette::build(&r, &plan.build);
+        match cassette::write(&plan.out, &c, plan.compression) {
+            Ok(_) => counters.inc_cassettes(),
+            Err(e) => {
+                counters.inc_named("write_errors");
+                eprintln!("\ntimetracer-agent: cannot write a cassette: {e}");
+            }
+        }
+    }
+}
+
+fn request_path(r: &RecordedRequest) -> String {
+    match &r.inbound.request.start {
+        crate::protocols::http::types::StartLine::Request { target, .. } => {
+            target.split('?').next().unwrap_or("").to_owned()
+        }
+        crate::protocols::http::types::StartLine::Response { .. } => String::new(),
+    }
+}
+
+fn is_error(r: &RecordedRequest) -> bool {
+    let status = r.inbound.response.as_ref().and_then(|m| match m.start {
+        crate::protocols::http::types::StartLine::Response { status, .. } => Some(status),
+        crate::protocols::http::types::StartLine::Request { .. } => None,
+    });
+    r.traceback.is_some() || status.is_none_or(|s| s >= 400)
+}
+
+/// A uniform number in [0, 1) from the OS's randomness (sampling needs no crypto quality, but
+/// getrandom is what is at hand without another dependency).
+fn rand_unit() -> f64 {
+    let mut b = [0u8; 8];
+    let _ = getrandom_fill(&mut b);
+    (u64::from_ne_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+fn getrandom_fill(b: &mut [u8]) -> std::io::Result<()> {
+    // SAFETY: the buffer is valid for b.len() bytes.
+    let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
+    if n < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exclusion_rules() {
+        let p = vec!["/health".to_owned(), "/admin/*".to_owned()];
+        assert!(excluded("/health", &p));
+        assert!(excluded("/health/live", &p));
+        assert!(!excluded("/healthz", &p));
+        assert!(excluded("/admin/users", &p));
+        assert!(!excluded("/users", &p));
+    }
+
+    #[test]
+    fn bools() {
+        assert_eq!(parse_bool("YES"), Ok(true));
+        assert_eq!(parse_bool("0"), Ok(false));
+        assert!(parse_bool("maybe").is_err());
+    }
+
+    #[test]
+    fn cli_parses() {
+        let c = Cli::try_parse_from(["timetracer-agent", "record", "--out", "/tmp/x", "--", "uvicorn", "app:app"]).unwrap();
+        assert!(matches!(c.command, Command::Record { .. }));
+        let c = Cli::try_parse_from(["timetracer-agent", "attach", "--pid", "12", "--errors-only"]).unwrap();
+        assert!(matches!(c.command, Command::Attach { pid: 12, .. }));
+        assert!(Cli::try_parse_from(["timetracer-agent", "record"]).is_err());
+    }
+}
