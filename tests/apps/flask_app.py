@@ -1,0 +1,95 @@
+"""Flask app for the timetracer end-to-end tests (same endpoints as fastapi_app).
+
+Run: UPSTREAM_URL=http://127.0.0.1:PORT \
+     gunicorn -w 1 -k gthread --threads 4 -b 127.0.0.1:P flask_app:app
+
+One module-level requests.Session (keep-alive pool) talks to the upstream. Every endpoint
+that calls the upstream returns {"calls": [{"url", "status", "sha256", "len"}, ...]}.
+"""
+
+import hashlib
+import os
+
+import requests
+from flask import Flask, jsonify, request
+
+UPSTREAM = os.environ.get("UPSTREAM_URL", "http://127.0.0.1:8081").rstrip("/")
+SESSION = requests.Session()
+
+app = Flask(__name__)
+
+
+def observed(resp, body):
+    return {
+        "url": resp.url,
+        "status": resp.status_code,
+        "sha256": hashlib.sha256(body).hexdigest(),
+        "len": len(body),
+    }
+
+
+def get(path):
+    resp = SESSION.get(UPSTREAM + path, timeout=30)
+    return resp, observed(resp, resp.content)
+
+
+@app.get("/users/<uid>")
+def users(uid):
+    _, call = get("/json/%s?src=users" % uid)
+    return jsonify(calls=[call])
+
+
+@app.get("/text")
+def text():
+    _, call = get("/text")
+    return jsonify(calls=[call])
+
+
+@app.get("/big")
+def big():
+    _, call = get("/big")
+    return jsonify(calls=[call])
+
+
+@app.get("/chunked")
+def chunked():
+    with SESSION.get(UPSTREAM + "/chunked", stream=True, timeout=30) as resp:
+        body = b"".join(resp.iter_content(chunk_size=None))
+    return jsonify(calls=[observed(resp, body)])
+
+
+@app.get("/fail")
+def fail():
+    resp, call = get("/fail")
+    return jsonify(upstream_status=resp.status_code, calls=[call]), 502
+
+
+@app.get("/multi")
+def multi():
+    calls = []
+    for path in ("/json/1", "/text", "/json/2"):
+        _, call = get(path)
+        calls.append(call)
+    return jsonify(calls=calls)
+
+
+@app.get("/plain")
+def plain():
+    return jsonify(calls=[], hello="world")
+
+
+@app.get("/boom")
+def boom():
+    return jsonify(value=1 / 0)
+
+
+@app.post("/echo")
+def echo():
+    body = request.get_data()
+    resp = SESSION.post(
+        UPSTREAM + "/echo",
+        data=body,
+        headers={"content-type": "application/json"},
+        timeout=30,
+    )
+    return jsonify(calls=[observed(resp, resp.content)])

@@ -1,0 +1,9 @@
+//! Privileged end-to-end tests against real Python apps. One file per feature; every test
+//! starts its own upstream, app and agent on free ports, so tests never see each other.
+
+mod attach;
+mod boom;
+mod concurrency;
+mod record;
+mod scenario;
+mod sigkill;
