@@ -91,6 +91,17 @@ impl Stream {
         }
     }
 
+    /// A stream known to start at `pos` (for example a connection traced from its
+    /// `connect`/`accept`, where positions start at 0): chunks below `pos` are ignored and a
+    /// chunk after `pos` waits for the bytes before it, as anywhere else in the stream.
+    #[must_use]
+    pub fn starting_at(pos: u64, limit: usize) -> Self {
+        let mut s = Self::with_limit(limit);
+        s.next = Some(pos);
+        s.started = true;
+        s
+    }
+
     /// Next position to deliver (`None` before anything was seen).
     #[must_use]
     pub fn next_pos(&self) -> Option<u64> {

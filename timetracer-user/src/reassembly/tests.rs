@@ -73,6 +73,18 @@ fn lower_pos_before_first_delivery_moves_start() {
 }
 
 #[test]
+fn known_start_waits_for_first_bytes() {
+    let mut s = Stream::starting_at(0, DEFAULT_LIMIT);
+    let mut out = Vec::new();
+    s.push(ch(2, b"cd", 1));
+    s.pop_ready(1, 100, &mut out);
+    assert!(out.is_empty());
+    s.push(ch(0, b"ab", 1));
+    s.pop_ready(1, 100, &mut out);
+    assert_eq!(collect(Some(0), &out), (b"abcd".to_vec(), vec![]));
+}
+
+#[test]
 fn timeout_makes_gap() {
     let mut s = Stream::new();
     let mut out = Vec::new();
