@@ -56,14 +56,26 @@ mod tests {
         assert_eq!(detect(resp, false, Side::Client), Detected::Http);
         // Wrong direction.
         assert_eq!(detect(req, true, Side::Server), Detected::NeedMore);
-        assert_eq!(detect(b"GET /x HT", false, Side::Server), Detected::NeedMore);
+        assert_eq!(
+            detect(b"GET /x HT", false, Side::Server),
+            Detected::NeedMore
+        );
         // Mid-stream.
         let mut mid = b"tail of a body\r\n".to_vec();
         mid.extend_from_slice(req);
         assert_eq!(detect(&mid, false, Side::Server), Detected::Http);
-        assert_eq!(detect(&[0x16, 0x03, 0x01, 0x02, 0x00], false, Side::Server), Detected::NotHttp);
-        assert_eq!(detect(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", false, Side::Server), Detected::NotHttp);
+        assert_eq!(
+            detect(&[0x16, 0x03, 0x01, 0x02, 0x00], false, Side::Server),
+            Detected::NotHttp
+        );
+        assert_eq!(
+            detect(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", false, Side::Server),
+            Detected::NotHttp
+        );
         assert_eq!(detect(&[0u8; 5000], false, Side::Server), Detected::NotHttp);
-        assert_eq!(detect(b"\x00\x00\x00\x08\x04\xd2\x16\x2f", false, Side::Server), Detected::NeedMore);
+        assert_eq!(
+            detect(b"\x00\x00\x00\x08\x04\xd2\x16\x2f", false, Side::Server),
+            Detected::NeedMore
+        );
     }
 }

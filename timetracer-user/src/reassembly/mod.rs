@@ -25,7 +25,10 @@ pub struct Chunk {
 pub enum Segment {
     Data(Chunk),
     /// `len` bytes at `pos` will never arrive.
-    Gap { pos: u64, len: u64 },
+    Gap {
+        pos: u64,
+        len: u64,
+    },
 }
 
 /// Default cap on bytes held back waiting for a hole to fill.
@@ -64,7 +67,12 @@ fn end_of(c: &Chunk) -> u64 {
 fn slice_chunk(c: &Chunk, from: u64, to: u64) -> Chunk {
     let a = usize::try_from(from - c.pos).unwrap_or(usize::MAX);
     let b = usize::try_from(to - c.pos).unwrap_or(usize::MAX);
-    Chunk { pos: from, data: c.data.slice(a..b), ts_ns: c.ts_ns, tid: c.tid }
+    Chunk {
+        pos: from,
+        data: c.data.slice(a..b),
+        ts_ns: c.ts_ns,
+        tid: c.tid,
+    }
 }
 
 impl Stream {
@@ -145,12 +153,16 @@ impl Stream {
         // Existing chunks that may overlap [from, end): the one starting before `from`, and
         // all starting inside.
         let mut covered: Vec<(u64, u64)> = Vec::new();
-        if let Some((_, c)) = self.pending.range(..from).next_back() {
-            if end_of(c) > from {
-                covered.push((c.pos, end_of(c)));
-            }
+        if let Some((_, c)) = self.pending.range(..from).next_back()
+            && end_of(c) > from
+        {
+            covered.push((c.pos, end_of(c)));
         }
-        covered.extend(self.pending.range(from..end).map(|(_, c)| (c.pos, end_of(c))));
+        covered.extend(
+            self.pending
+                .range(from..end)
+                .map(|(_, c)| (c.pos, end_of(c))),
+        );
         for (cs, ce) in covered {
             if cs > from {
                 self.insert(slice_chunk(&chunk, from, cs.min(end)));
@@ -200,7 +212,11 @@ impl Stream {
 
     /// End of the declared-lost range containing `pos`, if any.
     fn lost_end_at(&self, pos: u64) -> Option<u64> {
-        self.lost.range(..=pos).next_back().filter(|(_, e)| **e > pos).map(|(_, e)| *e)
+        self.lost
+            .range(..=pos)
+            .next_back()
+            .filter(|(_, e)| **e > pos)
+            .map(|(_, e)| *e)
     }
 
     /// Forget lost ranges below `pos`.
@@ -256,7 +272,10 @@ impl Stream {
             let first_data = self.pending.first_key_value().map(|(p, _)| *p);
             if let Some(le) = self.lost_end_at(next) {
                 let to = first_data.map_or(le, |p| p.min(le));
-                out.push(Segment::Gap { pos: next, len: to - next });
+                out.push(Segment::Gap {
+                    pos: next,
+                    len: to - next,
+                });
                 self.started = true;
                 next = to;
                 continue;
@@ -271,7 +290,10 @@ impl Stream {
                 // pop_ready only forces a gap when data is buffered (timeouts are measured on
                 // buffered chunks); flush forces every hole.
                 if force_gap(self) {
-                    out.push(Segment::Gap { pos: next, len: to - next });
+                    out.push(Segment::Gap {
+                        pos: next,
+                        len: to - next,
+                    });
                     self.started = true;
                     next = to;
                     continue;

@@ -3,7 +3,12 @@ use proptest::prelude::*;
 use super::*;
 
 fn ch(pos: u64, data: &[u8], ts: u64) -> Chunk {
-    Chunk { pos, data: Bytes::copy_from_slice(data), ts_ns: ts, tid: 1 }
+    Chunk {
+        pos,
+        data: Bytes::copy_from_slice(data),
+        ts_ns: ts,
+        tid: 1,
+    }
 }
 
 /// Concatenated data and the gaps (pos, len), checking strict position continuity.
@@ -122,7 +127,10 @@ fn partial_loss_then_timeout() {
     s.pop_ready(1, 100, &mut out);
     assert_eq!(collect(Some(0), &out).1, vec![(1, 2)]);
     s.pop_ready(200, 100, &mut out);
-    assert_eq!(collect(Some(0), &out), (b"ag".to_vec(), vec![(1, 2), (3, 3)]));
+    assert_eq!(
+        collect(Some(0), &out),
+        (b"ag".to_vec(), vec![(1, 2), (3, 3)])
+    );
 }
 
 #[test]
@@ -146,7 +154,10 @@ fn flush_emits_holes_and_trailing_loss() {
     s.push(ch(4, b"e", 1));
     s.lost(8, 2);
     s.flush(&mut out);
-    assert_eq!(collect(Some(0), &out), (b"ae".to_vec(), vec![(1, 3), (5, 3), (8, 2)]));
+    assert_eq!(
+        collect(Some(0), &out),
+        (b"ae".to_vec(), vec![(1, 3), (5, 3), (8, 2)])
+    );
 }
 
 #[test]

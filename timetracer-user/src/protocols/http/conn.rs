@@ -89,7 +89,18 @@ impl Input {
             .rev()
             .find(|m| m.0 <= pos)
             .or(self.marks.front())
-            .map_or(Mark { ts_ns: 0, tid: 0, pos }, |m| Mark { ts_ns: m.1, tid: m.2, pos })
+            .map_or(
+                Mark {
+                    ts_ns: 0,
+                    tid: 0,
+                    pos,
+                },
+                |m| Mark {
+                    ts_ns: m.1,
+                    tid: m.2,
+                    pos,
+                },
+            )
     }
     fn is_chunk_start(&self, pos: u64) -> bool {
         self.marks.iter().any(|m| m.0 == pos)
@@ -166,9 +177,15 @@ enum St {
     Idle,
     /// Skipping to the next plausible start line. `cand`: the current position is a
     /// candidate (line or chunk start).
-    Resync { reason: &'static str, skipped: u64, cand: bool },
+    Resync {
+        reason: &'static str,
+        skipped: u64,
+        cand: bool,
+    },
     /// Accumulating a head; `scanned`: bytes already searched for the end of the head.
-    Head { scanned: usize },
+    Head {
+        scanned: usize,
+    },
     /// Head parsed; waiting for the connection to choose the framing.
     AwaitFraming,
     Length(u64),
@@ -184,7 +201,10 @@ enum St {
 #[derive(Debug)]
 enum Ev {
     /// A plausible start line at a message boundary (responses: with the status).
-    Start { first: Mark, status: u16 },
+    Start {
+        first: Mark,
+        status: u16,
+    },
     /// Head parsed (body not yet).
     Head,
     /// A message ended (complete, or cut: `incomplete`).
@@ -212,7 +232,9 @@ struct Dir {
 }
 
 fn headers_of(hs: &[httparse::Header<'_>]) -> Vec<(String, Bytes)> {
-    hs.iter().map(|h| (h.name.to_owned(), Bytes::copy_from_slice(h.value))).collect()
+    hs.iter()
+        .map(|h| (h.name.to_owned(), Bytes::copy_from_slice(h.value)))
+        .collect()
 }
 
 /// Offset just past the end of a head (`\n\r\n` or `\n\n`) in `b`, searching from `from`.
@@ -248,7 +270,11 @@ impl Dir {
     }
 
     fn resync(&mut self, reason: &'static str, skipped: u64, cand: bool) {
-        self.st = St::Resync { reason, skipped, cand };
+        self.st = St::Resync {
+            reason,
+            skipped,
+            cand,
+        };
         if reason != "mid-stream" {
             self.lost_sync = true;
         }
@@ -302,11 +328,18 @@ impl Dir {
     /// A response cut inside its head (`n` bytes of it consumed): what we know from the
     /// status line.
     fn partial_response(&mut self, route: Route, n: usize) -> Option<Ev> {
-        let last = if n > 0 { self.inp.mark_at(self.inp.pos() + n as u64 - 1) } else { self.first };
+        let last = if n > 0 {
+            self.inp.mark_at(self.inp.pos() + n as u64 - 1)
+        } else {
+            self.first
+        };
         let version = u8::from(self.inp.avail().get(7) == Some(&b'1'));
         self.cur = Some(Building {
             msg: HttpMessage {
-                start: StartLine::Response { status: self.status, reason: String::new() },
+                start: StartLine::Response {
+                    status: self.status,
+                    reason: String::new(),
+                },
                 version,
                 headers: Vec::new(),
                 body: Bytes::new(),
@@ -337,7 +370,12 @@ impl Dir {
                 St::Start | St::Idle => {
                     let start = self.st == St::Start;
                     // Empty lines between messages are ignored (RFC 9112 §2.2).
-                    let ws = self.inp.avail().iter().take_while(|c| matches!(c, b'\r' | b'\n')).count();
+                    let ws = self
+                        .inp
+                        .avail()
+                        .iter()
+                        .take_while(|c| matches!(c, b'\r' | b'\n'))
+                        .count();
                     self.inp.consume(ws);
                     let a = self.inp.avail();
                     if a.is_empty() {
@@ -355,14 +393,23 @@ impl Dir {
                             self.status = if self.requests {
                                 0
                             } else {
-                                a[9..12].iter().fold(0u16, |s, d| s * 10 + u16::from(d - b'0'))
+                                a[9..12]
+                                    .iter()
+                                    .fold(0u16, |s, d| s * 10 + u16::from(d - b'0'))
                             };
                             self.st = St::Head { scanned: 0 };
-                            return Some(Ev::Start { first: self.first, status: self.status });
+                            return Some(Ev::Start {
+                                first: self.first,
+                                status: self.status,
+                            });
                         }
                     }
                 }
-                St::Resync { reason, skipped, cand } => {
+                St::Resync {
+                    reason,
+                    skipped,
+                    cand,
+                } => {
                     let a = self.inp.avail();
                     let pos = self.inp.pos();
                     let mut i = 0;
@@ -390,7 +437,11 @@ impl Dir {
                         is_cand = true;
                     }
                     let i = i.min(a.len());
-                    let cand_next = if i == a.len() { a.last().is_some_and(|c| *c == b'\n') } else { true };
+                    let cand_next = if i == a.len() {
+                        a.last().is_some_and(|c| *c == b'\n')
+                    } else {
+                        true
+                    };
                     self.inp.consume(i);
                     let skipped = skipped + i as u64;
                     if found == Some(Verdict::Yes) {
@@ -399,7 +450,11 @@ impl Dir {
                             return Some(Ev::Skipped(skipped, reason));
                         }
                     } else {
-                        self.st = St::Resync { reason, skipped, cand: cand_next };
+                        self.st = St::Resync {
+                            reason,
+                            skipped,
+                            cand: cand_next,
+                        };
                         return None;
                     }
                 }
@@ -482,7 +537,9 @@ impl Dir {
                     return Some(Ev::Head);
                 }
                 St::Length(rem) => {
-                    let n = usize::try_from(rem).unwrap_or(usize::MAX).min(self.inp.avail().len());
+                    let n = usize::try_from(rem)
+                        .unwrap_or(usize::MAX)
+                        .min(self.inp.avail().len());
                     self.take(n, opts.max_body, true);
                     let rem = rem - n as u64;
                     self.st = St::Length(rem);
@@ -520,7 +577,11 @@ impl Dir {
             Chunked::Size => match httparse::parse_chunk_size(a) {
                 Ok(httparse::Status::Complete((k, size))) => {
                     self.take(k, opts.max_body, false);
-                    self.st = St::Chunked(if size == 0 { Chunked::Trailers } else { Chunked::Data(size) });
+                    self.st = St::Chunked(if size == 0 {
+                        Chunked::Trailers
+                    } else {
+                        Chunked::Data(size)
+                    });
                 }
                 Ok(httparse::Status::Partial) if a.len() <= MAX_CHUNK_LINE => {}
                 _ => return self.bad_chunk(),
@@ -592,16 +653,23 @@ impl Dir {
         match self.st {
             St::Done => {}
             St::Start | St::Idle => {
-                let reason = if self.st == St::Start { "mid-stream" } else { "gap" };
+                let reason = if self.st == St::Start {
+                    "mid-stream"
+                } else {
+                    "gap"
+                };
                 self.resync(reason, pending, false);
             }
-            St::Resync { reason, skipped, .. } => self.resync(reason, skipped + pending, false),
+            St::Resync {
+                reason, skipped, ..
+            } => self.resync(reason, skipped + pending, false),
             St::Head { .. } => {
                 match self.cur.as_ref().map(|b| b.route) {
                     // (routes of heads in progress are kept in `cur` only for responses)
                     Some(route @ (Route::Final(_) | Route::Interim(_))) => {
                         self.cur = None;
-                        if let Some(Ev::Msg(mut b)) = self.partial_response(route, pending as usize) {
+                        if let Some(Ev::Msg(mut b)) = self.partial_response(route, pending as usize)
+                        {
                             b.msg.lost_bytes += len;
                             b.msg.wire_size += len;
                             out.push(Ev::Msg(b));
@@ -666,7 +734,9 @@ impl Dir {
                     out.push(Ev::Skipped(pending, "truncated"));
                 }
             }
-            St::Resync { reason, skipped, .. } => {
+            St::Resync {
+                reason, skipped, ..
+            } => {
                 if skipped + pending > 0 {
                     out.push(Ev::Skipped(skipped + pending, reason));
                 }
@@ -753,7 +823,11 @@ impl HttpConn {
         if self.closed || self.upgraded {
             return;
         }
-        let which = if egress == (self.side == Side::Client) { REQ } else { RESP };
+        let which = if egress == (self.side == Side::Client) {
+            REQ
+        } else {
+            RESP
+        };
         let d = &mut self.dirs[which];
         d.queued_bytes += match &seg {
             Segment::Data(c) => c.data.len() as u64,
@@ -819,7 +893,9 @@ impl HttpConn {
                         moved = true;
                         continue;
                     }
-                    let Some(seg) = self.dirs[which].queue.pop_front() else { break };
+                    let Some(seg) = self.dirs[which].queue.pop_front() else {
+                        break;
+                    };
                     moved = true;
                     self.apply(which, seg, out);
                 }
@@ -844,7 +920,8 @@ impl HttpConn {
                 }
                 if c_end > end.max(c.pos) {
                     let skip = usize::try_from(end.saturating_sub(c.pos)).unwrap_or(usize::MAX);
-                    d.inp.append(c.pos + skip as u64, &c.data[skip..], c.ts_ns, c.tid);
+                    d.inp
+                        .append(c.pos + skip as u64, &c.data[skip..], c.ts_ns, c.tid);
                 }
             }
             Segment::Gap { pos, len } => {
@@ -872,9 +949,15 @@ impl HttpConn {
     fn route(&mut self, first: Mark, status: u16) -> Option<Route> {
         let interim = (100..200).contains(&status) && status != 101;
         let lost = self.dirs[RESP].lost_sync;
-        let waiting: Vec<usize> = (0..self.pending.len()).filter(|&i| !self.pending[i].routed).collect();
+        let waiting: Vec<usize> = (0..self.pending.len())
+            .filter(|&i| !self.pending[i].routed)
+            .collect();
         if waiting.is_empty() {
-            return if self.forcing { Some(Route::Orphan) } else { None };
+            return if self.forcing {
+                Some(Route::Orphan)
+            } else {
+                None
+            };
         }
         let can_answer = |i: &usize| self.pending[*i].head_done.ts_ns <= first.ts_ns;
         let pick = if lost {
@@ -882,7 +965,9 @@ impl HttpConn {
         } else {
             waiting.first().copied().filter(can_answer)
         };
-        let Some(i) = pick else { return Some(Route::Orphan) };
+        let Some(i) = pick else {
+            return Some(Route::Orphan);
+        };
         let index = self.pending[i].index;
         if interim {
             return Some(Route::Interim(index));
@@ -898,7 +983,11 @@ impl HttpConn {
     }
 
     fn skipped(&self, which: usize, bytes: u64, reason: &'static str) -> HttpEvent {
-        HttpEvent::Skipped { dir_egress: self.dirs[which].egress, bytes, reason }
+        HttpEvent::Skipped {
+            dir_egress: self.dirs[which].egress,
+            bytes,
+            reason,
+        }
     }
 
     fn handle(&mut self, which: usize, ev: Ev, out: &mut Vec<HttpEvent>) {
@@ -916,7 +1005,9 @@ impl HttpConn {
                         out.push(HttpEvent::ResponseStarted { index, mark: first });
                         let upgrade = status == 101
                             || ((200..300).contains(&status)
-                                && self.pending_mut(index).is_some_and(|p| p.method == "CONNECT"));
+                                && self
+                                    .pending_mut(index)
+                                    .is_some_and(|p| p.method == "CONNECT"));
                         if !upgrade && !self.pending.iter().any(|p| p.wants_upgrade && !p.routed) {
                             self.dirs[REQ].paused = false;
                         }
@@ -924,7 +1015,10 @@ impl HttpConn {
                     // Kept in `cur` (no message yet) so a cut head can still be reported.
                     self.dirs[RESP].cur = Some(Building {
                         msg: HttpMessage {
-                            start: StartLine::Response { status, reason: String::new() },
+                            start: StartLine::Response {
+                                status,
+                                reason: String::new(),
+                            },
                             version: 1,
                             headers: Vec::new(),
                             body: Bytes::new(),
@@ -968,10 +1062,17 @@ impl HttpConn {
         self.next_index += 1;
         b.route = Route::Request(index);
         b.msg.framing = framing;
-        let StartLine::Request { method, target } = &b.msg.start else { return };
+        let StartLine::Request { method, target } = &b.msg.start else {
+            return;
+        };
         let (method, target) = (method.clone(), target.clone());
         let wants_upgrade = method == "CONNECT" || b.msg.header("upgrade").is_some();
-        out.push(HttpEvent::RequestHead { index, mark: b.msg.first, method: method.clone(), target });
+        out.push(HttpEvent::RequestHead {
+            index,
+            mark: b.msg.first,
+            method: method.clone(),
+            target,
+        });
         self.pending.push_back(Pending {
             index,
             method,
@@ -989,7 +1090,11 @@ impl HttpConn {
         // Bound the number of requests waiting for an answer.
         let waiting = self.pending.iter().filter(|p| !p.routed).count();
         if waiting > MAX_WAITING {
-            if let Some(p) = self.pending.iter_mut().find(|p| !p.routed && p.request.is_some()) {
+            if let Some(p) = self
+                .pending
+                .iter_mut()
+                .find(|p| !p.routed && p.request.is_some())
+            {
                 p.routed = true;
                 p.resp_done = true;
             }
@@ -998,22 +1103,32 @@ impl HttpConn {
     }
 
     fn response_head(&mut self, out: &mut Vec<HttpEvent>) {
-        let Some(b) = self.dirs[RESP].cur.as_mut() else { return };
-        let StartLine::Response { status, .. } = b.msg.start else { return };
+        let Some(b) = self.dirs[RESP].cur.as_mut() else {
+            return;
+        };
+        let StartLine::Response { status, .. } = b.msg.start else {
+            return;
+        };
         let route = b.route;
         let method = match route {
-            Route::Final(i) | Route::Interim(i) => self.pending.iter().find(|p| p.index == i).map(|p| p.method.clone()),
+            Route::Final(i) | Route::Interim(i) => self
+                .pending
+                .iter()
+                .find(|p| p.index == i)
+                .map(|p| p.method.clone()),
             Route::Request(_) | Route::Orphan => None,
         };
         let is_connect = method.as_deref() == Some("CONNECT");
-        if let Route::Final(index) = route {
-            if status == 101 || (is_connect && (200..300).contains(&status)) {
-                self.upgrade(index, out);
-                return;
-            }
+        if let Route::Final(index) = route
+            && (status == 101 || (is_connect && (200..300).contains(&status)))
+        {
+            self.upgrade(index, out);
+            return;
         }
-        let no_body =
-            method.as_deref() == Some("HEAD") || (100..200).contains(&status) || status == 204 || status == 304;
+        let no_body = method.as_deref() == Some("HEAD")
+            || (100..200).contains(&status)
+            || status == 204
+            || status == 304;
         let te: Vec<&[u8]> = values(&b.msg, "transfer-encoding");
         let cl: Vec<&[u8]> = values(&b.msg, "content-length");
         let framing = parse::response_framing(no_body, &te, &cl);
@@ -1023,8 +1138,11 @@ impl HttpConn {
 
     /// `101 Switching Protocols` or a `2xx` answer to `CONNECT`: finish and stop.
     fn upgrade(&mut self, index: u64, out: &mut Vec<HttpEvent>) {
-        let bytes_after: u64 =
-            self.dirs.iter().map(|d| d.inp.avail().len() as u64 + d.queued_bytes).sum();
+        let bytes_after: u64 = self
+            .dirs
+            .iter()
+            .map(|d| d.inp.avail().len() as u64 + d.queued_bytes)
+            .sum();
         if let Some(Ev::Msg(b)) = self.dirs[RESP].finish(false) {
             let resp = b.msg;
             // The request is normally complete; if its body was still arriving, it is cut.
@@ -1091,7 +1209,9 @@ impl HttpConn {
         while i < self.pending.len() {
             let p = &self.pending[i];
             if p.resp_done && p.request.is_some() {
-                let Some(p) = self.pending.remove(i) else { break };
+                let Some(p) = self.pending.remove(i) else {
+                    break;
+                };
                 if let Some(request) = p.request {
                     out.push(HttpEvent::Exchange(Exchange {
                         request,
@@ -1108,7 +1228,11 @@ impl HttpConn {
 }
 
 fn values<'a>(m: &'a HttpMessage, name: &str) -> Vec<&'a [u8]> {
-    m.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_ref()).collect()
+    m.headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_ref())
+        .collect()
 }
 
 fn body_state(f: Framing) -> St {

@@ -91,7 +91,9 @@ pub(crate) fn status_line(b: &[u8]) -> Verdict {
     }
     let rest = &b[8..];
     for (k, want_digit) in [true, true, true, true, false].into_iter().enumerate() {
-        let Some(&c) = rest.get(k) else { return Verdict::NeedMore };
+        let Some(&c) = rest.get(k) else {
+            return Verdict::NeedMore;
+        };
         let ok = match k {
             0 => c == b' ',
             _ if want_digit => c.is_ascii_digit(),
@@ -106,14 +108,22 @@ pub(crate) fn status_line(b: &[u8]) -> Verdict {
 
 /// Start-line check for the direction: requests or responses.
 pub(crate) fn start_line(b: &[u8], requests: bool) -> Verdict {
-    if requests { request_line(b) } else { status_line(b) }
+    if requests {
+        request_line(b)
+    } else {
+        status_line(b)
+    }
 }
 
 /// Find the first position in `b` where a plausible start line begins: at `0` if
 /// `at_line_start`, else right after a `\n`. Returns the position and the verdict there
 /// (`Yes`, or `NeedMore` when the candidate runs to the end of `b`); `None` when there is no
 /// candidate at all.
-pub(crate) fn find_start(b: &[u8], requests: bool, at_line_start: bool) -> Option<(usize, Verdict)> {
+pub(crate) fn find_start(
+    b: &[u8],
+    requests: bool,
+    at_line_start: bool,
+) -> Option<(usize, Verdict)> {
     let mut i = 0;
     let mut cand = at_line_start;
     while i < b.len() {
@@ -167,7 +177,11 @@ pub(crate) fn chunked_last(values: &[&[u8]]) -> bool {
 pub(crate) fn request_framing(te: &[&[u8]], cl: &[&[u8]]) -> Result<Framing, ()> {
     if !te.is_empty() {
         // A request whose final coding is not chunked cannot be delimited (400).
-        return if chunked_last(te) { Ok(Framing::Chunked) } else { Err(()) };
+        return if chunked_last(te) {
+            Ok(Framing::Chunked)
+        } else {
+            Err(())
+        };
     }
     match content_length(cl) {
         None => Ok(Framing::None),
@@ -182,7 +196,11 @@ pub(crate) fn response_framing(no_body: bool, te: &[&[u8]], cl: &[&[u8]]) -> Fra
         return Framing::None;
     }
     if !te.is_empty() {
-        return if chunked_last(te) { Framing::Chunked } else { Framing::Close };
+        return if chunked_last(te) {
+            Framing::Chunked
+        } else {
+            Framing::Close
+        };
     }
     match content_length(cl) {
         Some(Ok(n)) => Framing::Length(n),
@@ -223,9 +241,15 @@ mod tests {
 
     #[test]
     fn finding() {
-        assert_eq!(find_start(b"xx\r\nGET / HTTP/1.1\r\n", true, true), Some((4, Verdict::Yes)));
+        assert_eq!(
+            find_start(b"xx\r\nGET / HTTP/1.1\r\n", true, true),
+            Some((4, Verdict::Yes))
+        );
         assert_eq!(find_start(b"GET / HTTP/1.1\r\n", true, false), None);
-        assert_eq!(find_start(b"ab\nHTTP/1.1 2", false, false), Some((3, Verdict::NeedMore)));
+        assert_eq!(
+            find_start(b"ab\nHTTP/1.1 2", false, false),
+            Some((3, Verdict::NeedMore))
+        );
     }
 
     #[test]

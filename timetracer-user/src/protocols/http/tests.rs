@@ -18,7 +18,12 @@ struct Wire {
 
 impl Wire {
     fn new(side: Side) -> Self {
-        Self { side, pos: [0, 0], ts: 100, segs: Vec::new() }
+        Self {
+            side,
+            pos: [0, 0],
+            ts: 100,
+            segs: Vec::new(),
+        }
     }
     fn egress(&self, req: bool) -> bool {
         req == (self.side == Side::Client)
@@ -26,7 +31,12 @@ impl Wire {
     fn data(&mut self, req: bool, b: &[u8]) -> &mut Self {
         let i = usize::from(!req);
         self.ts += 10;
-        let c = Chunk { pos: self.pos[i], data: Bytes::copy_from_slice(b), ts_ns: self.ts, tid: 7 + i as u32 };
+        let c = Chunk {
+            pos: self.pos[i],
+            data: Bytes::copy_from_slice(b),
+            ts_ns: self.ts,
+            tid: 7 + i as u32,
+        };
         self.pos[i] += b.len() as u64;
         let e = self.egress(req);
         self.segs.push((e, Segment::Data(c)));
@@ -41,7 +51,13 @@ impl Wire {
     fn gap(&mut self, req: bool, len: u64) -> &mut Self {
         let i = usize::from(!req);
         let e = self.egress(req);
-        self.segs.push((e, Segment::Gap { pos: self.pos[i], len }));
+        self.segs.push((
+            e,
+            Segment::Gap {
+                pos: self.pos[i],
+                len,
+            },
+        ));
         self.pos[i] += len;
         self
     }
@@ -107,15 +123,21 @@ fn summary(evs: &[HttpEvent]) -> Vec<(String, u16, Vec<u8>)> {
     exchanges(evs)
         .iter()
         .map(|x| {
-            (target(&x.request).to_owned(), x.response.as_ref().map_or(0, status), {
-                x.response.as_ref().map_or(Vec::new(), |r| r.body.to_vec())
-            })
+            (
+                target(&x.request).to_owned(),
+                x.response.as_ref().map_or(0, status),
+                { x.response.as_ref().map_or(Vec::new(), |r| r.body.to_vec()) },
+            )
         })
         .collect()
 }
 
 fn ok_resp(body: &str) -> Vec<u8> {
-    format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
 }
 
 fn get(path: &str) -> Vec<u8> {
@@ -129,26 +151,68 @@ fn content_length_both_ways() {
     let mut w = Wire::new(Side::Server);
     w.req(&req[..60]).req(&req[60..]).resp(rsp);
     let evs = w.run();
-    assert!(matches!(&evs[0], HttpEvent::RequestHead { index: 0, method, target, .. } if method == "POST" && target == "/api/items"));
-    assert!(matches!(&evs[1], HttpEvent::ResponseStarted { index: 0, mark: Mark { ts_ns: 130, tid: 8, pos: 0 } }));
+    assert!(
+        matches!(&evs[0], HttpEvent::RequestHead { index: 0, method, target, .. } if method == "POST" && target == "/api/items")
+    );
+    assert!(matches!(
+        &evs[1],
+        HttpEvent::ResponseStarted {
+            index: 0,
+            mark: Mark {
+                ts_ns: 130,
+                tid: 8,
+                pos: 0
+            }
+        }
+    ));
     let xs = exchanges(&evs);
     assert_eq!(xs.len(), 1);
     let x = &xs[0];
     assert_eq!(x.index, 0);
     let r = &x.request;
     assert_eq!(r.version, 1);
-    assert_eq!(r.headers[1], ("X-Case".to_owned(), Bytes::from_static(b"Keep")));
+    assert_eq!(
+        r.headers[1],
+        ("X-Case".to_owned(), Bytes::from_static(b"Keep"))
+    );
     assert_eq!(r.header_str("content-length"), Some("5"));
     assert_eq!(&r.body[..], b"hello");
     assert_eq!(r.framing, Framing::Length(5));
-    assert_eq!(r.first, Mark { ts_ns: 110, tid: 7, pos: 0 });
-    assert_eq!(r.head_done, Mark { ts_ns: 120, tid: 7, pos: req.len() as u64 - 6 });
-    assert_eq!(r.last, Mark { ts_ns: 120, tid: 7, pos: req.len() as u64 - 1 });
+    assert_eq!(
+        r.first,
+        Mark {
+            ts_ns: 110,
+            tid: 7,
+            pos: 0
+        }
+    );
+    assert_eq!(
+        r.head_done,
+        Mark {
+            ts_ns: 120,
+            tid: 7,
+            pos: req.len() as u64 - 6
+        }
+    );
+    assert_eq!(
+        r.last,
+        Mark {
+            ts_ns: 120,
+            tid: 7,
+            pos: req.len() as u64 - 1
+        }
+    );
     assert_eq!(r.wire_size, req.len() as u64);
     assert!(!r.incomplete && !r.truncated && r.lost_bytes == 0);
     let p = resp(x);
     assert_eq!(status(p), 201);
-    assert_eq!(p.start, StartLine::Response { status: 201, reason: "Created".into() });
+    assert_eq!(
+        p.start,
+        StartLine::Response {
+            status: 201,
+            reason: "Created".into()
+        }
+    );
     assert_eq!(&p.body[..], b"ok");
     assert_eq!(p.wire_size, rsp.len() as u64);
     assert!(skipped(&evs).is_empty());
@@ -170,7 +234,10 @@ fn chunked_with_extensions_and_trailers() {
     let p = resp(&xs[0]);
     assert_eq!(&p.body[..], b"abc");
     assert_eq!(p.trailers.len(), 2);
-    assert_eq!(p.trailers[0], ("X-Checksum".to_owned(), Bytes::from_static(b"42")));
+    assert_eq!(
+        p.trailers[0],
+        ("X-Checksum".to_owned(), Bytes::from_static(b"42"))
+    );
     assert!(!p.incomplete);
     assert_eq!(p.last.ts_ns, 130);
     assert_eq!(summary(&evs)[1], ("/next".into(), 200, b"n".to_vec()));
@@ -181,7 +248,9 @@ fn chunked_with_extensions_and_trailers() {
 #[test]
 fn close_delimited_response() {
     let mut w = Wire::new(Side::Server);
-    w.req(b"GET /old HTTP/1.0\r\n\r\n").resp(b"HTTP/1.0 200 OK\r\nServer: x\r\n\r\npart1,").resp(b"part2");
+    w.req(b"GET /old HTTP/1.0\r\n\r\n")
+        .resp(b"HTTP/1.0 200 OK\r\nServer: x\r\n\r\npart1,")
+        .resp(b"part2");
     let evs = w.run_with(ParseOptions::default(), false);
     assert!(exchanges(&evs).is_empty(), "not complete before close");
     let evs = w.run();
@@ -197,9 +266,12 @@ fn close_delimited_response() {
 #[test]
 fn no_body_responses() {
     let mut w = Wire::new(Side::Server);
-    w.req(b"HEAD /h HTTP/1.1\r\n\r\n").resp(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n");
-    w.req(b"DELETE /d HTTP/1.1\r\n\r\n").resp(b"HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\n");
-    w.req(b"GET /c HTTP/1.1\r\nIf-None-Match: x\r\n\r\n").resp(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n");
+    w.req(b"HEAD /h HTTP/1.1\r\n\r\n")
+        .resp(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n");
+    w.req(b"DELETE /d HTTP/1.1\r\n\r\n")
+        .resp(b"HTTP/1.1 204 No Content\r\nContent-Length: 7\r\n\r\n");
+    w.req(b"GET /c HTTP/1.1\r\nIf-None-Match: x\r\n\r\n")
+        .resp(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n");
     w.req(&get("/last")).resp(&ok_resp("end"));
     let evs = w.run_with(ParseOptions::default(), false);
     let s = summary(&evs);
@@ -232,7 +304,10 @@ fn expect_100_continue() {
     assert_eq!(&xs[0].request.body[..], b"data");
     assert_eq!(&resp(&xs[0]).body[..], b"stored");
     // ResponseStarted only for the final response.
-    let started: Vec<_> = evs.iter().filter(|e| matches!(e, HttpEvent::ResponseStarted { .. })).collect();
+    let started: Vec<_> = evs
+        .iter()
+        .filter(|e| matches!(e, HttpEvent::ResponseStarted { .. }))
+        .collect();
     assert_eq!(started.len(), 1);
 }
 
@@ -240,7 +315,8 @@ fn expect_100_continue() {
 fn keep_alive_three() {
     let mut w = Wire::new(Side::Server);
     for i in 0..3 {
-        w.req(&get(&format!("/{i}"))).resp(&ok_resp(&format!("r{i}")));
+        w.req(&get(&format!("/{i}")))
+            .resp(&ok_resp(&format!("r{i}")));
     }
     let evs = w.run_with(ParseOptions::default(), false);
     let xs = exchanges(&evs);
@@ -261,7 +337,13 @@ fn pipelined_in_one_segment() {
     let mut w = Wire::new(Side::Server);
     w.req(&both).resp(&rs);
     let evs = w.run_with(ParseOptions::default(), false);
-    assert_eq!(summary(&evs), vec![("/a".into(), 200, b"A".to_vec()), ("/b".into(), 200, b"B".to_vec())]);
+    assert_eq!(
+        summary(&evs),
+        vec![
+            ("/a".into(), 200, b"A".to_vec()),
+            ("/b".into(), 200, b"B".to_vec())
+        ]
+    );
     let xs = exchanges(&evs);
     assert_eq!(xs[1].request.first.pos, get("/a").len() as u64);
     assert_eq!(&xs[1].request.body[..], b"xyz");
@@ -285,17 +367,27 @@ fn websocket_upgrade() {
     let xs = exchanges(&evs);
     assert_eq!(xs.len(), 2);
     assert_eq!(status(resp(&xs[1])), 101);
-    assert_eq!(evs.last(), Some(&HttpEvent::Upgraded { index: 1, bytes_after: 7 + 4 }));
+    assert_eq!(
+        evs.last(),
+        Some(&HttpEvent::Upgraded {
+            index: 1,
+            bytes_after: 7 + 4
+        })
+    );
     assert!(skipped(&evs).is_empty(), "{evs:?}");
 }
 
 #[test]
 fn connect_tunnel() {
     let mut w = Wire::new(Side::Client);
-    w.req(b"CONNECT db:5432 HTTP/1.1\r\nHost: db:5432\r\n\r\n").resp(b"HTTP/1.1 200 Connection established\r\n\r\n");
+    w.req(b"CONNECT db:5432 HTTP/1.1\r\nHost: db:5432\r\n\r\n")
+        .resp(b"HTTP/1.1 200 Connection established\r\n\r\n");
     w.req(b"\x00\x00\x00\x08binary");
     let evs = w.run();
-    assert!(matches!(evs.last(), Some(HttpEvent::Upgraded { index: 0, .. })));
+    assert!(matches!(
+        evs.last(),
+        Some(HttpEvent::Upgraded { index: 0, .. })
+    ));
     assert_eq!(exchanges(&evs).len(), 1);
     assert!(skipped(&evs).is_empty());
 }
@@ -325,7 +417,9 @@ fn head_split_into_tiny_segments() {
 #[test]
 fn gap_in_content_length_body() {
     let mut w = Wire::new(Side::Server);
-    w.req(b"POST /g HTTP/1.1\r\nContent-Length: 10\r\n\r\nab").gap(true, 5).req(b"fgh");
+    w.req(b"POST /g HTTP/1.1\r\nContent-Length: 10\r\n\r\nab")
+        .gap(true, 5)
+        .req(b"fgh");
     w.resp(&ok_resp("ok"));
     w.req(&get("/after")).resp(&ok_resp("fine"));
     let evs = w.run_with(ParseOptions::default(), false);
@@ -344,20 +438,33 @@ fn gap_in_head_resyncs() {
     let mut w = Wire::new(Side::Server);
     w.req(&get("/one")).resp(&ok_resp("1"));
     // Request 2's head is cut; its response is still written.
-    w.req(b"GET /two HTTP/1.1\r\nHo").gap(true, 10).req(b"ept: */*\r\n\r\n");
+    w.req(b"GET /two HTTP/1.1\r\nHo")
+        .gap(true, 10)
+        .req(b"ept: */*\r\n\r\n");
     w.resp(&ok_resp("2"));
     w.req(&get("/three")).resp(&ok_resp("3"));
     let evs = w.run_with(ParseOptions::default(), false);
-    assert_eq!(summary(&evs), vec![("/one".into(), 200, b"1".to_vec()), ("/three".into(), 200, b"3".to_vec())]);
+    assert_eq!(
+        summary(&evs),
+        vec![
+            ("/one".into(), 200, b"1".to_vec()),
+            ("/three".into(), 200, b"3".to_vec())
+        ]
+    );
     let sk = skipped(&evs);
     assert!(sk.contains(&(21, "gap-in-head")), "{sk:?}");
-    assert!(sk.iter().any(|s| s.1 == "response-without-request"), "{sk:?}");
+    assert!(
+        sk.iter().any(|s| s.1 == "response-without-request"),
+        "{sk:?}"
+    );
 }
 
 #[test]
 fn gap_in_response_head_and_lost_response() {
     let mut w = Wire::new(Side::Server);
-    w.req(&get("/one")).resp(b"HTTP/1.1 200 OK\r\nContent-Le").gap(false, 30);
+    w.req(&get("/one"))
+        .resp(b"HTTP/1.1 200 OK\r\nContent-Le")
+        .gap(false, 30);
     w.req(&get("/two"));
     // Response 2 lost entirely (declared), then response 3 arrives after request 3.
     w.gap(false, 40);
@@ -377,7 +484,9 @@ fn gap_in_response_head_and_lost_response() {
 #[test]
 fn gap_in_chunked_body_is_incomplete() {
     let mut w = Wire::new(Side::Server);
-    w.req(&get("/c")).resp(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab").gap(false, 20);
+    w.req(&get("/c"))
+        .resp(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab")
+        .gap(false, 20);
     w.req(&get("/d")).resp(&ok_resp("d"));
     let evs = w.run_with(ParseOptions::default(), false);
     let xs = exchanges(&evs);
@@ -398,10 +507,19 @@ fn mid_stream_attach_server() {
     w.req(&get("/2")).resp(&ok_resp("for-2"));
     w.req(&get("/3")).resp(&ok_resp("for-3"));
     let evs = w.run();
-    assert_eq!(summary(&evs), vec![("/2".into(), 200, b"for-2".to_vec()), ("/3".into(), 200, b"for-3".to_vec())]);
+    assert_eq!(
+        summary(&evs),
+        vec![
+            ("/2".into(), 200, b"for-2".to_vec()),
+            ("/3".into(), 200, b"for-3".to_vec())
+        ]
+    );
     let sk = skipped(&evs);
     assert!(sk.contains(&(15, "mid-stream")), "{sk:?}");
-    assert!(sk.contains(&(ok_resp("for-1").len() as u64, "response-without-request")), "{sk:?}");
+    assert!(
+        sk.contains(&(ok_resp("for-1").len() as u64, "response-without-request")),
+        "{sk:?}"
+    );
     assert_eq!(exchanges(&evs)[0].index, 0);
 }
 
@@ -413,7 +531,13 @@ fn mid_stream_attach_client_in_response_body() {
     w.req(&get("/2")).resp(&ok_resp("two"));
     w.req(&get("/3")).resp(&ok_resp("three"));
     let evs = w.run();
-    assert_eq!(summary(&evs), vec![("/2".into(), 200, b"two".to_vec()), ("/3".into(), 200, b"three".to_vec())]);
+    assert_eq!(
+        summary(&evs),
+        vec![
+            ("/2".into(), 200, b"two".to_vec()),
+            ("/3".into(), 200, b"three".to_vec())
+        ]
+    );
     assert!(skipped(&evs).contains(&(14, "mid-stream")));
 }
 
@@ -468,7 +592,8 @@ fn garbage() {
 #[test]
 fn close_with_pending() {
     let mut w = Wire::new(Side::Server);
-    w.req(&get("/a")).req(b"POST /b HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc");
+    w.req(&get("/a"))
+        .req(b"POST /b HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc");
     w.resp(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\n12345");
     let evs = w.run();
     let xs = exchanges(&evs);
@@ -486,8 +611,17 @@ fn view(x: &Exchange) -> String {
     let m = |m: &HttpMessage| {
         format!(
             "{:?} v{} {:?} body={:?} size={} trunc={} lost={} {:?} trailers={:?} wire={} inc={}",
-            m.start, m.version, m.headers, m.body, m.body_size, m.truncated, m.lost_bytes, m.framing,
-            m.trailers, m.wire_size, m.incomplete
+            m.start,
+            m.version,
+            m.headers,
+            m.body,
+            m.body_size,
+            m.truncated,
+            m.lost_bytes,
+            m.framing,
+            m.trailers,
+            m.wire_size,
+            m.incomplete
         )
     };
     format!(
@@ -526,7 +660,12 @@ fn cut(data: &[u8], base: u64, ts: u64, cuts: &[usize]) -> Vec<Chunk> {
     cs.sort_unstable();
     cs.dedup();
     cs.windows(2)
-        .map(|w| Chunk { pos: base + w[0] as u64, data: Bytes::copy_from_slice(&data[w[0]..w[1]]), ts_ns: ts, tid: 1 })
+        .map(|w| Chunk {
+            pos: base + w[0] as u64,
+            data: Bytes::copy_from_slice(&data[w[0]..w[1]]),
+            ts_ns: ts,
+            tid: 1,
+        })
         .collect()
 }
 
@@ -551,7 +690,12 @@ fn run_property(side: Side, cuts: &[Vec<usize>], seeds: &[u64]) -> (Vec<String>,
     for (rq, rs) in &conv {
         for (i, d) in [(0usize, rq), (1, rs)] {
             ts += 1000;
-            let c = Chunk { pos: pos[i], data: Bytes::copy_from_slice(d), ts_ns: ts, tid: 1 };
+            let c = Chunk {
+                pos: pos[i],
+                data: Bytes::copy_from_slice(d),
+                ts_ns: ts,
+                tid: 1,
+            };
             pos[i] += d.len() as u64;
             whole.feed((i == 0) == req_egress, Segment::Data(c), &mut ref_out);
         }
@@ -562,7 +706,10 @@ fn run_property(side: Side, cuts: &[Vec<usize>], seeds: &[u64]) -> (Vec<String>,
     let mut conn = HttpConn::new(side, ParseOptions { max_body: 8 });
     let mut out = Vec::new();
     // The connection is traced from its start: positions begin at 0.
-    let mut streams = [Stream::starting_at(0, 1 << 20), Stream::starting_at(0, 1 << 20)];
+    let mut streams = [
+        Stream::starting_at(0, 1 << 20),
+        Stream::starting_at(0, 1 << 20),
+    ];
     let mut pos = [0u64; 2];
     let mut ts = 0;
     let mut k = 0;
@@ -604,7 +751,11 @@ fn conversation_reference_is_right() {
     assert_eq!(r.len(), 5, "{r:#?}");
     assert!(r[1].contains("trailers=[(\"T\""), "{}", r[1]);
     assert!(r[3].contains("interim=[Response { status: 100"), "{}", r[3]);
-    assert!(r[4].contains("body=b\"until cl\" size=11 trunc=true"), "{}", r[4]);
+    assert!(
+        r[4].contains("body=b\"until cl\" size=11 trunc=true"),
+        "{}",
+        r[4]
+    );
 }
 
 proptest! {
@@ -643,4 +794,52 @@ proptest! {
         }
         c.close(99, &mut out);
     }
+}
+
+#[test]
+fn stream_timeout_gap_reaches_parser_as_lost_bytes() {
+    let req = b"POST /p HTTP/1.1\r\nContent-Length: 12\r\n\r\nabcdefghijkl";
+    let mut s = Stream::starting_at(0, 1 << 20);
+    let mut conn = HttpConn::new(Side::Server, ParseOptions::default());
+    let mut out = Vec::new();
+    let mut segs = Vec::new();
+    let head = req.len() - 12;
+    // The chunk with "efgh" never arrives.
+    for (a, b, ts) in [(0, head + 4, 10), (head + 8, req.len(), 12)] {
+        s.push(Chunk {
+            pos: a as u64,
+            data: Bytes::copy_from_slice(&req[a..b]),
+            ts_ns: ts,
+            tid: 3,
+        });
+    }
+    s.pop_ready(20, 100, &mut segs);
+    assert_eq!(segs.len(), 1);
+    s.pop_ready(200, 100, &mut segs);
+    assert_eq!(
+        segs[1],
+        Segment::Gap {
+            pos: head as u64 + 4,
+            len: 4
+        }
+    );
+    for seg in segs {
+        conn.feed(false, seg, &mut out);
+    }
+    let rsp = ok_resp("k");
+    conn.feed(
+        true,
+        Segment::Data(Chunk {
+            pos: 0,
+            data: rsp.into(),
+            ts_ns: 300,
+            tid: 3,
+        }),
+        &mut out,
+    );
+    let xs = exchanges(&out);
+    assert_eq!(xs.len(), 1);
+    assert_eq!(xs[0].request.lost_bytes, 4);
+    assert_eq!(&xs[0].request.body[..], b"abcdijkl");
+    assert_eq!(xs[0].request.last.ts_ns, 12);
 }
