@@ -1,2 +1,3 @@
 //! Wire protocols. Each protocol is a folder with pure, I/O-free parse/stitch functions.
+pub mod detect;
 pub mod http;

@@ -108,10 +108,19 @@ pub struct Exchange {
 
 /// Something the connection parser reports, in stream order.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "one Exchange per request; events are moved, not stored in bulk"
+)]
 pub enum HttpEvent {
     /// A request head was parsed completely (the body may still be arriving). Lets attribution
     /// know a request started before its body is read.
-    RequestHead { index: u64, mark: Mark, method: String, target: String },
+    RequestHead {
+        index: u64,
+        mark: Mark,
+        method: String,
+        target: String,
+    },
     /// A response started (first byte of its head seen).
     ResponseStarted { index: u64, mark: Mark },
     /// A request/response pair is complete (or ended by close/gap).
@@ -119,5 +128,9 @@ pub enum HttpEvent {
     /// The connection switched protocols (`101`, `CONNECT` 2xx); nothing more is parsed.
     Upgraded { index: u64, bytes_after: u64 },
     /// Bytes that could not be parsed as HTTP were skipped (gap resync, garbage); counted.
-    Skipped { dir_egress: bool, bytes: u64, reason: &'static str },
+    Skipped {
+        dir_egress: bool,
+        bytes: u64,
+        reason: &'static str,
+    },
 }
