@@ -36,7 +36,7 @@ use crate::{
             types::{Exchange, HttpEvent, Side},
         },
     },
-    reassembly::{Chunk, Segment, Stream},
+    reassembly::{Chunk, DEFAULT_LIMIT, Segment, Stream},
     telemetry::Counters,
 };
 
@@ -188,7 +188,7 @@ impl Correlator {
             preexisting: true,
             ..ConnFacts::default()
         };
-        self.conns.insert(conn_id, Conn::new(facts, if server { Side::Server } else { Side::Client }, 0));
+        self.conns.insert(conn_id, Conn::new(facts, if server { Side::Server } else { Side::Client }, 0, false));
     }
 
     /// Handles one decoded kernel record.
@@ -213,7 +213,7 @@ impl Correlator {
                     ..ConnFacts::default()
                 };
                 self.counters.inc_named(if side == Side::Server { "accepted" } else { "connected" });
-                self.conns.insert(header.conn_id, Conn::new(facts, side, header.ts_ns));
+                self.conns.insert(header.conn_id, Conn::new(facts, side, header.ts_ns, true));
             }
             Decoded::Other { header } => match Kind::from_u32(header.kind) {
                 Some(Kind::Close) => self.close_conn(header.conn_id, header.ts_ns),
@@ -596,11 +596,14 @@ fn timings_of(ex: &Exchange, connect_ns: u64) -> Timings {
 }
 
 impl Conn {
-    fn new(facts: ConnFacts, side: Side, connect_ns: u64) -> Self {
+    /// `from_start`: the accept/connect was seen, so both streams begin at position 0;
+    /// otherwise (open before tracing) at the first position observed.
+    fn new(facts: ConnFacts, side: Side, connect_ns: u64, from_start: bool) -> Self {
+        let stream = || if from_start { Stream::starting_at(0, DEFAULT_LIMIT) } else { Stream::new() };
         Self {
             facts,
             side,
-            streams: [Stream::new(), Stream::new()],
+            streams: [stream(), stream()],
             proto: Proto::Unknown,
             held: Vec::new(),
             held_bytes: [Vec::new(), Vec::new()],
