@@ -1,1 +1,2 @@
 //! Command-line front ends.
+pub mod show;
