@@ -47,7 +47,7 @@ pub fn encode_body(stored: &[u8], size_bytes: u64, truncated: bool, redacted: Ve
         captured: true,
         encoding: Some(encoding),
         data: Some(data),
-        size_bytes: Some(size_bytes.max(stored.len() as u64)),
+        size_bytes: Some(size_bytes),
         truncated,
         hash: Some(sha256_tagged(stored)),
         redacted,

@@ -20,12 +20,12 @@ pub const SUPPORTED: &[&str] = &["0.1", "1.0", "2.0"];
 
 /// Read a cassette file (`.json`, `.json.gz`, `.json.zst`).
 pub fn read(path: &Path) -> Result<Cassette, Error> {
-    let bytes = read_decompressed(path)?;
+    let bytes = read_decompressed(path, MAX_CASSETTE_BYTES)?;
     parse(path, &bytes)
 }
 
-/// Read and decompress a file (capped at [`MAX_CASSETTE_BYTES`]).
-pub fn read_decompressed(path: &Path) -> Result<Vec<u8>, Error> {
+/// Read and decompress a file, failing with [`Error::TooLarge`] past `limit` bytes.
+pub fn read_decompressed(path: &Path, limit: u64) -> Result<Vec<u8>, Error> {
     let read_err = |source| Error::Read { path: path.to_path_buf(), source };
     let mut file = BufReader::new(File::open(path).map_err(read_err)?);
     let mut magic = [0u8; 4];
@@ -41,22 +41,22 @@ pub fn read_decompressed(path: &Path) -> Result<Vec<u8>, Error> {
     let raw = head.chain(file);
     if n >= 4 && magic == ZSTD_MAGIC {
         let dec = zstd::stream::read::Decoder::new(raw).map_err(read_err)?;
-        capped(path, dec, "zstd")
+        capped(path, dec, "zstd", limit)
     } else if n >= 2 && magic[..2] == GZIP_MAGIC {
-        capped(path, flate2::read::GzDecoder::new(raw), "gzip")
+        capped(path, flate2::read::GzDecoder::new(raw), "gzip", limit)
     } else {
-        capped(path, raw, "plain")
+        capped(path, raw, "plain", limit)
     }
 }
 
-fn capped(path: &Path, r: impl Read, format: &'static str) -> Result<Vec<u8>, Error> {
+fn capped(path: &Path, r: impl Read, format: &'static str, limit: u64) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
-    r.take(MAX_CASSETTE_BYTES + 1).read_to_end(&mut out).map_err(|source| match format {
+    r.take(limit.saturating_add(1)).read_to_end(&mut out).map_err(|source| match format {
         "plain" => Error::Read { path: path.to_path_buf(), source },
         _ => Error::Decompress { path: path.to_path_buf(), format, source },
     })?;
-    if out.len() as u64 > MAX_CASSETTE_BYTES {
-        return Err(Error::TooLarge { path: path.to_path_buf(), limit: MAX_CASSETTE_BYTES });
+    if out.len() as u64 > limit {
+        return Err(Error::TooLarge { path: path.to_path_buf(), limit });
     }
     Ok(out)
 }
