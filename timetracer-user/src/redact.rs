@@ -252,17 +252,16 @@ impl RedactionPolicy {
             }
             return self.redact_json_lexical(body);
         }
-        if ct.starts_with("application/x-www-form-urlencoded") {
-            if let Ok(s) = std::str::from_utf8(body) {
-                let (out, keys) = self.redact_urlencoded(s);
-                if keys.is_empty() {
-                    return unchanged(body);
-                }
-                let paths = keys.iter().map(|k| json_path_child("$", k)).collect();
-                return RedactedBody { bytes: Cow::Owned(out.into_owned().into_bytes()), paths };
-            }
+        let form = ct.starts_with("application/x-www-form-urlencoded");
+        let Some(s) = form.then(|| std::str::from_utf8(body).ok()).flatten() else {
+            return unchanged(body);
+        };
+        let (out, keys) = self.redact_urlencoded(s);
+        if keys.is_empty() {
+            return unchanged(body);
         }
-        unchanged(body)
+        let paths = keys.iter().map(|k| json_path_child("$", k)).collect();
+        RedactedBody { bytes: Cow::Owned(out.into_owned().into_bytes()), paths }
     }
 
     /// Token-level redaction of JSON-ish bytes that do not parse (truncated or invalid): a string
@@ -345,12 +344,11 @@ pub fn percent_decode(s: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {
-        if s[i] == b'%' && i + 2 < s.len() {
-            if let (Some(h), Some(l)) = (hex(s[i + 1]), hex(s[i + 2])) {
-                out.push(h << 4 | l);
-                i += 3;
-                continue;
-            }
+        let escape = if s[i] == b'%' && i + 2 < s.len() { hex(s[i + 1]).zip(hex(s[i + 2])) } else { None };
+        if let Some((h, l)) = escape {
+            out.push(h << 4 | l);
+            i += 3;
+            continue;
         }
         out.push(s[i]);
         i += 1;

@@ -505,8 +505,15 @@ fn python_cassettes_read_and_validate() {
     assert_eq!(c.events[0].kind, "db.query");
     assert_eq!(c.events[0].result.status, Some(-1));
 
-    let c = cassette::read(&dir.join("GET__boom_5__90588dcc.json")).unwrap();
+    let boom = dir.join("GET__boom_5__90588dcc.json");
+    let c = cassette::read(&boom).unwrap();
     assert_eq!(c.response.status, 0);
+    let mut out = Vec::new();
+    timetracer::cli::show::run(&boom, false, &mut out).unwrap();
+    let out = String::from_utf8(out).unwrap();
+    for want in ["  GET /boom/5", "[ERR] Status: 0", "Duration: 4.21ms", "Events: 1 total", "  http.client: 1"] {
+        assert!(out.contains(want), "{want:?} not in\n{out}");
+    }
     // Same naming as the Python tool.
     let rel = cassette::naming::relative_path(&c, Compression::None);
     assert_eq!(rel, Path::new("2026-11-22/GET__boom_5__90588dcc.json"));
@@ -616,6 +623,10 @@ fn our_fixture_is_current() {
     let c = cassette::build(&login_request(), &BuildOptions::default());
     let dir = tempfile::tempdir().unwrap();
     let path = cassette::write(dir.path(), &c, Compression::None).unwrap();
+    let mut out = Vec::new();
+    timetracer::cli::show::run(&path, false, &mut out).unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("Query: next=/home&tag=a&tag=b&api_key=[REDACTED]"), "{out}");
     let fixture = repo_root().join("tests/fixtures/cassettes/ours").join(path.file_name().unwrap());
     let fresh = std::fs::read_to_string(&path).unwrap();
     if std::env::var_os("TIMETRACER_BLESS").is_some() {

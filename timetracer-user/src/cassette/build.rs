@@ -480,6 +480,41 @@ mod tests {
     }
 
     #[test]
+    fn error_kinds() {
+        assert_eq!(error_info(200, false, None), None);
+        assert_eq!(error_info(404, false, None), None);
+        assert_eq!(error_info(503, false, None).unwrap().kind, ErrorKind::ServerError);
+        assert_eq!(error_info(200, false, Some("tb")).unwrap().kind, ErrorKind::Exception);
+        assert_eq!(error_info(500, false, Some("tb")).unwrap().kind, ErrorKind::Exception);
+        let e = error_info(0, true, Some("tb")).unwrap();
+        assert_eq!((e.kind, e.traceback.as_deref()), (ErrorKind::NoResponse, Some("tb")));
+    }
+
+    #[test]
+    fn dep_urls() {
+        let m = |h: &[(&str, &'static [u8])]| HttpMessage {
+            start: StartLine::Request { method: "GET".into(), target: "/p".into() },
+            version: 1,
+            headers: h.iter().map(|(n, v)| ((*n).to_owned(), bytes::Bytes::from_static(v))).collect(),
+            body: bytes::Bytes::new(),
+            body_size: 0,
+            truncated: false,
+            lost_bytes: 0,
+            framing: crate::protocols::http::types::Framing::None,
+            trailers: Vec::new(),
+            first: crate::protocols::http::types::Mark::default(),
+            head_done: crate::protocols::http::types::Mark::default(),
+            last: crate::protocols::http::types::Mark::default(),
+            wire_size: 0,
+            incomplete: false,
+        };
+        let conn = |r: &str, tls| ConnFacts { remote: Some(r.parse().unwrap()), tls, ..ConnFacts::default() };
+        assert_eq!(dep_url(&m(&[("host", b"api.x")]), &conn("1.2.3.4:443", true), "/p"), "https://api.x/p");
+        assert_eq!(dep_url(&m(&[]), &conn("1.2.3.4:443", true), "/p"), "https://1.2.3.4/p");
+        assert_eq!(dep_url(&m(&[]), &conn("1.2.3.4:8080", false), ""), "http://1.2.3.4:8080/");
+    }
+
+    #[test]
     fn time_format() {
         assert_eq!(rfc3339_utc(1_795_390_088_792_058_123), "2026-11-22T23:28:08.792058+00:00");
     }

@@ -58,14 +58,18 @@ pub fn render(c: &Cassette, path: &Path, events: bool, out: &mut dyn Write) -> s
         writeln!(out, "  Route: {t}")?;
     }
     if !r.query.is_empty() {
-        let q: Vec<String> = r
-            .query
-            .iter()
-            .map(|(k, v)| match v {
-                serde_json::Value::String(s) => format!("{k}={s}"),
-                other => format!("{k}={other}"),
-            })
-            .collect();
+        let mut q: Vec<String> = Vec::new();
+        for (k, v) in &r.query {
+            match v {
+                serde_json::Value::String(s) => q.push(format!("{k}={s}")),
+                serde_json::Value::Array(items) => {
+                    for item in items {
+                        q.push(format!("{k}={}", item.as_str().map_or_else(|| item.to_string(), str::to_owned)));
+                    }
+                }
+                other => q.push(format!("{k}={other}")),
+            }
+        }
         writeln!(out, "  Query: {}", q.join("&"))?;
     }
     if let Some(ip) = &r.client_ip {
