@@ -73,7 +73,10 @@ impl Default for RedactionPolicy {
     fn default() -> Self {
         Self {
             enabled: true,
-            header_names: DEFAULT_HEADER_NAMES.iter().map(|s| (*s).to_owned()).collect(),
+            header_names: DEFAULT_HEADER_NAMES
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
             body_keys: DEFAULT_BODY_KEYS.iter().map(|s| (*s).to_owned()).collect(),
         }
     }
@@ -111,13 +114,21 @@ impl RedactionPolicy {
     /// Redaction off (`--no-redact`).
     #[must_use]
     pub fn disabled() -> Self {
-        Self { enabled: false, header_names: Vec::new(), body_keys: Vec::new() }
+        Self {
+            enabled: false,
+            header_names: Vec::new(),
+            body_keys: Vec::new(),
+        }
     }
 
     /// The header name is on the list (whole name, any case).
     #[must_use]
     pub fn header_matches(&self, name: &str) -> bool {
-        self.enabled && self.header_names.iter().any(|h| h.eq_ignore_ascii_case(name.trim()))
+        self.enabled
+            && self
+                .header_names
+                .iter()
+                .any(|h| h.eq_ignore_ascii_case(name.trim()))
     }
 
     /// The body / query key is on the list (whole key, any case).
@@ -197,7 +208,11 @@ impl RedactionPolicy {
                 out.push_str(pair);
             }
         }
-        if keys.is_empty() { (Cow::Borrowed(s), keys) } else { (Cow::Owned(out), keys) }
+        if keys.is_empty() {
+            (Cow::Borrowed(s), keys)
+        } else {
+            (Cow::Owned(out), keys)
+        }
     }
 
     /// Redact the query part of a request-target (`/p?token=x` → `/p?token=[REDACTED]`).
@@ -231,7 +246,10 @@ impl RedactionPolicy {
     /// - anything else: unchanged.
     #[must_use]
     pub fn redact_body<'a>(&self, body: &'a [u8], content_type: Option<&str>) -> RedactedBody<'a> {
-        let unchanged = |b: &'a [u8]| RedactedBody { bytes: Cow::Borrowed(b), paths: Vec::new() };
+        let unchanged = |b: &'a [u8]| RedactedBody {
+            bytes: Cow::Borrowed(b),
+            paths: Vec::new(),
+        };
         if !self.enabled || body.is_empty() {
             return unchanged(body);
         }
@@ -245,7 +263,10 @@ impl RedactionPolicy {
                     return unchanged(body);
                 }
                 return match serde_json::to_vec(&v) {
-                    Ok(bytes) => RedactedBody { bytes: Cow::Owned(bytes), paths },
+                    Ok(bytes) => RedactedBody {
+                        bytes: Cow::Owned(bytes),
+                        paths,
+                    },
                     // Serialising a Value cannot fail; fall back to lexical redaction anyway.
                     Err(_) => self.redact_json_lexical(body),
                 };
@@ -261,7 +282,10 @@ impl RedactionPolicy {
             return unchanged(body);
         }
         let paths = keys.iter().map(|k| json_path_child("$", k)).collect();
-        RedactedBody { bytes: Cow::Owned(out.into_owned().into_bytes()), paths }
+        RedactedBody {
+            bytes: Cow::Owned(out.into_owned().into_bytes()),
+            paths,
+        }
     }
 
     /// Token-level redaction of JSON-ish bytes that do not parse (truncated or invalid): a string
@@ -305,9 +329,15 @@ impl RedactionPolicy {
             i = value_end;
         }
         if paths.is_empty() {
-            RedactedBody { bytes: Cow::Borrowed(body), paths }
+            RedactedBody {
+                bytes: Cow::Borrowed(body),
+                paths,
+            }
         } else {
-            RedactedBody { bytes: Cow::Owned(out), paths }
+            RedactedBody {
+                bytes: Cow::Owned(out),
+                paths,
+            }
         }
     }
 }
@@ -322,7 +352,9 @@ fn push_unique(list: &mut Vec<String>, item: &str) {
 /// `$.key`, or `$["odd key"]` when the key is not a plain identifier.
 fn json_path_child(parent: &str, key: &str) -> String {
     let plain = !key.is_empty()
-        && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
         && !key.as_bytes()[0].is_ascii_digit();
     if plain {
         format!("{parent}.{key}")
@@ -344,7 +376,11 @@ pub fn percent_decode(s: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
     while i < s.len() {
-        let escape = if s[i] == b'%' && i + 2 < s.len() { hex(s[i + 1]).zip(hex(s[i + 2])) } else { None };
+        let escape = if s[i] == b'%' && i + 2 < s.len() {
+            hex(s[i + 1]).zip(hex(s[i + 2]))
+        } else {
+            None
+        };
         if let Some((h, l)) = escape {
             out.push(h << 4 | l);
             i += 3;
@@ -413,7 +449,8 @@ fn value_end(b: &[u8], start: usize) -> usize {
         }
         _ => {
             let mut i = start;
-            while i < b.len() && !matches!(b[i], b',' | b'}' | b']') && !b[i].is_ascii_whitespace() {
+            while i < b.len() && !matches!(b[i], b',' | b'}' | b']') && !b[i].is_ascii_whitespace()
+            {
                 i += 1;
             }
             i
@@ -451,7 +488,14 @@ mod tests {
             out,
             r#"{"users":[{"name":"a","api_key":"[REDACTED]"},{"name":"b","secret":"[REDACTED]"}],"meta":{"auth":{"refresh_token":"[REDACTED]"}}}"#
         );
-        assert_eq!(paths, vec!["$.users[0].api_key", "$.users[1].secret", "$.meta.auth.refresh_token"]);
+        assert_eq!(
+            paths,
+            vec![
+                "$.users[0].api_key",
+                "$.users[1].secret",
+                "$.meta.auth.refresh_token"
+            ]
+        );
     }
 
     #[test]
@@ -466,9 +510,15 @@ mod tests {
     #[test]
     fn form_and_query() {
         let p = RedactionPolicy::default();
-        let (out, paths) =
-            redact_str(&p, "user=a&password=p%20w&pwdx=1&Token=t&page=2", "application/x-www-form-urlencoded");
-        assert_eq!(out, "user=a&password=[REDACTED]&pwdx=1&Token=[REDACTED]&page=2");
+        let (out, paths) = redact_str(
+            &p,
+            "user=a&password=p%20w&pwdx=1&Token=t&page=2",
+            "application/x-www-form-urlencoded",
+        );
+        assert_eq!(
+            out,
+            "user=a&password=[REDACTED]&pwdx=1&Token=[REDACTED]&page=2"
+        );
         assert_eq!(paths, vec!["$.password", "$.Token"]);
 
         let (t, n) = p.redact_target("/cb?code=1&access_token=abc&message=x#frag");
@@ -497,9 +547,15 @@ mod tests {
     #[test]
     fn truncated_json_is_redacted_lexically() {
         let p = RedactionPolicy::default();
-        let (out, paths) =
-            redact_str(&p, r#"{"message":"password","token": "abc\"def", "n":{"secret":[1,2],"page":"#, "application/json");
-        assert_eq!(out, r#"{"message":"password","token": "[REDACTED]", "n":{"secret":"[REDACTED]","page":"#);
+        let (out, paths) = redact_str(
+            &p,
+            r#"{"message":"password","token": "abc\"def", "n":{"secret":[1,2],"page":"#,
+            "application/json",
+        );
+        assert_eq!(
+            out,
+            r#"{"message":"password","token": "[REDACTED]", "n":{"secret":"[REDACTED]","page":"#
+        );
         assert_eq!(paths, vec!["$..token", "$..secret"]);
         let (out, _) = redact_str(&p, r#"{"password":"abc"#, "application/json");
         assert_eq!(out, r#"{"password":"[REDACTED]""#);

@@ -23,7 +23,12 @@ pub fn sha256_tagged(bytes: &[u8]) -> String {
 /// Build a body object for `stored` (the bytes to keep: already truncated and redacted).
 /// `size_bytes` is the full body size; `None` when there is nothing to record.
 #[must_use]
-pub fn encode_body(stored: &[u8], size_bytes: u64, truncated: bool, redacted: Vec<String>) -> Option<Body> {
+pub fn encode_body(
+    stored: &[u8],
+    size_bytes: u64,
+    truncated: bool,
+    redacted: Vec<String>,
+) -> Option<Body> {
     if stored.is_empty() && size_bytes == 0 {
         return None;
     }
@@ -74,7 +79,9 @@ pub fn body_bytes(body: &Body) -> Vec<u8> {
     match (body.encoding, &body.data) {
         (Some(BodyEncoding::Json), Some(v)) => serde_json::to_vec(v).unwrap_or_default(),
         (Some(BodyEncoding::Json), None) if body.captured => b"null".to_vec(),
-        (Some(BodyEncoding::Text | BodyEncoding::Utf8), Some(Value::String(s))) => s.as_bytes().to_vec(),
+        (Some(BodyEncoding::Text | BodyEncoding::Utf8), Some(Value::String(s))) => {
+            s.as_bytes().to_vec()
+        }
         (Some(BodyEncoding::Base64), Some(Value::String(s))) => B64.decode(s).unwrap_or_default(),
         _ => Vec::new(),
     }
@@ -92,7 +99,10 @@ mod tests {
 
     #[test]
     fn chooses_encodings() {
-        assert_eq!(enc(br#"{"a":1.50,"b":[1.0e+5,true,12345678901234567890123]}"#).encoding, Some(BodyEncoding::Json));
+        assert_eq!(
+            enc(br#"{"a":1.50,"b":[1.0e+5,true,12345678901234567890123]}"#).encoding,
+            Some(BodyEncoding::Json)
+        );
         // serde_json writes `1e5` as `1e+5`: not exact → text.
         assert_eq!(enc(b"[1e5]").encoding, Some(BodyEncoding::Text));
         // Not compact → not exact → text.

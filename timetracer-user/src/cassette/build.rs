@@ -7,9 +7,10 @@ use serde_json::{Map, Value};
 
 use super::body::{encode_body, sha256_tagged};
 use super::format::{
-    AttributionInfo, Body, CaptureInfo, Cassette, Connection, ErrorInfo, ErrorKind, Event, EventRequest,
-    EventResult, GENERATOR_NAME, Generator, HeaderList, JsonMap, Policies, RedactionInfo, Request, Response,
-    SCHEMA_VERSION, SamplingInfo, Session, Signature, Stats, Timing,
+    AttributionInfo, Body, CaptureInfo, Cassette, Connection, ErrorInfo, ErrorKind, Event,
+    EventRequest, EventResult, GENERATOR_NAME, Generator, HeaderList, JsonMap, Policies,
+    RedactionInfo, Request, Response, SCHEMA_VERSION, SamplingInfo, Session, Signature, Stats,
+    Timing,
 };
 use crate::correlate::model::{Attribution, ConnFacts, DepCall, DepKind, RecordedRequest, Timings};
 use crate::protocols::http::types::{Exchange, HttpMessage, StartLine};
@@ -94,7 +95,12 @@ impl Builder<'_> {
 
         let request = self.request(&inbound.request, &rec.conn);
         let response = self.response(inbound.response.as_ref(), &timing);
-        let events: Vec<Event> = rec.deps.iter().enumerate().map(|(i, d)| self.event(i, d, t0)).collect();
+        let events: Vec<Event> = rec
+            .deps
+            .iter()
+            .enumerate()
+            .map(|(i, d)| self.event(i, d, t0))
+            .collect();
 
         let status = response.status;
         let error = error_info(status, inbound.response.is_none(), rec.traceback.as_deref());
@@ -118,13 +124,27 @@ impl Builder<'_> {
         let policies = Policies {
             redaction: RedactionInfo {
                 mode: if pol.enabled { "default" } else { "off" }.to_owned(),
-                header_names: Some(if pol.enabled { pol.header_names.clone() } else { Vec::new() }),
-                body_keys: Some(if pol.enabled { pol.body_keys.clone() } else { Vec::new() }),
+                header_names: Some(if pol.enabled {
+                    pol.header_names.clone()
+                } else {
+                    Vec::new()
+                }),
+                body_keys: Some(if pol.enabled {
+                    pol.body_keys.clone()
+                } else {
+                    Vec::new()
+                }),
                 applied: Some(self.applied),
                 rules: None,
             },
-            capture: CaptureInfo { max_body_bytes: Some(self.opts.max_body as u64), ..CaptureInfo::default() },
-            sampling: SamplingInfo { rate: self.opts.sample_rate, errors_only: self.opts.errors_only },
+            capture: CaptureInfo {
+                max_body_bytes: Some(self.opts.max_body as u64),
+                ..CaptureInfo::default()
+            },
+            sampling: SamplingInfo {
+                rate: self.opts.sample_rate,
+                errors_only: self.opts.errors_only,
+            },
         };
 
         let unix_ns = i128::from(t0) + rec.mono_to_unix_ns;
@@ -159,10 +179,16 @@ impl Builder<'_> {
     }
 
     fn headers(&mut self, msg: &HttpMessage) -> Headers {
-        let mut list: HeaderList =
-            msg.headers.iter().map(|(n, v)| (n.clone(), header_value_string(v))).collect();
+        let mut list: HeaderList = msg
+            .headers
+            .iter()
+            .map(|(n, v)| (n.clone(), header_value_string(v)))
+            .collect();
         self.applied += self.opts.redaction.redact_headers(&mut list) as u64;
-        Headers { map: header_map(&list), list }
+        Headers {
+            map: header_map(&list),
+            list,
+        }
     }
 
     fn body(&mut self, msg: &HttpMessage) -> Option<Body> {
@@ -170,7 +196,10 @@ impl Builder<'_> {
         let captured = &msg.body[..cut];
         let truncated = msg.truncated || cut < msg.body.len() || msg.lost_bytes > 0;
         let size = msg.body_size.max(msg.body.len() as u64);
-        let r = self.opts.redaction.redact_body(captured, msg.header_str("content-type"));
+        let r = self
+            .opts
+            .redaction
+            .redact_body(captured, msg.header_str("content-type"));
         self.applied += r.paths.len() as u64;
         encode_body(&r.bytes, size, truncated, r.paths)
     }
@@ -197,7 +226,11 @@ impl Builder<'_> {
             route_template: None,
             target: Some(target.into_owned()),
             query,
-            user_agent: headers.map.get("user-agent").and_then(Value::as_str).map(str::to_owned),
+            user_agent: headers
+                .map
+                .get("user-agent")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
             headers: headers.map,
             header_list: Some(headers.list),
             http_version: Some(format!("1.{}", msg.version)),
@@ -209,7 +242,11 @@ impl Builder<'_> {
     fn response(&mut self, msg: Option<&HttpMessage>, timing: &Timing) -> Response {
         let end = timing.response_end.or(timing.request_end).unwrap_or(0.0);
         let Some(msg) = msg else {
-            return Response { status: 0, duration_ms: end, ..Response::default() };
+            return Response {
+                status: 0,
+                duration_ms: end,
+                ..Response::default()
+            };
         };
         let (status, reason) = status_of(msg);
         let headers = self.headers(msg);
@@ -238,8 +275,11 @@ impl Builder<'_> {
         let url = dep_url(req, &dep.conn, path);
         let lib = lib_from_user_agent(req.header_str("user-agent"));
 
-        let mut lines: Vec<String> =
-            headers.list.iter().map(|(n, v)| format!("{}:{v}", n.to_ascii_lowercase())).collect();
+        let mut lines: Vec<String> = headers
+            .list
+            .iter()
+            .map(|(n, v)| format!("{}:{v}", n.to_ascii_lowercase()))
+            .collect();
         lines.sort();
         let headers_hash = (!lines.is_empty()).then(|| sha256_tagged(lines.join("\n").as_bytes()));
         let body_hash = body.as_ref().and_then(|b| b.hash.clone());
@@ -258,7 +298,10 @@ impl Builder<'_> {
                     error_type: None,
                 }
             }
-            None => EventResult { error: Some("no-response".to_owned()), ..EventResult::default() },
+            None => EventResult {
+                error: Some("no-response".to_owned()),
+                ..EventResult::default()
+            },
         };
 
         let start = timing.request_start.unwrap_or(0.0);
@@ -276,13 +319,21 @@ impl Builder<'_> {
                 headers_hash,
                 body_hash,
             },
-            request: Some(EventRequest { headers: headers.map, header_list: headers.list, body }),
+            request: Some(EventRequest {
+                headers: headers.map,
+                header_list: headers.list,
+                body,
+            }),
             result,
             connection: Some(connection(&dep.conn)),
             timing: Some(timing),
             attribution: Some(match dep.attribution {
-                Attribution::Exact { evidence } => AttributionInfo::Exact { evidence: evidence.to_owned() },
-                Attribution::Ambiguous { reason } => AttributionInfo::Ambiguous { reason: reason.to_owned() },
+                Attribution::Exact { evidence } => AttributionInfo::Exact {
+                    evidence: evidence.to_owned(),
+                },
+                Attribution::Ambiguous { reason } => AttributionInfo::Ambiguous {
+                    reason: reason.to_owned(),
+                },
             }),
         }
     }
@@ -301,8 +352,14 @@ fn exchange_timing(t: &Timings, ex: &Exchange, t0: u64) -> Timing {
     Timing {
         request_start: off(first_nonzero(t.request_start_ns, ex.request.first.ts_ns)),
         request_end: off(first_nonzero(t.request_end_ns, ex.request.last.ts_ns)),
-        response_start: off(first_nonzero(t.response_start_ns, resp.map_or(0, |r| r.first.ts_ns))),
-        response_end: off(first_nonzero(t.response_end_ns, resp.map_or(0, |r| r.last.ts_ns))),
+        response_start: off(first_nonzero(
+            t.response_start_ns,
+            resp.map_or(0, |r| r.first.ts_ns),
+        )),
+        response_end: off(first_nonzero(
+            t.response_end_ns,
+            resp.map_or(0, |r| r.last.ts_ns),
+        )),
     }
 }
 
@@ -323,7 +380,11 @@ fn error_info(status: i64, no_response: bool, traceback: Option<&str>) -> Option
     } else {
         return None;
     };
-    Some(ErrorInfo { status, kind, traceback: traceback.map(str::to_owned) })
+    Some(ErrorInfo {
+        status,
+        kind,
+        traceback: traceback.map(str::to_owned),
+    })
 }
 
 fn connection(c: &ConnFacts) -> Connection {
@@ -405,9 +466,15 @@ pub fn parse_query(q: &str) -> JsonMap {
 /// `scheme://host[:port]/path` of an outbound request.
 fn dep_url(req: &HttpMessage, conn: &ConnFacts, path: &str) -> String {
     let scheme = if conn.tls { "https" } else { "http" };
-    let host = match req.header_str("host").map(str::trim).filter(|h| !h.is_empty()) {
+    let host = match req
+        .header_str("host")
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+    {
         Some(h) => h.to_owned(),
-        None => conn.remote.map_or_else(|| "unknown".to_owned(), |a| authority(a, conn.tls)),
+        None => conn
+            .remote
+            .map_or_else(|| "unknown".to_owned(), |a| authority(a, conn.tls)),
     };
     let path = if path.is_empty() { "/" } else { path };
     format!("{scheme}://{host}{path}")
@@ -452,7 +519,8 @@ fn rfc3339_utc(unix_ns: i128) -> String {
     let fmt = time::macros::format_description!(
         "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]+00:00"
     );
-    dt.format(&fmt).unwrap_or_else(|_| "1970-01-01T00:00:00.000000+00:00".to_owned())
+    dt.format(&fmt)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00.000000+00:00".to_owned())
 }
 
 #[cfg(test)]
@@ -465,14 +533,23 @@ mod tests {
         assert_eq!(split_target("http://h:1/p?q"), ("/p", "q"));
         assert_eq!(split_target("http://h:1"), ("/", ""));
         let q = parse_query("a=1&b=2&a=3&c&d=x+y%21&a=4");
-        assert_eq!(serde_json::to_string(&q).unwrap(), r#"{"a":["1","3","4"],"b":"2","c":"","d":"x y!"}"#);
+        assert_eq!(
+            serde_json::to_string(&q).unwrap(),
+            r#"{"a":["1","3","4"],"b":"2","c":"","d":"x y!"}"#
+        );
     }
 
     #[test]
     fn libs() {
         assert_eq!(lib_from_user_agent(Some("python-httpx/0.28.1")), "httpx");
-        assert_eq!(lib_from_user_agent(Some("python-requests/2.34")), "requests");
-        assert_eq!(lib_from_user_agent(Some("Python/3.11 aiohttp/3.14.5")), "aiohttp");
+        assert_eq!(
+            lib_from_user_agent(Some("python-requests/2.34")),
+            "requests"
+        );
+        assert_eq!(
+            lib_from_user_agent(Some("Python/3.11 aiohttp/3.14.5")),
+            "aiohttp"
+        );
         assert_eq!(lib_from_user_agent(Some("python-urllib3/2.2")), "urllib3");
         assert_eq!(lib_from_user_agent(Some("Python-urllib/3.11")), "urllib");
         assert_eq!(lib_from_user_agent(Some("curl/8")), "http");
@@ -483,19 +560,37 @@ mod tests {
     fn error_kinds() {
         assert_eq!(error_info(200, false, None), None);
         assert_eq!(error_info(404, false, None), None);
-        assert_eq!(error_info(503, false, None).unwrap().kind, ErrorKind::ServerError);
-        assert_eq!(error_info(200, false, Some("tb")).unwrap().kind, ErrorKind::Exception);
-        assert_eq!(error_info(500, false, Some("tb")).unwrap().kind, ErrorKind::Exception);
+        assert_eq!(
+            error_info(503, false, None).unwrap().kind,
+            ErrorKind::ServerError
+        );
+        assert_eq!(
+            error_info(200, false, Some("tb")).unwrap().kind,
+            ErrorKind::Exception
+        );
+        assert_eq!(
+            error_info(500, false, Some("tb")).unwrap().kind,
+            ErrorKind::Exception
+        );
         let e = error_info(0, true, Some("tb")).unwrap();
-        assert_eq!((e.kind, e.traceback.as_deref()), (ErrorKind::NoResponse, Some("tb")));
+        assert_eq!(
+            (e.kind, e.traceback.as_deref()),
+            (ErrorKind::NoResponse, Some("tb"))
+        );
     }
 
     #[test]
     fn dep_urls() {
         let m = |h: &[(&str, &'static [u8])]| HttpMessage {
-            start: StartLine::Request { method: "GET".into(), target: "/p".into() },
+            start: StartLine::Request {
+                method: "GET".into(),
+                target: "/p".into(),
+            },
             version: 1,
-            headers: h.iter().map(|(n, v)| ((*n).to_owned(), bytes::Bytes::from_static(v))).collect(),
+            headers: h
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), bytes::Bytes::from_static(v)))
+                .collect(),
             body: bytes::Bytes::new(),
             body_size: 0,
             truncated: false,
@@ -508,15 +603,31 @@ mod tests {
             wire_size: 0,
             incomplete: false,
         };
-        let conn = |r: &str, tls| ConnFacts { remote: Some(r.parse().unwrap()), tls, ..ConnFacts::default() };
-        assert_eq!(dep_url(&m(&[("host", b"api.x")]), &conn("1.2.3.4:443", true), "/p"), "https://api.x/p");
-        assert_eq!(dep_url(&m(&[]), &conn("1.2.3.4:443", true), "/p"), "https://1.2.3.4/p");
-        assert_eq!(dep_url(&m(&[]), &conn("1.2.3.4:8080", false), ""), "http://1.2.3.4:8080/");
+        let conn = |r: &str, tls| ConnFacts {
+            remote: Some(r.parse().unwrap()),
+            tls,
+            ..ConnFacts::default()
+        };
+        assert_eq!(
+            dep_url(&m(&[("host", b"api.x")]), &conn("1.2.3.4:443", true), "/p"),
+            "https://api.x/p"
+        );
+        assert_eq!(
+            dep_url(&m(&[]), &conn("1.2.3.4:443", true), "/p"),
+            "https://1.2.3.4/p"
+        );
+        assert_eq!(
+            dep_url(&m(&[]), &conn("1.2.3.4:8080", false), ""),
+            "http://1.2.3.4:8080/"
+        );
     }
 
     #[test]
     fn time_format() {
-        assert_eq!(rfc3339_utc(1_795_390_088_792_058_123), "2026-11-22T23:28:08.792058+00:00");
+        assert_eq!(
+            rfc3339_utc(1_795_390_088_792_058_123),
+            "2026-11-22T23:28:08.792058+00:00"
+        );
     }
 
     #[test]
@@ -526,7 +637,10 @@ mod tests {
             ("ACCEPT".to_owned(), "b".to_owned()),
             ("X".to_owned(), "1".to_owned()),
         ];
-        assert_eq!(serde_json::to_string(&header_map(&list)).unwrap(), r#"{"accept":"a, b","x":"1"}"#);
+        assert_eq!(
+            serde_json::to_string(&header_map(&list)).unwrap(),
+            r#"{"accept":"a, b","x":"1"}"#
+        );
         assert_eq!(header_value_string(&[b'a', 0xe9]), "a\u{e9}");
     }
 }

@@ -374,7 +374,10 @@ pub struct SamplingInfo {
 
 impl Default for SamplingInfo {
     fn default() -> Self {
-        Self { rate: 1.0, errors_only: false }
+        Self {
+            rate: 1.0,
+            errors_only: false,
+        }
     }
 }
 

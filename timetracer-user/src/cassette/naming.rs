@@ -39,10 +39,20 @@ pub fn sanitize_method(method: &str) -> String {
     let s: String = method
         .chars()
         .take(MAX_METHOD)
-        .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
         .collect();
     let s = s.trim_matches('_');
-    if s.is_empty() { "UNKNOWN".to_owned() } else { s.to_owned() }
+    if s.is_empty() {
+        "UNKNOWN".to_owned()
+    } else {
+        s.to_owned()
+    }
 }
 
 /// `YYYY-MM-DD` of `recorded_at` (UTC), or `undated` when it does not start with a date.
@@ -50,15 +60,34 @@ pub fn sanitize_method(method: &str) -> String {
 pub fn date_dir(recorded_at: &str) -> String {
     let d = recorded_at.get(..10).unwrap_or("");
     let ok = d.len() == 10
-        && d.bytes().enumerate().all(|(i, b)| if i == 4 || i == 7 { b == b'-' } else { b.is_ascii_digit() });
-    if ok { d.to_owned() } else { "undated".to_owned() }
+        && d.bytes().enumerate().all(|(i, b)| {
+            if i == 4 || i == 7 {
+                b == b'-'
+            } else {
+                b.is_ascii_digit()
+            }
+        });
+    if ok {
+        d.to_owned()
+    } else {
+        "undated".to_owned()
+    }
 }
 
 /// First 8 hex digits of the session id (`00000000` when it has none).
 #[must_use]
 pub fn id8(id: &str) -> String {
-    let s: String = id.chars().filter(char::is_ascii_hexdigit).take(8).collect::<String>().to_ascii_lowercase();
-    if s.is_empty() { "00000000".to_owned() } else { s }
+    let s: String = id
+        .chars()
+        .filter(char::is_ascii_hexdigit)
+        .take(8)
+        .collect::<String>()
+        .to_ascii_lowercase();
+    if s.is_empty() {
+        "00000000".to_owned()
+    } else {
+        s
+    }
 }
 
 /// Relative path of a cassette inside the cassette directory.
@@ -84,7 +113,10 @@ mod tests {
         assert_eq!(sanitize_route("/db-then-http"), "db_then_http");
         assert_eq!(sanitize_route("/"), "root");
         assert_eq!(sanitize_route(""), "unknown");
-        assert_eq!(sanitize_route("/x<img src=x onerror=alert(document.domain)>"), "x_img_src_x_onerror_alert_document_domain");
+        assert_eq!(
+            sanitize_route("/x<img src=x onerror=alert(document.domain)>"),
+            "x_img_src_x_onerror_alert_document_domain"
+        );
         assert_eq!(sanitize_route("/../../etc/passwd"), "etc_passwd");
         assert_eq!(sanitize_route("/Users/{ID}//é"), "users_id");
         let long = "/a".repeat(100);

@@ -26,7 +26,10 @@ pub fn read(path: &Path) -> Result<Cassette, Error> {
 
 /// Read and decompress a file, failing with [`Error::TooLarge`] past `limit` bytes.
 pub fn read_decompressed(path: &Path, limit: u64) -> Result<Vec<u8>, Error> {
-    let read_err = |source| Error::Read { path: path.to_path_buf(), source };
+    let read_err = |source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    };
     let mut file = BufReader::new(File::open(path).map_err(read_err)?);
     let mut magic = [0u8; 4];
     let mut n = 0;
@@ -51,12 +54,24 @@ pub fn read_decompressed(path: &Path, limit: u64) -> Result<Vec<u8>, Error> {
 
 fn capped(path: &Path, r: impl Read, format: &'static str, limit: u64) -> Result<Vec<u8>, Error> {
     let mut out = Vec::new();
-    r.take(limit.saturating_add(1)).read_to_end(&mut out).map_err(|source| match format {
-        "plain" => Error::Read { path: path.to_path_buf(), source },
-        _ => Error::Decompress { path: path.to_path_buf(), format, source },
-    })?;
+    r.take(limit.saturating_add(1))
+        .read_to_end(&mut out)
+        .map_err(|source| match format {
+            "plain" => Error::Read {
+                path: path.to_path_buf(),
+                source,
+            },
+            _ => Error::Decompress {
+                path: path.to_path_buf(),
+                format,
+                source,
+            },
+        })?;
     if out.len() as u64 > limit {
-        return Err(Error::TooLarge { path: path.to_path_buf(), limit });
+        return Err(Error::TooLarge {
+            path: path.to_path_buf(),
+            limit,
+        });
     }
     Ok(out)
 }
@@ -69,15 +84,32 @@ struct Probe {
 
 /// Parse cassette JSON; `path` is only used in errors.
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<Cassette, Error> {
-    let probe: Probe =
-        serde_json::from_slice(bytes).map_err(|source| Error::NotJson { path: path.to_path_buf(), source })?;
+    let probe: Probe = serde_json::from_slice(bytes).map_err(|source| Error::NotJson {
+        path: path.to_path_buf(),
+        source,
+    })?;
     let version = match probe.schema_version {
         Some(serde_json::Value::String(s)) => s,
-        Some(other) => return Err(Error::UnknownSchema { path: path.to_path_buf(), found: other.to_string() }),
-        None => return Err(Error::MissingSchema { path: path.to_path_buf() }),
+        Some(other) => {
+            return Err(Error::UnknownSchema {
+                path: path.to_path_buf(),
+                found: other.to_string(),
+            });
+        }
+        None => {
+            return Err(Error::MissingSchema {
+                path: path.to_path_buf(),
+            });
+        }
     };
     if !(SUPPORTED.contains(&version.as_str()) || version.starts_with("2.")) {
-        return Err(Error::UnknownSchema { path: path.to_path_buf(), found: version });
+        return Err(Error::UnknownSchema {
+            path: path.to_path_buf(),
+            found: version,
+        });
     }
-    serde_json::from_slice(bytes).map_err(|source| Error::Invalid { path: path.to_path_buf(), source })
+    serde_json::from_slice(bytes).map_err(|source| Error::Invalid {
+        path: path.to_path_buf(),
+        source,
+    })
 }

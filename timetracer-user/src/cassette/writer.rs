@@ -56,13 +56,33 @@ pub fn write(dir: &Path, c: &Cassette, compression: Compression) -> Result<PathB
         .recursive(true)
         .mode(0o700)
         .create(&parent)
-        .map_err(|source| Error::CreateDir { path: parent.clone(), source })?;
+        .map_err(|source| Error::CreateDir {
+            path: parent.clone(),
+            source,
+        })?;
 
-    let file_name = final_path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = parent.join(format!(".tmp-{}-{file_name}", uuid::Uuid::new_v4().simple()));
-    let io_err = |source| Error::Write { path: tmp.clone(), source };
-    let file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp).map_err(io_err)?;
-    let mut guard = TempGuard { path: &tmp, armed: true };
+    let file_name = final_path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = parent.join(format!(
+        ".tmp-{}-{file_name}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let io_err = |source| Error::Write {
+        path: tmp.clone(),
+        source,
+    };
+    let file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io_err)?;
+    let mut guard = TempGuard {
+        path: &tmp,
+        armed: true,
+    };
 
     let file = match compression {
         Compression::None => {
@@ -72,7 +92,8 @@ pub fn write(dir: &Path, c: &Cassette, compression: Compression) -> Result<PathB
             w.into_inner().map_err(|e| io_err(e.into_error()))?
         }
         Compression::Zstd => {
-            let mut enc = zstd::stream::write::Encoder::new(BufWriter::new(file), ZSTD_LEVEL).map_err(io_err)?;
+            let mut enc = zstd::stream::write::Encoder::new(BufWriter::new(file), ZSTD_LEVEL)
+                .map_err(io_err)?;
             serde_json::to_writer_pretty(&mut enc, c).map_err(Error::Serialize)?;
             enc.write_all(b"\n").map_err(io_err)?;
             let w = enc.finish().map_err(io_err)?;
@@ -81,7 +102,10 @@ pub fn write(dir: &Path, c: &Cassette, compression: Compression) -> Result<PathB
     };
     file.sync_all().map_err(io_err)?;
     drop(file);
-    fs::rename(&tmp, &final_path).map_err(|source| Error::Write { path: final_path.clone(), source })?;
+    fs::rename(&tmp, &final_path).map_err(|source| Error::Write {
+        path: final_path.clone(),
+        source,
+    })?;
     guard.armed = false;
     // Make the rename durable; failure here does not undo a complete file.
     if let Ok(d) = File::open(&parent) {

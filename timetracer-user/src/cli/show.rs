@@ -17,7 +17,11 @@ pub fn run(path: &Path, events: bool, out: &mut dyn Write) -> anyhow::Result<()>
 }
 
 fn tag(status: i64) -> &'static str {
-    if status == 0 || status >= 400 { "[ERR]" } else { "[OK]" }
+    if status == 0 || status >= 400 {
+        "[ERR]"
+    } else {
+        "[OK]"
+    }
 }
 
 fn size(b: Option<&Body>) -> String {
@@ -25,7 +29,11 @@ fn size(b: Option<&Body>) -> String {
         None => "0 B".to_owned(),
         Some(b) => {
             let n = b.size_bytes.unwrap_or(0);
-            if b.truncated { format!("{n} B (truncated)") } else { format!("{n} B") }
+            if b.truncated {
+                format!("{n} B (truncated)")
+            } else {
+                format!("{n} B")
+            }
         }
     }
 }
@@ -34,7 +42,11 @@ fn size(b: Option<&Body>) -> String {
 pub fn render(c: &Cassette, path: &Path, events: bool, out: &mut dyn Write) -> std::io::Result<()> {
     writeln!(out, "Cassette: {}", path.display())?;
     match &c.generator {
-        Some(g) => writeln!(out, "Schema:   {} ({} {})", c.schema_version, g.name, g.version)?,
+        Some(g) => writeln!(
+            out,
+            "Schema:   {} ({} {})",
+            c.schema_version, g.name, g.version
+        )?,
         None => writeln!(out, "Schema:   {}", c.schema_version)?,
     }
     let s = &c.session;
@@ -64,7 +76,11 @@ pub fn render(c: &Cassette, path: &Path, events: bool, out: &mut dyn Write) -> s
                 serde_json::Value::String(s) => q.push(format!("{k}={s}")),
                 serde_json::Value::Array(items) => {
                     for item in items {
-                        q.push(format!("{k}={}", item.as_str().map_or_else(|| item.to_string(), str::to_owned)));
+                        q.push(format!(
+                            "{k}={}",
+                            item.as_str()
+                                .map_or_else(|| item.to_string(), str::to_owned)
+                        ));
                     }
                 }
                 other => q.push(format!("{k}={other}")),
@@ -81,15 +97,27 @@ pub fn render(c: &Cassette, path: &Path, events: bool, out: &mut dyn Write) -> s
 
     let resp = &c.response;
     writeln!(out, "\nResponse")?;
-    let reason = resp.reason.as_deref().map(|r| format!(" {r}")).unwrap_or_default();
-    writeln!(out, "  {} Status: {}{reason}", tag(resp.status), resp.status)?;
+    let reason = resp
+        .reason
+        .as_deref()
+        .map(|r| format!(" {r}"))
+        .unwrap_or_default();
+    writeln!(
+        out,
+        "  {} Status: {}{reason}",
+        tag(resp.status),
+        resp.status
+    )?;
     writeln!(out, "  Duration: {:.2}ms", resp.duration_ms)?;
     if resp.body.is_some() {
         writeln!(out, "  Body: {}", size(resp.body.as_ref()))?;
     }
 
     if let Some(e) = &c.error {
-        let kind = serde_json::to_value(e.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let kind = serde_json::to_value(e.kind)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
         writeln!(out, "\nError: {kind} (status {})", e.status)?;
         if let Some(tb) = &e.traceback {
             let lines: Vec<&str> = tb.lines().collect();
@@ -113,20 +141,45 @@ pub fn render(c: &Cassette, path: &Path, events: bool, out: &mut dyn Write) -> s
     for (k, n) in counts {
         writeln!(out, "  {k}: {n}")?;
     }
-    if let Some(drops) = c.stats.drops.as_ref().filter(|d| d.values().any(|n| *n > 0)) {
-        let d: Vec<String> = drops.iter().filter(|(_, n)| **n > 0).map(|(k, n)| format!("{k}={n}")).collect();
+    if let Some(drops) = c
+        .stats
+        .drops
+        .as_ref()
+        .filter(|d| d.values().any(|n| *n > 0))
+    {
+        let d: Vec<String> = drops
+            .iter()
+            .filter(|(_, n)| **n > 0)
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect();
         writeln!(out, "Drops: {}", d.join(", "))?;
     }
 
     if events {
         for e in &c.events {
             let target = e.signature.url.as_deref().unwrap_or("");
-            writeln!(out, "\n  #{} [{}] {} {target}", e.eid, e.kind, e.signature.method)?;
-            writeln!(out, "     Offset: +{:.1}ms, Duration: {:.1}ms", e.start_offset_ms, e.duration_ms)?;
+            writeln!(
+                out,
+                "\n  #{} [{}] {} {target}",
+                e.eid, e.kind, e.signature.method
+            )?;
+            writeln!(
+                out,
+                "     Offset: +{:.1}ms, Duration: {:.1}ms",
+                e.start_offset_ms, e.duration_ms
+            )?;
             match (e.result.status, &e.result.error) {
                 (Some(st), err) => {
-                    let reason = e.result.reason.as_deref().map(|r| format!(" {r}")).unwrap_or_default();
-                    let err = err.as_deref().map(|x| format!(" ({x})")).unwrap_or_default();
+                    let reason = e
+                        .result
+                        .reason
+                        .as_deref()
+                        .map(|r| format!(" {r}"))
+                        .unwrap_or_default();
+                    let err = err
+                        .as_deref()
+                        .map(|x| format!(" ({x})"))
+                        .unwrap_or_default();
                     let t = if e.kind == "http.client" { tag(st) } else { "" };
                     writeln!(out, "     {t} Response: {st}{reason}{err}")?;
                 }
@@ -134,9 +187,16 @@ pub fn render(c: &Cassette, path: &Path, events: bool, out: &mut dyn Write) -> s
                 (None, None) => {}
             }
             let req_body = e.request.as_ref().and_then(|r| r.body.as_ref());
-            writeln!(out, "     Sizes: request {}, response {}", size(req_body), size(e.result.body.as_ref()))?;
+            writeln!(
+                out,
+                "     Sizes: request {}, response {}",
+                size(req_body),
+                size(e.result.body.as_ref())
+            )?;
             match &e.attribution {
-                Some(AttributionInfo::Exact { evidence }) => writeln!(out, "     Attribution: exact ({evidence})")?,
+                Some(AttributionInfo::Exact { evidence }) => {
+                    writeln!(out, "     Attribution: exact ({evidence})")?
+                }
                 Some(AttributionInfo::Ambiguous { reason }) => {
                     writeln!(out, "     Attribution: ambiguous ({reason})")?;
                 }
