@@ -1,2 +1,3 @@
 //! Command-line front ends.
 pub mod agent;
+pub mod show;

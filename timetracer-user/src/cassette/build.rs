@@ -1,0 +1,646 @@
+//! `RecordedRequest` → [`Cassette`]: pure, no I/O, no clock. Redaction happens here, so nothing
+//! unredacted ever reaches the writer.
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+use serde_json::{Map, Value};
+
+use super::body::{encode_body, sha256_tagged};
+use super::format::{
+    AttributionInfo, Body, CaptureInfo, Cassette, Connection, ErrorInfo, ErrorKind, Event,
+    EventRequest, EventResult, GENERATOR_NAME, Generator, HeaderList, JsonMap, Policies,
+    RedactionInfo, Request, Response, SCHEMA_VERSION, SamplingInfo, Session, Signature, Stats,
+    Timing,
+};
+use crate::correlate::model::{Attribution, ConnFacts, DepCall, DepKind, RecordedRequest, Timings};
+use crate::protocols::http::types::{Exchange, HttpMessage, StartLine};
+use crate::redact::{RedactionPolicy, form_decode, percent_decode};
+
+/// Default `max_body`: 1 MiB per message.
+pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
+
+/// How to build cassettes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BuildOptions {
+    /// `session.service` (`TIMETRACER_SERVICE`, default `timetracer-service`).
+    pub service: String,
+    /// `session.env` (`TIMETRACER_ENV`, default `local`).
+    pub env: String,
+    /// `session.git_sha` (`TIMETRACER_GIT_SHA`).
+    pub git_sha: Option<String>,
+    /// Bodies longer than this are cut (and marked `truncated`).
+    pub max_body: usize,
+    pub redaction: RedactionPolicy,
+    /// Recorded in `policies.sampling` (sampling itself is the caller's job).
+    pub sample_rate: f64,
+    pub errors_only: bool,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        Self {
+            service: "timetracer-service".to_owned(),
+            env: "local".to_owned(),
+            git_sha: None,
+            max_body: DEFAULT_MAX_BODY,
+            redaction: RedactionPolicy::default(),
+            sample_rate: 1.0,
+            errors_only: false,
+        }
+    }
+}
+
+impl BuildOptions {
+    /// Defaults, with `service`, `env` and `git_sha` from `TIMETRACER_SERVICE`, `TIMETRACER_ENV`
+    /// and `TIMETRACER_GIT_SHA` when set and non-empty.
+    #[must_use]
+    pub fn from_env() -> Self {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let mut o = Self::default();
+        if let Some(s) = var("TIMETRACER_SERVICE") {
+            o.service = s;
+        }
+        if let Some(e) = var("TIMETRACER_ENV") {
+            o.env = e;
+        }
+        o.git_sha = var("TIMETRACER_GIT_SHA");
+        o
+    }
+}
+
+/// Build the cassette of one recorded request (redacted, bodies capped).
+#[must_use]
+pub fn build(rec: &RecordedRequest, opts: &BuildOptions) -> Cassette {
+    let mut b = Builder { opts, applied: 0 };
+    b.cassette(rec)
+}
+
+struct Builder<'a> {
+    opts: &'a BuildOptions,
+    /// Values redacted so far.
+    applied: u64,
+}
+
+/// A message's headers after redaction, as map and list.
+struct Headers {
+    map: JsonMap,
+    list: HeaderList,
+}
+
+impl Builder<'_> {
+    fn cassette(&mut self, rec: &RecordedRequest) -> Cassette {
+        let inbound = &rec.inbound;
+        let t0 = first_nonzero(rec.timings.request_start_ns, inbound.request.first.ts_ns);
+        let timing = exchange_timing(&rec.timings, inbound, t0);
+
+        let request = self.request(&inbound.request, &rec.conn);
+        let response = self.response(inbound.response.as_ref(), &timing);
+        let events: Vec<Event> = rec
+            .deps
+            .iter()
+            .enumerate()
+            .map(|(i, d)| self.event(i, d, t0))
+            .collect();
+
+        let status = response.status;
+        let error = error_info(status, inbound.response.is_none(), rec.traceback.as_deref());
+
+        let mut event_counts = BTreeMap::new();
+        for e in &events {
+            *event_counts.entry(e.kind.clone()).or_insert(0) += 1;
+        }
+        let mut drops = BTreeMap::new();
+        for (k, n) in &rec.drops {
+            *drops.entry(k.clone()).or_insert(0) += n;
+        }
+        let stats = Stats {
+            event_counts,
+            total_events: events.len() as u64,
+            total_duration_ms: response.duration_ms,
+            drops: Some(drops),
+        };
+
+        let pol = &self.opts.redaction;
+        let policies = Policies {
+            redaction: RedactionInfo {
+                mode: if pol.enabled { "default" } else { "off" }.to_owned(),
+                header_names: Some(if pol.enabled {
+                    pol.header_names.clone()
+                } else {
+                    Vec::new()
+                }),
+                body_keys: Some(if pol.enabled {
+                    pol.body_keys.clone()
+                } else {
+                    Vec::new()
+                }),
+                applied: Some(self.applied),
+                rules: None,
+            },
+            capture: CaptureInfo {
+                max_body_bytes: Some(self.opts.max_body as u64),
+                ..CaptureInfo::default()
+            },
+            sampling: SamplingInfo {
+                rate: self.opts.sample_rate,
+                errors_only: self.opts.errors_only,
+            },
+        };
+
+        let unix_ns = i128::from(t0) + rec.mono_to_unix_ns;
+        let p = &rec.process;
+        Cassette {
+            schema_version: SCHEMA_VERSION.to_owned(),
+            generator: Some(Generator {
+                name: GENERATOR_NAME.to_owned(),
+                version: env!("CARGO_PKG_VERSION").to_owned(),
+            }),
+            session: Session {
+                id: rec.id.hyphenated().to_string(),
+                recorded_at: rfc3339_utc(unix_ns),
+                service: self.opts.service.clone(),
+                env: self.opts.env.clone(),
+                framework: p.framework.clone(),
+                timetracer_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+                python_version: p.python_version.clone(),
+                git_sha: self.opts.git_sha.clone(),
+                pid: Some(p.pid),
+                cmdline: Some(p.cmdline.clone()),
+            },
+            request,
+            response,
+            error,
+            events,
+            connection: Some(connection(&rec.conn)),
+            timing: Some(timing),
+            policies,
+            stats,
+        }
+    }
+
+    fn headers(&mut self, msg: &HttpMessage) -> Headers {
+        let mut list: HeaderList = msg
+            .headers
+            .iter()
+            .map(|(n, v)| (n.clone(), header_value_string(v)))
+            .collect();
+        self.applied += self.opts.redaction.redact_headers(&mut list) as u64;
+        Headers {
+            map: header_map(&list),
+            list,
+        }
+    }
+
+    fn body(&mut self, msg: &HttpMessage) -> Option<Body> {
+        let cut = msg.body.len().min(self.opts.max_body);
+        let captured = &msg.body[..cut];
+        let truncated = msg.truncated || cut < msg.body.len() || msg.lost_bytes > 0;
+        let size = msg.body_size.max(msg.body.len() as u64);
+        let r = self
+            .opts
+            .redaction
+            .redact_body(captured, msg.header_str("content-type"));
+        self.applied += r.paths.len() as u64;
+        encode_body(&r.bytes, size, truncated, r.paths)
+    }
+
+    fn query(&mut self, query: &str) -> JsonMap {
+        let (q, keys) = self.opts.redaction.redact_urlencoded(query);
+        self.applied += keys.len() as u64;
+        parse_query(&q)
+    }
+
+    fn request(&mut self, msg: &HttpMessage, conn: &ConnFacts) -> Request {
+        let (method, raw_target) = match &msg.start {
+            StartLine::Request { method, target } => (method.clone(), target.as_str()),
+            StartLine::Response { .. } => (String::new(), ""),
+        };
+        let (target, _) = self.opts.redaction.redact_target(raw_target);
+        let (path, query) = split_target(raw_target);
+        let query = self.query(query);
+        let headers = self.headers(msg);
+        let body = self.body(msg);
+        Request {
+            method,
+            path: String::from_utf8_lossy(&percent_decode(path.as_bytes())).into_owned(),
+            route_template: None,
+            target: Some(target.into_owned()),
+            query,
+            user_agent: headers
+                .map
+                .get("user-agent")
+                .and_then(Value::as_str)
+                .map(str::to_owned),
+            headers: headers.map,
+            header_list: Some(headers.list),
+            http_version: Some(format!("1.{}", msg.version)),
+            body,
+            client_ip: conn.remote.map(|a| a.ip().to_string()),
+        }
+    }
+
+    fn response(&mut self, msg: Option<&HttpMessage>, timing: &Timing) -> Response {
+        let end = timing.response_end.or(timing.request_end).unwrap_or(0.0);
+        let Some(msg) = msg else {
+            return Response {
+                status: 0,
+                duration_ms: end,
+                ..Response::default()
+            };
+        };
+        let (status, reason) = status_of(msg);
+        let headers = self.headers(msg);
+        Response {
+            status,
+            reason,
+            duration_ms: end,
+            headers: headers.map,
+            header_list: Some(headers.list),
+            body: self.body(msg),
+        }
+    }
+
+    fn event(&mut self, index: usize, dep: &DepCall, t0: u64) -> Event {
+        let DepKind::Http(ex) = &dep.kind;
+        let req = &ex.request;
+        let (method, target) = match &req.start {
+            StartLine::Request { method, target } => (method.clone(), target.as_str()),
+            StartLine::Response { .. } => (String::new(), ""),
+        };
+        let timing = exchange_timing(&dep.timings, ex, t0);
+        let (path, query) = split_target(target);
+        let query = self.query(query);
+        let headers = self.headers(req);
+        let body = self.body(req);
+        let url = dep_url(req, &dep.conn, path);
+        let lib = lib_from_user_agent(req.header_str("user-agent"));
+
+        let mut lines: Vec<String> = headers
+            .list
+            .iter()
+            .map(|(n, v)| format!("{}:{v}", n.to_ascii_lowercase()))
+            .collect();
+        lines.sort();
+        let headers_hash = (!lines.is_empty()).then(|| sha256_tagged(lines.join("\n").as_bytes()));
+        let body_hash = body.as_ref().and_then(|b| b.hash.clone());
+
+        let result = match &ex.response {
+            Some(resp) => {
+                let (status, reason) = status_of(resp);
+                let h = self.headers(resp);
+                EventResult {
+                    status: Some(status),
+                    reason,
+                    headers: h.map,
+                    header_list: Some(h.list),
+                    body: self.body(resp),
+                    error: resp.incomplete.then(|| "incomplete".to_owned()),
+                    error_type: None,
+                }
+            }
+            None => EventResult {
+                error: Some("no-response".to_owned()),
+                ..EventResult::default()
+            },
+        };
+
+        let start = timing.request_start.unwrap_or(0.0);
+        let end = timing.response_end.or(timing.request_end).unwrap_or(start);
+        Event {
+            eid: index as u64 + 1,
+            kind: "http.client".to_owned(),
+            start_offset_ms: start,
+            duration_ms: (end - start).max(0.0),
+            signature: Signature {
+                lib: lib.to_owned(),
+                method,
+                url: Some(url),
+                query: (!query.is_empty()).then_some(query),
+                headers_hash,
+                body_hash,
+            },
+            request: Some(EventRequest {
+                headers: headers.map,
+                header_list: headers.list,
+                body,
+            }),
+            result,
+            connection: Some(connection(&dep.conn)),
+            timing: Some(timing),
+            attribution: Some(match dep.attribution {
+                Attribution::Exact { evidence } => AttributionInfo::Exact {
+                    evidence: evidence.to_owned(),
+                },
+                Attribution::Ambiguous { reason } => AttributionInfo::Ambiguous {
+                    reason: reason.to_owned(),
+                },
+            }),
+        }
+    }
+}
+
+fn first_nonzero(a: u64, b: u64) -> u64 {
+    if a != 0 { a } else { b }
+}
+
+/// Timings of an exchange as ms offsets from `t0`; kernel `Timings` win, message marks fill in.
+fn exchange_timing(t: &Timings, ex: &Exchange, t0: u64) -> Timing {
+    let off = |ns: u64| -> Option<f64> {
+        (ns != 0 && t0 != 0).then(|| (i128::from(ns) - i128::from(t0)) as f64 / 1e6)
+    };
+    let resp = ex.response.as_ref();
+    Timing {
+        request_start: off(first_nonzero(t.request_start_ns, ex.request.first.ts_ns)),
+        request_end: off(first_nonzero(t.request_end_ns, ex.request.last.ts_ns)),
+        response_start: off(first_nonzero(
+            t.response_start_ns,
+            resp.map_or(0, |r| r.first.ts_ns),
+        )),
+        response_end: off(first_nonzero(
+            t.response_end_ns,
+            resp.map_or(0, |r| r.last.ts_ns),
+        )),
+    }
+}
+
+fn status_of(msg: &HttpMessage) -> (i64, Option<String>) {
+    match &msg.start {
+        StartLine::Response { status, reason } => (i64::from(*status), Some(reason.clone())),
+        StartLine::Request { .. } => (0, None),
+    }
+}
+
+fn error_info(status: i64, no_response: bool, traceback: Option<&str>) -> Option<ErrorInfo> {
+    let kind = if no_response || status == 0 {
+        ErrorKind::NoResponse
+    } else if traceback.is_some() {
+        ErrorKind::Exception
+    } else if status >= 500 {
+        ErrorKind::ServerError
+    } else {
+        return None;
+    };
+    Some(ErrorInfo {
+        status,
+        kind,
+        traceback: traceback.map(str::to_owned),
+    })
+}
+
+fn connection(c: &ConnFacts) -> Connection {
+    Connection {
+        pid: c.pid,
+        fd: c.fd,
+        conn_id: c.conn_id,
+        local: c.local.map(|a| a.to_string()),
+        remote: c.remote.map(|a| a.to_string()),
+        tls: c.tls,
+        server_name: c.server_name.clone(),
+        preexisting: c.preexisting,
+    }
+}
+
+/// Header value bytes as a string: UTF-8 when valid, else ISO-8859-1 (each byte one char).
+fn header_value_string(v: &[u8]) -> String {
+    match std::str::from_utf8(v) {
+        Ok(s) => s.to_owned(),
+        Err(_) => v.iter().map(|&b| char::from(b)).collect(),
+    }
+}
+
+/// Lowercased names; duplicate values joined with `", "`.
+fn header_map(list: &HeaderList) -> JsonMap {
+    let mut map = Map::new();
+    for (name, value) in list {
+        let key = name.to_ascii_lowercase();
+        match map.get_mut(&key) {
+            Some(Value::String(prev)) => {
+                prev.push_str(", ");
+                prev.push_str(value);
+            }
+            _ => {
+                map.insert(key, Value::String(value.clone()));
+            }
+        }
+    }
+    map
+}
+
+/// Split a request-target into (path, query); an absolute-form target loses its scheme and
+/// authority; a fragment is dropped.
+fn split_target(target: &str) -> (&str, &str) {
+    let mut rest = target;
+    for scheme in ["http://", "https://"] {
+        if let Some(after) = rest.strip_prefix(scheme) {
+            rest = after.find(['/', '?']).map_or("/", |i| &after[i..]);
+        }
+    }
+    let rest = rest.split('#').next().unwrap_or("");
+    match rest.split_once('?') {
+        Some((p, q)) => (p, q),
+        None => (rest, ""),
+    }
+}
+
+/// Parse a query string: one value → string, several → list (blank values kept).
+#[must_use]
+pub fn parse_query(q: &str) -> JsonMap {
+    let mut map = Map::new();
+    for pair in q.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let (k, v) = (form_decode(k), Value::String(form_decode(v)));
+        match map.get_mut(&k) {
+            Some(Value::Array(items)) => items.push(v),
+            Some(prev) => {
+                let first = prev.take();
+                *prev = Value::Array(vec![first, v]);
+            }
+            None => {
+                map.insert(k, v);
+            }
+        }
+    }
+    map
+}
+
+/// `scheme://host[:port]/path` of an outbound request.
+fn dep_url(req: &HttpMessage, conn: &ConnFacts, path: &str) -> String {
+    let scheme = if conn.tls { "https" } else { "http" };
+    let host = match req
+        .header_str("host")
+        .map(str::trim)
+        .filter(|h| !h.is_empty())
+    {
+        Some(h) => h.to_owned(),
+        None => conn
+            .remote
+            .map_or_else(|| "unknown".to_owned(), |a| authority(a, conn.tls)),
+    };
+    let path = if path.is_empty() { "/" } else { path };
+    format!("{scheme}://{host}{path}")
+}
+
+fn authority(a: SocketAddr, tls: bool) -> String {
+    let default = if tls { 443 } else { 80 };
+    if a.port() == default {
+        match a {
+            SocketAddr::V4(v4) => v4.ip().to_string(),
+            SocketAddr::V6(v6) => format!("[{}]", v6.ip()),
+        }
+    } else {
+        a.to_string()
+    }
+}
+
+/// Client library guessed from the outbound `User-Agent`.
+#[must_use]
+pub fn lib_from_user_agent(ua: Option<&str>) -> &'static str {
+    let Some(ua) = ua else { return "http" };
+    let ua = ua.to_ascii_lowercase();
+    if ua.starts_with("python-httpx/") {
+        "httpx"
+    } else if ua.starts_with("python-requests/") {
+        "requests"
+    } else if ua.contains("aiohttp") {
+        "aiohttp"
+    } else if ua.starts_with("python-urllib3/") {
+        "urllib3"
+    } else if ua.starts_with("python-urllib/") {
+        "urllib"
+    } else {
+        "http"
+    }
+}
+
+/// RFC 3339 UTC with microseconds and `+00:00` (like Python's `isoformat()`).
+fn rfc3339_utc(unix_ns: i128) -> String {
+    let dt = time::OffsetDateTime::from_unix_timestamp_nanos(unix_ns)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let fmt = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]+00:00"
+    );
+    dt.format(&fmt)
+        .unwrap_or_else(|_| "1970-01-01T00:00:00.000000+00:00".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn targets_and_queries() {
+        assert_eq!(split_target("/a/b?x=1#f"), ("/a/b", "x=1"));
+        assert_eq!(split_target("http://h:1/p?q"), ("/p", "q"));
+        assert_eq!(split_target("http://h:1"), ("/", ""));
+        let q = parse_query("a=1&b=2&a=3&c&d=x+y%21&a=4");
+        assert_eq!(
+            serde_json::to_string(&q).unwrap(),
+            r#"{"a":["1","3","4"],"b":"2","c":"","d":"x y!"}"#
+        );
+    }
+
+    #[test]
+    fn libs() {
+        assert_eq!(lib_from_user_agent(Some("python-httpx/0.28.1")), "httpx");
+        assert_eq!(
+            lib_from_user_agent(Some("python-requests/2.34")),
+            "requests"
+        );
+        assert_eq!(
+            lib_from_user_agent(Some("Python/3.11 aiohttp/3.14.5")),
+            "aiohttp"
+        );
+        assert_eq!(lib_from_user_agent(Some("python-urllib3/2.2")), "urllib3");
+        assert_eq!(lib_from_user_agent(Some("Python-urllib/3.11")), "urllib");
+        assert_eq!(lib_from_user_agent(Some("curl/8")), "http");
+        assert_eq!(lib_from_user_agent(None), "http");
+    }
+
+    #[test]
+    fn error_kinds() {
+        assert_eq!(error_info(200, false, None), None);
+        assert_eq!(error_info(404, false, None), None);
+        assert_eq!(
+            error_info(503, false, None).unwrap().kind,
+            ErrorKind::ServerError
+        );
+        assert_eq!(
+            error_info(200, false, Some("tb")).unwrap().kind,
+            ErrorKind::Exception
+        );
+        assert_eq!(
+            error_info(500, false, Some("tb")).unwrap().kind,
+            ErrorKind::Exception
+        );
+        let e = error_info(0, true, Some("tb")).unwrap();
+        assert_eq!(
+            (e.kind, e.traceback.as_deref()),
+            (ErrorKind::NoResponse, Some("tb"))
+        );
+    }
+
+    #[test]
+    fn dep_urls() {
+        let m = |h: &[(&str, &'static [u8])]| HttpMessage {
+            start: StartLine::Request {
+                method: "GET".into(),
+                target: "/p".into(),
+            },
+            version: 1,
+            headers: h
+                .iter()
+                .map(|(n, v)| ((*n).to_owned(), bytes::Bytes::from_static(v)))
+                .collect(),
+            body: bytes::Bytes::new(),
+            body_size: 0,
+            truncated: false,
+            lost_bytes: 0,
+            framing: crate::protocols::http::types::Framing::None,
+            trailers: Vec::new(),
+            first: crate::protocols::http::types::Mark::default(),
+            head_done: crate::protocols::http::types::Mark::default(),
+            last: crate::protocols::http::types::Mark::default(),
+            wire_size: 0,
+            incomplete: false,
+        };
+        let conn = |r: &str, tls| ConnFacts {
+            remote: Some(r.parse().unwrap()),
+            tls,
+            ..ConnFacts::default()
+        };
+        assert_eq!(
+            dep_url(&m(&[("host", b"api.x")]), &conn("1.2.3.4:443", true), "/p"),
+            "https://api.x/p"
+        );
+        assert_eq!(
+            dep_url(&m(&[]), &conn("1.2.3.4:443", true), "/p"),
+            "https://1.2.3.4/p"
+        );
+        assert_eq!(
+            dep_url(&m(&[]), &conn("1.2.3.4:8080", false), ""),
+            "http://1.2.3.4:8080/"
+        );
+    }
+
+    #[test]
+    fn time_format() {
+        assert_eq!(
+            rfc3339_utc(1_795_390_088_792_058_123),
+            "2026-11-22T23:28:08.792058+00:00"
+        );
+    }
+
+    #[test]
+    fn header_maps_join_duplicates() {
+        let list = vec![
+            ("Accept".to_owned(), "a".to_owned()),
+            ("ACCEPT".to_owned(), "b".to_owned()),
+            ("X".to_owned(), "1".to_owned()),
+        ];
+        assert_eq!(
+            serde_json::to_string(&header_map(&list)).unwrap(),
+            r#"{"accept":"a, b","x":"1"}"#
+        );
+        assert_eq!(header_value_string(&[b'a', 0xe9]), "a\u{e9}");
+    }
+}

@@ -1,0 +1,400 @@
+//! Serde types of the cassette wire format (schema 2.0, a superset of the Python tool's 1.0).
+//!
+//! The full specification is `docs/cassette-format.md`; the JSON Schema is
+//! `docs/cassette.schema.json`. Field order in these structs is the order written to disk.
+//!
+//! Reading is tolerant: every field that the Python tool's schema 1.0 (or 0.1) may omit has a
+//! `#[serde(default)]`, so 1.0 cassettes deserialize into the same types with `None` / empty
+//! values where they carry less. Unknown fields are ignored.
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+/// Schema version written by this crate.
+pub const SCHEMA_VERSION: &str = "2.0";
+/// Name of the generator written into `generator.name`.
+pub const GENERATOR_NAME: &str = "timetracer-agent";
+
+/// An ordered JSON object of strings (or, for `query`, strings and lists of strings).
+pub type JsonMap = Map<String, Value>;
+/// Header fields in wire order with their original case: `[[name, value], ...]`.
+pub type HeaderList = Vec<(String, String)>;
+
+/// One recorded inbound request with everything attributed to it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Cassette {
+    pub schema_version: String,
+    /// Who wrote the file (absent in 1.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator: Option<Generator>,
+    pub session: Session,
+    pub request: Request,
+    pub response: Response,
+    /// Present when the app errored (status >= 500, no response, or a traceback).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorInfo>,
+    #[serde(default)]
+    pub events: Vec<Event>,
+    /// The inbound connection (absent in 1.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<Connection>,
+    /// Kernel timings of the inbound exchange (absent in 1.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<Timing>,
+    #[serde(default)]
+    pub policies: Policies,
+    #[serde(default)]
+    pub stats: Stats,
+}
+
+impl Cassette {
+    /// The file was written by the Python tool (schema 1.0 or 0.1).
+    #[must_use]
+    pub fn is_python_legacy(&self) -> bool {
+        !self.schema_version.starts_with("2.")
+    }
+}
+
+/// `generator`: the program that wrote the cassette.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Generator {
+    pub name: String,
+    pub version: String,
+}
+
+/// `session`: when and where the request was recorded.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub id: String,
+    /// RFC 3339, UTC (`2026-11-22T23:28:08.792058+00:00`).
+    pub recorded_at: String,
+    #[serde(default)]
+    pub service: String,
+    #[serde(default)]
+    pub env: String,
+    #[serde(default)]
+    pub framework: Option<String>,
+    #[serde(default, alias = "timetrace_version")]
+    pub timetracer_version: Option<String>,
+    #[serde(default)]
+    pub python_version: Option<String>,
+    #[serde(default)]
+    pub git_sha: Option<String>,
+    /// Traced process id (2.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<u32>,
+    /// Traced process command line (2.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmdline: Option<Vec<String>>,
+}
+
+/// `request`: the inbound request as the app received it.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    pub method: String,
+    /// Percent-decoded path without the query (like ASGI `scope["path"]`).
+    pub path: String,
+    /// 1.0 only (never filled by the Python tool in practice).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route_template: Option<String>,
+    /// Raw request-target as sent on the wire (query redacted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Query parameters: one value → string, several → list of strings.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub query: JsonMap,
+    /// Lowercased names; duplicate values joined with `", "`.
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub headers: JsonMap,
+    /// Original names, order and duplicates (2.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_list: Option<HeaderList>,
+    /// `"1.1"` / `"1.0"` (2.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Body>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+}
+
+/// `response`: what the app answered.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Response {
+    /// HTTP status; 0 when there was no response.
+    #[serde(default)]
+    pub status: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// First request byte → last response byte.
+    #[serde(default)]
+    pub duration_ms: f64,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub headers: JsonMap,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_list: Option<HeaderList>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Body>,
+}
+
+/// How `Body::data` holds the bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BodyEncoding {
+    /// `data` is the parsed JSON; compact re-serialisation gives the stored bytes exactly.
+    Json,
+    /// `data` is the UTF-8 text.
+    Text,
+    /// `data` is standard base64 with padding.
+    Base64,
+    /// 1.0: not JSON, no data kept.
+    Bytes,
+    /// 1.0 (Motor/PyMongo): `data` is a decoded document.
+    #[serde(rename = "utf-8")]
+    Utf8,
+    /// Anything else (read tolerance).
+    #[serde(other)]
+    Unknown,
+}
+
+/// A message body.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Body {
+    /// `false` when only size and hash were kept (1.0 policy, or bytes lost).
+    #[serde(rename = "_captured", default)]
+    pub captured: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<BodyEncoding>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Value>,
+    /// Full size of the body on the wire (after de-chunking), before truncation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_bytes: Option<u64>,
+    /// The stored bytes are a prefix of the body (capture cap).
+    #[serde(default)]
+    pub truncated: bool,
+    /// `sha256:<hex>` of the stored bytes (after truncation and redaction).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hash: Option<String>,
+    /// JSON paths whose values were redacted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redacted: Vec<String>,
+}
+
+/// `error`: why the request failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorInfo {
+    pub status: i64,
+    pub kind: ErrorKind,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceback: Option<String>,
+}
+
+/// `error.kind`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ErrorKind {
+    /// The process wrote a Python traceback while serving the request.
+    Exception,
+    /// Status >= 500 without a traceback.
+    ServerError,
+    /// The connection ended before a response.
+    NoResponse,
+    #[serde(other)]
+    Unknown,
+}
+
+/// One dependency call (`events[]`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    /// 1-based, in start order.
+    pub eid: u64,
+    /// `http.client` (1.0 also has `db.query`, `redis`).
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// From the inbound request start.
+    #[serde(default)]
+    pub start_offset_ms: f64,
+    #[serde(default)]
+    pub duration_ms: f64,
+    #[serde(default)]
+    pub signature: Signature,
+    /// The outbound request (2.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<EventRequest>,
+    #[serde(default)]
+    pub result: EventResult,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<Connection>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<Timing>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribution: Option<AttributionInfo>,
+}
+
+/// `events[].signature`: what replay matches on.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Signature {
+    #[serde(default)]
+    pub lib: String,
+    #[serde(default)]
+    pub method: String,
+    /// `scheme://host[:port]/path`, without the query.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<JsonMap>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub headers_hash: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_hash: Option<String>,
+}
+
+/// `events[].request` (2.0).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EventRequest {
+    #[serde(default)]
+    pub headers: JsonMap,
+    #[serde(default)]
+    pub header_list: HeaderList,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Body>,
+}
+
+/// `events[].result`: the dependency's answer.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct EventResult {
+    /// HTTP status (1.0 db events: rowcount / -1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Map::is_empty")]
+    pub headers: JsonMap,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_list: Option<HeaderList>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<Body>,
+    /// `no-response` / `incomplete` (1.0: the exception text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// 1.0: the exception class name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_type: Option<String>,
+}
+
+/// `connection`: facts about a TCP connection.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Connection {
+    pub pid: u32,
+    pub fd: i32,
+    pub conn_id: u64,
+    /// `ip:port` (`[v6]:port`).
+    pub local: Option<String>,
+    pub remote: Option<String>,
+    pub tls: bool,
+    pub server_name: Option<String>,
+    /// Open before tracing started.
+    pub preexisting: bool,
+}
+
+/// `timing`: offsets in ms from the inbound request start; `null` when unknown.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timing {
+    pub request_start: Option<f64>,
+    pub request_end: Option<f64>,
+    pub response_start: Option<f64>,
+    pub response_end: Option<f64>,
+}
+
+/// `events[].attribution`: how sure the agent is that the call belongs to this request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "lowercase")]
+pub enum AttributionInfo {
+    Exact { evidence: String },
+    Ambiguous { reason: String },
+}
+
+/// `policies`: what the recorder did to the data (truthful, unlike 1.0's hard-coded values).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Policies {
+    #[serde(default)]
+    pub redaction: RedactionInfo,
+    #[serde(default)]
+    pub capture: CaptureInfo,
+    #[serde(default)]
+    pub sampling: SamplingInfo,
+}
+
+/// `policies.redaction`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RedactionInfo {
+    /// `default` or `off`.
+    #[serde(default)]
+    pub mode: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_names: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body_keys: Option<Vec<String>>,
+    /// How many values were redacted in this cassette.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied: Option<u64>,
+    /// 1.0 only (hard-coded there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<Vec<String>>,
+}
+
+/// `policies.capture`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureInfo {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_bytes: Option<u64>,
+    /// 1.0 only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_body_kb: Option<u64>,
+    /// 1.0 only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_request_body: Option<String>,
+    /// 1.0 only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store_response_body: Option<String>,
+}
+
+/// `policies.sampling`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SamplingInfo {
+    #[serde(default = "one")]
+    pub rate: f64,
+    #[serde(default)]
+    pub errors_only: bool,
+}
+
+impl Default for SamplingInfo {
+    fn default() -> Self {
+        Self {
+            rate: 1.0,
+            errors_only: false,
+        }
+    }
+}
+
+fn one() -> f64 {
+    1.0
+}
+
+/// `stats`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    #[serde(default)]
+    pub event_counts: BTreeMap<String, u64>,
+    #[serde(default)]
+    pub total_events: u64,
+    #[serde(default)]
+    pub total_duration_ms: f64,
+    /// Capture drop counters by reason (2.0).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drops: Option<BTreeMap<String, u64>>,
+}
