@@ -31,6 +31,10 @@ pub(crate) static DROPS: PerCpuArray<u64> = PerCpuArray::with_max_entries(DROP_S
 #[map]
 pub(crate) static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 
+/// Scratch state of the payload-chunking loop (one per CPU, see `syscalls::on_data_exit`).
+#[map]
+pub(crate) static LOOP: PerCpuArray<crate::syscalls::LoopState> = PerCpuArray::with_max_entries(1, 0);
+
 /// Arguments of an in-flight syscall.
 #[repr(C)]
 #[derive(Clone, Copy)]

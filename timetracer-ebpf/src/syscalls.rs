@@ -20,7 +20,7 @@ use timetracer_common::{
 
 use crate::{
     maps::{
-        ARGS, Args, EVENTS, SOCKS, TARGETS, add_target, config, count_drop, is_target,
+        ARGS, Args, EVENTS, LOOP, SOCKS, TARGETS, add_target, config, count_drop, is_target,
         next_conn_id, sock_key, track_socket,
     },
     read::{copy_user, iovec_at, is_inet, msghdr_iov, sockaddr},
@@ -225,7 +225,10 @@ fn on_data_exit(id: u64, a: &Args, r: i64) {
         },
         _ => (0, 0, false),
     };
-    let mut st = LoopState {
+    let Some(stp) = LOOP.get_ptr_mut(0) else {
+        return;
+    };
+    let st0 = LoopState {
         hdr: header(kind, a.sys, id, conn_id, a.fd, dir, pos, r, 0),
         remaining: if total < cap { total } else { cap },
         walked: 0,
@@ -236,21 +239,22 @@ fn on_data_exit(id: u64, a: &Args, r: i64) {
         iov_cnt: if vec_cnt > MAX_IOVECS as u64 { MAX_IOVECS } else { vec_cnt as u32 },
         vectored: vectored as u32,
     };
-    // SAFETY: bpf_loop calls `chunk_cb` with our stack pointer, which outlives the call.
-    unsafe {
-        bpf_loop(
-            MAX_CHUNKS_PER_SYSCALL + MAX_IOVECS,
-            chunk_cb as *mut c_void,
-            (&raw mut st).cast(),
-            0,
-        )
-    };
-    if st.walked < total {
-        let lost = total - st.walked;
-        let reason = if st.walked >= cap { Drop::CapReached } else { Drop::TooManyIovecs };
+    // SAFETY: per-CPU slot; nothing else on this CPU runs while the program does.
+    unsafe { *stp = st0 };
+    // The loop state lives in a per-CPU map, not on the stack: values loaded from a map are
+    // unknown to the verifier, so the callback's states converge after one pass. With the
+    // state on the stack every iteration carried new constants and verification hit the
+    // 1M-instruction limit ("BPF program is too large", E2BIG).
+    // SAFETY: bpf_loop only calls `chunk_cb`, which takes no context.
+    unsafe { bpf_loop(MAX_CHUNKS_PER_SYSCALL + MAX_IOVECS, chunk_cb as *mut c_void, core::ptr::null_mut(), 0) };
+    // SAFETY: as above.
+    let walked = unsafe { (*stp).walked };
+    if walked < total {
+        let lost = total - walked;
+        let reason = if walked >= cap { Drop::CapReached } else { Drop::TooManyIovecs };
         count_drop(reason, lost);
         if kind == Kind::Data {
-            let h = header(Kind::DataLost, a.sys, id, conn_id, a.fd, dir, pos + st.walked, lost as i64, 0);
+            let h = header(Kind::DataLost, a.sys, id, conn_id, a.fd, dir, pos + walked, lost as i64, 0);
             emit_conn(h, timetracer_common::SockAddr::default());
         }
     }
@@ -258,7 +262,7 @@ fn on_data_exit(id: u64, a: &Args, r: i64) {
 
 /// State of the chunking loop over one syscall's buffer(s).
 #[repr(C)]
-struct LoopState {
+pub(crate) struct LoopState {
     /// Header template; `pos` advances with every chunk.
     hdr: EventHeader,
     /// Bytes still to copy (capped).
@@ -276,9 +280,12 @@ struct LoopState {
 }
 
 /// One step: load the next iovec, or copy one chunk into a ring-buffer record.
-unsafe extern "C" fn chunk_cb(_i: u32, ctx: *mut c_void) -> i64 {
-    // SAFETY: bpf_loop hands back the pointer we passed: our LoopState on the caller's stack.
-    let st = unsafe { &mut *ctx.cast::<LoopState>() };
+unsafe extern "C" fn chunk_cb(_i: u32, _ctx: *mut c_void) -> i64 {
+    let Some(p) = LOOP.get_ptr_mut(0) else {
+        return 1;
+    };
+    // SAFETY: per-CPU slot written by on_data_exit just before bpf_loop on this CPU.
+    let st = unsafe { &mut *p };
     if st.remaining == 0 {
         return 1;
     }

@@ -14,3 +14,9 @@ pub mod protocols;
 pub mod reassembly;
 pub mod redact;
 pub mod telemetry;
+
+// Dev-dependencies used only by integration tests in `tests/`.
+#[cfg(test)]
+use jsonschema as _;
+#[cfg(test)]
+use tempfile as _;

@@ -1,4 +1,5 @@
 //! `timetracer`: cassette tools; needs no privileges. See `timetracer --help`.
+#![expect(unused_crate_dependencies, reason = "the binary is a thin front end; the library uses the dependencies")]
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};

@@ -6,7 +6,6 @@ use std::{
     path::PathBuf,
     process::ExitCode,
     sync::{
-        Arc,
         atomic::{AtomicBool, AtomicI32, Ordering},
         mpsc,
     },
@@ -147,6 +146,7 @@ impl RecordArgs {
         redaction.header_names.extend(self.redact_headers.iter().map(|h| h.to_ascii_lowercase()));
         redaction.body_keys.extend(self.redact_keys.iter().map(|k| k.to_ascii_lowercase()));
         let build = BuildOptions {
+            git_sha: std::env::var("TIMETRACER_GIT_SHA").ok().filter(|s| !s.is_empty()),
             service: self.service.clone(),
             env: self.env.clone(),
             max_body: max_body as usize,
@@ -196,8 +196,41 @@ fn install_signal_handlers() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Hidden first argument of the held child (see `record`).
+const HELD_EXEC: &str = "__exec-held";
+
+/// The held child: wait for the agent's go (one byte on `fd`), then become CMD.
+fn exec_held(args: &[OsString]) -> ExitCode {
+    let fd: i32 = args.first().and_then(|a| a.to_str()).and_then(|s| s.parse().ok()).unwrap_or(-1);
+    let cmd = args.get(2..).unwrap_or_default();
+    if fd < 0 || cmd.is_empty() {
+        eprintln!("timetracer-agent: {HELD_EXEC} is internal to `record`");
+        return ExitCode::from(2);
+    }
+    let mut b = [0u8; 1];
+    // SAFETY: reading one byte into a valid buffer from an inherited fd, then closing it.
+    let n = unsafe { libc::read(fd, b.as_mut_ptr().cast(), 1) };
+    // SAFETY: as above.
+    unsafe { libc::close(fd) };
+    if n != 1 {
+        eprintln!("timetracer-agent: the agent went away before tracing started; not running {:?}", cmd[0]);
+        return ExitCode::from(125);
+    }
+    let err = std::process::Command::new(&cmd[0]).args(&cmd[1..]).exec();
+    eprintln!("timetracer-agent: cannot run {:?}: {err} (is it on PATH?)", cmd[0]);
+    ExitCode::from(if err.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 })
+}
+
 /// Entry point of the `timetracer-agent` binary.
 pub fn main() -> ExitCode {
+    let raw: Vec<OsString> = std::env::args_os().collect();
+    if raw.get(1).is_some_and(|a| a == HELD_EXEC) {
+        return exec_held(&raw[2..]);
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("TIMETRACER_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
     let cli = Cli::parse();
     let res = match cli.command {
         Command::Attach { pid, opts } => opts.plan().and_then(|p| attach(pid, &p)),
@@ -234,24 +267,21 @@ fn attach(pid: u32, plan: &RecordPlan) -> anyhow::Result<ExitCode> {
 fn record(cmd: &[OsString], plan: &RecordPlan) -> anyhow::Result<ExitCode> {
     crate::capture::preflight()?;
     let mut session = Session::start(plan)?;
-    // The child blocks on a pipe until its pid is in the kernel's target set, so tracing
-    // starts at its very first syscall after exec.
-    let (rd, wr) = nix::unistd::pipe().context("pipe")?;
+    // The child is our own binary in a hidden `__exec-held` mode: it waits on a pipe until its
+    // pid is in the kernel's target set, then execs CMD under the same pid, so tracing starts
+    // at CMD's very first syscall. (A `pre_exec` hook cannot wait: `spawn` itself blocks until
+    // the child has exec'd.)
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
     let rd_fd = std::os::fd::AsRawFd::as_raw_fd(&rd);
-    let mut command = std::process::Command::new(&cmd[0]);
-    command.args(&cmd[1..]);
-    // SAFETY: the closure only calls async-signal-safe functions (read, close).
-    unsafe {
-        command.pre_exec(move || {
-            let mut b = [0u8; 1];
-            libc::read(rd_fd, b.as_mut_ptr().cast(), 1);
-            libc::close(rd_fd);
-            Ok(())
-        });
-    }
-    let mut child = command
+    nix::fcntl::fcntl(rd_fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())).context("fcntl")?;
+    let me = std::env::current_exe().context("locating timetracer-agent")?;
+    let mut child = std::process::Command::new(me)
+        .arg(HELD_EXEC)
+        .arg(rd_fd.to_string())
+        .arg("--")
+        .args(cmd)
         .spawn()
-        .with_context(|| format!("cannot run {:?} (is it on PATH?)", cmd[0]))?;
+        .with_context(|| format!("cannot start {:?}", cmd[0]))?;
     drop(rd);
     let pid = child.id();
     CHILD_PID.store(pid as i32, Ordering::SeqCst);

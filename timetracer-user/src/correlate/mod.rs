@@ -142,8 +142,8 @@ impl std::fmt::Debug for Correlator {
 /// Monotonic clock (the clock of `bpf_ktime_get_ns`) in ns.
 #[must_use]
 pub fn monotonic_ns() -> u64 {
-    let t = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).unwrap_or_default();
-    t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map_or(0, |t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
 }
 
 /// Offset from the monotonic clock to Unix time, in ns.
@@ -248,6 +248,7 @@ impl Correlator {
                 self.counters.add_bytes(payload.len() as u64);
                 let Some(c) = self.conns.get_mut(&h.conn_id) else {
                     // A socket the kernel tracks but whose accept/connect record we lost.
+                    tracing::debug!(conn_id = h.conn_id, fd = h.fd, pid = h.tgid, "Data for an unknown connection");
                     self.counters.inc_named("data_unknown_conn");
                     return;
                 };
@@ -434,7 +435,7 @@ impl Correlator {
             deps.sort_by_key(|d| d.timings.request_start_ns);
             out.push(RecordedRequest {
                 id: uuid::Uuid::new_v4(),
-                process: self.processes.get(&r.tgid).cloned().unwrap_or_else(|| ProcessInfo { pid: r.tgid, ..ProcessInfo::default() }),
+                process: self.process(r.tgid),
                 inbound: exchange,
                 conn,
                 timings,
@@ -446,6 +447,19 @@ impl Correlator {
         }
         self.gc(now_ns);
         out
+    }
+
+    /// What we know about a process; re-read from /proc when it was described before its
+    /// `exec` (the held child of `record`) or not at all.
+    fn process(&mut self, pid: u32) -> ProcessInfo {
+        let stale = self.processes.get(&pid).is_none_or(|p| p.cmdline.iter().any(|a| a == "__exec-held") || p.cmdline.is_empty());
+        if stale {
+            let fresh = crate::capture::procfs::process_info(pid);
+            if !fresh.cmdline.is_empty() {
+                self.processes.insert(pid, fresh);
+            }
+        }
+        self.processes.get(&pid).cloned().unwrap_or(ProcessInfo { pid, ..ProcessInfo::default() })
     }
 
     /// Decides which inbound request(s) each completed outbound call started inside request
