@@ -223,10 +223,14 @@ impl Capture {
             role: if server { ROLE_SERVER } else { ROLE_CLIENT },
             flags: 0,
         };
-        // BPF_NOEXIST: never overwrite an entry the kernel created in the meantime.
-        match m.insert(key, st, 2) {
+        // Never overwrite an entry the kernel created in the meantime.
+        const BPF_NOEXIST: u64 = 1;
+        match m.insert(key, st, BPF_NOEXIST) {
             Ok(()) => Ok(Some(conn_id)),
-            Err(_) => Ok(None),
+            Err(e) => {
+                tracing::debug!(tgid, fd, error = %e, "Socket not seeded");
+                Ok(None)
+            }
         }
     }
 

@@ -363,7 +363,9 @@ impl Session {
         if seed_sockets {
             for s in procfs::open_sockets(pid) {
                 self.preexisting_seq += 1;
-                if let Some(id) = self.capture.add_socket(pid, s.fd, s.server, self.preexisting_seq)? {
+                let added = self.capture.add_socket(pid, s.fd, s.server, self.preexisting_seq)?;
+                tracing::debug!(pid, fd = s.fd, server = s.server, local = %s.local, remote = %s.remote, ?added, "Open connection at attach");
+                if let Some(id) = added {
                     self.correlator.add_preexisting(pid, s.fd, id, s.server, s.local, s.remote);
                 }
             }

@@ -88,6 +88,7 @@ struct Conn {
 struct Inbound {
     tgid: u32,
     conn_id: u64,
+    conn: ConnFacts,
     index: u64,
     start_ns: u64,
     /// Threads that read its request or wrote its response.
@@ -313,6 +314,7 @@ impl Correlator {
                 self.inbound.push_back(Inbound {
                     tgid: facts.pid,
                     conn_id: facts.conn_id,
+                    conn: facts.clone(),
                     index,
                     start_ns: mark.ts_ns,
                     tids: vec![mark.tid],
@@ -340,6 +342,7 @@ impl Correlator {
                     self.inbound.push_back(Inbound {
                         tgid: facts.pid,
                         conn_id: facts.conn_id,
+                        conn: facts.clone(),
                         index: ex.index,
                         start_ns: start,
                         tids: vec![tid],
@@ -422,20 +425,17 @@ impl Correlator {
         for i in ready {
             self.attribute_calls(i);
             self.attach_traceback(i);
+            let process = self.process(self.inbound[i].tgid);
             let r = &mut self.inbound[i];
             r.finalized = true;
             let Some(exchange) = r.exchange.take() else { continue };
-            let conn = self.conns.get(&r.conn_id).map(|c| c.facts.clone()).unwrap_or_else(|| ConnFacts {
-                pid: r.tgid,
-                conn_id: r.conn_id,
-                ..ConnFacts::default()
-            });
+            let conn = r.conn.clone();
             let timings = timings_of(&exchange, 0);
             let mut deps = std::mem::take(&mut r.deps);
             deps.sort_by_key(|d| d.timings.request_start_ns);
             out.push(RecordedRequest {
                 id: uuid::Uuid::new_v4(),
-                process: self.process(r.tgid),
+                process,
                 inbound: exchange,
                 conn,
                 timings,

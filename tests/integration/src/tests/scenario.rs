@@ -64,6 +64,10 @@ impl App {
                     "4".into(),
                     "--keep-alive".into(),
                     "5".into(),
+                    // gthread workers with idle keep-alive connections sometimes wait the
+                    // whole graceful timeout (30 s) on SIGINT, with or without tracing.
+                    "--graceful-timeout".into(),
+                    "3".into(),
                     "--chdir".into(),
                     paths.apps.clone().into(),
                     "-b".into(),
