@@ -11,7 +11,9 @@ fn main() -> anyhow::Result<()> {
     let have_linker = which::which("bpf-linker").is_ok();
     if skip || !have_linker {
         if !skip {
-            println!("cargo:warning=bpf-linker not found: building without eBPF (run `cargo xtask install`)");
+            println!(
+                "cargo:warning=bpf-linker not found: building without eBPF (run `cargo xtask install`)"
+            );
         }
         fs::write(&stub, [])?;
         return Ok(());

@@ -292,7 +292,10 @@ mod pod {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Decoded<'a> {
     /// Data, stdio or lost-data records.
-    Data { header: EventHeader, payload: &'a [u8] },
+    Data {
+        header: EventHeader,
+        payload: &'a [u8],
+    },
     /// Connect / accept.
     Conn { header: EventHeader, addr: SockAddr },
     /// Close, fork, exit.
@@ -342,7 +345,10 @@ impl EventHeader {
     /// Decodes a header from the first 64 bytes of `b`.
     pub fn from_bytes(b: &[u8]) -> Result<Self, DecodeError> {
         if b.len() < 64 {
-            return Err(DecodeError::Short { have: b.len(), need: 64 });
+            return Err(DecodeError::Short {
+                have: b.len(),
+                need: 64,
+            });
         }
         Ok(Self {
             kind: read_u32(b, 0),
@@ -382,13 +388,22 @@ pub fn decode(b: &[u8]) -> Result<Decoded<'_>, DecodeError> {
         Kind::Data | Kind::Stdio | Kind::DataLost => {
             let need = 64 + header.len as usize;
             if b.len() < need {
-                return Err(DecodeError::Short { have: b.len(), need });
+                return Err(DecodeError::Short {
+                    have: b.len(),
+                    need,
+                });
             }
-            Ok(Decoded::Data { header, payload: &b[64..need] })
+            Ok(Decoded::Data {
+                header,
+                payload: &b[64..need],
+            })
         }
         Kind::Connect | Kind::Accept => {
             if b.len() < 88 {
-                return Err(DecodeError::Short { have: b.len(), need: 88 });
+                return Err(DecodeError::Short {
+                    have: b.len(),
+                    need: 88,
+                });
             }
             let mut addr = [0u8; 16];
             addr.copy_from_slice(&b[72..88]);

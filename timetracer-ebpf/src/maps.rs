@@ -33,7 +33,8 @@ pub(crate) static CONFIG: Array<Config> = Array::with_max_entries(1, 0);
 
 /// Scratch state of the payload-chunking loop (one per CPU, see `syscalls::on_data_exit`).
 #[map]
-pub(crate) static LOOP: PerCpuArray<crate::syscalls::LoopState> = PerCpuArray::with_max_entries(1, 0);
+pub(crate) static LOOP: PerCpuArray<crate::syscalls::LoopState> =
+    PerCpuArray::with_max_entries(1, 0);
 
 /// Arguments of an in-flight syscall.
 #[repr(C)]
@@ -84,8 +85,10 @@ pub(crate) fn sock_key(tgid: u32, fd: i32) -> u64 {
 /// assigns to sockets found at attach have bit 63 set (`PREEXISTING_CONN_ID_BASE`).
 #[inline(always)]
 pub(crate) fn next_conn_id() -> u64 {
-    // SAFETY: plain helper calls without arguments.
-    let (ts, cpu) = unsafe { (bpf_ktime_get_ns(), bpf_get_smp_processor_id()) };
+    // SAFETY: helper call without arguments.
+    let ts = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: as above.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
     ((ts << 6) | (cpu as u64 & 63)) & !(1u64 << 63)
 }
 

@@ -54,17 +54,23 @@ fn data_enter(ctx: &TracePointContext, sys_id: u32, flags_arg: usize) -> Result<
     }
     let fd = arg(ctx, 0) as i32;
     let is_sock = SOCKS.get_ptr(sock_key(tgid, fd)).is_some();
-    let is_write = matches!(sys_id, sys::WRITE | sys::WRITEV | sys::SENDTO | sys::SENDMSG);
-    if !is_sock {
-        if !(is_write && (fd == 1 || fd == 2) && config().capture_stdio != 0) {
-            return Ok(0);
-        }
+    let is_write = matches!(
+        sys_id,
+        sys::WRITE | sys::WRITEV | sys::SENDTO | sys::SENDMSG
+    );
+    if !is_sock && !(is_write && (fd == 1 || fd == 2) && config().capture_stdio != 0) {
+        return Ok(0);
     }
     if flags_arg != 0 && arg(ctx, flags_arg) & MSG_PEEK != 0 {
         // Peeked bytes are read again later; copying them now would duplicate stream bytes.
         return Ok(0);
     }
-    let a = Args { sys: sys_id, fd, ptr: arg(ctx, 1), count: arg(ctx, 2) };
+    let a = Args {
+        sys: sys_id,
+        fd,
+        ptr: arg(ctx, 1),
+        count: arg(ctx, 2),
+    };
     if ARGS.insert(id, a, 0).is_err() {
         count_drop(Drop::ArgsFull, 0);
     }
@@ -109,7 +115,12 @@ fn save_sock_args(ctx: &TracePointContext, sys_id: u32) -> u32 {
     if !is_target((id >> 32) as u32) {
         return 0;
     }
-    let a = Args { sys: sys_id, fd: arg(ctx, 0) as i32, ptr: arg(ctx, 1), count: 0 };
+    let a = Args {
+        sys: sys_id,
+        fd: arg(ctx, 0) as i32,
+        ptr: arg(ctx, 1),
+        count: 0,
+    };
     if ARGS.insert(id, a, 0).is_err() {
         count_drop(Drop::ArgsFull, 0);
     }
@@ -165,10 +176,26 @@ fn on_connect_exit(id: u64, a: &Args, r: i64) {
     let mut conn_id = 0;
     if r == 0 || r == EINPROGRESS {
         conn_id = next_conn_id();
-        let st = SockState { conn_id, rx_pos: 0, tx_pos: 0, role: ROLE_CLIENT, flags: 0 };
+        let st = SockState {
+            conn_id,
+            rx_pos: 0,
+            tx_pos: 0,
+            role: ROLE_CLIENT,
+            flags: 0,
+        };
         track_socket(sock_key(tgid, a.fd), &st);
     }
-    let h = header(Kind::Connect, sys::CONNECT, id, conn_id, a.fd, ROLE_CLIENT, 0, r, 0);
+    let h = header(
+        Kind::Connect,
+        sys::CONNECT,
+        id,
+        conn_id,
+        a.fd,
+        ROLE_CLIENT,
+        0,
+        r,
+        0,
+    );
     emit_conn(h, addr);
 }
 
@@ -185,9 +212,25 @@ fn on_accept_exit(id: u64, a: &Args, r: i64) {
     let tgid = (id >> 32) as u32;
     let fd = r as i32;
     let conn_id = next_conn_id();
-    let st = SockState { conn_id, rx_pos: 0, tx_pos: 0, role: ROLE_SERVER, flags: 0 };
+    let st = SockState {
+        conn_id,
+        rx_pos: 0,
+        tx_pos: 0,
+        role: ROLE_SERVER,
+        flags: 0,
+    };
     track_socket(sock_key(tgid, fd), &st);
-    let h = header(Kind::Accept, sys::ACCEPT, id, conn_id, fd, ROLE_SERVER, 0, r, 0);
+    let h = header(
+        Kind::Accept,
+        sys::ACCEPT,
+        id,
+        conn_id,
+        fd,
+        ROLE_SERVER,
+        0,
+        r,
+        0,
+    );
     emit_conn(h, addr);
 }
 
@@ -202,17 +245,28 @@ fn on_data_exit(id: u64, a: &Args, r: i64) {
     let total = r as u64;
     let (kind, conn_id, pos, cap) = match SOCKS.get_ptr_mut(sock_key(tgid, a.fd)) {
         Some(s) => {
-            // SAFETY: `s` points at a live map value. The read-modify-write is not atomic
-            // (no fetch-and-add on the default BPF cpu): two threads doing the same-direction
-            // syscall on one socket at the same instant could get overlapping positions, which
-            // reassembly reports as a conflict. HTTP servers and clients never do that.
-            let (pos, conn_id) = unsafe {
-                let p = if egress { &raw mut (*s).tx_pos } else { &raw mut (*s).rx_pos };
-                let pos = *p;
-                *p = pos + total;
-                (pos, (*s).conn_id)
+            // The read-modify-write below is not atomic (no fetch-and-add on the default BPF
+            // cpu): two threads doing the same-direction syscall on one socket at the same
+            // instant could get overlapping positions. HTTP servers and clients never do that.
+            let p = if egress {
+                // SAFETY: `s` points at a live value of the socket map.
+                unsafe { &raw mut (*s).tx_pos }
+            } else {
+                // SAFETY: as above.
+                unsafe { &raw mut (*s).rx_pos }
             };
-            (Kind::Data, conn_id, pos, config().max_bytes_per_syscall as u64)
+            // SAFETY: as above.
+            let pos = unsafe { *p };
+            // SAFETY: as above.
+            unsafe { *p = pos + total };
+            // SAFETY: as above.
+            let conn_id = unsafe { (*s).conn_id };
+            (
+                Kind::Data,
+                conn_id,
+                pos,
+                config().max_bytes_per_syscall as u64,
+            )
         }
         // Only stdout/stderr writes get here (see data_enter); a traceback fits in 64 KiB.
         None => (Kind::Stdio, 0, 0, 4 * LARGE_CHUNK as u64),
@@ -236,7 +290,11 @@ fn on_data_exit(id: u64, a: &Args, r: i64) {
         left: if vectored { 0 } else { total },
         iov_arr: vec_ptr,
         iov_idx: 0,
-        iov_cnt: if vec_cnt > MAX_IOVECS as u64 { MAX_IOVECS } else { vec_cnt as u32 },
+        iov_cnt: if vec_cnt > MAX_IOVECS as u64 {
+            MAX_IOVECS
+        } else {
+            vec_cnt as u32
+        },
         vectored: vectored as u32,
     };
     // SAFETY: per-CPU slot; nothing else on this CPU runs while the program does.
@@ -246,15 +304,36 @@ fn on_data_exit(id: u64, a: &Args, r: i64) {
     // state on the stack every iteration carried new constants and verification hit the
     // 1M-instruction limit ("BPF program is too large", E2BIG).
     // SAFETY: bpf_loop only calls `chunk_cb`, which takes no context.
-    unsafe { bpf_loop(MAX_CHUNKS_PER_SYSCALL + MAX_IOVECS, chunk_cb as *mut c_void, core::ptr::null_mut(), 0) };
+    unsafe {
+        bpf_loop(
+            MAX_CHUNKS_PER_SYSCALL + MAX_IOVECS,
+            chunk_cb as *mut c_void,
+            core::ptr::null_mut(),
+            0,
+        )
+    };
     // SAFETY: as above.
     let walked = unsafe { (*stp).walked };
     if walked < total {
         let lost = total - walked;
-        let reason = if walked >= cap { Drop::CapReached } else { Drop::TooManyIovecs };
+        let reason = if walked >= cap {
+            Drop::CapReached
+        } else {
+            Drop::TooManyIovecs
+        };
         count_drop(reason, lost);
         if kind == Kind::Data {
-            let h = header(Kind::DataLost, a.sys, id, conn_id, a.fd, dir, pos + walked, lost as i64, 0);
+            let h = header(
+                Kind::DataLost,
+                a.sys,
+                id,
+                conn_id,
+                a.fd,
+                dir,
+                pos + walked,
+                lost as i64,
+                0,
+            );
             emit_conn(h, timetracer_common::SockAddr::default());
         }
     }
@@ -301,13 +380,21 @@ unsafe extern "C" fn chunk_cb(_i: u32, _ctx: *mut c_void) -> i64 {
         st.left = v.len;
         return 0;
     }
-    let mut n = if st.left < st.remaining { st.left } else { st.remaining };
+    let mut n = if st.left < st.remaining {
+        st.left
+    } else {
+        st.remaining
+    };
     if n > LARGE_CHUNK as u64 {
         n = LARGE_CHUNK as u64;
     }
     let mut h = st.hdr;
     h.len = n as u32;
-    h.flags = if n == st.remaining { FLAG_LAST_CHUNK } else { 0 };
+    h.flags = if n == st.remaining {
+        FLAG_LAST_CHUNK
+    } else {
+        0
+    };
     // SAFETY: helper without arguments.
     h.ts_ns = unsafe { bpf_ktime_get_ns() };
     if n <= SMALL_CHUNK as u64 {

@@ -48,7 +48,11 @@ impl Counters {
     /// Value of a named counter.
     #[must_use]
     pub fn named(&self, name: &str) -> u64 {
-        self.0.named.lock().map(|m| m.get(name).copied().unwrap_or(0)).unwrap_or(0)
+        self.0
+            .named
+            .lock()
+            .map(|m| m.get(name).copied().unwrap_or(0))
+            .unwrap_or(0)
     }
     /// Snapshot of every named counter.
     #[must_use]
@@ -79,7 +83,11 @@ pub fn human_bytes(n: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{n} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 #[cfg(test)]

@@ -59,7 +59,10 @@ fn main() -> ExitCode {
 }
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 fn cargo_bin_dir() -> PathBuf {
@@ -80,7 +83,9 @@ fn path_env() -> std::ffi::OsString {
 
 fn run(cmd: &mut Command) -> Result<()> {
     eprintln!("xtask: $ {}", describe(cmd));
-    let st = cmd.status().with_context(|| format!("cannot run {}", describe(cmd)))?;
+    let st = cmd
+        .status()
+        .with_context(|| format!("cannot run {}", describe(cmd)))?;
     if !st.success() {
         bail!("{} failed with {st}", describe(cmd));
     }
@@ -95,10 +100,6 @@ fn describe(cmd: &Command) -> String {
         .join(" ")
 }
 
-fn ok(cmd: &mut Command) -> bool {
-    cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
-}
-
 const APT_PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -111,7 +112,10 @@ const APT_PACKAGES: &[&str] = &[
 ];
 
 fn is_root() -> bool {
-    Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0"))
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| o.stdout.starts_with(b"0"))
 }
 
 fn install() -> Result<()> {
@@ -137,12 +141,29 @@ fn install() -> Result<()> {
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("rust-src"));
     if !have_src {
-        run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal", "--component", "rust-src"]))?;
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--component",
+            "rust-src",
+        ]))?;
     }
     // 3. bpf-linker against Debian's LLVM 22 (matches nightly's LLVM).
     if !cargo_bin_dir().join("bpf-linker").exists() {
         run(Command::new("cargo")
-            .args(["install", "bpf-linker", "--version", "0.13.0", "--locked", "--no-default-features", "--features", "llvm-22"])
+            .args([
+                "install",
+                "bpf-linker",
+                "--version",
+                "0.13.0",
+                "--locked",
+                "--no-default-features",
+                "--features",
+                "llvm-22",
+            ])
             .env("PATH", {
                 let mut p = vec![PathBuf::from("/usr/lib/llvm-22/bin")];
                 p.extend(env::split_paths(&path_env()));
@@ -153,7 +174,8 @@ fn install() -> Result<()> {
     }
     // 4. tracefs (the agent mounts it too, but tools like bpftool expect it).
     if is_root() && !Path::new("/sys/kernel/tracing/events").exists() {
-        let _ = run(Command::new("mount").args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"]));
+        let _ =
+            run(Command::new("mount").args(["-t", "tracefs", "tracefs", "/sys/kernel/tracing"]));
     }
     // 5. Python venv with the test and demo apps' packages.
     python_venv()?;
@@ -174,7 +196,8 @@ fn venv_dir() -> PathBuf {
 fn python_venv() -> Result<()> {
     let venv = venv_dir();
     let req = root().join("tests/apps/requirements.txt");
-    let req_text = fs::read_to_string(&req).with_context(|| format!("reading {}", req.display()))?;
+    let req_text =
+        fs::read_to_string(&req).with_context(|| format!("reading {}", req.display()))?;
     let stamp = venv.join(".requirements.stamp");
     if fs::read_to_string(&stamp).is_ok_and(|s| s == req_text) && venv.join("bin/python").exists() {
         return Ok(());
@@ -182,7 +205,9 @@ fn python_venv() -> Result<()> {
     if !venv.join("bin/python").exists() {
         run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
     }
-    run(Command::new(venv.join("bin/pip")).args(["install", "-q", "--disable-pip-version-check", "-r"]).arg(&req))?;
+    run(Command::new(venv.join("bin/pip"))
+        .args(["install", "-q", "--disable-pip-version-check", "-r"])
+        .arg(&req))?;
     fs::write(&stamp, req_text)?;
     Ok(())
 }
@@ -207,14 +232,32 @@ fn build() -> Result<()> {
 
 fn test(host_only: bool, filter: Option<&str>) -> Result<()> {
     if host_only {
-        return run(Command::new("cargo").current_dir(root()).args(["test", "--workspace", "--exclude", "timetracer-ebpf", "--exclude", "timetracer-integration"]).env("AYA_BUILD_SKIP", "1"));
+        return run(Command::new("cargo")
+            .current_dir(root())
+            .args([
+                "test",
+                "--workspace",
+                "--exclude",
+                "timetracer-ebpf",
+                "--exclude",
+                "timetracer-integration",
+            ])
+            .env("AYA_BUILD_SKIP", "1"));
     }
     install()?;
     build()?;
     // Host tests (parsers, reassembly, cassette format, CLI).
     run(Command::new("cargo")
         .current_dir(root())
-        .args(["test", "--release", "--workspace", "--exclude", "timetracer-ebpf", "--exclude", "timetracer-integration"])
+        .args([
+            "test",
+            "--release",
+            "--workspace",
+            "--exclude",
+            "timetracer-ebpf",
+            "--exclude",
+            "timetracer-integration",
+        ])
         .env("PATH", path_env()))?;
     // Privileged end-to-end tests: real apps, real kernel programs, one at a time.
     let mut cmd = Command::new("cargo");
@@ -224,12 +267,17 @@ fn test(host_only: bool, filter: Option<&str>) -> Result<()> {
         .args(["--test-threads=1"])
         .env("PATH", path_env())
         .env("TIMETRACER_VENV", venv_dir())
-        .env("TIMETRACER_AGENT", root().join("target/release/timetracer-agent"))
+        .env(
+            "TIMETRACER_AGENT",
+            root().join("target/release/timetracer-agent"),
+        )
         .env("TIMETRACER_CLI", root().join("target/release/timetracer"));
     if is_root() {
         cmd.env("TIMETRACER_REQUIRE_PRIVILEGED", "1");
     } else {
-        eprintln!("xtask: not root: the privileged end-to-end tests will be SKIPPED (run `sudo cargo xtask test`)");
+        eprintln!(
+            "xtask: not root: the privileged end-to-end tests will be SKIPPED (run `sudo cargo xtask test`)"
+        );
     }
     run(&mut cmd)
 }
@@ -256,7 +304,10 @@ fn wait_port(port: u16, timeout: Duration) -> Result<()> {
 fn http_get(port: u16, path: &str) -> Result<String> {
     let mut s = TcpStream::connect(("127.0.0.1", port))?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n")?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+    )?;
     let mut out = String::new();
     s.read_to_string(&mut out)?;
     Ok(out.lines().next().unwrap_or("").to_owned())
@@ -293,7 +344,12 @@ fn demo() -> Result<()> {
         .arg(&out)
         .arg("--")
         .arg(venv.join("bin/uvicorn"))
-        .args(["fastapi_app:app", "--port", &app_port.to_string(), "--no-access-log"])
+        .args([
+            "fastapi_app:app",
+            "--port",
+            &app_port.to_string(),
+            "--no-access-log",
+        ])
         .env("UPSTREAM_URL", format!("http://127.0.0.1:{up_port}"))
         .stderr(Stdio::piped())
         .spawn()
@@ -322,7 +378,10 @@ fn demo() -> Result<()> {
     }
     for f in &files {
         println!("\n=== {}", f.strip_prefix(root()).unwrap_or(f).display());
-        run(Command::new(root().join("target/release/timetracer")).arg("show").arg(f).arg("--events"))?;
+        run(Command::new(root().join("target/release/timetracer"))
+            .arg("show")
+            .arg(f)
+            .arg("--events"))?;
     }
     println!("\n{} cassettes in {}", files.len(), out.display());
     Ok(())
@@ -334,7 +393,9 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) {
             let p = e.path();
             if p.is_dir() {
                 collect(&p, out);
-            } else if p.to_string_lossy().ends_with(".json") || p.to_string_lossy().ends_with(".json.zst") {
+            } else if p.to_string_lossy().ends_with(".json")
+                || p.to_string_lossy().ends_with(".json.zst")
+            {
                 out.push(p);
             }
         }

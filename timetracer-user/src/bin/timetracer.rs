@@ -1,5 +1,8 @@
 //! `timetracer`: cassette tools; needs no privileges. See `timetracer --help`.
-#![expect(unused_crate_dependencies, reason = "the binary is a thin front end; the library uses the dependencies")]
+#![expect(
+    unused_crate_dependencies,
+    reason = "the binary is a thin front end; the library uses the dependencies"
+)]
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
@@ -38,7 +41,9 @@ fn main() -> ExitCode {
     match res {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            if e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe) {
+            if e.downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            {
                 return ExitCode::SUCCESS;
             }
             eprintln!("timetracer: error: {e:#}");

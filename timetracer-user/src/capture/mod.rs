@@ -6,11 +6,7 @@
 //! short timer instead of waiting on epoll.
 pub mod procfs;
 
-use std::{
-    fs,
-    net::SocketAddr,
-    path::Path,
-};
+use std::{fs, net::SocketAddr, path::Path};
 
 use aya::{
     Ebpf, EbpfLoader,
@@ -47,7 +43,11 @@ pub enum LoadError {
     #[error(
         "the kernel has no tracepoint {category}/{name} ({detail}); timetracer needs syscall tracepoints (CONFIG_FTRACE_SYSCALLS) and a kernel >= 5.17 (bpf_loop)"
     )]
-    MissingTracepoint { category: String, name: String, detail: String },
+    MissingTracepoint {
+        category: String,
+        name: String,
+        detail: String,
+    },
     #[error("loading the eBPF object failed: {0}")]
     Load(#[from] aya::EbpfError),
     #[error("loading program {name} failed: {source}")]
@@ -77,7 +77,13 @@ const PROGRAMS: &[(&str, &[(&str, &str)])] = &[
     ("sys_enter_recvmsg", &[("syscalls", "sys_enter_recvmsg")]),
     ("sys_enter_sendmsg", &[("syscalls", "sys_enter_sendmsg")]),
     ("sys_enter_connect", &[("syscalls", "sys_enter_connect")]),
-    ("sys_enter_accept", &[("syscalls", "sys_enter_accept"), ("syscalls", "sys_enter_accept4")]),
+    (
+        "sys_enter_accept",
+        &[
+            ("syscalls", "sys_enter_accept"),
+            ("syscalls", "sys_enter_accept4"),
+        ],
+    ),
     ("sys_enter_close", &[("syscalls", "sys_enter_close")]),
     (
         "sys_exit_any",
@@ -145,7 +151,14 @@ fn ensure_tracefs() -> Result<(), LoadError> {
 
 /// Reads `field`'s offset from a tracepoint format file.
 fn tracepoint_field_offset(category: &str, name: &str, field: &str) -> Option<u32> {
-    let text = fs::read_to_string(Path::new(TRACEFS).join("events").join(category).join(name).join("format")).ok()?;
+    let text = fs::read_to_string(
+        Path::new(TRACEFS)
+            .join("events")
+            .join(category)
+            .join(name)
+            .join("format"),
+    )
+    .ok()?;
     text.lines().find_map(|l| {
         let l = l.trim();
         let decl = l.strip_prefix("field:")?.split(';').next()?;
@@ -163,7 +176,10 @@ impl Capture {
     pub fn load(opts: CaptureOptions) -> Result<Self, LoadError> {
         preflight()?;
         let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT)?;
-        let mut cfg = Config { max_bytes_per_syscall: opts.max_bytes_per_syscall, ..Config::default() };
+        let mut cfg = Config {
+            max_bytes_per_syscall: opts.max_bytes_per_syscall,
+            ..Config::default()
+        };
         if let Some(o) = tracepoint_field_offset("task", "task_newtask", "pid") {
             cfg.newtask_pid_off = o;
         }
@@ -171,10 +187,18 @@ impl Capture {
             cfg.newtask_flags_off = o;
         }
         {
-            let map = ebpf.map_mut(MAP_CONFIG).ok_or(LoadError::MissingMap(MAP_CONFIG))?;
+            let map = ebpf
+                .map_mut(MAP_CONFIG)
+                .ok_or(LoadError::MissingMap(MAP_CONFIG))?;
             let mut arr: Array<_, Config> =
-                Array::try_from(map).map_err(|source| LoadError::Map { name: MAP_CONFIG, source })?;
-            arr.set(0, cfg, 0).map_err(|source| LoadError::Map { name: MAP_CONFIG, source })?;
+                Array::try_from(map).map_err(|source| LoadError::Map {
+                    name: MAP_CONFIG,
+                    source,
+                })?;
+            arr.set(0, cfg, 0).map_err(|source| LoadError::Map {
+                name: MAP_CONFIG,
+                source,
+            })?;
         }
         for (prog, points) in PROGRAMS {
             let p: &mut TracePoint = ebpf
@@ -182,35 +206,64 @@ impl Capture {
                 .ok_or(LoadError::MissingMap("program"))?
                 .try_into()
                 .map_err(|source| LoadError::Program { name: prog, source })?;
-            p.load().map_err(|source| LoadError::Program { name: prog, source })?;
+            p.load()
+                .map_err(|source| LoadError::Program { name: prog, source })?;
             for (category, name) in *points {
-                p.attach(category, name).map_err(|e| LoadError::MissingTracepoint {
-                    category: (*category).to_owned(),
-                    name: (*name).to_owned(),
-                    detail: e.to_string(),
-                })?;
+                p.attach(category, name)
+                    .map_err(|e| LoadError::MissingTracepoint {
+                        category: (*category).to_owned(),
+                        name: (*name).to_owned(),
+                        detail: e.to_string(),
+                    })?;
             }
         }
-        let ring = RingBuf::try_from(ebpf.take_map(MAP_EVENTS).ok_or(LoadError::MissingMap(MAP_EVENTS))?)
-            .map_err(|source| LoadError::Map { name: MAP_EVENTS, source })?;
+        let ring = RingBuf::try_from(
+            ebpf.take_map(MAP_EVENTS)
+                .ok_or(LoadError::MissingMap(MAP_EVENTS))?,
+        )
+        .map_err(|source| LoadError::Map {
+            name: MAP_EVENTS,
+            source,
+        })?;
         Ok(Self { ebpf, ring })
     }
 
     /// Adds a process to the traced set (its children follow automatically).
     pub fn add_target(&mut self, tgid: u32) -> Result<(), LoadError> {
-        let map = self.ebpf.map_mut(MAP_TARGETS).ok_or(LoadError::MissingMap(MAP_TARGETS))?;
+        let map = self
+            .ebpf
+            .map_mut(MAP_TARGETS)
+            .ok_or(LoadError::MissingMap(MAP_TARGETS))?;
         let mut m: HashMap<_, u32, u32> =
-            HashMap::try_from(map).map_err(|source| LoadError::Map { name: MAP_TARGETS, source })?;
-        m.insert(tgid, 1, 0).map_err(|source| LoadError::Map { name: MAP_TARGETS, source })
+            HashMap::try_from(map).map_err(|source| LoadError::Map {
+                name: MAP_TARGETS,
+                source,
+            })?;
+        m.insert(tgid, 1, 0).map_err(|source| LoadError::Map {
+            name: MAP_TARGETS,
+            source,
+        })
     }
 
     /// Tells the kernel about a socket that was open before tracing started. Returns the
     /// connection id it was given. Does nothing if the kernel already tracks that fd (it saw
     /// the connect/accept after attach).
-    pub fn add_socket(&mut self, tgid: u32, fd: i32, server: bool, seq: u64) -> Result<Option<u64>, LoadError> {
-        let map = self.ebpf.map_mut(MAP_SOCKS).ok_or(LoadError::MissingMap(MAP_SOCKS))?;
+    pub fn add_socket(
+        &mut self,
+        tgid: u32,
+        fd: i32,
+        server: bool,
+        seq: u64,
+    ) -> Result<Option<u64>, LoadError> {
+        let map = self
+            .ebpf
+            .map_mut(MAP_SOCKS)
+            .ok_or(LoadError::MissingMap(MAP_SOCKS))?;
         let mut m: HashMap<_, u64, SockState> =
-            HashMap::try_from(map).map_err(|source| LoadError::Map { name: MAP_SOCKS, source })?;
+            HashMap::try_from(map).map_err(|source| LoadError::Map {
+                name: MAP_SOCKS,
+                source,
+            })?;
         let key = (u64::from(tgid) << 32) | u64::from(fd as u32);
         if m.get(&key, 0).is_ok() {
             return Ok(None);

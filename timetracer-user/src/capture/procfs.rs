@@ -23,10 +23,10 @@ pub fn with_descendants(pid: u32) -> Vec<u32> {
     let mut parent: HashMap<u32, u32> = HashMap::new();
     if let Ok(rd) = fs::read_dir("/proc") {
         for e in rd.flatten() {
-            if let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) {
-                if let Some(pp) = ppid(p) {
-                    parent.insert(p, pp);
-                }
+            if let Some(p) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok())
+                && let Some(pp) = ppid(p)
+            {
+                parent.insert(p, pp);
             }
         }
     }
@@ -87,7 +87,14 @@ fn parse_tcp_table(text: &str, out: &mut HashMap<u64, TcpRow>) {
         };
         let state = u8::from_str_radix(f[3], 16).unwrap_or(0);
         if let Ok(inode) = f[9].parse::<u64>() {
-            out.insert(inode, TcpRow { local, remote, state });
+            out.insert(
+                inode,
+                TcpRow {
+                    local,
+                    remote,
+                    state,
+                },
+            );
         }
     }
 }
@@ -104,8 +111,11 @@ pub fn open_sockets(pid: u32) -> Vec<OpenSocket> {
             parse_tcp_table(&t, &mut table);
         }
     }
-    let listening: Vec<SocketAddr> =
-        table.values().filter(|r| r.state == TCP_LISTEN).map(|r| r.local).collect();
+    let listening: Vec<SocketAddr> = table
+        .values()
+        .filter(|r| r.state == TCP_LISTEN)
+        .map(|r| r.local)
+        .collect();
     let mut out = Vec::new();
     let Ok(rd) = fs::read_dir(format!("/proc/{pid}/fd")) else {
         return out;
@@ -114,7 +124,9 @@ pub fn open_sockets(pid: u32) -> Vec<OpenSocket> {
         let Some(fd) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
             continue;
         };
-        let Ok(link) = fs::read_link(e.path()) else { continue };
+        let Ok(link) = fs::read_link(e.path()) else {
+            continue;
+        };
         let link = link.to_string_lossy();
         let Some(inode) = link
             .strip_prefix("socket:[")
@@ -123,14 +135,21 @@ pub fn open_sockets(pid: u32) -> Vec<OpenSocket> {
         else {
             continue;
         };
-        let Some(row) = table.get(&inode) else { continue };
+        let Some(row) = table.get(&inode) else {
+            continue;
+        };
         if row.state != TCP_ESTABLISHED {
             continue;
         }
         let server = listening.iter().any(|l| {
             l.port() == row.local.port() && (l.ip().is_unspecified() || l.ip() == row.local.ip())
         });
-        out.push(OpenSocket { fd, local: row.local, remote: row.remote, server });
+        out.push(OpenSocket {
+            fd,
+            local: row.local,
+            remote: row.remote,
+            server,
+        });
     }
     out
 }
@@ -140,7 +159,11 @@ pub fn open_sockets(pid: u32) -> Vec<OpenSocket> {
 pub fn socket_addrs(pid: u32, fd: i32) -> Option<(SocketAddr, SocketAddr)> {
     let link = fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok()?;
     let link = link.to_string_lossy().into_owned();
-    let inode: u64 = link.strip_prefix("socket:[")?.strip_suffix(']')?.parse().ok()?;
+    let inode: u64 = link
+        .strip_prefix("socket:[")?
+        .strip_suffix(']')?
+        .parse()
+        .ok()?;
     let mut table = HashMap::new();
     for f in ["tcp", "tcp6"] {
         if let Ok(t) = fs::read_to_string(format!("/proc/{pid}/net/{f}")) {
@@ -178,7 +201,10 @@ pub fn process_info(pid: u32) -> ProcessInfo {
 fn python_version(exe: &str, maps: &str) -> Option<String> {
     let from_path = |s: &str| -> Option<String> {
         let i = s.find("/versions/")?;
-        let v: String = s[i + 10..].chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+        let v: String = s[i + 10..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
         (v.matches('.').count() == 2).then_some(v)
     };
     if let Some(v) = from_path(exe) {
@@ -186,7 +212,10 @@ fn python_version(exe: &str, maps: &str) -> Option<String> {
     }
     let name_ver = |s: &str, prefix: &str| -> Option<String> {
         let i = s.rfind(prefix)?;
-        let v: String = s[i + prefix.len()..].chars().take_while(|c| c.is_ascii_digit() || *c == '.').collect();
+        let v: String = s[i + prefix.len()..]
+            .chars()
+            .take_while(|c| c.is_ascii_digit() || *c == '.')
+            .collect();
         let v = v.trim_end_matches('.').to_owned();
         v.contains('.').then_some(v)
     };
@@ -194,13 +223,26 @@ fn python_version(exe: &str, maps: &str) -> Option<String> {
 }
 
 fn framework(cmdline: &[String]) -> Option<String> {
-    const KNOWN: [&str; 8] =
-        ["uvicorn", "gunicorn", "hypercorn", "daphne", "granian", "flask", "waitress", "manage.py"];
+    const KNOWN: [&str; 8] = [
+        "uvicorn",
+        "gunicorn",
+        "hypercorn",
+        "daphne",
+        "granian",
+        "flask",
+        "waitress",
+        "manage.py",
+    ];
     for arg in cmdline.iter().take(4) {
         let base = arg.rsplit('/').next().unwrap_or(arg);
         for k in KNOWN {
-            if base == k || base.starts_with(&format!("{k} ")) || (k == "flask" && base == "flask") {
-                return Some(if k == "manage.py" { "django".to_owned() } else { k.to_owned() });
+            if base == k || base.starts_with(&format!("{k} ")) || (k == "flask" && base == "flask")
+            {
+                return Some(if k == "manage.py" {
+                    "django".to_owned()
+                } else {
+                    k.to_owned()
+                });
             }
         }
         if base == "-m" {
@@ -235,14 +277,23 @@ mod tests {
             python_version("/root/.pyenv/versions/3.11.7/bin/python3.11", "").as_deref(),
             Some("3.11.7")
         );
-        assert_eq!(python_version("/usr/bin/python3.11", "").as_deref(), Some("3.11"));
+        assert_eq!(
+            python_version("/usr/bin/python3.11", "").as_deref(),
+            Some("3.11")
+        );
     }
 
     #[test]
     fn frameworks() {
         let v = |s: &[&str]| s.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
-        assert_eq!(framework(&v(&["/v/bin/python", "/v/bin/uvicorn", "app:app"])).as_deref(), Some("uvicorn"));
-        assert_eq!(framework(&v(&["python", "-m", "gunicorn", "a:b"])).as_deref(), Some("gunicorn"));
+        assert_eq!(
+            framework(&v(&["/v/bin/python", "/v/bin/uvicorn", "app:app"])).as_deref(),
+            Some("uvicorn")
+        );
+        assert_eq!(
+            framework(&v(&["python", "-m", "gunicorn", "a:b"])).as_deref(),
+            Some("gunicorn")
+        );
         assert_eq!(framework(&v(&["python", "x.py"])), None);
     }
 }

@@ -101,7 +101,9 @@ fn parse_bool(s: &str) -> Result<bool, String> {
     match s.to_ascii_lowercase().as_str() {
         "1" | "true" | "yes" | "on" => Ok(true),
         "0" | "false" | "no" | "off" | "" => Ok(false),
-        _ => Err(format!("expected true/false (or 1/0, yes/no, on/off), got {s:?}")),
+        _ => Err(format!(
+            "expected true/false (or 1/0, yes/no, on/off), got {s:?}"
+        )),
     }
 }
 
@@ -126,27 +128,45 @@ impl RecordArgs {
                     .trim()
                     .parse::<u64>()
                     .map(|k| k * 1024)
-                    .with_context(|| format!("TIMETRACER_MAX_BODY_KB={kb:?} is not a number of KiB"))?,
+                    .with_context(|| {
+                        format!("TIMETRACER_MAX_BODY_KB={kb:?} is not a number of KiB")
+                    })?,
                 Err(_) => 1 << 20,
             },
         };
         if !(0.0..=1.0).contains(&self.sample_rate) {
-            bail!("--sample-rate {} is out of range: use a value from 0.0 to 1.0", self.sample_rate);
+            bail!(
+                "--sample-rate {} is out of range: use a value from 0.0 to 1.0",
+                self.sample_rate
+            );
         }
         let mut exclude = self.exclude_paths.clone();
         if let Ok(v) = std::env::var("TIMETRACER_EXCLUDE_PATHS") {
-            exclude.extend(v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned));
+            exclude.extend(
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
+            );
         }
         let compression = match self.compress.as_deref() {
             Some("zstd") => Compression::Zstd,
             _ => Compression::None,
         };
-        let mut redaction = RedactionPolicy::default();
-        redaction.enabled = !self.no_redact;
-        redaction.header_names.extend(self.redact_headers.iter().map(|h| h.to_ascii_lowercase()));
-        redaction.body_keys.extend(self.redact_keys.iter().map(|k| k.to_ascii_lowercase()));
+        let mut redaction = RedactionPolicy {
+            enabled: !self.no_redact,
+            ..RedactionPolicy::default()
+        };
+        redaction
+            .header_names
+            .extend(self.redact_headers.iter().map(|h| h.to_ascii_lowercase()));
+        redaction
+            .body_keys
+            .extend(self.redact_keys.iter().map(|k| k.to_ascii_lowercase()));
         let build = BuildOptions {
-            git_sha: std::env::var("TIMETRACER_GIT_SHA").ok().filter(|s| !s.is_empty()),
+            git_sha: std::env::var("TIMETRACER_GIT_SHA")
+                .ok()
+                .filter(|s| !s.is_empty()),
             service: self.service.clone(),
             env: self.env.clone(),
             max_body: max_body as usize,
@@ -170,7 +190,11 @@ impl RecordArgs {
 fn excluded(path: &str, patterns: &[String]) -> bool {
     patterns.iter().any(|p| {
         let p = p.strip_suffix("/*").unwrap_or(p);
-        path == p || path.strip_prefix(p).is_some_and(|rest| rest.starts_with('/')) || (p.ends_with('/') && path.starts_with(p))
+        path == p
+            || path
+                .strip_prefix(p)
+                .is_some_and(|rest| rest.starts_with('/'))
+            || (p.ends_with('/') && path.starts_with(p))
     })
 }
 
@@ -188,7 +212,11 @@ extern "C" fn on_signal(sig: libc::c_int) {
 
 fn install_signal_handlers() -> anyhow::Result<()> {
     use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
-    let act = SigAction::new(SigHandler::Handler(on_signal), SaFlags::SA_RESTART, SigSet::empty());
+    let act = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
     for s in [Signal::SIGINT, Signal::SIGTERM] {
         // SAFETY: the handler only touches atomics and calls kill(2).
         unsafe { sigaction(s, &act) }.context("installing signal handlers")?;
@@ -201,7 +229,11 @@ const HELD_EXEC: &str = "__exec-held";
 
 /// The held child: wait for the agent's go (one byte on `fd`), then become CMD.
 fn exec_held(args: &[OsString]) -> ExitCode {
-    let fd: i32 = args.first().and_then(|a| a.to_str()).and_then(|s| s.parse().ok()).unwrap_or(-1);
+    let fd: i32 = args
+        .first()
+        .and_then(|a| a.to_str())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(-1);
     let cmd = args.get(2..).unwrap_or_default();
     if fd < 0 || cmd.is_empty() {
         eprintln!("timetracer-agent: {HELD_EXEC} is internal to `record`");
@@ -213,12 +245,22 @@ fn exec_held(args: &[OsString]) -> ExitCode {
     // SAFETY: as above.
     unsafe { libc::close(fd) };
     if n != 1 {
-        eprintln!("timetracer-agent: the agent went away before tracing started; not running {:?}", cmd[0]);
+        eprintln!(
+            "timetracer-agent: the agent went away before tracing started; not running {:?}",
+            cmd[0]
+        );
         return ExitCode::from(125);
     }
     let err = std::process::Command::new(&cmd[0]).args(&cmd[1..]).exec();
-    eprintln!("timetracer-agent: cannot run {:?}: {err} (is it on PATH?)", cmd[0]);
-    ExitCode::from(if err.kind() == std::io::ErrorKind::NotFound { 127 } else { 126 })
+    eprintln!(
+        "timetracer-agent: cannot run {:?}: {err} (is it on PATH?)",
+        cmd[0]
+    );
+    ExitCode::from(if err.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    })
 }
 
 /// Entry point of the `timetracer-agent` binary.
@@ -254,7 +296,10 @@ fn attach(pid: u32, plan: &RecordPlan) -> anyhow::Result<ExitCode> {
     for p in procfs::with_descendants(pid) {
         session.add_process(p, true)?;
     }
-    eprintln!("timetracer-agent: attached to pid {pid}; writing cassettes to {}; Ctrl-C to stop", plan.out.display());
+    eprintln!(
+        "timetracer-agent: attached to pid {pid}; writing cassettes to {}; Ctrl-C to stop",
+        plan.out.display()
+    );
     install_signal_handlers()?;
     session.run(|| !procfs::exists(pid))?;
     if !procfs::exists(pid) {
@@ -273,7 +318,11 @@ fn record(cmd: &[OsString], plan: &RecordPlan) -> anyhow::Result<ExitCode> {
     // the child has exec'd.)
     let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).context("pipe")?;
     let rd_fd = std::os::fd::AsRawFd::as_raw_fd(&rd);
-    nix::fcntl::fcntl(rd_fd, nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty())).context("fcntl")?;
+    nix::fcntl::fcntl(
+        rd_fd,
+        nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+    )
+    .context("fcntl")?;
     let me = std::env::current_exe().context("locating timetracer-agent")?;
     let mut child = std::process::Command::new(me)
         .arg(HELD_EXEC)
@@ -289,7 +338,10 @@ fn record(cmd: &[OsString], plan: &RecordPlan) -> anyhow::Result<ExitCode> {
     session.add_process(pid, false)?;
     nix::unistd::write(&wr, b"g").context("releasing the child")?;
     drop(wr);
-    eprintln!("timetracer-agent: recording pid {pid}; writing cassettes to {}", plan.out.display());
+    eprintln!(
+        "timetracer-agent: recording pid {pid}; writing cassettes to {}",
+        plan.out.display()
+    );
     let mut status = None;
     session.run(|| {
         if status.is_none() {
@@ -329,12 +381,19 @@ struct Session {
 
 impl Session {
     fn start(plan: &RecordPlan) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(&plan.out)
-            .with_context(|| format!("cannot create the output directory {}", plan.out.display()))?;
-        let per_syscall = u32::try_from(plan.max_body.saturating_add(64 * 1024)).unwrap_or(u32::MAX);
-        let capture = Capture::load(CaptureOptions { max_bytes_per_syscall: per_syscall })?;
+        std::fs::create_dir_all(&plan.out).with_context(|| {
+            format!("cannot create the output directory {}", plan.out.display())
+        })?;
+        let per_syscall =
+            u32::try_from(plan.max_body.saturating_add(64 * 1024)).unwrap_or(u32::MAX);
+        let capture = Capture::load(CaptureOptions {
+            max_bytes_per_syscall: per_syscall,
+        })?;
         let counters = Counters::default();
-        let opts = CorrelateOptions { max_body: plan.max_body as usize, ..CorrelateOptions::default() };
+        let opts = CorrelateOptions {
+            max_body: plan.max_body as usize,
+            ..CorrelateOptions::default()
+        };
         let correlator = Correlator::new(opts, counters.clone());
         let (tx, rx) = mpsc::sync_channel::<RecordedRequest>(1024);
         let wplan = plan.clone();
@@ -363,10 +422,13 @@ impl Session {
         if seed_sockets {
             for s in procfs::open_sockets(pid) {
                 self.preexisting_seq += 1;
-                let added = self.capture.add_socket(pid, s.fd, s.server, self.preexisting_seq)?;
+                let added = self
+                    .capture
+                    .add_socket(pid, s.fd, s.server, self.preexisting_seq)?;
                 tracing::debug!(pid, fd = s.fd, server = s.server, local = %s.local, remote = %s.remote, ?added, "Open connection at attach");
                 if let Some(id) = added {
-                    self.correlator.add_preexisting(pid, s.fd, id, s.server, s.local, s.remote);
+                    self.correlator
+                        .add_preexisting(pid, s.fd, id, s.server, s.local, s.remote);
                 }
             }
         }
@@ -419,8 +481,12 @@ impl Session {
     }
 
     fn drops_snapshot(&mut self) -> Vec<(String, u64)> {
-        let mut v: Vec<(String, u64)> =
-            self.capture.drops().into_iter().map(|(n, ev, _)| (n.to_owned(), ev)).collect();
+        let mut v: Vec<(String, u64)> = self
+            .capture
+            .drops()
+            .into_iter()
+            .map(|(n, ev, _)| (n.to_owned(), ev))
+            .collect();
         for name in ["undecodable_records", "data_unknown_conn"] {
             v.push((name.to_owned(), self.counters.named(name)));
         }
@@ -468,14 +534,36 @@ impl Session {
             .filter(|(_, ev, by)| *ev > 0 || *by > 0)
             .map(|(n, ev, by)| format!("{n}={ev} ({})", human_bytes(*by)))
             .collect();
-        let _ = writeln!(err, "timetracer-agent: kernel drops: {}", if lost.is_empty() { "none".to_owned() } else { lost.join(", ") });
+        let _ = writeln!(
+            err,
+            "timetracer-agent: kernel drops: {}",
+            if lost.is_empty() {
+                "none".to_owned()
+            } else {
+                lost.join(", ")
+            }
+        );
         let snap = self.counters.snapshot();
-        let interesting: Vec<String> = ["background_calls", "skipped_bytes", "non_http_bytes", "undecodable_records", "data_unknown_conn", "write_errors", "sampled_out", "excluded", "not_error"]
-            .iter()
-            .filter_map(|k| snap.get(k).map(|v| format!("{k}={v}")))
-            .collect();
+        let interesting: Vec<String> = [
+            "background_calls",
+            "skipped_bytes",
+            "non_http_bytes",
+            "undecodable_records",
+            "data_unknown_conn",
+            "write_errors",
+            "sampled_out",
+            "excluded",
+            "not_error",
+        ]
+        .iter()
+        .filter_map(|k| snap.get(k).map(|v| format!("{k}={v}")))
+        .collect();
         if !interesting.is_empty() {
-            let _ = writeln!(err, "timetracer-agent: agent counters: {}", interesting.join(", "));
+            let _ = writeln!(
+                err,
+                "timetracer-agent: agent counters: {}",
+                interesting.join(", ")
+            );
         }
     }
 }
@@ -534,7 +622,11 @@ fn rand_unit() -> f64 {
 fn getrandom_fill(b: &mut [u8]) -> std::io::Result<()> {
     // SAFETY: the buffer is valid for b.len() bytes.
     let n = unsafe { libc::getrandom(b.as_mut_ptr().cast(), b.len(), 0) };
-    if n < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
 }
 
 #[cfg(test)]
@@ -560,9 +652,19 @@ mod tests {
 
     #[test]
     fn cli_parses() {
-        let c = Cli::try_parse_from(["timetracer-agent", "record", "--out", "/tmp/x", "--", "uvicorn", "app:app"]).unwrap();
+        let c = Cli::try_parse_from([
+            "timetracer-agent",
+            "record",
+            "--out",
+            "/tmp/x",
+            "--",
+            "uvicorn",
+            "app:app",
+        ])
+        .unwrap();
         assert!(matches!(c.command, Command::Record { .. }));
-        let c = Cli::try_parse_from(["timetracer-agent", "attach", "--pid", "12", "--errors-only"]).unwrap();
+        let c = Cli::try_parse_from(["timetracer-agent", "attach", "--pid", "12", "--errors-only"])
+            .unwrap();
         assert!(matches!(c.command, Command::Attach { pid: 12, .. }));
         assert!(Cli::try_parse_from(["timetracer-agent", "record"]).is_err());
     }

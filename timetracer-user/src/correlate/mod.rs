@@ -136,15 +136,18 @@ pub struct Correlator {
 
 impl std::fmt::Debug for Correlator {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Correlator").field("conns", &self.conns.len()).finish_non_exhaustive()
+        f.debug_struct("Correlator")
+            .field("conns", &self.conns.len())
+            .finish_non_exhaustive()
     }
 }
 
 /// Monotonic clock (the clock of `bpf_ktime_get_ns`) in ns.
 #[must_use]
 pub fn monotonic_ns() -> u64 {
-    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
-        .map_or(0, |t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC).map_or(0, |t| {
+        t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64
+    })
 }
 
 /// Offset from the monotonic clock to Unix time, in ns.
@@ -179,7 +182,15 @@ impl Correlator {
     }
 
     /// Registers a connection that was open before tracing started.
-    pub fn add_preexisting(&mut self, tgid: u32, fd: i32, conn_id: u64, server: bool, local: SocketAddr, remote: SocketAddr) {
+    pub fn add_preexisting(
+        &mut self,
+        tgid: u32,
+        fd: i32,
+        conn_id: u64,
+        server: bool,
+        local: SocketAddr,
+        remote: SocketAddr,
+    ) {
         let facts = ConnFacts {
             pid: tgid,
             fd,
@@ -189,7 +200,15 @@ impl Correlator {
             preexisting: true,
             ..ConnFacts::default()
         };
-        self.conns.insert(conn_id, Conn::new(facts, if server { Side::Server } else { Side::Client }, 0, false));
+        self.conns.insert(
+            conn_id,
+            Conn::new(
+                facts,
+                if server { Side::Server } else { Side::Client },
+                0,
+                false,
+            ),
+        );
     }
 
     /// Handles one decoded kernel record.
@@ -203,8 +222,13 @@ impl Correlator {
                     self.counters.inc_named("connect_failed");
                     return;
                 }
-                let side = if header.dir == ROLE_SERVER { Side::Server } else { Side::Client };
-                let local = crate::capture::procfs::socket_addrs(header.tgid, header.fd).map(|(l, _)| l);
+                let side = if header.dir == ROLE_SERVER {
+                    Side::Server
+                } else {
+                    Side::Client
+                };
+                let local =
+                    crate::capture::procfs::socket_addrs(header.tgid, header.fd).map(|(l, _)| l);
                 let facts = ConnFacts {
                     pid: header.tgid,
                     fd: header.fd,
@@ -213,14 +237,20 @@ impl Correlator {
                     remote,
                     ..ConnFacts::default()
                 };
-                self.counters.inc_named(if side == Side::Server { "accepted" } else { "connected" });
-                self.conns.insert(header.conn_id, Conn::new(facts, side, header.ts_ns, true));
+                self.counters.inc_named(if side == Side::Server {
+                    "accepted"
+                } else {
+                    "connected"
+                });
+                self.conns
+                    .insert(header.conn_id, Conn::new(facts, side, header.ts_ns, true));
             }
             Decoded::Other { header } => match Kind::from_u32(header.kind) {
                 Some(Kind::Close) => self.close_conn(header.conn_id, header.ts_ns),
                 Some(Kind::Fork) => {
                     let child = header.conn_id as u32;
-                    self.processes.insert(child, crate::capture::procfs::process_info(child));
+                    self.processes
+                        .insert(child, crate::capture::procfs::process_info(child));
                 }
                 _ => {}
             },
@@ -249,7 +279,12 @@ impl Correlator {
                 self.counters.add_bytes(payload.len() as u64);
                 let Some(c) = self.conns.get_mut(&h.conn_id) else {
                     // A socket the kernel tracks but whose accept/connect record we lost.
-                    tracing::debug!(conn_id = h.conn_id, fd = h.fd, pid = h.tgid, "Data for an unknown connection");
+                    tracing::debug!(
+                        conn_id = h.conn_id,
+                        fd = h.fd,
+                        pid = h.tgid,
+                        "Data for an unknown connection"
+                    );
                     self.counters.inc_named("data_unknown_conn");
                     return;
                 };
@@ -264,7 +299,9 @@ impl Correlator {
     }
 
     fn close_conn(&mut self, conn_id: u64, ts_ns: u64) {
-        let Some(mut c) = self.conns.remove(&conn_id) else { return };
+        let Some(mut c) = self.conns.remove(&conn_id) else {
+            return;
+        };
         let mut segs = Vec::new();
         let mut events = Vec::new();
         for dir in 0..2 {
@@ -326,14 +363,17 @@ impl Correlator {
                 });
             }
             (Side::Server, HttpEvent::ResponseStarted { index, mark }) => {
-                if let Some(r) = self.find_inbound(facts.conn_id, index) {
-                    if !r.tids.contains(&mark.tid) {
-                        r.tids.push(mark.tid);
-                    }
+                if let Some(r) = self.find_inbound(facts.conn_id, index)
+                    && !r.tids.contains(&mark.tid)
+                {
+                    r.tids.push(mark.tid);
                 }
             }
             (Side::Server, HttpEvent::Exchange(ex)) => {
-                let end = ex.response.as_ref().map_or(ex.request.last.ts_ns, |r| r.last.ts_ns);
+                let end = ex
+                    .response
+                    .as_ref()
+                    .map_or(ex.request.last.ts_ns, |r| r.last.ts_ns);
                 let start = ex.request.first.ts_ns;
                 let tid = ex.request.first.tid;
                 let found = self.find_inbound(facts.conn_id, ex.index).is_some();
@@ -374,7 +414,11 @@ impl Correlator {
             }
             (Side::Client, HttpEvent::Exchange(ex)) => {
                 let (tid, start) = (ex.request.first.tid, ex.request.first.ts_ns);
-                match self.outbound.iter_mut().find(|o| o.conn_id == facts.conn_id && o.index == ex.index) {
+                match self
+                    .outbound
+                    .iter_mut()
+                    .find(|o| o.conn_id == facts.conn_id && o.index == ex.index)
+                {
                     Some(o) => {
                         o.tid = tid;
                         o.start_ns = start;
@@ -393,13 +437,17 @@ impl Correlator {
                 }
             }
             (_, HttpEvent::Upgraded { .. }) => self.counters.inc_named("upgraded"),
-            (_, HttpEvent::Skipped { bytes, .. }) => self.counters.add_named("skipped_bytes", bytes),
+            (_, HttpEvent::Skipped { bytes, .. }) => {
+                self.counters.add_named("skipped_bytes", bytes)
+            }
             _ => {}
         }
     }
 
     fn find_inbound(&mut self, conn_id: u64, index: u64) -> Option<&mut Inbound> {
-        self.inbound.iter_mut().find(|r| r.conn_id == conn_id && r.index == index && !r.finalized)
+        self.inbound
+            .iter_mut()
+            .find(|r| r.conn_id == conn_id && r.index == index && !r.finalized)
     }
 
     /// Requests that are ready (grace period over); call after [`Self::pump`].
@@ -414,7 +462,10 @@ impl Correlator {
             // Wait (bounded) for outbound calls that started inside this request and have not
             // finished yet.
             let waiting = self.outbound.iter().any(|o| {
-                o.exchange.is_none() && o.tgid == r.tgid && o.start_ns >= r.start_ns && o.start_ns <= end
+                o.exchange.is_none()
+                    && o.tgid == r.tgid
+                    && o.start_ns >= r.start_ns
+                    && o.start_ns <= end
             });
             if waiting && now_ns < end.saturating_add(self.opts.max_wait_ns) {
                 continue;
@@ -428,7 +479,9 @@ impl Correlator {
             let process = self.process(self.inbound[i].tgid);
             let r = &mut self.inbound[i];
             r.finalized = true;
-            let Some(exchange) = r.exchange.take() else { continue };
+            let Some(exchange) = r.exchange.take() else {
+                continue;
+            };
             let conn = r.conn.clone();
             let timings = timings_of(&exchange, 0);
             let mut deps = std::mem::take(&mut r.deps);
@@ -452,14 +505,20 @@ impl Correlator {
     /// What we know about a process; re-read from /proc when it was described before its
     /// `exec` (the held child of `record`) or not at all.
     fn process(&mut self, pid: u32) -> ProcessInfo {
-        let stale = self.processes.get(&pid).is_none_or(|p| p.cmdline.iter().any(|a| a == "__exec-held") || p.cmdline.is_empty());
+        let stale = self
+            .processes
+            .get(&pid)
+            .is_none_or(|p| p.cmdline.iter().any(|a| a == "__exec-held") || p.cmdline.is_empty());
         if stale {
             let fresh = crate::capture::procfs::process_info(pid);
             if !fresh.cmdline.is_empty() {
                 self.processes.insert(pid, fresh);
             }
         }
-        self.processes.get(&pid).cloned().unwrap_or(ProcessInfo { pid, ..ProcessInfo::default() })
+        self.processes.get(&pid).cloned().unwrap_or(ProcessInfo {
+            pid,
+            ..ProcessInfo::default()
+        })
     }
 
     /// Decides which inbound request(s) each completed outbound call started inside request
@@ -517,12 +576,25 @@ impl Correlator {
                 let thread_matches = r.tids.contains(&w.tid);
                 thread_matches
                     && !self.inbound.iter().enumerate().any(|(j, q)| {
-                        j != i && q.tgid == tgid && q.start_ns > end && q.start_ns <= w.ts_ns && q.tids.contains(&w.tid)
+                        j != i
+                            && q.tgid == tgid
+                            && q.start_ns > end
+                            && q.start_ns <= w.ts_ns
+                            && q.tids.contains(&w.tid)
                     })
             };
-            if mine && (w.text.contains("Traceback (most recent call last)") || !self.inbound[i].traceback.is_empty()) {
+            if mine
+                && (w.text.contains("Traceback (most recent call last)")
+                    || !self.inbound[i].traceback.is_empty())
+            {
                 let w = self.stdio.remove(k).expect("index checked");
-                if self.inbound[i].traceback.iter().map(String::len).sum::<usize>() < 256 * 1024 {
+                if self.inbound[i]
+                    .traceback
+                    .iter()
+                    .map(String::len)
+                    .sum::<usize>()
+                    < 256 * 1024
+                {
                     self.inbound[i].traceback.push(w.text);
                 }
             } else {
@@ -535,7 +607,10 @@ impl Correlator {
     fn gc(&mut self, now_ns: u64) {
         const KEEP_NS: u64 = 60_000_000_000;
         while let Some(r) = self.inbound.front() {
-            let old = r.end_ns.is_some_and(|e| e + KEEP_NS < now_ns) || (r.finalized && r.end_ns.is_some_and(|e| e + 2 * self.opts.max_wait_ns < now_ns));
+            let old = r.end_ns.is_some_and(|e| e + KEEP_NS < now_ns)
+                || (r.finalized
+                    && r.end_ns
+                        .is_some_and(|e| e + 2 * self.opts.max_wait_ns < now_ns));
             if !old {
                 break;
             }
@@ -544,7 +619,8 @@ impl Correlator {
         let horizon = now_ns.saturating_sub(KEEP_NS);
         let before = self.outbound.len();
         self.outbound.retain(|o| o.start_ns >= horizon);
-        self.counters.add_named("background_calls", (before - self.outbound.len()) as u64);
+        self.counters
+            .add_named("background_calls", (before - self.outbound.len()) as u64);
         self.stdio.retain(|w| w.ts_ns >= horizon);
     }
 
@@ -574,13 +650,34 @@ fn decide(inbound: &VecDeque<Inbound>, tgid: u32, tid: u32, ts: u64) -> (Vec<usi
         .filter(|(_, r)| r.tgid == tgid && r.start_ns <= ts && r.end_ns.is_none_or(|e| ts <= e))
         .map(|(j, _)| j)
         .collect();
-    let on_thread: Vec<usize> = open.iter().copied().filter(|&j| inbound[j].tids.contains(&tid)).collect();
+    let on_thread: Vec<usize> = open
+        .iter()
+        .copied()
+        .filter(|&j| inbound[j].tids.contains(&tid))
+        .collect();
     match (on_thread.len(), open.len()) {
-        (1, 1) => (on_thread, Attribution::Exact { evidence: "sequential" }),
-        (1, _) if distinct_threads(inbound, &open) => (on_thread, Attribution::Exact { evidence: "thread" }),
-        (0, 1) => (open, Attribution::Exact { evidence: "sequential" }),
+        (1, 1) => (
+            on_thread,
+            Attribution::Exact {
+                evidence: "sequential",
+            },
+        ),
+        (1, _) if distinct_threads(inbound, &open) => {
+            (on_thread, Attribution::Exact { evidence: "thread" })
+        }
+        (0, 1) => (
+            open,
+            Attribution::Exact {
+                evidence: "sequential",
+            },
+        ),
         (0, 0) => (open, Attribution::Ambiguous { reason: "no-owner" }),
-        _ => (open, Attribution::Ambiguous { reason: "concurrent-requests" }),
+        _ => (
+            open,
+            Attribution::Ambiguous {
+                reason: "concurrent-requests",
+            },
+        ),
     }
 }
 
@@ -599,7 +696,10 @@ fn distinct_threads(inbound: &VecDeque<Inbound>, open: &[usize]) -> bool {
 }
 
 fn timings_of(ex: &Exchange, connect_ns: u64) -> Timings {
-    let (rs, re) = ex.response.as_ref().map_or((0, 0), |r| (r.first.ts_ns, r.last.ts_ns));
+    let (rs, re) = ex
+        .response
+        .as_ref()
+        .map_or((0, 0), |r| (r.first.ts_ns, r.last.ts_ns));
     Timings {
         request_start_ns: ex.request.first.ts_ns,
         request_end_ns: ex.request.last.ts_ns,
@@ -613,7 +713,13 @@ impl Conn {
     /// `from_start`: the accept/connect was seen, so both streams begin at position 0;
     /// otherwise (open before tracing) at the first position observed.
     fn new(facts: ConnFacts, side: Side, connect_ns: u64, from_start: bool) -> Self {
-        let stream = || if from_start { Stream::starting_at(0, DEFAULT_LIMIT) } else { Stream::new() };
+        let stream = || {
+            if from_start {
+                Stream::starting_at(0, DEFAULT_LIMIT)
+            } else {
+                Stream::new()
+            }
+        };
         Self {
             facts,
             side,
@@ -627,7 +733,14 @@ impl Conn {
 
     /// Feeds one in-order segment of a direction to the protocol parser, deciding the protocol
     /// from the first bytes.
-    fn feed(&mut self, egress: bool, seg: Segment, opts: &CorrelateOptions, out: &mut Vec<HttpEvent>, counters: &Counters) {
+    fn feed(
+        &mut self,
+        egress: bool,
+        seg: Segment,
+        opts: &CorrelateOptions,
+        out: &mut Vec<HttpEvent>,
+        counters: &Counters,
+    ) {
         match &mut self.proto {
             Proto::Http(p) => p.feed(egress, seg, out),
             Proto::Other => {
@@ -646,7 +759,12 @@ impl Conn {
                 self.held.push((egress, seg));
                 match verdict {
                     Detected::Http => {
-                        self.proto = Proto::Http(Box::new(HttpConn::new(self.side, ParseOptions { max_body: opts.max_body })));
+                        self.proto = Proto::Http(Box::new(HttpConn::new(
+                            self.side,
+                            ParseOptions {
+                                max_body: opts.max_body,
+                            },
+                        )));
                         self.release_held(opts, out, counters);
                     }
                     Detected::NotHttp => {
@@ -664,10 +782,20 @@ impl Conn {
         }
     }
 
-    fn release_held(&mut self, opts: &CorrelateOptions, out: &mut Vec<HttpEvent>, counters: &Counters) {
+    fn release_held(
+        &mut self,
+        opts: &CorrelateOptions,
+        out: &mut Vec<HttpEvent>,
+        counters: &Counters,
+    ) {
         if matches!(self.proto, Proto::Unknown) {
             // Closed before we could tell: try HTTP anyway, the parser skips what it can't use.
-            self.proto = Proto::Http(Box::new(HttpConn::new(self.side, ParseOptions { max_body: opts.max_body })));
+            self.proto = Proto::Http(Box::new(HttpConn::new(
+                self.side,
+                ParseOptions {
+                    max_body: opts.max_body,
+                },
+            )));
         }
         for (egress, seg) in std::mem::take(&mut self.held) {
             self.feed(egress, seg, opts, out, counters);
