@@ -10,13 +10,26 @@ that calls the upstream returns {"calls": [{"url", "status", "sha256", "len"}, .
 import hashlib
 import os
 
+import tempfile
+
 import requests
-from flask import Flask, jsonify, request
+from flask import Flask, jsonify, request, send_file
 
 UPSTREAM = os.environ.get("UPSTREAM_URL", "http://127.0.0.1:8081").rstrip("/")
 SESSION = requests.Session()
 
 app = Flask(__name__)
+
+# A deterministic 200 KiB file for /download: Flask's send_file goes through gunicorn's
+# wsgi.file_wrapper, which uses sendfile(2) (bytes that never pass through user memory).
+DOWNLOAD = os.path.join(tempfile.mkdtemp(prefix="tt-flask-"), "download.bin")
+with open(DOWNLOAD, "wb") as _f:
+    _f.write(bytes((i * 7 + 3) % 251 for i in range(200 * 1024)))
+
+
+@app.get("/download")
+def download():
+    return send_file(DOWNLOAD, mimetype="application/octet-stream")
 
 
 def observed(resp, body):

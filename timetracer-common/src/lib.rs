@@ -37,7 +37,8 @@ pub const RING_BYTES: u32 = 32 * 1024 * 1024;
 pub enum Kind {
     /// A chunk of socket payload; followed by `len` bytes.
     Data = 1,
-    /// Bytes of a socket syscall that were not copied (cap reached); `pos`/`total` say which.
+    /// Bytes of a socket syscall that were not copied (cap reached, or `sendfile` whose
+    /// bytes never pass through user memory); `pos`/`total` say which.
     DataLost = 2,
     /// The target connected a socket (outbound); followed by [`SockAddr`].
     Connect = 3,
@@ -95,6 +96,7 @@ pub mod sys {
     pub const ACCEPT: u32 = 10;
     pub const ACCEPT4: u32 = 11;
     pub const CLOSE: u32 = 12;
+    pub const SENDFILE: u32 = 13;
 }
 
 /// Reasons the kernel side dropped something; index into the per-CPU `DROPS` array.

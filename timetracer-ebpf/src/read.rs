@@ -83,14 +83,19 @@ pub(crate) fn sockaddr(ptr: u64) -> SockAddr {
             i += 1;
         }
     } else {
+        // AF_UNIX and others: the family alone (the path does not fit and is not needed).
         out.family = family;
         out.port = 0;
     }
     out
 }
 
-/// True for address families the agent traces (IPv4, IPv6).
+const AF_UNIX: u16 = 1;
+
+/// True for address families the agent traces: IPv4, IPv6, and Unix sockets (nginx in front
+/// of gunicorn on a Unix socket, PostgreSQL's local socket). Which of their bytes are HTTP is
+/// decided in user space from the first bytes.
 #[inline(always)]
-pub(crate) fn is_inet(family: u16) -> bool {
-    family == AF_INET || family == AF_INET6
+pub(crate) fn is_stream_family(family: u16) -> bool {
+    family == AF_INET || family == AF_INET6 || family == AF_UNIX
 }

@@ -23,7 +23,7 @@ use crate::{
         ARGS, Args, EVENTS, LOOP, SOCKS, TARGETS, add_target, config, count_drop, is_target,
         next_conn_id, sock_key, track_socket,
     },
-    read::{copy_user, iovec_at, is_inet, msghdr_iov, sockaddr},
+    read::{copy_user, iovec_at, is_stream_family, msghdr_iov, sockaddr},
 };
 
 const MSG_PEEK: u64 = 2;
@@ -97,6 +97,33 @@ data_enter_prog!(sys_enter_sendto, sys::SENDTO, 0);
 data_enter_prog!(sys_enter_recvmsg, sys::RECVMSG, 2);
 data_enter_prog!(sys_enter_sendmsg, sys::SENDMSG, 0);
 
+/// `sendfile(out_fd, in_fd, offset, count)`: file bytes sent on a traced socket. They never
+/// pass through user memory, so they are reported as lost at their exact position; without
+/// this the stream positions would drift and every later message on the connection would be
+/// misframed (gunicorn serves Flask's `send_file` this way).
+#[tracepoint]
+pub(crate) fn sys_enter_sendfile(ctx: TracePointContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    let tgid = (id >> 32) as u32;
+    if !is_target(tgid) {
+        return 0;
+    }
+    let fd = arg(&ctx, 0) as i32;
+    if SOCKS.get_ptr(sock_key(tgid, fd)).is_none() {
+        return 0;
+    }
+    let a = Args {
+        sys: sys::SENDFILE,
+        fd,
+        ptr: 0,
+        count: arg(&ctx, 3),
+    };
+    if ARGS.insert(id, a, 0).is_err() {
+        count_drop(Drop::ArgsFull, 0);
+    }
+    0
+}
+
 /// `connect(fd, addr, len)`: remember the destination.
 #[tracepoint]
 pub(crate) fn sys_enter_connect(ctx: TracePointContext) -> u32 {
@@ -161,6 +188,7 @@ pub(crate) fn sys_exit_any(ctx: TracePointContext) -> u32 {
     match a.sys {
         sys::CONNECT => on_connect_exit(id, &a, r),
         sys::ACCEPT => on_accept_exit(id, &a, r),
+        sys::SENDFILE => on_sendfile_exit(id, &a, r),
         _ => on_data_exit(id, &a, r),
     }
     0
@@ -169,8 +197,8 @@ pub(crate) fn sys_exit_any(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn on_connect_exit(id: u64, a: &Args, r: i64) {
     let addr = sockaddr(a.ptr);
-    if !is_inet(addr.family) {
-        return; // Unix sockets, netlink, ...: not dependency traffic.
+    if !is_stream_family(addr.family) {
+        return; // netlink, packet, ...: not request traffic.
     }
     let tgid = (id >> 32) as u32;
     let mut conn_id = 0;
@@ -206,7 +234,7 @@ fn on_accept_exit(id: u64, a: &Args, r: i64) {
     }
     let addr = sockaddr(a.ptr);
     // accept(fd, NULL, NULL) gives no family: trace it; non-HTTP bytes are ignored later.
-    if addr.family != 0 && !is_inet(addr.family) {
+    if addr.family != 0 && !is_stream_family(addr.family) {
         return;
     }
     let tgid = (id >> 32) as u32;
@@ -232,6 +260,34 @@ fn on_accept_exit(id: u64, a: &Args, r: i64) {
         0,
     );
     emit_conn(h, addr);
+}
+
+#[inline(always)]
+fn on_sendfile_exit(id: u64, a: &Args, r: i64) {
+    if r <= 0 {
+        return;
+    }
+    let Some(s) = SOCKS.get_ptr_mut(sock_key((id >> 32) as u32, a.fd)) else {
+        return;
+    };
+    // SAFETY: `s` points at a live value of the socket map.
+    let pos = unsafe { (*s).tx_pos };
+    // SAFETY: as above.
+    unsafe { (*s).tx_pos = pos + r as u64 };
+    // SAFETY: as above.
+    let conn_id = unsafe { (*s).conn_id };
+    let h = header(
+        Kind::DataLost,
+        sys::SENDFILE,
+        id,
+        conn_id,
+        a.fd,
+        DIR_EGRESS,
+        pos,
+        r,
+        0,
+    );
+    emit_conn(h, timetracer_common::SockAddr::default());
 }
 
 #[inline(always)]

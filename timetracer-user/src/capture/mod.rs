@@ -86,6 +86,10 @@ const PROGRAMS: &[(&str, &[(&str, &str)])] = &[
     ),
     ("sys_enter_close", &[("syscalls", "sys_enter_close")]),
     (
+        "sys_enter_sendfile",
+        &[("syscalls", "sys_enter_sendfile64")],
+    ),
+    (
         "sys_exit_any",
         &[
             ("syscalls", "sys_exit_read"),
@@ -99,6 +103,7 @@ const PROGRAMS: &[(&str, &[(&str, &str)])] = &[
             ("syscalls", "sys_exit_connect"),
             ("syscalls", "sys_exit_accept"),
             ("syscalls", "sys_exit_accept4"),
+            ("syscalls", "sys_exit_sendfile64"),
         ],
     ),
     ("task_newtask", &[("task", "task_newtask")]),

@@ -546,6 +546,7 @@ impl Session {
         let snap = self.counters.snapshot();
         let interesting: Vec<String> = [
             "background_calls",
+            "sendfile_bytes",
             "skipped_bytes",
             "non_http_bytes",
             "undecodable_records",

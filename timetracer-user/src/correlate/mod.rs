@@ -271,6 +271,9 @@ impl Correlator {
                 }
             }
             Some(Kind::DataLost) => {
+                if h.syscall == timetracer_common::sys::SENDFILE {
+                    self.counters.add_named("sendfile_bytes", h.total as u64);
+                }
                 if let Some(c) = self.conns.get_mut(&h.conn_id) {
                     c.streams[usize::from(h.dir == DIR_EGRESS)].lost(h.pos, h.total as u64);
                 }

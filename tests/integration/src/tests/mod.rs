@@ -6,4 +6,5 @@ mod boom;
 mod concurrency;
 mod record;
 mod scenario;
+mod sendfile;
 mod sigkill;
