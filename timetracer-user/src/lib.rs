@@ -10,6 +10,7 @@ pub mod capture;
 pub mod cassette;
 pub mod cli;
 pub mod correlate;
+pub mod live;
 pub mod protocols;
 pub mod reassembly;
 pub mod redact;

@@ -13,6 +13,7 @@ use super::format::{
     Timing,
 };
 use crate::correlate::model::{Attribution, ConnFacts, DepCall, DepKind, RecordedRequest, Timings};
+use crate::protocols::db::DbCall;
 use crate::protocols::http::types::{Exchange, HttpMessage, StartLine};
 use crate::redact::{RedactionPolicy, form_decode, percent_decode};
 
@@ -261,7 +262,10 @@ impl Builder<'_> {
     }
 
     fn event(&mut self, index: usize, dep: &DepCall, t0: u64) -> Event {
-        let DepKind::Http(ex) = &dep.kind;
+        let ex = match &dep.kind {
+            DepKind::Http(ex) => ex,
+            DepKind::Db(call) => return self.db_event(index, dep, call, t0),
+        };
         let req = &ex.request;
         let (method, target) = match &req.start {
             StartLine::Request { method, target } => (method.clone(), target.as_str()),
@@ -327,15 +331,61 @@ impl Builder<'_> {
             result,
             connection: Some(connection(&dep.conn)),
             timing: Some(timing),
-            attribution: Some(match dep.attribution {
-                Attribution::Exact { evidence } => AttributionInfo::Exact {
-                    evidence: evidence.to_owned(),
-                },
-                Attribution::Ambiguous { reason } => AttributionInfo::Ambiguous {
-                    reason: reason.to_owned(),
-                },
-            }),
+            attribution: Some(attribution_info(&dep.attribution)),
+            db: None,
         }
+    }
+
+    /// A database / cache call: `type` is `db.query` or `redis`, the protocol's own
+    /// description goes under `db`.
+    fn db_event(&mut self, index: usize, dep: &DepCall, call: &DbCall, t0: u64) -> Event {
+        let off = |ns: u64| -> Option<f64> {
+            (ns != 0 && t0 != 0).then(|| (i128::from(ns) - i128::from(t0)) as f64 / 1e6)
+        };
+        let timing = Timing {
+            request_start: off(call.request_first.ts_ns),
+            request_end: off(call.request_last.ts_ns),
+            response_start: call.response_first.and_then(|m| off(m.ts_ns)),
+            response_end: call.response_last.and_then(|m| off(m.ts_ns)),
+        };
+        let start = timing.request_start.unwrap_or(0.0);
+        let end = timing.response_end.or(timing.request_end).unwrap_or(start);
+        let url = dep
+            .conn
+            .remote
+            .map(|a| format!("{}://{a}", call.protocol.name()));
+        Event {
+            eid: index as u64 + 1,
+            kind: call.protocol.event_type().to_owned(),
+            start_offset_ms: start,
+            duration_ms: (end - start).max(0.0),
+            signature: Signature {
+                lib: call.protocol.name().to_owned(),
+                method: call.method.clone(),
+                url,
+                ..Signature::default()
+            },
+            request: None,
+            result: EventResult {
+                error: call.error.clone(),
+                ..EventResult::default()
+            },
+            connection: Some(connection(&dep.conn)),
+            timing: Some(timing),
+            attribution: Some(attribution_info(&dep.attribution)),
+            db: Some(call.detail.clone()),
+        }
+    }
+}
+
+fn attribution_info(a: &Attribution) -> AttributionInfo {
+    match a {
+        Attribution::Exact { evidence } => AttributionInfo::Exact {
+            evidence: (*evidence).to_owned(),
+        },
+        Attribution::Ambiguous { reason } => AttributionInfo::Ambiguous {
+            reason: (*reason).to_owned(),
+        },
     }
 }
 

@@ -233,6 +233,10 @@ pub struct Event {
     pub timing: Option<Timing>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub attribution: Option<AttributionInfo>,
+    /// Database / cache calls (2.0): the protocol's own description of the call (SQL,
+    /// parameters, rows, command tag; Redis arguments and reply ...).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub db: Option<Value>,
 }
 
 /// `events[].signature`: what replay matches on.

@@ -45,14 +45,20 @@ pub struct Timings {
 }
 
 /// One dependency call.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "HTTP calls are the common case; boxing them would add an allocation per call"
+)]
 pub enum DepKind {
     /// An outbound HTTP/1.x exchange.
     Http(Exchange),
+    /// A database or cache call (PostgreSQL, MySQL, Redis, MongoDB).
+    Db(Box<crate::protocols::db::DbCall>),
 }
 
 /// A dependency call attributed to (or considered for) an inbound request.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct DepCall {
     pub kind: DepKind,
     pub conn: ConnFacts,
@@ -73,7 +79,7 @@ pub struct ProcessInfo {
 }
 
 /// One inbound request with everything attributed to it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct RecordedRequest {
     /// Unique id (uuid4); the file name carries its first 8 hex digits.
     pub id: uuid::Uuid,
