@@ -428,7 +428,7 @@ fn no_redact_keeps_everything() {
     assert_eq!(c.policies.redaction.applied, Some(0));
     // Unredacted bodies are stored byte-exactly.
     let body = c.request.body.as_ref().unwrap();
-    let DepKind::Http(_) = &login_request().deps[0].kind;
+    assert!(matches!(&login_request().deps[0].kind, DepKind::Http(_)));
     assert_eq!(
         body_bytes(body),
         login_request().inbound.request.body.to_vec()
