@@ -21,7 +21,9 @@ state = {}
 
 @asynccontextmanager
 async def lifespan(_app):
-    state["client"] = httpx.AsyncClient(base_url=UPSTREAM, timeout=30.0)
+    # UPSTREAM_CA: the test CA of an HTTPS upstream (certificate verification stays on).
+    verify = os.environ.get("UPSTREAM_CA") or True
+    state["client"] = httpx.AsyncClient(base_url=UPSTREAM, timeout=30.0, verify=verify)
     try:
         yield
     finally:

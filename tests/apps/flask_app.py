@@ -17,6 +17,9 @@ from flask import Flask, jsonify, request, send_file
 
 UPSTREAM = os.environ.get("UPSTREAM_URL", "http://127.0.0.1:8081").rstrip("/")
 SESSION = requests.Session()
+# UPSTREAM_CA: the test CA of an HTTPS upstream (certificate verification stays on). Passed
+# on every call: this requests version ignores Session.verify for pooled HTTPS connections.
+VERIFY = os.environ.get("UPSTREAM_CA") or True
 
 app = Flask(__name__)
 
@@ -42,7 +45,7 @@ def observed(resp, body):
 
 
 def get(path):
-    resp = SESSION.get(UPSTREAM + path, timeout=30)
+    resp = SESSION.get(UPSTREAM + path, timeout=30, verify=VERIFY)
     return resp, observed(resp, resp.content)
 
 
@@ -66,7 +69,7 @@ def big():
 
 @app.get("/chunked")
 def chunked():
-    with SESSION.get(UPSTREAM + "/chunked", stream=True, timeout=30) as resp:
+    with SESSION.get(UPSTREAM + "/chunked", stream=True, timeout=30, verify=VERIFY) as resp:
         body = b"".join(resp.iter_content(chunk_size=None))
     return jsonify(calls=[observed(resp, body)])
 
@@ -104,5 +107,6 @@ def echo():
         data=body,
         headers={"content-type": "application/json"},
         timeout=30,
+        verify=VERIFY,
     )
     return jsonify(calls=[observed(resp, resp.content)])

@@ -133,6 +133,13 @@ def main():
     port = int(sys.argv[1])
     LOG_PATH = sys.argv[2] if len(sys.argv) > 2 else os.environ.get("UPSTREAM_LOG")
     srv = Server(("127.0.0.1", port), Handler)
+    cert, key = os.environ.get("UPSTREAM_TLS_CERT"), os.environ.get("UPSTREAM_TLS_KEY")
+    if cert and key:
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(cert, key)
+        srv.socket = ctx.wrap_socket(srv.socket, server_side=True)
     print("upstream listening on %d" % port, file=sys.stderr, flush=True)
     srv.serve_forever()
 

@@ -52,6 +52,14 @@ pub enum Kind {
     Exit = 7,
     /// A write of the target to its stdout (fd 1) or stderr (fd 2); followed by `len` bytes.
     Stdio = 8,
+    /// TLS plaintext read or written through OpenSSL; followed by `len` bytes. `conn_id` holds
+    /// the `SSL*` (not a connection id), `pos` the byte position in that `SSL*`'s plaintext
+    /// stream of direction `dir`, `fd` the socket when already known, else -1.
+    TlsData = 9,
+    /// An `SSL*` was tied to a socket: `conn_id` is the socket's connection id, `pos` holds the
+    /// `SSL*`, `fd` the socket, `dir` the socket's role. From now on the socket's ciphertext is
+    /// not copied.
+    TlsBind = 10,
 }
 
 impl Kind {
@@ -67,6 +75,8 @@ impl Kind {
             6 => Self::Fork,
             7 => Self::Exit,
             8 => Self::Stdio,
+            9 => Self::TlsData,
+            10 => Self::TlsBind,
             _ => return None,
         })
     }
@@ -241,9 +251,14 @@ pub struct SockState {
     pub tx_pos: u64,
     /// [`ROLE_SERVER`] or [`ROLE_CLIENT`].
     pub role: u32,
-    /// Reserved for TLS state.
+    /// [`SOCK_TLS`] once an `SSL*` is tied to the socket.
     pub flags: u32,
+    /// The `SSL*` tied to this socket, or 0.
+    pub ssl: u64,
 }
+
+/// `SockState::flags`: the socket carries TLS; its ciphertext is not copied.
+pub const SOCK_TLS: u32 = 1;
 
 /// Global configuration, written by the agent before attaching.
 #[repr(C)]
@@ -277,7 +292,7 @@ pub const PREEXISTING_CONN_ID_BASE: u64 = 1 << 63;
 const _: () = assert!(size_of::<EventHeader>() == 64);
 const _: () = assert!(size_of::<SockAddr>() == 24);
 const _: () = assert!(size_of::<ConnEvent>() == 88);
-const _: () = assert!(size_of::<SockState>() == 32);
+const _: () = assert!(size_of::<SockState>() == 40);
 const _: () = assert!(size_of::<SmallData>() == 64 + SMALL_CHUNK);
 const _: () = assert!(size_of::<LargeData>() == 64 + LARGE_CHUNK);
 const _: () = assert!(size_of::<Config>() == 16);
@@ -387,7 +402,7 @@ pub fn decode(b: &[u8]) -> Result<Decoded<'_>, DecodeError> {
     let header = EventHeader::from_bytes(b)?;
     let kind = Kind::from_u32(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
     match kind {
-        Kind::Data | Kind::Stdio | Kind::DataLost => {
+        Kind::Data | Kind::Stdio | Kind::DataLost | Kind::TlsData => {
             let need = 64 + header.len as usize;
             if b.len() < need {
                 return Err(DecodeError::Short {
@@ -417,6 +432,6 @@ pub fn decode(b: &[u8]) -> Result<Decoded<'_>, DecodeError> {
             };
             Ok(Decoded::Conn { header, addr: a })
         }
-        Kind::Close | Kind::Fork | Kind::Exit => Ok(Decoded::Other { header }),
+        Kind::Close | Kind::Fork | Kind::Exit | Kind::TlsBind => Ok(Decoded::Other { header }),
     }
 }

@@ -13,6 +13,7 @@ use timetracer_ebpf as _;
 mod maps;
 mod read;
 mod syscalls;
+mod tls;
 
 #[cfg(not(test))]
 #[panic_handler]

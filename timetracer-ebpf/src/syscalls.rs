@@ -14,7 +14,7 @@ use aya_ebpf::{
 };
 use timetracer_common::{
     ConnEvent, DIR_EGRESS, DIR_INGRESS, Drop, EventHeader, FLAG_LAST_CHUNK, Kind, LARGE_CHUNK,
-    LargeData, MAX_CHUNKS_PER_SYSCALL, MAX_IOVECS, ROLE_CLIENT, ROLE_SERVER, SMALL_CHUNK,
+    LargeData, MAX_CHUNKS_PER_SYSCALL, MAX_IOVECS, ROLE_CLIENT, ROLE_SERVER, SMALL_CHUNK, SOCK_TLS,
     SmallData, SockState, sys,
 };
 
@@ -169,6 +169,11 @@ pub(crate) fn sys_enter_close(ctx: TracePointContext) -> u32 {
     };
     // SAFETY: the pointer came from a successful lookup just above.
     let conn_id = unsafe { (*s).conn_id };
+    // SAFETY: as above.
+    let ssl = unsafe { (*s).ssl };
+    if ssl != 0 {
+        crate::tls::forget(tgid, ssl);
+    }
     let _ = SOCKS.remove(key);
     let h = header(Kind::Close, sys::CLOSE, id, conn_id, fd, 0, 0, 0, 0);
     emit_conn(h, timetracer_common::SockAddr::default());
@@ -210,6 +215,7 @@ fn on_connect_exit(id: u64, a: &Args, r: i64) {
             tx_pos: 0,
             role: ROLE_CLIENT,
             flags: 0,
+            ssl: 0,
         };
         track_socket(sock_key(tgid, a.fd), &st);
     }
@@ -246,6 +252,7 @@ fn on_accept_exit(id: u64, a: &Args, r: i64) {
         tx_pos: 0,
         role: ROLE_SERVER,
         flags: 0,
+        ssl: 0,
     };
     track_socket(sock_key(tgid, fd), &st);
     let h = header(
@@ -299,8 +306,25 @@ fn on_data_exit(id: u64, a: &Args, r: i64) {
     let egress = matches!(a.sys, sys::WRITE | sys::WRITEV | sys::SENDTO | sys::SENDMSG);
     let dir = if egress { DIR_EGRESS } else { DIR_INGRESS };
     let total = r as u64;
-    let (kind, conn_id, pos, cap) = match SOCKS.get_ptr_mut(sock_key(tgid, a.fd)) {
+    let vectored = matches!(
+        a.sys,
+        sys::READV | sys::WRITEV | sys::RECVMSG | sys::SENDMSG
+    );
+    let key = sock_key(tgid, a.fd);
+    let (kind, conn_id, pos, cap) = match SOCKS.get_ptr_mut(key) {
         Some(s) => {
+            // TLS: tie an `SSL*` to this socket when this syscall is the ciphertext of a
+            // plaintext call we saw (see tls.rs); a TLS socket's ciphertext is not copied.
+            let first = if vectored {
+                [0u8; 3]
+            } else {
+                crate::tls::first_bytes(a.ptr)
+            };
+            crate::tls::on_socket_io(id, key, s, a.fd, egress, first);
+            // SAFETY: `s` points at a live value of the socket map.
+            if unsafe { (*s).flags } & SOCK_TLS != 0 {
+                return;
+            }
             // The read-modify-write below is not atomic (no fetch-and-add on the default BPF
             // cpu): two threads doing the same-direction syscall on one socket at the same
             // instant could get overlapping positions. HTTP servers and clients never do that.
@@ -327,31 +351,61 @@ fn on_data_exit(id: u64, a: &Args, r: i64) {
         // Only stdout/stderr writes get here (see data_enter); a traceback fits in 64 KiB.
         None => (Kind::Stdio, 0, 0, 4 * LARGE_CHUNK as u64),
     };
-    let (vec_ptr, vec_cnt, vectored) = match a.sys {
-        sys::READV | sys::WRITEV => (a.ptr, a.count, true),
-        sys::RECVMSG | sys::SENDMSG => match msghdr_iov(a.ptr) {
-            Some((p, c)) => (p, c, true),
-            None => (0, 0, true),
-        },
-        _ => (0, 0, false),
+    let (vec_ptr, vec_cnt) = match a.sys {
+        sys::READV | sys::WRITEV => (a.ptr, a.count),
+        sys::RECVMSG | sys::SENDMSG => msghdr_iov(a.ptr).unwrap_or((0, 0)),
+        _ => (0, 0),
     };
+    let src = if vectored {
+        Source::Vec(vec_ptr, vec_cnt)
+    } else {
+        Source::Buf(a.ptr)
+    };
+    let h = header(kind, a.sys, id, conn_id, a.fd, dir, pos, r, 0);
+    emit_payload(h, src, total, cap);
+}
+
+/// Where a payload is in user memory.
+#[derive(Clone, Copy)]
+pub(crate) enum Source {
+    /// One buffer.
+    Buf(u64),
+    /// An iovec array and its length.
+    Vec(u64, u64),
+}
+
+/// Copies `total` bytes (at most `cap`) from `src` into ring records stamped with `h`, whose
+/// `pos` is the position of the first byte. Bytes beyond the cap are counted and, for socket
+/// and TLS data, reported in a [`Kind::DataLost`] record. Returns the bytes walked.
+#[inline(always)]
+pub(crate) fn emit_payload(h: EventHeader, src: Source, total: u64, cap: u64) -> u64 {
     let Some(stp) = LOOP.get_ptr_mut(0) else {
-        return;
+        return 0;
+    };
+    let (base, left, iov_arr, iov_cnt, vectored) = match src {
+        Source::Buf(p) => (p, total, 0, 0, 0),
+        Source::Vec(p, n) => (
+            0,
+            0,
+            p,
+            if n > MAX_IOVECS as u64 {
+                MAX_IOVECS
+            } else {
+                n as u32
+            },
+            1,
+        ),
     };
     let st0 = LoopState {
-        hdr: header(kind, a.sys, id, conn_id, a.fd, dir, pos, r, 0),
+        hdr: h,
         remaining: if total < cap { total } else { cap },
         walked: 0,
-        base: if vectored { 0 } else { a.ptr },
-        left: if vectored { 0 } else { total },
-        iov_arr: vec_ptr,
+        base,
+        left,
+        iov_arr,
         iov_idx: 0,
-        iov_cnt: if vec_cnt > MAX_IOVECS as u64 {
-            MAX_IOVECS
-        } else {
-            vec_cnt as u32
-        },
-        vectored: vectored as u32,
+        iov_cnt,
+        vectored,
     };
     // SAFETY: per-CPU slot; nothing else on this CPU runs while the program does.
     unsafe { *stp = st0 };
@@ -378,21 +432,16 @@ fn on_data_exit(id: u64, a: &Args, r: i64) {
             Drop::TooManyIovecs
         };
         count_drop(reason, lost);
-        if kind == Kind::Data {
-            let h = header(
-                Kind::DataLost,
-                a.sys,
-                id,
-                conn_id,
-                a.fd,
-                dir,
-                pos + walked,
-                lost as i64,
-                0,
-            );
-            emit_conn(h, timetracer_common::SockAddr::default());
+        if h.kind != Kind::Stdio as u32 {
+            let mut l = h;
+            l.kind = Kind::DataLost as u32;
+            l.pos = h.pos + walked;
+            l.total = lost as i64;
+            l.len = 0;
+            emit_conn(l, timetracer_common::SockAddr::default());
         }
     }
+    walked
 }
 
 /// State of the chunking loop over one syscall's buffer(s).
@@ -502,7 +551,7 @@ fn emit_chunk<T: DataRecord + 'static, const N: usize>(h: &EventHeader, src: u64
 
 #[inline(always)]
 #[expect(clippy::too_many_arguments, reason = "a header has this many fields")]
-fn header(
+pub(crate) fn header(
     kind: Kind,
     syscall: u32,
     id: u64,
@@ -531,7 +580,7 @@ fn header(
 }
 
 #[inline(always)]
-fn emit_conn(h: EventHeader, addr: timetracer_common::SockAddr) {
+pub(crate) fn emit_conn(h: EventHeader, addr: timetracer_common::SockAddr) {
     match EVENTS.reserve::<ConnEvent>(0) {
         Some(mut e) => {
             e.write(ConnEvent { header: h, addr });

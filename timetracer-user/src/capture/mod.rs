@@ -5,13 +5,18 @@
 //! costs ~2.5 µs on our VMs, see docs/ARCHITECTURE.md), so [`Capture::drain`] is called on a
 //! short timer instead of waiting on epoll.
 pub mod procfs;
+pub mod tls;
 
-use std::{fs, net::SocketAddr, path::Path};
+use std::{
+    fs,
+    net::SocketAddr,
+    path::{Path, PathBuf},
+};
 
 use aya::{
     Ebpf, EbpfLoader,
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
-    programs::{ProgramError, TracePoint},
+    programs::{ProgramError, TracePoint, UProbe, uprobe::UProbeScope},
 };
 use timetracer_common::{
     Config, DROP_SLOTS, Drop, MAP_CONFIG, MAP_DROPS, MAP_EVENTS, MAP_SOCKS, MAP_TARGETS,
@@ -117,10 +122,38 @@ pub struct CaptureOptions {
     pub max_bytes_per_syscall: u32,
 }
 
+/// Uprobe programs (entry programs are named by `tls::SiteKind::program`).
+const UPROBES: &[&str] = &[
+    "ssl_read_ex_enter",
+    "ssl_read_enter",
+    "ssl_write_ex_enter",
+    "ssl_write_enter",
+    "ssl_exit",
+];
+
+/// What happened when a process' OpenSSL libraries were looked at.
+#[derive(Debug)]
+pub enum TlsReport {
+    /// Probes attached to `lib` of `pid`.
+    Attached {
+        pid: u32,
+        lib: PathBuf,
+        sites: Vec<tls::Site>,
+    },
+    /// `lib` of `pid` cannot be probed; the message says why and what still works.
+    Unsupported {
+        pid: u32,
+        lib: PathBuf,
+        reason: String,
+    },
+}
+
 /// Loaded, attached kernel programs.
 pub struct Capture {
     ebpf: Ebpf,
     ring: RingBuf<MapData>,
+    /// (pid, device, inode) of libraries already handled.
+    tls_seen: std::collections::HashSet<(u32, u64, u64)>,
 }
 
 impl std::fmt::Debug for Capture {
@@ -222,6 +255,15 @@ impl Capture {
                     })?;
             }
         }
+        for name in UPROBES {
+            let p: &mut UProbe = ebpf
+                .program_mut(name)
+                .ok_or(LoadError::MissingMap("uprobe program"))?
+                .try_into()
+                .map_err(|source| LoadError::Program { name, source })?;
+            p.load()
+                .map_err(|source| LoadError::Program { name, source })?;
+        }
         let ring = RingBuf::try_from(
             ebpf.take_map(MAP_EVENTS)
                 .ok_or(LoadError::MissingMap(MAP_EVENTS))?,
@@ -230,7 +272,75 @@ impl Capture {
             name: MAP_EVENTS,
             source,
         })?;
-        Ok(Self { ebpf, ring })
+        Ok(Self {
+            ebpf,
+            ring,
+            tls_seen: std::collections::HashSet::new(),
+        })
+    }
+
+    /// Attaches the TLS probes to every OpenSSL library `pid` maps that was not handled yet
+    /// (call again later: `import ssl` and wheels with their own libssl load lazily). Probes
+    /// are scoped to `pid`, so other processes using the same library pay nothing.
+    pub fn attach_tls(&mut self, pid: u32) -> Vec<TlsReport> {
+        let mut out = Vec::new();
+        let Some(scope_pid) = std::num::NonZeroU32::new(pid) else {
+            return out;
+        };
+        let mut libs = tls::mapped_ssl_libs(pid);
+        libs.extend(tls::system_ssl_libs(pid));
+        for lib in libs {
+            let host_path = tls::in_process_root(pid, &lib);
+            let Ok(meta) = fs::metadata(&host_path) else {
+                continue;
+            };
+            let id = {
+                use std::os::unix::fs::MetadataExt as _;
+                (pid, meta.dev(), meta.ino())
+            };
+            if !self.tls_seen.insert(id) {
+                continue;
+            }
+            let plan = match tls::plan(&host_path) {
+                Ok(p) => p,
+                Err(e) => {
+                    out.push(TlsReport::Unsupported {
+                        pid,
+                        lib,
+                        reason: e.to_string(),
+                    });
+                    continue;
+                }
+            };
+            let mut failed = None;
+            for site in &plan.sites {
+                for prog in [site.kind.program(), "ssl_exit"] {
+                    let attached = self
+                        .ebpf
+                        .program_mut(prog)
+                        .and_then(|p| <&mut UProbe>::try_from(p).ok())
+                        .map(|p| {
+                            p.attach(site.offset, &host_path, UProbeScope::OneProcess(scope_pid))
+                        });
+                    match attached {
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) => {
+                            failed = Some(format!("attaching {prog} at {} failed: {e}", site.what))
+                        }
+                        None => failed = Some(format!("program {prog} missing (stale build)")),
+                    }
+                }
+            }
+            match failed {
+                Some(reason) => out.push(TlsReport::Unsupported { pid, lib, reason }),
+                None => out.push(TlsReport::Attached {
+                    pid,
+                    lib,
+                    sites: plan.sites,
+                }),
+            }
+        }
+        out
     }
 
     /// Adds a process to the traced set (its children follow automatically).
@@ -280,6 +390,7 @@ impl Capture {
             tx_pos: 0,
             role: if server { ROLE_SERVER } else { ROLE_CLIENT },
             flags: 0,
+            ssl: 0,
         };
         // Never overwrite an entry the kernel created in the meantime.
         const BPF_NOEXIST: u64 = 1;

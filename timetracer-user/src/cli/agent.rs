@@ -415,6 +415,26 @@ impl Session {
         })
     }
 
+    /// Attaches TLS probes to OpenSSL libraries of traced processes not handled yet.
+    fn scan_tls(&mut self) {
+        for pid in self.correlator.pids() {
+            if !procfs::exists(pid) {
+                continue;
+            }
+            for r in self.capture.attach_tls(pid) {
+                match r {
+                    crate::capture::TlsReport::Attached { pid, lib, sites } => {
+                        let what: Vec<String> = sites.iter().map(|s| s.what.clone()).collect();
+                        tracing::info!(pid, lib = %lib.display(), sites = ?what, "TLS probes attached");
+                    }
+                    crate::capture::TlsReport::Unsupported { pid, lib, reason } => {
+                        eprintln!("\ntimetracer-agent: pid {pid}: {}: {reason}", lib.display());
+                    }
+                }
+            }
+        }
+    }
+
     /// Adds a process to the target set; with `seed_sockets`, registers its open connections.
     fn add_process(&mut self, pid: u32, seed_sockets: bool) -> anyhow::Result<()> {
         self.capture.add_target(pid)?;
@@ -438,7 +458,19 @@ impl Session {
     /// Drains and processes until `done()` says the target is gone or a signal arrives.
     fn run(&mut self, mut done: impl FnMut() -> bool) -> anyhow::Result<()> {
         let mut last_status = Instant::now();
+        let mut last_tls_scan: Option<Instant> = None;
+        let mut known_pids = 0;
         loop {
+            // New worker processes get their TLS probes at once; libraries loaded later
+            // (wheels bundling their own libssl) within a second.
+            let pids = self.correlator.pids().len();
+            if pids != known_pids
+                || last_tls_scan.is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+            {
+                known_pids = pids;
+                last_tls_scan = Some(Instant::now());
+                self.scan_tls();
+            }
             let stop = STOP.load(Ordering::SeqCst);
             let finished = done();
             self.step();

@@ -75,6 +75,8 @@ enum Proto {
 
 struct Conn {
     facts: ConnFacts,
+    /// The `SSL*` once the connection is known to carry TLS: its streams are then plaintext.
+    ssl: Option<u64>,
     side: Side,
     streams: [Stream; 2],
     proto: Proto,
@@ -129,6 +131,10 @@ pub struct Correlator {
     outbound: VecDeque<Outbound>,
     stdio: VecDeque<StdioWrite>,
     processes: HashMap<u32, ProcessInfo>,
+    /// (tgid, `SSL*`) → connection id, from the kernel's bind records.
+    ssl_conns: HashMap<(u32, u64), u64>,
+    /// TLS plaintext of an `SSL*` not tied to a socket yet, per (tgid, `SSL*`).
+    pending_tls: HashMap<(u32, u64), Vec<(bool, Chunk)>>,
     mono_to_unix_ns: i128,
     /// Counters shared with the status line and the cassette footer.
     pub counters: Counters,
@@ -171,6 +177,8 @@ impl Correlator {
             outbound: VecDeque::new(),
             stdio: VecDeque::new(),
             processes: HashMap::new(),
+            ssl_conns: HashMap::new(),
+            pending_tls: HashMap::new(),
             mono_to_unix_ns: mono_to_unix_offset(),
             counters,
         }
@@ -247,6 +255,7 @@ impl Correlator {
             }
             Decoded::Other { header } => match Kind::from_u32(header.kind) {
                 Some(Kind::Close) => self.close_conn(header.conn_id, header.ts_ns),
+                Some(Kind::TlsBind) => self.on_tls_bind(&header),
                 Some(Kind::Fork) => {
                     let child = header.conn_id as u32;
                     self.processes
@@ -278,8 +287,41 @@ impl Correlator {
                     c.streams[usize::from(h.dir == DIR_EGRESS)].lost(h.pos, h.total as u64);
                 }
             }
+            Some(Kind::TlsData) => {
+                self.counters.add_bytes(payload.len() as u64);
+                let key = (h.tgid, h.conn_id);
+                let chunk = Chunk {
+                    pos: h.pos,
+                    data: Bytes::copy_from_slice(payload),
+                    ts_ns: h.ts_ns,
+                    tid: h.tid,
+                };
+                let egress = h.dir == DIR_EGRESS;
+                match self
+                    .ssl_conns
+                    .get(&key)
+                    .and_then(|id| self.conns.get_mut(id))
+                {
+                    Some(c) => c.streams[usize::from(egress)].push(chunk),
+                    None => {
+                        let pending = self.pending_tls.entry(key).or_default();
+                        if pending.len() < 4096 {
+                            pending.push((egress, chunk));
+                        } else {
+                            self.counters
+                                .add_named("tls_unbound_bytes_dropped", payload.len() as u64);
+                        }
+                    }
+                }
+            }
             _ => {
                 self.counters.add_bytes(payload.len() as u64);
+                if self.conns.get(&h.conn_id).is_some_and(|c| c.ssl.is_some()) {
+                    // Ciphertext that was already in flight when the connection became TLS.
+                    self.counters
+                        .add_named("tls_ciphertext_ignored", payload.len() as u64);
+                    return;
+                }
                 let Some(c) = self.conns.get_mut(&h.conn_id) else {
                     // A socket the kernel tracks but whose accept/connect record we lost.
                     tracing::debug!(
@@ -301,10 +343,40 @@ impl Correlator {
         }
     }
 
+    /// The kernel tied an `SSL*` to a socket: the connection's streams become the plaintext.
+    fn on_tls_bind(&mut self, h: &EventHeader) {
+        let (tgid, conn_id, ssl) = (h.tgid, h.conn_id, h.pos);
+        self.ssl_conns.insert((tgid, ssl), conn_id);
+        let side = if h.dir == ROLE_SERVER {
+            Side::Server
+        } else {
+            Side::Client
+        };
+        let c = self.conns.entry(conn_id).or_insert_with(|| {
+            let facts = ConnFacts {
+                pid: tgid,
+                fd: h.fd,
+                conn_id,
+                ..ConnFacts::default()
+            };
+            Conn::new(facts, side, 0, false)
+        });
+        if c.ssl != Some(ssl) {
+            c.switch_to_tls(ssl);
+        }
+        for (egress, chunk) in self.pending_tls.remove(&(tgid, ssl)).unwrap_or_default() {
+            c.streams[usize::from(egress)].push(chunk);
+        }
+        self.counters.inc_named("tls_connections");
+    }
+
     fn close_conn(&mut self, conn_id: u64, ts_ns: u64) {
         let Some(mut c) = self.conns.remove(&conn_id) else {
             return;
         };
+        if let Some(ssl) = c.ssl {
+            self.ssl_conns.remove(&(c.facts.pid, ssl));
+        }
         let mut segs = Vec::new();
         let mut events = Vec::new();
         for dir in 0..2 {
@@ -637,6 +709,12 @@ impl Correlator {
         self.take_ready(u64::MAX / 2)
     }
 
+    /// Processes seen so far (targets and their children).
+    #[must_use]
+    pub fn pids(&self) -> Vec<u32> {
+        self.processes.keys().copied().collect()
+    }
+
     /// Number of connections being tracked.
     #[must_use]
     pub fn open_connections(&self) -> usize {
@@ -725,6 +803,7 @@ impl Conn {
         };
         Self {
             facts,
+            ssl: None,
             side,
             streams: [stream(), stream()],
             proto: Proto::Unknown,
@@ -732,6 +811,44 @@ impl Conn {
             held_bytes: [Vec::new(), Vec::new()],
             connect_ns,
         }
+    }
+
+    /// The connection carries TLS from now on: read the server name from the ClientHello seen
+    /// so far, drop the ciphertext state, and start fresh plaintext streams (positions of an
+    /// `SSL*`'s plaintext start at 0 when the kernel first sees it).
+    fn switch_to_tls(&mut self, ssl: u64) {
+        let mut first: [Vec<u8>; 2] = [
+            std::mem::take(&mut self.held_bytes[0]),
+            std::mem::take(&mut self.held_bytes[1]),
+        ];
+        let mut segs = Vec::new();
+        for (dir, bytes) in first.iter_mut().enumerate() {
+            self.streams[dir].flush(&mut segs);
+            for s in segs.drain(..) {
+                if let Segment::Data(c) = s
+                    && bytes.len() < 4096
+                {
+                    bytes.extend_from_slice(&c.data[..c.data.len().min(4096 - bytes.len())]);
+                }
+            }
+        }
+        // The ClientHello travels client → server: egress on our client side, ingress on our
+        // server side.
+        let hello = if self.side == Side::Client {
+            &first[1]
+        } else {
+            &first[0]
+        };
+        self.facts.server_name =
+            crate::capture::tls::parse_sni(hello).or(self.facts.server_name.take());
+        self.facts.tls = true;
+        self.ssl = Some(ssl);
+        self.proto = Proto::Unknown;
+        self.held.clear();
+        self.streams = [
+            Stream::starting_at(0, DEFAULT_LIMIT),
+            Stream::starting_at(0, DEFAULT_LIMIT),
+        ];
     }
 
     /// Feeds one in-order segment of a direction to the protocol parser, deciding the protocol

@@ -8,3 +8,4 @@ mod record;
 mod scenario;
 mod sendfile;
 mod sigkill;
+mod tls;

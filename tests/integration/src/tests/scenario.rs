@@ -31,6 +31,8 @@ pub(crate) enum App {
     FastApi,
     /// `gunicorn -k gthread flask_app:app` (threads, one shared `requests.Session`).
     Flask,
+    /// `python lazy_ssl_app.py` (stdlib server that imports `ssl` only at its first request).
+    LazySsl,
 }
 
 impl App {
@@ -38,6 +40,7 @@ impl App {
         match self {
             Self::FastApi => "uvicorn",
             Self::Flask => "gunicorn",
+            Self::LazySsl => "lazy_ssl_app",
         }
     }
 
@@ -45,6 +48,11 @@ impl App {
     fn argv(self, paths: &Paths, port: u16) -> Vec<OsString> {
         let port = port.to_string();
         match self {
+            Self::LazySsl => vec![
+                paths.venv_bin("python").into(),
+                paths.apps.join("lazy_ssl_app.py").into(),
+                port.into(),
+            ],
             Self::FastApi => vec![
                 paths.venv_bin("uvicorn").into(),
                 "fastapi_app:app".into(),
@@ -231,13 +239,29 @@ pub(crate) struct Harness {
     pub(crate) agent: Option<ProcGuard>,
     pub(crate) app: Option<ProcGuard>,
     pub(crate) upstream: Option<ProcGuard>,
+    /// Test PKI when the upstream or the app speak TLS.
+    pub(crate) pki: Option<util::Pki>,
+    /// The upstream serves HTTPS.
+    pub(crate) upstream_tls: bool,
+    /// The app serves HTTPS itself; clients go through a plaintext→TLS tunnel.
+    pub(crate) app_tls: bool,
+    /// Port the test client connects to (the app, or the tunnel in front of it).
+    pub(crate) client_port: u16,
+    tunnel: Option<ProcGuard>,
 }
 
 impl Harness {
     /// Temp dir + a running upstream.
     pub(crate) fn new(paths: Paths, name: &str) -> Self {
+        Self::with_tls(paths, name, false)
+    }
+
+    /// Temp dir + a running upstream that serves HTTPS with a certificate of a test CA made for
+    /// this test (`upstream_tls`).
+    pub(crate) fn with_tls(paths: Paths, name: &str, upstream_tls: bool) -> Self {
         let dir = util::temp_dir(name);
         let root = dir.path().to_path_buf();
+        let pki = upstream_tls.then(|| util::make_test_pki(&root).expect("test PKI (openssl)"));
         let out = root.join("cassettes");
         let upstream_log = root.join("upstream.jsonl");
         let upstream_port = util::free_port();
@@ -250,10 +274,15 @@ impl Harness {
             ],
         );
         cmd.current_dir(&paths.apps);
+        if let Some(p) = &pki {
+            cmd.env("UPSTREAM_TLS_CERT", &p.cert)
+                .env("UPSTREAM_TLS_KEY", &p.key);
+        }
         let mut upstream = ProcGuard::spawn("upstream", cmd, &root).expect("spawn upstream");
         if let Err(e) = upstream.wait_for_port(upstream_port, START_TIMEOUT) {
             panic!("{e:#}\n{}", upstream.diagnostics());
         }
+        let app_port = util::free_port();
         Self {
             paths,
             name: name.to_owned(),
@@ -261,11 +290,66 @@ impl Harness {
             out,
             upstream_port,
             upstream_log,
-            app_port: util::free_port(),
+            app_port,
             agent: None,
             app: None,
             upstream: Some(upstream),
+            pki,
+            upstream_tls,
+            app_tls: false,
+            client_port: app_port,
+            tunnel: None,
         }
+    }
+
+    /// The app serves HTTPS itself (uvicorn `--ssl-*`, gunicorn `--certfile/--keyfile`) with a
+    /// certificate of the test CA; test clients reach it through a plaintext→TLS tunnel.
+    pub(crate) fn serve_tls(&mut self) {
+        if self.pki.is_none() {
+            self.pki = Some(util::make_test_pki(&self.root()).expect("test PKI (openssl)"));
+        }
+        self.app_tls = true;
+    }
+
+    /// Extra app arguments for serving TLS.
+    fn tls_args(&self, app: App) -> Vec<OsString> {
+        let Some(p) = self.pki.as_ref().filter(|_| self.app_tls) else {
+            return Vec::new();
+        };
+        let (k, c) = match app {
+            App::FastApi => ("--ssl-keyfile", "--ssl-certfile"),
+            App::Flask => ("--keyfile", "--certfile"),
+            App::LazySsl => return Vec::new(),
+        };
+        vec![
+            k.into(),
+            p.key.clone().into(),
+            c.into(),
+            p.cert.clone().into(),
+        ]
+    }
+
+    /// Starts the plaintext→TLS tunnel in front of an app that serves TLS.
+    fn start_tunnel(&mut self) {
+        let Some(p) = self.pki.as_ref().filter(|_| self.app_tls) else {
+            return;
+        };
+        let port = util::free_port();
+        let cmd = util::command(
+            self.paths.venv_bin("python"),
+            [
+                OsString::from(self.paths.apps.join("tls_tunnel.py")),
+                port.to_string().into(),
+                self.app_port.to_string().into(),
+                p.ca.clone().into(),
+            ],
+        );
+        let mut t = ProcGuard::spawn("tunnel", cmd, &self.root()).expect("spawn tunnel");
+        if let Err(e) = t.wait_for_port(port, START_TIMEOUT) {
+            self.fail(&[format!("tls tunnel did not start: {e:#}")], None);
+        }
+        self.tunnel = Some(t);
+        self.client_port = port;
     }
 
     fn root(&self) -> PathBuf {
@@ -275,10 +359,10 @@ impl Harness {
     fn app_env(&self, cmd: &mut Command) {
         cmd.current_dir(&self.paths.apps)
             .env("PWD", &self.paths.apps)
-            .env(
-                "UPSTREAM_URL",
-                format!("http://127.0.0.1:{}", self.upstream_port),
-            );
+            .env("UPSTREAM_URL", self.upstream_url(""));
+        if let Some(p) = &self.pki {
+            cmd.env("UPSTREAM_CA", &p.ca);
+        }
     }
 
     /// `timetracer-agent record --out D --max-body N -- <app>`; waits for the app's port.
@@ -292,6 +376,7 @@ impl Harness {
             "--".into(),
         ];
         args.extend(app.argv(&self.paths, self.app_port));
+        args.extend(self.tls_args(app));
         let mut cmd = util::command(&self.paths.agent, args);
         self.app_env(&mut cmd);
         let agent = ProcGuard::spawn("agent", cmd, &self.root()).expect("spawn agent");
@@ -299,11 +384,13 @@ impl Harness {
         if let Err(e) = agent.wait_for_port(self.app_port, START_TIMEOUT) {
             self.fail(&[format!("app under `record` did not start: {e:#}")], None);
         }
+        self.start_tunnel();
     }
 
     /// Starts the app without the agent; waits for its port.
     pub(crate) fn start_app(&mut self, app: App) {
-        let argv = app.argv(&self.paths, self.app_port);
+        let mut argv = app.argv(&self.paths, self.app_port);
+        argv.extend(self.tls_args(app));
         let mut cmd = util::command(&argv[0], &argv[1..]);
         self.app_env(&mut cmd);
         let guard = ProcGuard::spawn(app.name(), cmd, &self.root()).expect("spawn app");
@@ -311,6 +398,7 @@ impl Harness {
         if let Err(e) = guard.wait_for_port(self.app_port, START_TIMEOUT) {
             self.fail(&[format!("app did not start: {e:#}")], None);
         }
+        self.start_tunnel();
     }
 
     /// `timetracer-agent attach --pid <app> --out D --max-body N`; waits for "attached".
@@ -356,7 +444,7 @@ impl Harness {
 
     /// Opens a keep-alive connection to the app.
     pub(crate) fn connect(&self) -> HttpConn {
-        HttpConn::connect(self.app_port)
+        HttpConn::connect(self.client_port)
             .unwrap_or_else(|e| self.fail(&[format!("connect to app: {e}")], None))
     }
 
@@ -484,7 +572,11 @@ impl Harness {
 
     /// The upstream's URL for `path` as the app's client sees it.
     pub(crate) fn upstream_url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.upstream_port)
+        if self.upstream_tls {
+            format!("https://localhost:{}{path}", self.upstream_port)
+        } else {
+            format!("http://127.0.0.1:{}{path}", self.upstream_port)
+        }
     }
 
     /// Checks the cassettes under `out` against `sent` (exactly one cassette per request, no
@@ -574,6 +666,12 @@ impl Harness {
             }
         };
         let cp = c.path.display();
+        if self.app_tls && c.json["connection"]["tls"] != true {
+            errs.push(format!(
+                "{cp}: connection.tls {} (the app served TLS)",
+                c.json["connection"]["tls"]
+            ));
+        }
         let req = &c.json["request"];
         let resp = &c.json["response"];
         if req["method"] != r.method {
@@ -671,6 +769,20 @@ impl Harness {
                     b,
                 ));
             }
+            if self.upstream_tls {
+                if e["connection"]["tls"] != true {
+                    errs.push(format!(
+                        "{w}: connection.tls {} (want true)",
+                        e["connection"]["tls"]
+                    ));
+                }
+                if e["connection"]["server_name"] != "localhost" {
+                    errs.push(format!(
+                        "{w}: connection.server_name {} (want \"localhost\", the SNI)",
+                        e["connection"]["server_name"]
+                    ));
+                }
+            }
             let attr = e["attribution"]["status"].as_str();
             let ok = attr == Some("exact") || (opts.allow_ambiguous && attr == Some("ambiguous"));
             if !ok {
@@ -688,6 +800,7 @@ impl Drop for Harness {
     fn drop(&mut self) {
         // Agent first (it may be tracing the app), then app, then upstream.
         drop(self.agent.take());
+        drop(self.tunnel.take());
         drop(self.app.take());
         drop(self.upstream.take());
         if std::env::var("TIMETRACER_KEEP_ARTIFACTS").is_ok_and(|v| v == "1")
