@@ -196,7 +196,7 @@ impl StatusPred {
     fn parse(v: &str) -> Result<Self, String> {
         let num = |s: &str| {
             s.parse::<i64>()
-                .map_err(|_| format!("status:{v}: expected e.g. 404, 5xx, >=400"))
+                .map_err(|_| format!("status:{v} — expected e.g. 404, 5xx, >=400"))
         };
         let lower = v.to_ascii_lowercase();
         if let Some(d) = lower.strip_suffix("xx")
@@ -253,7 +253,7 @@ impl Filter {
             match term.split_once(':') {
                 Some(("method" | "m", v)) => {
                     if v.is_empty() {
-                        return Err("method: needs a value, e.g. method:GET".into());
+                        return Err("method: — needs a value, e.g. method:GET".into());
                     }
                     f.methods.extend(
                         v.split(',')
@@ -301,7 +301,7 @@ impl Filter {
 
 /// `100ms`, `1s`, `1.5s`, `250` (ms) → milliseconds.
 fn parse_ms(v: &str) -> Result<f64, String> {
-    let bad = || format!("min:{v}: expected a duration such as 100ms or 1.5s");
+    let bad = || format!("min:{v} — expected a duration such as 100ms or 1.5s");
     let (num, scale) = if let Some(n) = v.strip_suffix("ms") {
         (n, 1.0)
     } else if let Some(n) = v.strip_suffix("us") {

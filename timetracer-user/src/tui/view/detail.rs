@@ -167,10 +167,13 @@ fn waterfall(out: &mut Vec<Line<'static>>, row: &Row, width: usize) {
 
     for e in events {
         let kind = DepKind::of(&e.kind);
-        let mut label = format!("#{} {:<5} {}", e.eid, kind.label(), call_text(e));
-        if matches!(e.attribution, Some(AttributionInfo::Ambiguous { .. })) {
-            label = format!("?{label}");
-        }
+        // `?` marks a call whose attribution to this request is ambiguous.
+        let mark = if matches!(e.attribution, Some(AttributionInfo::Ambiguous { .. })) {
+            '?'
+        } else {
+            ' '
+        };
+        let label = format!("{mark}#{} {:<5} {}", e.eid, kind.label(), call_text(e));
         let mut spans = vec![Span::raw(format!(
             "{:<label_w$} ",
             truncate(&label, label_w)

@@ -21,6 +21,29 @@ fn lines(state: &State) -> Vec<Line<'static>> {
 
     // Line 1: who, how long, where cassettes go, state marks.
     let mut l1 = vec![Span::styled(" timetracer top ", bold.fg(Color::Cyan))];
+    // State marks first, so a narrow terminal never cuts them.
+    if state.is_paused() {
+        l1.push(Span::styled(
+            format!(" PAUSED · {} new ", state.arrived_while_paused()),
+            Style::new()
+                .fg(Color::Black)
+                .bg(Color::Yellow)
+                .add_modifier(Modifier::BOLD),
+        ));
+        l1.push(Span::raw(" "));
+    }
+    if state.is_disconnected() {
+        l1.push(Span::styled(
+            " SESSION ENDED ",
+            Style::new().fg(Color::Black).bg(Color::Gray),
+        ));
+        l1.push(Span::raw(" "));
+    } else if let Some(d) = state.stalled_for() {
+        l1.push(Span::styled(
+            format!("no update for {}s  ", d.as_secs()),
+            Style::new().fg(Color::Yellow),
+        ));
+    }
     match state.stats() {
         Some(s) => {
             l1.push(Span::styled(s.target.clone(), bold));
@@ -34,29 +57,7 @@ fn lines(state: &State) -> Vec<Line<'static>> {
             state.out_dir().display()
         )));
     } else {
-        l1.push(Span::styled("  not saving (--no-save): s saves", dim));
-    }
-    if state.is_paused() {
-        l1.push(Span::raw("  "));
-        l1.push(Span::styled(
-            format!(" PAUSED +{} ", state.arrived_while_paused()),
-            Style::new()
-                .fg(Color::Black)
-                .bg(Color::Yellow)
-                .add_modifier(Modifier::BOLD),
-        ));
-    }
-    if state.is_disconnected() {
-        l1.push(Span::raw("  "));
-        l1.push(Span::styled(
-            " SESSION ENDED ",
-            Style::new().fg(Color::Black).bg(Color::Gray),
-        ));
-    } else if let Some(d) = state.stalled_for() {
-        l1.push(Span::styled(
-            format!("  no update for {}s", d.as_secs()),
-            Style::new().fg(Color::Yellow),
-        ));
+        l1.push(Span::styled("  --no-save (s saves)", dim));
     }
 
     // Line 2: rates and totals.
