@@ -419,3 +419,22 @@ fn detail_help_and_escape() {
     assert_eq!(s.input_mode(), InputMode::Prompt);
     assert!(!s.help_open());
 }
+
+#[test]
+fn details_and_save_pin_the_selection() {
+    let mut s = state_with(sample_requests());
+    assert!(s.is_following());
+    s.apply(Action::ToggleDetail);
+    assert!(!s.is_following(), "details do not jump to each new request");
+    s.apply_update(request(cassette("GET", "/new", 200, 1.0, 8), None));
+    assert_eq!(s.selected_row().unwrap().seq, 7);
+    s.apply(Action::ToggleDetail);
+    s.apply(Action::Bottom);
+    assert_eq!(s.apply(Action::Save), Effect::Save(8));
+    s.apply_update(request(cassette("GET", "/newer", 200, 1.0, 9), None));
+    assert_eq!(
+        s.selected_row().unwrap().seq,
+        8,
+        "the row being saved stays selected"
+    );
+}

@@ -599,6 +599,10 @@ impl State {
             Action::ToggleDetail => {
                 self.detail = !self.detail;
                 self.detail_scroll = 0;
+                if self.detail {
+                    // Details of a moving target are unreadable: stop following.
+                    self.pin();
+                }
             }
             Action::ScrollDetail(d) => {
                 if self.detail {
@@ -698,7 +702,16 @@ impl State {
         self.follow = false;
     }
 
+    /// Keeps the selection on the row it is on now (leaves follow mode).
+    fn pin(&mut self) {
+        if let Some(seq) = self.selected_row().map(|r| r.seq) {
+            self.selected = Some(seq);
+            self.follow = false;
+        }
+    }
+
     fn request_save(&mut self) -> Effect {
+        self.pin();
         let Some(row) = self.selected_row() else {
             self.notify("nothing selected", true);
             return Effect::None;

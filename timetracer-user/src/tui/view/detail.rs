@@ -71,8 +71,9 @@ pub fn lines(row: &Row, width: usize) -> Vec<Line<'static>> {
     }
     let d = row.deps;
     facts.push(format!(
-        "{} calls (http {}, db {}, redis {}{})",
+        "{} call{} (http {}, db {}, redis {}{})",
         c.events.len(),
+        if c.events.len() == 1 { "" } else { "s" },
         d.http,
         d.db,
         d.redis,

@@ -79,16 +79,6 @@ fn lines(state: &State) -> Vec<Line<'static>> {
     if state.saved_here() > 0 {
         l2.push(Span::raw(format!(" (+{} saved here)", state.saved_here())));
     }
-    let skipped = state.stats().map_or(0, |s| s.skipped_updates);
-    l2.push(Span::styled(
-        format!("  skipped updates {skipped}"),
-        if skipped > 0 {
-            Style::new().fg(Color::Yellow)
-        } else {
-            dim
-        },
-    ));
-
     // Line 3: drops by reason, then the row store.
     let mut l3 = vec![Span::raw(" drops: ")];
     match state.stats().map(|s| &s.drops) {
@@ -102,6 +92,16 @@ fn lines(state: &State) -> Vec<Line<'static>> {
         }
         _ => l3.push(Span::styled("none", Style::new().fg(Color::Green))),
     }
+    let skipped = state.stats().map_or(0, |s| s.skipped_updates);
+    l3.push(Span::styled(
+        format!("   skipped updates {skipped}"),
+        if skipped > 0 {
+            Style::new().fg(Color::Yellow)
+        } else {
+            dim
+        },
+    ));
+
     l3.push(Span::styled(
         format!("   rows {}/{}", state.rows().len(), state.capacity()),
         dim,
