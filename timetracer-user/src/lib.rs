@@ -15,6 +15,7 @@ pub mod protocols;
 pub mod reassembly;
 pub mod redact;
 pub mod telemetry;
+pub mod tui;
 
 // Dev-dependencies used only by integration tests in `tests/`.
 #[cfg(test)]
