@@ -20,6 +20,7 @@ use crate::{
     capture::{Capture, CaptureOptions, procfs},
     cassette::{self, BuildOptions, Compression},
     correlate::{CorrelateOptions, Correlator, model::RecordedRequest, monotonic_ns},
+    live::{LiveStats, LiveUpdate},
     redact::RedactionPolicy,
     telemetry::{Counters, human_bytes},
 };
@@ -42,6 +43,25 @@ pub enum Command {
         /// Process id to trace (its child processes are traced too).
         #[arg(long)]
         pid: u32,
+        /// Watch requests live in a terminal UI while recording (see `top`).
+        #[arg(long)]
+        tui: bool,
+        #[command(flatten)]
+        opts: RecordArgs,
+    },
+    /// Watch a running process' requests and their dependency calls live, in a terminal UI.
+    ///
+    /// Keys: ↑/↓ or j/k select, Enter details, / filter, p pause, e errors only, s save the
+    /// selected request, ? help, q quit.
+    ///
+    /// Example: sudo timetracer-agent top --pid $(pgrep -of gunicorn) --no-save
+    Top {
+        /// Process id to trace (its child processes are traced too).
+        #[arg(long)]
+        pid: u32,
+        /// Do not write cassettes; press `s` to save the selected request.
+        #[arg(long)]
+        no_save: bool,
         #[command(flatten)]
         opts: RecordArgs,
     },
@@ -117,6 +137,8 @@ struct RecordPlan {
     exclude: Vec<String>,
     compression: Compression,
     build: BuildOptions,
+    /// Write cassettes (false for `top --no-save`).
+    save: bool,
 }
 
 impl RecordArgs {
@@ -182,6 +204,7 @@ impl RecordArgs {
             exclude,
             compression,
             build,
+            save: true,
         })
     }
 }
@@ -275,7 +298,17 @@ pub fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let res = match cli.command {
-        Command::Attach { pid, opts } => opts.plan().and_then(|p| attach(pid, &p)),
+        Command::Attach {
+            pid,
+            tui: false,
+            opts,
+        } => opts.plan().and_then(|p| attach(pid, &p)),
+        Command::Attach {
+            pid,
+            tui: true,
+            opts,
+        } => opts.plan().and_then(|p| top(pid, p, true)),
+        Command::Top { pid, no_save, opts } => opts.plan().and_then(|p| top(pid, p, !no_save)),
         Command::Record { opts, cmd } => opts.plan().and_then(|p| record(&cmd, &p)),
     };
     match res {
@@ -307,6 +340,55 @@ fn attach(pid: u32, plan: &RecordPlan) -> anyhow::Result<ExitCode> {
     }
     session.finish();
     Ok(ExitCode::SUCCESS)
+}
+
+/// `top` and `attach --tui`: the session runs on a worker thread and feeds the terminal UI,
+/// which owns the terminal on this thread until the user quits (or a signal arrives).
+fn top(pid: u32, mut plan: RecordPlan, save: bool) -> anyhow::Result<ExitCode> {
+    if !procfs::exists(pid) {
+        bail!("no process with pid {pid} (check `ps -p {pid}`)");
+    }
+    crate::capture::preflight()?;
+    plan.save = save;
+    let (tx, rx) = mpsc::sync_channel(4096);
+    let mut session = Session::start(&plan)?;
+    session.live = Some(LiveFeed {
+        tx,
+        target: describe_target(pid),
+    });
+    session.tty = false;
+    for p in procfs::with_descendants(pid) {
+        session.add_process(p, true)?;
+    }
+    install_signal_handlers()?;
+    let worker = std::thread::Builder::new()
+        .name("tt-session".into())
+        .spawn(move || {
+            let res = session.run(|| !procfs::exists(pid));
+            // The UI is gone or going: drop the feed before the (blocking) final flush.
+            session.live = None;
+            session.finish();
+            res
+        })?;
+    let opts = crate::tui::TuiOptions {
+        out_dir: plan.out.clone(),
+        save_enabled: save,
+        compression: plan.compression,
+    };
+    let ui = crate::tui::run(rx, opts, &STOP);
+    STOP.store(true, Ordering::SeqCst);
+    let res = worker
+        .join()
+        .map_err(|_| anyhow::anyhow!("the recording thread panicked"))?;
+    ui.context("the terminal UI failed")?;
+    res?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn describe_target(pid: u32) -> String {
+    let info = procfs::process_info(pid);
+    let cmd: Vec<&str> = info.cmdline.iter().map(String::as_str).take(4).collect();
+    format!("pid {pid} ({})", cmd.join(" "))
 }
 
 fn record(cmd: &[OsString], plan: &RecordPlan) -> anyhow::Result<ExitCode> {
@@ -372,11 +454,19 @@ struct Session {
     correlator: Correlator,
     counters: Counters,
     writer: Option<std::thread::JoinHandle<()>>,
-    tx: Option<mpsc::SyncSender<RecordedRequest>>,
+    tx: Option<mpsc::SyncSender<(RecordedRequest, Option<mpsc::SyncSender<LiveUpdate>>)>>,
     plan: RecordPlan,
     preexisting_seq: u64,
     started: Instant,
     tty: bool,
+    /// The live view's feed (`top`, `attach --tui`).
+    live: Option<LiveFeed>,
+}
+
+/// Where a session sends live updates.
+struct LiveFeed {
+    tx: mpsc::SyncSender<LiveUpdate>,
+    target: String,
 }
 
 impl Session {
@@ -395,7 +485,8 @@ impl Session {
             ..CorrelateOptions::default()
         };
         let correlator = Correlator::new(opts, counters.clone());
-        let (tx, rx) = mpsc::sync_channel::<RecordedRequest>(1024);
+        let (tx, rx) =
+            mpsc::sync_channel::<(RecordedRequest, Option<mpsc::SyncSender<LiveUpdate>>)>(1024);
         let wplan = plan.clone();
         let wcounters = counters.clone();
         let writer = std::thread::Builder::new()
@@ -412,6 +503,7 @@ impl Session {
             preexisting_seq: 0,
             started: Instant::now(),
             tty: std::io::stderr().is_terminal(),
+            live: None,
         })
     }
 
@@ -428,7 +520,11 @@ impl Session {
                         tracing::info!(pid, lib = %lib.display(), sites = ?what, "TLS probes attached");
                     }
                     crate::capture::TlsReport::Unsupported { pid, lib, reason } => {
-                        eprintln!("\ntimetracer-agent: pid {pid}: {}: {reason}", lib.display());
+                        if self.live.is_some() {
+                            tracing::warn!(pid, lib = %lib.display(), %reason, "TLS not recorded");
+                        } else {
+                            eprintln!("\ntimetracer-agent: pid {pid}: {}: {reason}", lib.display());
+                        }
                     }
                 }
             }
@@ -480,9 +576,12 @@ impl Session {
                 self.step();
                 return Ok(());
             }
-            if self.tty && last_status.elapsed() >= Duration::from_millis(250) {
+            if last_status.elapsed() >= Duration::from_millis(250) {
                 last_status = Instant::now();
-                eprint!("\r\x1b[2K{}", self.status_line());
+                if self.tty {
+                    eprint!("\r\x1b[2K{}", self.status_line());
+                }
+                self.send_live_stats();
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -508,7 +607,8 @@ impl Session {
         if let Some(tx) = &self.tx {
             // Blocking send: a slow disk slows the agent (and eventually the kernel counts
             // ring drops), it never blocks the traced app.
-            let _ = tx.send(r);
+            let live = self.live.as_ref().map(|l| l.tx.clone());
+            let _ = tx.send((r, live));
         }
     }
 
@@ -523,6 +623,31 @@ impl Session {
             v.push((name.to_owned(), self.counters.named(name)));
         }
         v
+    }
+
+    fn send_live_stats(&mut self) {
+        if self.live.is_none() {
+            return;
+        }
+        let drops: Vec<(String, u64)> = self
+            .drops_snapshot()
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let Some(live) = &self.live else { return };
+        let stats = LiveStats {
+            target: live.target.clone(),
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            requests: self.counters.named("requests"),
+            events: self.counters.events(),
+            bytes: self.counters.bytes(),
+            cassettes: self.counters.cassettes(),
+            drops,
+            skipped_updates: self.counters.named("live_skipped"),
+        };
+        if live.tx.try_send(LiveUpdate::Stats(stats)).is_err() {
+            self.counters.inc_named("live_skipped");
+        }
     }
 
     fn status_line(&mut self) -> String {
@@ -601,27 +726,55 @@ impl Session {
     }
 }
 
-fn writer_loop(rx: &mpsc::Receiver<RecordedRequest>, plan: &RecordPlan, counters: &Counters) {
-    while let Ok(r) = rx.recv() {
+fn writer_loop(
+    rx: &mpsc::Receiver<(RecordedRequest, Option<mpsc::SyncSender<LiveUpdate>>)>,
+    plan: &RecordPlan,
+    counters: &Counters,
+) {
+    while let Ok((r, live)) = rx.recv() {
         let path = request_path(&r);
         if excluded(&path, &plan.exclude) {
             counters.inc_named("excluded");
             continue;
         }
-        if plan.sample_rate < 1.0 && rand_unit() >= plan.sample_rate {
+        let keep = if plan.sample_rate < 1.0 && rand_unit() >= plan.sample_rate {
             counters.inc_named("sampled_out");
-            continue;
-        }
-        if plan.errors_only && !is_error(&r) {
+            false
+        } else if plan.errors_only && !is_error(&r) {
             counters.inc_named("not_error");
+            false
+        } else {
+            true
+        };
+        if !keep && live.is_none() {
             continue;
         }
         let c = cassette::build(&r, &plan.build);
-        match cassette::write(&plan.out, &c, plan.compression) {
-            Ok(_) => counters.inc_cassettes(),
-            Err(e) => {
-                counters.inc_named("write_errors");
-                eprintln!("\ntimetracer-agent: cannot write a cassette: {e}");
+        let mut written = None;
+        if keep && plan.save {
+            match cassette::write(&plan.out, &c, plan.compression) {
+                Ok(p) => {
+                    counters.inc_cassettes();
+                    written = Some(p);
+                }
+                Err(e) => {
+                    counters.inc_named("write_errors");
+                    if live.is_none() {
+                        eprintln!("\ntimetracer-agent: cannot write a cassette: {e}");
+                    } else {
+                        tracing::warn!(error = %e, "Cannot write a cassette");
+                    }
+                }
+            }
+        }
+        if let Some(tx) = live {
+            // Never wait for the viewer: what does not fit is counted and shown.
+            let update = LiveUpdate::Request {
+                cassette: Box::new(c),
+                path: written,
+            };
+            if tx.try_send(update).is_err() {
+                counters.inc_named("live_skipped");
             }
         }
     }

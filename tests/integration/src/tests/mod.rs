@@ -9,3 +9,4 @@ mod scenario;
 mod sendfile;
 mod sigkill;
 mod tls;
+mod tui;

@@ -1,0 +1,183 @@
+//! Issue #10: `timetracer-agent top` in a real terminal (tmux) against a real app under load:
+//! requests appear, the filter works, the detail pane shows a dependency call, and `q`
+//! restores the terminal exactly (same `stty -g` before and after).
+use std::{
+    process::Command,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use super::scenario::{App, Harness, Req};
+use crate::require_root;
+
+struct Tmux {
+    socket: String,
+}
+
+impl Tmux {
+    fn cmd(&self) -> Command {
+        let mut c = Command::new("tmux");
+        c.args(["-L", &self.socket]);
+        c
+    }
+    fn keys(&self, keys: &[&str]) {
+        let st = self
+            .cmd()
+            .args(["send-keys", "-t", "tt"])
+            .args(keys)
+            .status()
+            .expect("tmux send-keys");
+        assert!(st.success(), "tmux send-keys {keys:?}");
+    }
+    fn screen(&self) -> String {
+        let out = self
+            .cmd()
+            .args(["capture-pane", "-t", "tt", "-p"])
+            .output()
+            .expect("tmux capture-pane");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+    /// Polls the screen until `pred` holds (10 s), returning the last screen either way.
+    fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let t = Instant::now();
+        loop {
+            let s = self.screen();
+            if pred(&s) {
+                return s;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(15),
+                "timed out waiting for {what}; screen:\n{s}"
+            );
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.cmd().arg("kill-server").status();
+    }
+}
+
+#[test]
+fn top_in_tmux() {
+    let paths = require_root!();
+    if Command::new("tmux").arg("-V").output().is_err() {
+        assert!(
+            !crate::util::privileged_required(),
+            "tmux is missing (cargo xtask install installs it)"
+        );
+        eprintln!("SKIP: tmux is not installed (cargo xtask install installs it)");
+        return;
+    }
+    let mut h = Harness::new(paths, "top_in_tmux");
+    h.start_app(App::FastApi);
+    let pid = h.app.as_ref().expect("app").pid();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (before, after) = (
+        dir.path().join("stty.before"),
+        dir.path().join("stty.after"),
+    );
+    let script = format!(
+        "stty -g > {b}; {agent} top --pid {pid} --out {out}; stty -g > {a}; sleep 120",
+        b = before.display(),
+        a = after.display(),
+        agent = h.paths.agent.display(),
+        out = h.out.display(),
+    );
+    let tmux = Tmux {
+        socket: format!("tt-e2e-{}", std::process::id()),
+    };
+    let st = tmux
+        .cmd()
+        .args([
+            "new-session",
+            "-d",
+            "-s",
+            "tt",
+            "-x",
+            "160",
+            "-y",
+            "45",
+            "bash",
+            "-c",
+            &script,
+        ])
+        .status()
+        .expect("tmux new-session");
+    assert!(st.success(), "tmux new-session failed");
+    tmux.wait_for("the header", |s| s.contains("timetracer top"));
+
+    // Load: a keep-alive client alternating a one-call endpoint and a three-call endpoint.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let stop = stop.clone();
+        let port = h.client_port;
+        thread::spawn(move || {
+            let mut n = 0u32;
+            let mut conn = crate::util::HttpConn::connect(port).expect("connect");
+            while !stop.load(Ordering::SeqCst) && n < 2000 {
+                let ep = if n % 2 == 0 {
+                    format!("users/{}", 700 + n)
+                } else {
+                    "multi".to_owned()
+                };
+                let r = Req::new(&ep, &format!("tui{n}"));
+                let _ = conn.request(r.method, &r.target, None);
+                n += 1;
+                thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    tmux.wait_for("request rows", |s| {
+        s.contains("/users/7") && s.contains("/multi")
+    });
+
+    // Filter on the path: only /users rows remain.
+    tmux.keys(&["/"]);
+    tmux.keys(&["users", "Enter"]);
+    let s = tmux.wait_for("the filter to apply", |s| {
+        !s.contains("/multi") && s.contains("/users/")
+    });
+    assert!(s.contains("users"), "filter not shown:\n{s}");
+
+    // Pause so the selection stays put, then open the details of the selected request.
+    tmux.keys(&["p"]);
+    tmux.keys(&["k", "Enter"]);
+    let want = format!("http://127.0.0.1:{}/json/", h.upstream_port);
+    let s = tmux.wait_for("the detail pane with the dependency call", |s| {
+        s.contains(&want)
+    });
+    assert!(
+        s.contains("Waterfall") || s.contains("Calls"),
+        "no waterfall/calls in details:\n{s}"
+    );
+
+    stop.store(true, Ordering::SeqCst);
+    let _ = load.join();
+    tmux.keys(&["q"]);
+    let t = Instant::now();
+    while !after.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "`top` did not exit after q; screen:\n{}",
+            tmux.screen()
+        );
+        thread::sleep(Duration::from_millis(100));
+    }
+    let (b, a) = (
+        std::fs::read_to_string(&before).unwrap(),
+        std::fs::read_to_string(&after).unwrap(),
+    );
+    assert_eq!(b, a, "terminal settings were not restored after q");
+    let s = tmux.screen();
+    assert!(
+        s.contains("timetracer-agent: done"),
+        "no exit summary on the restored screen:\n{s}"
+    );
+}
