@@ -122,7 +122,7 @@ fn top_in_tmux() {
             let mut n = 0u32;
             let mut conn = crate::util::HttpConn::connect(port).expect("connect");
             while !stop.load(Ordering::SeqCst) && n < 2000 {
-                let ep = if n % 2 == 0 {
+                let ep = if n.is_multiple_of(2) {
                     format!("users/{}", 700 + n)
                 } else {
                     "multi".to_owned()
