@@ -269,12 +269,21 @@ pub fn from_har(har: &Value, service: &str) -> anyhow::Result<Vec<Cassette>> {
     Ok(out)
 }
 
-fn write_one(ctx: &mut Ctx, out_dir: &Path, c: &Cassette, comp: Compression, src: &Path, out: &mut dyn Write) -> anyhow::Result<()> {
+/// Write one imported cassette; `false` when a file of that name already exists (kept).
+fn write_one(ctx: &mut Ctx, out_dir: &Path, c: &Cassette, comp: Compression, src: &Path, out: &mut dyn Write) -> anyhow::Result<bool> {
+    let dest = out_dir.join(cassette::naming::relative_path(c, comp));
+    if dest.exists() {
+        writeln!(out, "{} -> {} already exists, skipped", src.display(), dest.display())?;
+        return Ok(false);
+    }
     match cassette::write(out_dir, c, comp) {
-        Ok(p) => writeln!(out, "{} -> {}", src.display(), p.display())?,
+        Ok(p) => {
+            writeln!(out, "{} -> {}", src.display(), p.display())?;
+            return Ok(true);
+        }
         Err(e) => ctx.file_error(src, &crate::index::error_chain(&e)),
     }
-    Ok(())
+    Ok(false)
 }
 
 /// `timetracer import`.
@@ -284,14 +293,17 @@ pub fn run(ctx: &mut Ctx, a: &ImportArgs, out: &mut dyn Write) -> anyhow::Result
         Some("zstd") => Compression::Zstd,
         _ => Compression::None,
     };
-    let mut n = 0;
+    let (mut n, mut skipped) = (0, 0);
     match a.from {
         ImportFormat::Py => {
             for f in expand_inputs(&a.paths)? {
                 match cassette::read(&f) {
                     Ok(c) if c.is_python_legacy() => {
-                        write_one(ctx, &out_dir, &upgrade(c), comp, &f, out)?;
-                        n += 1;
+                        if write_one(ctx, &out_dir, &upgrade(c), comp, &f, out)? {
+                            n += 1;
+                        } else {
+                            skipped += 1;
+                        }
                     }
                     Ok(_) => eprintln!("timetracer: {}: already schema 2.x, skipped", f.display()),
                     Err(cassette::Error::MissingSchema { .. }) if !a.paths.contains(&f) => {}
@@ -308,8 +320,11 @@ pub fn run(ctx: &mut Ctx, a: &ImportArgs, out: &mut dyn Write) -> anyhow::Result
                 match parsed {
                     Ok(cs) => {
                         for c in cs {
-                            write_one(ctx, &out_dir, &c, comp, f, out)?;
-                            n += 1;
+                            if write_one(ctx, &out_dir, &c, comp, f, out)? {
+                                n += 1;
+                            } else {
+                                skipped += 1;
+                            }
                         }
                     }
                     Err(e) => ctx.file_error(f, &format!("{e:#}")),
@@ -317,7 +332,7 @@ pub fn run(ctx: &mut Ctx, a: &ImportArgs, out: &mut dyn Write) -> anyhow::Result
             }
         }
     }
-    writeln!(out, "Imported {n} cassettes into {}", out_dir.display())?;
+    writeln!(out, "Imported {n} cassettes into {} ({skipped} skipped: already there)", out_dir.display())?;
     Ok(Exit::Ok)
 }
 

@@ -154,7 +154,13 @@ pub fn read_inputs(ctx: &mut Ctx, inputs: &[PathBuf]) -> anyhow::Result<Vec<(Pat
         match cassette::read(&p) {
             Ok(c) => out.push((p, c)),
             Err(cassette::Error::MissingSchema { .. }) if !inputs.contains(&p) => {}
-            Err(e) => ctx.file_error(&p, &crate::index::error_chain(&e)),
+            Err(e) => ctx.file_error(
+                &p,
+                &format!(
+                    "{} (skipped: repair or delete the file; `timetracer validate FILE` shows details)",
+                    crate::index::error_chain(&e)
+                ),
+            ),
         }
     }
     Ok(out)
