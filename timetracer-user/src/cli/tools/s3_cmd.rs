@@ -39,6 +39,7 @@ pub struct S3Args {
 #[derive(Debug, clap::Subcommand)]
 pub enum S3Action {
     /// Upload cassette files or directories.
+    #[command(after_help = "Examples:\n  timetracer s3 upload cassettes/2026-11-22 --bucket my-bucket\n  timetracer s3 upload cassettes/2026-11-22/GET__users_42__e92ca5c8.json")]
     Upload {
         /// Files or directories; keys are relative to --dir when inside it, else the file name.
         #[arg(required = true)]
@@ -48,6 +49,7 @@ pub enum S3Action {
         dir: Option<PathBuf>,
     },
     /// Download one object.
+    #[command(after_help = "Examples:\n  timetracer s3 download 2026-11-22/GET__users_42__e92ca5c8.json\n  timetracer s3 download 2026-11-22/GET__users_42__e92ca5c8.json -o /tmp/x.json")]
     Download {
         /// Key below the prefix.
         key: String,
@@ -56,6 +58,7 @@ pub enum S3Action {
         out: Option<PathBuf>,
     },
     /// List objects below the prefix, newest key first.
+    #[command(after_help = "Examples:\n  timetracer s3 list\n  timetracer s3 list -n 0 --json --prefix staging/cassettes")]
     List {
         /// At most this many (0 = all).
         #[arg(short = 'n', long, default_value_t = 20)]
@@ -65,6 +68,7 @@ pub enum S3Action {
         json: bool,
     },
     /// Make the bucket (up) or the directory (down) have every cassette of the other side.
+    #[command(after_help = "Examples:\n  timetracer s3 sync up --dir ./cassettes\n  timetracer s3 sync down --dir ./from-prod --dry-run\n\nA file is copied when the other side lacks it or has another size.")]
     Sync {
         /// up: local -> bucket; down: bucket -> local.
         #[arg(value_parser = ["up", "down"])]
