@@ -65,23 +65,142 @@ pub struct Key {
 
 /// Every key (the table in `docs/configuration.md` mirrors this).
 pub const KEYS: &[Key] = &[
-    Key { name: "dir", env: "TIMETRACER_DIR", default: Some("./cassettes"), kind: Kind::Path, used_by: "cli, agent", help: "cassette directory" },
-    Key { name: "service", env: "TIMETRACER_SERVICE", default: Some("timetracer-service"), kind: Kind::Str, used_by: "agent", help: "session.service written into cassettes" },
-    Key { name: "env", env: "TIMETRACER_ENV", default: Some("local"), kind: Kind::Str, used_by: "agent", help: "session.env written into cassettes" },
-    Key { name: "git_sha", env: "TIMETRACER_GIT_SHA", default: None, kind: Kind::Str, used_by: "agent", help: "session.git_sha written into cassettes" },
-    Key { name: "compression", env: "TIMETRACER_COMPRESSION", default: Some("none"), kind: Kind::Choice(&["none", "zstd"]), used_by: "cli, agent", help: "compression of written cassettes (agent, import, s3 download keeps the original)" },
-    Key { name: "sample_rate", env: "TIMETRACER_SAMPLE_RATE", default: Some("1.0"), kind: Kind::Float, used_by: "agent", help: "fraction of requests recorded, 0.0-1.0" },
-    Key { name: "errors_only", env: "TIMETRACER_ERRORS_ONLY", default: Some("false"), kind: Kind::Bool, used_by: "agent", help: "record only failed requests" },
-    Key { name: "exclude_paths", env: "TIMETRACER_EXCLUDE_PATHS", default: None, kind: Kind::List, used_by: "agent", help: "paths not recorded (exact, prefix + `/`, or `/x/*`)" },
-    Key { name: "max_body_kb", env: "TIMETRACER_MAX_BODY_KB", default: Some("1024"), kind: Kind::Int, used_by: "agent", help: "KiB of each body kept" },
-    Key { name: "log", env: "TIMETRACER_LOG", default: Some("info"), kind: Kind::Str, used_by: "agent", help: "log filter (tracing EnvFilter syntax)" },
-    Key { name: "color", env: "TIMETRACER_COLOR", default: Some("auto"), kind: Kind::Choice(&["auto", "always", "never"]), used_by: "cli", help: "coloured output (`NO_COLOR` also turns it off)" },
-    Key { name: "diff.threshold", env: "TIMETRACER_DIFF_THRESHOLD", default: Some("20"), kind: Kind::Float, used_by: "cli", help: "`diff`: % slower that counts as a regression" },
-    Key { name: "stats.n_plus_one", env: "TIMETRACER_N_PLUS_ONE", default: Some("3"), kind: Kind::Int, used_by: "cli", help: "`stats`: repeats of one query shape in one request reported as N+1" },
-    Key { name: "s3.bucket", env: "TIMETRACER_S3_BUCKET", default: None, kind: Kind::Str, used_by: "cli, agent", help: "S3 bucket (enables uploads)" },
-    Key { name: "s3.prefix", env: "TIMETRACER_S3_PREFIX", default: Some("cassettes"), kind: Kind::Str, used_by: "cli, agent", help: "key prefix inside the bucket" },
-    Key { name: "s3.region", env: "TIMETRACER_S3_REGION", default: None, kind: Kind::Str, used_by: "cli, agent", help: "region (else AWS_REGION / AWS_DEFAULT_REGION, else us-east-1)" },
-    Key { name: "s3.endpoint", env: "TIMETRACER_S3_ENDPOINT", default: None, kind: Kind::Str, used_by: "cli, agent", help: "endpoint URL of an S3-compatible server (MinIO, moto, R2...)" },
+    Key {
+        name: "dir",
+        env: "TIMETRACER_DIR",
+        default: Some("./cassettes"),
+        kind: Kind::Path,
+        used_by: "cli, agent",
+        help: "cassette directory",
+    },
+    Key {
+        name: "service",
+        env: "TIMETRACER_SERVICE",
+        default: Some("timetracer-service"),
+        kind: Kind::Str,
+        used_by: "agent",
+        help: "session.service written into cassettes",
+    },
+    Key {
+        name: "env",
+        env: "TIMETRACER_ENV",
+        default: Some("local"),
+        kind: Kind::Str,
+        used_by: "agent",
+        help: "session.env written into cassettes",
+    },
+    Key {
+        name: "git_sha",
+        env: "TIMETRACER_GIT_SHA",
+        default: None,
+        kind: Kind::Str,
+        used_by: "agent",
+        help: "session.git_sha written into cassettes",
+    },
+    Key {
+        name: "compression",
+        env: "TIMETRACER_COMPRESSION",
+        default: Some("none"),
+        kind: Kind::Choice(&["none", "zstd"]),
+        used_by: "cli, agent",
+        help: "compression of written cassettes (agent, import, s3 download keeps the original)",
+    },
+    Key {
+        name: "sample_rate",
+        env: "TIMETRACER_SAMPLE_RATE",
+        default: Some("1.0"),
+        kind: Kind::Float,
+        used_by: "agent",
+        help: "fraction of requests recorded, 0.0-1.0",
+    },
+    Key {
+        name: "errors_only",
+        env: "TIMETRACER_ERRORS_ONLY",
+        default: Some("false"),
+        kind: Kind::Bool,
+        used_by: "agent",
+        help: "record only failed requests",
+    },
+    Key {
+        name: "exclude_paths",
+        env: "TIMETRACER_EXCLUDE_PATHS",
+        default: None,
+        kind: Kind::List,
+        used_by: "agent",
+        help: "paths not recorded (exact, prefix + `/`, or `/x/*`)",
+    },
+    Key {
+        name: "max_body_kb",
+        env: "TIMETRACER_MAX_BODY_KB",
+        default: Some("1024"),
+        kind: Kind::Int,
+        used_by: "agent",
+        help: "KiB of each body kept",
+    },
+    Key {
+        name: "log",
+        env: "TIMETRACER_LOG",
+        default: Some("info"),
+        kind: Kind::Str,
+        used_by: "agent",
+        help: "log filter (tracing EnvFilter syntax)",
+    },
+    Key {
+        name: "color",
+        env: "TIMETRACER_COLOR",
+        default: Some("auto"),
+        kind: Kind::Choice(&["auto", "always", "never"]),
+        used_by: "cli",
+        help: "coloured output (`NO_COLOR` also turns it off)",
+    },
+    Key {
+        name: "diff.threshold",
+        env: "TIMETRACER_DIFF_THRESHOLD",
+        default: Some("20"),
+        kind: Kind::Float,
+        used_by: "cli",
+        help: "`diff`: % slower that counts as a regression",
+    },
+    Key {
+        name: "stats.n_plus_one",
+        env: "TIMETRACER_N_PLUS_ONE",
+        default: Some("3"),
+        kind: Kind::Int,
+        used_by: "cli",
+        help: "`stats`: repeats of one query shape in one request reported as N+1",
+    },
+    Key {
+        name: "s3.bucket",
+        env: "TIMETRACER_S3_BUCKET",
+        default: None,
+        kind: Kind::Str,
+        used_by: "cli, agent",
+        help: "S3 bucket (enables uploads)",
+    },
+    Key {
+        name: "s3.prefix",
+        env: "TIMETRACER_S3_PREFIX",
+        default: Some("cassettes"),
+        kind: Kind::Str,
+        used_by: "cli, agent",
+        help: "key prefix inside the bucket",
+    },
+    Key {
+        name: "s3.region",
+        env: "TIMETRACER_S3_REGION",
+        default: None,
+        kind: Kind::Str,
+        used_by: "cli, agent",
+        help: "region (else AWS_REGION / AWS_DEFAULT_REGION, else us-east-1)",
+    },
+    Key {
+        name: "s3.endpoint",
+        env: "TIMETRACER_S3_ENDPOINT",
+        default: None,
+        kind: Kind::Str,
+        used_by: "cli, agent",
+        help: "endpoint URL of an S3-compatible server (MinIO, moto, R2...)",
+    },
 ];
 
 fn known_keys() -> String {
@@ -166,7 +285,9 @@ fn check(k: &Key, value: &str, src: &Source) -> Result<(), Error> {
     };
     match k.kind {
         Kind::Str | Kind::Path | Kind::List => Ok(()),
-        Kind::Bool => parse_bool(value).map(|_| ()).ok_or_else(|| bad("true/false (or 1/0, yes/no, on/off)")),
+        Kind::Bool => parse_bool(value)
+            .map(|_| ())
+            .ok_or_else(|| bad("true/false (or 1/0, yes/no, on/off)")),
         Kind::Float => value
             .trim()
             .parse::<f64>()
@@ -205,11 +326,7 @@ pub fn parse_bool(s: &str) -> Option<bool> {
 fn toml_to_string(v: &toml::Value) -> String {
     match v {
         toml::Value::String(s) => s.clone(),
-        toml::Value::Array(a) => a
-            .iter()
-            .map(toml_to_string)
-            .collect::<Vec<_>>()
-            .join(","),
+        toml::Value::Array(a) => a.iter().map(toml_to_string).collect::<Vec<_>>().join(","),
         other => other.to_string(),
     }
 }
@@ -237,10 +354,10 @@ impl Config {
                 );
             }
         }
-        if let Some(p) = &locations.user {
-            if p.is_file() {
-                cfg.apply_file(p, Source::UserFile(p.clone()))?;
-            }
+        if let Some(p) = &locations.user
+            && p.is_file()
+        {
+            cfg.apply_file(p, Source::UserFile(p.clone()))?;
         }
         if let Some(p) = &locations.project {
             // An explicit TIMETRACER_CONFIG that does not exist is an error; read it anyway.
@@ -250,7 +367,13 @@ impl Config {
             if let Some(v) = env(k.env).filter(|v| !v.is_empty()) {
                 let src = Source::Env(k.env);
                 check(k, &v, &src)?;
-                cfg.values.insert(k.name, Value { value: v, source: src });
+                cfg.values.insert(
+                    k.name,
+                    Value {
+                        value: v,
+                        source: src,
+                    },
+                );
             }
         }
         Ok(cfg)
@@ -355,8 +478,16 @@ mod tests {
         let user = d.path().join("user.toml");
         let proj = d.path().join("proj").join("timetracer.toml");
         std::fs::create_dir_all(proj.parent().unwrap()).unwrap();
-        std::fs::write(&user, "dir = \"/u/c\"\nservice = \"u\"\n[s3]\nbucket = \"ub\"\n").unwrap();
-        std::fs::write(&proj, "dir = \"cas\"\n[s3]\nbucket = \"pb\"\nprefix = \"p\"\n").unwrap();
+        std::fs::write(
+            &user,
+            "dir = \"/u/c\"\nservice = \"u\"\n[s3]\nbucket = \"ub\"\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &proj,
+            "dir = \"cas\"\n[s3]\nbucket = \"pb\"\nprefix = \"p\"\n",
+        )
+        .unwrap();
         let loc = Locations {
             project: Some(proj.clone()),
             user: Some(user.clone()),
@@ -390,7 +521,10 @@ mod tests {
             user: None,
         };
         let e = Config::load_from(&loc, |_| None).unwrap_err().to_string();
-        assert!(e.contains("unknown key `bukcet`") && e.contains("s3.bucket"), "{e}");
+        assert!(
+            e.contains("unknown key `bukcet`") && e.contains("s3.bucket"),
+            "{e}"
+        );
         std::fs::write(&p, "color = \"blue\"\n").unwrap();
         let e = Config::load_from(&loc, |_| None).unwrap_err().to_string();
         assert!(e.contains("auto, always or never"), "{e}");
@@ -399,6 +533,9 @@ mod tests {
         })
         .unwrap_err()
         .to_string();
-        assert!(e.contains("env TIMETRACER_SAMPLE_RATE") && e.contains("number"), "{e}");
+        assert!(
+            e.contains("env TIMETRACER_SAMPLE_RATE") && e.contains("number"),
+            "{e}"
+        );
     }
 }

@@ -1,7 +1,10 @@
 //! `diff` exit codes on real cassette pairs, and event pairing by destination + order.
-#![expect(unused_crate_dependencies, reason = "an integration test links every dependency of the package")]
+#![expect(
+    unused_crate_dependencies,
+    reason = "an integration test links every dependency of the package"
+)]
 
-mod cli_common;
+pub mod cli_common;
 use cli_common::{fixtures, run};
 use serde_json::{Value, json};
 
@@ -24,7 +27,10 @@ fn diff(t: &tempfile::TempDir, a: &str, b: &str) -> (i32, Value) {
 #[test]
 fn same_is_zero() {
     let t = tempfile::tempdir().unwrap();
-    for f in ["py/GET__users_42__e92ca5c8.json", "ours/POST__login_caf__e92ca5c8.json"] {
+    for f in [
+        "py/GET__users_42__e92ca5c8.json",
+        "ours/POST__login_caf__e92ca5c8.json",
+    ] {
         let p = fixtures().join(f);
         let p = p.to_str().unwrap();
         let (code, r) = diff(&t, p, p);
@@ -32,7 +38,11 @@ fn same_is_zero() {
         assert_eq!(r["has_differences"], false);
         let o = run(t.path(), &["diff", "-a", p, "-b", p]);
         assert!(o.stdout.contains("status: 200 (unchanged)"), "{}", o.stdout);
-        assert!(o.stdout.contains("SAME") && !o.stdout.contains('\x1b'), "{}", o.stdout);
+        assert!(
+            o.stdout.contains("SAME") && !o.stdout.contains('\x1b'),
+            "{}",
+            o.stdout
+        );
     }
 }
 
@@ -47,9 +57,20 @@ fn body_and_header_changes_are_one() {
     b["response"]["headers"]["date"] = "Tue, 24 Nov 2026 00:00:00 GMT".into();
     let (code, r) = diff(&t, &save(&t, "a.json", &a), &save(&t, "b.json", &b));
     assert_eq!(code, 1, "{r:#}");
-    let whats: Vec<&str> = r["response"].as_array().unwrap().iter().map(|c| c["what"].as_str().unwrap()).collect();
+    let whats: Vec<&str> = r["response"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["what"].as_str().unwrap())
+        .collect();
     assert_eq!(whats, ["response.header", "response.body"], "{r:#}");
-    assert!(r["response"][1]["summary"].as_str().unwrap().contains("$.user"), "{r:#}");
+    assert!(
+        r["response"][1]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("$.user"),
+        "{r:#}"
+    );
     assert_eq!(r["is_regression"], false);
 }
 
@@ -60,15 +81,25 @@ fn regressions_are_two() {
     let pa = save(&t, "a.json", &a);
     // The app now fails.
     let boom = fixtures().join("py/GET__boom_5__90588dcc.json");
-    let o = run(t.path(), &["diff", "--a", &pa, "--b", boom.to_str().unwrap()]);
+    let o = run(
+        t.path(),
+        &["diff", "--a", &pa, "--b", boom.to_str().unwrap()],
+    );
     assert_eq!(o.code, 2, "{}", o.stdout);
-    assert!(o.stdout.contains("status 200 → 0") && o.stdout.contains("REGRESSION"), "{}", o.stdout);
+    assert!(
+        o.stdout.contains("status 200 → 0") && o.stdout.contains("REGRESSION"),
+        "{}",
+        o.stdout
+    );
     // 50% slower, threshold 20%: regression; threshold 60%: not even a difference.
     let mut b = a.clone();
     b["response"]["duration_ms"] = json!(31.5);
     let pb = save(&t, "b.json", &b);
     assert_eq!(diff(&t, &pa, &pb).0, 2);
-    let o = run(t.path(), &["diff", "--a", &pa, "--b", &pb, "--threshold", "60"]);
+    let o = run(
+        t.path(),
+        &["diff", "--a", &pa, "--b", &pb, "--threshold", "60"],
+    );
     assert_eq!(o.code, 0, "{}", o.stdout);
     // A dependency call now fails.
     let mut c = a.clone();
@@ -106,17 +137,42 @@ fn events_pair_by_destination_then_order() {
     assert_eq!(r["events"]["changes"][0]["what"], "event.target");
     // Colour only when asked; --out writes plain text.
     let out = t.path().join("report.txt");
-    let o = run(t.path(), &["diff", "-a", &save(&t, "a.json", &a), "-b", &save(&t, "c.json", &c), "--color", "always", "-o", out.to_str().unwrap()]);
+    let o = run(
+        t.path(),
+        &[
+            "diff",
+            "-a",
+            &save(&t, "a.json", &a),
+            "-b",
+            &save(&t, "c.json", &c),
+            "--color",
+            "always",
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    );
     assert!(o.stdout.contains("\x1b[31m"), "{}", o.stdout);
     let text = std::fs::read_to_string(out).unwrap();
-    assert!(!text.contains('\x1b') && text.contains("/item/43"), "{text}");
+    assert!(
+        !text.contains('\x1b') && text.contains("/item/43"),
+        "{text}"
+    );
 }
 
 #[test]
 fn unreadable_input_is_four() {
     let t = tempfile::tempdir().unwrap();
     let p = fixtures().join("py/GET__users_42__e92ca5c8.json");
-    let o = run(t.path(), &["diff", "--a", p.to_str().unwrap(), "--b", "/nonexistent.json"]);
+    let o = run(
+        t.path(),
+        &[
+            "diff",
+            "--a",
+            p.to_str().unwrap(),
+            "--b",
+            "/nonexistent.json",
+        ],
+    );
     assert_eq!(o.code, 4);
     assert!(o.stderr.contains("cannot read --b"), "{}", o.stderr);
 }

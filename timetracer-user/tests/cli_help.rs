@@ -1,9 +1,12 @@
 //! Snapshot tests of `--help` for every command and of the examples in `docs/cli.md`.
 //!
 //! Regenerate with `TIMETRACER_BLESS=1 cargo test -p timetracer-user --test cli_help`.
-#![expect(unused_crate_dependencies, reason = "an integration test links every dependency of the package")]
+#![expect(
+    unused_crate_dependencies,
+    reason = "an integration test links every dependency of the package"
+)]
 
-mod cli_common;
+pub mod cli_common;
 use std::path::{Path, PathBuf};
 
 use cli_common::{repo, run_env};
@@ -43,7 +46,9 @@ fn check(name: &str, actual: &str, failures: &mut Vec<String>) {
     }
     match std::fs::read_to_string(&path) {
         Ok(expected) if expected == actual => {}
-        Ok(expected) => failures.push(format!("{name} differs:\n--- expected\n{expected}\n--- actual\n{actual}")),
+        Ok(expected) => failures.push(format!(
+            "{name} differs:\n--- expected\n{expected}\n--- actual\n{actual}"
+        )),
         Err(_) => failures.push(format!("{name}: no snapshot (run with TIMETRACER_BLESS=1)")),
     }
 }
@@ -58,9 +63,17 @@ fn help_snapshots() {
         let o = run_env(t.path(), &args, &[]);
         assert_eq!(o.code, 0, "{args:?}: {}", o.stderr);
         if !cmd.is_empty() {
-            assert!(o.stdout.contains("Examples:"), "{args:?} has no examples:\n{}", o.stdout);
+            assert!(
+                o.stdout.contains("Examples:"),
+                "{args:?} has no examples:\n{}",
+                o.stdout
+            );
         }
-        let name = if cmd.is_empty() { "timetracer.txt".to_owned() } else { format!("{}.txt", cmd.join("-")) };
+        let name = if cmd.is_empty() {
+            "timetracer.txt".to_owned()
+        } else {
+            format!("{}.txt", cmd.join("-"))
+        };
         check(&name, &o.stdout, &mut failures);
     }
     assert!(failures.is_empty(), "{}", failures.join("\n\n"));
@@ -105,13 +118,21 @@ fn docs_examples() {
     let work = t.path();
     std::fs::create_dir_all(work.join("tests/fixtures")).unwrap();
     let copy = std::process::Command::new("cp")
-        .args(["-r", repo().join("tests/fixtures/cassettes").to_str().unwrap(), work.join("tests/fixtures/").to_str().unwrap()])
+        .args([
+            "-r",
+            repo().join("tests/fixtures/cassettes").to_str().unwrap(),
+            work.join("tests/fixtures/").to_str().unwrap(),
+        ])
         .status()
         .unwrap();
     assert!(copy.success());
     for (cmd, expected, line) in &blocks {
         let args: Vec<&str> = cmd.split_whitespace().skip(1).collect();
-        assert_eq!(cmd.split_whitespace().next(), Some("timetracer"), "line {line}");
+        assert_eq!(
+            cmd.split_whitespace().next(),
+            Some("timetracer"),
+            "line {line}"
+        );
         let o = run_env(work, &args, &[]);
         let mut actual = o.stdout.clone();
         if o.code != 0 {
@@ -119,9 +140,15 @@ fn docs_examples() {
         }
         if &actual != expected {
             if bless {
-                new_doc = new_doc.replacen(&format!("$ {cmd}\n{expected}"), &format!("$ {cmd}\n{actual}"), 1);
+                new_doc = new_doc.replacen(
+                    &format!("$ {cmd}\n{expected}"),
+                    &format!("$ {cmd}\n{actual}"),
+                    1,
+                );
             } else {
-                failures.push(format!("docs/cli.md:{line}: `{cmd}`\n--- documented\n{expected}--- actual\n{actual}"));
+                failures.push(format!(
+                    "docs/cli.md:{line}: `{cmd}`\n--- documented\n{expected}--- actual\n{actual}"
+                ));
             }
         }
     }

@@ -40,9 +40,12 @@ pub fn stamp(path: &Path) -> io::Result<(i64, i64)> {
     Ok((mtime, i64::try_from(md.len()).unwrap_or(i64::MAX)))
 }
 
+/// Candidates found, and the paths that could not be read.
+pub type Listing = (Vec<FileStamp>, Vec<(PathBuf, io::Error)>);
+
 /// Every candidate under `dir`, recursively, skipping hidden directories and not following
 /// directory symlinks. Errors reading a subdirectory are returned with the listing.
-pub fn walk(dir: &Path) -> io::Result<(Vec<FileStamp>, Vec<(PathBuf, io::Error)>)> {
+pub fn walk(dir: &Path) -> io::Result<Listing> {
     let mut out = Vec::new();
     let mut errors = Vec::new();
     let mut stack = vec![(dir.to_path_buf(), String::new())];

@@ -150,14 +150,14 @@ CREATE INDEX IF NOT EXISTS deps_host ON deps(host);
 
 /// Outcome of reading one file for the index.
 enum Parsed {
-    Ok(Summary),
+    Ok(Box<Summary>),
     NotCassette(String),
     Bad(String),
 }
 
 fn parse_file(path: &Path) -> Parsed {
     match cassette::read(path) {
-        Ok(c) => Parsed::Ok(summarize(&c)),
+        Ok(c) => Parsed::Ok(Box::new(summarize(&c))),
         Err(e @ cassette::Error::MissingSchema { .. }) => Parsed::NotCassette(e.to_string()),
         Err(e) => Parsed::Bad(format!(
             "{} (skipped: repair or delete the file; `timetracer validate FILE` shows details)",
@@ -207,7 +207,9 @@ impl Index {
             .map_err(sq)?;
         conn.execute_batch(SCHEMA).map_err(sq)?;
         let version: Option<String> = conn
-            .query_row("SELECT value FROM meta WHERE key='layout'", [], |r| r.get(0))
+            .query_row("SELECT value FROM meta WHERE key='layout'", [], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(sq)?;
         if version.as_deref() != Some(LAYOUT_VERSION) {
@@ -246,12 +248,10 @@ impl Index {
     }
 
     fn rel_of(&self, path: &Path) -> Result<String, Error> {
-        let rel = path
-            .strip_prefix(&self.dir)
-            .map_err(|_| Error::Outside {
-                path: path.to_path_buf(),
-                dir: self.dir.clone(),
-            })?;
+        let rel = path.strip_prefix(&self.dir).map_err(|_| Error::Outside {
+            path: path.to_path_buf(),
+            dir: self.dir.clone(),
+        })?;
         Ok(rel
             .components()
             .map(|c| c.as_os_str().to_string_lossy().into_owned())
@@ -277,7 +277,7 @@ impl Index {
             path: self.db_path.clone(),
             source,
         })?;
-        store(&tx, &stamp, &Parsed::Ok(summary)).map_err(|source| Error::Sqlite {
+        store(&tx, &stamp, &Parsed::Ok(Box::new(summary))).map_err(|source| Error::Sqlite {
             path: self.db_path.clone(),
             source,
         })?;
@@ -360,10 +360,11 @@ impl Index {
             }
             Ok(())
         })();
-        res.and_then(|()| tx.commit()).map_err(|source| Error::Sqlite {
-            path: self.db_path.clone(),
-            source,
-        })?;
+        res.and_then(|()| tx.commit())
+            .map_err(|source| Error::Sqlite {
+                path: self.db_path.clone(),
+                source,
+            })?;
         report.removed = removed.len();
         report.updated = todo.iter().filter(|(_, upd)| *upd).count();
         report.added = todo.len() - report.updated;
@@ -417,7 +418,12 @@ impl Index {
             sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
         }
         if let Some(m) = &q.method {
-            arg(&mut sql, &mut args, " AND upper(method) = upper(?)", V::Text(m.clone()));
+            arg(
+                &mut sql,
+                &mut args,
+                " AND upper(method) = upper(?)",
+                V::Text(m.clone()),
+            );
         }
         if let Some(e) = &q.endpoint {
             if e.contains(['*', '?', '[']) {
@@ -588,18 +594,22 @@ fn parse_parallel(dir: &Path, todo: &[(FileStamp, bool)]) -> Vec<Parsed> {
         let handles: Vec<_> = todo
             .chunks(chunk)
             .map(|part| {
-                s.spawn(move || {
+                let h = s.spawn(move || {
                     part.iter()
                         .map(|(f, _)| parse_file(&dir.join(&f.rel)))
                         .collect::<Vec<_>>()
-                })
+                });
+                (part.len(), h)
             })
             .collect();
         handles
             .into_iter()
-            .flat_map(|h| {
-                h.join()
-                    .unwrap_or_else(|_| vec![Parsed::Bad("parser thread panicked".into())])
+            .flat_map(|(n, h)| {
+                h.join().unwrap_or_else(|_| {
+                    (0..n)
+                        .map(|_| Parsed::Bad("parser thread panicked".into()))
+                        .collect()
+                })
             })
             .collect()
     })

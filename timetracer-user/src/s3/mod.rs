@@ -34,7 +34,9 @@ pub enum Error {
         "no S3 bucket configured: pass --bucket, set TIMETRACER_S3_BUCKET, or add `[s3] bucket = \"...\"` to timetracer.toml"
     )]
     NoBucket,
-    #[error("cannot configure S3 client: {0} (check TIMETRACER_S3_ENDPOINT / _REGION and AWS credentials)")]
+    #[error(
+        "cannot configure S3 client: {0} (check TIMETRACER_S3_ENDPOINT / _REGION and AWS credentials)"
+    )]
     Config(#[source] object_store::Error),
     #[error("S3 {op} {key}: {source} (check the bucket exists, the endpoint, and AWS credentials)")]
     Request {
@@ -122,15 +124,13 @@ fn profile_credentials() -> Option<(String, String, Option<String>)> {
         let line = line.trim();
         if line.starts_with('[') && line.ends_with(']') {
             in_profile = line[1..line.len() - 1].trim() == profile;
-        } else if in_profile {
-            if let Some((k, v)) = line.split_once('=') {
-                let v = v.trim().to_owned();
-                match k.trim() {
-                    "aws_access_key_id" => id = Some(v),
-                    "aws_secret_access_key" => secret = Some(v),
-                    "aws_session_token" => token = Some(v),
-                    _ => {}
-                }
+        } else if in_profile && let Some((k, v)) = line.split_once('=') {
+            let v = v.trim().to_owned();
+            match k.trim() {
+                "aws_access_key_id" => id = Some(v),
+                "aws_secret_access_key" => secret = Some(v),
+                "aws_session_token" => token = Some(v),
+                _ => {}
             }
         }
     }
@@ -144,7 +144,11 @@ fn check_key(key: &str) -> Result<(), Error> {
             .split('/')
             .any(|s| s.is_empty() || s == "." || s == "..")
         || key.chars().any(char::is_control);
-    if bad { Err(Error::BadKey(key.to_owned())) } else { Ok(()) }
+    if bad {
+        Err(Error::BadKey(key.to_owned()))
+    } else {
+        Ok(())
+    }
 }
 
 impl Uploader {
@@ -332,7 +336,10 @@ pub fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<(), Error> {
         let path = path.to_path_buf();
         move |source| Error::Io { path, source }
     };
-    let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = dest
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(io(dir))?;
     let name = dest
         .file_name()

@@ -46,7 +46,12 @@ pub fn run(ctx: &mut Ctx, a: &CleanArgs, out: &mut dyn Write) -> anyhow::Result<
     let mut n = 0usize;
     for e in &old {
         if a.dry_run {
-            writeln!(out, "would delete {} ({})", e.file.display(), e.summary.recorded_at)?;
+            writeln!(
+                out,
+                "would delete {} ({})",
+                e.file.display(),
+                e.summary.recorded_at
+            )?;
         } else {
             match std::fs::remove_file(&e.file) {
                 Ok(()) => {
@@ -64,7 +69,10 @@ pub fn run(ctx: &mut Ctx, a: &CleanArgs, out: &mut dyn Write) -> anyhow::Result<
     }
     if !a.dry_run {
         // Remove date directories left empty (never the top directory).
-        let mut dirs: Vec<PathBuf> = old.iter().filter_map(|e| e.file.parent().map(PathBuf::from)).collect();
+        let mut dirs: Vec<PathBuf> = old
+            .iter()
+            .filter_map(|e| e.file.parent().map(PathBuf::from))
+            .collect();
         dirs.sort();
         dirs.dedup();
         for d in dirs.iter().rev() {

@@ -37,7 +37,10 @@ pub fn run(ctx: &mut Ctx, a: &ConfigArgs, out: &mut dyn Write) -> anyhow::Result
         return Ok(Exit::Ok);
     }
     if ctx.cfg.files.is_empty() {
-        writeln!(out, "# no timetracer.toml found (looked in . and parents, then ~/.config/timetracer/)")?;
+        writeln!(
+            out,
+            "# no timetracer.toml found (looked in . and parents, then ~/.config/timetracer/)"
+        )?;
     }
     for f in &ctx.cfg.files {
         writeln!(out, "# read {}", f.display())?;

@@ -293,7 +293,15 @@ pub fn compare(
         }
         let (va, vb) = (ra.headers.get(k), rb.headers.get(k));
         if va != vb {
-            let show = |v: Option<&Value>| v.map_or_else(|| "(none)".to_owned(), |v| v.as_str().map_or_else(|| v.to_string(), |s| format!("{s:?}")));
+            let show = |v: Option<&Value>| {
+                v.map_or_else(
+                    || "(none)".to_owned(),
+                    |v| {
+                        v.as_str()
+                            .map_or_else(|| v.to_string(), |s| format!("{s:?}"))
+                    },
+                )
+            };
             resp.push(Change {
                 what: "response.header".into(),
                 destination: None,
@@ -361,12 +369,19 @@ pub fn compare(
                     paired += 1;
                     let (tx, ty) = (target(x), target(y));
                     if tx != ty {
-                        changes.push(mk("event.target", tx.clone().into(), ty.clone().into(), format!("{tx} → {ty}"), true));
+                        changes.push(mk(
+                            "event.target",
+                            tx.clone().into(),
+                            ty.clone().into(),
+                            format!("{tx} → {ty}"),
+                            true,
+                        ));
                     }
                     if x.result.status != y.result.status {
                         let reg = http_failed(&y.kind, y.result.status, y.result.error.as_ref())
                             && !http_failed(&x.kind, x.result.status, x.result.error.as_ref());
-                        let s = |v: Option<i64>| v.map_or_else(|| "none".to_owned(), |v| v.to_string());
+                        let s =
+                            |v: Option<i64>| v.map_or_else(|| "none".to_owned(), |v| v.to_string());
                         changes.push(mk(
                             "event.status",
                             x.result.status.into(),
@@ -427,7 +442,13 @@ pub fn compare(
     )
 }
 
-fn render(ctx: &Ctx, r: &Report, a: &Cassette, b: &Cassette, out: &mut dyn Write) -> std::io::Result<()> {
+fn render(
+    ctx: &Ctx,
+    r: &Report,
+    a: &Cassette,
+    b: &Cassette,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
     let bold = |s: &str| ctx.paint("1", s);
     writeln!(out, "{} {}", bold("A:"), r.cassette_a)?;
     writeln!(out, "{} {}", bold("B:"), r.cassette_b)?;
@@ -444,7 +465,11 @@ fn render(ctx: &Ctx, r: &Report, a: &Cassette, b: &Cassette, out: &mut dyn Write
         pct(a.response.duration_ms, b.response.duration_ms)
     )?;
     let line = |c: &Change| {
-        let (mark, code) = if c.regression { ("!", "31") } else { ("~", "33") };
+        let (mark, code) = if c.regression {
+            ("!", "31")
+        } else {
+            ("~", "33")
+        };
         ctx.paint(code, &format!("  {mark} {}", c.summary))
     };
     for c in &r.response {
@@ -475,7 +500,11 @@ fn render(ctx: &Ctx, r: &Report, a: &Cassette, b: &Cassette, out: &mut dyn Write
             (false, "event.missing") => ("-", "31"),
             _ => ("~", "33"),
         };
-        writeln!(out, "{}", ctx.paint(code, &format!("    {mark} {ids} {}", c.summary)))?;
+        writeln!(
+            out,
+            "{}",
+            ctx.paint(code, &format!("    {mark} {ids} {}", c.summary))
+        )?;
     }
     let n = r.response.len() + r.events.changes.len();
     let verdict = if r.is_regression {
@@ -485,7 +514,12 @@ fn render(ctx: &Ctx, r: &Report, a: &Cassette, b: &Cassette, out: &mut dyn Write
     } else {
         ctx.paint("32", "SAME")
     };
-    writeln!(out, "\n{} {verdict}: {n} difference(s), threshold {}%", bold("SUMMARY"), r.threshold_pct)?;
+    writeln!(
+        out,
+        "\n{} {verdict}: {n} difference(s), threshold {}%",
+        bold("SUMMARY"),
+        r.threshold_pct
+    )?;
     Ok(())
 }
 
@@ -493,7 +527,10 @@ fn render(ctx: &Ctx, r: &Report, a: &Cassette, b: &Cassette, out: &mut dyn Write
 pub fn run(ctx: &mut Ctx, a: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
     let ca = cassette::read(&a.a).with_context(|| "cannot read --a (pass a cassette file)")?;
     let cb = cassette::read(&a.b).with_context(|| "cannot read --b (pass a cassette file)")?;
-    let threshold = a.threshold.or_else(|| ctx.cfg.f64("diff.threshold")).unwrap_or(20.0);
+    let threshold = a
+        .threshold
+        .or_else(|| ctx.cfg.f64("diff.threshold"))
+        .unwrap_or(20.0);
     if !(threshold.is_finite() && threshold >= 0.0) {
         anyhow::bail!("--threshold must be a non-negative percentage, e.g. 20");
     }
@@ -501,8 +538,13 @@ pub fn run(ctx: &mut Ctx, a: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<E
     let is_regression = response.iter().chain(&events.changes).any(|c| c.regression);
     let has_differences = !response.is_empty() || !events.changes.is_empty();
     let mut request = format!("{} {}", cb.request.method, cb.request.path);
-    if (ca.request.method.as_str(), ca.request.path.as_str()) != (cb.request.method.as_str(), cb.request.path.as_str()) {
-        request = format!("{} {} vs {request} (different requests)", ca.request.method, ca.request.path);
+    if (ca.request.method.as_str(), ca.request.path.as_str())
+        != (cb.request.method.as_str(), cb.request.path.as_str())
+    {
+        request = format!(
+            "{} {} vs {request} (different requests)",
+            ca.request.method, ca.request.path
+        );
     }
     let report = Report {
         cassette_a: a.a.display().to_string(),
@@ -522,7 +564,11 @@ pub fn run(ctx: &mut Ctx, a: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<E
     } else {
         render(ctx, &report, &ca, &cb, out)?;
         if a.out.is_some() {
-            let plain = Ctx { cfg: ctx.cfg.clone(), color: false, partial: false };
+            let plain = Ctx {
+                cfg: ctx.cfg.clone(),
+                color: false,
+                partial: false,
+            };
             render(&plain, &report, &ca, &cb, &mut text)?;
         }
     }

@@ -55,7 +55,10 @@ fn fmt_time(unix: f64) -> String {
     let ns = (unix * 1e9) as i128;
     time::OffsetDateTime::from_unix_timestamp_nanos(ns)
         .ok()
-        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
         .unwrap_or_else(|| "1970-01-01T00:00:00Z".to_owned())
 }
 
@@ -64,7 +67,12 @@ fn header_pairs(map: &JsonMap, list: Option<&Vec<(String, String)>>) -> Vec<(Str
         Some(l) if !l.is_empty() => l.clone(),
         _ => map
             .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+                )
+            })
             .collect(),
     }
 }
@@ -75,7 +83,10 @@ fn query_pairs(q: &JsonMap) -> Vec<(String, String)> {
         match v {
             Value::Array(a) => {
                 for x in a {
-                    out.push((k.clone(), x.as_str().map_or_else(|| x.to_string(), str::to_owned)));
+                    out.push((
+                        k.clone(),
+                        x.as_str().map_or_else(|| x.to_string(), str::to_owned),
+                    ));
                 }
             }
             Value::String(s) => out.push((k.clone(), s.clone())),
@@ -114,25 +125,37 @@ fn inbound_base(c: &Cassette, headers: &[(String, String)]) -> String {
 }
 
 fn inbound_target(c: &Cassette) -> String {
-    if let Some(t) = &c.request.target {
-        if t.starts_with('/') {
-            return t.clone();
-        }
+    if let Some(t) = &c.request.target
+        && t.starts_with('/')
+    {
+        return t.clone();
     }
     let q = query_pairs(&c.request.query);
     if q.is_empty() {
         c.request.path.clone()
     } else {
-        let qs: Vec<String> = q.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect();
+        let qs: Vec<String> = q
+            .iter()
+            .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+            .collect();
         format!("{}?{}", c.request.path, qs.join("&"))
     }
 }
 
 fn event_url(e: &Event) -> String {
     let base = e.signature.url.clone().unwrap_or_default();
-    match e.signature.query.as_ref().map(query_pairs).filter(|q| !q.is_empty()) {
+    match e
+        .signature
+        .query
+        .as_ref()
+        .map(query_pairs)
+        .filter(|q| !q.is_empty())
+    {
         Some(q) => {
-            let qs: Vec<String> = q.iter().map(|(k, v)| format!("{}={}", enc(k), enc(v))).collect();
+            let qs: Vec<String> = q
+                .iter()
+                .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
+                .collect();
             format!("{base}?{}", qs.join("&"))
         }
         None => base,
@@ -140,17 +163,31 @@ fn event_url(e: &Event) -> String {
 }
 
 fn har_headers(pairs: &[(String, String)]) -> Value {
-    Value::Array(pairs.iter().map(|(n, v)| json!({"name": n, "value": v})).collect())
+    Value::Array(
+        pairs
+            .iter()
+            .map(|(n, v)| json!({"name": n, "value": v}))
+            .collect(),
+    )
 }
 
 fn har_query(pairs: &[(String, String)]) -> Value {
-    Value::Array(pairs.iter().map(|(n, v)| json!({"name": n, "value": v})).collect())
+    Value::Array(
+        pairs
+            .iter()
+            .map(|(n, v)| json!({"name": n, "value": v}))
+            .collect(),
+    )
 }
 
 fn body_text(b: &Body) -> (Option<String>, Option<&'static str>) {
     match (b.encoding, &b.data) {
-        (Some(BodyEncoding::Json), Some(v)) => (Some(serde_json::to_string(v).unwrap_or_default()), None),
-        (Some(BodyEncoding::Text | BodyEncoding::Utf8), Some(Value::String(s))) => (Some(s.clone()), None),
+        (Some(BodyEncoding::Json), Some(v)) => {
+            (Some(serde_json::to_string(v).unwrap_or_default()), None)
+        }
+        (Some(BodyEncoding::Text | BodyEncoding::Utf8), Some(Value::String(s))) => {
+            (Some(s.clone()), None)
+        }
         (Some(BodyEncoding::Base64), Some(Value::String(s))) => (Some(s.clone()), Some("base64")),
         _ => (None, None),
     }
@@ -173,7 +210,10 @@ fn har_timings(t: Option<&Timing>, duration: f64) -> (Value, f64) {
     )
 }
 
-#[expect(clippy::too_many_arguments, reason = "one HAR entry has this many parts")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one HAR entry has this many parts"
+)]
 fn har_entry(
     started: f64,
     method: &str,
@@ -258,7 +298,10 @@ pub fn to_har(cassettes: &[(PathBuf, Cassette)], deps: bool) -> Value {
         let t0 = parse_rfc3339(&c.session.recorded_at).unwrap_or(0.0);
         let rh = header_pairs(&c.request.headers, c.request.header_list.as_ref());
         let url = format!("{}{}", inbound_base(c, &rh), inbound_target(c));
-        let ver = format!("HTTP/{}", c.request.http_version.as_deref().unwrap_or("1.1"));
+        let ver = format!(
+            "HTTP/{}",
+            c.request.http_version.as_deref().unwrap_or("1.1")
+        );
         let resp_h = header_pairs(&c.response.headers, c.response.header_list.as_ref());
         entries.push(har_entry(
             t0,
@@ -281,9 +324,17 @@ pub fn to_har(cassettes: &[(PathBuf, Cassette)], deps: bool) -> Value {
         }
         for e in c.events.iter().filter(|e| e.kind == "http.client") {
             let (qh, qb) = e.request.as_ref().map_or((Vec::new(), None), |r| {
-                (header_pairs(&r.headers, Some(&r.header_list)), r.body.as_ref())
+                (
+                    header_pairs(&r.headers, Some(&r.header_list)),
+                    r.body.as_ref(),
+                )
             });
-            let q = e.signature.query.as_ref().map(query_pairs).unwrap_or_default();
+            let q = e
+                .signature
+                .query
+                .as_ref()
+                .map(query_pairs)
+                .unwrap_or_default();
             let rh = header_pairs(&e.result.headers, e.result.header_list.as_ref());
             entries.push(har_entry(
                 t0 + e.start_offset_ms / 1000.0,
@@ -326,7 +377,13 @@ pub fn shell_quote(s: &str) -> String {
 const SKIP_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding", "connection"];
 
 fn curl_cmd(method: &str, url: &str, headers: &[(String, String)], body: Option<&Body>) -> String {
-    let mut parts = vec!["curl".to_owned(), "-sS".to_owned(), "-X".to_owned(), shell_quote(method), shell_quote(url)];
+    let mut parts = vec![
+        "curl".to_owned(),
+        "-sS".to_owned(),
+        "-X".to_owned(),
+        shell_quote(method),
+        shell_quote(url),
+    ];
     let mut notes = Vec::new();
     for (k, v) in headers {
         if SKIP_HEADERS.iter().any(|s| k.eq_ignore_ascii_case(s)) {
@@ -366,11 +423,20 @@ fn curl_cmd(method: &str, url: &str, headers: &[(String, String)], body: Option<
 fn to_curl(cassettes: &[(PathBuf, Cassette)], deps: bool, base: Option<&str>) -> String {
     let mut s = String::from("#!/bin/sh\n# generated by timetracer export --to curl\n");
     for (path, c) in cassettes {
-        s.push_str(&format!("\n# {} ({} {} -> {})\n", path.display(), c.request.method, c.request.path, c.response.status));
+        s.push_str(&format!(
+            "\n# {} ({} {} -> {})\n",
+            path.display(),
+            c.request.method,
+            c.request.path,
+            c.response.status
+        ));
         if deps {
             for e in c.events.iter().filter(|e| e.kind == "http.client") {
                 let (h, b) = e.request.as_ref().map_or((Vec::new(), None), |r| {
-                    (header_pairs(&r.headers, Some(&r.header_list)), r.body.as_ref())
+                    (
+                        header_pairs(&r.headers, Some(&r.header_list)),
+                        r.body.as_ref(),
+                    )
                 });
                 s.push_str(&format!("# event #{} ({})\n", e.eid, e.signature.lib));
                 s.push_str(&curl_cmd(&e.signature.method, &event_url(e), &h, b));
@@ -378,8 +444,16 @@ fn to_curl(cassettes: &[(PathBuf, Cassette)], deps: bool, base: Option<&str>) ->
             }
         } else {
             let h = header_pairs(&c.request.headers, c.request.header_list.as_ref());
-            let base = base.map_or_else(|| inbound_base(c, &h), |b| b.trim_end_matches('/').to_owned());
-            s.push_str(&curl_cmd(&c.request.method, &format!("{base}{}", inbound_target(c)), &h, c.request.body.as_ref()));
+            let base = base.map_or_else(
+                || inbound_base(c, &h),
+                |b| b.trim_end_matches('/').to_owned(),
+            );
+            s.push_str(&curl_cmd(
+                &c.request.method,
+                &format!("{base}{}", inbound_target(c)),
+                &h,
+                c.request.body.as_ref(),
+            ));
             s.push('\n');
         }
     }
@@ -399,8 +473,13 @@ pub fn run(ctx: &mut Ctx, a: &ExportArgs, out: &mut dyn Write) -> anyhow::Result
     };
     match &a.out {
         Some(p) => {
-            crate::s3::write_atomic(p, text.as_bytes()).with_context(|| format!("cannot write {}", p.display()))?;
-            eprintln!("timetracer: wrote {} ({} cassettes)", p.display(), cassettes.len());
+            crate::s3::write_atomic(p, text.as_bytes())
+                .with_context(|| format!("cannot write {}", p.display()))?;
+            eprintln!(
+                "timetracer: wrote {} ({} cassettes)",
+                p.display(),
+                cassettes.len()
+            );
         }
         None => out.write_all(text.as_bytes())?,
     }

@@ -75,7 +75,12 @@ fn unknown_connection() -> Option<Connection> {
 
 fn header_list(h: &JsonMap) -> Vec<(String, String)> {
     h.iter()
-        .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+        .map(|(k, v)| {
+            (
+                k.clone(),
+                v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+            )
+        })
         .collect()
 }
 
@@ -83,12 +88,19 @@ fn target_of(path: &str, query: &JsonMap) -> String {
     let mut pairs = Vec::new();
     for (k, v) in query {
         match v {
-            Value::Array(a) => pairs.extend(a.iter().map(|x| format!("{k}={}", x.as_str().unwrap_or_default()))),
+            Value::Array(a) => pairs.extend(
+                a.iter()
+                    .map(|x| format!("{k}={}", x.as_str().unwrap_or_default())),
+            ),
             Value::String(s) => pairs.push(format!("{k}={s}")),
             other => pairs.push(format!("{k}={other}")),
         }
     }
-    if pairs.is_empty() { path.to_owned() } else { format!("{path}?{}", pairs.join("&")) }
+    if pairs.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", pairs.join("&"))
+    }
 }
 
 /// Fill what schema 2.0 always writes, keeping everything the 1.0 file had.
@@ -102,11 +114,13 @@ pub fn upgrade(mut c: Cassette) -> Cassette {
     r.target.get_or_insert_with(|| target_of(&r.path, &r.query));
     r.header_list.get_or_insert_with(|| header_list(&r.headers));
     r.http_version.get_or_insert_with(|| "1.1".to_owned());
-    c.connection.get_or_insert_with(|| unknown_connection().unwrap_or_default());
+    c.connection
+        .get_or_insert_with(|| unknown_connection().unwrap_or_default());
     c.timing.get_or_insert_with(Timing::default);
     for e in &mut c.events {
         e.request.get_or_insert_with(EventRequest::default);
-        e.connection.get_or_insert_with(|| unknown_connection().unwrap_or_default());
+        e.connection
+            .get_or_insert_with(|| unknown_connection().unwrap_or_default());
         e.timing.get_or_insert_with(Timing::default);
         e.attribution.get_or_insert_with(|| AttributionInfo::Exact {
             evidence: "python-contextvar".to_owned(),
@@ -114,11 +128,13 @@ pub fn upgrade(mut c: Cassette) -> Cassette {
         e.signature.url.get_or_insert_with(String::new);
     }
     let red = &mut c.policies.redaction;
-    red.header_names.get_or_insert_with(|| red.rules.clone().unwrap_or_default());
+    red.header_names
+        .get_or_insert_with(|| red.rules.clone().unwrap_or_default());
     red.body_keys.get_or_insert_with(Vec::new);
     red.applied.get_or_insert(0);
     let cap = &mut c.policies.capture;
-    cap.max_body_bytes.get_or_insert(cap.max_body_kb.unwrap_or(0) * 1024);
+    cap.max_body_bytes
+        .get_or_insert(cap.max_body_kb.unwrap_or(0) * 1024);
     c.stats.drops.get_or_insert_with(BTreeMap::new);
     c
 }
@@ -127,7 +143,12 @@ fn har_pairs(v: &Value) -> Vec<(String, String)> {
     v.as_array()
         .map(|a| {
             a.iter()
-                .filter_map(|h| Some((h.get("name")?.as_str()?.to_owned(), h.get("value")?.as_str()?.to_owned())))
+                .filter_map(|h| {
+                    Some((
+                        h.get("name")?.as_str()?.to_owned(),
+                        h.get("value")?.as_str()?.to_owned(),
+                    ))
+                })
                 .collect()
         })
         .unwrap_or_default()
@@ -136,7 +157,11 @@ fn har_pairs(v: &Value) -> Vec<(String, String)> {
 fn pairs_to_map(p: &[(String, String)], lower: bool) -> JsonMap {
     let mut m = JsonMap::new();
     for (k, v) in p {
-        let k = if lower { k.to_ascii_lowercase() } else { k.clone() };
+        let k = if lower {
+            k.to_ascii_lowercase()
+        } else {
+            k.clone()
+        };
         match m.get_mut(&k) {
             Some(Value::String(s)) if lower => {
                 s.push_str(", ");
@@ -160,15 +185,15 @@ fn percent_decode(s: &str) -> String {
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
-        if b[i] == b'%' && i + 2 < b.len() {
-            if let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
                 .ok()
                 .and_then(|h| u8::from_str_radix(h, 16).ok())
-            {
-                out.push(v);
-                i += 3;
-                continue;
-            }
+        {
+            out.push(v);
+            i += 3;
+            continue;
         }
         out.push(b[i]);
         i += 1;
@@ -184,29 +209,45 @@ pub fn from_har(har: &Value, service: &str) -> anyhow::Result<Vec<Cassette>> {
         .context("not a HAR file: no log.entries array")?;
     let mut out = Vec::new();
     for (i, e) in entries.iter().enumerate() {
-        let req = e.get("request").with_context(|| format!("entry {i}: no request"))?;
+        let req = e
+            .get("request")
+            .with_context(|| format!("entry {i}: no request"))?;
         let resp = e.get("response").cloned().unwrap_or(Value::Null);
-        let url = req.get("url").and_then(Value::as_str).with_context(|| format!("entry {i}: no request.url"))?;
+        let url = req
+            .get("url")
+            .and_then(Value::as_str)
+            .with_context(|| format!("entry {i}: no request.url"))?;
         let after_scheme = url.split_once("://").map_or(url, |x| x.1);
         let target = after_scheme.find('/').map_or("/", |p| &after_scheme[p..]);
         let target = target.split('#').next().unwrap_or("/");
         let path = percent_decode(target.split('?').next().unwrap_or("/"));
         let rh = har_pairs(&req["headers"]);
         let qs = har_pairs(&req["queryString"]);
-        let req_body = req.pointer("/postData/text").and_then(Value::as_str).and_then(|t| {
-            encode_body(t.as_bytes(), t.len() as u64, false, Vec::new())
-        });
+        let req_body = req
+            .pointer("/postData/text")
+            .and_then(Value::as_str)
+            .and_then(|t| encode_body(t.as_bytes(), t.len() as u64, false, Vec::new()));
         let text = resp.pointer("/content/text").and_then(Value::as_str);
-        let bytes = match (text, resp.pointer("/content/encoding").and_then(Value::as_str)) {
+        let bytes = match (
+            text,
+            resp.pointer("/content/encoding").and_then(Value::as_str),
+        ) {
             (Some(t), Some("base64")) => base64::engine::general_purpose::STANDARD
                 .decode(t)
                 .with_context(|| format!("entry {i}: response.content.text is not base64"))?,
             (Some(t), _) => t.as_bytes().to_vec(),
             (None, _) => Vec::new(),
         };
-        let size = resp.pointer("/content/size").and_then(Value::as_u64).unwrap_or(bytes.len() as u64).max(bytes.len() as u64);
+        let size = resp
+            .pointer("/content/size")
+            .and_then(Value::as_u64)
+            .unwrap_or(bytes.len() as u64)
+            .max(bytes.len() as u64);
         let resp_h = har_pairs(&resp["headers"]);
-        let started = e.get("startedDateTime").and_then(Value::as_str).unwrap_or("");
+        let started = e
+            .get("startedDateTime")
+            .and_then(Value::as_str)
+            .unwrap_or("");
         let recorded_at = crate::index::summary::parse_rfc3339(started)
             .and_then(|t| time::OffsetDateTime::from_unix_timestamp_nanos((t * 1e9) as i128).ok())
             .and_then(|t| {
@@ -216,11 +257,21 @@ pub fn from_har(har: &Value, service: &str) -> anyhow::Result<Vec<Cassette>> {
                 .ok()
             })
             .unwrap_or_else(|| started.to_owned());
-        let version = req.get("httpVersion").and_then(Value::as_str).unwrap_or("HTTP/1.1");
+        let version = req
+            .get("httpVersion")
+            .and_then(Value::as_str)
+            .unwrap_or("HTTP/1.1");
         let version = version.strip_prefix("HTTP/").unwrap_or(version).to_owned();
         let status = resp.get("status").and_then(Value::as_i64).unwrap_or(0);
-        let duration = e.get("time").and_then(Value::as_f64).unwrap_or(0.0).max(0.0);
-        let user_agent = rh.iter().find(|(k, _)| k.eq_ignore_ascii_case("user-agent")).map(|x| x.1.clone());
+        let duration = e
+            .get("time")
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0)
+            .max(0.0);
+        let user_agent = rh
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case("user-agent"))
+            .map(|x| x.1.clone());
         let c = Cassette {
             schema_version: SCHEMA_VERSION.to_owned(),
             generator: generator(),
@@ -237,7 +288,11 @@ pub fn from_har(har: &Value, service: &str) -> anyhow::Result<Vec<Cassette>> {
                 cmdline: Some(Vec::new()),
             },
             request: Request {
-                method: req.get("method").and_then(Value::as_str).unwrap_or("GET").to_owned(),
+                method: req
+                    .get("method")
+                    .and_then(Value::as_str)
+                    .unwrap_or("GET")
+                    .to_owned(),
                 path,
                 route_template: None,
                 target: Some(target.to_owned()),
@@ -251,7 +306,11 @@ pub fn from_har(har: &Value, service: &str) -> anyhow::Result<Vec<Cassette>> {
             },
             response: Response {
                 status,
-                reason: resp.get("statusText").and_then(Value::as_str).filter(|s| !s.is_empty()).map(str::to_owned),
+                reason: resp
+                    .get("statusText")
+                    .and_then(Value::as_str)
+                    .filter(|s| !s.is_empty())
+                    .map(str::to_owned),
                 duration_ms: duration,
                 headers: pairs_to_map(&resp_h, true),
                 header_list: Some(resp_h),
@@ -270,10 +329,22 @@ pub fn from_har(har: &Value, service: &str) -> anyhow::Result<Vec<Cassette>> {
 }
 
 /// Write one imported cassette; `false` when a file of that name already exists (kept).
-fn write_one(ctx: &mut Ctx, out_dir: &Path, c: &Cassette, comp: Compression, src: &Path, out: &mut dyn Write) -> anyhow::Result<bool> {
+fn write_one(
+    ctx: &mut Ctx,
+    out_dir: &Path,
+    c: &Cassette,
+    comp: Compression,
+    src: &Path,
+    out: &mut dyn Write,
+) -> anyhow::Result<bool> {
     let dest = out_dir.join(cassette::naming::relative_path(c, comp));
     if dest.exists() {
-        writeln!(out, "{} -> {} already exists, skipped", src.display(), dest.display())?;
+        writeln!(
+            out,
+            "{} -> {} already exists, skipped",
+            src.display(),
+            dest.display()
+        )?;
         return Ok(false);
     }
     match cassette::write(out_dir, c, comp) {
@@ -332,7 +403,11 @@ pub fn run(ctx: &mut Ctx, a: &ImportArgs, out: &mut dyn Write) -> anyhow::Result
             }
         }
     }
-    writeln!(out, "Imported {n} cassettes into {} ({skipped} skipped: already there)", out_dir.display())?;
+    writeln!(
+        out,
+        "Imported {n} cassettes into {} ({skipped} skipped: already there)",
+        out_dir.display()
+    )?;
     Ok(Exit::Ok)
 }
 

@@ -217,8 +217,18 @@ pub fn search(ctx: &mut Ctx, a: &SearchArgs, out: &mut dyn Write) -> anyhow::Res
         errors: a.errors,
         service: a.service.clone(),
         env: a.env.clone(),
-        since: a.since.as_deref().map(parse_time).transpose().context("--since")?,
-        until: a.until.as_deref().map(parse_time).transpose().context("--until")?,
+        since: a
+            .since
+            .as_deref()
+            .map(parse_time)
+            .transpose()
+            .context("--since")?,
+        until: a
+            .until
+            .as_deref()
+            .map(parse_time)
+            .transpose()
+            .context("--until")?,
         dep_type: a.dep_type.clone(),
         dep_host: a.dep_host.clone(),
         min_duration_ms: a.min_duration,

@@ -197,7 +197,9 @@ pub fn parse_age(s: &str) -> anyhow::Result<f64> {
         .unwrap_or(s.len());
     let (n, unit) = s.split_at(split);
     let n: f64 = n.parse().map_err(|_| {
-        anyhow::anyhow!("{s:?} is not a duration: use a number and a unit, e.g. 30d, 12h, 90m, 45s, 2w")
+        anyhow::anyhow!(
+            "{s:?} is not a duration: use a number and a unit, e.g. 30d, 12h, 90m, 45s, 2w"
+        )
     })?;
     let mult = match unit {
         "s" => 1.0,
@@ -205,9 +207,7 @@ pub fn parse_age(s: &str) -> anyhow::Result<f64> {
         "h" => 3600.0,
         "d" => 86400.0,
         "w" => 7.0 * 86400.0,
-        _ => anyhow::bail!(
-            "{s:?}: unknown unit {unit:?}: use s, m, h, d or w (e.g. 30d)"
-        ),
+        _ => anyhow::bail!("{s:?}: unknown unit {unit:?}: use s, m, h, d or w (e.g. 30d)"),
     };
     Ok(n * mult)
 }
@@ -225,10 +225,10 @@ pub fn parse_time(s: &str) -> anyhow::Result<f64> {
     if let Some(t) = crate::index::summary::parse_rfc3339(s) {
         return Ok(t);
     }
-    if s.len() == 10 {
-        if let Some(t) = crate::index::summary::parse_rfc3339(&format!("{s}T00:00:00Z")) {
-            return Ok(t);
-        }
+    if s.len() == 10
+        && let Some(t) = crate::index::summary::parse_rfc3339(&format!("{s}T00:00:00Z"))
+    {
+        return Ok(t);
     }
     parse_age(s).map(|age| now_unix() - age).map_err(|_| {
         anyhow::anyhow!(
@@ -248,7 +248,10 @@ fn run_command(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Exit> {
     let color = match color_word {
         "always" => true,
         "never" => false,
-        _ => std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
+        _ => {
+            std::io::stdout().is_terminal()
+                && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        }
     };
     let mut ctx = Ctx {
         cfg,
@@ -289,7 +292,11 @@ fn run_command(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Exit> {
         }
     };
     out.flush()?;
-    Ok(if ctx.partial { code.max(Exit::Partial) } else { code })
+    Ok(if ctx.partial {
+        code.max(Exit::Partial)
+    } else {
+        code
+    })
 }
 
 /// Entry point of the `timetracer` binary.

@@ -39,7 +39,9 @@ pub struct S3Args {
 #[derive(Debug, clap::Subcommand)]
 pub enum S3Action {
     /// Upload cassette files or directories.
-    #[command(after_help = "Examples:\n  timetracer s3 upload cassettes/2026-11-22 --bucket my-bucket\n  timetracer s3 upload cassettes/2026-11-22/GET__users_42__e92ca5c8.json")]
+    #[command(
+        after_help = "Examples:\n  timetracer s3 upload cassettes/2026-11-22 --bucket my-bucket\n  timetracer s3 upload cassettes/2026-11-22/GET__users_42__e92ca5c8.json"
+    )]
     Upload {
         /// Files or directories; keys are relative to --dir when inside it, else the file name.
         #[arg(required = true)]
@@ -49,7 +51,9 @@ pub enum S3Action {
         dir: Option<PathBuf>,
     },
     /// Download one object.
-    #[command(after_help = "Examples:\n  timetracer s3 download 2026-11-22/GET__users_42__e92ca5c8.json\n  timetracer s3 download 2026-11-22/GET__users_42__e92ca5c8.json -o /tmp/x.json")]
+    #[command(
+        after_help = "Examples:\n  timetracer s3 download 2026-11-22/GET__users_42__e92ca5c8.json\n  timetracer s3 download 2026-11-22/GET__users_42__e92ca5c8.json -o /tmp/x.json"
+    )]
     Download {
         /// Key below the prefix.
         key: String,
@@ -58,7 +62,9 @@ pub enum S3Action {
         out: Option<PathBuf>,
     },
     /// List objects below the prefix, newest key first.
-    #[command(after_help = "Examples:\n  timetracer s3 list\n  timetracer s3 list -n 0 --json --prefix staging/cassettes")]
+    #[command(
+        after_help = "Examples:\n  timetracer s3 list\n  timetracer s3 list -n 0 --json --prefix staging/cassettes"
+    )]
     List {
         /// At most this many (0 = all).
         #[arg(short = 'n', long, default_value_t = 20)]
@@ -68,7 +74,9 @@ pub enum S3Action {
         json: bool,
     },
     /// Make the bucket (up) or the directory (down) have every cassette of the other side.
-    #[command(after_help = "Examples:\n  timetracer s3 sync up --dir ./cassettes\n  timetracer s3 sync down --dir ./from-prod --dry-run\n\nA file is copied when the other side lacks it or has another size.")]
+    #[command(
+        after_help = "Examples:\n  timetracer s3 sync up --dir ./cassettes\n  timetracer s3 sync down --dir ./from-prod --dry-run\n\nA file is copied when the other side lacks it or has another size."
+    )]
     Sync {
         /// up: local -> bucket; down: bucket -> local.
         #[arg(value_parser = ["up", "down"])]
@@ -83,7 +91,9 @@ pub enum S3Action {
 }
 
 fn settings(ctx: &Ctx, a: &S3Args) -> anyhow::Result<Settings> {
-    let pick = |flag: &Option<String>, key: &str| flag.clone().or_else(|| ctx.cfg.str(key).map(str::to_owned));
+    let pick = |flag: &Option<String>, key: &str| {
+        flag.clone().or_else(|| ctx.cfg.str(key).map(str::to_owned))
+    };
     let bucket = pick(&a.bucket, "s3.bucket").ok_or(crate::s3::Error::NoBucket)?;
     Ok(Settings {
         bucket,
@@ -94,20 +104,41 @@ fn settings(ctx: &Ctx, a: &S3Args) -> anyhow::Result<Settings> {
 }
 
 fn key_for(dir: &Path, file: &Path) -> String {
-    let rel = file.strip_prefix(dir).ok().filter(|r| !r.as_os_str().is_empty());
+    let rel = file
+        .strip_prefix(dir)
+        .ok()
+        .filter(|r| !r.as_os_str().is_empty());
     match rel {
-        Some(r) => r.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect::<Vec<_>>().join("/"),
-        None => file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default(),
+        Some(r) => r
+            .components()
+            .map(|c| c.as_os_str().to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join("/"),
+        None => file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
     }
 }
 
-fn upload(ctx: &mut Ctx, up: &Uploader, pairs: &[(String, PathBuf)], out: &mut dyn Write) -> anyhow::Result<()> {
+fn upload(
+    ctx: &mut Ctx,
+    up: &Uploader,
+    pairs: &[(String, PathBuf)],
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
     let results = up.put_files(pairs, 8);
     let (mut n, mut bytes) = (0usize, 0u64);
     for ((key, file), r) in pairs.iter().zip(results) {
         match r {
             Ok(b) => {
-                writeln!(out, "uploaded {} -> s3://{}/{}", file.display(), up.settings().bucket, join(&up.settings().prefix, key))?;
+                writeln!(
+                    out,
+                    "uploaded {} -> s3://{}/{}",
+                    file.display(),
+                    up.settings().bucket,
+                    join(&up.settings().prefix, key)
+                )?;
                 n += 1;
                 bytes += b;
             }
@@ -120,7 +151,11 @@ fn upload(ctx: &mut Ctx, up: &Uploader, pairs: &[(String, PathBuf)], out: &mut d
 
 fn join(prefix: &str, key: &str) -> String {
     let p = prefix.trim_matches('/');
-    if p.is_empty() { key.to_owned() } else { format!("{p}/{key}") }
+    if p.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{p}/{key}")
+    }
 }
 
 /// `timetracer s3`.
@@ -133,15 +168,24 @@ pub fn run(ctx: &mut Ctx, a: &S3Args, out: &mut dyn Write) -> anyhow::Result<Exi
             let pairs: Vec<(String, PathBuf)> = files
                 .into_iter()
                 .map(|f| {
-                    let base = paths.iter().find(|p| p.is_dir() && f.starts_with(p)).cloned();
-                    let key = if f.starts_with(&dir) { key_for(&dir, &f) } else { base.map_or_else(|| key_for(&dir, &f), |b| key_for(&b, &f)) };
+                    let base = paths
+                        .iter()
+                        .find(|p| p.is_dir() && f.starts_with(p))
+                        .cloned();
+                    let key = if f.starts_with(&dir) {
+                        key_for(&dir, &f)
+                    } else {
+                        base.map_or_else(|| key_for(&dir, &f), |b| key_for(&b, &f))
+                    };
                     (key, f)
                 })
                 .collect();
             upload(ctx, &up, &pairs, out)?;
         }
         S3Action::Download { key, out: dest } => {
-            let dest = dest.clone().unwrap_or_else(|| PathBuf::from(key.rsplit('/').next().unwrap_or(key)));
+            let dest = dest
+                .clone()
+                .unwrap_or_else(|| PathBuf::from(key.rsplit('/').next().unwrap_or(key)));
             let n = up.download(key, &dest)?;
             writeln!(out, "downloaded {key} -> {} ({n} bytes)", dest.display())?;
         }
@@ -161,20 +205,39 @@ pub fn run(ctx: &mut Ctx, a: &S3Args, out: &mut dyn Write) -> anyhow::Result<Exi
                 }
             }
             if !*json {
-                writeln!(out, "Showing {} of {total} objects in s3://{}/{}", objs.len(), up.settings().bucket, up.settings().prefix)?;
+                writeln!(
+                    out,
+                    "Showing {} of {total} objects in s3://{}/{}",
+                    objs.len(),
+                    up.settings().bucket,
+                    up.settings().prefix
+                )?;
             }
         }
-        S3Action::Sync { direction, dir, dry_run } => {
+        S3Action::Sync {
+            direction,
+            dir,
+            dry_run,
+        } => {
             let dir = ctx.dir(dir.as_deref());
-            let remote: std::collections::HashMap<String, u64> = up.list(None)?.into_iter().map(|o| (o.key, o.size)).collect();
+            let remote: std::collections::HashMap<String, u64> = up
+                .list(None)?
+                .into_iter()
+                .map(|o| (o.key, o.size))
+                .collect();
             if direction == "up" {
-                let (files, errs) = crate::index::walk(&dir).with_context(|| format!("cannot read {}", dir.display()))?;
+                let (files, errs) = crate::index::walk(&dir)
+                    .with_context(|| format!("cannot read {}", dir.display()))?;
                 for (p, e) in errs {
                     ctx.file_error(&p, &e.to_string());
                 }
                 let todo: Vec<(String, PathBuf)> = files
                     .into_iter()
-                    .filter(|f| remote.get(&f.rel).is_none_or(|s| i64::try_from(*s).ok() != Some(f.size)))
+                    .filter(|f| {
+                        remote
+                            .get(&f.rel)
+                            .is_none_or(|s| i64::try_from(*s).ok() != Some(f.size))
+                    })
                     .map(|f| (f.rel.clone(), dir.join(&f.rel)))
                     .collect();
                 if *dry_run {
@@ -191,7 +254,9 @@ pub fn run(ctx: &mut Ctx, a: &S3Args, out: &mut dyn Write) -> anyhow::Result<Exi
                 keys.sort();
                 for (key, size) in keys {
                     let name = key.rsplit('/').next().unwrap_or(key);
-                    if !crate::index::is_candidate_name(name) || key.split('/').any(|s| s == ".." || s.is_empty()) {
+                    if !crate::index::is_candidate_name(name)
+                        || key.split('/').any(|s| s == ".." || s.is_empty())
+                    {
                         continue;
                     }
                     let dest = dir.join(key);
@@ -211,7 +276,15 @@ pub fn run(ctx: &mut Ctx, a: &S3Args, out: &mut dyn Write) -> anyhow::Result<Exi
                     }
                     n += 1;
                 }
-                writeln!(out, "{} {n} files", if *dry_run { "Would download" } else { "Downloaded" })?;
+                writeln!(
+                    out,
+                    "{} {n} files",
+                    if *dry_run {
+                        "Would download"
+                    } else {
+                        "Downloaded"
+                    }
+                )?;
             }
         }
     }

@@ -74,7 +74,10 @@ pub fn normalize_sql(sql: &str) -> String {
             out.push('?');
             prev_ident = false;
         } else if c.is_ascii_digit() && !prev_ident {
-            while chars.peek().is_some_and(|d| d.is_ascii_alphanumeric() || *d == '.') {
+            while chars
+                .peek()
+                .is_some_and(|d| d.is_ascii_alphanumeric() || *d == '.')
+            {
                 chars.next();
             }
             out.push('?');
@@ -209,8 +212,12 @@ pub fn run(ctx: &mut Ctx, a: &StatsArgs, out: &mut dyn Write) -> anyhow::Result<
             GroupBy::Dependency => {
                 for e in &c.events {
                     let failed = e.result.error.is_some()
-                        || (e.kind == "http.client" && e.result.status.is_some_and(|s| s >= 400 || s == 0));
-                    samples.entry(dependency(e)).or_default().push((e.duration_ms, failed));
+                        || (e.kind == "http.client"
+                            && e.result.status.is_some_and(|s| s >= 400 || s == 0));
+                    samples
+                        .entry(dependency(e))
+                        .or_default()
+                        .push((e.duration_ms, failed));
                 }
             }
         }
@@ -220,13 +227,15 @@ pub fn run(ctx: &mut Ctx, a: &StatsArgs, out: &mut dyn Write) -> anyhow::Result<
         }
         for (s, n) in counts.into_iter().filter(|(_, n)| *n >= threshold) {
             let ep = endpoint(c);
-            let entry = n1.entry((ep.clone(), s.clone())).or_insert_with(|| NPlusOne {
-                endpoint: ep,
-                shape: s,
-                requests: 0,
-                max_repeats: 0,
-                example: path.display().to_string(),
-            });
+            let entry = n1
+                .entry((ep.clone(), s.clone()))
+                .or_insert_with(|| NPlusOne {
+                    endpoint: ep,
+                    shape: s,
+                    requests: 0,
+                    max_repeats: 0,
+                    example: path.display().to_string(),
+                });
             entry.requests += 1;
             if n > entry.max_repeats {
                 entry.max_repeats = n;
@@ -236,7 +245,11 @@ pub fn run(ctx: &mut Ctx, a: &StatsArgs, out: &mut dyn Write) -> anyhow::Result<
     }
     let groups = groups(samples);
     let mut n1: Vec<NPlusOne> = n1.into_values().collect();
-    n1.sort_by(|a, b| b.max_repeats.cmp(&a.max_repeats).then_with(|| a.shape.cmp(&b.shape)));
+    n1.sort_by(|a, b| {
+        b.max_repeats
+            .cmp(&a.max_repeats)
+            .then_with(|| a.shape.cmp(&b.shape))
+    });
     if a.json {
         serde_json::to_writer_pretty(
             &mut *out,
@@ -275,9 +288,19 @@ pub fn run(ctx: &mut Ctx, a: &StatsArgs, out: &mut dyn Write) -> anyhow::Result<
         )?;
     }
     if n1.is_empty() {
-        writeln!(out, "\nNo N+1 patterns (no query shape repeated {threshold}+ times in one request)")?;
+        writeln!(
+            out,
+            "\nNo N+1 patterns (no query shape repeated {threshold}+ times in one request)"
+        )?;
     } else {
-        writeln!(out, "\n{}", ctx.paint("1;33", &format!("N+1 suspects (same query shape {threshold}+ times in one request):")))?;
+        writeln!(
+            out,
+            "\n{}",
+            ctx.paint(
+                "1;33",
+                &format!("N+1 suspects (same query shape {threshold}+ times in one request):")
+            )
+        )?;
         for n in &n1 {
             writeln!(
                 out,
@@ -295,7 +318,10 @@ mod tests {
 
     #[test]
     fn normalizers() {
-        assert_eq!(normalize_path("/users/42/orders/7"), "/users/{id}/orders/{id}");
+        assert_eq!(
+            normalize_path("/users/42/orders/7"),
+            "/users/{id}/orders/{id}"
+        );
         assert_eq!(
             normalize_path("/x/0a1420f6-474d-408a-82e3-0a1420f6e065"),
             "/x/{id}"
@@ -304,8 +330,14 @@ mod tests {
             normalize_sql("SELECT * FROM t WHERE id = 42 AND name = 'bob'"),
             "SELECT * FROM t WHERE id = ? AND name = ?"
         );
-        assert_eq!(normalize_sql("select a from t1 where x in (1, 2,3)"), "select a from t1 where x in (?)");
-        assert_eq!(normalize_sql("SELECT  *\n FROM t WHERE id=$1"), "SELECT * FROM t WHERE id=?");
+        assert_eq!(
+            normalize_sql("select a from t1 where x in (1, 2,3)"),
+            "select a from t1 where x in (?)"
+        );
+        assert_eq!(
+            normalize_sql("SELECT  *\n FROM t WHERE id=$1"),
+            "SELECT * FROM t WHERE id=?"
+        );
         assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 50.0), 2.0);
         assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 99.0), 4.0);
     }

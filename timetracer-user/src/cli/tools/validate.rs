@@ -57,7 +57,8 @@ pub fn check(validator: &jsonschema::Validator, doc: &serde_json::Value) -> Vec<
 /// The compiled cassette schema.
 pub fn validator() -> anyhow::Result<jsonschema::Validator> {
     let schema: serde_json::Value = serde_json::from_str(CASSETTE_SCHEMA)?;
-    jsonschema::validator_for(&schema).map_err(|e| anyhow::anyhow!("cassette schema does not compile: {e}"))
+    jsonschema::validator_for(&schema)
+        .map_err(|e| anyhow::anyhow!("cassette schema does not compile: {e}"))
 }
 
 /// `timetracer validate`.
@@ -68,16 +69,18 @@ pub fn run(ctx: &mut Ctx, a: &ValidateArgs, out: &mut dyn Write) -> anyhow::Resu
     for f in &files {
         let problems: Vec<(String, String)> = match read_decompressed(f, MAX_CASSETTE_BYTES)
             .map_err(|e| crate::index::error_chain(&e))
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).map_err(|e| format!("not JSON: {e}")))
-        {
+            .and_then(|b| {
+                serde_json::from_slice::<serde_json::Value>(&b)
+                    .map_err(|e| format!("not JSON: {e}"))
+            }) {
             Err(e) => vec![("$".to_owned(), e)],
             Ok(doc) => {
                 let mut p = check(&validator, &doc);
                 // The schema accepts what the reader accepts; also make sure it really reads.
-                if p.is_empty() {
-                    if let Err(e) = crate::cassette::reader::parse(f, &serde_json::to_vec(&doc)?) {
-                        p.push(("$".to_owned(), crate::index::error_chain(&e)));
-                    }
+                if p.is_empty()
+                    && let Err(e) = crate::cassette::reader::parse(f, &serde_json::to_vec(&doc)?)
+                {
+                    p.push(("$".to_owned(), crate::index::error_chain(&e)));
                 }
                 p
             }
@@ -105,7 +108,13 @@ mod tests {
     #[test]
     fn pointers() {
         assert_eq!(pointer_to_path(""), "$");
-        assert_eq!(pointer_to_path("/events/0/signature/url"), "$.events[0].signature.url");
-        assert_eq!(pointer_to_path("/headers/content-type"), "$.headers[\"content-type\"]");
+        assert_eq!(
+            pointer_to_path("/events/0/signature/url"),
+            "$.events[0].signature.url"
+        );
+        assert_eq!(
+            pointer_to_path("/headers/content-type"),
+            "$.headers[\"content-type\"]"
+        );
     }
 }
