@@ -354,9 +354,7 @@ impl Config {
                 );
             }
         }
-        if let Some(p) = &locations.user
-            && p.is_file()
-        {
+        if let Some(p) = locations.user.as_ref().filter(|p| p.is_file()) {
             cfg.apply_file(p, Source::UserFile(p.clone()))?;
         }
         if let Some(p) = &locations.project {

@@ -124,14 +124,17 @@ fn profile_credentials() -> Option<(String, String, Option<String>)> {
         let line = line.trim();
         if line.starts_with('[') && line.ends_with(']') {
             in_profile = line[1..line.len() - 1].trim() == profile;
-        } else if in_profile && let Some((k, v)) = line.split_once('=') {
-            let v = v.trim().to_owned();
-            match k.trim() {
-                "aws_access_key_id" => id = Some(v),
-                "aws_secret_access_key" => secret = Some(v),
-                "aws_session_token" => token = Some(v),
-                _ => {}
-            }
+            continue;
+        }
+        let Some((k, v)) = line.split_once('=').filter(|_| in_profile) else {
+            continue;
+        };
+        let v = v.trim().to_owned();
+        match k.trim() {
+            "aws_access_key_id" => id = Some(v),
+            "aws_secret_access_key" => secret = Some(v),
+            "aws_session_token" => token = Some(v),
+            _ => {}
         }
     }
     Some((id?, secret?, token))

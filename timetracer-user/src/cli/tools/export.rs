@@ -125,9 +125,7 @@ fn inbound_base(c: &Cassette, headers: &[(String, String)]) -> String {
 }
 
 fn inbound_target(c: &Cassette) -> String {
-    if let Some(t) = &c.request.target
-        && t.starts_with('/')
-    {
+    if let Some(t) = c.request.target.as_ref().filter(|t| t.starts_with('/')) {
         return t.clone();
     }
     let q = query_pairs(&c.request.query);

@@ -225,9 +225,12 @@ pub fn parse_time(s: &str) -> anyhow::Result<f64> {
     if let Some(t) = crate::index::summary::parse_rfc3339(s) {
         return Ok(t);
     }
-    if s.len() == 10
-        && let Some(t) = crate::index::summary::parse_rfc3339(&format!("{s}T00:00:00Z"))
-    {
+    let date = if s.len() == 10 {
+        crate::index::summary::parse_rfc3339(&format!("{s}T00:00:00Z"))
+    } else {
+        None
+    };
+    if let Some(t) = date {
         return Ok(t);
     }
     parse_age(s).map(|age| now_unix() - age).map_err(|_| {

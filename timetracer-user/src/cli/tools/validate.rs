@@ -77,9 +77,12 @@ pub fn run(ctx: &mut Ctx, a: &ValidateArgs, out: &mut dyn Write) -> anyhow::Resu
             Ok(doc) => {
                 let mut p = check(&validator, &doc);
                 // The schema accepts what the reader accepts; also make sure it really reads.
-                if p.is_empty()
-                    && let Err(e) = crate::cassette::reader::parse(f, &serde_json::to_vec(&doc)?)
-                {
+                let reread = if p.is_empty() {
+                    crate::cassette::reader::parse(f, &serde_json::to_vec(&doc)?).err()
+                } else {
+                    None
+                };
+                if let Some(e) = reread {
                     p.push(("$".to_owned(), crate::index::error_chain(&e)));
                 }
                 p
