@@ -9,11 +9,14 @@
 pub mod capture;
 pub mod cassette;
 pub mod cli;
+pub mod config;
 pub mod correlate;
+pub mod index;
 pub mod live;
 pub mod protocols;
 pub mod reassembly;
 pub mod redact;
+pub mod s3;
 pub mod telemetry;
 pub mod tui;
 

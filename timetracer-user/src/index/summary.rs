@@ -1,0 +1,132 @@
+//! The searchable summary of a cassette (what the index stores).
+use serde::Serialize;
+
+use crate::cassette::Cassette;
+use crate::cassette::format::Event;
+
+/// Summary of one cassette.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Summary {
+    pub schema_version: String,
+    pub id: String,
+    pub recorded_at: String,
+    /// `recorded_at` as Unix seconds, when it parses.
+    #[serde(skip)]
+    pub recorded_unix: Option<f64>,
+    pub service: String,
+    pub env: String,
+    pub method: String,
+    pub path: String,
+    pub status: i64,
+    pub duration_ms: f64,
+    pub event_count: i64,
+    /// Status 0 or >= 400, or an `error` object.
+    pub has_error: bool,
+    /// Written by the Python tool (schema 1.0 / 0.1).
+    pub legacy: bool,
+    #[serde(skip)]
+    pub deps: Vec<DepSummary>,
+}
+
+/// Summary of one dependency call.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct DepSummary {
+    pub eid: i64,
+    pub kind: String,
+    pub lib: String,
+    pub method: String,
+    /// Lower-case `host[:port]` (port only when not the scheme's default), when known.
+    pub host: Option<String>,
+    pub url: Option<String>,
+    pub status: Option<i64>,
+    pub duration_ms: f64,
+}
+
+/// Parse an RFC 3339 timestamp into Unix seconds.
+#[must_use]
+pub fn parse_rfc3339(s: &str) -> Option<f64> {
+    let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
+    Some(t.unix_timestamp_nanos() as f64 / 1e9)
+}
+
+/// `host[:port]` of `scheme://host[:port]/...`, lower-cased, without userinfo.
+#[must_use]
+pub fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let auth = rest.split(['/', '?', '#']).next()?;
+    let auth = auth.rsplit_once('@').map_or(auth, |(_, h)| h);
+    (!auth.is_empty()).then(|| auth.to_ascii_lowercase())
+}
+
+/// Destination host of an event: the URL's host, else the connection's TLS name or remote.
+#[must_use]
+pub fn event_host(e: &Event) -> Option<String> {
+    if let Some(h) = e.signature.url.as_deref().and_then(url_host) {
+        return Some(h);
+    }
+    let conn = e.connection.as_ref()?;
+    conn.server_name
+        .clone()
+        .or_else(|| conn.remote.clone())
+        .map(|h| h.to_ascii_lowercase())
+}
+
+/// Whether the request failed: status 0 or >= 400, or an `error` object.
+#[must_use]
+pub fn is_failure(c: &Cassette) -> bool {
+    c.response.status == 0 || c.response.status >= 400 || c.error.is_some()
+}
+
+/// The summary the index stores for `c`.
+#[must_use]
+pub fn summarize(c: &Cassette) -> Summary {
+    Summary {
+        schema_version: c.schema_version.clone(),
+        id: c.session.id.clone(),
+        recorded_at: c.session.recorded_at.clone(),
+        recorded_unix: parse_rfc3339(&c.session.recorded_at),
+        service: c.session.service.clone(),
+        env: c.session.env.clone(),
+        method: c.request.method.clone(),
+        path: c.request.path.clone(),
+        status: c.response.status,
+        duration_ms: c.response.duration_ms,
+        event_count: i64::try_from(c.events.len()).unwrap_or(i64::MAX),
+        has_error: is_failure(c),
+        legacy: c.is_python_legacy(),
+        deps: c
+            .events
+            .iter()
+            .map(|e| DepSummary {
+                eid: i64::try_from(e.eid).unwrap_or(i64::MAX),
+                kind: e.kind.clone(),
+                lib: e.signature.lib.clone(),
+                method: e.signature.method.clone(),
+                host: event_host(e),
+                url: e.signature.url.clone(),
+                status: e.result.status,
+                duration_ms: e.duration_ms,
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_and_times() {
+        assert_eq!(
+            url_host("http://127.0.0.1:9001/item/42").as_deref(),
+            Some("127.0.0.1:9001")
+        );
+        assert_eq!(
+            url_host("https://u:p@API.example.com/x?y").as_deref(),
+            Some("api.example.com")
+        );
+        assert_eq!(url_host("users"), None);
+        let t = parse_rfc3339("2026-11-22T23:28:08.792058+00:00").unwrap();
+        assert!((t - 1_795_390_088.792_058).abs() < 1e-3);
+    }
+}

@@ -1,0 +1,256 @@
+//! S3 round trip against a real S3-compatible server (moto in server mode) on 127.0.0.1,
+//! started and stopped here. moto comes from `$TIMETRACER_VENV/bin/moto_server` (`cargo xtask
+//! test` installs it from tests/apps/requirements.txt). Without it the test is skipped with a
+//! message, except when `TIMETRACER_REQUIRE_PRIVILEGED=1` (CI), where it fails.
+#![expect(
+    unused_crate_dependencies,
+    reason = "an integration test links every dependency of the package"
+)]
+
+pub mod cli_common;
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use cli_common::{Out, mixed, run_env};
+
+struct Moto {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Moto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn moto_binary() -> Option<PathBuf> {
+    let venv = std::env::var_os("TIMETRACER_VENV")?;
+    let p = PathBuf::from(venv).join("bin/moto_server");
+    p.is_file().then_some(p)
+}
+
+fn start_moto() -> Option<Moto> {
+    let Some(bin) = moto_binary() else {
+        let msg = "cli_s3: moto_server not found in $TIMETRACER_VENV/bin (run `cargo xtask test`, or create a venv with `pip install 'moto[server]'` and set TIMETRACER_VENV)";
+        if std::env::var("TIMETRACER_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
+            panic!("{msg}");
+        }
+        eprintln!("SKIPPED: {msg}");
+        return None;
+    };
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = Command::new(bin)
+        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start moto_server");
+    let moto = Moto { child, port };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(body) = http(port, "GET", "/")
+            && (body.starts_with("HTTP/1.1 200") || body.starts_with("HTTP/1.0 200"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "moto_server did not answer on 127.0.0.1:{port} within 60 s"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Some(moto)
+}
+
+/// A plain HTTP/1.0 request (moto does not check signatures by default).
+fn http(port: u16, method: &str, path: &str) -> std::io::Result<String> {
+    let mut s = TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\n\r\n"
+    )?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    Ok(out)
+}
+
+fn s3(t: &std::path::Path, port: u16, args: &[&str]) -> Out {
+    let ep = format!("http://127.0.0.1:{port}");
+    run_env(
+        t,
+        args,
+        &[
+            ("TIMETRACER_S3_ENDPOINT", ep.as_str()),
+            ("TIMETRACER_S3_BUCKET", "tt-test"),
+            ("TIMETRACER_S3_PREFIX", "rec"),
+            ("AWS_ACCESS_KEY_ID", "testing"),
+            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_REGION", "us-east-1"),
+        ],
+    )
+}
+
+#[test]
+fn s3_round_trip() {
+    let Some(moto) = start_moto() else { return };
+    let r = http(moto.port, "PUT", "/tt-test").unwrap();
+    assert!(
+        r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200"),
+        "create bucket: {r}"
+    );
+    let (t, dir) = mixed();
+    let d = dir.to_str().unwrap();
+
+    // sync up: every cassette-named file, keys relative to the directory.
+    let o = s3(t.path(), moto.port, &["s3", "sync", "up", "--dir", d]);
+    assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
+    assert!(o.stdout.contains("Uploaded 7 files"), "{}", o.stdout);
+    let o = s3(t.path(), moto.port, &["s3", "sync", "up", "--dir", d]);
+    assert!(
+        o.stdout.contains("Uploaded 0 files"),
+        "second sync copies nothing: {}",
+        o.stdout
+    );
+
+    let o = s3(t.path(), moto.port, &["s3", "list", "-n", "0", "--json"]);
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let keys: Vec<String> = o
+        .stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["key"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(keys.len(), 7, "{keys:?}");
+    assert!(
+        keys.contains(&"2026-11-22/GET__users_42__e92ca5c7.json.gz".to_owned()),
+        "{keys:?}"
+    );
+    assert!(
+        !keys
+            .iter()
+            .any(|k| k.contains("index.json") || k.contains(".tmp-") || k.contains("sqlite"))
+    );
+
+    // download is byte-identical.
+    let dest = t.path().join("dl.json.zst");
+    let o = s3(
+        t.path(),
+        moto.port,
+        &[
+            "s3",
+            "download",
+            "POST__login_caf__e92ca5c9.json.zst",
+            "-o",
+            dest.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert_eq!(
+        std::fs::read(&dest).unwrap(),
+        std::fs::read(dir.join("POST__login_caf__e92ca5c9.json.zst")).unwrap()
+    );
+
+    // sync down into an empty directory reproduces the tree; the index then reads it.
+    let down = t.path().join("down");
+    let o = s3(
+        t.path(),
+        moto.port,
+        &["s3", "sync", "down", "--dir", down.to_str().unwrap()],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(o.stdout.contains("Downloaded 7 files"), "{}", o.stdout);
+    for k in &keys {
+        assert_eq!(
+            std::fs::read(down.join(k)).unwrap(),
+            std::fs::read(dir.join(k)).unwrap(),
+            "{k}"
+        );
+    }
+    let o = run_env(
+        t.path(),
+        &["list", "--dir", down.to_str().unwrap(), "-n", "0"],
+        &[],
+    );
+    assert_eq!(o.code, 3, "the corrupt file came along and is reported");
+    assert!(o.stdout.contains("Showing 6 of 6"), "{}", o.stdout);
+
+    // upload of single files; keys outside --dir are the file name.
+    let extra = t.path().join("extra__abcdef01.json");
+    std::fs::copy(dir.join("POST__login_caf__e92ca5c8.json"), &extra).unwrap();
+    let o = s3(
+        t.path(),
+        moto.port,
+        &["s3", "upload", extra.to_str().unwrap(), "--dir", d],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    assert!(
+        o.stdout.contains("s3://tt-test/rec/extra__abcdef01.json"),
+        "{}",
+        o.stdout
+    );
+
+    // Errors name the fix: no bucket, unreachable server (after retries), missing object.
+    let o = run_env(t.path(), &["s3", "list"], &[]);
+    assert_eq!(o.code, 4);
+    assert!(o.stderr.contains("TIMETRACER_S3_BUCKET"), "{}", o.stderr);
+    let o = s3(
+        t.path(),
+        moto.port,
+        &[
+            "s3",
+            "download",
+            "nope.json",
+            "-o",
+            t.path().join("n.json").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.code, 4);
+    assert!(
+        o.stderr.contains("GET") && o.stderr.contains("check the bucket"),
+        "{}",
+        o.stderr
+    );
+    assert!(!t.path().join("n.json").exists(), "no partial download");
+    drop(moto);
+}
+
+#[test]
+fn s3_unreachable_is_reported() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let (t, dir) = mixed();
+    let started = Instant::now();
+    let o = s3(
+        t.path(),
+        port,
+        &[
+            "s3",
+            "upload",
+            dir.join("POST__login_caf__e92ca5c8.json").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.code, 3, "{}{}", o.stdout, o.stderr);
+    assert!(
+        o.stderr.contains("PUT") && o.stderr.contains("endpoint"),
+        "{}",
+        o.stderr
+    );
+    assert!(started.elapsed() < Duration::from_secs(90));
+}
