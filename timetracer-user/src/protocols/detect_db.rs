@@ -1,0 +1,1 @@
+//! Recognising PostgreSQL and MySQL connections from their first bytes.
