@@ -575,8 +575,16 @@ pub fn binary_value(r: &mut Reader<'_>, t: u8, unsigned: bool, charset: u16) -> 
             let n = usize::from(r.u8()?);
             let b = r.bytes(n)?;
             let mut d = Reader::new(b);
-            let (y, mo, da) = (d.u16().unwrap_or(0), d.u8().unwrap_or(0), d.u8().unwrap_or(0));
-            let (h, mi, s) = (d.u8().unwrap_or(0), d.u8().unwrap_or(0), d.u8().unwrap_or(0));
+            let (y, mo, da) = (
+                d.u16().unwrap_or(0),
+                d.u8().unwrap_or(0),
+                d.u8().unwrap_or(0),
+            );
+            let (h, mi, s) = (
+                d.u8().unwrap_or(0),
+                d.u8().unwrap_or(0),
+                d.u8().unwrap_or(0),
+            );
             let us = d.u32().unwrap_or(0);
             let date = format!("{y:04}-{mo:02}-{da:02}");
             Value::String(if t == 0x0a {
@@ -593,7 +601,11 @@ pub fn binary_value(r: &mut Reader<'_>, t: u8, unsigned: bool, charset: u16) -> 
             let mut d = Reader::new(b);
             let neg = d.u8().unwrap_or(0) != 0;
             let days = d.u32().unwrap_or(0);
-            let (h, mi, s) = (d.u8().unwrap_or(0), d.u8().unwrap_or(0), d.u8().unwrap_or(0));
+            let (h, mi, s) = (
+                d.u8().unwrap_or(0),
+                d.u8().unwrap_or(0),
+                d.u8().unwrap_or(0),
+            );
             let us = d.u32().unwrap_or(0);
             let hours = u64::from(days) * 24 + u64::from(h);
             let sign = if neg { "-" } else { "" };

@@ -34,7 +34,7 @@ impl Default for MysqlOptions {
 }
 
 /// Logical packet payload kept at most (longer ones are counted).
-const MAX_PAYLOAD: usize = 16 << 20;
+const MAX_PAYLOAD: usize = 32 << 20;
 const MAX_ORPHANS: usize = 4096;
 const FULL: usize = 0xff_ffff;
 
@@ -108,6 +108,10 @@ fn client_cmd_at(b: &[u8]) -> Option<bool> {
     let cmd = *b.get(4)?;
     if seq != 0 || !parse::plausible_command(len, cmd) {
         return Some(false);
+    }
+    if len == FULL {
+        // Continuation packets follow.
+        return Some(true);
     }
     let end = 4 + len;
     if b.len() < end {
@@ -371,6 +375,9 @@ impl MysqlParser {
                 }
                 Frm::Start => {
                     let b = d.inp.avail();
+                    if b.len() < 5 {
+                        break;
+                    }
                     let v = if client {
                         match header(b) {
                             // A handshake response (fresh connection).
@@ -401,31 +408,32 @@ impl MysqlParser {
                     let b = d.inp.avail();
                     let mut found = None;
                     let mut wait = None;
-                    for i in 1..b.len() {
+                    for i in 0..b.len() {
                         let v = if client {
                             client_cmd_at(&b[i..])
                         } else {
                             server_chain_at(&b[i..], Some(1))
                         };
+                        // A definite boundary anywhere wins over an undecided earlier one
+                        // (junk claiming a long length must not stall the resync).
                         match v {
                             Some(true) => {
                                 found = Some(i);
                                 break;
                             }
-                            None => {
-                                wait = Some(i);
-                                break;
-                            }
-                            Some(false) => {}
+                            None if wait.is_none() => wait = Some(i),
+                            _ => {}
                         }
                     }
                     let skip = found.or(wait).unwrap_or(b.len());
                     d.inp.skip(skip);
-                    out.push(DbEvent::Skipped {
-                        egress: client,
-                        bytes: skip as u64,
-                        reason: "resync",
-                    });
+                    if skip > 0 {
+                        out.push(DbEvent::Skipped {
+                            egress: client,
+                            bytes: skip as u64,
+                            reason: "resync",
+                        });
+                    }
                     if found.is_some() {
                         d.st = Frm::Sync;
                         d.partial = None;
@@ -719,8 +727,7 @@ impl MysqlParser {
                     .get("server_capabilities")
                     .and_then(Value::as_u64)
                     .map_or(u32::MAX, |v| u32::try_from(v).unwrap_or(u32::MAX));
-                self.deprecate_eof =
-                    Some(h.capabilities & server_caps & cap::DEPRECATE_EOF != 0);
+                self.deprecate_eof = Some(h.capabilities & server_caps & cap::DEPRECATE_EOF != 0);
                 if tls {
                     self.set_fact("tls", Value::Bool(true));
                 }
@@ -744,11 +751,15 @@ impl MysqlParser {
                 if let Some(p) = self.cl.q.front()
                     && p.seq != 0
                 {
-                    let Some(p) = self.cl.q.pop_front() else { return };
+                    let Some(p) = self.cl.q.pop_front() else {
+                        return;
+                    };
                     self.include_handshake_client(p, out);
                     continue;
                 }
-                let Some(p) = self.sv.q.pop_front() else { return };
+                let Some(p) = self.sv.q.pop_front() else {
+                    return;
+                };
                 self.handshake_server(p);
                 continue;
             }
@@ -757,7 +768,9 @@ impl MysqlParser {
                 && let Some(p) = self.cl.q.front()
                 && p.seq != 0
             {
-                let Some(p) = self.cl.q.pop_front() else { return };
+                let Some(p) = self.cl.q.pop_front() else {
+                    return;
+                };
                 let Some(c) = &mut self.call else { return };
                 c.infile_bytes += p.payload.len() as u64;
                 c.extra_client_packets += 1;
@@ -778,7 +791,9 @@ impl MysqlParser {
                 c.st = Rs::Done;
                 return;
             }
-            let Some(p) = self.sv.q.pop_front() else { return };
+            let Some(p) = self.sv.q.pop_front() else {
+                return;
+            };
             self.command_server(p);
         }
     }
@@ -921,7 +936,11 @@ impl MysqlParser {
                 if let Some(d) = parse::parse_column_def(pl) {
                     c.cur().columns.get_or_insert_with(Vec::new).push(d);
                 }
-                c.st = if n <= 1 { Rs::AfterDefs } else { Rs::ColDefs(n - 1) };
+                c.st = if n <= 1 {
+                    Rs::AfterDefs
+                } else {
+                    Rs::ColDefs(n - 1)
+                };
             }
             Rs::AfterDefs => {
                 if h == 0xfe && pl.len() == 5 {
@@ -953,7 +972,11 @@ impl MysqlParser {
                 let ncols = c.prepared.map_or(0, |p| p.1);
                 if h == 0xfe && pl.len() == 5 {
                     learned_eof = Some(false);
-                    c.st = if ncols > 0 { Rs::PrepCols(ncols) } else { Rs::Done };
+                    c.st = if ncols > 0 {
+                        Rs::PrepCols(ncols)
+                    } else {
+                        Rs::Done
+                    };
                 } else if ncols > 0 {
                     learned_eof = Some(true);
                     if let Some(d) = parse::parse_column_def(pl) {
@@ -1007,9 +1030,7 @@ impl MysqlParser {
             if c.st == Rs::PrepAfterCols && !eof_expected {
                 c.st = Rs::Done;
             }
-            if c.st == Rs::PrepAfterParams
-                && !eof_expected
-                && c.prepared.is_some_and(|p| p.1 == 0)
+            if c.st == Rs::PrepAfterParams && !eof_expected && c.prepared.is_some_and(|p| p.1 == 0)
             {
                 c.st = Rs::Done;
             }
@@ -1137,7 +1158,10 @@ impl MysqlParser {
                 c.sql.clone().map_or(Value::Null, Value::String),
             );
             if c.stmt_missing && c.sql.is_none() {
-                d.insert("sql_missing".into(), json!(crate::protocols::postgres::MISSING_SQL));
+                d.insert(
+                    "sql_missing".into(),
+                    json!(crate::protocols::postgres::MISSING_SQL),
+                );
             }
             if let Some(id) = c.stmt_id {
                 d.insert("statement_id".into(), json!(id));
@@ -1192,7 +1216,8 @@ impl MysqlParser {
             if c.cmd == com::INIT_DB && c.err.is_none() && c.init_db.is_some() {
                 self.set_fact("database", json!(c.init_db));
             }
-            let results: Vec<Map<String, Value>> = c.results.iter().map(Self::result_json).collect();
+            let results: Vec<Map<String, Value>> =
+                c.results.iter().map(Self::result_json).collect();
             if let Some(first) = results.first() {
                 for (k, v) in first {
                     d.insert(k.clone(), v.clone());
@@ -1255,8 +1280,8 @@ impl MysqlParser {
 
     fn gap(&mut self, client: bool, pos: u64, len: u64, out: &mut Vec<DbEvent>) {
         let d = if client { &mut self.cl } else { &mut self.sv };
-        let dropped = d.inp.gap(pos.saturating_add(len))
-            + d.partial.take().map_or(0, |p| p.raw.len() as u64);
+        let dropped =
+            d.inp.gap(pos.saturating_add(len)) + d.partial.take().map_or(0, |p| p.raw.len() as u64);
         out.push(DbEvent::Skipped {
             egress: client,
             bytes: dropped + len,
@@ -1301,7 +1326,9 @@ impl DbParser for MysqlParser {
         self.frame(true, out);
         self.frame(false, out);
         self.stitch(out);
-        self.flush_session(out);
+        if self.call.is_none() {
+            self.flush_session(out);
+        }
     }
 
     fn close(&mut self, out: &mut Vec<DbEvent>) {

@@ -471,21 +471,21 @@ impl PgParser {
     /// Scans for the next plausible typed message; returns whether one was found.
     fn resync(inp: &mut Input, frontend: bool, egress: bool, out: &mut Vec<DbEvent>) -> bool {
         let b = inp.avail();
-        let mut i = 1;
+        let mut i = 0;
         let mut found = None;
         let mut wait_at = None;
         while i < b.len() {
+            // A definite boundary anywhere wins over an undecided earlier one (junk claiming
+            // a long length must not stall the resync).
             match plausible_at(&b[i..], frontend) {
                 Some(true) => {
                     found = Some(i);
                     break;
                 }
-                None => {
-                    wait_at = Some(i);
-                    break;
-                }
-                Some(false) => i += 1,
+                None if wait_at.is_none() => wait_at = Some(i),
+                _ => {}
             }
+            i += 1;
         }
         let skip = found.or(wait_at).unwrap_or(b.len());
         if skip > 0 {
@@ -1847,7 +1847,11 @@ impl DbParser for PgParser {
         if self.tls && self.call.is_none() {
             self.stop_tls(out);
         }
-        self.flush_session(out);
+        // Session facts are reported between calls, so that the events do not depend on how
+        // the stream was cut into segments.
+        if self.call.is_none() {
+            self.flush_session(out);
+        }
     }
 
     fn close(&mut self, out: &mut Vec<DbEvent>) {
