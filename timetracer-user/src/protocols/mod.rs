@@ -1,4 +1,7 @@
 //! Wire protocols. Each protocol is a folder with pure, I/O-free parse/stitch functions.
 pub mod db;
 pub mod detect;
+pub mod detect_db;
 pub mod http;
+pub mod mysql;
+pub mod postgres;
