@@ -6,11 +6,14 @@ use std::net::SocketAddr;
 use serde_json::{Map, Value};
 
 use super::body::{encode_body, sha256_tagged};
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as B64;
+
 use super::format::{
-    AttributionInfo, Body, CaptureInfo, Cassette, Connection, ErrorInfo, ErrorKind, Event,
-    EventRequest, EventResult, GENERATOR_NAME, Generator, HeaderList, JsonMap, Policies,
+    AttributionInfo, Body, CaptureInfo, Cassette, Connection, DbSessionInfo, ErrorInfo, ErrorKind,
+    Event, EventRequest, EventResult, GENERATOR_NAME, Generator, HeaderList, JsonMap, Policies,
     RedactionInfo, Request, Response, SCHEMA_VERSION, SamplingInfo, Session, Signature, Stats,
-    Timing,
+    Timing, Wire,
 };
 use crate::correlate::model::{Attribution, ConnFacts, DepCall, DepKind, RecordedRequest, Timings};
 use crate::protocols::db::DbCall;
@@ -150,7 +153,19 @@ impl Builder<'_> {
 
         let unix_ns = i128::from(t0) + rec.mono_to_unix_ns;
         let p = &rec.process;
+        let db_sessions = rec
+            .db_sessions
+            .iter()
+            .map(|d| DbSessionInfo {
+                protocol: d.protocol.name().to_owned(),
+                conn_id: d.conn.conn_id,
+                remote: d.conn.remote.map(|a| a.to_string()),
+                facts: d.facts.clone(),
+                missing: d.missing.clone(),
+            })
+            .collect();
         Cassette {
+            db_sessions,
             schema_version: SCHEMA_VERSION.to_owned(),
             generator: Some(Generator {
                 name: GENERATOR_NAME.to_owned(),
@@ -333,6 +348,8 @@ impl Builder<'_> {
             timing: Some(timing),
             attribution: Some(attribution_info(&dep.attribution)),
             db: None,
+            session_level: false,
+            wire: None,
         }
     }
 
@@ -374,6 +391,12 @@ impl Builder<'_> {
             timing: Some(timing),
             attribution: Some(attribution_info(&dep.attribution)),
             db: Some(call.detail.clone()),
+            session_level: call.session_level,
+            wire: Some(Wire {
+                request_b64: B64.encode(&call.raw_request),
+                response_b64: B64.encode(&call.raw_response),
+                truncated: call.raw_truncated,
+            }),
         }
     }
 }

@@ -36,6 +36,10 @@ pub struct Cassette {
     pub error: Option<ErrorInfo>,
     #[serde(default)]
     pub events: Vec<Event>,
+    /// Database sessions the events used (2.0): what a fresh client needs at replay time
+    /// (handshake outcome, server version, parameter statuses) and what was not seen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub db_sessions: Vec<DbSessionInfo>,
     /// The inbound connection (absent in 1.0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection: Option<Connection>,
@@ -237,6 +241,41 @@ pub struct Event {
     /// parameters, rows, command tag; Redis arguments and reply ...).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub db: Option<Value>,
+    /// Database / cache calls (2.0): session-level traffic (handshake, authentication, `SET`,
+    /// ping, `HELLO`, type introspection) rather than work the request asked for.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub session_level: bool,
+    /// Database / cache calls (2.0): the exact wire bytes, for byte-exact replay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wire: Option<Wire>,
+}
+
+/// `db_sessions[]`: one database connection's session facts.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct DbSessionInfo {
+    /// `postgres`, `mysql`, `redis`, `mongodb`.
+    pub protocol: String,
+    /// Connection id, as in `events[].connection.conn_id`.
+    pub conn_id: u64,
+    /// Server address (`ip:port`) when known.
+    pub remote: Option<String>,
+    /// Protocol-specific facts (see docs/protocols/).
+    pub facts: Value,
+    /// What tracing did not see (attached to an open session).
+    #[serde(default)]
+    pub missing: Vec<String>,
+}
+
+/// `events[].wire`: a call's bytes as they were on the wire (credentials removed).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Wire {
+    /// What the client sent, base64.
+    pub request_b64: String,
+    /// What the server answered, base64.
+    pub response_b64: String,
+    /// Cut at the capture cap.
+    #[serde(default)]
+    pub truncated: bool,
 }
 
 /// `events[].signature`: what replay matches on.

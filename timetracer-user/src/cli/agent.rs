@@ -704,6 +704,11 @@ impl Session {
         let interesting: Vec<String> = [
             "background_calls",
             "sendfile_bytes",
+            "db_calls",
+            "tls_connections",
+            "index_errors",
+            "s3_uploaded",
+            "s3_errors",
             "skipped_bytes",
             "non_http_bytes",
             "undecodable_records",
@@ -731,6 +736,26 @@ fn writer_loop(
     plan: &RecordPlan,
     counters: &Counters,
 ) {
+    // The embedded index the `timetracer` tools search, kept up to date as cassettes land.
+    let mut index = if plan.save {
+        match crate::index::Index::open(&plan.out) {
+            Ok(i) => Some(i),
+            Err(e) => {
+                tracing::warn!(error = %e, "Cassette index unavailable; `timetracer index` rebuilds it");
+                None
+            }
+        }
+    } else {
+        None
+    };
+    // Cassettes also go to a bucket when TIMETRACER_S3_BUCKET is set.
+    let s3 = match crate::s3::Uploader::from_env() {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("\ntimetracer-agent: S3 upload disabled: {e}");
+            None
+        }
+    };
     while let Ok((r, live)) = rx.recv() {
         let path = request_path(&r);
         if excluded(&path, &plan.exclude) {
@@ -755,6 +780,14 @@ fn writer_loop(
             match cassette::write(&plan.out, &c, plan.compression) {
                 Ok(p) => {
                     counters.inc_cassettes();
+                    if let Some(idx) = index.as_mut()
+                        && idx.add(&p, &c).is_err()
+                    {
+                        counters.inc_named("index_errors");
+                    }
+                    if let Some(up) = &s3 {
+                        upload(up, &plan.out, &p, counters);
+                    }
                     written = Some(p);
                 }
                 Err(e) => {
@@ -776,6 +809,30 @@ fn writer_loop(
             if tx.try_send(update).is_err() {
                 counters.inc_named("live_skipped");
             }
+        }
+    }
+}
+
+/// Uploads a written cassette under its path relative to the cassette directory.
+fn upload(
+    up: &crate::s3::Uploader,
+    dir: &std::path::Path,
+    path: &std::path::Path,
+    counters: &Counters,
+) {
+    let key = path
+        .strip_prefix(dir)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .into_owned();
+    match std::fs::read(path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| up.put(&key, b).map_err(|e| e.to_string()))
+    {
+        Ok(()) => counters.inc_named("s3_uploaded"),
+        Err(e) => {
+            counters.inc_named("s3_errors");
+            tracing::warn!(key, error = %e, "S3 upload failed; the cassette stays on disk");
         }
     }
 }

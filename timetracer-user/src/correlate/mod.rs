@@ -26,10 +26,11 @@ use bytes::Bytes;
 use timetracer_common::{DIR_EGRESS, Decoded, EventHeader, Kind, ROLE_SERVER};
 
 use self::model::{
-    Attribution, ConnFacts, DepCall, DepKind, ProcessInfo, RecordedRequest, Timings,
+    Attribution, ConnFacts, DbSession, DepCall, DepKind, ProcessInfo, RecordedRequest, Timings,
 };
 use crate::{
     protocols::{
+        db::{DbCall, DbEvent, DbParser},
         detect::{Detected, detect},
         http::{
             HttpConn, ParseOptions,
@@ -69,6 +70,8 @@ enum Proto {
     /// Not decided yet; holds the first bytes seen per direction.
     Unknown,
     Http(Box<HttpConn>),
+    /// A database / cache client connection.
+    Db(Box<dyn DbParser>),
     /// Not HTTP: further bytes are counted and dropped.
     Other,
 }
@@ -85,6 +88,25 @@ struct Conn {
     held_bytes: [Vec<u8>; 2],
     connect_ns: u64,
 }
+
+/// What a connection's parser reports.
+#[expect(clippy::large_enum_variant, reason = "short-lived, moved once per parsed message")]
+enum ConnEvent {
+    Http(HttpEvent),
+    Db(DbEvent),
+}
+
+/// Database / cache protocols recognised from a client connection's first bytes, in the order
+/// they are tried: (detector over (first egress, first ingress) bytes, parser constructor).
+type DbDetector = (fn(&[u8], &[u8]) -> Option<bool>, fn() -> Box<dyn DbParser>);
+const DB_PROTOCOLS: &[DbDetector] = &[
+    (crate::protocols::detect_db::detect_pg, || {
+        Box::new(crate::protocols::postgres::PgParser::new(Default::default()))
+    }),
+    (crate::protocols::detect_db::detect_mysql, || {
+        Box::new(crate::protocols::mysql::MysqlParser::new(Default::default()))
+    }),
+];
 
 /// An inbound request from head to finalization.
 struct Inbound {
@@ -111,8 +133,16 @@ struct Outbound {
     tid: u32,
     start_ns: u64,
     exchange: Option<Exchange>,
+    /// A database / cache call (complete when recorded).
+    db: Option<Box<DbCall>>,
     facts: ConnFacts,
     connect_ns: u64,
+}
+
+impl Outbound {
+    fn complete(&self) -> bool {
+        self.exchange.is_some() || self.db.is_some()
+    }
 }
 
 /// A write to stdout/stderr of a traced process.
@@ -131,6 +161,10 @@ pub struct Correlator {
     outbound: VecDeque<Outbound>,
     stdio: VecDeque<StdioWrite>,
     processes: HashMap<u32, ProcessInfo>,
+    /// Latest database session facts per connection id.
+    db_sessions: HashMap<u64, DbSession>,
+    /// Closed database connections (id, close time), forgotten a minute later.
+    closed_db: VecDeque<(u64, u64)>,
     /// (tgid, `SSL*`) → connection id, from the kernel's bind records.
     ssl_conns: HashMap<(u32, u64), u64>,
     /// TLS plaintext of an `SSL*` not tied to a socket yet, per (tgid, `SSL*`).
@@ -179,6 +213,8 @@ impl Correlator {
             processes: HashMap::new(),
             ssl_conns: HashMap::new(),
             pending_tls: HashMap::new(),
+            db_sessions: HashMap::new(),
+            closed_db: VecDeque::new(),
             mono_to_unix_ns: mono_to_unix_offset(),
             counters,
         }
@@ -377,6 +413,10 @@ impl Correlator {
         if let Some(ssl) = c.ssl {
             self.ssl_conns.remove(&(c.facts.pid, ssl));
         }
+        if self.db_sessions.contains_key(&conn_id) {
+            // Kept a while: requests that used the connection are finalized later.
+            self.closed_db.push_back((conn_id, ts_ns));
+        }
         let mut segs = Vec::new();
         let mut events = Vec::new();
         for dir in 0..2 {
@@ -387,21 +427,31 @@ impl Correlator {
             }
         }
         c.release_held(&self.opts, &mut events, &self.counters);
-        if let Proto::Http(p) = &mut c.proto {
-            p.close(ts_ns, &mut events);
+        match &mut c.proto {
+            Proto::Http(p) => {
+                let mut h = Vec::new();
+                p.close(ts_ns, &mut h);
+                events.extend(h.into_iter().map(ConnEvent::Http));
+            }
+            Proto::Db(p) => {
+                let mut d = Vec::new();
+                p.close(&mut d);
+                events.extend(d.into_iter().map(ConnEvent::Db));
+            }
+            Proto::Unknown | Proto::Other => {}
         }
         let facts = c.facts.clone();
         let side = c.side;
         let connect_ns = c.connect_ns;
         for e in events {
-            self.on_http(&facts, side, connect_ns, e);
+            self.on_event(&facts, side, connect_ns, e);
         }
     }
 
     /// Moves data through reassembly and parsing; call after each drain.
     pub fn pump(&mut self, now_ns: u64) {
         let mut segs = Vec::new();
-        let mut out: Vec<(ConnFacts, Side, u64, HttpEvent)> = Vec::new();
+        let mut out: Vec<(ConnFacts, Side, u64, ConnEvent)> = Vec::new();
         let mut events = Vec::new();
         for c in self.conns.values_mut() {
             for dir in 0..2 {
@@ -416,7 +466,52 @@ impl Correlator {
             }
         }
         for (facts, side, connect_ns, e) in out {
-            self.on_http(&facts, side, connect_ns, e);
+            self.on_event(&facts, side, connect_ns, e);
+        }
+    }
+
+    fn on_event(&mut self, facts: &ConnFacts, side: Side, connect_ns: u64, e: ConnEvent) {
+        match e {
+            ConnEvent::Http(e) => self.on_http(facts, side, connect_ns, e),
+            ConnEvent::Db(DbEvent::Call(call)) => {
+                self.counters.inc_named("db_calls");
+                self.outbound.push_back(Outbound {
+                    tgid: facts.pid,
+                    conn_id: facts.conn_id,
+                    index: call.index,
+                    tid: call.request_first.tid,
+                    start_ns: call.request_first.ts_ns,
+                    exchange: None,
+                    db: Some(call),
+                    facts: facts.clone(),
+                    connect_ns,
+                });
+            }
+            ConnEvent::Db(DbEvent::Session {
+                protocol,
+                facts: f,
+                missing,
+            }) => {
+                let entry = self
+                    .db_sessions
+                    .entry(facts.conn_id)
+                    .or_insert_with(|| DbSession {
+                        conn: facts.clone(),
+                        protocol,
+                        facts: serde_json::Value::Object(serde_json::Map::new()),
+                        missing: Vec::new(),
+                    });
+                // Facts accumulate (startup, then parameter statuses, ...).
+                if let (serde_json::Value::Object(acc), serde_json::Value::Object(new)) =
+                    (&mut entry.facts, f)
+                {
+                    acc.extend(new);
+                }
+                entry.missing = missing;
+            }
+            ConnEvent::Db(DbEvent::Skipped { bytes, .. }) => {
+                self.counters.add_named("db_skipped_bytes", bytes)
+            }
         }
     }
 
@@ -483,6 +578,7 @@ impl Correlator {
                     tid: mark.tid,
                     start_ns: mark.ts_ns,
                     exchange: None,
+                    db: None,
                     facts: facts.clone(),
                     connect_ns,
                 });
@@ -506,6 +602,7 @@ impl Correlator {
                         tid,
                         start_ns: start,
                         exchange: Some(ex),
+                        db: None,
                         facts: facts.clone(),
                         connect_ns,
                     }),
@@ -537,10 +634,7 @@ impl Correlator {
             // Wait (bounded) for outbound calls that started inside this request and have not
             // finished yet.
             let waiting = self.outbound.iter().any(|o| {
-                o.exchange.is_none()
-                    && o.tgid == r.tgid
-                    && o.start_ns >= r.start_ns
-                    && o.start_ns <= end
+                !o.complete() && o.tgid == r.tgid && o.start_ns >= r.start_ns && o.start_ns <= end
             });
             if waiting && now_ns < end.saturating_add(self.opts.max_wait_ns) {
                 continue;
@@ -561,6 +655,16 @@ impl Correlator {
             let timings = timings_of(&exchange, 0);
             let mut deps = std::mem::take(&mut r.deps);
             deps.sort_by_key(|d| d.timings.request_start_ns);
+            let mut db_conns: Vec<u64> = deps
+                .iter()
+                .filter(|d| matches!(d.kind, DepKind::Db(_)))
+                .map(|d| d.conn.conn_id)
+                .collect();
+            db_conns.dedup();
+            let db_sessions = db_conns
+                .iter()
+                .filter_map(|id| self.db_sessions.get(id).cloned())
+                .collect();
             out.push(RecordedRequest {
                 id: uuid::Uuid::new_v4(),
                 process,
@@ -571,6 +675,7 @@ impl Correlator {
                 traceback: (!r.traceback.is_empty()).then(|| r.traceback.concat()),
                 mono_to_unix_ns: self.mono_to_unix_ns,
                 drops: Vec::new(),
+                db_sessions,
             });
         }
         self.gc(now_ns);
@@ -606,18 +711,32 @@ impl Correlator {
         let mut k = 0;
         while k < self.outbound.len() {
             let o = &self.outbound[k];
-            if o.tgid != tgid || o.exchange.is_none() || o.start_ns < start || o.start_ns > end {
+            if o.tgid != tgid || !o.complete() || o.start_ns < start || o.start_ns > end {
                 k += 1;
                 continue;
             }
             let o = self.outbound.remove(k).expect("index checked");
             let (owners, attribution) = decide(&self.inbound, o.tgid, o.tid, o.start_ns);
-            let Some(exchange) = o.exchange else { continue };
-            let dep = DepCall {
-                timings: timings_of(&exchange, o.connect_ns),
-                kind: DepKind::Http(exchange),
-                conn: o.facts,
-                attribution,
+            let dep = match (o.exchange, o.db) {
+                (Some(exchange), _) => DepCall {
+                    timings: timings_of(&exchange, o.connect_ns),
+                    kind: DepKind::Http(exchange),
+                    conn: o.facts,
+                    attribution,
+                },
+                (None, Some(call)) => DepCall {
+                    timings: Timings {
+                        request_start_ns: call.request_first.ts_ns,
+                        request_end_ns: call.request_last.ts_ns,
+                        response_start_ns: call.response_first.map_or(0, |m| m.ts_ns),
+                        response_end_ns: call.response_last.map_or(0, |m| m.ts_ns),
+                        connect_ns: o.connect_ns,
+                    },
+                    kind: DepKind::Db(call),
+                    conn: o.facts,
+                    attribution,
+                },
+                (None, None) => continue,
             };
             for j in owners {
                 self.inbound[j].deps.push(dep.clone());
@@ -697,6 +816,13 @@ impl Correlator {
         self.counters
             .add_named("background_calls", (before - self.outbound.len()) as u64);
         self.stdio.retain(|w| w.ts_ns >= horizon);
+        while let Some(&(id, ts)) = self.closed_db.front() {
+            if ts >= horizon {
+                break;
+            }
+            self.db_sessions.remove(&id);
+            self.closed_db.pop_front();
+        }
     }
 
     /// Ends everything (tracing stops): closes every connection and finalizes every request.
@@ -852,20 +978,29 @@ impl Conn {
     }
 
     /// Feeds one in-order segment of a direction to the protocol parser, deciding the protocol
-    /// from the first bytes.
+    /// from the first bytes of both directions (the port is never used).
     fn feed(
         &mut self,
         egress: bool,
         seg: Segment,
         opts: &CorrelateOptions,
-        out: &mut Vec<HttpEvent>,
+        out: &mut Vec<ConnEvent>,
         counters: &Counters,
     ) {
         match &mut self.proto {
-            Proto::Http(p) => p.feed(egress, seg, out),
+            Proto::Http(p) => {
+                let mut h = Vec::new();
+                p.feed(egress, seg, &mut h);
+                out.extend(h.into_iter().map(ConnEvent::Http));
+            }
+            Proto::Db(p) => {
+                let mut d = Vec::new();
+                p.feed(egress, seg, &mut d);
+                out.extend(d.into_iter().map(ConnEvent::Db));
+            }
             Proto::Other => {
                 if let Segment::Data(c) = &seg {
-                    counters.add_named("non_http_bytes", c.data.len() as u64);
+                    counters.add_named("unparsed_bytes", c.data.len() as u64);
                 }
             }
             Proto::Unknown => {
@@ -875,37 +1010,48 @@ impl Conn {
                         hb.extend_from_slice(&c.data[..c.data.len().min(4096 - hb.len())]);
                     }
                 }
-                let verdict = detect(&self.held_bytes[usize::from(egress)], egress, self.side);
                 self.held.push((egress, seg));
-                match verdict {
-                    Detected::Http => {
-                        self.proto = Proto::Http(Box::new(HttpConn::new(
-                            self.side,
-                            ParseOptions {
-                                max_body: opts.max_body,
-                            },
-                        )));
-                        self.release_held(opts, out, counters);
-                    }
-                    Detected::NotHttp => {
-                        self.proto = Proto::Other;
-                        self.release_held(opts, out, counters);
-                    }
-                    Detected::NeedMore => {
-                        if self.held_bytes[usize::from(egress)].len() >= 4096 {
-                            self.proto = Proto::Other;
-                            self.release_held(opts, out, counters);
-                        }
-                    }
+                if let Some(proto) = self.decide(opts) {
+                    self.proto = proto;
+                    self.release_held(opts, out, counters);
                 }
             }
         }
     }
 
+    /// Which protocol the first bytes seen so far show, or `None` to wait for more.
+    fn decide(&self, opts: &CorrelateOptions) -> Option<Proto> {
+        let [ingress, egress] = &self.held_bytes;
+        let http = [
+            detect(egress, true, self.side),
+            detect(ingress, false, self.side),
+        ];
+        if http.contains(&Detected::Http) {
+            return Some(Proto::Http(Box::new(HttpConn::new(
+                self.side,
+                ParseOptions {
+                    max_body: opts.max_body,
+                },
+            ))));
+        }
+        let mut undecided = http.contains(&Detected::NeedMore);
+        if self.side == Side::Client {
+            for (detector, parser) in DB_PROTOCOLS {
+                match detector(egress, ingress) {
+                    Some(true) => return Some(Proto::Db(parser())),
+                    Some(false) => {}
+                    None => undecided = true,
+                }
+            }
+        }
+        let full = egress.len() >= 4096 || ingress.len() >= 4096;
+        (!undecided || full).then_some(Proto::Other)
+    }
+
     fn release_held(
         &mut self,
         opts: &CorrelateOptions,
-        out: &mut Vec<HttpEvent>,
+        out: &mut Vec<ConnEvent>,
         counters: &Counters,
     ) {
         if matches!(self.proto, Proto::Unknown) {

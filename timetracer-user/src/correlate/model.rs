@@ -66,6 +66,18 @@ pub struct DepCall {
     pub timings: Timings,
 }
 
+/// What a fresh database client would need at replay time, as seen on one connection
+/// (handshake, server version, parameter statuses, ...), and what was not seen.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DbSession {
+    pub conn: ConnFacts,
+    pub protocol: crate::protocols::db::DbProtocol,
+    /// Accumulated `DbEvent::Session` facts.
+    pub facts: serde_json::Value,
+    /// What tracing did not see (attached mid-session).
+    pub missing: Vec<String>,
+}
+
 /// The traced process, as read from /proc when tracing started (or when it forked).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ProcessInfo {
@@ -96,4 +108,6 @@ pub struct RecordedRequest {
     pub mono_to_unix_ns: i128,
     /// Kernel + agent drop counters when the request was written (name -> count).
     pub drops: Vec<(String, u64)>,
+    /// Session facts of the database connections this request used.
+    pub db_sessions: Vec<DbSession>,
 }

@@ -275,6 +275,7 @@ pub fn from_har(har: &Value, service: &str) -> anyhow::Result<Vec<Cassette>> {
             .find(|(k, _)| k.eq_ignore_ascii_case("user-agent"))
             .map(|x| x.1.clone());
         let c = Cassette {
+            db_sessions: Vec::new(),
             schema_version: SCHEMA_VERSION.to_owned(),
             generator: generator(),
             session: Session {
