@@ -2,3 +2,4 @@
 pub mod db;
 pub mod detect;
 pub mod http;
+pub mod redis;
