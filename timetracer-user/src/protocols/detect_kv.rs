@@ -90,9 +90,15 @@ mod tests {
         assert_eq!(detect_redis(b"*2\r", b""), None);
         assert_eq!(detect_redis(b"PING\r\n", b""), Some(true));
         assert_eq!(detect_redis(b"AUTH secret\r\n", b""), Some(true));
-        assert_eq!(detect_redis(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b""), Some(false));
+        assert_eq!(
+            detect_redis(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b""),
+            Some(false)
+        );
         assert_eq!(detect_redis(b"\x16\x03\x01\x02\x00", b""), Some(false));
-        assert_eq!(detect_redis(b"\x00\x00\x00\x08\x04\xd2\x16\x2f", b""), Some(false));
+        assert_eq!(
+            detect_redis(b"\x00\x00\x00\x08\x04\xd2\x16\x2f", b""),
+            Some(false)
+        );
         // Mid-session: the tail of a big value, then a command.
         let mut mid = b"xxxxxx\r\n".to_vec();
         mid.extend_from_slice(cmd);
@@ -106,7 +112,8 @@ mod tests {
     #[test]
     fn mongodb() {
         // OP_MSG {ping: 1, $db: "admin"}
-        let doc = b"\x1e\x00\x00\x00\x10ping\x00\x01\x00\x00\x00\x02$db\x00\x06\x00\x00\x00admin\x00\x00";
+        let doc =
+            b"\x1e\x00\x00\x00\x10ping\x00\x01\x00\x00\x00\x02$db\x00\x06\x00\x00\x00admin\x00\x00";
         let mut msg = Vec::new();
         let len = 16 + 4 + 1 + doc.len();
         msg.extend_from_slice(&(len as i32).to_le_bytes());
@@ -118,8 +125,14 @@ mod tests {
         msg.extend_from_slice(doc);
         assert_eq!(detect_mongodb(&msg, b""), Some(true));
         assert_eq!(detect_mongodb(&msg[..10], b""), None);
-        assert_eq!(detect_mongodb(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", b""), Some(false));
-        assert_eq!(detect_mongodb(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b""), Some(false));
+        assert_eq!(
+            detect_mongodb(b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", b""),
+            Some(false)
+        );
+        assert_eq!(
+            detect_mongodb(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", b""),
+            Some(false)
+        );
         // A reply: responseTo set.
         let mut reply = msg.clone();
         reply[8..12].copy_from_slice(&7i32.to_le_bytes());

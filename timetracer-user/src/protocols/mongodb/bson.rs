@@ -100,7 +100,10 @@ fn doc(
             )
         });
     if array {
-        return Ok((Value::Array(items.into_iter().map(|(_, v, _)| v).collect()), len));
+        return Ok((
+            Value::Array(items.into_iter().map(|(_, v, _)| v).collect()),
+            len,
+        ));
     }
     let mut m = Map::new();
     for (k, v, secret) in items {
@@ -116,13 +119,22 @@ fn doc(
 }
 
 /// A string value (`i32` length incl. NUL, bytes, NUL) at `b[at..]`, within `end`.
-fn string_at(b: &[u8], at: usize, end: usize) -> Result<(String, usize, Range<usize>), &'static str> {
-    let n = usize::try_from(i32_at(b, at).ok_or("bson-truncated")?).map_err(|_| "bson-bad-string")?;
+fn string_at(
+    b: &[u8],
+    at: usize,
+    end: usize,
+) -> Result<(String, usize, Range<usize>), &'static str> {
+    let n =
+        usize::try_from(i32_at(b, at).ok_or("bson-truncated")?).map_err(|_| "bson-bad-string")?;
     if n < 1 || at + 4 + n > end || b.get(at + 3 + n) != Some(&0) {
         return Err("bson-bad-string");
     }
     let r = at + 4..at + 3 + n;
-    Ok((String::from_utf8_lossy(&b[r.clone()]).into_owned(), 4 + n, r))
+    Ok((
+        String::from_utf8_lossy(&b[r.clone()]).into_owned(),
+        4 + n,
+        r,
+    ))
 }
 
 fn cstring_at(b: &[u8], at: usize, end: usize) -> Result<(String, usize), &'static str> {
@@ -157,7 +169,11 @@ fn value(
     let whole = |n: usize| at..at + n;
     Ok(match ty {
         0x01 => {
-            let f = f64::from_le_bytes(fixed(b, at, end, 8)?.try_into().map_err(|_| "bson-truncated")?);
+            let f = f64::from_le_bytes(
+                fixed(b, at, end, 8)?
+                    .try_into()
+                    .map_err(|_| "bson-truncated")?,
+            );
             (double_json(f), 8, whole(8))
         }
         0x02 => {
@@ -172,7 +188,8 @@ fn value(
             (v, n, whole(n))
         }
         0x05 => {
-            let n = usize::try_from(i32_at(b, at).ok_or("bson-truncated")?).map_err(|_| "bson-bad-binary")?;
+            let n = usize::try_from(i32_at(b, at).ok_or("bson-truncated")?)
+                .map_err(|_| "bson-bad-binary")?;
             let data = fixed(b, at + 5, end, n)?;
             let sub = *b.get(at + 4).ok_or("bson-truncated")?;
             (
@@ -185,7 +202,11 @@ fn value(
             )
         }
         0x06 => (json!({"$undefined": true}), 0, at..at),
-        0x07 => (json!({ "$oid": hex(fixed(b, at, end, 12)?) }), 12, whole(12)),
+        0x07 => (
+            json!({ "$oid": hex(fixed(b, at, end, 12)?) }),
+            12,
+            whole(12),
+        ),
         0x08 => match fixed(b, at, end, 1)?[0] {
             0 => (Value::Bool(false), 1, whole(1)),
             1 => (Value::Bool(true), 1, whole(1)),
@@ -223,7 +244,8 @@ fn value(
             (json!({ "$symbol": s }), n, r)
         }
         0x0F => {
-            let total = usize::try_from(i32_at(b, at).ok_or("bson-truncated")?).map_err(|_| "bson-bad-code")?;
+            let total = usize::try_from(i32_at(b, at).ok_or("bson-truncated")?)
+                .map_err(|_| "bson-bad-code")?;
             if total < 14 || at + total > end {
                 return Err("bson-bad-code");
             }
@@ -255,7 +277,11 @@ fn value(
             let d = fixed(b, at, end, 16)?;
             let lo = u64::from_le_bytes(d[..8].try_into().map_err(|_| "bson-truncated")?);
             let hi = u64::from_le_bytes(d[8..].try_into().map_err(|_| "bson-truncated")?);
-            (json!({ "$numberDecimal": decimal128(hi, lo) }), 16, whole(16))
+            (
+                json!({ "$numberDecimal": decimal128(hi, lo) }),
+                16,
+                whole(16),
+            )
         }
         0xFF => (json!({"$minKey": 1}), 0, at..at),
         0x7F => (json!({"$maxKey": 1}), 0, at..at),
@@ -328,7 +354,14 @@ pub fn decimal128(hi: u64, lo: u64) -> String {
         }
     } else {
         let c = (u128::from(hi & 0x1_ffff_ffff_ffff) << 64) | u128::from(lo);
-        ((hi >> 49) & 0x3fff, if c > 9_999_999_999_999_999_999_999_999_999_999_999 { 0 } else { c })
+        (
+            (hi >> 49) & 0x3fff,
+            if c > 9_999_999_999_999_999_999_999_999_999_999_999 {
+                0
+            } else {
+                c
+            },
+        )
     };
     let exponent = exp_biased as i64 - 6176;
     let digits = coeff.to_string();
@@ -378,7 +411,7 @@ mod tests {
         assert_eq!(dec(0x303e_0000_0000_0000, 0x0c), "1.2");
         assert_eq!(dec(0x3034_0000_0000_0000, 0x3039), "0.012345");
         assert_eq!(dec(0x3030_0000_0000_0000, 0x3039), "0.00012345");
-        assert_eq!(dec(0x3040_0000_0000_0000, 0x0f42_40), "1000000");
+        assert_eq!(dec(0x3040_0000_0000_0000, 0x000f_4240), "1000000");
         assert_eq!(dec(0x3042_0000_0000_0000, 1), "1E+1");
         assert_eq!(dec(0x7800_0000_0000_0000, 0), "Infinity");
         assert_eq!(dec(0xf800_0000_0000_0000, 0), "-Infinity");

@@ -55,7 +55,10 @@ impl Default for MongoOptions {
 /// `responseTo` 0); else a reply (`responseTo` set). Needs 16 bytes (21 for `OP_MSG`).
 #[must_use]
 pub fn header_ok(b: &[u8], egress: bool) -> Option<bool> {
-    let h = |i: usize| b.get(i..i + 4).map(|s| i32::from_le_bytes([s[0], s[1], s[2], s[3]]));
+    let h = |i: usize| {
+        b.get(i..i + 4)
+            .map(|s| i32::from_le_bytes([s[0], s[1], s[2], s[3]]))
+    };
     let (Some(len), Some(_id), Some(resp_to), Some(op)) = (h(0), h(4), h(8), h(12)) else {
         return None;
     };
@@ -63,7 +66,13 @@ pub fn header_ok(b: &[u8], egress: bool) -> Option<bool> {
     let op_ok = if egress {
         matches!(
             op,
-            OP_MSG | OP_QUERY | OP_COMPRESSED | OP_UPDATE | OP_INSERT | OP_GET_MORE | OP_DELETE
+            OP_MSG
+                | OP_QUERY
+                | OP_COMPRESSED
+                | OP_UPDATE
+                | OP_INSERT
+                | OP_GET_MORE
+                | OP_DELETE
                 | OP_KILL_CURSORS
         ) && resp_to == 0
     } else {
@@ -109,9 +118,14 @@ struct Message {
 enum St {
     Start,
     Sync,
-    Resync { reason: &'static str, skipped: u64 },
+    Resync {
+        reason: &'static str,
+        skipped: u64,
+    },
     /// Inside a message: `left` bytes still to come, `keep` of them to keep.
-    Body { left: usize },
+    Body {
+        left: usize,
+    },
 }
 
 /// One direction: framing by the length prefix, resync on garbage and after gaps.
@@ -150,12 +164,24 @@ impl Dir {
     }
 
     fn mark_at(&self, pos: u64) -> Mark {
-        let m = self.marks.iter().rev().find(|m| m.0 <= pos).or(self.marks.front());
-        m.map_or(Mark { ts_ns: 0, tid: 0, pos }, |m| Mark {
-            ts_ns: m.1,
-            tid: m.2,
-            pos,
-        })
+        let m = self
+            .marks
+            .iter()
+            .rev()
+            .find(|m| m.0 <= pos)
+            .or(self.marks.front());
+        m.map_or(
+            Mark {
+                ts_ns: 0,
+                tid: 0,
+                pos,
+            },
+            |m| Mark {
+                ts_ns: m.1,
+                tid: m.2,
+                pos,
+            },
+        )
     }
 
     fn consume(&mut self, n: usize) {
@@ -420,7 +446,12 @@ fn decode(m: &mut Message, sasl: bool) -> Result<Decoded, &'static str> {
     match m.opcode {
         OP_MSG => {
             d.op = "OP_MSG";
-            let flags = u32::from_le_bytes(body.get(..4).ok_or("mongodb-truncated")?.try_into().map_err(|_| "mongodb-truncated")?);
+            let flags = u32::from_le_bytes(
+                body.get(..4)
+                    .ok_or("mongodb-truncated")?
+                    .try_into()
+                    .map_err(|_| "mongodb-truncated")?,
+            );
             d.flags = flags;
             let end = if flags & FLAG_CHECKSUM != 0 && complete {
                 body.len().saturating_sub(4)
@@ -434,24 +465,21 @@ fn decode(m: &mut Message, sasl: bool) -> Result<Decoded, &'static str> {
                 let kind = body[p];
                 p += 1;
                 match kind {
-                    0 => {
-                        match decode_at(&body, p, end, &mut ctx) {
-                            Ok((doc, n)) => {
-                                d.doc = doc;
-                                have_body = true;
-                                p += n;
-                            }
-                            Err(e) => {
-                                d.problem = Some(e);
-                                break;
-                            }
+                    0 => match decode_at(&body, p, end, &mut ctx) {
+                        Ok((doc, n)) => {
+                            d.doc = doc;
+                            have_body = true;
+                            p += n;
                         }
-                    }
+                        Err(e) => {
+                            d.problem = Some(e);
+                            break;
+                        }
+                    },
                     1 => {
-                        let Some(size) = body
-                            .get(p..p + 4)
-                            .and_then(|s| usize::try_from(i32::from_le_bytes([s[0], s[1], s[2], s[3]])).ok())
-                        else {
+                        let Some(size) = body.get(p..p + 4).and_then(|s| {
+                            usize::try_from(i32::from_le_bytes([s[0], s[1], s[2], s[3]])).ok()
+                        }) else {
                             d.problem = Some("mongodb-truncated");
                             break;
                         };
@@ -502,8 +530,16 @@ fn decode(m: &mut Message, sasl: bool) -> Result<Decoded, &'static str> {
         }
         OP_QUERY => {
             d.op = "OP_QUERY";
-            d.flags = u32::from_le_bytes(body.get(..4).ok_or("mongodb-truncated")?.try_into().map_err(|_| "mongodb-truncated")?);
-            let nul = body.get(4..).and_then(|s| s.iter().position(|&c| c == 0)).ok_or("mongodb-truncated")?;
+            d.flags = u32::from_le_bytes(
+                body.get(..4)
+                    .ok_or("mongodb-truncated")?
+                    .try_into()
+                    .map_err(|_| "mongodb-truncated")?,
+            );
+            let nul = body
+                .get(4..)
+                .and_then(|s| s.iter().position(|&c| c == 0))
+                .ok_or("mongodb-truncated")?;
             let coll = String::from_utf8_lossy(&body[4..4 + nul]).into_owned();
             d.db = Some(coll.split('.').next().unwrap_or_default().to_owned());
             let q = 4 + nul + 1 + 8;
@@ -511,7 +547,14 @@ fn decode(m: &mut Message, sasl: bool) -> Result<Decoded, &'static str> {
                 Ok((doc, _)) => {
                     // `{$query: {...}, $readPreference: ...}` wraps the command.
                     d.doc = match doc.get("$query").or_else(|| doc.get("query")) {
-                        Some(Value::Object(inner)) if doc.keys().next().is_some_and(|k| k.starts_with('$') || k == "query") => inner.clone(),
+                        Some(Value::Object(inner))
+                            if doc
+                                .keys()
+                                .next()
+                                .is_some_and(|k| k.starts_with('$') || k == "query") =>
+                        {
+                            inner.clone()
+                        }
                         _ => doc,
                     };
                 }
@@ -520,7 +563,12 @@ fn decode(m: &mut Message, sasl: bool) -> Result<Decoded, &'static str> {
         }
         OP_REPLY => {
             d.op = "OP_REPLY";
-            d.flags = u32::from_le_bytes(body.get(..4).ok_or("mongodb-truncated")?.try_into().map_err(|_| "mongodb-truncated")?);
+            d.flags = u32::from_le_bytes(
+                body.get(..4)
+                    .ok_or("mongodb-truncated")?
+                    .try_into()
+                    .map_err(|_| "mongodb-truncated")?,
+            );
             let mut p = 20;
             let mut docs = Vec::new();
             while p < body.len() {
@@ -539,7 +587,10 @@ fn decode(m: &mut Message, sasl: bool) -> Result<Decoded, &'static str> {
                 docs.pop().unwrap_or_default()
             } else {
                 let mut m = Map::new();
-                m.insert("documents".into(), Value::Array(docs.into_iter().map(Value::Object).collect()));
+                m.insert(
+                    "documents".into(),
+                    Value::Array(docs.into_iter().map(Value::Object).collect()),
+                );
                 m
             };
         }
@@ -587,7 +638,11 @@ pub fn crc32c(data: &[u8]) -> u32 {
     for &b in data {
         crc ^= u32::from(b);
         for _ in 0..8 {
-            crc = if crc & 1 != 0 { (crc >> 1) ^ 0x82F6_3B78 } else { crc >> 1 };
+            crc = if crc & 1 != 0 {
+                (crc >> 1) ^ 0x82F6_3B78
+            } else {
+                crc >> 1
+            };
         }
     }
     !crc
@@ -609,7 +664,6 @@ struct Pending {
 /// Client-side MongoDB parser for one connection.
 #[derive(Debug)]
 pub struct MongoParser {
-    opts: MongoOptions,
     dirs: [Dir; 2],
     /// Requests waiting for their reply, by `requestID`.
     pending: HashMap<i32, Pending>,
@@ -642,8 +696,10 @@ impl MongoParser {
     #[must_use]
     pub fn new(opts: MongoOptions) -> Self {
         Self {
-            opts,
-            dirs: [Dir::new(true, opts.max_bytes), Dir::new(false, opts.max_bytes)],
+            dirs: [
+                Dir::new(true, opts.max_bytes),
+                Dir::new(false, opts.max_bytes),
+            ],
             pending: HashMap::new(),
             orphans: VecDeque::new(),
             exhaust: HashMap::new(),
@@ -747,7 +803,11 @@ impl MongoParser {
         }
         self.pending.insert(m.req_id, p);
         if self.pending.len() > MAX_PENDING
-            && let Some(oldest) = self.pending.iter().min_by_key(|(_, p)| p.index).map(|(k, _)| *k)
+            && let Some(oldest) = self
+                .pending
+                .iter()
+                .min_by_key(|(_, p)| p.index)
+                .map(|(k, _)| *k)
             && let Some(p) = self.pending.remove(&oldest)
         {
             self.emit(p, None, out);
@@ -836,7 +896,8 @@ impl MongoParser {
                 }
                 if let Some(pr) = d.problem {
                     p.detail.insert("reply_truncated".into(), Value::Bool(true));
-                    p.detail.insert("reply_problem".into(), Value::String(pr.into()));
+                    p.detail
+                        .insert("reply_problem".into(), Value::String(pr.into()));
                 }
                 if d.flags & FLAG_MORE_TO_COME != 0 && d.op == "OP_MSG" {
                     p.detail.insert("more_to_come".into(), Value::Bool(true));
@@ -862,7 +923,6 @@ impl MongoParser {
             response_first: rf,
             response_last: rl,
         })));
-        let _ = self.opts;
     }
 
     fn session_facts(&self, p: &Pending, reply: &Map<String, Value>, out: &mut Vec<DbEvent>) {
@@ -900,8 +960,14 @@ impl MongoParser {
             }
         }
         if lower.starts_with("sasl") || lower == "authenticate" {
-            let ok = reply.get("ok").and_then(Value::as_f64).is_some_and(|o| o == 1.0);
-            let done = reply.get("done").and_then(Value::as_bool).unwrap_or(lower == "authenticate");
+            let ok = reply
+                .get("ok")
+                .and_then(Value::as_f64)
+                .is_some_and(|o| o == 1.0);
+            let done = reply
+                .get("done")
+                .and_then(Value::as_bool)
+                .unwrap_or(lower == "authenticate");
             if !ok {
                 facts.insert("auth".into(), Value::String("failed".into()));
             } else if done {

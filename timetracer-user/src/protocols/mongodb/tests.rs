@@ -135,7 +135,12 @@ fn check_scenario(scenario: &str, conns: usize) -> Vec<DbCall> {
             assert_eq!(c.detail["more_to_come"], true);
         } else {
             let sasl = c.method.starts_with("sasl");
-            assert_eq!(c.detail["reply"], redact(&want["reply"], sasl), "{scenario}: {}", c.method);
+            assert_eq!(
+                c.detail["reply"],
+                redact(&want["reply"], sasl),
+                "{scenario}: {}",
+                c.method
+            );
             assert_eq!(c.detail["ok"], want["reply"]["ok"]);
         }
         assert_eq!(c.detail["op"], want["op"]);
@@ -162,22 +167,46 @@ fn crud_matches_pymongo() {
         Some("BadValue (2): unknown operator: $bogus")
     );
     let dup = by("insert", "dup");
-    assert!(dup[0].error.as_deref().is_some_and(|e| e.contains("E11000")));
+    assert!(
+        dup[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("E11000"))
+    );
     let many = by("insert", "people");
-    assert_eq!(many[1].detail["sequences"], serde_json::json!(["documents"]));
+    assert_eq!(
+        many[1].detail["sequences"],
+        serde_json::json!(["documents"])
+    );
     assert_eq!(many[1].detail["db"], "app");
     let get_more = all.iter().find(|c| c.method == "getMore").expect("getMore");
     assert_eq!(get_more.detail["collection"], "people");
     let typed = by("find", "typed");
     let doc = &typed[0].detail["reply"]["cursor"]["firstBatch"][0];
-    assert_eq!(doc["dec"], serde_json::json!({"$numberDecimal": "1234.5678"}));
+    assert_eq!(
+        doc["dec"],
+        serde_json::json!({"$numberDecimal": "1234.5678"})
+    );
     assert_eq!(doc["old"]["$date"]["$numberLong"], "-315619200000");
     // Handshakes are session-level; the app's work is not.
-    assert!(all.iter().filter(|c| c.method == "ismaster").all(|c| c.session_level));
-    assert!(all.iter().filter(|c| c.method == "find").all(|c| !c.session_level));
+    assert!(
+        all.iter()
+            .filter(|c| c.method == "ismaster")
+            .all(|c| c.session_level)
+    );
+    assert!(
+        all.iter()
+            .filter(|c| c.method == "find")
+            .all(|c| !c.session_level)
+    );
     // Raw bytes are the wire bytes: the request's length prefix is its length.
     for c in &all {
-        let len = i32::from_le_bytes([c.raw_request[0], c.raw_request[1], c.raw_request[2], c.raw_request[3]]);
+        let len = i32::from_le_bytes([
+            c.raw_request[0],
+            c.raw_request[1],
+            c.raw_request[2],
+            c.raw_request[3],
+        ]);
         assert_eq!(len as usize, c.raw_request.len());
         assert!(!c.raw_truncated);
     }
@@ -186,11 +215,17 @@ fn crud_matches_pymongo() {
 #[test]
 fn auth_payloads_redacted() {
     let all = check_scenario("auth", 2);
-    let start = all.iter().find(|c| c.method == "saslStart").expect("saslStart");
+    let start = all
+        .iter()
+        .find(|c| c.method == "saslStart")
+        .expect("saslStart");
     assert_eq!(start.detail["command"]["payload"], "[REDACTED]");
     assert_eq!(start.detail["reply"]["payload"], "[REDACTED]");
     assert!(start.session_level);
-    let cont = all.iter().find(|c| c.method == "saslContinue").expect("saslContinue");
+    let cont = all
+        .iter()
+        .find(|c| c.method == "saslContinue")
+        .expect("saslContinue");
     assert_eq!(cont.detail["command"]["payload"], "[REDACTED]");
     // The client proof (`p=...`) and nonce never reach the raw bytes.
     let t = truth("auth");
@@ -198,7 +233,9 @@ fn auth_payloads_redacted() {
         for key in ["command", "reply"] {
             let p = &want[key]["payload"]["$binary"]["base64"];
             if let Some(b64) = p.as_str() {
-                let secret = base64::engine::general_purpose::STANDARD.decode(b64).expect("b64");
+                let secret = base64::engine::general_purpose::STANDARD
+                    .decode(b64)
+                    .expect("b64");
                 for c in &all {
                     for raw in [&c.raw_request, &c.raw_response] {
                         assert!(!raw.windows(secret.len()).any(|w| w == secret.as_slice()));
@@ -211,7 +248,10 @@ fn auth_payloads_redacted() {
         .iter()
         .find(|c| c.detail["command"].get("speculativeAuthenticate").is_some())
         .expect("speculative auth");
-    assert_eq!(hello.detail["command"]["speculativeAuthenticate"]["payload"], "[REDACTED]");
+    assert_eq!(
+        hello.detail["command"]["speculativeAuthenticate"]["payload"],
+        "[REDACTED]"
+    );
 }
 
 #[test]
@@ -238,7 +278,11 @@ fn caps_mark_truncation() {
     assert!(c.iter().any(|c| c.raw_truncated));
     assert!(c.iter().all(|c| c.raw_request.len() <= 200));
     // Still paired: every call that had a reply has one.
-    assert!(c.iter().filter(|c| c.detail["more_to_come"] != true).all(|c| c.response_first.is_some()));
+    assert!(
+        c.iter()
+            .filter(|c| c.detail["more_to_come"] != true)
+            .all(|c| c.response_first.is_some())
+    );
 }
 
 #[test]
@@ -270,7 +314,16 @@ fn checksum_recomputed_after_masking() {
     msg.extend_from_slice(&crc.to_le_bytes());
     let mut p = MongoParser::default();
     let mut out = Vec::new();
-    p.feed(true, Segment::Data(Chunk { pos: 0, data: Bytes::from(msg.clone()), ts_ns: 1, tid: 1 }), &mut out);
+    p.feed(
+        true,
+        Segment::Data(Chunk {
+            pos: 0,
+            data: Bytes::from(msg.clone()),
+            ts_ns: 1,
+            tid: 1,
+        }),
+        &mut out,
+    );
     p.close(&mut out);
     let c = calls(&out)[0];
     assert_eq!(c.detail["command"]["payload"], "[REDACTED]");
@@ -284,12 +337,22 @@ fn checksum_recomputed_after_masking() {
 }
 
 const ALL: &[&str] = &[
-    "crud-0", "crud-1", "auth-0", "auth-1", "compressed-0", "compressed-1", "server_api-0",
-    "server_api-1", "legacy-0",
+    "crud-0",
+    "crud-1",
+    "auth-0",
+    "auth-1",
+    "compressed-0",
+    "compressed-1",
+    "server_api-0",
+    "server_api-1",
+    "legacy-0",
 ];
 
 fn key(c: &DbCall) -> String {
-    format!("{} {} {:?} {:?}", c.index, c.detail, c.raw_request, c.raw_response)
+    format!(
+        "{} {} {:?} {:?}",
+        c.index, c.detail, c.raw_request, c.raw_response
+    )
 }
 
 proptest! {

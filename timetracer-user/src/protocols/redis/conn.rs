@@ -147,7 +147,10 @@ impl RedisParser {
     pub fn new(opts: RedisOptions) -> Self {
         Self {
             opts,
-            dirs: [Dir::new(true, opts.max_bytes), Dir::new(false, opts.max_bytes)],
+            dirs: [
+                Dir::new(true, opts.max_bytes),
+                Dir::new(false, opts.max_bytes),
+            ],
             waiting: VecDeque::new(),
             replies: VecDeque::new(),
             horizon: 0,
@@ -290,9 +293,16 @@ impl RedisParser {
             (raw, m.raw_truncated || raw_args.iter().any(Blob::truncated))
         };
         let session_level = match method.as_str() {
-            "HELLO" | "AUTH" | "CLIENT SETINFO" | "CLIENT SETNAME" | "CLIENT TRACKING"
-            | "CLIENT NO-EVICT" | "CLIENT NO-TOUCH" | "CLIENT MAINT_NOTIFICATIONS"
-            | "READONLY" | "READWRITE" => true,
+            "HELLO"
+            | "AUTH"
+            | "CLIENT SETINFO"
+            | "CLIENT SETNAME"
+            | "CLIENT TRACKING"
+            | "CLIENT NO-EVICT"
+            | "CLIENT NO-TOUCH"
+            | "CLIENT MAINT_NOTIFICATIONS"
+            | "READONLY"
+            | "READWRITE" => true,
             "SELECT" | "PING" => !self.regular_seen,
             _ => false,
         };
@@ -322,7 +332,9 @@ impl RedisParser {
                 .flatten(),
             auth: method == "AUTH"
                 || (method == "HELLO"
-                    && raw_args.iter().any(|a| a.data.eq_ignore_ascii_case(b"AUTH"))),
+                    && raw_args
+                        .iter()
+                        .any(|a| a.data.eq_ignore_ascii_case(b"AUTH"))),
             omitted: total.saturating_sub(raw_args.len() as u64),
             method,
             args,
@@ -632,8 +644,10 @@ impl RedisParser {
                             && let Some(k) = k.bytes()
                         {
                             let k = String::from_utf8_lossy(k).into_owned();
-                            if matches!(k.as_str(), "server" | "version" | "proto" | "mode" | "role")
-                            {
+                            if matches!(
+                                k.as_str(),
+                                "server" | "version" | "proto" | "mode" | "role"
+                            ) {
                                 hello.insert(k, val.to_json());
                             }
                         }
@@ -742,7 +756,10 @@ fn is_sub_confirmation(v: &Resp) -> bool {
 
 /// Indexes (in the full argument list, command word included) of arguments that are secrets.
 fn secret_args(method: &str, args: &[Blob]) -> Vec<usize> {
-    let eq = |i: usize, s: &str| args.get(i).is_some_and(|a| a.data.eq_ignore_ascii_case(s.as_bytes()));
+    let eq = |i: usize, s: &str| {
+        args.get(i)
+            .is_some_and(|a| a.data.eq_ignore_ascii_case(s.as_bytes()))
+    };
     let n = args.len();
     let mut out = Vec::new();
     match method {

@@ -47,13 +47,19 @@ enum St {
     /// Nothing seen yet.
     Start,
     Sync,
-    Resync { reason: &'static str, skipped: u64 },
+    Resync {
+        reason: &'static str,
+        skipped: u64,
+    },
 }
 
 /// Egress commands (`*N` arrays of bulk strings, or inline lines) or ingress replies.
 #[derive(Debug)]
 enum Framer {
-    Commands { reader: Reader, inline: Option<Vec<u8>> },
+    Commands {
+        reader: Reader,
+        inline: Option<Vec<u8>>,
+    },
     Replies(Reader),
 }
 
@@ -330,7 +336,6 @@ impl Dir {
                 St::Resync { reason, skipped } => {
                     let avail_len = self.buf.len() - self.off;
                     let mut p = 0;
-                    let mut wait = false;
                     let mut found = false;
                     while p < avail_len {
                         let at = self.pos() + p as u64;
@@ -348,8 +353,10 @@ impl Dir {
                                     found = true;
                                     break;
                                 }
-                                Verdict::NeedMore if bytes.len() < LOOKAHEAD.max(maxline(bytes)) => {
-                                    wait = true;
+                                Verdict::NeedMore
+                                    if bytes.len() < LOOKAHEAD.max(maxline(bytes)) =>
+                                {
+                                    // Keep the bytes from here until more arrive.
                                     break;
                                 }
                                 _ => {}
@@ -370,7 +377,6 @@ impl Dir {
                         continue;
                     }
                     self.st = St::Resync { reason, skipped };
-                    let _ = wait;
                     return;
                 }
             }
@@ -572,10 +578,47 @@ pub(crate) enum Verdict {
 
 /// Commands recognised in inline form when a stream is joined mid-way.
 const INLINE_COMMANDS: &[&str] = &[
-    "PING", "AUTH", "HELLO", "SELECT", "GET", "SET", "DEL", "INCR", "DECR", "EXISTS", "EXPIRE",
-    "TTL", "KEYS", "SCAN", "MGET", "MSET", "HGET", "HSET", "HGETALL", "LPUSH", "RPUSH", "LRANGE",
-    "SADD", "SMEMBERS", "ZADD", "ZRANGE", "INFO", "QUIT", "MULTI", "EXEC", "DISCARD", "WATCH",
-    "SUBSCRIBE", "PUBLISH", "CLIENT", "CONFIG", "FLUSHDB", "FLUSHALL", "ECHO", "DBSIZE", "TYPE",
+    "PING",
+    "AUTH",
+    "HELLO",
+    "SELECT",
+    "GET",
+    "SET",
+    "DEL",
+    "INCR",
+    "DECR",
+    "EXISTS",
+    "EXPIRE",
+    "TTL",
+    "KEYS",
+    "SCAN",
+    "MGET",
+    "MSET",
+    "HGET",
+    "HSET",
+    "HGETALL",
+    "LPUSH",
+    "RPUSH",
+    "LRANGE",
+    "SADD",
+    "SMEMBERS",
+    "ZADD",
+    "ZRANGE",
+    "INFO",
+    "QUIT",
+    "MULTI",
+    "EXEC",
+    "DISCARD",
+    "WATCH",
+    "SUBSCRIBE",
+    "PUBLISH",
+    "CLIENT",
+    "CONFIG",
+    "FLUSHDB",
+    "FLUSHALL",
+    "ECHO",
+    "DBSIZE",
+    "TYPE",
 ];
 
 /// Does a message plausibly start at `b`? `strong`: `b` starts where a syscall's bytes start
@@ -690,7 +733,13 @@ pub(crate) fn reply_start(b: &[u8], strong: bool) -> Verdict {
             }
         }
         b'+' | b'-' => {
-            const WEAK: &[&[u8]] = &[b"+OK\r\n", b"+QUEUED\r\n", b"+PONG\r\n", b"-ERR ", b"-WRONGTYPE "];
+            const WEAK: &[&[u8]] = &[
+                b"+OK\r\n",
+                b"+QUEUED\r\n",
+                b"+PONG\r\n",
+                b"-ERR ",
+                b"-WRONGTYPE ",
+            ];
             if !strong {
                 for w in WEAK {
                     if b.len() < w.len() && w.starts_with(b) {
@@ -722,19 +771,17 @@ pub(crate) fn reply_start(b: &[u8], strong: bool) -> Verdict {
                 }
             }
         }
-        b'_' | b'#' | b',' | b'(' if strong => {
-            match rest.iter().position(|&c| c == b'\n') {
-                None if rest.len() < 64 => Verdict::NeedMore,
-                None => Verdict::No,
-                Some(_) => {
-                    let mut r = Reader::new(64);
-                    match r.feed(b) {
-                        (_, Step::Value(_)) => Verdict::Yes,
-                        _ => Verdict::No,
-                    }
+        b'_' | b'#' | b',' | b'(' if strong => match rest.iter().position(|&c| c == b'\n') {
+            None if rest.len() < 64 => Verdict::NeedMore,
+            None => Verdict::No,
+            Some(_) => {
+                let mut r = Reader::new(64);
+                match r.feed(b) {
+                    (_, Step::Value(_)) => Verdict::Yes,
+                    _ => Verdict::No,
                 }
             }
-        }
+        },
         _ => Verdict::No,
     }
 }

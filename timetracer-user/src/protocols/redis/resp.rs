@@ -235,10 +235,20 @@ pub enum Step {
 #[derive(Debug)]
 enum St {
     Type,
-    Line { ty: u8, buf: Vec<u8> },
-    Bulk { ty: u8, left: u64, blob: Blob },
+    Line {
+        ty: u8,
+        buf: Vec<u8>,
+    },
+    Bulk {
+        ty: u8,
+        left: u64,
+        blob: Blob,
+    },
     /// The `\r\n` after a bulk payload; `stage` 0 expects `\r`, 1 expects `\n`.
-    Crlf { stage: u8, value: Option<Resp> },
+    Crlf {
+        stage: u8,
+        value: Option<Resp>,
+    },
 }
 
 #[derive(Debug)]
@@ -494,7 +504,8 @@ impl Reader {
                         if self.stack.len() >= MAX_DEPTH {
                             return Err("too-deep");
                         }
-                        let keep = self.stack.last().is_none_or(|f| f.keep) && self.items < MAX_ITEMS;
+                        let keep =
+                            self.stack.last().is_none_or(|f| f.keep) && self.items < MAX_ITEMS;
                         self.stack.push(Frame {
                             ty,
                             expected,
@@ -631,7 +642,8 @@ mod tests {
 
     #[test]
     fn resp3_types_to_json() {
-        let wire = b"+OK\r\n-ERR no\r\n:-5\r\n$3\r\nabc\r\n$-1\r\n*-1\r\n_\r\n#t\r\n,1.5\r\n,inf\r\n\
+        let wire =
+            b"+OK\r\n-ERR no\r\n:-5\r\n$3\r\nabc\r\n$-1\r\n*-1\r\n_\r\n#t\r\n,1.5\r\n,inf\r\n\
 (12345678901234567890\r\n!5\r\nERR x\r\n=7\r\ntxt:abc\r\n*2\r\n:1\r\n$1\r\nx\r\n~1\r\n+a\r\n\
 %1\r\n+k\r\n:2\r\n>2\r\n+message\r\n+hi\r\n|1\r\n+ttl\r\n:3\r\n+v\r\n*0\r\n$0\r\n\r\n";
         let vals: Vec<Value> = read_all(wire).iter().map(Resp::to_json).collect();
@@ -667,7 +679,14 @@ mod tests {
 
     #[test]
     fn errors() {
-        for bad in [&b"?x\r\n"[..], b"$abc\r\n", b"*-2\r\n", b":1\n", b"$1\r\nab\r\n", b"#x\r\n"] {
+        for bad in [
+            &b"?x\r\n"[..],
+            b"$abc\r\n",
+            b"*-2\r\n",
+            b":1\n",
+            b"$1\r\nab\r\n",
+            b"#x\r\n",
+        ] {
             let mut r = Reader::new(100);
             let (_, step) = r.feed(bad);
             assert!(matches!(step, Step::Error(_)), "{bad:?} -> {step:?}");

@@ -163,7 +163,11 @@ fn resp2_basic_matches_redis_py() {
     no_secret(&evs);
     assert_eq!(skipped(&evs), 0);
     let all = calls(&evs);
-    let session: Vec<String> = all.iter().filter(|c| c.session_level).map(|c| line(c)).collect();
+    let session: Vec<String> = all
+        .iter()
+        .filter(|c| c.session_level)
+        .map(|c| line(c))
+        .collect();
     assert_eq!(
         session,
         [
@@ -178,8 +182,14 @@ fn resp2_basic_matches_redis_py() {
         &auth.raw_request[..],
         b"*2\r\n$4\r\nAUTH\r\n$10\r\n[REDACTED]\r\n"
     );
-    assert!(evs.iter().any(|e| matches!(e, DbEvent::Session { facts, .. } if facts["auth"] == "ok")));
-    assert!(evs.iter().any(|e| matches!(e, DbEvent::Session { facts, .. } if facts["db"] == 1)));
+    assert!(
+        evs.iter()
+            .any(|e| matches!(e, DbEvent::Session { facts, .. } if facts["auth"] == "ok"))
+    );
+    assert!(
+        evs.iter()
+            .any(|e| matches!(e, DbEvent::Session { facts, .. } if facts["db"] == 1))
+    );
     let w = work(&evs);
     let t = truth();
     let want = t["resp2_basic"].as_array().expect("truth");
@@ -197,17 +207,30 @@ fn resp2_basic_matches_redis_py() {
         }
         let args: Vec<Value> = targs[1..]
             .iter()
-            .map(|a| if let Some(n) = a.as_i64() { json!(n.to_string()) } else { a.clone() })
+            .map(|a| {
+                if let Some(n) = a.as_i64() {
+                    json!(n.to_string())
+                } else {
+                    a.clone()
+                }
+            })
             .collect();
         assert_eq!(c.detail["args"], Value::Array(args), "{c:?}");
         assert!(same_reply(&c.detail["reply"], &t["result"]), "{c:?} vs {t}");
         assert_eq!(c.detail["resp"], 2);
-        assert_eq!(c.error.is_some(), t["result"].get("error").is_some(), "{c:?}");
+        assert_eq!(
+            c.error.is_some(),
+            t["result"].get("error").is_some(),
+            "{c:?}"
+        );
     }
     // Indexes are request order, marks carry the recorded syscall times.
     let idx: Vec<u64> = all.iter().map(|c| c.index).collect();
     assert_eq!(idx, (0..all.len() as u64).collect::<Vec<_>>());
-    assert!(all.iter().all(|c| c.response_first.is_some_and(|r| r.ts_ns >= c.request_first.ts_ns)));
+    assert!(all.iter().all(|c| {
+        c.response_first
+            .is_some_and(|r| r.ts_ns >= c.request_first.ts_ns)
+    }));
 }
 
 #[test]
@@ -217,7 +240,14 @@ fn resp2_pipeline() {
     let lines: Vec<String> = w.iter().map(|c| line(c)).collect();
     assert_eq!(
         lines,
-        ["SET p1 one", "GET p1", "INCRBY pn 1", "INCRBY pn 5", "LPUSH pl z", "DEL p1 pn pl"]
+        [
+            "SET p1 one",
+            "GET p1",
+            "INCRBY pn 1",
+            "INCRBY pn 5",
+            "LPUSH pl z",
+            "DEL p1 pn pl"
+        ]
     );
     let replies: Vec<Value> = w.iter().map(|c| c.detail["reply"].clone()).collect();
     assert_eq!(Value::Array(replies), json!(["OK", "one", 1, 6, 1, 3]));
@@ -249,7 +279,11 @@ fn resp2_transactions() {
         ("EXEC", json!(["OK", "a", 1, 2]), false),
         ("MULTI", json!("OK"), false),
         ("SET t2 x", json!("OK"), true),
-        ("INCRBY t2 1", json!({"error": "ERR value is not an integer or out of range"}), true),
+        (
+            "INCRBY t2 1",
+            json!({"error": "ERR value is not an integer or out of range"}),
+            true,
+        ),
         ("GET t2", json!("x"), true),
         (
             "EXEC",
@@ -265,8 +299,10 @@ fn resp2_transactions() {
         ("EXEC", Value::Null, false),
         ("DEL t2 w", json!(2), false),
     ];
-    let want: Vec<(String, Value, bool)> =
-        want.into_iter().map(|(a, b, c)| (a.to_owned(), b, c)).collect();
+    let want: Vec<(String, Value, bool)> = want
+        .into_iter()
+        .map(|(a, b, c)| (a.to_owned(), b, c))
+        .collect();
     assert_eq!(got, want);
     // Queued calls keep their own wire reply; the distributed error is the call's error.
     assert_eq!(&w[1].raw_response[..], b"+QUEUED\r\n");
@@ -290,7 +326,13 @@ fn pubsub(name: &str, resp: u8) {
     let lines: Vec<String> = w.iter().map(|c| line(c)).collect();
     assert_eq!(
         lines,
-        ["SUBSCRIBE ch1 ch2", "PSUBSCRIBE news.*", "PING", "UNSUBSCRIBE", "PUNSUBSCRIBE"]
+        [
+            "SUBSCRIBE ch1 ch2",
+            "PSUBSCRIBE news.*",
+            "PING",
+            "UNSUBSCRIBE",
+            "PUNSUBSCRIBE"
+        ]
     );
     assert_eq!(
         w[0].detail["reply"],
@@ -298,7 +340,11 @@ fn pubsub(name: &str, resp: u8) {
     );
     assert_eq!(w[1].detail["reply"], json!([["psubscribe", "news.*", 3]]));
     // RESP2 answers PING in subscribed mode with an array, RESP3 with +PONG.
-    let pong = if resp == 2 { json!(["pong", ""]) } else { json!("PONG") };
+    let pong = if resp == 2 {
+        json!(["pong", ""])
+    } else {
+        json!("PONG")
+    };
     assert_eq!(w[2].detail["reply"], pong);
     assert_eq!(
         w[3].detail["reply"],
@@ -341,9 +387,17 @@ fn resp3_types() {
     let all = calls(&evs);
     assert_eq!(line(all[0]), "HELLO 3 AUTH default [REDACTED]");
     assert!(all[0].session_level);
-    assert!(!all[0].raw_request.windows(15).any(|w| w == PASSWORD.as_bytes()));
-    assert!(evs.iter().any(|e| matches!(e, DbEvent::Session { facts, .. }
-        if facts["hello"]["version"] == "7.0.15" && facts["resp"] == 3 && facts["auth"] == "ok")));
+    assert!(
+        !all[0]
+            .raw_request
+            .windows(15)
+            .any(|w| w == PASSWORD.as_bytes())
+    );
+    assert!(
+        evs.iter()
+            .any(|e| matches!(e, DbEvent::Session { facts, .. }
+        if facts["hello"]["version"] == "7.0.15" && facts["resp"] == 3 && facts["auth"] == "ok"))
+    );
     let w = work(&evs);
     let reply = |l: &str| -> Value {
         w.iter()
@@ -359,7 +413,10 @@ fn resp3_types() {
         reply("DEBUG PROTOCOL bignum"),
         json!({"bignum": "1234567999999999999999999999999999999"})
     );
-    assert_eq!(reply("DEBUG PROTOCOL map"), json!([[0, false], [1, true], [2, false]]));
+    assert_eq!(
+        reply("DEBUG PROTOCOL map"),
+        json!([[0, false], [1, true], [2, false]])
+    );
     assert_eq!(
         reply("DEBUG PROTOCOL verbatim"),
         json!({"verbatim": "txt", "text": "This is a verbatim\nstring"})
@@ -375,7 +432,10 @@ fn resp3_types() {
                "value": "Some real reply following the attribute"})
     );
     assert!(w.iter().all(|c| c.detail["resp"] == 3));
-    let push: Vec<&DbCall> = calls(&evs).into_iter().filter(|c| c.method == "PUSH").collect();
+    let push: Vec<&DbCall> = calls(&evs)
+        .into_iter()
+        .filter(|c| c.method == "PUSH")
+        .collect();
     assert_eq!(push.len(), 1);
     assert_eq!(push[0].detail["push"], "server-cpu-usage");
     assert_eq!(push[0].detail["reply"], json!(["server-cpu-usage", 42]));
@@ -384,7 +444,10 @@ fn resp3_types() {
 #[test]
 fn resp3_tracking_invalidation() {
     let evs = run(&load("resp3_tracking-0"));
-    let push: Vec<&DbCall> = calls(&evs).into_iter().filter(|c| c.method == "PUSH").collect();
+    let push: Vec<&DbCall> = calls(&evs)
+        .into_iter()
+        .filter(|c| c.method == "PUSH")
+        .collect();
     // After the other client's SET, and after our own DEL.
     assert_eq!(push.len(), 2);
     assert_eq!(push[0].detail["reply"], json!(["invalidate", ["tk"]]));
@@ -394,14 +457,21 @@ fn resp3_tracking_invalidation() {
         .map(|c| c.detail["reply"].clone())
         .collect();
     assert_eq!(gets, [json!("v1"), json!("v2")]);
-    assert!(calls(&evs).iter().any(|c| line(c) == "CLIENT TRACKING on" && c.session_level));
+    assert!(
+        calls(&evs)
+            .iter()
+            .any(|c| line(c) == "CLIENT TRACKING on" && c.session_level)
+    );
 }
 
 #[test]
 fn asyncio_client() {
     let evs = run(&load("asyncio-0"));
     let w = work(&evs);
-    let got: Vec<(String, Value)> = w.iter().map(|c| (line(c), c.detail["reply"].clone())).collect();
+    let got: Vec<(String, Value)> = w
+        .iter()
+        .map(|c| (line(c), c.detail["reply"].clone()))
+        .collect();
     assert_eq!(
         got,
         vec![
@@ -420,8 +490,16 @@ fn auth_failure() {
     no_secret(&evs);
     let all = calls(&evs);
     assert_eq!(line(all[0]), "AUTH [REDACTED]");
-    assert!(all[0].error.as_deref().is_some_and(|e| e.starts_with("WRONGPASS")));
-    assert!(evs.iter().any(|e| matches!(e, DbEvent::Session { facts, .. } if facts["auth"] == "failed")));
+    assert!(
+        all[0]
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("WRONGPASS"))
+    );
+    assert!(
+        evs.iter()
+            .any(|e| matches!(e, DbEvent::Session { facts, .. } if facts["auth"] == "failed"))
+    );
 }
 
 #[test]
@@ -429,7 +507,10 @@ fn inline_commands() {
     let evs = run(&load("inline-0"));
     no_secret(&evs);
     let all = calls(&evs);
-    let got: Vec<(String, Value)> = all.iter().map(|c| (line(c), c.detail["reply"].clone())).collect();
+    let got: Vec<(String, Value)> = all
+        .iter()
+        .map(|c| (line(c), c.detail["reply"].clone()))
+        .collect();
     assert_eq!(
         got,
         vec![
@@ -452,23 +533,51 @@ fn redaction_rules() {
     };
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (cmd(&["AUTH", "user", "pw1"]), "AUTH user [REDACTED]"),
-        (cmd(&["hello", "3", "auth", "u", "pw1", "SETNAME", "n"]), "HELLO 3 auth u [REDACTED] SETNAME n"),
-        (cmd(&["CONFIG", "SET", "requirepass", "pw1", "maxmemory", "1"]), "CONFIG SET requirepass [REDACTED] maxmemory 1"),
-        (cmd(&["ACL", "SETUSER", "bob", "on", ">pw1", "~*"]), "ACL SETUSER bob on [REDACTED] ~*"),
-        (cmd(&["MIGRATE", "h", "1", "k", "0", "5", "AUTH2", "u", "pw1"]), "MIGRATE h 1 k 0 5 AUTH2 u [REDACTED]"),
+        (
+            cmd(&["hello", "3", "auth", "u", "pw1", "SETNAME", "n"]),
+            "HELLO 3 auth u [REDACTED] SETNAME n",
+        ),
+        (
+            cmd(&["CONFIG", "SET", "requirepass", "pw1", "maxmemory", "1"]),
+            "CONFIG SET requirepass [REDACTED] maxmemory 1",
+        ),
+        (
+            cmd(&["ACL", "SETUSER", "bob", "on", ">pw1", "~*"]),
+            "ACL SETUSER bob on [REDACTED] ~*",
+        ),
+        (
+            cmd(&["MIGRATE", "h", "1", "k", "0", "5", "AUTH2", "u", "pw1"]),
+            "MIGRATE h 1 k 0 5 AUTH2 u [REDACTED]",
+        ),
     ];
     for (wire, want) in cases {
         let evs = run(&[
-            Rec { egress: true, ts: 1, data: wire },
-            Rec { egress: false, ts: 2, data: b"+OK\r\n".to_vec() },
+            Rec {
+                egress: true,
+                ts: 1,
+                data: wire,
+            },
+            Rec {
+                egress: false,
+                ts: 2,
+                data: b"+OK\r\n".to_vec(),
+            },
         ]);
         let c = calls(&evs)[0];
         assert_eq!(line(c), want);
         assert!(!c.raw_request.windows(3).any(|w| w == b"pw1"), "{c:?}");
         // The rewritten frame is valid RESP with the same arguments.
         let evs2 = run(&[
-            Rec { egress: true, ts: 1, data: c.raw_request.to_vec() },
-            Rec { egress: false, ts: 2, data: b"+OK\r\n".to_vec() },
+            Rec {
+                egress: true,
+                ts: 1,
+                data: c.raw_request.to_vec(),
+            },
+            Rec {
+                egress: false,
+                ts: 2,
+                data: b"+OK\r\n".to_vec(),
+            },
         ]);
         assert_eq!(line(calls(&evs2)[0]), want);
     }
@@ -478,10 +587,7 @@ fn redaction_rules() {
 fn caps_truncate_with_markers() {
     let evs = run_with(&load("resp2_basic-0"), RedisOptions { max_bytes: 1000 });
     let w = work(&evs);
-    let get_big = w
-        .iter()
-        .find(|c| line(c) == "GET big")
-        .expect("GET big");
+    let get_big = w.iter().find(|c| line(c) == "GET big").expect("GET big");
     assert_eq!(get_big.detail["reply"]["truncated"], true);
     assert_eq!(get_big.detail["reply"]["size"], 70_000);
     assert_eq!(get_big.detail["truncated"], true);
@@ -516,7 +622,11 @@ const ALL: &[&str] = &[
 /// or interleaved.
 fn resegment(recs: &[Rec], cuts: &[usize], ingress_first: bool) -> Vec<Rec> {
     let mut out = Vec::new();
-    let dirs = if ingress_first { [false, true] } else { [true, false] };
+    let dirs = if ingress_first {
+        [false, true]
+    } else {
+        [true, false]
+    };
     for egress in dirs {
         let bytes: Vec<u8> = recs
             .iter()
@@ -647,18 +757,31 @@ fn mid_session_attach_reports_missing_and_resyncs() {
     let (mut e, mut i) = (0, 0);
     for r in &recs {
         let d = usize::from(!r.egress);
-        let skip = if r.egress { e += 1; e <= 4 } else { i += 1; i <= 4 };
+        let skip = if r.egress {
+            e += 1;
+            e <= 4
+        } else {
+            i += 1;
+            i <= 4
+        };
         if !skip {
             p.feed(
                 r.egress,
-                Segment::Data(Chunk { pos: pos[d], data: Bytes::from(r.data.clone()), ts_ns: r.ts, tid: 1 }),
+                Segment::Data(Chunk {
+                    pos: pos[d],
+                    data: Bytes::from(r.data.clone()),
+                    ts_ns: r.ts,
+                    tid: 1,
+                }),
                 &mut out,
             );
         }
         pos[d] += r.data.len() as u64;
     }
     p.close(&mut out);
-    assert!(out.iter().any(|ev| matches!(ev, DbEvent::Session { missing, .. } if missing.iter().any(|m| m == "auth"))));
+    assert!(out.iter().any(
+        |ev| matches!(ev, DbEvent::Session { missing, .. } if missing.iter().any(|m| m == "auth"))
+    ));
     let full = run(&recs);
     let want: Vec<String> = work(&full).iter().map(|c| line(c)).collect();
     let got: Vec<String> = work(&out).iter().map(|c| line(c)).collect();
@@ -671,13 +794,52 @@ fn lost_reply_bytes_do_not_shift_pairs() {
     let mut p = RedisParser::default();
     let mut out = Vec::new();
     let cmds = b"*2\r\n$3\r\nGET\r\n$1\r\na\r\n*2\r\n$3\r\nGET\r\n$1\r\nb\r\n*2\r\n$3\r\nGET\r\n$1\r\nc\r\n";
-    p.feed(true, Segment::Data(Chunk { pos: 0, data: Bytes::from_static(cmds), ts_ns: 10, tid: 1 }), &mut out);
+    p.feed(
+        true,
+        Segment::Data(Chunk {
+            pos: 0,
+            data: Bytes::from_static(cmds),
+            ts_ns: 10,
+            tid: 1,
+        }),
+        &mut out,
+    );
     p.feed(false, Segment::Gap { pos: 0, len: 14 }, &mut out);
-    p.feed(false, Segment::Data(Chunk { pos: 14, data: Bytes::from_static(b"$1\r\nC\r\n"), ts_ns: 20, tid: 1 }), &mut out);
-    p.feed(true, Segment::Data(Chunk { pos: cmds.len() as u64, data: Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"), ts_ns: 30, tid: 1 }), &mut out);
-    p.feed(false, Segment::Data(Chunk { pos: 21, data: Bytes::from_static(b"+PONG\r\n"), ts_ns: 40, tid: 1 }), &mut out);
+    p.feed(
+        false,
+        Segment::Data(Chunk {
+            pos: 14,
+            data: Bytes::from_static(b"$1\r\nC\r\n"),
+            ts_ns: 20,
+            tid: 1,
+        }),
+        &mut out,
+    );
+    p.feed(
+        true,
+        Segment::Data(Chunk {
+            pos: cmds.len() as u64,
+            data: Bytes::from_static(b"*1\r\n$4\r\nPING\r\n"),
+            ts_ns: 30,
+            tid: 1,
+        }),
+        &mut out,
+    );
+    p.feed(
+        false,
+        Segment::Data(Chunk {
+            pos: 21,
+            data: Bytes::from_static(b"+PONG\r\n"),
+            ts_ns: 40,
+            tid: 1,
+        }),
+        &mut out,
+    );
     p.close(&mut out);
-    let got: Vec<(String, Value)> = calls(&out).iter().map(|c| (line(c), c.detail["reply"].clone())).collect();
+    let got: Vec<(String, Value)> = calls(&out)
+        .iter()
+        .map(|c| (line(c), c.detail["reply"].clone()))
+        .collect();
     assert_eq!(
         got,
         vec![
