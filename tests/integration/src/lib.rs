@@ -19,6 +19,7 @@
 //! `TIMETRACER_KEEP_ARTIFACTS=1` (keep each test's temp dir and print its path),
 //! `TIMETRACER_CASSETTE_SCHEMA` (JSON Schema to validate every cassette against).
 
+pub mod dbservers;
 pub mod util;
 
 #[cfg(test)]

@@ -2,6 +2,9 @@
 pub mod db;
 pub mod detect;
 pub mod detect_db;
+pub mod detect_kv;
 pub mod http;
+pub mod mongodb;
 pub mod mysql;
 pub mod postgres;
+pub mod redis;

@@ -4,6 +4,7 @@
 mod attach;
 mod boom;
 mod concurrency;
+mod db;
 mod record;
 mod scenario;
 mod sendfile;

@@ -1,0 +1,156 @@
+"""FastAPI app for the timetracer database end-to-end tests (issue 5): asyncpg + redis.asyncio.
+
+Run: PG_HOST=127.0.0.1 PG_PORT=.. PG_USER=.. PG_PASSWORD=.. PG_DB=.. REDIS_PORT=.. \
+     REDIS_PASSWORD=.. uvicorn db_fastapi_app:app --host 127.0.0.1 --port P
+
+Every endpoint returns {"ops": [...]}: exactly what it executed, in order, and what came back
+(the ground truth the cassette is compared with):
+  {"kind": "sql", "lib": "postgres", "sql": TEXT AS SENT, "params": [...], "rows": [[...]],
+   "error": {"sqlstate": "42P01"} | null}
+  {"kind": "redis", "args": ["SET", "k", "v"], "reply": VALUE | {"error": MESSAGE}}
+The asyncpg pool (one connection, opened at startup, no reset query on release) and the Redis
+connection pool are shared; connection setup is not part of any request's ops.
+"""
+
+import os
+from contextlib import asynccontextmanager
+
+import asyncpg
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+
+state = {}
+
+
+async def _no_reset(_conn):
+    return None
+
+
+@asynccontextmanager
+async def lifespan(_app):
+    state["pg"] = await asyncpg.create_pool(
+        host=os.environ.get("PG_HOST", "127.0.0.1"),
+        port=int(os.environ["PG_PORT"]),
+        user=os.environ["PG_USER"],
+        password=os.environ["PG_PASSWORD"],
+        database=os.environ["PG_DB"],
+        min_size=1,
+        max_size=1,
+        reset=_no_reset,
+    )
+    state["redis"] = aioredis.Redis(
+        host="127.0.0.1",
+        port=int(os.environ["REDIS_PORT"]),
+        password=os.environ["REDIS_PASSWORD"],
+        protocol=2,
+        decode_responses=True,
+    )
+    try:
+        yield
+    finally:
+        await state["redis"].aclose()
+        await state["pg"].close()
+
+
+app = FastAPI(lifespan=lifespan)
+
+
+def cell(v):
+    return v if v is None or isinstance(v, (int, float, str, bool)) else str(v)
+
+
+async def sql(ops, conn, text, *params, fetch=True):
+    op = {"kind": "sql", "lib": "postgres", "sql": text, "params": [cell(p) for p in params],
+          "rows": [], "error": None}
+    ops.append(op)
+    try:
+        if fetch:
+            rows = await conn.fetch(text, *params)
+            op["rows"] = [[cell(v) for v in r.values()] for r in rows]
+        else:
+            await conn.execute(text, *params)
+    except asyncpg.PostgresError as e:
+        op["error"] = {"sqlstate": e.sqlstate, "message": str(e)}
+
+
+def reply(v):
+    if isinstance(v, (list, tuple)):
+        return [reply(x) for x in v]
+    if isinstance(v, Exception):
+        return {"error": str(v)}
+    return v
+
+
+@app.get("/pg/select")
+async def pg_select(id: int = 1):
+    ops = []
+    async with state["pg"].acquire() as conn:
+        await sql(ops, conn, "SELECT id, name FROM items WHERE id = $1", id)
+        await sql(ops, conn, "SELECT id, name FROM items WHERE id >= $1 AND name <> $2 ORDER BY id", 1, "zzz")
+    return {"ops": ops}
+
+
+@app.get("/pg/insert")
+async def pg_insert(note: str = "hello"):
+    ops = []
+    async with state["pg"].acquire() as conn:
+        # An explicit transaction: asyncpg sends BEGIN/COMMIT as simple queries.
+        await sql(ops, conn, "BEGIN", fetch=False)
+        await sql(ops, conn, "INSERT INTO audit (note) VALUES ($1) RETURNING note", note)
+        await sql(ops, conn, "COMMIT", fetch=False)
+    return {"ops": ops}
+
+
+@app.get("/pg/fail")
+async def pg_fail():
+    ops = []
+    async with state["pg"].acquire() as conn:
+        await sql(ops, conn, "SELECT * FROM no_such_table WHERE id = $1", 1)
+        await sql(ops, conn, "SELECT 1 / $1::int", 0)
+    return {"ops": ops}
+
+
+async def rcmd(ops, client, *args):
+    try:
+        v = await client.execute_command(*args)
+    except Exception as e:  # redis.ResponseError
+        v = e
+    ops.append({"kind": "redis", "args": list(args), "reply": reply(v)})
+
+
+@app.get("/redis/basic")
+async def redis_basic(tag: str = "x"):
+    ops = []
+    r = state["redis"]
+    await rcmd(ops, r, "SET", "fa:" + tag, "value-" + tag)
+    await rcmd(ops, r, "GET", "fa:" + tag)
+    await rcmd(ops, r, "GET", "fa:missing")
+    await rcmd(ops, r, "INCR", "fa:" + tag)
+    await rcmd(ops, r, "DEL", "fa:" + tag)
+    return {"ops": ops}
+
+
+@app.get("/redis/pipeline")
+async def redis_pipeline(tag: str = "x"):
+    ops = []
+    cmds = [("SET", "fp:" + tag, "1"), ("INCR", "fp:" + tag), ("GET", "fp:" + tag),
+            ("RPUSH", "fpl:" + tag, "a", "b"), ("LRANGE", "fpl:" + tag, "0", "-1"),
+            ("DEL", "fp:" + tag, "fpl:" + tag)]
+    pipe = state["redis"].pipeline(transaction=False)
+    for c in cmds:
+        pipe.execute_command(*c)
+    res = await pipe.execute(raise_on_error=False)
+    for c, v in zip(cmds, res):
+        ops.append({"kind": "redis", "args": list(c), "reply": reply(v)})
+    return {"ops": ops}
+
+
+@app.get("/mixed")
+async def mixed(tag: str = "x"):
+    ops = []
+    async with state["pg"].acquire() as conn:
+        await sql(ops, conn, "SELECT name FROM items WHERE id = $1", 2)
+        await rcmd(ops, state["redis"], "SET", "fm:" + tag, "from-pg")
+        await sql(ops, conn, "SELECT count(*)::int FROM items WHERE id > $1", 0)
+        await rcmd(ops, state["redis"], "DEL", "fm:" + tag)
+    return {"ops": ops}

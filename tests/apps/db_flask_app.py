@@ -1,0 +1,199 @@
+"""Flask app for the timetracer database end-to-end tests (issue 5): psycopg2, psycopg 3,
+PyMySQL (MariaDB) and sync redis (pipeline, MULTI/EXEC).
+
+Run: PG_* / MYSQL_* / REDIS_* environment (see db_fastapi_app.py, plus MYSQL_HOST, MYSQL_PORT,
+     MYSQL_USER, MYSQL_PASSWORD, MYSQL_DB) gunicorn -k gthread db_flask_app:app
+
+Every endpoint returns {"ops": [...]} as db_fastapi_app.py does; "sql" is the text exactly as
+sent: psycopg2 and PyMySQL interpolate parameters client-side (cursor.query / mogrify, no
+"params"), psycopg 3 binds them server-side ($1 placeholders, "params" listed).
+Connections are opened at import (worker boot), outside any request, in autocommit mode so
+the drivers send no implicit BEGIN; each is guarded by a lock (gthread workers).
+"""
+
+import os
+import threading
+
+import psycopg
+import psycopg2
+import pymysql
+import redis
+from flask import Flask, jsonify
+
+PG = dict(host=os.environ.get("PG_HOST", "127.0.0.1"), port=int(os.environ["PG_PORT"]),
+          user=os.environ["PG_USER"], password=os.environ["PG_PASSWORD"], dbname=os.environ["PG_DB"])
+
+LOCK = threading.Lock()
+PG2 = psycopg2.connect(**PG)
+PG2.autocommit = True
+PG3 = psycopg.connect(autocommit=True, **PG)
+MY = pymysql.connect(host=os.environ.get("MYSQL_HOST", "127.0.0.1"), port=int(os.environ["MYSQL_PORT"]),
+                     user=os.environ["MYSQL_USER"], password=os.environ["MYSQL_PASSWORD"],
+                     database=os.environ["MYSQL_DB"], autocommit=True)
+R = redis.Redis(host="127.0.0.1", port=int(os.environ["REDIS_PORT"]),
+                password=os.environ["REDIS_PASSWORD"], protocol=2, decode_responses=True)
+
+app = Flask(__name__)
+
+
+def cell(v):
+    return v if v is None or isinstance(v, (int, float, str, bool)) else str(v)
+
+
+def pg2(ops, text, params=None):
+    op = {"kind": "sql", "lib": "postgres", "sql": None, "rows": [], "error": None}
+    ops.append(op)
+    with PG2.cursor() as cur:
+        try:
+            cur.execute(text, params)
+            if cur.description is not None:
+                op["rows"] = [[cell(v) for v in r] for r in cur.fetchall()]
+        except psycopg2.Error as e:
+            op["error"] = {"sqlstate": e.pgcode, "message": str(e).strip()}
+        op["sql"] = cur.query.decode() if cur.query is not None else text
+
+
+def pg3(ops, text, params=()):
+    # psycopg 3 turns each %s into $n and binds the values server-side.
+    wire = text
+    for i in range(len(params)):
+        wire = wire.replace("%s", "$%d" % (i + 1), 1)
+    op = {"kind": "sql", "lib": "postgres", "sql": wire, "params": [cell(p) for p in params],
+          "rows": [], "error": None}
+    ops.append(op)
+    with PG3.cursor() as cur:
+        try:
+            cur.execute(text, params or None)
+            if cur.description is not None:
+                op["rows"] = [[cell(v) for v in r] for r in cur.fetchall()]
+        except psycopg.Error as e:
+            op["error"] = {"sqlstate": e.sqlstate, "message": str(e).strip()}
+
+
+def my(ops, text, params=None):
+    with MY.cursor() as cur:
+        wire = cur.mogrify(text, params)
+        op = {"kind": "sql", "lib": "mysql", "sql": wire, "rows": [], "error": None}
+        ops.append(op)
+        try:
+            cur.execute(text, params)
+            if cur.description is not None:
+                op["rows"] = [[cell(v) for v in r] for r in cur.fetchall()]
+        except pymysql.MySQLError as e:
+            op["error"] = {"code": e.args[0], "message": str(e.args[1]) if len(e.args) > 1 else ""}
+
+
+def reply(v):
+    if isinstance(v, (list, tuple)):
+        return [reply(x) for x in v]
+    if isinstance(v, Exception):
+        return {"error": str(v)}
+    return v
+
+
+def rcmd(ops, *args):
+    try:
+        v = R.execute_command(*args)
+    except redis.ResponseError as e:
+        v = e
+    ops.append({"kind": "redis", "args": list(args), "reply": reply(v)})
+
+
+@app.get("/pg2/select")
+def pg2_select():
+    ops = []
+    with LOCK:
+        pg2(ops, "SELECT id, name FROM items WHERE id = %s", (1,))
+        pg2(ops, "SELECT id, name FROM items WHERE name IN (%s, %s) ORDER BY id", ("ada", "bob"))
+    return jsonify(ops=ops)
+
+
+@app.get("/pg2/fail")
+def pg2_fail():
+    ops = []
+    with LOCK:
+        pg2(ops, "SELECT * FROM no_such_table")
+        pg2(ops, "INSERT INTO items (id, name) VALUES (%s, %s)", (1, "duplicate"))
+    return jsonify(ops=ops)
+
+
+@app.get("/pg3/select")
+def pg3_select():
+    ops = []
+    with LOCK:
+        pg3(ops, "SELECT id, name FROM items WHERE id = %s", (2,))
+        pg3(ops, "BEGIN")
+        pg3(ops, "INSERT INTO audit (note) VALUES (%s) RETURNING note", ("psycopg3",))
+        pg3(ops, "COMMIT")
+        pg3(ops, "SELECT 1 / %s::int", (0,))
+    return jsonify(ops=ops)
+
+
+@app.get("/mysql/select")
+def mysql_select():
+    ops = []
+    with LOCK:
+        my(ops, "SELECT id, name FROM items WHERE id = %s", (1,))
+        my(ops, "SELECT id, name FROM items WHERE id >= %s ORDER BY id", (1,))
+    return jsonify(ops=ops)
+
+
+@app.get("/mysql/insert")
+def mysql_insert():
+    ops = []
+    with LOCK:
+        my(ops, "BEGIN")
+        my(ops, "INSERT INTO audit (note) VALUES (%s)", ("pymysql",))
+        my(ops, "COMMIT")
+    return jsonify(ops=ops)
+
+
+@app.get("/mysql/fail")
+def mysql_fail():
+    ops = []
+    with LOCK:
+        my(ops, "SELECT * FROM no_such_table")
+        my(ops, "INSERT INTO items (id, name) VALUES (%s, %s)", (1, "duplicate"))
+    return jsonify(ops=ops)
+
+
+@app.get("/redis/pipeline")
+def redis_pipeline():
+    ops = []
+    cmds = [("SET", "gp:k", "1"), ("INCR", "gp:k"), ("GET", "gp:k"), ("DEL", "gp:k")]
+    with LOCK:
+        pipe = R.pipeline(transaction=False)
+        for c in cmds:
+            pipe.execute_command(*c)
+        res = pipe.execute(raise_on_error=False)
+    for c, v in zip(cmds, res):
+        ops.append({"kind": "redis", "args": list(c), "reply": reply(v)})
+    return jsonify(ops=ops)
+
+
+@app.get("/redis/multi")
+def redis_multi():
+    ops = []
+    cmds = [("SET", "gm:k", "v"), ("GET", "gm:k"), ("INCR", "gm:k"), ("DEL", "gm:k")]
+    with LOCK:
+        pipe = R.pipeline(transaction=True)
+        for c in cmds:
+            pipe.execute_command(*c)
+        res = pipe.execute(raise_on_error=False)
+    # On the wire: MULTI, the queued commands, EXEC; each queued command's reply is its
+    # element of EXEC's array.
+    ops.append({"kind": "redis", "args": ["MULTI"], "reply": "OK"})
+    for c, v in zip(cmds, res):
+        ops.append({"kind": "redis", "args": list(c), "reply": reply(v)})
+    ops.append({"kind": "redis", "args": ["EXEC"], "reply": reply(res)})
+    return jsonify(ops=ops)
+
+
+@app.get("/redis/fail")
+def redis_fail():
+    ops = []
+    with LOCK:
+        rcmd(ops, "SET", "gf:k", "not-a-number")
+        rcmd(ops, "INCR", "gf:k")
+        rcmd(ops, "DEL", "gf:k")
+    return jsonify(ops=ops)

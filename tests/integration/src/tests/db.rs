@@ -1,0 +1,723 @@
+//! Issue 5 end to end: real PostgreSQL, MariaDB and Redis servers ([`crate::dbservers`]),
+//! unmodified apps using asyncpg + redis.asyncio (FastAPI/uvicorn) and psycopg2, psycopg 3,
+//! PyMySQL + sync redis (Flask/gunicorn gthread), recorded with `timetracer-agent record`.
+//!
+//! Every endpoint reports, in its JSON body, exactly the statements / commands it executed, in
+//! order, with parameters, and what came back (rows, replies, SQLSTATE / MySQL error codes).
+//! For every request, the cassette's `db.query` and `redis` events (session-level ones
+//! skipped) must be exactly those, in that order, with those parameters, rows, replies and
+//! error codes; every event must be attributed exactly; and the database / Redis password
+//! must appear nowhere in any cassette file (plain or base64).
+//!
+//! The cassette field names used for the comparison are all in [`shape`], in one place.
+
+use std::ffi::OsString;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use base64::Engine as _;
+use nix::sys::signal::Signal;
+use serde_json::Value;
+
+use super::scenario::drop_problems;
+use crate::dbservers::{self, APP_PASSWORD, DbServers, Needs};
+use crate::require_root;
+use crate::util::{self, Cassette, CassetteDir, HttpConn, Paths, ProcGuard};
+
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where the comparison reads the cassette: event types, the `db` object (the parsers'
+/// `DbCall.detail`) and its field names. Adjust here when a parser's detail shape changes.
+mod shape {
+    /// `events[].type` of SQL calls and of Redis commands.
+    pub(super) const SQL_EVENT: &str = "db.query";
+    pub(super) const REDIS_EVENT: &str = "redis";
+    /// `events[].db`: the parser's detail object.
+    pub(super) const DETAIL: &str = "db";
+    /// Session-level calls (handshake, auth, `CLIENT SETINFO`, ...) are skipped when this is
+    /// `true` at the top level of the event (or inside `db`).
+    pub(super) const SESSION_LEVEL: &str = "session_level";
+    /// SQL detail: statement text as sent, bound parameters, result rows, error object.
+    pub(super) const SQL: &str = "sql";
+    pub(super) const PARAMS: &str = "params";
+    /// A bound parameter's decoded value inside `params[i]` (`{"type_oid","format","value"}`).
+    pub(super) const PARAM_VALUE: &str = "value";
+    pub(super) const ROWS: &str = "rows";
+    pub(super) const ERROR: &str = "error";
+    /// PostgreSQL SQLSTATE inside `error`.
+    pub(super) const PG_SQLSTATE: &str = "code";
+    /// MySQL error number inside `error`.
+    pub(super) const MYSQL_CODE: &str = "code";
+    /// Redis detail: command name (two-word for `CLIENT SETINFO`...), arguments, reply.
+    pub(super) const COMMAND: &str = "command";
+    pub(super) const ARGS: &str = "args";
+    pub(super) const REPLY: &str = "reply";
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DbApp {
+    /// `uvicorn db_fastapi_app:app` (asyncpg pool, redis.asyncio).
+    FastApi,
+    /// `gunicorn -k gthread db_flask_app:app` (psycopg2, psycopg 3, PyMySQL, redis).
+    Flask,
+}
+
+impl DbApp {
+    fn needs(self) -> Needs {
+        Needs {
+            postgres: true,
+            mariadb: self == Self::Flask,
+            redis: true,
+        }
+    }
+
+    fn argv(self, paths: &Paths, port: u16) -> Vec<OsString> {
+        match self {
+            Self::FastApi => vec![
+                paths.venv_bin("uvicorn").into(),
+                "db_fastapi_app:app".into(),
+                "--host".into(),
+                "127.0.0.1".into(),
+                "--port".into(),
+                port.to_string().into(),
+            ],
+            Self::Flask => {
+                let mut v: Vec<OsString> = vec![
+                    paths.venv_bin("gunicorn").into(),
+                    "-w".into(),
+                    "1".into(),
+                    "-k".into(),
+                    "gthread".into(),
+                    "--threads".into(),
+                    "4".into(),
+                    "--graceful-timeout".into(),
+                    "3".into(),
+                    "--chdir".into(),
+                    paths.apps.clone().into(),
+                    "-b".into(),
+                    format!("127.0.0.1:{port}").into(),
+                ];
+                if gunicorn_has_control_socket(paths) {
+                    v.push("--no-control-socket".into());
+                }
+                v.push("db_flask_app:app".into());
+                v
+            }
+        }
+    }
+}
+
+fn gunicorn_has_control_socket(paths: &Paths) -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        Command::new(paths.venv_bin("gunicorn"))
+            .arg("--help")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--no-control-socket"))
+    })
+}
+
+/// One request and what the app says it did.
+struct Sent {
+    target: String,
+    status: u16,
+    ops: Vec<Value>,
+    body: String,
+}
+
+/// Servers + agent recording the app, for one test.
+struct DbRun {
+    name: String,
+    paths: Paths,
+    dir: Option<tempfile::TempDir>,
+    out: PathBuf,
+    port: u16,
+    agent: Option<ProcGuard>,
+    servers: Option<DbServers>,
+}
+
+impl DbRun {
+    /// Starts the servers and `timetracer-agent record --out D -- <app>`, or returns `None`
+    /// (test skipped, reason printed) when the servers cannot be provided here.
+    fn start(paths: Paths, app: DbApp, name: &str) -> Option<Self> {
+        if let Some(reason) = dbservers::missing_prerequisite(app.needs()) {
+            if util::privileged_required() {
+                panic!("TIMETRACER_REQUIRE_PRIVILEGED=1 but {reason}");
+            }
+            eprintln!("SKIP: {reason}");
+            return None;
+        }
+        let dir = util::temp_dir(name);
+        let root = dir.path().to_path_buf();
+        let servers = dbservers::start(app.needs(), &root)
+            .unwrap_or_else(|e| panic!("[{name}] database servers: {e:#}"));
+        let out = root.join("cassettes");
+        let port = util::free_port();
+        let mut args: Vec<OsString> = vec![
+            "record".into(),
+            "--out".into(),
+            out.clone().into(),
+            "--max-body".into(),
+            (1usize << 20).to_string().into(),
+            "--".into(),
+        ];
+        args.extend(app.argv(&paths, port));
+        let mut cmd = util::command(&paths.agent, args);
+        cmd.current_dir(&paths.apps).env("PWD", &paths.apps);
+        for (k, v) in servers.app_env() {
+            cmd.env(k, v);
+        }
+        let agent = ProcGuard::spawn("agent", cmd, &root).expect("spawn agent");
+        let mut run = Self {
+            name: name.to_owned(),
+            paths,
+            dir: Some(dir),
+            out,
+            port,
+            agent: Some(agent),
+            servers: Some(servers),
+        };
+        let started = run
+            .agent
+            .as_mut()
+            .map(|a| a.wait_for_port(port, START_TIMEOUT));
+        if let Some(Err(e)) = started {
+            run.fail(&[format!("app under `record` did not start: {e:#}")], None);
+        }
+        Some(run)
+    }
+
+    fn root(&self) -> PathBuf {
+        self.dir.as_ref().expect("temp dir").path().to_path_buf()
+    }
+
+    fn send(&self, conn: &mut HttpConn, endpoint: &str, tag: &str) -> Sent {
+        let sep = if endpoint.contains('?') { '&' } else { '?' };
+        let target = format!("/{endpoint}{sep}req={tag}");
+        let resp = conn
+            .request("GET", &target, None)
+            .unwrap_or_else(|e| self.fail(&[format!("GET {target}: {e}")], None));
+        let body = String::from_utf8_lossy(&resp.body).into_owned();
+        let ops = serde_json::from_str::<Value>(&body)
+            .ok()
+            .and_then(|v| v["ops"].as_array().cloned())
+            .unwrap_or_default();
+        Sent {
+            target,
+            status: resp.status,
+            ops,
+            body,
+        }
+    }
+
+    fn stop_agent(&mut self) {
+        let agent = self.agent.as_mut().expect("agent running");
+        if let Err(e) = agent.signal(Signal::SIGINT) {
+            let msg = format!("{e:#}");
+            self.fail(&[msg], None);
+        }
+        if agent.wait_timeout(STOP_TIMEOUT).is_none() {
+            self.fail(
+                &[format!(
+                    "agent did not exit within {STOP_TIMEOUT:?} of SIGINT"
+                )],
+                None,
+            );
+        }
+    }
+
+    fn fail(&self, errors: &[String], dir: Option<&CassetteDir>) -> ! {
+        if let Some(a) = &self.agent {
+            eprintln!("{}", a.diagnostics());
+        }
+        let loaded;
+        let dir = match dir {
+            Some(d) => d,
+            None => {
+                loaded = util::load_cassettes(&self.out);
+                &loaded
+            }
+        };
+        eprintln!("----- cassettes -----\n{}", dir.listing());
+        for c in &dir.cassettes {
+            eprintln!(
+                "----- {} db events -----\n{}",
+                c.path.display(),
+                db_events(c)
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+        if std::env::var("TIMETRACER_KEEP_ARTIFACTS").is_ok_and(|v| v == "1") {
+            eprintln!("artifacts kept in {}", self.root().display());
+        }
+        panic!(
+            "[{}] {} problem(s):\n  - {}",
+            self.name,
+            errors.len(),
+            errors.join("\n  - ")
+        );
+    }
+}
+
+impl Drop for DbRun {
+    fn drop(&mut self) {
+        drop(self.agent.take());
+        drop(self.servers.take());
+        if std::env::var("TIMETRACER_KEEP_ARTIFACTS").is_ok_and(|v| v == "1")
+            && let Some(d) = self.dir.take()
+        {
+            eprintln!("[{}] artifacts kept in {}", self.name, d.keep().display());
+        }
+    }
+}
+
+fn is_session_level(e: &Value) -> bool {
+    e[shape::SESSION_LEVEL] == true || e[shape::DETAIL][shape::SESSION_LEVEL] == true
+}
+
+/// The cassette's SQL and Redis events that are the app's own work, in file order.
+fn db_events(c: &Cassette) -> Vec<&Value> {
+    c.json["events"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter(|e| e["type"] == shape::SQL_EVENT || e["type"] == shape::REDIS_EVENT)
+                .filter(|e| !is_session_level(e))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A value as text for comparison: numbers and strings compare by their text, so a parser
+/// may decode `int4` to `1` or keep the text `"1"`.
+fn norm(v: &Value) -> Value {
+    match v {
+        Value::Number(n) => Value::String(n.to_string()),
+        Value::Bool(b) => Value::String(b.to_string()),
+        Value::Array(a) => Value::Array(a.iter().map(norm).collect()),
+        other => other.clone(),
+    }
+}
+
+/// A Redis reply in the cassette vs what redis-py returned: `True` stands for `+OK`, error
+/// replies lose nothing but their prefix, arrays compare element-wise.
+fn same_reply(ours: &Value, python: &Value) -> bool {
+    match (ours, python) {
+        (Value::String(s), Value::Bool(true)) => s == "OK",
+        (Value::Object(o), Value::Object(p)) if p.contains_key("error") => o["error"]
+            .as_str()
+            .zip(p["error"].as_str())
+            .is_some_and(|(a, b)| a.ends_with(b)),
+        (Value::Array(a), Value::Array(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| same_reply(x, y))
+        }
+        (Value::Number(a), Value::Number(b)) => a.to_string() == b.to_string(),
+        _ => ours == python,
+    }
+}
+
+/// Problems between one cassette event and the app's report of the same operation.
+fn compare(w: &str, e: &Value, op: &Value) -> Vec<String> {
+    let mut errs = Vec::new();
+    let d = &e[shape::DETAIL];
+    match op["kind"].as_str() {
+        Some("sql") => {
+            let lib = op["lib"].as_str().unwrap_or("?");
+            if e["type"] != shape::SQL_EVENT || e["signature"]["lib"] != lib {
+                errs.push(format!(
+                    "{w}: event {} / lib {} (want {} / {lib})",
+                    e["type"],
+                    e["signature"]["lib"],
+                    shape::SQL_EVENT
+                ));
+                return errs;
+            }
+            if d[shape::SQL] != op["sql"] {
+                errs.push(format!(
+                    "{w}: sql {} (app sent {})",
+                    d[shape::SQL],
+                    op["sql"]
+                ));
+            }
+            let want_params: Vec<Value> = op["params"]
+                .as_array()
+                .map(|a| a.iter().map(norm).collect())
+                .unwrap_or_default();
+            let got_params: Vec<Value> = d[shape::PARAMS]
+                .as_array()
+                .map(|a| a.iter().map(|p| norm(&p[shape::PARAM_VALUE])).collect())
+                .unwrap_or_default();
+            if got_params != want_params {
+                errs.push(format!(
+                    "{w}: params {got_params:?} (app bound {want_params:?})"
+                ));
+            }
+            match op["error"].as_object() {
+                None => {
+                    let want_rows = norm(&op["rows"]);
+                    let got_rows = if d[shape::ROWS].is_null() {
+                        Value::Array(Vec::new())
+                    } else {
+                        norm(&d[shape::ROWS])
+                    };
+                    if got_rows != want_rows {
+                        errs.push(format!("{w}: rows {got_rows} (app got {want_rows})"));
+                    }
+                    if !d[shape::ERROR].is_null() || !e["result"]["error"].is_null() {
+                        errs.push(format!(
+                            "{w}: error {} but the app saw none",
+                            d[shape::ERROR]
+                        ));
+                    }
+                }
+                Some(err) => {
+                    let (field, want) = if lib == "mysql" {
+                        (shape::MYSQL_CODE, norm(&err["code"]))
+                    } else {
+                        (shape::PG_SQLSTATE, norm(&err["sqlstate"]))
+                    };
+                    let got = norm(&d[shape::ERROR][field]);
+                    if got != want {
+                        errs.push(format!(
+                            "{w}: error.{field} {got} (app saw {want}: {})",
+                            err["message"]
+                        ));
+                    }
+                    if e["result"]["error"].is_null() {
+                        errs.push(format!("{w}: result.error missing"));
+                    }
+                }
+            }
+        }
+        Some("redis") => {
+            if e["type"] != shape::REDIS_EVENT || e["signature"]["lib"] != "redis" {
+                errs.push(format!(
+                    "{w}: event {} / lib {} (want redis)",
+                    e["type"], e["signature"]["lib"]
+                ));
+                return errs;
+            }
+            let mut got: Vec<Value> = d[shape::COMMAND]
+                .as_str()
+                .unwrap_or("")
+                .split(' ')
+                .map(|s| Value::String(s.to_owned()))
+                .collect();
+            got.extend(d[shape::ARGS].as_array().cloned().unwrap_or_default());
+            let want: Vec<Value> = op["args"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .enumerate()
+                        .map(|(i, x)| match (i, x.as_str()) {
+                            (0, Some(s)) => Value::String(s.to_ascii_uppercase()),
+                            _ => norm(x),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            if got != want {
+                errs.push(format!("{w}: command {got:?} (app ran {want:?})"));
+            }
+            if !same_reply(&d[shape::REPLY], &op["reply"]) {
+                errs.push(format!(
+                    "{w}: reply {} (app got {})",
+                    d[shape::REPLY],
+                    op["reply"]
+                ));
+            }
+            let app_error = op["reply"]["error"].as_str();
+            let ev_error = e["result"]["error"].as_str();
+            match (app_error, ev_error) {
+                (Some(a), Some(b)) if b.ends_with(a) => {}
+                (None, None) => {}
+                _ => errs.push(format!(
+                    "{w}: result.error {:?} (app saw {:?})",
+                    ev_error, app_error
+                )),
+            }
+        }
+        other => errs.push(format!("{w}: app reported an op of kind {other:?}")),
+    }
+    if e["attribution"]["status"] != "exact" {
+        errs.push(format!(
+            "{w}: attribution {} (want exact)",
+            e["attribution"]
+        ));
+    }
+    errs
+}
+
+/// The password, and every base64 rendering of it (three alignments), in any file under `dir`.
+fn secret_problems(dir: &Path) -> Vec<String> {
+    let mut needles: Vec<Vec<u8>> = vec![APP_PASSWORD.as_bytes().to_vec()];
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for pad in 0..3 {
+        let mut s = vec![b'x'; pad];
+        s.extend_from_slice(APP_PASSWORD.as_bytes());
+        let enc = b64.encode(&s);
+        // Only the groups of 3 bytes made of password bytes alone, whatever surrounds them.
+        let from = pad.div_ceil(3) * 4;
+        let to = (pad + APP_PASSWORD.len()) / 3 * 4;
+        if to >= from + 8 {
+            needles.push(enc.as_bytes()[from..to].to_vec());
+        }
+    }
+    let mut errs = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+                continue;
+            }
+            let data = fs::read(&p).unwrap_or_default();
+            for n in &needles {
+                if data.windows(n.len()).any(|w| w == n.as_slice()) {
+                    errs.push(format!(
+                        "{}: contains the database password ({})",
+                        p.display(),
+                        String::from_utf8_lossy(n)
+                    ));
+                }
+            }
+        }
+    }
+    errs
+}
+
+fn verify(run: &DbRun, sent: &[Sent]) {
+    let dir = util::load_cassettes(&run.out);
+    let mut errs = dir.problems.clone();
+    for c in &dir.cassettes {
+        errs.extend(util::schema_problems(&run.paths, c));
+        errs.extend(drop_problems(c));
+    }
+    errs.extend(secret_problems(&run.out));
+    for s in sent {
+        let who = &s.target;
+        if s.status != 200 || s.ops.is_empty() {
+            errs.push(format!(
+                "{who}: app answered {} with no ops (the app itself failed): {}",
+                s.status,
+                util::tail(&s.body, 5)
+            ));
+            continue;
+        }
+        let matches: Vec<&Cassette> = dir
+            .cassettes
+            .iter()
+            .filter(|c| c.json["request"]["target"].as_str() == Some(who.as_str()))
+            .collect();
+        let [c] = matches.as_slice() else {
+            errs.push(format!("{who}: {} cassettes (want 1)", matches.len()));
+            continue;
+        };
+        let events = db_events(c);
+        if events.len() != s.ops.len() {
+            errs.push(format!(
+                "{who}: {} db/redis events, the app executed {} operations",
+                events.len(),
+                s.ops.len()
+            ));
+        }
+        for (i, (e, op)) in events.iter().zip(&s.ops).enumerate() {
+            errs.extend(compare(&format!("{who}: events[{i}]"), e, op));
+        }
+    }
+    if !errs.is_empty() {
+        run.fail(&errs, Some(&dir));
+    }
+    eprintln!(
+        "[{}] OK: {} cassettes checked against {} requests",
+        run.name,
+        dir.cassettes.len(),
+        sent.len()
+    );
+}
+
+fn db_record(app: DbApp, name: &str, endpoints: &[&str]) {
+    let paths = require_root!();
+    let Some(mut run) = DbRun::start(paths, app, name) else {
+        return;
+    };
+    let mut sent = Vec::new();
+    // One keep-alive connection for most requests, a fresh one for the last.
+    let mut conn = HttpConn::connect(run.port).expect("connect to app");
+    for (i, ep) in endpoints.iter().enumerate() {
+        if i + 1 == endpoints.len() {
+            let mut fresh = HttpConn::connect(run.port).expect("connect to app");
+            sent.push(run.send(&mut fresh, ep, &format!("d{i}")));
+            fresh.close();
+        } else {
+            sent.push(run.send(&mut conn, ep, &format!("d{i}")));
+        }
+    }
+    conn.close();
+    run.stop_agent();
+    verify(&run, &sent);
+}
+
+#[test]
+fn fastapi_asyncpg_redis_record() {
+    db_record(
+        DbApp::FastApi,
+        "db_fastapi",
+        &[
+            "pg/select?id=1",
+            "pg/insert?note=first",
+            "pg/fail",
+            "redis/basic?tag=a",
+            "redis/pipeline?tag=b",
+            "mixed?tag=c",
+            "pg/select?id=3",
+        ],
+    );
+}
+
+#[test]
+fn flask_psycopg_pymysql_redis_record() {
+    db_record(
+        DbApp::Flask,
+        "db_flask",
+        &[
+            "pg2/select",
+            "pg2/fail",
+            "pg3/select",
+            "mysql/select",
+            "mysql/insert",
+            "mysql/fail",
+            "redis/pipeline",
+            "redis/multi",
+            "redis/fail",
+        ],
+    );
+}
+
+/// The apps and servers alone (no agent): every endpoint answers 200 with the operations it
+/// ran, so a failure of the recorded tests is the recorder's, not the apps'.
+#[test]
+fn db_apps_work_without_agent() {
+    let paths = Paths::from_env();
+    let venv_ok = ["python", "uvicorn", "gunicorn"]
+        .iter()
+        .all(|b| paths.venv_bin(b).exists());
+    if !nix::unistd::geteuid().is_root() || !venv_ok {
+        if util::privileged_required() {
+            panic!("TIMETRACER_REQUIRE_PRIVILEGED=1 but not root or no venv");
+        }
+        eprintln!("SKIP: needs root and the apps' venv");
+        return;
+    }
+    for (app, eps) in [
+        (
+            DbApp::FastApi,
+            &[
+                "pg/select?id=1",
+                "pg/insert",
+                "pg/fail",
+                "redis/basic",
+                "redis/pipeline",
+                "mixed",
+            ][..],
+        ),
+        (
+            DbApp::Flask,
+            &[
+                "pg2/select",
+                "pg2/fail",
+                "pg3/select",
+                "mysql/select",
+                "mysql/insert",
+                "mysql/fail",
+                "redis/pipeline",
+                "redis/multi",
+                "redis/fail",
+            ][..],
+        ),
+    ] {
+        if let Some(reason) = dbservers::missing_prerequisite(app.needs()) {
+            assert!(!util::privileged_required(), "{reason}");
+            eprintln!("SKIP: {reason}");
+            return;
+        }
+        let dir = util::temp_dir("db_apps");
+        let servers = dbservers::start(app.needs(), dir.path()).expect("servers");
+        let port = util::free_port();
+        let argv = app.argv(&paths, port);
+        let mut cmd = util::command(&argv[0], &argv[1..]);
+        cmd.current_dir(&paths.apps).env("PWD", &paths.apps);
+        for (k, v) in servers.app_env() {
+            cmd.env(k, v);
+        }
+        let mut guard = ProcGuard::spawn("app", cmd, dir.path()).expect("spawn app");
+        if let Err(e) = guard.wait_for_port(port, START_TIMEOUT) {
+            panic!("{e:#}\n{}", guard.diagnostics());
+        }
+        let mut conn = HttpConn::connect(port).expect("connect");
+        for ep in eps {
+            let r = conn
+                .request("GET", &format!("/{ep}"), None)
+                .expect("request");
+            let body = String::from_utf8_lossy(&r.body).into_owned();
+            eprintln!("{app:?} /{ep} -> {} {body}", r.status);
+            let ops = serde_json::from_str::<Value>(&body)
+                .ok()
+                .and_then(|v| v["ops"].as_array().cloned());
+            assert!(
+                r.status == 200 && ops.is_some_and(|o| !o.is_empty()),
+                "{app:?} /{ep}: {} {body}\n{}",
+                r.status,
+                guard.diagnostics()
+            );
+        }
+        conn.close();
+        drop(guard);
+        drop(servers);
+    }
+}
+
+#[cfg(test)]
+mod unit {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn comparison_accepts_matching_events() {
+        let e = json!({"type": "redis", "signature": {"lib": "redis", "method": "SET"},
+            "db": {"command": "SET", "args": ["k", "v"], "reply": "OK", "resp": 2},
+            "result": {}, "attribution": {"status": "exact"}});
+        let op = json!({"kind": "redis", "args": ["SET", "k", "v"], "reply": true});
+        assert!(compare("t", &e, &op).is_empty());
+        let e = json!({"type": "db.query", "signature": {"lib": "postgres", "method": "SELECT"},
+            "db": {"sql": "SELECT $1", "params": [{"type_oid": 23, "format": 1, "value": 1}],
+                   "rows": [["1"]]},
+            "result": {}, "attribution": {"status": "exact"}});
+        let op = json!({"kind": "sql", "lib": "postgres", "sql": "SELECT $1", "params": [1],
+            "rows": [[1]], "error": null});
+        assert!(compare("t", &e, &op).is_empty());
+        let bad = json!({"kind": "sql", "lib": "postgres", "sql": "SELECT $1", "params": [2],
+            "rows": [[1]], "error": null});
+        assert_eq!(compare("t", &e, &bad).len(), 1);
+    }
+
+    #[test]
+    fn password_scan_finds_base64() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let enc = base64::engine::general_purpose::STANDARD.encode(format!("ab{APP_PASSWORD}cd"));
+        fs::write(dir.path().join("c.json"), format!("{{\"raw\": \"{enc}\"}}")).expect("write");
+        assert_eq!(secret_problems(dir.path()).len(), 1);
+        fs::write(dir.path().join("c.json"), "{}").expect("write");
+        assert!(secret_problems(dir.path()).is_empty());
+    }
+}
