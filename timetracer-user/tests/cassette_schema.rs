@@ -122,6 +122,7 @@ fn inbound_conn() -> ConnFacts {
 
 fn recorded(inbound: Exchange, deps: Vec<DepCall>, traceback: Option<&str>) -> RecordedRequest {
     RecordedRequest {
+        db_sessions: Vec::new(),
         id: uuid::Uuid::parse_str("e92ca5c8-474d-408a-82e3-0a1420f6e065").unwrap(),
         process: ProcessInfo {
             pid: 4242,

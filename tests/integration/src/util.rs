@@ -618,6 +618,10 @@ pub fn load_cassettes(dir: &Path) -> CassetteDir {
                 out.temp_files.push(p);
                 continue;
             }
+            // The embedded search index the agent keeps next to the cassettes (and its WAL).
+            if name.starts_with(".timetracer-index.sqlite3") {
+                continue;
+            }
             if !name.ends_with(".json") {
                 out.problems
                     .push(format!("unexpected file {}", p.display()));

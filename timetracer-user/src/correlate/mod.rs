@@ -90,7 +90,10 @@ struct Conn {
 }
 
 /// What a connection's parser reports.
-#[expect(clippy::large_enum_variant, reason = "short-lived, moved once per parsed message")]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "short-lived, moved once per parsed message"
+)]
 enum ConnEvent {
     Http(HttpEvent),
     Db(DbEvent),
@@ -105,6 +108,14 @@ const DB_PROTOCOLS: &[DbDetector] = &[
     }),
     (crate::protocols::detect_db::detect_mysql, || {
         Box::new(crate::protocols::mysql::MysqlParser::new(Default::default()))
+    }),
+    (crate::protocols::detect_kv::detect_redis, || {
+        Box::new(crate::protocols::redis::RedisParser::new(Default::default()))
+    }),
+    (crate::protocols::detect_kv::detect_mongodb, || {
+        Box::new(crate::protocols::mongodb::MongoParser::new(
+            Default::default(),
+        ))
     }),
 ];
 
@@ -281,6 +292,14 @@ impl Correlator {
                     remote,
                     ..ConnFacts::default()
                 };
+                tracing::debug!(
+                    conn_id = header.conn_id,
+                    pid = header.tgid,
+                    fd = header.fd,
+                    ?remote,
+                    ?side,
+                    "Connection opened"
+                );
                 self.counters.inc_named(if side == Side::Server {
                     "accepted"
                 } else {
@@ -1012,6 +1031,18 @@ impl Conn {
                 }
                 self.held.push((egress, seg));
                 if let Some(proto) = self.decide(opts) {
+                    tracing::debug!(
+                        conn_id = self.facts.conn_id,
+                        pid = self.facts.pid,
+                        remote = ?self.facts.remote,
+                        side = ?self.side,
+                        proto = match &proto {
+                            Proto::Http(_) => "http",
+                            Proto::Db(p) => p.protocol().name(),
+                            Proto::Other | Proto::Unknown => "other",
+                        },
+                        "Connection protocol decided"
+                    );
                     self.proto = proto;
                     self.release_held(opts, out, counters);
                 }

@@ -117,6 +117,18 @@ fn pg_ingress(b: &[u8]) -> Option<bool> {
 /// `first_ingress` = first bytes it read (either may be empty).
 #[must_use]
 pub fn detect_pg(first_egress: &[u8], first_ingress: &[u8]) -> Option<bool> {
+    // An SSLRequest (80877103) or GSSENCRequest (80877104) is answered by one byte ('N', 'S'
+    // or 'G') that is not a message: skip it so the messages after it are judged.
+    let negotiation = first_egress.len() >= 8
+        && first_egress[..4] == [0, 0, 0, 8]
+        && matches!(
+            first_egress[4..8],
+            [0x04, 0xd2, 0x16, 0x2f] | [0x04, 0xd2, 0x16, 0x30]
+        );
+    let first_ingress = match first_ingress.split_first() {
+        Some((b'N' | b'S' | b'G', rest)) if negotiation && !rest.is_empty() => rest,
+        _ => first_ingress,
+    };
     let e = if first_egress.is_empty() {
         None
     } else {
@@ -339,5 +351,27 @@ mod tests {
             let _ = detect_pg(&a, &b);
             let _ = detect_mysql(&a, &b);
         }
+    }
+}
+
+#[cfg(test)]
+mod negotiation_tests {
+    use super::*;
+
+    /// asyncpg: SSLRequest, answered 'N', then the startup exchange read in the same buffer.
+    #[test]
+    fn ssl_request_answered_n_then_more() {
+        let mut e = vec![0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+        let startup = b"\0\x03\0\0user\0app\0database\0appdb\0\0";
+        e.extend_from_slice(&((startup.len() + 4) as u32).to_be_bytes());
+        e.extend_from_slice(startup);
+        let mut i = b"N".to_vec();
+        // AuthenticationSASL: 'R', len, 10, "SCRAM-SHA-256\0\0"
+        let body = b"\0\0\0\x0aSCRAM-SHA-256\0\0";
+        i.push(b'R');
+        i.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        i.extend_from_slice(body);
+        assert_eq!(detect_pg(&e, &i), Some(true));
+        assert_eq!(detect_pg(&e, b"N"), Some(true));
     }
 }
