@@ -436,14 +436,13 @@ impl Correlator {
             // Kept a while: requests that used the connection are finalized later.
             self.closed_db.push_back((conn_id, ts_ns));
         }
-        let mut segs = Vec::new();
         let mut events = Vec::new();
-        for dir in 0..2 {
-            segs.clear();
-            c.streams[dir].flush(&mut segs);
-            for s in segs.drain(..) {
-                c.feed(dir == 1, s, &self.opts, &mut events, &self.counters);
-            }
+        // Both directions in time order (see `merge_by_time`).
+        let (mut ing, mut eg) = (Vec::new(), Vec::new());
+        c.streams[0].flush(&mut ing);
+        c.streams[1].flush(&mut eg);
+        for (egress, s) in merge_by_time(ing, eg) {
+            c.feed(egress, s, &self.opts, &mut events, &self.counters);
         }
         c.release_held(&self.opts, &mut events, &self.counters);
         match &mut c.proto {
@@ -469,16 +468,17 @@ impl Correlator {
 
     /// Moves data through reassembly and parsing; call after each drain.
     pub fn pump(&mut self, now_ns: u64) {
-        let mut segs = Vec::new();
         let mut out: Vec<(ConnFacts, Side, u64, ConnEvent)> = Vec::new();
         let mut events = Vec::new();
         for c in self.conns.values_mut() {
-            for dir in 0..2 {
-                segs.clear();
-                c.streams[dir].pop_ready(now_ns, self.opts.gap_timeout_ns, &mut segs);
-                for s in segs.drain(..) {
-                    c.feed(dir == 1, s, &self.opts, &mut events, &self.counters);
-                }
+            // Both directions in time order (see `merge_by_time`): feeding all of a drain's
+            // ingress before its egress handed the database parsers responses before the
+            // requests they answer (PostgreSQL calls paired with the wrong response).
+            let (mut ing, mut eg) = (Vec::new(), Vec::new());
+            c.streams[0].pop_ready(now_ns, self.opts.gap_timeout_ns, &mut ing);
+            c.streams[1].pop_ready(now_ns, self.opts.gap_timeout_ns, &mut eg);
+            for (egress, s) in merge_by_time(ing, eg) {
+                c.feed(egress, s, &self.opts, &mut events, &self.counters);
             }
             for e in events.drain(..) {
                 out.push((c.facts.clone(), c.side, c.connect_ns, e));
@@ -1097,5 +1097,80 @@ impl Conn {
         for (egress, seg) in std::mem::take(&mut self.held) {
             self.feed(egress, seg, opts, out, counters);
         }
+    }
+}
+
+/// Interleaves the ready segments of both directions of a connection by syscall time (ties:
+/// egress first), keeping each direction's own order; a gap goes right after the segment
+/// before it. Parsers see the conversation in the order it happened.
+fn merge_by_time(ingress: Vec<Segment>, egress: Vec<Segment>) -> Vec<(bool, Segment)> {
+    let keyed = |v: Vec<Segment>| -> VecDeque<(u64, Segment)> {
+        let mut last = 0;
+        v.into_iter()
+            .map(|s| {
+                if let Segment::Data(c) = &s {
+                    last = last.max(c.ts_ns);
+                }
+                (last, s)
+            })
+            .collect()
+    };
+    let (mut i, mut e) = (keyed(ingress), keyed(egress));
+    let mut out = Vec::with_capacity(i.len() + e.len());
+    loop {
+        let take_egress = match (i.front(), e.front()) {
+            (None, None) => return out,
+            (Some(_), None) => false,
+            (None, Some(_)) => true,
+            (Some(a), Some(b)) => b.0 <= a.0,
+        };
+        let q = if take_egress { &mut e } else { &mut i };
+        if let Some((_, s)) = q.pop_front() {
+            out.push((take_egress, s));
+        }
+    }
+}
+
+#[cfg(test)]
+mod merge_tests {
+    use super::*;
+
+    fn data(ts_ns: u64, pos: u64) -> Segment {
+        Segment::Data(Chunk {
+            pos,
+            data: Bytes::from_static(b"x"),
+            ts_ns,
+            tid: 1,
+        })
+    }
+
+    #[test]
+    fn directions_interleaved_by_time() {
+        // A drain holding request 1 (egress, t=10), its response (t=20), request 2 (t=30), a
+        // lost ingress range, and response 2 (t=40): fed in the order it happened.
+        let ing = vec![data(20, 0), Segment::Gap { pos: 1, len: 1 }, data(40, 2)];
+        let eg = vec![data(10, 0), data(30, 1)];
+        let order: Vec<(bool, Option<u64>)> = merge_by_time(ing, eg)
+            .into_iter()
+            .map(|(e, s)| {
+                (
+                    e,
+                    match s {
+                        Segment::Data(c) => Some(c.ts_ns),
+                        Segment::Gap { .. } => None,
+                    },
+                )
+            })
+            .collect();
+        assert_eq!(
+            order,
+            [
+                (true, Some(10)),
+                (false, Some(20)),
+                (false, None),
+                (true, Some(30)),
+                (false, Some(40)),
+            ]
+        );
     }
 }

@@ -39,6 +39,9 @@ impl Default for PgOptions {
 
 /// Backend messages held while no request is known to pair them with.
 const MAX_ORPHANS: usize = 4096;
+/// Backend bytes held, before any frontend byte was seen, while they may start with an
+/// `SSLRequest`/`GSSENCRequest` answer.
+const MAX_EARLY_BACKEND: usize = 1 << 16;
 /// Placeholder SQL reason when a statement's `Parse` was not seen.
 pub const MISSING_SQL: &str = "prepared before tracing";
 
@@ -618,8 +621,14 @@ impl PgParser {
                 }
                 BeState::Start => {
                     let b = self.be_in.avail();
-                    if !self.fe_in.seen && b.len() == 1 && matches!(b[0], b'S' | b'N' | b'G') {
-                        // Possibly the answer to an SSLRequest not fed yet.
+                    if !self.fe_in.seen
+                        && matches!(b[0], b'S' | b'N' | b'G')
+                        && b.len() < MAX_EARLY_BACKEND
+                    {
+                        // Possibly the answer to an SSLRequest not fed yet, followed by the
+                        // answer to the startup message: the client speaks first, wait for it
+                        // rather than resync over the answer byte (which shifted every later
+                        // response onto the wrong call).
                         return;
                     }
                     match plausible_at(b, false) {
@@ -1588,6 +1597,9 @@ impl PgParser {
                         Some("SET" | "SHOW" | "RESET" | "DISCARD" | "DEALLOCATE")
                     )
             }
+            // A statement whose preparation failed (asyncpg: `Parse`/`Describe`/`Sync` answered
+            // by an error) never executes: the failure is the app's query outcome.
+            "prepare" => c.error.is_none() || introspection,
             _ => true,
         };
         match c.kind {

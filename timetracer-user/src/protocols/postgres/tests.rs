@@ -238,6 +238,9 @@ fn asyncpg_capture() {
     );
     assert_eq!(err[0].detail["error"]["code"], "42P01");
     assert_eq!(err[0].detail["error"]["severity"], "ERROR");
+    // Its preparation failed, so it never executed: the app's work, not session traffic.
+    assert_eq!(err[0].detail["kind"], "prepare");
+    assert!(!err[0].session_level);
     // executemany: one call per execution, in order.
     let ins = by_method(&cs, "INSERT");
     assert_eq!(ins.len(), 3);
@@ -791,4 +794,56 @@ fn egress_gap_recovers() {
         c.iter()
             .all(|c| c.detail["incomplete"] == false || c.response_first.is_some())
     );
+}
+
+/// The correlator may hand over the server's first bytes (the `N` answering `SSLRequest`,
+/// then the authentication request) before the client's `SSLRequest` and startup message of
+/// the same drain. The answer byte must not be skipped as garbage: that paired every later
+/// response with the call before it (e2e: `/pg/insert` showed `COMMIT`'s SQL with the
+/// INSERT's rows, `/pg/fail` the wrong error).
+#[test]
+fn ssl_answer_fed_before_request_same_calls() {
+    for f in ["postgres/pg_asyncpg.bin", "postgres/pg_psycopg3.bin"] {
+        let recs = load(f);
+        let whole = run(&mut PgParser::default(), &recs);
+        // Server records of the handshake first (as the correlator fed a drain: ingress, then
+        // egress), then the rest in order.
+        let first_query = recs
+            .iter()
+            .position(|r| r.0 && matches!(r.1[0], b'P' | b'Q'))
+            .unwrap();
+        let head = &recs[..first_query.min(4)];
+        let mut order: Vec<usize> = (0..head.len()).filter(|&i| !recs[i].0).collect();
+        order.extend((0..head.len()).filter(|&i| recs[i].0));
+        order.extend(head.len()..recs.len());
+        let mut out = Vec::new();
+        let mut p = PgParser::default();
+        let mut pos = [0u64; 2];
+        let mut starts = vec![0u64; recs.len()];
+        for (i, (eg, d)) in recs.iter().enumerate() {
+            starts[i] = pos[usize::from(*eg)];
+            pos[usize::from(*eg)] += d.len() as u64;
+        }
+        for i in order {
+            let (eg, d) = &recs[i];
+            p.feed(
+                *eg,
+                Segment::Data(Chunk {
+                    pos: starts[i],
+                    data: Bytes::copy_from_slice(d),
+                    ts_ns: 1000 * (i as u64 + 1),
+                    tid: 7,
+                }),
+                &mut out,
+            );
+        }
+        p.close(&mut out);
+        assert_eq!(skipped(&out), 0, "{f}");
+        let (cw, co) = (calls(&whole), calls(&out));
+        assert_eq!(cw.len(), co.len(), "{f}");
+        for (x, y) in cw.iter().zip(&co) {
+            assert_eq!(x.detail, y.detail, "{f} call {}", x.index);
+            assert_eq!(x.request_first, y.request_first, "{f} call {}", x.index);
+        }
+    }
 }
