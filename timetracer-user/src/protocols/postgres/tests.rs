@@ -847,3 +847,70 @@ fn ssl_answer_fed_before_request_same_calls() {
         }
     }
 }
+
+/// asyncpg's statement cache: the `ParameterDescription`/`RowDescription` come in the first
+/// exchange (`Parse`/`Describe`/`Flush`, then `Bind`/`Execute`/`Sync`); later executions send
+/// only `Bind`/`Execute`/`Sync`, and their binary parameters and rows are decoded with what
+/// was remembered for the named statement.
+#[test]
+fn cached_statement_decodes_later_binary_executions() {
+    let mut describe = cs("S");
+    describe.pop();
+    describe.extend(cs("__asyncpg_stmt_1__"));
+    let mut pdesc = 1i16.to_be_bytes().to_vec();
+    pdesc.extend_from_slice(&23u32.to_be_bytes());
+    let one = 1i32.to_be_bytes();
+    let two = 2i32.to_be_bytes();
+    let exec = |v: &[u8]| {
+        cat(&[
+            bind("", "__asyncpg_stmt_1__", &[v]),
+            execute(""),
+            msg(b'S', &[]),
+        ])
+    };
+    let answer = |v: &[u8]| {
+        cat(&[
+            msg(b'2', &[]),
+            data_row(&[Some(v), Some(b"ada")]),
+            cc("SELECT 1"),
+            z(b'I'),
+        ])
+    };
+    let recs: Vec<Rec> = vec![
+        (
+            true,
+            cat(&[
+                parse_msg(
+                    "__asyncpg_stmt_1__",
+                    "SELECT id, name FROM items WHERE id = $1",
+                ),
+                msg(b'D', &describe),
+                msg(b'H', &[]),
+            ]),
+        ),
+        (
+            false,
+            cat(&[
+                msg(b'1', &[]),
+                msg(b't', &pdesc),
+                row_desc(&[("id", 23), ("name", 25)]),
+            ]),
+        ),
+        (true, exec(&one)),
+        (false, answer(&one)),
+        (true, exec(&two)),
+        (false, answer(&two)),
+    ];
+    let ev = run(&mut PgParser::default(), &recs);
+    let cs = calls(&ev);
+    assert_eq!(cs.len(), 2);
+    for (c, id) in cs.iter().zip([1, 2]) {
+        assert_eq!(c.detail["sql"], "SELECT id, name FROM items WHERE id = $1");
+        assert_eq!(
+            c.detail["params"],
+            json!([{"type_oid": 23, "format": "binary", "value": id}])
+        );
+        assert_eq!(c.detail["rows"], json!([[id, "ada"]]));
+    }
+    assert_eq!(cs[1].detail["messages"], "BES");
+}
