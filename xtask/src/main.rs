@@ -125,16 +125,7 @@ const APT_PACKAGES: &[&str] = &[
 
 /// End-to-end tests excluded from `cargo xtask test`, each with the reason printed at run time.
 /// `cargo xtask test --all` runs them anyway.
-const KNOWN_FAILING: &[(&str, &str)] = &[
-    (
-        "tests::db::fastapi_asyncpg_redis_record",
-        "issue #5 open: PostgreSQL calls are paired with neighbouring responses and asyncpg's cached binary parameters are not decoded yet",
-    ),
-    (
-        "tests::db::flask_psycopg_pymysql_redis_record",
-        "issue #5 open: same PostgreSQL pairing bug (psycopg2/psycopg 3); MySQL and Redis parts pass",
-    ),
-];
+const KNOWN_FAILING: &[(&str, &str)] = &[];
 
 fn is_root() -> bool {
     Command::new("id")
