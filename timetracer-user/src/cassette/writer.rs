@@ -1,4 +1,4 @@
-//! Atomic cassette writer: temp file (mode 0600) in the target directory, fsync, rename.
+//! Atomic cassette writer: temp file (mode 0600) in the target directory, rename (fsync with `TIMETRACER_FSYNC=1`).
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{BufWriter, Write as _};
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
@@ -47,7 +47,8 @@ impl Drop for TempGuard<'_> {
 }
 
 /// Write `c` under `dir` (`DIR/YYYY-MM-DD/METHOD__route__id8.json[.zst]`), atomically: the file
-/// is created 0600 under a `.tmp-` name in the same directory, written, fsynced, then renamed.
+/// is created 0600 under a `.tmp-` name in the same directory, written (fsynced with
+/// `TIMETRACER_FSYNC=1`), then renamed.
 /// Directories are created 0700. Returns the final path.
 pub fn write(dir: &Path, c: &Cassette, compression: Compression) -> Result<PathBuf, Error> {
     let final_path = dir.join(relative_path(c, compression));
@@ -100,7 +101,9 @@ pub fn write(dir: &Path, c: &Cassette, compression: Compression) -> Result<PathB
             w.into_inner().map_err(|e| io_err(e.into_error()))?
         }
     };
-    file.sync_all().map_err(io_err)?;
+    if durable() {
+        file.sync_all().map_err(io_err)?;
+    }
     drop(file);
     fs::rename(&tmp, &final_path).map_err(|source| Error::Write {
         path: final_path.clone(),
@@ -108,8 +111,23 @@ pub fn write(dir: &Path, c: &Cassette, compression: Compression) -> Result<PathB
     })?;
     guard.armed = false;
     // Make the rename durable; failure here does not undo a complete file.
-    if let Ok(d) = File::open(&parent) {
+    if durable()
+        && let Ok(d) = File::open(&parent)
+    {
         let _ = d.sync_all();
     }
     Ok(final_path)
+}
+
+/// `TIMETRACER_FSYNC=1` makes every cassette durable against power loss (file and directory
+/// fsync). Off by default: the temp-file + rename already guarantees that a crash or SIGKILL of
+/// the agent never leaves a partial cassette, and two fsyncs per request cost a recorder
+/// writing thousands of cassettes per second most of its throughput (docs/performance notes in
+/// docs/ARCHITECTURE.md).
+fn durable() -> bool {
+    static DURABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *DURABLE.get_or_init(|| {
+        std::env::var("TIMETRACER_FSYNC")
+            .is_ok_and(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+    })
 }
