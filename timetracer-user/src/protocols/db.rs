@@ -101,3 +101,13 @@ pub trait DbParser: Send {
     /// Which protocol this parser speaks.
     fn protocol(&self) -> DbProtocol;
 }
+
+/// Appends `src` to `dst` without letting `dst` grow past `cap` bytes; sets `truncated` when
+/// bytes were left out. Shared by the parsers' raw-wire-byte capture.
+pub(crate) fn push_capped(dst: &mut Vec<u8>, src: &[u8], cap: usize, truncated: &mut bool) {
+    let room = cap.saturating_sub(dst.len());
+    if src.len() > room {
+        *truncated = true;
+    }
+    dst.extend_from_slice(&src[..src.len().min(room)]);
+}

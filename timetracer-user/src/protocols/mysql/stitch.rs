@@ -1,6 +1,7 @@
 //! The MySQL connection parser: frames packets in both directions (joining packets split at
 //! 16 MiB), follows the handshake and each command's response, and emits one [`DbCall`] per
 //! command (see `docs/protocols/mysql.md` for the `detail` format).
+use crate::protocols::db::push_capped;
 use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
@@ -264,14 +265,6 @@ impl MCall {
         let n = self.results.len() - 1;
         &mut self.results[n]
     }
-}
-
-fn push_capped(dst: &mut Vec<u8>, src: &[u8], cap: usize, truncated: &mut bool) {
-    let room = cap.saturating_sub(dst.len());
-    if src.len() > room {
-        *truncated = true;
-    }
-    dst.extend_from_slice(&src[..src.len().min(room)]);
 }
 
 /// `raw` with payload bytes `[from, to)` (payload offsets) zeroed; single-packet only.

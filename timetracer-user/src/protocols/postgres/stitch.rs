@@ -1,6 +1,7 @@
 //! The PostgreSQL connection parser: frames both directions, pairs backend messages with the
 //! frontend messages they answer, and emits one [`DbCall`] per statement execution (see
 //! `docs/protocols/postgres.md` for the grouping rules and the `detail` format).
+use crate::protocols::db::push_capped;
 use std::collections::{HashMap, VecDeque};
 
 use bytes::Bytes;
@@ -237,14 +238,6 @@ impl CallB {
         let n = self.results.len() - 1;
         &mut self.results[n]
     }
-}
-
-fn push_capped(dst: &mut Vec<u8>, src: &[u8], cap: usize, truncated: &mut bool) {
-    let room = cap.saturating_sub(dst.len());
-    if src.len() > room {
-        *truncated = true;
-    }
-    dst.extend_from_slice(&src[..src.len().min(room)]);
 }
 
 fn field_name(code: u8) -> Option<&'static str> {
