@@ -16,6 +16,7 @@ pub mod live;
 pub mod protocols;
 pub mod reassembly;
 pub mod redact;
+pub mod replay;
 pub mod s3;
 pub mod telemetry;
 pub mod tui;
