@@ -281,6 +281,10 @@ fn test(host_only: bool, all: bool, filter: Option<&str>) -> Result<()> {
         host.env("TIMETRACER_REQUIRE_PRIVILEGED", "1");
     }
     run(&mut host)?;
+    // The Python replay hook (python/): pytest, each test in fresh interpreters of the venv.
+    run(Command::new(venv_dir().join("bin/python"))
+        .current_dir(root())
+        .args(["-m", "pytest", "-q", "python/tests"]))?;
     // Privileged end-to-end tests: real apps, real kernel programs, one at a time.
     let mut cmd = Command::new("cargo");
     cmd.current_dir(root())
