@@ -4,7 +4,7 @@ import calendar
 import datetime as real_dt
 
 import pytest
-from conftest import run_json, run_py
+from conftest import has_module, run_json, run_py
 
 FROZEN = "2020-02-29T12:34:56.250Z"
 FROZEN_EPOCH = calendar.timegm((2020, 2, 29, 12, 34, 56)) + 0.25
@@ -19,6 +19,21 @@ CODE = """
     utc = datetime.datetime.now(datetime.timezone.utc)
     import _datetime
     real_cls = _datetime.datetime
+
+    class Sub(datetime.datetime):
+        pass
+
+    class M(type):
+        pass
+
+    class Meta2(datetime.date, metaclass=M):  # as pydantic.v1's ConstrainedDate
+        pass
+
+    try:
+        from pydantic import v1  # imported by FastAPI; defines such a class
+        pydantic_v1 = "ok"
+    except ImportError:
+        pydantic_v1 = "absent"
     out = {
         "t0": t0, "dt": t1 - t0, "dm": m1 - m0,
         "time_ns": time.time_ns() / 1e9,
@@ -46,6 +61,11 @@ CODE = """
             issubclass(real_cls, datetime.datetime),
         ],
         "pickle": pickle.loads(pickle.dumps(now)) == now,
+        "type_is": [type(now) is datetime.datetime, datetime.datetime is real_cls,
+                    type(datetime.date.today()) is datetime.date],
+        "subclass_now": [type(Sub.now()).__name__, Sub.now().isoformat()[:10], Sub.today().isoformat()[:10]],
+        "metaclass_subclass": Meta2.__name__,
+        "pydantic_v1": pydantic_v1,
         "arith": (now + datetime.timedelta(days=1)).isoformat(),
         "diff_real": (now - real_cls(2020, 2, 29)).days,
     }
@@ -82,6 +102,10 @@ def test_clock_starts_at_the_recording_and_advances(spec):
     assert out["repr"] == "datetime.datetime(2020, 2, 29"
     assert out["isinstance"] == [True, True, True, True, True, True, False, True, True, True]
     assert out["pickle"] is True
+    assert out["type_is"] == [True, True, True]
+    assert out["subclass_now"] == ["Sub", "2020-02-29", "2020-02-29"]
+    assert out["metaclass_subclass"] == "Meta2"
+    assert out["pydantic_v1"] == ("ok" if has_module("pydantic") else "absent")
     assert out["arith"].startswith("2020-03-01T12:3")
     assert out["diff_real"] == 0
 
@@ -109,3 +133,24 @@ def test_bad_timestamp_is_reported_and_time_runs_on():
     assert len(lines) == 1, p.stderr
     assert lines[0].startswith("timetracer-hook: TIMETRACER_FREEZE_TIME=yesterday: time is not frozen")
     assert "RFC 3339" in lines[0]
+
+
+def test_without_ctypes_datetime_now_stays_real_and_says_so(tmp_path):
+    fake = tmp_path / "no-ctypes"
+    (fake / "ctypes").mkdir(parents=True)
+    (fake / "ctypes" / "__init__.py").write_text("raise ImportError('no ctypes here')\n")
+    from conftest import PYTHON_DIR
+
+    p = run_py(
+        "import time, datetime; print(time.time() < 1.6e9, datetime.date.today().year, "
+        "datetime.datetime.now().year > 2020)",
+        {"TIMETRACER_REPLAY": "1", "TIMETRACER_FREEZE_TIME": FROZEN},
+        pythonpath=[str(fake), PYTHON_DIR],
+    )
+    assert p.returncode == 0 and p.stdout == "True 2020 True\n", p.stderr
+    lines = p.stderr.splitlines()
+    assert len(lines) == 1, p.stderr
+    assert lines[0].startswith(
+        "timetracer-hook: TIMETRACER_FREEZE_TIME=%s: datetime.datetime.now/utcnow keep the real "
+        "clock (ImportError: no ctypes here)" % FROZEN
+    )

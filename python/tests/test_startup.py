@@ -17,6 +17,7 @@ PRISTINE = """
         "wrap_socket": hasattr(ssl.SSLContext.wrap_socket, "__wrapped__"),
         "time": hasattr(time.time, "__wrapped__"),
         "datetime": datetime.datetime is _datetime.datetime and datetime.date is _datetime.date,
+        "now": hasattr(datetime.datetime.now, "__wrapped__"),
         "meta_path": [type(f).__name__ for f in sys.meta_path if "PostImport" in type(f).__name__],
         "active": timetracer_hook.active(),
         "sitecustomize": sys.modules["sitecustomize"].__file__,
@@ -40,7 +41,7 @@ def test_inactive_without_the_replay_env(certs, hosts_file):
         assert p.stderr == ""
         assert out["sitecustomize"] == os.path.join(PYTHON_DIR, "sitecustomize.py")
         assert not out["getaddrinfo"] and not out["wrap_socket"] and not out["time"]
-        assert out["datetime"] is True
+        assert out["datetime"] is True and out["now"] is False
         assert out["meta_path"] == []
         assert out["active"] == {
             "replay": False,
@@ -63,7 +64,7 @@ def test_active_reports_what_is_enabled(certs, hosts_file):
     }
     out, p = run_json(PRISTINE, env)
     assert out["getaddrinfo"] and out["wrap_socket"] and out["time"]
-    assert out["datetime"] is False
+    assert out["datetime"] is True and out["now"] is True  # same classes, patched in place
     a = out["active"]
     assert a["replay"] is True and a["ca"] == certs["ca"]
     assert a["hosts"] == {"api.a.test": ["127.0.0.1"]}

@@ -103,8 +103,10 @@ def activate(environ=None):
         try:
             from . import _clock
 
-            _clock.install(freeze, env)
+            partial = _clock.install(freeze, env)
             _state["freeze_time"] = freeze
+            if partial:
+                _warn("TIMETRACER_FREEZE_TIME=%s: %s" % (freeze, partial))
         except Exception as e:
             _warn(
                 "TIMETRACER_FREEZE_TIME=%s: time is not frozen (%s)" % (freeze, _describe(e))

@@ -8,11 +8,14 @@ child interpreters (workers, reloaders) share one clock instead of each restarti
 instant. ``time.monotonic``, ``perf_counter`` and ``process_time`` are untouched (timeouts and
 event loops keep working).
 
-``datetime.datetime`` and ``datetime.date`` are replaced in the ``datetime`` module by subclasses
-(as freezegun does) whose ``now``/``utcnow``/``today`` read the shifted clock. A metaclass keeps
-``isinstance(x, datetime.datetime)`` true for values of the original class, created before or
-after, and values of the subclass are instances of the original class. ``type(x) is
-datetime.datetime`` is not preserved.
+``datetime.datetime.now``/``utcnow`` read the C clock directly, so they are replaced in the
+type's own dict (the dict behind its read-only ``__dict__`` proxy, then ``PyType_Modified``):
+``datetime.datetime`` stays the original class, so ``isinstance``, ``type(x) is``, pickling,
+subclasses with their own metaclass (pydantic's ``ConstrainedDate``) and modules that imported the
+class before the hook all keep working. ``date.today``/``datetime.today`` call ``time.time()``
+themselves, so they follow. (Replacing the classes by subclasses with an ``isinstance``
+metaclass, as freezegun does, makes every ``class X(date, metaclass=M)`` defined later fail with
+a metaclass conflict: FastAPI imports pydantic.v1, which defines one.)
 """
 
 import datetime as _dtmod
@@ -29,7 +32,6 @@ _RFC3339 = re.compile(
 )
 
 real_date = _dtmod.date
-real_datetime = _dtmod.datetime
 _real = {}
 _offset_ns = 0
 
@@ -68,73 +70,43 @@ def _now():
     return (_real["time_ns"]() + _offset_ns) / 1e9
 
 
-class _FakeMeta(type):
-    """``isinstance``/``issubclass`` against the fake class answer for the real one."""
-
-    def __instancecheck__(cls, obj):
-        real = cls.__dict__.get("_tt_real")
-        if real is not None:
-            return isinstance(obj, real)
-        return type.__instancecheck__(cls, obj)
-
-    def __subclasscheck__(cls, sub):
-        real = cls.__dict__.get("_tt_real")
-        if real is not None:
-            return issubclass(sub, real)
-        return type.__subclasscheck__(cls, sub)
-
-
 def _split_now():
     s, rem = divmod(_now_ns(), 1000000000)
     return s, rem // 1000
 
 
-def _qualified_repr(value, fake, real):
-    r = real.__repr__(value)
-    if type(value) is fake and not r.startswith("datetime."):
-        r = "datetime." + r  # as the original class prints
-    return r
-
-
-class FakeDate(real_date, metaclass=_FakeMeta):
-    _tt_real = real_date
-
-    def __repr__(self):
-        return _qualified_repr(self, FakeDate, real_date)
-
-    @classmethod
-    def today(cls):
-        s, _us = _split_now()
-        return cls.fromtimestamp(s)
-
-
-class FakeDatetime(real_datetime, metaclass=_FakeMeta):
-    _tt_real = real_datetime
-
-    def __repr__(self):
-        return _qualified_repr(self, FakeDatetime, real_datetime)
-
-    @classmethod
+def _datetime_methods():
     def now(cls, tz=None):
         s, us = _split_now()
         return cls.fromtimestamp(s, tz).replace(microsecond=us)
 
-    @classmethod
     def utcnow(cls):
         s, us = _split_now()
         return cls.fromtimestamp(s, _dtmod.timezone.utc).replace(microsecond=us, tzinfo=None)
 
-    @classmethod
-    def today(cls):
-        return cls.now()
+    return {"now": now, "utcnow": utcnow}
 
 
-for _fake, _name in ((FakeDate, "date"), (FakeDatetime, "datetime")):
-    # Same name as the original so pickling finds `datetime.datetime` (this class) by name.
-    _fake.__name__ = _name
-    _fake.__qualname__ = _name
-    _fake.__module__ = "datetime"
-    _fake.__doc__ = getattr(_dtmod, _name).__doc__
+def _patch_builtin_type(cls, methods):
+    """Put classmethods into a C type's own dict (its __dict__ is a read-only proxy)."""
+    import ctypes
+    import gc
+
+    refs = [r for r in gc.get_referents(cls.__dict__) if isinstance(r, dict)]
+    if len(refs) != 1 or "now" not in refs[0]:
+        raise RuntimeError("the dict of %s is not reachable" % cls.__name__)
+    d = refs[0]
+    for name, fn in methods.items():
+        orig = d[name]
+        fn.__name__ = name
+        fn.__qualname__ = "%s.%s" % (cls.__name__, name)
+        fn.__doc__ = getattr(orig, "__doc__", None)
+        fn.__wrapped__ = orig
+        d[name] = classmethod(fn)
+    ctypes.pythonapi.PyType_Modified(ctypes.py_object(cls))
+    # Check it took: the patched method must answer from the shifted clock.
+    if not hasattr(cls.now, "__wrapped__"):
+        raise RuntimeError("%s.now could not be replaced" % cls.__name__)
 
 
 def _time_functions():
@@ -232,17 +204,20 @@ def install(spec, environ):
         fake.__wrapped__ = orig
         setattr(_time, name, fake)
         replaced[id(orig)] = (orig, fake)
-    _dtmod.date = FakeDate
-    _dtmod.datetime = FakeDatetime
-    replaced[id(real_date)] = (real_date, FakeDate)
-    replaced[id(real_datetime)] = (real_datetime, FakeDatetime)
     _rebind_loaded_modules(replaced)
+    # date.today() and datetime.today() call time.time() (patched above) from C.
+    try:
+        _patch_builtin_type(_dtmod.datetime, _datetime_methods())
+    except Exception as e:
+        return "datetime.datetime.now/utcnow keep the real clock (%s: %s); time.time, " \
+            "date.today and datetime.today are shifted" % (type(e).__name__, e)
+    return None
 
 
 def _rebind_loaded_modules(replaced):
-    """Modules loaded before us that did ``from time import time`` / ``from datetime import date``
-    (few or none at sitecustomize time) get the replacements too."""
-    skip = {"time", "datetime", "_datetime", "_pydatetime", __name__, "timetracer_hook"}
+    """Modules loaded before us that did ``from time import time`` (few or none at sitecustomize
+    time) get the replacements too."""
+    skip = {"time", __name__, "timetracer_hook"}
     for modname, mod in list(sys.modules.items()):
         if mod is None or modname in skip:
             continue
