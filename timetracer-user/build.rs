@@ -16,6 +16,7 @@ fn main() -> anyhow::Result<()> {
             );
         }
         fs::write(&stub, [])?;
+        fs::write(out_dir.join("timetracer-replay"), [])?;
         return Ok(());
     }
     let ebpf = aya_build::Package {

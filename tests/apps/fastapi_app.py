@@ -49,7 +49,9 @@ async def get(path):
 
 @app.get("/users/{uid}")
 async def users(uid: str):
-    _, call = await get("/json/%s?src=users" % uid)
+    # USERS_SRC changes the upstream query (replay tests change the app's behaviour with it).
+    src = os.environ.get("USERS_SRC", "users")
+    _, call = await get("/json/%s?src=%s" % (uid, src))
     return {"calls": [call]}
 
 

@@ -297,12 +297,82 @@ const _: () = assert!(size_of::<SmallData>() == 64 + SMALL_CHUNK);
 const _: () = assert!(size_of::<LargeData>() == 64 + LARGE_CHUNK);
 const _: () = assert!(size_of::<Config>() == 16);
 
+/// Replay (`timetracer-replay` object): map of redirect rules ([`DestKey`] -> [`Rule`]).
+pub const MAP_REPLAY_RULES: &str = "RULES";
+/// Replay: connects that matched no rule ([`DestKey`] -> count), refused with `EPERM`.
+pub const MAP_REPLAY_BLOCKED: &str = "BLOCKED";
+/// Replay: original destination of each redirected socket (socket cookie -> [`DestKey`]).
+pub const MAP_REPLAY_ORIG: &str = "ORIG";
+
+/// A TCP destination as replay rules see it: IPv4 as an IPv4-mapped IPv6 address
+/// (`::ffff:a.b.c.d`), so one key type serves `connect4` and `connect6`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct DestKey {
+    /// Address bytes in network order.
+    pub addr: [u8; 16],
+    /// Port in host order.
+    pub port: u16,
+    pub _pad: [u8; 6],
+}
+
+impl DestKey {
+    /// The key of an IPv4 address (`octets` in network order).
+    #[must_use]
+    pub const fn v4(octets: [u8; 4], port: u16) -> Self {
+        let mut addr = [0u8; 16];
+        addr[10] = 0xff;
+        addr[11] = 0xff;
+        addr[12] = octets[0];
+        addr[13] = octets[1];
+        addr[14] = octets[2];
+        addr[15] = octets[3];
+        Self { addr, port, _pad: [0; 6] }
+    }
+
+    /// The IPv4 octets when the key is an IPv4-mapped address.
+    #[must_use]
+    pub fn as_v4(&self) -> Option<[u8; 4]> {
+        let a = &self.addr;
+        if a[..10].iter().all(|&b| b == 0) && a[10] == 0xff && a[11] == 0xff {
+            Some([a[12], a[13], a[14], a[15]])
+        } else {
+            None
+        }
+    }
+}
+
+/// What replay does with a connect to a [`DestKey`].
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Rule {
+    /// [`RULE_REDIRECT`] or [`RULE_LIVE`].
+    pub action: u32,
+    /// Mock listener IPv4 address, network order (127.0.0.1).
+    pub mock_ip4: [u8; 4],
+    /// Mock listener port, host order.
+    pub mock_port: u16,
+    pub _pad: [u8; 6],
+}
+
+/// Send the connect to the rule's mock listener.
+pub const RULE_REDIRECT: u32 = 1;
+/// Let the connect reach the real destination (hybrid replay).
+pub const RULE_LIVE: u32 = 2;
+
+const _: () = assert!(size_of::<DestKey>() == 24);
+const _: () = assert!(size_of::<Rule>() == 16);
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: plain-old-data: repr(C), no padding (asserted above), every bit pattern valid.
     unsafe impl aya::Pod for super::SockState {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Config {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::DestKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for super::Rule {}
 }
 
 /// A decoded ring-buffer record, borrowing its payload.

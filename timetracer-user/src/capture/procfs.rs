@@ -173,6 +173,16 @@ pub fn socket_addrs(pid: u32, fd: i32) -> Option<(SocketAddr, SocketAddr)> {
     table.get(&inode).map(|r| (r.local, r.remote))
 }
 
+/// The command a `record` held child runs: `[agent, __exec-held, FD, --, CMD...]` → `CMD...`
+/// (anything else is returned as is).
+#[must_use]
+pub fn strip_exec_held(cmdline: &[String]) -> Vec<String> {
+    match cmdline.get(1).map(String::as_str) {
+        Some("__exec-held") if cmdline.len() > 4 => cmdline[4..].to_vec(),
+        _ => cmdline.to_vec(),
+    }
+}
+
 /// Describes a process for the cassette's `session`.
 #[must_use]
 pub fn process_info(pid: u32) -> ProcessInfo {
@@ -188,7 +198,11 @@ pub fn process_info(pid: u32) -> ProcessInfo {
         .map(|p| p.to_string_lossy().into_owned())
         .unwrap_or_default();
     let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap_or_default();
+    let cwd = fs::read_link(format!("/proc/{pid}/cwd"))
+        .ok()
+        .map(|p| p.to_string_lossy().into_owned());
     ProcessInfo {
+        cwd,
         pid,
         python_version: python_version(&exe, &maps),
         framework: framework(&cmdline),
@@ -260,6 +274,16 @@ fn framework(cmdline: &[String]) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn held_child_command() {
+        let v = |s: &[&str]| s.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            strip_exec_held(&v(&["/bin/agent", "__exec-held", "5", "--", "uvicorn", "a:b"])),
+            v(&["uvicorn", "a:b"])
+        );
+        assert_eq!(strip_exec_held(&v(&["python", "x.py"])), v(&["python", "x.py"]));
+    }
 
     #[test]
     fn parses_proc_net_tcp() {

@@ -182,6 +182,7 @@ impl Builder<'_> {
                 git_sha: self.opts.git_sha.clone(),
                 pid: Some(p.pid),
                 cmdline: Some(p.cmdline.clone()),
+                cwd: p.cwd.clone(),
             },
             request,
             response,

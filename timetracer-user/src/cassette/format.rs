@@ -91,6 +91,9 @@ pub struct Session {
     /// Traced process command line (2.0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cmdline: Option<Vec<String>>,
+    /// Its working directory (2.0; `replay` starts the recorded command there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
 }
 
 /// `request`: the inbound request as the app received it.

@@ -75,6 +75,15 @@ pub enum Command {
         #[arg(last = true, required = true, value_name = "CMD")]
         cmd: Vec<OsString>,
     },
+    /// Replay cassettes: run the unmodified app with every dependency answered from the
+    /// recording, send the recorded requests, and say what changed.
+    ///
+    /// Example: sudo timetracer-agent replay ./cassettes -- uvicorn app:app --port 8000
+    Replay(super::replay::ReplayArgs),
+    /// Run replays for the dashboard (`timetracer serve`) over a Unix socket.
+    ///
+    /// Example: sudo timetracer-agent replay-server --group developers
+    ReplayServer(super::replay::ReplayServerArgs),
 }
 
 /// Options shared by `attach` and `record`.
@@ -310,6 +319,8 @@ pub fn main() -> ExitCode {
         } => opts.plan().and_then(|p| top(pid, p, true)),
         Command::Top { pid, no_save, opts } => opts.plan().and_then(|p| top(pid, p, !no_save)),
         Command::Record { opts, cmd } => opts.plan().and_then(|p| record(&cmd, &p)),
+        Command::Replay(args) => return super::replay::replay(&args),
+        Command::ReplayServer(args) => super::replay::server(&args),
     };
     match res {
         Ok(code) => code,

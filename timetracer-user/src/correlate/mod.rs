@@ -712,6 +712,9 @@ impl Correlator {
             let fresh = crate::capture::procfs::process_info(pid);
             if !fresh.cmdline.is_empty() {
                 self.processes.insert(pid, fresh);
+            } else if let Some(p) = self.processes.get_mut(&pid) {
+                // The process is gone: the held child's command line is the one it exec'd.
+                p.cmdline = crate::capture::procfs::strip_exec_held(&p.cmdline);
             }
         }
         self.processes.get(&pid).cloned().unwrap_or(ProcessInfo {

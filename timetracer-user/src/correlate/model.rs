@@ -83,6 +83,8 @@ pub struct DbSession {
 pub struct ProcessInfo {
     pub pid: u32,
     pub cmdline: Vec<String>,
+    /// Working directory (replay starts the recorded command there).
+    pub cwd: Option<String>,
     pub exe: String,
     /// `3.11.7` style, when the process is a CPython.
     pub python_version: Option<String>,

@@ -6,6 +6,7 @@ mod boom;
 mod concurrency;
 mod db;
 mod record;
+mod replay;
 mod scenario;
 mod sendfile;
 mod sigkill;

@@ -570,6 +570,46 @@ impl Harness {
         errs
     }
 
+    /// Stops the upstream (replay must not need it).
+    pub(crate) fn stop_upstream(&mut self) {
+        if let Some(mut u) = self.upstream.take() {
+            let _ = u.signal(Signal::SIGTERM);
+            let _ = u.wait_timeout(STOP_TIMEOUT);
+        }
+    }
+
+    /// Directory the agent writes cassettes to.
+    pub(crate) fn out_dir(&self) -> PathBuf {
+        self.out.clone()
+    }
+
+    /// Port the app listens on.
+    pub(crate) fn app_port(&self) -> u16 {
+        self.app_port
+    }
+
+    /// `timetracer-agent replay --json <args>` with the app's environment (the recorded
+    /// command line is used unless `args` has `-- CMD`). Returns the exit code, the JSON
+    /// verdict and stderr.
+    pub(crate) fn replay(&self, args: &[OsString], env: &[(&str, &str)]) -> Replayed {
+        let mut all: Vec<OsString> = vec!["replay".into(), "--json".into()];
+        all.extend(args.iter().cloned());
+        let mut cmd = util::command(&self.paths.agent, all);
+        self.app_env(&mut cmd);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run timetracer-agent replay");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let verdict: Value = serde_json::from_str(&stdout).unwrap_or(Value::Null);
+        Replayed {
+            code: out.status.code().unwrap_or(-1),
+            verdict,
+            stderr,
+        }
+    }
+
     /// The upstream's URL for `path` as the app's client sees it.
     pub(crate) fn upstream_url(&self, path: &str) -> String {
         if self.upstream_tls {
@@ -831,4 +871,36 @@ fn is_date_dir(s: &str) -> bool {
         && b.iter()
             .enumerate()
             .all(|(i, c)| i == 4 || i == 7 || c.is_ascii_digit())
+}
+
+/// What `timetracer-agent replay --json` did.
+#[derive(Debug)]
+pub(crate) struct Replayed {
+    pub(crate) code: i32,
+    pub(crate) verdict: Value,
+    pub(crate) stderr: String,
+}
+
+impl Replayed {
+    /// The human-readable report and stderr, for assertion messages.
+    pub(crate) fn explain(&self) -> String {
+        format!(
+            "exit {}\n{}\n--- stderr ---\n{}",
+            self.code,
+            self.verdict["report"].as_str().unwrap_or("(no verdict)"),
+            util::tail(&self.stderr, 40)
+        )
+    }
+
+    /// Every miss of every request (and of app startup), as JSON.
+    pub(crate) fn misses(&self) -> Vec<Value> {
+        let mut v: Vec<Value> = self.verdict["startup_misses"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for r in self.verdict["requests"].as_array().into_iter().flatten() {
+            v.extend(r["misses"].as_array().cloned().unwrap_or_default());
+        }
+        v
+    }
 }

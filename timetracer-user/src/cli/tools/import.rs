@@ -289,6 +289,7 @@ pub fn from_har(har: &Value, service: &str) -> anyhow::Result<Vec<Cassette>> {
                 git_sha: None,
                 pid: Some(0),
                 cmdline: Some(Vec::new()),
+                cwd: None,
             },
             request: Request {
                 method: req

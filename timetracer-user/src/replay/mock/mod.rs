@@ -7,3 +7,20 @@ use tokio::io::{AsyncRead, AsyncWrite};
 /// A connection a mock serves: plain TCP or TLS.
 pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+pub mod http;
+
+use std::sync::Arc;
+
+use super::ledger::{Destination, Protocol};
+
+/// Serves one connection to `dest` with its protocol's mock.
+///
+/// # Errors
+/// Transport errors of the connection.
+pub async fn serve(dest: Arc<Destination>, io: impl Io + 'static) -> anyhow::Result<()> {
+    match dest.protocol {
+        Protocol::Http => http::serve(dest, io).await,
+        _ => anyhow::bail!("TEMP"),
+    }
+}

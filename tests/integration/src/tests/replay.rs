@@ -1,0 +1,187 @@
+//! Issue #6: replay. Record the apps, stop every upstream, replay every cassette with the
+//! dependencies mocked (cgroup BPF redirection + the Python hook): same responses, byte for
+//! byte. Then change the app's behaviour and check that the verdict names the field.
+use std::ffi::OsString;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use super::scenario::{App, Harness, Replayed, Req, VerifyOpts};
+use crate::require_root;
+use crate::util::{self, HttpConn, ProcGuard};
+
+/// Records `endpoints` (one fresh connection each) and checks the cassettes.
+fn record(h: &mut Harness, app: App, endpoints: &[&str]) {
+    h.start_record(app);
+    let sent: Vec<_> = endpoints
+        .iter()
+        .enumerate()
+        .map(|(i, ep)| h.send_fresh(&Req::new(ep, &format!("r{i}"))))
+        .collect();
+    h.stop_agent();
+    let (dir, errs) = h.verify(&sent, VerifyOpts::default());
+    h.assert_ok(&errs, &dir);
+}
+
+/// Every request came back the same, byte for byte, with every recorded call used.
+fn assert_all_same(r: &Replayed, expected_requests: usize) {
+    assert_eq!(r.code, 0, "replay should match:\n{}", r.explain());
+    let reqs = r.verdict["requests"].as_array().expect("requests");
+    assert_eq!(reqs.len(), expected_requests, "{}", r.explain());
+    for q in reqs {
+        assert_eq!(q["outcome"], "same", "{}", r.explain());
+        assert_eq!(q["identical_body"], true, "{}", r.explain());
+        assert_eq!(q["dependencies"]["missed"], 0, "{}", r.explain());
+        assert_eq!(q["dependencies"]["unused"], 0, "{}", r.explain());
+    }
+}
+
+/// Exit 2, and a miss names `field` with the recorded and the new value.
+fn assert_field_miss(r: &Replayed, field: &str, expected: &str, actual: &str) {
+    assert_eq!(r.code, 2, "replay should report a dependency mismatch:\n{}", r.explain());
+    let misses = r.misses();
+    let hit = misses.iter().any(|m| {
+        m["field"] == field
+            && m["expected_value"].as_str().is_some_and(|v| v.contains(expected))
+            && m["actual_value"].as_str().is_some_and(|v| v.contains(actual))
+    });
+    assert!(
+        hit,
+        "no miss names {field} ({expected} → {actual}); misses: {misses:#?}\n{}",
+        r.explain()
+    );
+}
+
+const HTTP_ENDPOINTS: &[&str] = &[
+    "users/7", "text", "big", "chunked", "multi", "fail", "plain", "echo", "boom",
+];
+
+#[test]
+fn replay_http_dependencies() {
+    let paths = require_root!();
+    let mut h = Harness::new(paths, "replay_http");
+    record(&mut h, App::FastApi, HTTP_ENDPOINTS);
+    h.stop_upstream();
+    let out: OsString = h.out_dir().into();
+
+    let r = h.replay(&[out.clone()], &[]);
+    assert_all_same(&r, HTTP_ENDPOINTS.len());
+
+    // The app now asks the upstream for something else: the verdict names the query field.
+    let r = h.replay(&[out.clone()], &[("USERS_SRC", "admins")]);
+    assert_field_miss(&r, "query.src", "users", "admins");
+    let users = r.verdict["requests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|q| q["target"].as_str().is_some_and(|t| t.starts_with("/users/7")))
+        .expect("the /users/7 request");
+    assert_eq!(users["outcome"], "dependency-mismatch", "{}", r.explain());
+    for q in r.verdict["requests"].as_array().into_iter().flatten() {
+        if !q["target"].as_str().is_some_and(|t| t.starts_with("/users/")) {
+            assert_eq!(q["outcome"], "same", "only /users changed:\n{}", r.explain());
+        }
+    }
+}
+
+#[test]
+fn replay_https_dependency_through_mock_ca() {
+    let paths = require_root!();
+    let mut h = Harness::with_tls(paths, "replay_https", true);
+    record(&mut h, App::FastApi, &["users/8", "big", "chunked", "echo", "multi"]);
+    h.stop_upstream();
+    // The app verifies certificates against UPSTREAM_CA (the test CA); replay's mocks present
+    // certificates of the mock CA, which the Python hook adds to every SSL context.
+    let r = h.replay(&[h.out_dir().into()], &[]);
+    assert_all_same(&r, 5);
+}
+
+#[test]
+fn replay_keep_running_answers_manual_requests() {
+    let paths = require_root!();
+    let mut h = Harness::new(paths.clone(), "replay_keep");
+    record(&mut h, App::FastApi, &["users/9", "users/9"]);
+    h.stop_upstream();
+    let mut cmd = util::command(
+        &paths.agent,
+        [
+            OsString::from("replay"),
+            "--keep-running".into(),
+            h.out_dir().into(),
+        ],
+    );
+    cmd.current_dir(&paths.apps)
+        .env("UPSTREAM_URL", h.upstream_url(""));
+    let dir = util::temp_dir("replay_keep_agent");
+    let mut agent = ProcGuard::spawn("replay", cmd, dir.path()).expect("spawn replay");
+    agent
+        .wait_for_stderr("press Ctrl-C", Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", agent.diagnostics()));
+    let mut c = HttpConn::connect(h.app_port()).expect("connect to the replayed app");
+    let plain = c
+        .request("GET", "/plain?req=manual", None)
+        .expect("manual request");
+    assert_eq!(plain.status, 200, "{}", agent.diagnostics());
+    // Both recorded /json/9 calls were used by the replayed requests: this one gets the
+    // mock's 599 miss, which the app reports in its JSON.
+    let users = c
+        .request("GET", "/users/9?req=manual2", None)
+        .expect("manual request");
+    let body = String::from_utf8_lossy(&users.body).into_owned();
+    assert!(
+        body.contains("\"status\":599"),
+        "expected the miss answer, got {} {body}\n{}",
+        users.status,
+        agent.diagnostics()
+    );
+    c.close();
+    agent.signal(Signal::SIGINT).expect("SIGINT");
+    let st = agent
+        .wait_timeout(Duration::from_secs(20))
+        .unwrap_or_else(|| panic!("replay did not stop on SIGINT\n{}", agent.diagnostics()));
+    assert_eq!(st.code(), Some(0), "{}", agent.diagnostics());
+    assert!(
+        agent.stderr_text().contains("/json/9"),
+        "the unanswered manual call is reported:\n{}",
+        agent.diagnostics()
+    );
+}
+
+#[test]
+fn replay_two_at_once_do_not_share_traffic() {
+    let paths = require_root!();
+    let mut h = Harness::new(paths.clone(), "replay_two");
+    record(&mut h, App::FastApi, &["users/11", "multi", "text"]);
+    h.stop_upstream();
+    let other_port = util::free_port();
+    let argv = |port: u16| -> Vec<OsString> {
+        vec![
+            h.out_dir().into(),
+            "--port".into(),
+            port.to_string().into(),
+            "--".into(),
+            paths.venv_bin("uvicorn").into(),
+            "fastapi_app:app".into(),
+            "--host".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            port.to_string().into(),
+        ]
+    };
+    let (a, b) = std::thread::scope(|s| {
+        let a = s.spawn(|| h.replay(&argv(h.app_port()), &[]));
+        let b = s.spawn(|| h.replay(&argv(other_port), &[("USERS_SRC", "other")]));
+        (a.join().expect("replay a"), b.join().expect("replay b"))
+    });
+    // A is untouched by B's different calls (its own cgroup, maps and mocks), and B's miss is
+    // its own.
+    assert_all_same(&a, 3);
+    assert_field_miss(&b, "query.src", "users", "other");
+    let b_matched: i64 = b.verdict["requests"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|q| q["dependencies"]["matched"].as_i64().unwrap_or(0))
+        .sum();
+    assert_eq!(b_matched, 4, "multi (3) + text (1) matched in B:\n{}", b.explain());
+}

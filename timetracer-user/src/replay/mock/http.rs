@@ -1,0 +1,188 @@
+//! HTTP/1.1 mock (hyper): answers each request with the recorded response of the matching
+//! call — status, headers in recorded order, body bytes exactly as recorded.
+//!
+//! A request is matched on method, path, query and body (`[REDACTED]` values match anything).
+//! A miss gets `599 Timetracer Replay Miss` with `x-timetracer-miss` naming the first differing
+//! field. A recorded call that got no response is replayed as a dropped connection.
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::{Request, Response, StatusCode, body::Incoming, service::service_fn};
+use hyper_util::rt::TokioIo;
+
+use super::Io;
+use crate::cassette::body_bytes;
+use crate::cassette::build::parse_query;
+use crate::cassette::format::HeaderList;
+use crate::replay::compare::{body_diff, query_diff};
+use crate::replay::ledger::{Destination, Diff, Miss, RecordedCall};
+
+/// Serves one connection until the app closes it.
+///
+/// # Errors
+/// Transport errors (the app reset the connection, a recorded reset was replayed).
+pub async fn serve(dest: Arc<Destination>, io: impl Io + 'static) -> anyhow::Result<()> {
+    let svc = service_fn(move |req| {
+        let dest = dest.clone();
+        async move { handle(&dest, req).await }
+    });
+    hyper::server::conn::http1::Builder::new()
+        .auto_date_header(false)
+        .keep_alive(true)
+        .serve_connection(TokioIo::new(io), svc)
+        .await?;
+    Ok(())
+}
+
+/// A recorded call without response: the mock drops the connection, as the service did.
+#[derive(Debug)]
+struct Dropped;
+
+impl std::fmt::Display for Dropped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the recorded call got no response; connection dropped")
+    }
+}
+impl std::error::Error for Dropped {}
+
+async fn handle(
+    dest: &Destination,
+    req: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Dropped> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let method = parts.method.as_str().to_owned();
+    let path = parts.uri.path().to_owned();
+    let query = parse_query(parts.uri.query().unwrap_or(""));
+    let scheme = if dest.tls { "https" } else { "http" };
+    let host = parts
+        .headers
+        .get(hyper::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map_or_else(|| dest.addr.to_string(), str::to_owned);
+    let actual = format!(
+        "{method} {scheme}://{host}{}",
+        parts.uri.path_and_query().map_or("/", |p| p.as_str())
+    );
+    let matched = dest.take(&actual, |c| compare(c, &method, &path, &query, &body));
+    match matched {
+        Ok(call) => respond(&call).map_err(|()| Dropped),
+        Err(miss) => Ok(miss_response(&miss)),
+    }
+}
+
+/// The path part of a recorded `signature.url`.
+fn url_path(url: &str) -> &str {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    rest.find('/').map_or("/", |i| &rest[i..])
+}
+
+fn compare(
+    c: &RecordedCall,
+    method: &str,
+    path: &str,
+    query: &crate::cassette::format::JsonMap,
+    body: &[u8],
+) -> Result<(), Diff> {
+    let sig = &c.event.signature;
+    if !sig.method.eq_ignore_ascii_case(method) {
+        return Err(Diff::new("method", &sig.method, method));
+    }
+    let rec_path = url_path(sig.url.as_deref().unwrap_or("/"));
+    if rec_path != path {
+        return Err(Diff::new("path", rec_path, path));
+    }
+    let empty = serde_json::Map::new();
+    if let Some(d) = query_diff(sig.query.as_ref().unwrap_or(&empty), query) {
+        return Err(d);
+    }
+    let rec_body = c.event.request.as_ref().and_then(|r| r.body.as_ref());
+    if let Some(d) = body_diff("body", rec_body, body) {
+        return Err(d);
+    }
+    Ok(())
+}
+
+/// Builds the recorded response. `Err(())` when the call got no response.
+fn respond(call: &RecordedCall) -> Result<Response<Full<Bytes>>, ()> {
+    let r = &call.event.result;
+    let Some(status) = r.status.filter(|&s| s > 0) else {
+        return Err(());
+    };
+    if r.body.as_ref().is_some_and(|b| b.truncated) {
+        let miss = Miss {
+            protocol: call.protocol,
+            destination: String::new(),
+            call: call.describe(),
+            expected: None,
+            field: None,
+            expected_value: None,
+            actual_value: None,
+            reason: Some("the recorded response body was cut at the capture cap".into()),
+            at: None,
+        };
+        return Ok(miss_response(&miss));
+    }
+    let body = r.body.as_ref().map(body_bytes).unwrap_or_default();
+    let mut b = Response::builder()
+        .status(StatusCode::from_u16(u16::try_from(status).unwrap_or(500)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
+    let list: HeaderList = r.header_list.clone().unwrap_or_else(|| {
+        r.headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+            .collect()
+    });
+    let chunked = list.iter().any(|(n, v)| {
+        n.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
+    });
+    for (name, value) in &list {
+        // Framing is re-done for the bytes we send: hyper writes Content-Length for a
+        // full body, or chunks it when the recording was chunked.
+        if name.eq_ignore_ascii_case("content-length") && chunked {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("content-length") && value.trim() != body.len().to_string()
+        {
+            continue;
+        }
+        b = b.header(name.as_str(), value.as_str());
+    }
+    Ok(b.body(Full::new(Bytes::from(body)))
+        .unwrap_or_else(|e| plain(StatusCode::INTERNAL_SERVER_ERROR, &format!("timetracer replay: recorded response is not valid HTTP: {e}"))))
+}
+
+fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(text.to_owned())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+/// `599` with `x-timetracer-miss: <field or reason>` and a JSON body describing the miss.
+fn miss_response(miss: &Miss) -> Response<Full<Bytes>> {
+    let status = StatusCode::from_u16(599).unwrap_or(StatusCode::BAD_GATEWAY);
+    let body = serde_json::json!({"timetracer_replay_miss": miss});
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    let what = miss
+        .field
+        .clone()
+        .or_else(|| miss.reason.clone())
+        .unwrap_or_else(|| "no recorded call matches".into());
+    let value = hyper::header::HeaderValue::from_str(&what.replace(|c: char| !c.is_ascii() || c.is_ascii_control(), "?"))
+        .unwrap_or_else(|_| hyper::header::HeaderValue::from_static("mismatch"));
+    r.headers_mut().insert("x-timetracer-miss", value);
+    r.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    r
+}

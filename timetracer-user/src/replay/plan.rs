@@ -1,0 +1,391 @@
+//! From cassettes to a replay plan: which destinations get a mock, which stay live, the
+//! recorded hostnames, and the inbound requests to send.
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs as _};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context as _, bail};
+
+use super::ledger::{Destination, Journal, Protocol, RecordedCall};
+use crate::cassette::{self, Cassette};
+use crate::index::summary::event_host;
+
+/// `--mock` / `--live` selectors: protocol names or `host:port` destinations.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Selection {
+    mock: Vec<Selector>,
+    live: Vec<Selector>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Selector {
+    Proto(Protocol),
+    /// `host:port`, resolved at parse time to every address of the host.
+    Dest {
+        text: String,
+        addrs: Vec<SocketAddr>,
+    },
+}
+
+impl Selector {
+    fn parse(s: &str) -> anyhow::Result<Self> {
+        if let Some(p) = Protocol::parse(s) {
+            return Ok(Selector::Proto(p));
+        }
+        if let Some((host, port)) = s.rsplit_once(':')
+            && port.parse::<u16>().is_ok()
+        {
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let addrs: Vec<SocketAddr> = (host, port.parse::<u16>().unwrap_or(0))
+                .to_socket_addrs()
+                .with_context(|| format!("cannot resolve {s:?}"))?
+                .collect();
+            return Ok(Selector::Dest {
+                text: s.to_string(),
+                addrs,
+            });
+        }
+        let names: Vec<&str> = Protocol::ALL.iter().map(|p| p.name()).collect();
+        bail!(
+            "unknown protocol or destination {s:?}: use one of {} or HOST:PORT",
+            names.join(", ")
+        )
+    }
+
+    fn matches(&self, proto: Protocol, addr: SocketAddr, names: &[String]) -> bool {
+        match self {
+            Selector::Proto(p) => *p == proto,
+            Selector::Dest { text, addrs } => {
+                addrs.iter().any(|a| same_dest(*a, addr))
+                    || names
+                        .iter()
+                        .any(|n| text.eq_ignore_ascii_case(&format!("{n}:{}", addr.port())))
+            }
+        }
+    }
+}
+
+/// Same address and port, treating IPv4-mapped IPv6 addresses as IPv4.
+fn same_dest(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port() && canonical(a.ip()) == canonical(b.ip())
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+impl Selection {
+    /// Parses comma-separated lists (flags may repeat).
+    ///
+    /// # Errors
+    /// An unknown protocol name or an unresolvable destination.
+    pub fn parse(mock: &[String], live: &[String]) -> anyhow::Result<Self> {
+        let split = |v: &[String]| -> anyhow::Result<Vec<Selector>> {
+            v.iter()
+                .flat_map(|s| s.split(','))
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(Selector::parse)
+                .collect()
+        };
+        Ok(Self {
+            mock: split(mock)?,
+            live: split(live)?,
+        })
+    }
+
+    /// A destination stays live when `--live` names it, or when `--mock` is given and does
+    /// not name it.
+    #[must_use]
+    pub fn is_live(&self, proto: Protocol, addr: SocketAddr, names: &[String]) -> bool {
+        self.live.iter().any(|s| s.matches(proto, addr, names))
+            || (!self.mock.is_empty() && !self.mock.iter().any(|s| s.matches(proto, addr, names)))
+    }
+
+    /// Destinations named by `--live` (they are let through even when not recorded).
+    #[must_use]
+    pub fn live_addrs(&self) -> Vec<SocketAddr> {
+        self.live
+            .iter()
+            .filter_map(|s| match s {
+                Selector::Dest { addrs, .. } => Some(addrs.clone()),
+                Selector::Proto(_) => None,
+            })
+            .flatten()
+            .collect()
+    }
+}
+
+/// One cassette to replay.
+#[derive(Clone, Debug)]
+pub struct Input {
+    pub path: PathBuf,
+    pub cassette: Cassette,
+}
+
+/// Everything `replay` needs before it starts the app.
+#[derive(Debug)]
+pub struct Plan {
+    /// In recorded order.
+    pub inputs: Vec<Input>,
+    /// Mocked destinations.
+    pub destinations: Vec<Arc<Destination>>,
+    /// Recorded destinations left live (hybrid replay).
+    pub live: Vec<(Protocol, SocketAddr)>,
+    /// Recorded hostname → addresses (for the Python hook).
+    pub hosts: BTreeMap<String, Vec<String>>,
+    pub journal: Arc<Journal>,
+    /// Things the user should know (recorded with attach, unsupported events ...).
+    pub notes: Vec<String>,
+}
+
+/// Reads cassettes from files and directories (recursively; the index and temp files are
+/// skipped), sorted by `session.recorded_at`.
+///
+/// # Errors
+/// A path that does not exist, a cassette that cannot be read, or no cassette at all.
+pub fn load_inputs(paths: &[PathBuf]) -> anyhow::Result<Vec<Input>> {
+    let mut files = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            collect(p, &mut files)?;
+        } else if p.exists() {
+            files.push(p.clone());
+        } else {
+            bail!("{}: no such file or directory", p.display());
+        }
+    }
+    let mut inputs = Vec::new();
+    for f in files {
+        let cassette = cassette::read(&f).with_context(|| {
+            format!(
+                "{}: not a readable cassette (check it with `timetracer validate`)",
+                f.display()
+            )
+        })?;
+        inputs.push(Input { path: f, cassette });
+    }
+    if inputs.is_empty() {
+        bail!("no cassettes found in {paths:?}");
+    }
+    inputs.sort_by(|a, b| {
+        a.cassette
+            .session
+            .recorded_at
+            .cmp(&b.cassette.session.recorded_at)
+    });
+    Ok(inputs)
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .with_context(|| format!("cannot read {}", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .collect();
+    entries.sort();
+    for p in entries {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name.starts_with('.') {
+            continue;
+        }
+        if p.is_dir() {
+            collect(&p, out)?;
+        } else if name.ends_with(".json") || name.ends_with(".json.zst") || name.ends_with(".json.gz")
+        {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Parses `ip:port` / `[v6]:port`.
+#[must_use]
+pub fn parse_addr(s: &str) -> Option<SocketAddr> {
+    s.parse().ok()
+}
+
+/// The host part of `scheme://host[:port]/...`.
+fn url_hostname(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split('/').next()?;
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next()?
+    } else {
+        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+    };
+    (!host.is_empty()).then(|| host.to_ascii_lowercase())
+}
+
+/// Builds the plan.
+///
+/// # Errors
+/// Corrupt `wire` bytes in a cassette.
+pub fn plan(inputs: Vec<Input>, selection: &Selection) -> anyhow::Result<Plan> {
+    let journal = Arc::new(Journal::default());
+    let mut dests: BTreeMap<(Protocol, SocketAddr), Destination> = BTreeMap::new();
+    let mut live: Vec<(Protocol, SocketAddr)> = Vec::new();
+    let mut hosts: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut notes = Vec::new();
+    let mut unsupported: BTreeMap<String, usize> = BTreeMap::new();
+    for (ci, input) in inputs.iter().enumerate() {
+        let c = &input.cassette;
+        if c.is_python_legacy() {
+            notes.push(format!(
+                "{}: recorded by the Python tool (schema {}): its database calls hold no wire bytes and its HTTP calls no destination address, so they cannot be mocked",
+                input.path.display(),
+                c.schema_version
+            ));
+        }
+        for s in &c.db_sessions {
+            if !s.missing.is_empty() {
+                notes.push(format!(
+                    "{}: the {} session to {} was already open when recording started (missing: {}); replay answers the handshake itself",
+                    input.path.display(),
+                    s.protocol,
+                    s.remote.as_deref().unwrap_or("?"),
+                    s.missing.join(", ")
+                ));
+            }
+        }
+        for ev in &c.events {
+            let Some(proto) = Protocol::of_event(ev) else {
+                *unsupported
+                    .entry(format!("{} {}", ev.kind, ev.signature.lib))
+                    .or_default() += 1;
+                continue;
+            };
+            let Some(addr) = ev
+                .connection
+                .as_ref()
+                .and_then(|k| k.remote.as_deref())
+                .and_then(parse_addr)
+            else {
+                *unsupported
+                    .entry(format!("{} without a recorded address", ev.kind))
+                    .or_default() += 1;
+                continue;
+            };
+            let addr = SocketAddr::new(canonical(addr.ip()), addr.port());
+            let mut names = Vec::new();
+            if let Some(n) = ev.connection.as_ref().and_then(|k| k.server_name.clone()) {
+                names.push(n.to_ascii_lowercase());
+            }
+            if let Some(h) = ev.signature.url.as_deref().and_then(url_hostname)
+                && h.parse::<IpAddr>().is_err()
+            {
+                names.push(h);
+            }
+            if let Some(h) = event_host(ev)
+                && let Some(n) = h.split(':').next()
+                && !n.is_empty()
+                && n.parse::<IpAddr>().is_err()
+            {
+                names.push(n.to_string());
+            }
+            names.sort();
+            names.dedup();
+            for n in &names {
+                let v = hosts.entry(n.clone()).or_default();
+                if !v.contains(&addr.ip().to_string()) {
+                    v.push(addr.ip().to_string());
+                }
+            }
+            if selection.is_live(proto, addr, &names) {
+                if !live.contains(&(proto, addr)) {
+                    live.push((proto, addr));
+                }
+                continue;
+            }
+            let d = dests
+                .entry((proto, addr))
+                .or_insert_with(|| Destination::new(addr, proto, journal.clone()));
+            if ev.connection.as_ref().is_some_and(|k| k.tls) {
+                d.tls = true;
+            }
+            for n in names {
+                if !d.server_names.contains(&n) {
+                    d.server_names.push(n);
+                }
+            }
+            d.push(RecordedCall::new(ci, proto, ev.clone()).map_err(|e| {
+                anyhow::anyhow!("{}: {e} (the cassette is corrupt)", input.path.display())
+            })?);
+        }
+        for s in &c.db_sessions {
+            let Some(addr) = s.remote.as_deref().and_then(parse_addr) else {
+                continue;
+            };
+            let addr = SocketAddr::new(canonical(addr.ip()), addr.port());
+            for ((_, a), d) in &mut dests {
+                if *a == addr && !d.facts.contains(&s.facts) {
+                    // Sessions seen from their start carry the most facts: keep them first.
+                    if s.missing.is_empty() {
+                        d.facts.insert(0, s.facts.clone());
+                    } else {
+                        d.facts.push(s.facts.clone());
+                    }
+                }
+            }
+        }
+    }
+    for (what, n) in unsupported {
+        notes.push(format!("{n} recorded call(s) of {what} cannot be mocked and are left out"));
+    }
+    Ok(Plan {
+        inputs,
+        destinations: dests.into_values().map(Arc::new).collect(),
+        live,
+        hosts,
+        journal,
+        notes,
+    })
+}
+
+/// The loopback twin of a loopback address (`127.0.0.1` ↔ `::1`): apps resolving `localhost`
+/// may connect to either.
+#[must_use]
+pub fn loopback_twin(addr: SocketAddr) -> Option<SocketAddr> {
+    match addr.ip() {
+        IpAddr::V4(v4) if v4 == Ipv4Addr::LOCALHOST => {
+            Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port()))
+        }
+        IpAddr::V6(v6) if v6 == Ipv6Addr::LOCALHOST => {
+            Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port()))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selection_rules() {
+        let a: SocketAddr = "127.0.0.1:5432".parse().unwrap();
+        let s = Selection::parse(&[], &["http".into()]).unwrap();
+        assert!(s.is_live(Protocol::Http, a, &[]));
+        assert!(!s.is_live(Protocol::Postgres, a, &[]));
+        let s = Selection::parse(&["postgres,redis".into()], &[]).unwrap();
+        assert!(!s.is_live(Protocol::Postgres, a, &[]));
+        assert!(s.is_live(Protocol::Http, a, &[]));
+        let s = Selection::parse(&[], &["127.0.0.1:5432".into()]).unwrap();
+        assert!(s.is_live(Protocol::Postgres, a, &[]));
+        assert!(!s.is_live(Protocol::Postgres, "127.0.0.1:5433".parse().unwrap(), &[]));
+        let err = Selection::parse(&["httpz".into()], &[]).unwrap_err().to_string();
+        assert!(err.contains("unknown protocol"), "{err}");
+        assert!(Selection::parse(&[], &["httpx".into()]).is_ok());
+    }
+
+    #[test]
+    fn hostnames_from_urls() {
+        assert_eq!(url_hostname("https://Auth.internal:8443/x").as_deref(), Some("auth.internal"));
+        assert_eq!(url_hostname("http://[::1]:80/").as_deref(), Some("::1"));
+        assert_eq!(url_hostname("postgres://127.0.0.1:5432").as_deref(), Some("127.0.0.1"));
+    }
+}

@@ -1,0 +1,597 @@
+//! `timetracer-agent replay`: start the mocks, redirect the app's cgroup to them, launch the
+//! app, send the recorded requests, compare, and report.
+use std::ffi::OsString;
+use std::fs;
+use std::io::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream as StdTcpStream};
+use std::os::fd::AsRawFd as _;
+use std::os::unix::fs::DirBuilderExt as _;
+use std::os::unix::process::CommandExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+
+use super::ca::{MockCa, data_dir};
+use super::compare::{ActualResponse, response_diffs};
+use super::hook;
+use super::ledger::{Destination, Miss, Protocol};
+use super::mock;
+use super::plan::{self, Input, Plan, Selection, loopback_twin};
+use super::redirect::Redirect;
+use super::verdict::{Blocked, DepCounts, Outcome, RequestVerdict, Verdict};
+use crate::cassette::body_bytes;
+
+/// What to replay and how.
+#[derive(Clone, Debug, Default)]
+pub struct ReplayOptions {
+    /// Cassette files or directories.
+    pub inputs: Vec<PathBuf>,
+    pub selection: Selection,
+    /// Leave the app running with its dependencies mocked after the verdict, until Ctrl-C.
+    pub keep_running: bool,
+    /// Start the app's clock at the recording's (Python hook).
+    pub freeze_time: bool,
+    /// The app's port (default: the recorded one).
+    pub port: Option<u16>,
+    /// The app's command (default: the recorded command line).
+    pub cmd: Vec<OsString>,
+    /// Working directory for the command (default: the recorded one, else the current one).
+    pub cwd: Option<PathBuf>,
+    /// Response headers not to compare (besides the volatile ones).
+    pub ignore_headers: Vec<String>,
+    /// How long the app may take to listen.
+    pub startup_timeout: Duration,
+    /// How long one request may take.
+    pub request_timeout: Duration,
+    /// Show the app's stdout/stderr instead of keeping it in a log file.
+    pub show_app_output: bool,
+}
+
+/// A private directory under the temp dir, removed on drop.
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn new() -> anyhow::Result<Self> {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let p = std::env::temp_dir().join(format!(
+            "timetracer-replay-{}-{nanos:x}",
+            std::process::id()
+        ));
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&p)
+            .with_context(|| format!("cannot create {}", p.display()))?;
+        Ok(Self(p))
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Runs a replay and returns the verdict.
+///
+/// # Errors
+/// The replay could not run: unreadable cassettes, no command, not root, the app did not
+/// start. Each message names the fix.
+pub fn run(opts: &ReplayOptions) -> anyhow::Result<Verdict> {
+    let inputs = plan::load_inputs(&opts.inputs)?;
+    let plan = plan::plan(inputs, &opts.selection)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(run_plan(opts, plan))
+}
+
+fn recorded_cmd(inputs: &[Input]) -> Option<(Vec<OsString>, Option<PathBuf>)> {
+    inputs.iter().find_map(|i| {
+        let s = &i.cassette.session;
+        let cmd = crate::capture::procfs::strip_exec_held(s.cmdline.as_ref()?);
+        if cmd.is_empty() {
+            return None;
+        }
+        Some((
+            cmd.into_iter().map(OsString::from).collect(),
+            s.cwd.as_ref().map(PathBuf::from),
+        ))
+    })
+}
+
+/// Where the app listened when recorded (`connection.local`).
+fn recorded_listen(inputs: &[Input]) -> Option<SocketAddr> {
+    inputs.iter().find_map(|i| {
+        i.cassette
+            .connection
+            .as_ref()
+            .and_then(|c| c.local.as_deref())
+            .and_then(plan::parse_addr)
+    })
+}
+
+async fn run_plan(opts: &ReplayOptions, plan: Plan) -> anyhow::Result<Verdict> {
+    let Plan {
+        inputs,
+        destinations,
+        live,
+        hosts,
+        journal,
+        mut notes,
+    } = plan;
+    let (cmd, recorded_cwd) = if opts.cmd.is_empty() {
+        recorded_cmd(&inputs).context(
+            "the cassettes hold no command line (recorded by the Python tool or imported); give the app's command after `--`",
+        )?
+    } else {
+        (opts.cmd.clone(), None)
+    };
+    let cwd = opts
+        .cwd
+        .clone()
+        .or(recorded_cwd.filter(|d| d.is_dir()))
+        .unwrap_or_else(|| PathBuf::from("."));
+    let listen = recorded_listen(&inputs);
+    let port = opts.port.or(listen.map(|a| a.port())).context(
+        "the cassettes do not say which port the app listened on (Python tool cassettes); pass --port",
+    )?;
+    let app_ip = match listen.map(|a| a.ip()) {
+        Some(ip) if !ip.is_unspecified() => ip,
+        _ => IpAddr::V4(Ipv4Addr::LOCALHOST),
+    };
+    let app_addr = SocketAddr::new(app_ip, port);
+    if StdTcpStream::connect_timeout(&app_addr, Duration::from_millis(200)).is_ok() {
+        bail!(
+            "something already listens on {app_addr}: stop it (is the recorded app still running?) or replay on another port with --port and the matching `-- CMD`"
+        );
+    }
+
+    let work = WorkDir::new()?;
+    let ca = if destinations.iter().any(|d| d.tls) {
+        Some(MockCa::load_or_create(&data_dir().join("mock-ca"))?)
+    } else {
+        None
+    };
+    let cgroup_name = format!(
+        "timetracer-replay-{}-{}",
+        std::process::id(),
+        work.0
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.rsplit('-').next())
+            .unwrap_or("0")
+    );
+    let mut redirect = Redirect::setup(&cgroup_name)?;
+
+    // One listener per mocked destination.
+    for d in &destinations {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let local = listener.local_addr()?;
+        redirect.redirect(d.addr, local)?;
+        if let Some(twin) = loopback_twin(d.addr) {
+            redirect.redirect(twin, local)?;
+        }
+        let tls = match (&ca, d.tls) {
+            (Some(ca), true) => {
+                let mut names = d.server_names.clone();
+                if names.is_empty() {
+                    names.push(d.addr.ip().to_string());
+                }
+                Some(tokio_rustls::TlsAcceptor::from(
+                    ca.server_config(&names, d.protocol == Protocol::Http)?,
+                ))
+            }
+            _ => None,
+        };
+        tokio::spawn(accept_loop(listener, d.clone(), tls));
+    }
+    for (_, addr) in &live {
+        redirect.allow(*addr)?;
+        if let Some(twin) = loopback_twin(*addr) {
+            redirect.allow(twin)?;
+        }
+    }
+    for addr in opts.selection.live_addrs() {
+        redirect.allow(addr)?;
+    }
+    for (p, a) in &live {
+        notes.push(format!("{p} {a} stayed live (not mocked)"));
+    }
+
+    // The Python hook and its environment.
+    let hook_dir = work.0.join("python");
+    hook::install(&hook_dir)?;
+    let hosts_path = work.0.join("hosts.json");
+    fs::write(&hosts_path, serde_json::to_vec_pretty(&hosts)?)?;
+    let log_path = work.0.join("app.log");
+    let mut command = Command::new(&cmd[0]);
+    command.args(&cmd[1..]).current_dir(&cwd);
+    let mut pythonpath = hook_dir.clone().into_os_string();
+    if let Some(old) = std::env::var_os("PYTHONPATH").filter(|p| !p.is_empty()) {
+        pythonpath.push(":");
+        pythonpath.push(old);
+    }
+    command
+        .env("PYTHONPATH", pythonpath)
+        .env("TIMETRACER_REPLAY", "1")
+        .env("TIMETRACER_REPLAY_HOSTS", &hosts_path);
+    if let Some(ca) = &ca {
+        command.env("TIMETRACER_REPLAY_CA", &ca.cert_path);
+    }
+    if opts.freeze_time
+        && let Some(t) = inputs.first().map(|i| i.cassette.session.recorded_at.clone())
+    {
+        command.env("TIMETRACER_FREEZE_TIME", t);
+    }
+    if opts.show_app_output || opts.keep_running {
+        command.stdin(Stdio::null());
+    } else {
+        let log = fs::File::create(&log_path)?;
+        command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+    }
+    let procs = fs::OpenOptions::new()
+        .write(true)
+        .open(redirect.cgroup().join("cgroup.procs"))
+        .context("cannot open the replay cgroup's cgroup.procs")?;
+    let procs_fd = procs.as_raw_fd();
+    // SAFETY: the closure only makes async-signal-safe syscalls (setpgid, write) on an fd
+    // opened before fork.
+    unsafe {
+        command.pre_exec(move || {
+            nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0))?;
+            // Writing "0" moves the writing process (the child, before exec) into the cgroup,
+            // so every connect of the app and its children is redirected from the start.
+            let n = libc::write(procs_fd, b"0".as_ptr().cast(), 1);
+            if n != 1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().with_context(|| {
+        format!(
+            "cannot start the app {:?} in {}",
+            cmd.join(std::ffi::OsStr::new(" ")),
+            cwd.display()
+        )
+    })?;
+    drop(procs);
+
+    let verdict = async {
+        wait_listening(&mut child, app_addr, opts.startup_timeout, &log_path).await?;
+        let startup_end = Instant::now();
+        let mut requests = Vec::new();
+        for (ci, input) in inputs.iter().enumerate() {
+            requests.push(replay_one(opts, ci, input, app_addr, &destinations, &journal).await);
+        }
+        // Misses are assigned to the request whose window they fall in.
+        let misses = journal.misses();
+        let startup_misses: Vec<Miss> = misses
+            .iter()
+            .filter(|m| m.at.is_none_or(|t| t < startup_end))
+            .cloned()
+            .collect();
+        let blocked: Vec<Blocked> = redirect
+            .blocked()
+            .into_iter()
+            .map(|(a, n)| Blocked {
+                destination: a.to_string(),
+                connects: n,
+            })
+            .collect();
+        anyhow::Ok(Verdict::new(requests, startup_misses, blocked, notes.clone()))
+    }
+    .await;
+    let verdict = match verdict {
+        Ok(v) => v,
+        Err(e) => {
+            stop_app(&redirect, &mut child);
+            return Err(e);
+        }
+    };
+    if opts.keep_running {
+        print!("{}", verdict.report);
+        eprintln!(
+            "\nthe app is running at http://{app_addr} with its dependencies mocked; press Ctrl-C to stop"
+        );
+        let _ = std::io::stderr().flush();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = wait_exit(&mut child) => eprintln!("the app exited"),
+        }
+        let later: Vec<Miss> = journal.misses();
+        let before: usize = verdict.requests.iter().map(|r| r.misses.len()).sum::<usize>()
+            + verdict.startup_misses.len();
+        if later.len() > before {
+            eprintln!("dependency calls no recorded call answered while it ran:");
+            for m in &later[before.min(later.len())..] {
+                eprintln!("  ✗ {} {}: {}", m.protocol, m.destination, m.call);
+            }
+        }
+    }
+    stop_app(&redirect, &mut child);
+    Ok(verdict)
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    dest: Arc<Destination>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let dest = dest.clone();
+        let tls = tls.clone();
+        tokio::spawn(async move {
+            let res = match tls {
+                Some(acc) => match acc.accept(stream).await {
+                    Ok(s) => mock::serve(dest.clone(), s).await,
+                    Err(e) => {
+                        dest.miss(
+                            "TLS handshake",
+                            &format!("TLS handshake with the app failed: {e} (does the app trust the mock CA? see docs/replay.md)"),
+                        );
+                        Ok(())
+                    }
+                },
+                None => mock::serve(dest.clone(), stream).await,
+            };
+            if let Err(e) = res {
+                tracing::debug!("mock {} {}: {e:#}", dest.protocol, dest.addr);
+            }
+        });
+    }
+}
+
+fn log_tail(path: &Path) -> String {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    let tail = &lines[lines.len().saturating_sub(20)..];
+    if tail.is_empty() {
+        "(no output)".into()
+    } else {
+        tail.join("\n")
+    }
+}
+
+async fn wait_listening(
+    child: &mut Child,
+    addr: SocketAddr,
+    timeout: Duration,
+    log: &Path,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!(
+                "the app exited ({status}) before listening on {addr}; its last output:\n{}",
+                log_tail(log)
+            );
+        }
+        if tokio::net::TcpStream::connect(addr).await.is_ok() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the app did not listen on {addr} within {} s (wrong port? pass --port; slow start? pass --startup-timeout); its last output:\n{}",
+                timeout.as_secs(),
+                log_tail(log)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn wait_exit(child: &mut Child) {
+    loop {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// SIGTERM to everything in the cgroup, then SIGKILL after 5 s.
+fn stop_app(redirect: &Redirect, child: &mut Child) {
+    for pid in redirect.pids() {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !redirect.pids().is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    redirect.kill_all(Duration::from_secs(5));
+    let _ = child.wait();
+}
+
+/// How long after the response the request's own later calls may still come
+/// (`BackgroundTasks`): the recorded gap plus slack, at most 5 s.
+fn settle_time(input: &Input) -> Duration {
+    let c = &input.cassette;
+    let last_call_end = c
+        .events
+        .iter()
+        .map(|e| e.start_offset_ms + e.duration_ms)
+        .fold(0.0_f64, f64::max);
+    let after = (last_call_end - c.response.duration_ms).max(0.0);
+    Duration::from_millis(150) + Duration::from_secs_f64((after / 1000.0).min(5.0))
+}
+
+async fn replay_one(
+    opts: &ReplayOptions,
+    ci: usize,
+    input: &Input,
+    app: SocketAddr,
+    destinations: &[Arc<Destination>],
+    journal: &super::ledger::Journal,
+) -> RequestVerdict {
+    let c = &input.cassette;
+    let target = c.request.target.clone().unwrap_or_else(|| {
+        let q: Vec<String> = c
+            .request
+            .query
+            .iter()
+            .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or_default()))
+            .collect();
+        if q.is_empty() {
+            c.request.path.clone()
+        } else {
+            format!("{}?{}", c.request.path, q.join("&"))
+        }
+    });
+    let before = journal.misses().len();
+    let started = Instant::now();
+    let sent = tokio::time::timeout(opts.request_timeout, send(input, app, &target)).await;
+    let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
+    tokio::time::sleep(settle_time(input)).await;
+    let (actual, error) = match sent {
+        Ok(Ok(a)) => (Some(a), None),
+        Ok(Err(e)) => (None, Some(format!("{e:#}"))),
+        Err(_) => (
+            None,
+            Some(format!(
+                "no response within {} s (pass --request-timeout to wait longer)",
+                opts.request_timeout.as_secs()
+            )),
+        ),
+    };
+    let mut misses: Vec<Miss> = journal.misses().into_iter().skip(before).collect();
+    let mut deps = DepCounts {
+        missed: u32::try_from(misses.len()).unwrap_or(u32::MAX),
+        ..DepCounts::default()
+    };
+    for d in destinations {
+        let u = d.usage(ci);
+        deps.matched += u.matched;
+        deps.unused += u.unused;
+        for call in d.unused().into_iter().filter(|call| call.cassette == ci) {
+            misses.push(Miss {
+                protocol: d.protocol,
+                destination: d.addr.to_string(),
+                call: "(not made)".into(),
+                expected: Some(call.describe()),
+                field: None,
+                expected_value: None,
+                actual_value: None,
+                reason: Some(format!(
+                    "recorded call #{} was not made in replay",
+                    call.eid
+                )),
+                at: None,
+            });
+        }
+    }
+    let differences = actual
+        .as_ref()
+        .map(|a| response_diffs(&c.response, a, &opts.ignore_headers))
+        .unwrap_or_default();
+    let recorded_body = c.response.body.as_ref().map(body_bytes).unwrap_or_default();
+    let identical_body = actual.as_ref().is_some_and(|a| a.body == recorded_body);
+    let recorded_ok = c.response.status > 0 && c.response.status < 500;
+    let regression = recorded_ok
+        && actual
+            .as_ref()
+            .is_none_or(|a| a.status >= 500);
+    let outcome = if error.is_some() {
+        Outcome::Error
+    } else if !misses.is_empty() {
+        Outcome::DependencyMismatch
+    } else if !differences.is_empty() {
+        Outcome::Differs
+    } else {
+        Outcome::Same
+    };
+    RequestVerdict {
+        cassette: input.path.display().to_string(),
+        method: c.request.method.clone(),
+        target,
+        outcome,
+        regression,
+        expected_status: c.response.status,
+        actual_status: actual.as_ref().map(|a| a.status),
+        differences,
+        identical_body,
+        dependencies: deps,
+        misses,
+        error,
+        duration_ms,
+    }
+}
+
+/// Sends the recorded request (headers in recorded order, exact body) on a fresh connection.
+async fn send(input: &Input, app: SocketAddr, target: &str) -> anyhow::Result<ActualResponse> {
+    let c = &input.cassette;
+    let stream = tokio::net::TcpStream::connect(app)
+        .await
+        .with_context(|| format!("cannot connect to the app at {app}"))?;
+    let _ = stream.set_nodelay(true);
+    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
+        .preserve_header_case(true)
+        .handshake(TokioIo::new(stream))
+        .await?;
+    tokio::spawn(conn);
+    let body = c.request.body.as_ref().map(body_bytes).unwrap_or_default();
+    let mut req = hyper::Request::builder()
+        .method(c.request.method.as_str())
+        .uri(target);
+    let list: Vec<(String, String)> = c.request.header_list.clone().unwrap_or_else(|| {
+        c.request
+            .headers
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_str().unwrap_or_default().to_owned()))
+            .collect()
+    });
+    let mut has_host = false;
+    for (name, value) in &list {
+        if name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("transfer-encoding")
+        {
+            continue;
+        }
+        has_host |= name.eq_ignore_ascii_case("host");
+        req = req.header(name.as_str(), value.as_str());
+    }
+    if !has_host {
+        req = req.header("host", app.to_string());
+    }
+    let resp = sender
+        .send_request(req.body(Full::new(Bytes::from(body)))?)
+        .await
+        .context("the app closed the connection without a response")?;
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_owned(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let body = resp.into_body().collect().await?.to_bytes().to_vec();
+    Ok(ActualResponse {
+        status,
+        headers,
+        body,
+    })
+}

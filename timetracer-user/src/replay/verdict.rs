@@ -1,0 +1,237 @@
+//! The replay verdict: per request, what changed; overall, the exit code. Printed as text
+//! and as JSON (`--json`, the replay service, the dashboard's Replay button).
+use std::fmt::Write as _;
+
+use serde::Serialize;
+
+use super::ledger::{Diff, Miss};
+
+/// Exit status: same.
+pub const EXIT_SAME: u8 = 0;
+/// Exit status: a response differs (dependencies all matched).
+pub const EXIT_DIFFERS: u8 = 1;
+/// Exit status: a dependency call did not match, or a regression (the app now fails).
+pub const EXIT_MISMATCH: u8 = 2;
+/// Exit status: the replay could not run (setup, the app did not start).
+pub const EXIT_ERROR: u8 = 3;
+
+/// Outcome of one replayed request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Outcome {
+    Same,
+    Differs,
+    DependencyMismatch,
+    Error,
+}
+
+impl Outcome {
+    fn label(self) -> &'static str {
+        match self {
+            Outcome::Same => "same",
+            Outcome::Differs => "differs",
+            Outcome::DependencyMismatch => "dependency mismatch",
+            Outcome::Error => "error",
+        }
+    }
+}
+
+/// Dependency calls of one request.
+#[derive(Clone, Copy, Debug, Default, Serialize)]
+pub struct DepCounts {
+    pub matched: u32,
+    pub missed: u32,
+    pub unused: u32,
+}
+
+/// One replayed request.
+#[derive(Clone, Debug, Serialize)]
+pub struct RequestVerdict {
+    pub cassette: String,
+    pub method: String,
+    pub target: String,
+    pub outcome: Outcome,
+    /// The app's answer became a failure (5xx, no response) where it succeeded when recorded.
+    pub regression: bool,
+    pub expected_status: i64,
+    pub actual_status: Option<u16>,
+    pub differences: Vec<Diff>,
+    /// The response body is byte-for-byte the recorded one.
+    pub identical_body: bool,
+    pub dependencies: DepCounts,
+    /// Calls the app made that no recorded call answered, and recorded calls it did not make.
+    pub misses: Vec<Miss>,
+    /// Sending the request failed (connection refused, reset, timeout).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    pub duration_ms: f64,
+}
+
+/// A connect to a destination that is neither recorded nor live (refused with `EPERM`).
+#[derive(Clone, Debug, Serialize)]
+pub struct Blocked {
+    pub destination: String,
+    pub connects: u64,
+}
+
+/// The whole verdict.
+#[derive(Clone, Debug, Serialize)]
+pub struct Verdict {
+    /// `same`, `differs`, `dependency-mismatch` or `error`.
+    pub verdict: Outcome,
+    pub exit_code: u8,
+    pub summary: String,
+    pub requests: Vec<RequestVerdict>,
+    /// Dependency calls made before the first request was sent (app startup) that no
+    /// recorded call answered.
+    pub startup_misses: Vec<Miss>,
+    pub blocked: Vec<Blocked>,
+    pub notes: Vec<String>,
+    /// The text verdict, as printed.
+    pub report: String,
+}
+
+impl Verdict {
+    /// Computes the overall outcome, exit code, summary and text report.
+    #[must_use]
+    pub fn new(
+        requests: Vec<RequestVerdict>,
+        startup_misses: Vec<Miss>,
+        blocked: Vec<Blocked>,
+        notes: Vec<String>,
+    ) -> Self {
+        let mut exit = EXIT_SAME;
+        for r in &requests {
+            let e = match r.outcome {
+                Outcome::Same => EXIT_SAME,
+                Outcome::Differs if !r.regression => EXIT_DIFFERS,
+                _ => EXIT_MISMATCH,
+            };
+            exit = exit.max(e);
+        }
+        if !startup_misses.is_empty() || !blocked.is_empty() {
+            exit = exit.max(EXIT_MISMATCH);
+        }
+        let verdict = match exit {
+            EXIT_SAME => Outcome::Same,
+            EXIT_DIFFERS => Outcome::Differs,
+            _ if requests.iter().any(|r| r.outcome == Outcome::Error) => Outcome::Error,
+            _ => Outcome::DependencyMismatch,
+        };
+        let count = |o: Outcome| requests.iter().filter(|r| r.outcome == o).count();
+        let mut parts = vec![format!("{} same", count(Outcome::Same))];
+        for (o, n) in [
+            (Outcome::Differs, count(Outcome::Differs)),
+            (Outcome::DependencyMismatch, count(Outcome::DependencyMismatch)),
+            (Outcome::Error, count(Outcome::Error)),
+        ] {
+            if n > 0 {
+                parts.push(format!("{n} {}", o.label()));
+            }
+        }
+        let summary = format!(
+            "{} request{} replayed: {}",
+            requests.len(),
+            if requests.len() == 1 { "" } else { "s" },
+            parts.join(", ")
+        );
+        let mut v = Self {
+            verdict,
+            exit_code: exit,
+            summary,
+            requests,
+            startup_misses,
+            blocked,
+            notes,
+            report: String::new(),
+        };
+        v.report = v.render();
+        v
+    }
+
+    fn render(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "timetracer replay — {} (exit {})",
+            self.summary, self.exit_code
+        );
+        for r in &self.requests {
+            let mark = match r.outcome {
+                Outcome::Same => "✓",
+                Outcome::Differs => "~",
+                _ => "✗",
+            };
+            let status = r
+                .actual_status
+                .map_or_else(|| "---".to_owned(), |s| s.to_string());
+            let _ = writeln!(
+                s,
+                "\n{mark} {} {}  → {status} (recorded {})  {}{}",
+                r.method,
+                r.target,
+                r.expected_status,
+                r.outcome.label(),
+                if r.regression { ", regression" } else { "" }
+            );
+            let _ = writeln!(
+                s,
+                "    {}  ·  dependencies: {} matched, {} missed, {} not made  ·  {:.1} ms",
+                r.cassette,
+                r.dependencies.matched,
+                r.dependencies.missed,
+                r.dependencies.unused,
+                r.duration_ms
+            );
+            if let Some(e) = &r.error {
+                let _ = writeln!(s, "    error: {e}");
+            }
+            for d in &r.differences {
+                let _ = writeln!(s, "    response {}: {} → {}", d.field, d.expected, d.actual);
+            }
+            for m in &r.misses {
+                render_miss(&mut s, m);
+            }
+        }
+        if !self.startup_misses.is_empty() {
+            let _ = writeln!(s, "\nbefore the first request (app startup):");
+            for m in &self.startup_misses {
+                render_miss(&mut s, m);
+            }
+        }
+        if !self.blocked.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nconnections refused (destination not in the recording; add --live HOST:PORT to let them through):"
+            );
+            for b in &self.blocked {
+                let _ = writeln!(s, "    {} ({} connect{})", b.destination, b.connects, if b.connects == 1 { "" } else { "s" });
+            }
+        }
+        if !self.notes.is_empty() {
+            let _ = writeln!(s, "\nnotes:");
+            for n in &self.notes {
+                let _ = writeln!(s, "  - {n}");
+            }
+        }
+        s
+    }
+}
+
+fn render_miss(s: &mut String, m: &Miss) {
+    let _ = writeln!(s, "    ✗ {} {}: {}", m.protocol, m.destination, m.call);
+    if let Some(e) = &m.expected {
+        let _ = writeln!(s, "        expected  {e}");
+    }
+    if let Some(f) = &m.field {
+        let _ = writeln!(
+            s,
+            "        differs   {f}: {} → {}",
+            m.expected_value.as_deref().unwrap_or("?"),
+            m.actual_value.as_deref().unwrap_or("?")
+        );
+    }
+    if let Some(r) = &m.reason {
+        let _ = writeln!(s, "        {r}");
+    }
+}
