@@ -327,7 +327,11 @@ impl DestKey {
         addr[13] = octets[1];
         addr[14] = octets[2];
         addr[15] = octets[3];
-        Self { addr, port, _pad: [0; 6] }
+        Self {
+            addr,
+            port,
+            _pad: [0; 6],
+        }
     }
 
     /// The IPv4 octets when the key is an IPv4-mapped address.

@@ -115,7 +115,12 @@ fn on_connect(ctx: &SockAddrContext, key: DestKey, v6: bool) -> i32 {
     let port = u32::from(rule.mock_port.to_be());
     if v6 {
         let m = rule.mock_ip4;
-        a.user_ip6 = [0, 0, u32::from_ne_bytes([0, 0, 0xff, 0xff]), u32::from_ne_bytes(m)];
+        a.user_ip6 = [
+            0,
+            0,
+            u32::from_ne_bytes([0, 0, 0xff, 0xff]),
+            u32::from_ne_bytes(m),
+        ];
     } else {
         a.user_ip4 = u32::from_ne_bytes(rule.mock_ip4);
     }

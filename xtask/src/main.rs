@@ -416,6 +416,22 @@ fn demo() -> Result<()> {
             .arg("--events"))?;
     }
     println!("\n{} cassettes in {}", files.len(), out.display());
+
+    // Replay: the upstream is stopped; every dependency call is answered from the cassettes.
+    drop(_upstream);
+    eprintln!(
+        "\nxtask: upstream stopped; replaying the cassettes against the unmodified app (timetracer-agent replay)"
+    );
+    let st = Command::new(root().join("target/release/timetracer-agent"))
+        .current_dir(&apps)
+        .arg("replay")
+        .arg(&out)
+        .env("UPSTREAM_URL", format!("http://127.0.0.1:{up_port}"))
+        .status()
+        .context("running timetracer-agent replay")?;
+    if !st.success() {
+        bail!("replay did not reproduce the recorded responses ({st})");
+    }
     Ok(())
 }
 

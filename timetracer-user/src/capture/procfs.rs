@@ -279,10 +279,20 @@ mod tests {
     fn held_child_command() {
         let v = |s: &[&str]| s.iter().map(|x| (*x).to_owned()).collect::<Vec<_>>();
         assert_eq!(
-            strip_exec_held(&v(&["/bin/agent", "__exec-held", "5", "--", "uvicorn", "a:b"])),
+            strip_exec_held(&v(&[
+                "/bin/agent",
+                "__exec-held",
+                "5",
+                "--",
+                "uvicorn",
+                "a:b"
+            ])),
             v(&["uvicorn", "a:b"])
         );
-        assert_eq!(strip_exec_held(&v(&["python", "x.py"])), v(&["python", "x.py"]));
+        assert_eq!(
+            strip_exec_held(&v(&["python", "x.py"])),
+            v(&["python", "x.py"])
+        );
     }
 
     #[test]

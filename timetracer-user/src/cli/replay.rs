@@ -185,7 +185,12 @@ fn run_job(line: &str) -> serde_json::Value {
             inputs: job.cassettes.clone(),
             selection,
             port: job.port,
-            cmd: job.cmd.unwrap_or_default().into_iter().map(OsString::from).collect(),
+            cmd: job
+                .cmd
+                .unwrap_or_default()
+                .into_iter()
+                .map(OsString::from)
+                .collect(),
             startup_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(30),
             ..ReplayOptions::default()
@@ -204,8 +209,7 @@ fn run_job(line: &str) -> serde_json::Value {
 /// The socket cannot be created.
 pub fn server(args: &ReplayServerArgs) -> anyhow::Result<ExitCode> {
     if let Some(dir) = args.socket.parent() {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("cannot create {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     if args.socket.exists() {
         // A stale socket of a previous run: refuse if something still answers on it.
@@ -220,8 +224,8 @@ pub fn server(args: &ReplayServerArgs) -> anyhow::Result<ExitCode> {
     let listener = UnixListener::bind(&args.socket)
         .with_context(|| format!("cannot listen on {}", args.socket.display()))?;
     let mode = if let Some(g) = &args.group {
-        let group = nix::unistd::Group::from_name(g)?
-            .with_context(|| format!("no group named {g:?}"))?;
+        let group =
+            nix::unistd::Group::from_name(g)?.with_context(|| format!("no group named {g:?}"))?;
         nix::unistd::chown(&args.socket, None, Some(group.gid))?;
         0o660
     } else {

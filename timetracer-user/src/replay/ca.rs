@@ -101,8 +101,8 @@ impl MockCa {
                 cert_path.display()
             )
         })?;
-        let cert_pem = fs::read(&cert_path)
-            .with_context(|| format!("cannot read {}", cert_path.display()))?;
+        let cert_pem =
+            fs::read(&cert_path).with_context(|| format!("cannot read {}", cert_path.display()))?;
         let cert_der = rustls_pemfile_first(&cert_pem).with_context(|| {
             format!(
                 "{} holds no certificate; delete it and {} to make a new mock CA",
@@ -214,10 +214,17 @@ mod tests {
         let ca = MockCa::load_or_create(&ca_dir).unwrap();
         let pem1 = fs::read(&ca.cert_path).unwrap();
         assert_eq!(
-            fs::metadata(ca_dir.join("ca.key")).unwrap().permissions().mode() & 0o777,
+            fs::metadata(ca_dir.join("ca.key"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
             0o600
         );
-        assert_eq!(fs::metadata(&ca_dir).unwrap().permissions().mode() & 0o777, 0o700);
+        assert_eq!(
+            fs::metadata(&ca_dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
         let ca2 = MockCa::load_or_create(&ca_dir).unwrap();
         assert_eq!(pem1, fs::read(&ca2.cert_path).unwrap());
         ca2.server_config(&["auth.internal".into(), "127.0.0.1".into()], true)

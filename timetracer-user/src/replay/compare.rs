@@ -4,8 +4,8 @@
 use serde_json::Value;
 
 use super::ledger::Diff;
-use crate::cassette::format::{Body, BodyEncoding, JsonMap, Response};
 use crate::cassette::body_bytes;
+use crate::cassette::format::{Body, BodyEncoding, JsonMap, Response};
 use crate::redact::REDACTED;
 
 /// Response headers that differ between runs of the same code.
@@ -48,13 +48,7 @@ pub fn json_diff(path: &str, expected: &Value, actual: &Value) -> Option<Diff> {
                     return Some(d);
                 }
             }
-            (e.len() != a.len()).then(|| {
-                Diff::new(
-                    format!("{path}.length"),
-                    e.len(),
-                    a.len(),
-                )
-            })
+            (e.len() != a.len()).then(|| Diff::new(format!("{path}.length"), e.len(), a.len()))
         }
         (Value::Number(e), Value::Number(a)) => {
             let same = e == a || matches!((e.as_f64(), a.as_f64()), (Some(x), Some(y)) if x == y);
@@ -80,7 +74,11 @@ fn show_bytes(b: &[u8]) -> String {
         Ok(s) => format!("{s:?}"),
         Err(_) => {
             let hex: String = b.iter().take(32).map(|x| format!("{x:02x}")).collect();
-            format!("0x{hex}{} ({} bytes)", if b.len() > 32 { "…" } else { "" }, b.len())
+            format!(
+                "0x{hex}{} ({} bytes)",
+                if b.len() > 32 { "…" } else { "" },
+                b.len()
+            )
         }
     }
 }
@@ -90,9 +88,8 @@ fn show_bytes(b: &[u8]) -> String {
 #[must_use]
 pub fn body_diff(field: &str, recorded: Option<&Body>, actual: &[u8]) -> Option<Diff> {
     let Some(body) = recorded else {
-        return (!actual.is_empty()).then(|| {
-            Diff::new(field, "(no body)", format!("{} bytes", actual.len()))
-        });
+        return (!actual.is_empty())
+            .then(|| Diff::new(field, "(no body)", format!("{} bytes", actual.len())));
     };
     if !body.captured || body.data.is_none() {
         // Only size and hash were kept (Python 1.0 `bytes`): compare the size.
@@ -150,14 +147,17 @@ pub struct ActualResponse {
 /// Every difference between the recorded response and the replayed one (status, headers
 /// minus volatile and `ignore`d ones, body).
 #[must_use]
-pub fn response_diffs(recorded: &Response, actual: &ActualResponse, ignore: &[String]) -> Vec<Diff> {
+pub fn response_diffs(
+    recorded: &Response,
+    actual: &ActualResponse,
+    ignore: &[String],
+) -> Vec<Diff> {
     let mut out = Vec::new();
     if i64::from(actual.status) != recorded.status {
         out.push(Diff::new("status", recorded.status, actual.status));
     }
-    let skip = |n: &str| {
-        VOLATILE_HEADERS.contains(&n) || ignore.iter().any(|i| i.eq_ignore_ascii_case(n))
-    };
+    let skip =
+        |n: &str| VOLATILE_HEADERS.contains(&n) || ignore.iter().any(|i| i.eq_ignore_ascii_case(n));
     let joined = |name: &str| -> Option<String> {
         let v: Vec<&str> = actual
             .headers

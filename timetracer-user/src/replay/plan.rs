@@ -195,7 +195,9 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
         }
         if p.is_dir() {
             collect(&p, out)?;
-        } else if name.ends_with(".json") || name.ends_with(".json.zst") || name.ends_with(".json.gz")
+        } else if name.ends_with(".json")
+            || name.ends_with(".json.zst")
+            || name.ends_with(".json.gz")
         {
             out.push(p);
         }
@@ -334,7 +336,9 @@ pub fn plan(inputs: Vec<Input>, selection: &Selection) -> anyhow::Result<Plan> {
         }
     }
     for (what, n) in unsupported {
-        notes.push(format!("{n} recorded call(s) of {what} cannot be mocked and are left out"));
+        notes.push(format!(
+            "{n} recorded call(s) of {what} cannot be mocked and are left out"
+        ));
     }
     Ok(Plan {
         inputs,
@@ -351,12 +355,14 @@ pub fn plan(inputs: Vec<Input>, selection: &Selection) -> anyhow::Result<Plan> {
 #[must_use]
 pub fn loopback_twin(addr: SocketAddr) -> Option<SocketAddr> {
     match addr.ip() {
-        IpAddr::V4(v4) if v4 == Ipv4Addr::LOCALHOST => {
-            Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::LOCALHOST), addr.port()))
-        }
-        IpAddr::V6(v6) if v6 == Ipv6Addr::LOCALHOST => {
-            Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port()))
-        }
+        IpAddr::V4(v4) if v4 == Ipv4Addr::LOCALHOST => Some(SocketAddr::new(
+            IpAddr::V6(Ipv6Addr::LOCALHOST),
+            addr.port(),
+        )),
+        IpAddr::V6(v6) if v6 == Ipv6Addr::LOCALHOST => Some(SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::LOCALHOST),
+            addr.port(),
+        )),
         _ => None,
     }
 }
@@ -377,15 +383,23 @@ mod tests {
         let s = Selection::parse(&[], &["127.0.0.1:5432".into()]).unwrap();
         assert!(s.is_live(Protocol::Postgres, a, &[]));
         assert!(!s.is_live(Protocol::Postgres, "127.0.0.1:5433".parse().unwrap(), &[]));
-        let err = Selection::parse(&["httpz".into()], &[]).unwrap_err().to_string();
+        let err = Selection::parse(&["httpz".into()], &[])
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("unknown protocol"), "{err}");
         assert!(Selection::parse(&[], &["httpx".into()]).is_ok());
     }
 
     #[test]
     fn hostnames_from_urls() {
-        assert_eq!(url_hostname("https://Auth.internal:8443/x").as_deref(), Some("auth.internal"));
+        assert_eq!(
+            url_hostname("https://Auth.internal:8443/x").as_deref(),
+            Some("auth.internal")
+        );
         assert_eq!(url_hostname("http://[::1]:80/").as_deref(), Some("::1"));
-        assert_eq!(url_hostname("postgres://127.0.0.1:5432").as_deref(), Some("127.0.0.1"));
+        assert_eq!(
+            url_hostname("postgres://127.0.0.1:5432").as_deref(),
+            Some("127.0.0.1")
+        );
     }
 }

@@ -229,7 +229,9 @@ async fn run_plan(opts: &ReplayOptions, plan: Plan) -> anyhow::Result<Verdict> {
         command.env("TIMETRACER_REPLAY_CA", &ca.cert_path);
     }
     if opts.freeze_time
-        && let Some(t) = inputs.first().map(|i| i.cassette.session.recorded_at.clone())
+        && let Some(t) = inputs
+            .first()
+            .map(|i| i.cassette.session.recorded_at.clone())
     {
         command.env("TIMETRACER_FREEZE_TIME", t);
     }
@@ -292,7 +294,12 @@ async fn run_plan(opts: &ReplayOptions, plan: Plan) -> anyhow::Result<Verdict> {
                 connects: n,
             })
             .collect();
-        anyhow::Ok(Verdict::new(requests, startup_misses, blocked, notes.clone()))
+        anyhow::Ok(Verdict::new(
+            requests,
+            startup_misses,
+            blocked,
+            notes.clone(),
+        ))
     }
     .await;
     let verdict = match verdict {
@@ -313,7 +320,11 @@ async fn run_plan(opts: &ReplayOptions, plan: Plan) -> anyhow::Result<Verdict> {
             _ = wait_exit(&mut child) => eprintln!("the app exited"),
         }
         let later: Vec<Miss> = journal.misses();
-        let before: usize = verdict.requests.iter().map(|r| r.misses.len()).sum::<usize>()
+        let before: usize = verdict
+            .requests
+            .iter()
+            .map(|r| r.misses.len())
+            .sum::<usize>()
             + verdict.startup_misses.len();
         if later.len() > before {
             eprintln!("dependency calls no recorded call answered while it ran:");
@@ -507,10 +518,7 @@ async fn replay_one(
     let recorded_body = c.response.body.as_ref().map(body_bytes).unwrap_or_default();
     let identical_body = actual.as_ref().is_some_and(|a| a.body == recorded_body);
     let recorded_ok = c.response.status > 0 && c.response.status < 500;
-    let regression = recorded_ok
-        && actual
-            .as_ref()
-            .is_none_or(|a| a.status >= 500);
+    let regression = recorded_ok && actual.as_ref().is_none_or(|a| a.status >= 500);
     let outcome = if error.is_some() {
         Outcome::Error
     } else if !misses.is_empty() {
@@ -537,18 +545,95 @@ async fn replay_one(
     }
 }
 
-/// Sends the recorded request (headers in recorded order, exact body) on a fresh connection.
+/// Accepts the replayed app's own certificate: replay talks to the app it just started, on
+/// loopback, whose certificate is whatever the app was configured with (often a private CA
+/// the agent does not have). Signatures are still checked, so the handshake is real TLS.
+#[derive(Debug)]
+struct AppCertAccepted(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AppCertAccepted {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+/// Sends the recorded request (headers in recorded order, exact body) on a fresh connection,
+/// over TLS when the recorded inbound connection was TLS.
 async fn send(input: &Input, app: SocketAddr, target: &str) -> anyhow::Result<ActualResponse> {
     let c = &input.cassette;
     let stream = tokio::net::TcpStream::connect(app)
         .await
         .with_context(|| format!("cannot connect to the app at {app}"))?;
     let _ = stream.set_nodelay(true);
-    let (mut sender, conn) = hyper::client::conn::http1::Builder::new()
-        .preserve_header_case(true)
-        .handshake(TokioIo::new(stream))
-        .await?;
-    tokio::spawn(conn);
+    let builder = hyper::client::conn::http1::Builder::new();
+    let tls = c.connection.as_ref().is_some_and(|k| k.tls);
+    let sender = if tls {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut cfg = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AppCertAccepted(provider)))
+            .with_no_client_auth();
+        cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        let name = c
+            .connection
+            .as_ref()
+            .and_then(|k| k.server_name.clone())
+            .unwrap_or_else(|| "localhost".into());
+        let name = rustls::pki_types::ServerName::try_from(name)
+            .unwrap_or_else(|_| rustls::pki_types::ServerName::IpAddress(app.ip().into()));
+        let s = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+            .connect(name, stream)
+            .await
+            .with_context(|| format!("TLS handshake with the app at {app} failed"))?;
+        let (sender, conn) = builder.handshake(TokioIo::new(s)).await?;
+        tokio::spawn(conn);
+        sender
+    } else {
+        let (sender, conn) = builder.handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        sender
+    };
+    let mut sender = sender;
     let body = c.request.body.as_ref().map(body_bytes).unwrap_or_default();
     let mut req = hyper::Request::builder()
         .method(c.request.method.as_str())

@@ -122,7 +122,10 @@ impl Verdict {
         let mut parts = vec![format!("{} same", count(Outcome::Same))];
         for (o, n) in [
             (Outcome::Differs, count(Outcome::Differs)),
-            (Outcome::DependencyMismatch, count(Outcome::DependencyMismatch)),
+            (
+                Outcome::DependencyMismatch,
+                count(Outcome::DependencyMismatch),
+            ),
             (Outcome::Error, count(Outcome::Error)),
         ] {
             if n > 0 {
@@ -205,7 +208,13 @@ impl Verdict {
                 "\nconnections refused (destination not in the recording; add --live HOST:PORT to let them through):"
             );
             for b in &self.blocked {
-                let _ = writeln!(s, "    {} ({} connect{})", b.destination, b.connects, if b.connects == 1 { "" } else { "s" });
+                let _ = writeln!(
+                    s,
+                    "    {} ({} connect{})",
+                    b.destination,
+                    b.connects,
+                    if b.connects == 1 { "" } else { "s" }
+                );
             }
         }
         if !self.notes.is_empty() {

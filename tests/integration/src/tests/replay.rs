@@ -38,12 +38,21 @@ fn assert_all_same(r: &Replayed, expected_requests: usize) {
 
 /// Exit 2, and a miss names `field` with the recorded and the new value.
 fn assert_field_miss(r: &Replayed, field: &str, expected: &str, actual: &str) {
-    assert_eq!(r.code, 2, "replay should report a dependency mismatch:\n{}", r.explain());
+    assert_eq!(
+        r.code,
+        2,
+        "replay should report a dependency mismatch:\n{}",
+        r.explain()
+    );
     let misses = r.misses();
     let hit = misses.iter().any(|m| {
         m["field"] == field
-            && m["expected_value"].as_str().is_some_and(|v| v.contains(expected))
-            && m["actual_value"].as_str().is_some_and(|v| v.contains(actual))
+            && m["expected_value"]
+                .as_str()
+                .is_some_and(|v| v.contains(expected))
+            && m["actual_value"]
+                .as_str()
+                .is_some_and(|v| v.contains(actual))
     });
     assert!(
         hit,
@@ -74,12 +83,24 @@ fn replay_http_dependencies() {
         .as_array()
         .into_iter()
         .flatten()
-        .find(|q| q["target"].as_str().is_some_and(|t| t.starts_with("/users/7")))
+        .find(|q| {
+            q["target"]
+                .as_str()
+                .is_some_and(|t| t.starts_with("/users/7"))
+        })
         .expect("the /users/7 request");
     assert_eq!(users["outcome"], "dependency-mismatch", "{}", r.explain());
     for q in r.verdict["requests"].as_array().into_iter().flatten() {
-        if !q["target"].as_str().is_some_and(|t| t.starts_with("/users/")) {
-            assert_eq!(q["outcome"], "same", "only /users changed:\n{}", r.explain());
+        if !q["target"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("/users/"))
+        {
+            assert_eq!(
+                q["outcome"],
+                "same",
+                "only /users changed:\n{}",
+                r.explain()
+            );
         }
     }
 }
@@ -88,12 +109,29 @@ fn replay_http_dependencies() {
 fn replay_https_dependency_through_mock_ca() {
     let paths = require_root!();
     let mut h = Harness::with_tls(paths, "replay_https", true);
-    record(&mut h, App::FastApi, &["users/8", "big", "chunked", "echo", "multi"]);
+    record(
+        &mut h,
+        App::FastApi,
+        &["users/8", "big", "chunked", "echo", "multi"],
+    );
     h.stop_upstream();
     // The app verifies certificates against UPSTREAM_CA (the test CA); replay's mocks present
     // certificates of the mock CA, which the Python hook adds to every SSL context.
     let r = h.replay(&[h.out_dir().into()], &[]);
     assert_all_same(&r, 5);
+}
+
+#[test]
+fn replay_app_serving_https_with_https_dependency() {
+    let paths = require_root!();
+    let mut h = Harness::with_tls(paths, "replay_serves_https", true);
+    h.serve_tls();
+    record(&mut h, App::FastApi, &["users/12", "echo", "plain"]);
+    h.stop_upstream();
+    // The recorded inbound connection was TLS: replay speaks TLS to the app (uvicorn
+    // --ssl-*), and the app's HTTPS call goes to a mock with a mock-CA certificate.
+    let r = h.replay(&[h.out_dir().into()], &[]);
+    assert_all_same(&r, 3);
 }
 
 #[test]
@@ -183,5 +221,10 @@ fn replay_two_at_once_do_not_share_traffic() {
         .flatten()
         .map(|q| q["dependencies"]["matched"].as_i64().unwrap_or(0))
         .sum();
-    assert_eq!(b_matched, 4, "multi (3) + text (1) matched in B:\n{}", b.explain());
+    assert_eq!(
+        b_matched,
+        4,
+        "multi (3) + text (1) matched in B:\n{}",
+        b.explain()
+    );
 }

@@ -129,12 +129,19 @@ fn respond(call: &RecordedCall) -> Result<Response<Full<Bytes>>, ()> {
         return Ok(miss_response(&miss));
     }
     let body = r.body.as_ref().map(body_bytes).unwrap_or_default();
-    let mut b = Response::builder()
-        .status(StatusCode::from_u16(u16::try_from(status).unwrap_or(500)).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR));
+    let mut b = Response::builder().status(
+        StatusCode::from_u16(u16::try_from(status).unwrap_or(500))
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+    );
     let list: HeaderList = r.header_list.clone().unwrap_or_else(|| {
         r.headers
             .iter()
-            .map(|(k, v)| (k.clone(), v.as_str().map_or_else(|| v.to_string(), str::to_owned)))
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    v.as_str().map_or_else(|| v.to_string(), str::to_owned),
+                )
+            })
             .collect()
     });
     let chunked = list.iter().any(|(n, v)| {
@@ -146,14 +153,17 @@ fn respond(call: &RecordedCall) -> Result<Response<Full<Bytes>>, ()> {
         if name.eq_ignore_ascii_case("content-length") && chunked {
             continue;
         }
-        if name.eq_ignore_ascii_case("content-length") && value.trim() != body.len().to_string()
-        {
+        if name.eq_ignore_ascii_case("content-length") && value.trim() != body.len().to_string() {
             continue;
         }
         b = b.header(name.as_str(), value.as_str());
     }
-    Ok(b.body(Full::new(Bytes::from(body)))
-        .unwrap_or_else(|e| plain(StatusCode::INTERNAL_SERVER_ERROR, &format!("timetracer replay: recorded response is not valid HTTP: {e}"))))
+    Ok(b.body(Full::new(Bytes::from(body))).unwrap_or_else(|e| {
+        plain(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("timetracer replay: recorded response is not valid HTTP: {e}"),
+        )
+    }))
 }
 
 fn plain(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
@@ -177,8 +187,10 @@ fn miss_response(miss: &Miss) -> Response<Full<Bytes>> {
         .clone()
         .or_else(|| miss.reason.clone())
         .unwrap_or_else(|| "no recorded call matches".into());
-    let value = hyper::header::HeaderValue::from_str(&what.replace(|c: char| !c.is_ascii() || c.is_ascii_control(), "?"))
-        .unwrap_or_else(|_| hyper::header::HeaderValue::from_static("mismatch"));
+    let value = hyper::header::HeaderValue::from_str(
+        &what.replace(|c: char| !c.is_ascii() || c.is_ascii_control(), "?"),
+    )
+    .unwrap_or_else(|_| hyper::header::HeaderValue::from_static("mismatch"));
     r.headers_mut().insert("x-timetracer-miss", value);
     r.headers_mut().insert(
         hyper::header::CONTENT_TYPE,
