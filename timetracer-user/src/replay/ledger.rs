@@ -323,6 +323,10 @@ impl Destination {
     ///
     /// # Errors
     /// The miss, for the mock to turn into a protocol error.
+    #[expect(
+        clippy::result_large_err,
+        reason = "a miss is the rare path and is journaled and reported whole"
+    )]
     pub fn take(
         &self,
         actual: &str,
@@ -367,6 +371,41 @@ impl Destination {
         drop(st);
         self.journal.push(miss.clone());
         Err(miss)
+    }
+
+    /// Like [`Destination::take`], but when nothing matches returns `None` and journals
+    /// nothing: for session traffic a mock can also answer by the protocol's rules (`PING`,
+    /// `AUTH`, a `SET`), where not finding a recording is not a miss.
+    pub fn try_take(
+        &self,
+        compare: impl Fn(&RecordedCall) -> Result<(), Diff>,
+    ) -> Option<RecordedCall> {
+        let mut st = self.lock();
+        let i = (0..st.calls.len())
+            .filter(|&i| st.calls[i].session_level)
+            .chain((0..st.calls.len()).filter(|&i| !st.calls[i].session_level && !st.used[i]))
+            .find(|&i| compare(&st.calls[i]).is_ok())?;
+        if !st.calls[i].session_level {
+            st.used[i] = true;
+        }
+        st.answered[i] += 1;
+        Some(st.calls[i].clone())
+    }
+
+    /// Finds a recorded call without using it up or counting it as answered: unused calls
+    /// first (in recorded order), then session-level ones, then calls already used. For
+    /// answers that depend only on the statement, not on one execution (a PostgreSQL
+    /// `Parse` / `Describe` answered at `Flush`, before the parameters are known).
+    #[must_use]
+    pub fn find(&self, matches: impl Fn(&RecordedCall) -> bool) -> Option<RecordedCall> {
+        let st = self.lock();
+        let n = st.calls.len();
+        (0..n)
+            .filter(|&i| !st.calls[i].session_level && !st.used[i])
+            .chain((0..n).filter(|&i| st.calls[i].session_level))
+            .chain((0..n).filter(|&i| !st.calls[i].session_level && st.used[i]))
+            .find(|&i| matches(&st.calls[i]))
+            .map(|i| st.calls[i].clone())
     }
 
     /// Journals a miss that is not a mismatch against a recorded call (`reason` says why).

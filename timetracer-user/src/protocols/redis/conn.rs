@@ -57,7 +57,7 @@ const MAX_WAITING: usize = 100_000;
 const MAX_EARLY_REPLIES: usize = 10_000;
 
 /// Commands whose first argument is a subcommand (`CLIENT SETINFO`).
-const TWO_WORD: &[&str] = &[
+pub(crate) const TWO_WORD: &[&str] = &[
     "ACL", "CLIENT", "CLUSTER", "COMMAND", "CONFIG", "FUNCTION", "LATENCY", "MEMORY", "MODULE",
     "OBJECT", "PUBSUB", "SCRIPT", "SLOWLOG", "XGROUP", "XINFO",
 ];

@@ -6,6 +6,7 @@ pub mod resp;
 #[cfg(test)]
 mod tests;
 
+pub(crate) use conn::TWO_WORD;
 pub use conn::{REDACTED, RedisOptions, RedisParser};
 pub use input::split_inline;
 pub(crate) use input::{Verdict, command_start, reply_start};

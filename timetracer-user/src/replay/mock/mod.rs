@@ -9,6 +9,12 @@ pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 pub mod http;
+pub mod mysql;
+pub mod postgres;
+pub mod redis;
+
+#[cfg(test)]
+pub(crate) mod fixtures;
 
 use std::sync::Arc;
 
@@ -21,6 +27,8 @@ use super::ledger::{Destination, Protocol};
 pub async fn serve(dest: Arc<Destination>, io: impl Io + 'static) -> anyhow::Result<()> {
     match dest.protocol {
         Protocol::Http => http::serve(dest, io).await,
-        _ => anyhow::bail!("TEMP"),
+        Protocol::Postgres => postgres::serve(dest, io).await,
+        Protocol::Mysql => mysql::serve(dest, io).await,
+        Protocol::Redis => redis::serve(dest, io).await,
     }
 }

@@ -1,0 +1,39 @@
+//! Test helper: the destinations of recorded cassettes under `tests/fixtures/replay/`.
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::cassette::reader;
+use crate::replay::ledger::{Destination, Journal, Protocol, RecordedCall};
+
+/// The destination of `protocol` in the given fixture cassettes (`fastapi/pg_fail.json`), with
+/// every call of that protocol in file order and the recorded session facts.
+pub(crate) fn destination(protocol: Protocol, files: &[&str]) -> (Arc<Destination>, Arc<Journal>) {
+    let journal = Arc::new(Journal::default());
+    let mut dest: Option<Destination> = None;
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/replay");
+    for (i, f) in files.iter().enumerate() {
+        let c = reader::read(&root.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        for e in c.events {
+            if Protocol::of_event(&e) != Some(protocol) {
+                continue;
+            }
+            let remote = e
+                .connection
+                .as_ref()
+                .and_then(|c| c.remote.clone())
+                .expect("remote");
+            let d = dest.get_or_insert_with(|| {
+                Destination::new(remote.parse().expect("addr"), protocol, journal.clone())
+            });
+            d.push(RecordedCall::new(i, protocol, e).expect("wire"));
+        }
+        if let Some(d) = dest.as_mut() {
+            for s in &c.db_sessions {
+                if s.protocol == protocol.name() && !d.facts.contains(&s.facts) {
+                    d.facts.push(s.facts.clone());
+                }
+            }
+        }
+    }
+    (Arc::new(dest.expect("no call of that protocol")), journal)
+}

@@ -1,0 +1,311 @@
+//! Frame splitting, answer mapping and the protocol state machine, on bytes recorded from
+//! asyncpg 0.32, psycopg2 2.9 and psycopg 3.3 against PostgreSQL 15 (`tests/fixtures/replay/`).
+use super::*;
+use crate::replay::ledger::Protocol;
+use crate::replay::mock::fixtures::destination;
+
+fn msg(t: u8, payload: &[u8]) -> Vec<u8> {
+    let mut v = Vec::new();
+    push_msg(&mut v, t, payload);
+    v
+}
+
+fn parse(name: &str, sql: &str) -> Vec<u8> {
+    let mut p = format!("{name}\0{sql}\0").into_bytes();
+    p.extend_from_slice(&0i16.to_be_bytes());
+    msg(b'P', &p)
+}
+
+fn describe(kind: u8, name: &str) -> Vec<u8> {
+    let mut p = vec![kind];
+    p.extend_from_slice(name.as_bytes());
+    p.push(0);
+    msg(b'D', &p)
+}
+
+/// asyncpg's `Bind`: one binary int4 parameter, binary results.
+fn bind_int4(stmt: &str, v: i32) -> Vec<u8> {
+    let mut p = format!("\0{stmt}\0").into_bytes();
+    p.extend_from_slice(&[0, 1, 0, 1, 0, 1, 0, 0, 0, 4]);
+    p.extend_from_slice(&v.to_be_bytes());
+    p.extend_from_slice(&[0, 1, 0, 1]);
+    msg(b'B', &p)
+}
+
+fn execute() -> Vec<u8> {
+    msg(b'E', &[0, 0, 0, 0, 0])
+}
+
+fn types(b: &[u8]) -> String {
+    split_back(b).iter().map(|(t, _)| *t as char).collect()
+}
+
+fn feed(s: &mut Session, input: &[u8]) -> Vec<u8> {
+    let mut buf = BytesMut::from(input);
+    s.feed(&mut buf);
+    assert!(buf.is_empty() || s.closed, "left over: {buf:?}");
+    std::mem::take(&mut s.out)
+}
+
+fn started(d: Arc<Destination>) -> Session {
+    let mut s = Session::new(d);
+    s.started = true;
+    s
+}
+
+fn recorded(file: &str, eid: u64) -> RecordedCall {
+    let (d, _) = destination(Protocol::Postgres, &[file]);
+    d.find(|c| c.eid == eid).expect("event")
+}
+
+#[test]
+fn segments_of_asyncpg_prepare_and_execute() {
+    // asyncpg: Parse, Describe S, Flush, Bind, Execute, Sync as ONE recorded call.
+    let c = recorded("fastapi/pg_select_first.json", 1);
+    let front = split_front(&c.request).unwrap();
+    assert_eq!(front.len(), 6);
+    assert_eq!(front[2], Front::Flush);
+    let back = split_back(&c.response);
+    assert_eq!(
+        back.iter().map(|(t, _)| *t as char).collect::<String>(),
+        "1tT2DCZ"
+    );
+    let segs = segments(&front, &back);
+    let got: Vec<String> = segs.iter().map(|s| types(s)).collect();
+    assert_eq!(got, ["1", "tT", "", "2", "DC", "Z"]);
+    assert_eq!(
+        segs.concat(),
+        c.response,
+        "segments cover the response exactly"
+    );
+}
+
+#[test]
+fn segments_after_an_error_skip_to_sync() {
+    // Parse rejected (42P01): the Describe got nothing, the Sync its ReadyForQuery.
+    let c = recorded("fastapi/pg_fail.json", 1);
+    let front = split_front(&c.request).unwrap();
+    let segs = segments(&front, &split_back(&c.response));
+    let got: Vec<String> = segs.iter().map(|s| types(s)).collect();
+    assert_eq!(got, ["E", "", "", "Z"]);
+    // `SELECT 1 / $1::int` with 0 fails at Bind (constant folding, 22012): the Execute was
+    // skipped by the server.
+    let c = recorded("fastapi/pg_fail.json", 2);
+    let front = split_front(&c.request).unwrap();
+    let segs = segments(&front, &split_back(&c.response));
+    let got: Vec<String> = segs.iter().map(|s| types(s)).collect();
+    assert_eq!(got, ["1", "tT", "", "E", "", "Z"]);
+    // psycopg 3: Parse, Bind, Describe portal, Execute, Sync; the error at Execute.
+    let c = recorded("flask/pg3_select.json", 5);
+    let front = split_front(&c.request).unwrap();
+    let segs = segments(&front, &split_back(&c.response));
+    let got: Vec<String> = segs.iter().map(|s| types(s)).collect();
+    assert_eq!(got, ["1", "E", "", "", "Z"]);
+}
+
+#[test]
+fn notices_ride_along_and_simple_query_is_whole() {
+    let front = vec![Front::Query("SET x = 1; SELECT 1".into())];
+    let mut back = msg(b'N', b"SNOTICE\0\0");
+    back.extend(msg(b'C', b"SET\0"));
+    back.extend(msg(b'S', b"x\x001\0"));
+    back.extend(msg(b'T', &[0, 0]));
+    back.extend(msg(b'C', b"SELECT 1\0"));
+    back.extend(msg(b'Z', b"I"));
+    let segs = segments(&front, &split_back(&back));
+    assert_eq!(segs[0], back);
+}
+
+#[test]
+fn startup_answers_from_facts() {
+    let (d, j) = destination(Protocol::Postgres, &["fastapi/pg_select_first.json"]);
+    let mut s = Session::new(d);
+    // SSLRequest → N, then StartupMessage (asyncpg's parameters).
+    let out = feed(&mut s, &[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f]);
+    assert_eq!(out, b"N");
+    let mut p = 196_608u32.to_be_bytes().to_vec();
+    p.extend_from_slice(b"user\0ttapp\0database\0ttdb\0client_encoding\0'utf-8'\0\0");
+    let mut startup = u32::try_from(p.len() + 4).unwrap().to_be_bytes().to_vec();
+    startup.extend(p);
+    let out = feed(&mut s, &startup);
+    let back = split_back(&out);
+    assert_eq!(back[0].1, b"R\0\0\0\x08\0\0\0\0");
+    assert_eq!(back.last().unwrap().1, b"Z\0\0\0\x05I");
+    assert_eq!(back[back.len() - 2].0, b'K');
+    let statuses: Vec<(String, String)> = back
+        .iter()
+        .filter(|(t, _)| *t == b'S')
+        .map(|(_, raw)| {
+            let mut r = pg::Reader::new(&raw[5..]);
+            (r.cstr().unwrap(), r.cstr().unwrap())
+        })
+        .collect();
+    let get = |k: &str| {
+        statuses
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(
+        get("server_version"),
+        Some("15.18 (Debian 15.18-0+deb12u1)")
+    );
+    assert_eq!(get("TimeZone"), Some("Etc/UTC"));
+    assert_eq!(get("integer_datetimes"), Some("on"));
+    assert_eq!(get("session_authorization"), Some("ttapp"));
+    assert!(j.misses().is_empty());
+}
+
+#[test]
+fn asyncpg_flush_then_execute_replays_each_part() {
+    let (d, j) = destination(Protocol::Postgres, &["fastapi/pg_select_first.json"]);
+    let c = d.find(|c| c.eid == 1).unwrap();
+    let mut s = started(d);
+    let sql = "SELECT id, name FROM items WHERE id = $1";
+    // Statement names differ from the recording's `__asyncpg_stmt_1__`.
+    let mut first = parse("__asyncpg_stmt_9__", sql);
+    first.extend(describe(b'S', "__asyncpg_stmt_9__"));
+    first.extend(msg(b'H', &[]));
+    let out = feed(&mut s, &first);
+    assert_eq!(types(&out), "1tT");
+    let mut second = bind_int4("__asyncpg_stmt_9__", 1);
+    second.extend(execute());
+    second.extend(msg(b'S', &[]));
+    let out2 = feed(&mut s, &second);
+    assert_eq!(types(&out2), "2DCZ");
+    assert_eq!([out, out2].concat(), c.response, "byte-exact");
+    assert!(j.misses().is_empty());
+}
+
+#[test]
+fn cached_statement_recording_describes_from_detail() {
+    // The second request's recording only has Bind/Execute/Sync (asyncpg had the statement
+    // cached): a fresh app prepares it again, the description is built from the recording.
+    let (d, j) = destination(Protocol::Postgres, &["fastapi/pg_select_cached.json"]);
+    let mut s = started(d);
+    let sql = "SELECT id, name FROM items WHERE id = $1";
+    let mut first = parse("s1", sql);
+    first.extend(describe(b'S', "s1"));
+    first.extend(msg(b'H', &[]));
+    let out = feed(&mut s, &first);
+    // Same bytes as the server sent when the first request prepared it.
+    let prepared = recorded("fastapi/pg_select_first.json", 1);
+    let front = split_front(&prepared.request).unwrap();
+    let segs = segments(&front, &split_back(&prepared.response));
+    assert_eq!(out, [segs[0].clone(), segs[1].clone()].concat());
+    let mut second = bind_int4("s1", 3);
+    second.extend(execute());
+    second.extend(msg(b'S', &[]));
+    let out = feed(&mut s, &second);
+    let rows = split_back(&out);
+    assert_eq!(types(&out), "2DCZ");
+    assert!(rows[1].1.ends_with(b"cy"));
+    assert!(j.misses().is_empty());
+}
+
+#[test]
+fn changed_parameter_is_a_miss_and_the_connection_stays_usable() {
+    let (d, j) = destination(Protocol::Postgres, &["fastapi/pg_select_first.json"]);
+    let mut s = started(d);
+    let sql = "SELECT id, name FROM items WHERE id = $1";
+    let mut m = parse("a", sql);
+    m.extend(describe(b'S', "a"));
+    m.extend(msg(b'H', &[]));
+    assert_eq!(types(&feed(&mut s, &m)), "1tT");
+    let mut m = bind_int4("a", 2);
+    m.extend(execute());
+    m.extend(msg(b'S', &[]));
+    let out = feed(&mut s, &m);
+    assert_eq!(types(&out), "EZ");
+    let fields = pg::parse_fields(&split_back(&out)[0].1[5..]);
+    let text = |c: u8| fields.iter().find(|(k, _)| *k == c).map(|(_, v)| v.clone());
+    assert_eq!(text(b'C').as_deref(), Some("XX000"));
+    let message = text(b'M').unwrap();
+    assert!(
+        message.starts_with("timetracer replay: no recorded call matches")
+            && message.contains("params[0]: expected 1, got 2"),
+        "{message}"
+    );
+    let misses = j.misses();
+    assert_eq!(misses.len(), 1);
+    assert_eq!(misses[0].field.as_deref(), Some("params[0]"));
+    // Usable: the recorded call is still there for the right parameter.
+    let mut m = bind_int4("a", 1);
+    m.extend(execute());
+    m.extend(msg(b'S', &[]));
+    assert_eq!(types(&feed(&mut s, &m)), "2DCZ");
+}
+
+#[test]
+fn recorded_errors_are_replayed() {
+    let (d, j) = destination(Protocol::Postgres, &["fastapi/pg_fail.json"]);
+    let c1 = d.find(|c| c.eid == 1).unwrap();
+    let mut s = started(d);
+    let mut m = parse("x", "SELECT * FROM no_such_table WHERE id = $1");
+    m.extend(describe(b'S', "x"));
+    m.extend(msg(b'H', &[]));
+    let out = feed(&mut s, &m);
+    assert_eq!(types(&out), "E");
+    let out2 = feed(&mut s, &msg(b'S', &[]));
+    assert_eq!(types(&out2), "Z");
+    assert_eq!([out, out2].concat(), c1.response);
+    // Same for a simple Query: the whole recorded answer.
+    let (d, _) = destination(Protocol::Postgres, &["flask/pg2_fail.json"]);
+    let c = d.find(|c| c.eid == 1).unwrap();
+    let mut s = started(d);
+    let out = feed(&mut s, &msg(b'Q', b"SELECT * FROM no_such_table\0"));
+    assert_eq!(out, c.response);
+    assert!(j.misses().is_empty());
+}
+
+#[test]
+fn unrecorded_set_by_rule_and_unknown_query_is_a_miss() {
+    let (d, j) = destination(Protocol::Postgres, &["flask/pg2_select.json"]);
+    let mut s = started(d);
+    let out = feed(&mut s, &msg(b'Q', b"SET TimeZone TO 'UTC'\0"));
+    assert_eq!(types(&out), "CZ");
+    let out = feed(&mut s, &msg(b'Q', b"SELECT 42\0"));
+    assert_eq!(types(&out), "EZ");
+    assert_eq!(j.misses().len(), 1);
+    assert_eq!(j.misses()[0].field.as_deref(), Some("sql"));
+}
+
+#[test]
+fn malformed_and_random_bytes_never_panic() {
+    let (d, j) = destination(Protocol::Postgres, &["flask/pg2_select.json"]);
+    let mut s = started(d.clone());
+    let out = feed(&mut s, b"\xff\x00\x00\x00\x04garbage");
+    assert!(s.closed);
+    assert_eq!(types(&out), "E");
+    assert!(
+        j.misses()[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("malformed")
+    );
+    // Deterministic pseudo-random inputs, before and after startup.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for round in 0..2000 {
+        let mut bytes = Vec::new();
+        for _ in 0..(round % 97) {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            bytes.push((x >> 24) as u8);
+        }
+        if round % 3 == 0 && bytes.len() > 5 {
+            // Plausible headers with random bodies.
+            bytes[0] = b"QPBDESHCX"[round % 9];
+            let len = u32::try_from(bytes.len() - 1).unwrap().to_be_bytes();
+            bytes[1..5].copy_from_slice(&len);
+        }
+        let mut s = if round % 2 == 0 {
+            started(d.clone())
+        } else {
+            Session::new(d.clone())
+        };
+        let mut buf = BytesMut::from(&bytes[..]);
+        s.feed(&mut buf);
+    }
+}
