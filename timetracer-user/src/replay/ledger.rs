@@ -191,6 +191,12 @@ pub struct Diff {
     pub field: String,
     pub expected: String,
     pub actual: String,
+    /// How far the comparison got before this difference (0: the call's identity differs —
+    /// SQL, command, method and path; more: only parameters / arguments differ). A miss is
+    /// reported against the candidate with the deepest difference, so a changed parameter is
+    /// named against the same statement rather than against another call.
+    #[serde(skip)]
+    pub depth: u32,
 }
 
 impl Diff {
@@ -203,7 +209,15 @@ impl Diff {
             field: field.into(),
             expected: one_line(&expected.to_string(), 300),
             actual: one_line(&actual.to_string(), 300),
+            depth: 0,
         }
+    }
+
+    /// This difference at comparison depth `depth` (see [`Diff::depth`]).
+    #[must_use]
+    pub fn at_depth(mut self, depth: u32) -> Self {
+        self.depth = depth;
+        self
     }
 }
 
@@ -344,9 +358,25 @@ impl Destination {
             st.answered[i] += 1;
             return Ok(st.calls[i].clone());
         }
-        let closest = (0..st.calls.len())
-            .find(|&i| !st.calls[i].session_level && !st.used[i])
-            .or_else(|| (0..st.calls.len()).find(|&i| st.calls[i].session_level));
+        // The closest candidate: the deepest difference among the unused calls (the first on
+        // ties), else among the session-level ones.
+        let deepest = |candidates: Vec<usize>| {
+            let mut best: Option<(usize, u32)> = None;
+            for i in candidates {
+                let depth = compare(&st.calls[i]).err().map_or(0, |d| d.depth);
+                if best.is_none_or(|(_, b)| depth > b) {
+                    best = Some((i, depth));
+                }
+            }
+            best.map(|(i, _)| i)
+        };
+        let unused = (0..st.calls.len())
+            .filter(|&i| !st.calls[i].session_level && !st.used[i])
+            .collect();
+        let session = (0..st.calls.len())
+            .filter(|&i| st.calls[i].session_level)
+            .collect();
+        let closest = deepest(unused).or_else(|| deepest(session));
         let mut miss = Miss {
             protocol: self.protocol,
             destination: self.addr.to_string(),

@@ -181,10 +181,11 @@ fn compare(app: &Cmd<'_>, app_byte: u8, c: &RecordedCall) -> Result<(), Diff> {
                     "sql",
                     rsql.unwrap_or("(statement prepared before the recording)"),
                     sql,
-                ));
+                )
+                .at_depth(1));
             }
             let Some(rparams) = db.and_then(|d| d.get("params")).and_then(Value::as_array) else {
-                return Err(Diff::new("params", "(not decoded in the recording)", "…"));
+                return Err(Diff::new("params", "(not decoded in the recording)", "…").at_depth(2));
             };
             for i in 0..params.len().max(rparams.len()) {
                 let r = rparams
@@ -194,7 +195,9 @@ fn compare(app: &Cmd<'_>, app_byte: u8, c: &RecordedCall) -> Result<(), Diff> {
                 if r.as_ref() != a {
                     let show =
                         |v: Option<&Value>| v.map_or_else(|| "(absent)".into(), Value::to_string);
-                    return Err(Diff::new(format!("params[{i}]"), show(r.as_ref()), show(a)));
+                    let depth = 3 + u32::try_from(i).unwrap_or(u32::MAX - 3);
+                    return Err(Diff::new(format!("params[{i}]"), show(r.as_ref()), show(a))
+                        .at_depth(depth));
                 }
             }
             Ok(())

@@ -351,7 +351,7 @@ fn compare(app: &Unit<'_>, rec: &Rec, partial: bool) -> Result<(), Diff> {
     let abinds: Vec<_> = app.binds().collect();
     let rbinds: Vec<_> = rec.binds().collect();
     if !partial && abinds.len() != rbinds.len() {
-        return Err(Diff::new("executions", rbinds.len(), abinds.len()));
+        return Err(Diff::new("executions", rbinds.len(), abinds.len()).at_depth(1));
     }
     for (k, a) in abinds.iter().enumerate() {
         let prefix = if k == 0 {
@@ -360,14 +360,15 @@ fn compare(app: &Unit<'_>, rec: &Rec, partial: bool) -> Result<(), Diff> {
             format!("binds[{k}].")
         };
         let Some(r) = rbinds.get(k) else {
-            return Err(Diff::new("executions", rbinds.len(), abinds.len()));
+            return Err(Diff::new("executions", rbinds.len(), abinds.len()).at_depth(1));
         };
         if a.params.len() != r.params.len() {
             return Err(Diff::new(
                 format!("{prefix}params"),
                 format!("{} parameters", r.params.len()),
                 format!("{} parameters", a.params.len()),
-            ));
+            )
+            .at_depth(2));
         }
         for (i, (av, rv)) in a.params.iter().zip(&r.params).enumerate() {
             let fa = pg::format_of(&a.param_formats, i);
@@ -380,7 +381,10 @@ fn compare(app: &Unit<'_>, rec: &Rec, partial: bool) -> Result<(), Diff> {
                     expected = format!("{expected} ({} format)", fmt_name(fr));
                     actual = format!("{actual} ({} format)", fmt_name(fa));
                 }
-                return Err(Diff::new(format!("{prefix}params[{i}]"), expected, actual));
+                let depth = 3 + u32::try_from(i).unwrap_or(u32::MAX - 3);
+                return Err(
+                    Diff::new(format!("{prefix}params[{i}]"), expected, actual).at_depth(depth)
+                );
             }
         }
         if a.result_formats != r.result_formats {
@@ -388,7 +392,8 @@ fn compare(app: &Unit<'_>, rec: &Rec, partial: bool) -> Result<(), Diff> {
                 format!("{prefix}result_formats"),
                 format!("{:?}", r.result_formats),
                 format!("{:?}", a.result_formats),
-            ));
+            )
+            .at_depth(2));
         }
     }
     let rexec = rec
@@ -397,7 +402,7 @@ fn compare(app: &Unit<'_>, rec: &Rec, partial: bool) -> Result<(), Diff> {
         .filter(|m| matches!(m, Front::Execute(..)))
         .count();
     if !partial && app.executes() != rexec {
-        return Err(Diff::new("executions", rexec, app.executes()));
+        return Err(Diff::new("executions", rexec, app.executes()).at_depth(1));
     }
     Ok(())
 }

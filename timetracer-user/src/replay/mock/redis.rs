@@ -158,7 +158,8 @@ fn compare(app: &[Vec<u8>], rec: &[Vec<u8>]) -> Result<(), Diff> {
             continue;
         }
         if a != r {
-            return Err(Diff::new(format!("args[{i}]"), show(r), show(a)));
+            let depth = 1 + u32::try_from(i).unwrap_or(u32::MAX - 1);
+            return Err(Diff::new(format!("args[{i}]"), show(r), show(a)).at_depth(depth));
         }
     }
     Ok(())
