@@ -213,6 +213,22 @@ impl Diff {
         }
     }
 
+    /// Depth of a difference in the call's text (SQL): the length of the common prefix, so
+    /// the recorded statement closest to the app's is named. Below any parameter depth.
+    #[must_use]
+    pub fn text_depth(expected: &str, actual: &str) -> u32 {
+        let common = expected
+            .bytes()
+            .zip(actual.bytes())
+            .take_while(|(a, b)| a == b)
+            .count();
+        u32::try_from(common.min(Self::PARAMS_DEPTH as usize - 1)).unwrap_or(0)
+    }
+
+    /// Depth of differences past the call's identity (parameters, arguments): above any
+    /// [`Diff::text_depth`].
+    pub const PARAMS_DEPTH: u32 = 1 << 20;
+
     /// This difference at comparison depth `depth` (see [`Diff::depth`]).
     #[must_use]
     pub fn at_depth(mut self, depth: u32) -> Self {

@@ -170,22 +170,20 @@ fn compare(app: &Cmd<'_>, app_byte: u8, c: &RecordedCall) -> Result<(), Diff> {
             if r == *sql {
                 Ok(())
             } else {
-                Err(Diff::new("sql", r, sql))
+                let depth = Diff::text_depth(&r, sql);
+                Err(Diff::new("sql", r, sql).at_depth(depth))
             }
         }
         Cmd::Execute { sql, params } => {
             let db = c.event.db.as_ref();
             let rsql = db.and_then(|d| d.get("sql")).and_then(Value::as_str);
             if rsql != Some(sql) {
-                return Err(Diff::new(
-                    "sql",
-                    rsql.unwrap_or("(statement prepared before the recording)"),
-                    sql,
-                )
-                .at_depth(1));
+                let r = rsql.unwrap_or("(statement prepared before the recording)");
+                return Err(Diff::new("sql", r, sql).at_depth(Diff::text_depth(r, sql)));
             }
             let Some(rparams) = db.and_then(|d| d.get("params")).and_then(Value::as_array) else {
-                return Err(Diff::new("params", "(not decoded in the recording)", "…").at_depth(2));
+                return Err(Diff::new("params", "(not decoded in the recording)", "…")
+                    .at_depth(Diff::PARAMS_DEPTH));
             };
             for i in 0..params.len().max(rparams.len()) {
                 let r = rparams
@@ -195,7 +193,9 @@ fn compare(app: &Cmd<'_>, app_byte: u8, c: &RecordedCall) -> Result<(), Diff> {
                 if r.as_ref() != a {
                     let show =
                         |v: Option<&Value>| v.map_or_else(|| "(absent)".into(), Value::to_string);
-                    let depth = 3 + u32::try_from(i).unwrap_or(u32::MAX - 3);
+                    let depth = Diff::PARAMS_DEPTH
+                        .saturating_add(1)
+                        .saturating_add(u32::try_from(i).unwrap_or(u32::MAX));
                     return Err(Diff::new(format!("params[{i}]"), show(r.as_ref()), show(a))
                         .at_depth(depth));
                 }

@@ -327,31 +327,24 @@ fn show_param(oid: u32, format: i16, v: Option<&[u8]>) -> String {
 /// unit is not complete yet (answered at `Flush`): only what the app sent so far counts.
 fn compare(app: &Unit<'_>, rec: &Rec, partial: bool) -> Result<(), Diff> {
     let unknown = "(statement prepared before the recording)";
+    let sql_diff = |r: &str, a: &str| Err(Diff::new("sql", r, a).at_depth(Diff::text_depth(r, a)));
     match (app.query(), rec.query()) {
-        (Some(a), Some(r)) => {
-            return if a == r {
-                Ok(())
-            } else {
-                Err(Diff::new("sql", r, a))
-            };
-        }
-        (Some(a), None) => {
-            return Err(Diff::new("sql", rec.sql.as_deref().unwrap_or(unknown), a));
-        }
-        (None, Some(r)) => return Err(Diff::new("sql", r, app.sql.unwrap_or(unknown))),
+        (Some(a), Some(r)) => return if a == r { Ok(()) } else { sql_diff(r, a) },
+        (Some(a), None) => return sql_diff(rec.sql.as_deref().unwrap_or(unknown), a),
+        (None, Some(r)) => return sql_diff(r, app.sql.unwrap_or(unknown)),
         (None, None) => {}
     }
     if app.sql != rec.sql.as_deref() {
-        return Err(Diff::new(
-            "sql",
+        return sql_diff(
             rec.sql.as_deref().unwrap_or(unknown),
             app.sql.unwrap_or(unknown),
-        ));
+        );
     }
+    let deeper = |n: usize| Diff::PARAMS_DEPTH.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
     let abinds: Vec<_> = app.binds().collect();
     let rbinds: Vec<_> = rec.binds().collect();
     if !partial && abinds.len() != rbinds.len() {
-        return Err(Diff::new("executions", rbinds.len(), abinds.len()).at_depth(1));
+        return Err(Diff::new("executions", rbinds.len(), abinds.len()).at_depth(deeper(0)));
     }
     for (k, a) in abinds.iter().enumerate() {
         let prefix = if k == 0 {
@@ -360,7 +353,7 @@ fn compare(app: &Unit<'_>, rec: &Rec, partial: bool) -> Result<(), Diff> {
             format!("binds[{k}].")
         };
         let Some(r) = rbinds.get(k) else {
-            return Err(Diff::new("executions", rbinds.len(), abinds.len()).at_depth(1));
+            return Err(Diff::new("executions", rbinds.len(), abinds.len()).at_depth(deeper(0)));
         };
         if a.params.len() != r.params.len() {
             return Err(Diff::new(
@@ -368,7 +361,7 @@ fn compare(app: &Unit<'_>, rec: &Rec, partial: bool) -> Result<(), Diff> {
                 format!("{} parameters", r.params.len()),
                 format!("{} parameters", a.params.len()),
             )
-            .at_depth(2));
+            .at_depth(deeper(1)));
         }
         for (i, (av, rv)) in a.params.iter().zip(&r.params).enumerate() {
             let fa = pg::format_of(&a.param_formats, i);
@@ -381,7 +374,7 @@ fn compare(app: &Unit<'_>, rec: &Rec, partial: bool) -> Result<(), Diff> {
                     expected = format!("{expected} ({} format)", fmt_name(fr));
                     actual = format!("{actual} ({} format)", fmt_name(fa));
                 }
-                let depth = 3 + u32::try_from(i).unwrap_or(u32::MAX - 3);
+                let depth = deeper(2 + i);
                 return Err(
                     Diff::new(format!("{prefix}params[{i}]"), expected, actual).at_depth(depth)
                 );
@@ -393,7 +386,7 @@ fn compare(app: &Unit<'_>, rec: &Rec, partial: bool) -> Result<(), Diff> {
                 format!("{:?}", r.result_formats),
                 format!("{:?}", a.result_formats),
             )
-            .at_depth(2));
+            .at_depth(deeper(1)));
         }
     }
     let rexec = rec
@@ -402,7 +395,7 @@ fn compare(app: &Unit<'_>, rec: &Rec, partial: bool) -> Result<(), Diff> {
         .filter(|m| matches!(m, Front::Execute(..)))
         .count();
     if !partial && app.executes() != rexec {
-        return Err(Diff::new("executions", rexec, app.executes()).at_depth(1));
+        return Err(Diff::new("executions", rexec, app.executes()).at_depth(deeper(0)));
     }
     Ok(())
 }
@@ -797,9 +790,10 @@ impl Session {
                     "extended query",
                 )),
             };
+            // Parameter types of the statement, to show the app's values decoded.
             let types = self
                 .dest
-                .find(|c| rec_of(c).is_some_and(|r| compare(&app, &r, true).is_ok()))
+                .find(|c| rec_of(c).is_some_and(|r| r.sql.is_some() && r.sql == sql))
                 .and_then(|c| rec_of(&c))
                 .map(|r| r.param_types)
                 .unwrap_or_default();

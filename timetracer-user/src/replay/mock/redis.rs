@@ -158,7 +158,7 @@ fn compare(app: &[Vec<u8>], rec: &[Vec<u8>]) -> Result<(), Diff> {
             continue;
         }
         if a != r {
-            let depth = 1 + u32::try_from(i).unwrap_or(u32::MAX - 1);
+            let depth = Diff::PARAMS_DEPTH.saturating_add(u32::try_from(i).unwrap_or(u32::MAX));
             return Err(Diff::new(format!("args[{i}]"), show(r), show(a)).at_depth(depth));
         }
     }
