@@ -39,6 +39,13 @@ const COMPRESS: u32 = 1 << 5;
 /// `SERVER_STATUS_AUTOCOMMIT`, the state of a fresh session.
 const STATUS_AUTOCOMMIT: u16 = 0x0002;
 
+/// Reason of a miss on a call whose recording was cut.
+const TRUNCATED: &str =
+    "the recorded response was truncated at the capture cap and cannot be replayed";
+/// Reason of a miss on a session statement with data the recording lacks.
+const SESSION_MISSING: &str = "session statement (SHOW, SELECT @@…) not in the recording: the \
+     connection was set up before recording started, or the driver changed";
+
 /// Serves one accepted connection until the app closes it.
 ///
 /// # Errors
@@ -396,6 +403,18 @@ impl Session {
                 let Some(h) = my::parse_handshake_response(payload) else {
                     return self.malformed("handshake response", payload, seq.wrapping_add(1));
                 };
+                let recorded = self
+                    .fact_u64("client_capabilities")
+                    .and_then(|c| u32::try_from(c).ok());
+                if let Some(r) = recorded
+                    && (r ^ h.capabilities) & cap::DEPRECATE_EOF != 0
+                {
+                    tracing::warn!(
+                        destination = %self.dest.addr,
+                        "The client negotiates CLIENT_DEPRECATE_EOF differently from the recorded \
+                         client: replayed result sets may not parse (another driver?)"
+                    );
+                }
                 if h.ssl_request {
                     // CLIENT_SSL was not offered.
                     return self.malformed("TLS request", payload, seq.wrapping_add(1));
@@ -433,8 +452,28 @@ impl Session {
             com::QUERY => {
                 let sql = sql_of(p);
                 let cmd = Cmd::Query(sql.clone());
-                let set = my::first_keyword(&sql) == "SET";
-                self.answer(&cmd, byte, &one_line(&sql, 300), set, |s| s.ok(1));
+                let actual = one_line(&sql, 300);
+                let keyword = my::first_keyword(&sql);
+                if matches!(keyword.as_str(), "SET" | "USE") && !sql.contains(';') {
+                    // Answered by the protocol (OK, no data) when not recorded.
+                    self.answer(&cmd, byte, &actual, true, |s| s.ok(1));
+                } else if keyword == "SHOW" || sql.to_ascii_uppercase().starts_with("SELECT @@") {
+                    // Session statements carry data: only the recording can answer them.
+                    let cmp = |c: &RecordedCall| compare(&cmd, byte, c);
+                    match self.dest.try_take(cmp) {
+                        Some(c) if !c.truncated => self.send_recorded(&c.response),
+                        Some(_) => {
+                            let miss = self.dest.miss(&actual, TRUNCATED);
+                            self.miss_err(&miss);
+                        }
+                        None => {
+                            let miss = self.dest.miss(&actual, SESSION_MISSING);
+                            self.miss_err(&miss);
+                        }
+                    }
+                } else {
+                    self.answer(&cmd, byte, &actual, false, |_| {});
+                }
             }
             com::STMT_PREPARE => self.prepare(p),
             com::STMT_EXECUTE => self.execute(p),
@@ -502,10 +541,7 @@ impl Session {
         };
         match taken {
             Ok(c) if c.truncated => {
-                let miss = self.dest.miss(
-                    actual,
-                    "the recorded response was truncated at the capture cap and cannot be replayed",
-                );
+                let miss = self.dest.miss(actual, TRUNCATED);
                 self.miss_err(&miss);
                 None
             }

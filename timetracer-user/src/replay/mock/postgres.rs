@@ -41,6 +41,50 @@ use crate::replay::ledger::{Destination, Diff, Miss, RecordedCall, one_line};
 /// without dropping the connection.
 const MISS_SQLSTATE: &str = "XX000";
 
+/// Reason of a miss on a call whose recording was cut.
+const TRUNCATED: &str =
+    "the recorded response was truncated at the capture cap and cannot be replayed";
+
+/// The command tag of a statement whose answer the protocol fixes (no data): `SET`,
+/// `RESET`, `DISCARD ALL`, `DEALLOCATE`, ... Only single statements.
+fn rule_tag(sql: &str) -> Option<String> {
+    let s = sql.trim().trim_end_matches(';').trim();
+    if s.contains(';') || s.contains("--") || s.contains("/*") {
+        return None;
+    }
+    let words: Vec<String> = s
+        .split_whitespace()
+        .take(3)
+        .map(str::to_ascii_uppercase)
+        .collect();
+    let w = |i: usize| words.get(i).map_or("", String::as_str);
+    Some(match w(0) {
+        "SET" => "SET".into(),
+        "RESET" => "RESET".into(),
+        "DISCARD" => match w(1) {
+            "ALL" | "PLANS" | "SEQUENCES" => format!("DISCARD {}", w(1)),
+            "TEMP" | "TEMPORARY" => "DISCARD TEMP".into(),
+            _ => return None,
+        },
+        "DEALLOCATE" if w(1) == "ALL" || (w(1) == "PREPARE" && w(2) == "ALL") => {
+            "DEALLOCATE ALL".into()
+        }
+        "DEALLOCATE" => "DEALLOCATE".into(),
+        _ => return None,
+    })
+}
+
+/// Why a session statement (answered whenever asked, from the recording) has no answer: the
+/// recording lacks it. `None` for request work.
+fn session_reason(sql: &str) -> Option<&'static str> {
+    let lower = sql.to_ascii_lowercase();
+    (pg::first_keyword(sql) == "SHOW" || lower.contains("pg_catalog") || lower.contains("pg_type"))
+        .then_some(
+            "session statement (SHOW, catalog or type introspection) not in the recording: \
+             the connection was set up before recording started, or the driver changed",
+        )
+}
+
 /// Serves one accepted connection until the app closes it.
 ///
 /// # Errors
@@ -677,9 +721,13 @@ impl Session {
             Some(r) => compare(&unit, &r, false),
             None => Err(Diff::new("messages", "(undecodable recording)", "Query")),
         };
-        let is_set = pg::first_keyword(text) == "SET";
-        let taken = if is_set {
+        let by_rule = rule_tag(text);
+        let taken = if by_rule.is_some() {
             self.dest.try_take(cmp).ok_or(None)
+        } else if let Some(reason) = session_reason(text) {
+            self.dest
+                .try_take(cmp)
+                .ok_or_else(|| Some(self.dest.miss(text, reason)))
         } else {
             self.dest
                 .take(&describe_unit(&unit, &[]), cmp)
@@ -687,23 +735,24 @@ impl Session {
         };
         match taken {
             Ok(call) if call.truncated => {
-                let miss = self.dest.miss(
-                    text,
-                    "the recorded response was truncated at the capture cap and cannot be replayed",
-                );
+                let miss = self.dest.miss(text, TRUNCATED);
                 self.error_response("ERROR", MISS_SQLSTATE, &miss_message(&miss), None);
                 self.ready(self.failed_status());
             }
-            Ok(call) => self.send_recorded(&call.response.clone()),
+            Ok(call) => self.send_recorded(&call.response),
             Err(None) => {
-                // A `SET` the recording does not hold (the pool connected before the recorded
-                // requests): its answer is the protocol's, `SET` and no data.
+                // A `SET` / `RESET` / `DISCARD` / `DEALLOCATE` the recording does not hold
+                // (the pool connected before the recorded requests): its answer is the
+                // protocol's, the command tag and no data.
+                let tag = by_rule.unwrap_or_default();
                 tracing::info!(
                     destination = %self.dest.addr,
                     sql = %one_line(text, 200),
-                    "SET not in the recording answered by the protocol rule"
+                    "Session statement not in the recording answered by the protocol rule"
                 );
-                push_msg(&mut self.out, b'C', b"SET\0");
+                let mut p = tag.into_bytes();
+                p.push(0);
+                push_msg(&mut self.out, b'C', &p);
                 self.ready(self.tx);
             }
             Err(Some(miss)) => {
@@ -781,7 +830,13 @@ impl Session {
         let has_execute = app.executes() > 0;
         let rec_of = |c: &RecordedCall| Rec::decode(c);
         // The recorded call answering this unit.
-        let chosen: Result<Option<Rec>, Miss> = if complete && has_execute {
+        let partial_match =
+            |c: &RecordedCall| rec_of(c).is_some_and(|r| compare(&app, &r, true).is_ok());
+        let chosen: Result<Option<Rec>, Miss> = if self.errored {
+            // An error already answered part of this unit (at `Flush`): the server skipped to
+            // `Sync`, whose answer comes from a recorded call of the statement if there is one.
+            Ok(self.dest.find(partial_match).and_then(|c| rec_of(&c)))
+        } else if complete && has_execute {
             let cmp = |c: &RecordedCall| match rec_of(c) {
                 Some(r) => compare(&app, &r, false),
                 None => Err(Diff::new(
@@ -797,11 +852,16 @@ impl Session {
                 .and_then(|c| rec_of(&c))
                 .map(|r| r.param_types)
                 .unwrap_or_default();
-            match self.dest.take(&describe_unit(&app, &types), cmp) {
-                Ok(c) if c.truncated => Err(self.dest.miss(
-                    &describe_unit(&app, &types),
-                    "the recorded response was truncated at the capture cap and cannot be replayed",
-                )),
+            let actual = describe_unit(&app, &types);
+            let taken = match sql.as_deref().and_then(session_reason) {
+                Some(reason) => self
+                    .dest
+                    .try_take(cmp)
+                    .ok_or_else(|| self.dest.miss(&actual, reason)),
+                None => self.dest.take(&actual, cmp),
+            };
+            match taken {
+                Ok(c) if c.truncated => Err(self.dest.miss(&actual, TRUNCATED)),
                 Ok(c) => Ok(rec_of(&c)),
                 Err(m) => Err(m),
             }

@@ -528,6 +528,23 @@ mod tests {
     }
 
     #[test]
+    fn truncated_recording_is_a_miss_with_its_reason() {
+        let mut c = call(1, false, b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\n", b"$100\r\nabc");
+        c.truncated = true;
+        let (d, j) = dest(vec![c]);
+        let mut s = Session::new(d);
+        let out = run(&mut s, b"GET k\r\n");
+        assert!(out.starts_with(b"-ERR timetracer replay"));
+        assert!(
+            j.misses()[0]
+                .reason
+                .as_deref()
+                .unwrap()
+                .contains("truncated")
+        );
+    }
+
+    #[test]
     fn hello_from_facts_and_malformed_input() {
         let (d, _j) = dest(vec![]);
         let mut d2 = Arc::try_unwrap(d).unwrap();

@@ -281,3 +281,28 @@ fn malformed_packets_never_panic() {
         s.feed(&mut buf);
     }
 }
+
+#[test]
+fn session_statements_use_by_rule_show_needs_the_recording() {
+    let (d, j) = destination(Protocol::Mysql, &["flask/mysql_select.json"]);
+    let mut s = connected(d);
+    assert_eq!(
+        feed(&mut s, &pkt(0, b"\x03USE ttdb")),
+        [7, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0]
+    );
+    let out = feed(&mut s, &pkt(0, b"\x03SELECT @@version"));
+    assert_eq!(
+        my::parse_err(&packet(&out).unwrap().unwrap().1)
+            .unwrap()
+            .code,
+        1105
+    );
+    let m = j.misses();
+    assert_eq!(m.len(), 1);
+    assert!(
+        m[0].reason
+            .as_deref()
+            .unwrap()
+            .contains("not in the recording")
+    );
+}

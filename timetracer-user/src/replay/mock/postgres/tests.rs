@@ -309,3 +309,131 @@ fn malformed_and_random_bytes_never_panic() {
         s.feed(&mut buf);
     }
 }
+
+#[test]
+fn unknown_statement_at_flush_is_one_miss_then_ready() {
+    let (d, j) = destination(Protocol::Postgres, &["fastapi/pg_select_first.json"]);
+    let mut s = started(d);
+    let mut m = parse("n", "SELECT nothing_recorded($1)");
+    m.extend(describe(b'S', "n"));
+    m.extend(msg(b'H', &[]));
+    let out = feed(&mut s, &m);
+    assert_eq!(types(&out), "E");
+    // asyncpg would now send Sync only; a client that goes on sends Bind/Execute/Sync: skipped.
+    let mut m = bind_int4("n", 1);
+    m.extend(execute());
+    m.extend(msg(b'S', &[]));
+    assert_eq!(feed(&mut s, &m), b"Z\0\0\0\x05I");
+    let misses = j.misses();
+    assert_eq!(misses.len(), 1, "{misses:#?}");
+    assert_eq!(misses[0].field.as_deref(), Some("sql"));
+    assert_eq!(
+        misses[0].expected_value.as_deref(),
+        Some("SELECT id, name FROM items WHERE id = $1"),
+        "the closest recorded statement (longest common prefix)"
+    );
+}
+
+fn recorded_call(eid: u64, req: &[u8], resp: &[u8], db: Value) -> RecordedCall {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let ev = crate::cassette::format::Event {
+        eid,
+        kind: "db.query".into(),
+        signature: crate::cassette::format::Signature {
+            lib: "postgres".into(),
+            ..Default::default()
+        },
+        db: Some(db),
+        wire: Some(crate::cassette::format::Wire {
+            request_b64: b64.encode(req),
+            response_b64: b64.encode(resp),
+            truncated: false,
+        }),
+        ..Default::default()
+    };
+    RecordedCall::new(0, Protocol::Postgres, ev).unwrap()
+}
+
+#[test]
+fn executemany_is_one_recorded_call_per_execute() {
+    // As the recorder cuts `P D H B E B E B E S` (docs/protocols/postgres.md): one call per
+    // Execute, the prepare with the first, the Sync with the last.
+    let sql = "INSERT INTO t VALUES ($1)";
+    let (j, d) = {
+        let j = Arc::new(crate::replay::ledger::Journal::default());
+        let d = Destination::new(
+            "127.0.0.1:5432".parse().unwrap(),
+            Protocol::Postgres,
+            j.clone(),
+        );
+        (j, d)
+    };
+    let tag = msg(b'C', b"INSERT 0 1\0");
+    let mut req1 = parse("s", sql);
+    req1.extend(describe(b'S', "s"));
+    req1.extend(msg(b'H', &[]));
+    req1.extend(bind_int4("s", 1));
+    req1.extend(execute());
+    let mut resp1 = msg(b'1', &[]);
+    resp1.extend(msg(b't', &[0, 1, 0, 0, 0, 23]));
+    resp1.extend(msg(b'n', &[]));
+    resp1.extend(msg(b'2', &[]));
+    resp1.extend(&tag);
+    let db = serde_json::json!({"sql": sql, "param_types": [23]});
+    d.push(recorded_call(1, &req1, &resp1, db.clone()));
+    let mut req2 = bind_int4("s", 2);
+    req2.extend(execute());
+    d.push(recorded_call(
+        2,
+        &req2,
+        &[msg(b'2', &[]), tag.clone()].concat(),
+        db.clone(),
+    ));
+    let mut req3 = bind_int4("s", 3);
+    req3.extend(execute());
+    req3.extend(msg(b'S', &[]));
+    let resp3 = [msg(b'2', &[]), tag.clone(), msg(b'Z', b"I")].concat();
+    d.push(recorded_call(3, &req3, &resp3, db));
+    let mut s = started(Arc::new(d));
+    let mut m = parse("other_name", sql);
+    m.extend(describe(b'S', "other_name"));
+    m.extend(msg(b'H', &[]));
+    assert_eq!(types(&feed(&mut s, &m)), "1tn");
+    let mut m = Vec::new();
+    for v in 1..=3 {
+        m.extend(bind_int4("other_name", v));
+        m.extend(execute());
+    }
+    m.extend(msg(b'S', &[]));
+    assert_eq!(types(&feed(&mut s, &m)), "2C2C2CZ");
+    assert!(j.misses().is_empty(), "{:#?}", j.misses());
+}
+
+#[test]
+fn rule_tags_and_session_statements() {
+    assert_eq!(rule_tag("SET TimeZone TO 'UTC';").as_deref(), Some("SET"));
+    assert_eq!(rule_tag("discard all").as_deref(), Some("DISCARD ALL"));
+    assert_eq!(
+        rule_tag("DEALLOCATE ALL").as_deref(),
+        Some("DEALLOCATE ALL")
+    );
+    assert_eq!(rule_tag("RESET ALL").as_deref(), Some("RESET"));
+    assert_eq!(rule_tag("SET a = 1; SELECT 1"), None);
+    assert_eq!(rule_tag("SELECT 1"), None);
+    let (d, j) = destination(Protocol::Postgres, &["flask/pg2_select.json"]);
+    let mut s = started(d);
+    assert_eq!(types(&feed(&mut s, &msg(b'Q', b"DISCARD ALL\0"))), "CZ");
+    assert_eq!(
+        types(&feed(&mut s, &msg(b'Q', b"SHOW server_version\0"))),
+        "EZ"
+    );
+    let m = j.misses();
+    assert_eq!(m.len(), 1);
+    assert!(
+        m[0].reason
+            .as_deref()
+            .unwrap()
+            .contains("not in the recording")
+    );
+}
