@@ -207,6 +207,20 @@ def redis_sync_scenario(port):
     return out
 
 
+def redis_resp3_scenario(port):
+    import redis
+
+    out = []
+    r = redis.Redis(host="127.0.0.1", port=port, password=PASSWORD, protocol=3,
+                    decode_responses=True)
+    out.append({"call": "set", "reply": r.set("fa:a", "value-a")})
+    out.append({"call": "get", "reply": r.get("fa:a")})
+    out.append({"call": "ping", "reply": r.ping()})
+    out.append({"call": "hello", "reply": r.execute_command("HELLO", "3")})
+    r.close()
+    return out
+
+
 SCENARIOS = {
     "asyncpg": lambda p: asyncio.run(asyncpg_scenario(p)),
     "psycopg2": psycopg2_scenario,
@@ -214,6 +228,7 @@ SCENARIOS = {
     "pymysql": pymysql_scenario,
     "redis_async": lambda p: asyncio.run(redis_async_scenario(p)),
     "redis_sync": redis_sync_scenario,
+    "redis_resp3": redis_resp3_scenario,
 }
 
 if __name__ == "__main__":

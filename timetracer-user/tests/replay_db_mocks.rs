@@ -333,3 +333,23 @@ async fn redis_py_against_the_redis_mock() {
     check(&r, "del", "reply", &json!(1));
     only_miss(&misses, "args[1]", "\"not-a-number\"", "\"a-number\"");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_py_resp3_against_a_resp2_recording() {
+    // `HELLO 3 AUTH default …` is in no recording (the app used RESP2): accepted and answered
+    // from the recorded facts / defaults, and journaled with the reason (RESP2 replies such
+    // as `$-1` do not parse as RESP3 in redis-py). Replies valid in both still work.
+    let Some((r, misses)) = run("fastapi", Protocol::Redis, "redis_resp3").await else {
+        return;
+    };
+    check(&r, "set", "reply", &json!(true));
+    check(&r, "get", "reply", &json!("value-a"));
+    check(&r, "ping", "reply", &json!(true));
+    assert_eq!(r["hello"]["reply"]["proto"], 3, "{}", r["hello"]);
+    assert!(!misses.is_empty());
+    assert!(
+        misses.iter().all(|m| m.call.starts_with("HELLO")
+            && m.reason.as_deref().is_some_and(|r| r.contains("RESP3"))),
+        "{misses:#?}"
+    );
+}

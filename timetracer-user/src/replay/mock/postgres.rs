@@ -487,6 +487,12 @@ pub(crate) struct Session {
     pending: Vec<Pending>,
     /// Statement name → SQL, from the app's `Parse` messages.
     stmts: HashMap<String, String>,
+    /// Portal name → SQL, from the app's `Bind` messages (a cursor's later `Execute`s come
+    /// alone).
+    portals: HashMap<String, String>,
+    /// `COPY … FROM STDIN` in progress: the recorded answer after `CopyInResponse`, sent at
+    /// the app's `CopyDone`.
+    copy_rest: Option<Vec<u8>>,
     /// Transaction status of the last `ReadyForQuery` sent.
     tx: u8,
     /// An `ErrorResponse` was sent in the extended protocol: skip to `Sync`.
@@ -502,6 +508,8 @@ impl Session {
             started: false,
             pending: Vec::new(),
             stmts: HashMap::new(),
+            portals: HashMap::new(),
+            copy_rest: None,
             tx: b'I',
             errored: false,
             out: Vec::new(),
@@ -683,16 +691,22 @@ impl Session {
             Front::Parse(p) => {
                 self.stmts.insert(p.name.clone(), p.sql.clone());
             }
-            Front::Other(_) | Front::FunctionCall => {
-                // COPY data is not recorded, function calls are not matched: nothing to answer.
-                let miss = self.dest.miss(
-                    &format!("frontend message {:?}", m),
-                    "not supported by the replay mock",
-                );
-                if matches!(m, Front::FunctionCall) {
-                    self.error_response("ERROR", MISS_SQLSTATE, &miss_message(&miss), None);
-                    self.ready(self.tx);
+            Front::Bind(b) => {
+                if let Some(sql) = self.stmts.get(&b.statement).cloned() {
+                    self.portals.insert(b.portal.clone(), sql);
                 }
+            }
+            Front::Other(t) => {
+                self.copy_message(*t, &m);
+                return;
+            }
+            Front::FunctionCall => {
+                let miss = self.dest.miss(
+                    "FunctionCall",
+                    "function calls are not replayed by the mock",
+                );
+                self.error_response("ERROR", MISS_SQLSTATE, &miss_message(&miss), Some(&miss));
+                self.ready(self.tx);
                 return;
             }
             _ => {}
@@ -707,6 +721,53 @@ impl Session {
         if trigger {
             self.answer_pending(false);
         }
+    }
+
+    /// `CopyData` / `CopyDone` / `CopyFail` of a `COPY … FROM STDIN` (the data itself is not
+    /// recorded, so not compared); anything else without an answer of its own is ignored.
+    fn copy_message(&mut self, t: u8, m: &Front) {
+        match (t, self.copy_rest.take()) {
+            (b'd', rest) => self.copy_rest = rest,
+            (b'c', Some(rest)) => self.send_recorded(&rest),
+            (b'f', Some(rest)) => {
+                if split_back(&rest).iter().any(|(t, _)| *t == b'E') {
+                    self.send_recorded(&rest);
+                } else {
+                    // The recorded COPY succeeded; the app gave up: the server's answer.
+                    self.error_response("ERROR", "57014", "COPY from stdin failed", None);
+                    self.ready(self.failed_status());
+                }
+            }
+            (_, rest) => {
+                self.copy_rest = rest;
+                tracing::debug!(message = ?m, "Frontend message ignored by the PostgreSQL mock");
+            }
+        }
+    }
+
+    /// A recorded `Query` answer: whole, or up to `CopyInResponse` (the rest at `CopyDone`).
+    /// `COPY … TO STDOUT` cannot be replayed: the recorder does not store COPY data.
+    fn replay_query(&mut self, text: &str, response: &[u8]) {
+        let back = split_back(response);
+        if back.iter().any(|(t, _)| matches!(t, b'H' | b'W')) {
+            let miss = self.dest.miss(
+                text,
+                "COPY TO / replication data is not recorded (only counted), so not replayed",
+            );
+            self.error_response("ERROR", MISS_SQLSTATE, &miss_message(&miss), Some(&miss));
+            self.ready(self.failed_status());
+            return;
+        }
+        let mut at = 0;
+        for (t, raw) in back {
+            at += raw.len();
+            if t == b'G' {
+                self.send_recorded(&response[..at]);
+                self.copy_rest = Some(response[at..].to_vec());
+                return;
+            }
+        }
+        self.send_recorded(response);
     }
 
     /// Simple-protocol `Query`: one recorded call answers it whole.
@@ -739,7 +800,7 @@ impl Session {
                 self.error_response("ERROR", MISS_SQLSTATE, &miss_message(&miss), None);
                 self.ready(self.failed_status());
             }
-            Ok(call) => self.send_recorded(&call.response),
+            Ok(call) => self.replay_query(text, &call.response),
             Err(None) => {
                 // A `SET` / `RESET` / `DISCARD` / `DEALLOCATE` the recording does not hold
                 // (the pool connected before the recorded requests): its answer is the
@@ -816,6 +877,7 @@ impl Session {
             Front::Parse(p) => Some(p.sql.clone()),
             Front::Bind(b) => self.stmts.get(&b.statement).cloned(),
             Front::Describe(b'S', n) => self.stmts.get(n).cloned(),
+            Front::Describe(b'P', n) | Front::Execute(n, _) => self.portals.get(n).cloned(),
             _ => None,
         })
     }

@@ -289,7 +289,23 @@ impl Session {
                 Some(m) => push_bulk(&mut self.out, m),
                 None => self.out.extend_from_slice(b"+PONG\r\n"),
             },
-            "HELLO" => self.hello(args),
+            "HELLO" => {
+                self.hello(args);
+                let resp3_recorded = self
+                    .dest
+                    .facts
+                    .iter()
+                    .any(|f| f.get("resp").and_then(Value::as_u64) == Some(3));
+                if self.proto == 3 && !resp3_recorded {
+                    // Replies are replayed as recorded: RESP2 nulls and flat maps may not
+                    // parse as RESP3. Said plainly in the verdict rather than failing later.
+                    self.dest.miss(
+                        &describe(args),
+                        "the app negotiates RESP3 but the recording is RESP2: recorded replies \
+                         are replayed as they are (nulls, maps) and may not parse",
+                    );
+                }
+            }
             "QUIT" => {
                 self.out.extend_from_slice(b"+OK\r\n");
                 self.closed = true;

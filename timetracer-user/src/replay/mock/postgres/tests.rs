@@ -437,3 +437,100 @@ fn rule_tags_and_session_statements() {
             .contains("not in the recording")
     );
 }
+
+fn execute_max(portal: &str, max: i32) -> Vec<u8> {
+    let mut p = portal.as_bytes().to_vec();
+    p.push(0);
+    p.extend_from_slice(&max.to_be_bytes());
+    msg(b'E', &p)
+}
+
+fn bind_portal(portal: &str, stmt: &str) -> Vec<u8> {
+    let mut p = format!("{portal}\0{stmt}\0").into_bytes();
+    p.extend_from_slice(&[0, 0, 0, 0, 0, 0]);
+    msg(b'B', &p)
+}
+
+#[test]
+fn cursor_fetches_on_a_portal_match_in_order() {
+    // A cursor: Execute with a row limit, then Executes alone on the same portal, each a
+    // recorded call (the recorder names their SQL through the portal).
+    let sql = "SELECT n FROM generate_series(1, 3) n";
+    let j = Arc::new(crate::replay::ledger::Journal::default());
+    let d = Destination::new(
+        "127.0.0.1:5432".parse().unwrap(),
+        Protocol::Postgres,
+        j.clone(),
+    );
+    let db = serde_json::json!({"sql": sql});
+    let row = |v: &[u8]| {
+        let mut p = vec![0, 1];
+        p.extend_from_slice(&u32::try_from(v.len()).unwrap().to_be_bytes());
+        p.extend_from_slice(v);
+        msg(b'D', &p)
+    };
+    let mut req1 = parse("", sql);
+    req1.extend(bind_portal("c1", ""));
+    req1.extend(execute_max("c1", 2));
+    let resp1 = [
+        msg(b'1', &[]),
+        msg(b'2', &[]),
+        row(b"1"),
+        row(b"2"),
+        msg(b's', &[]),
+    ]
+    .concat();
+    d.push(recorded_call(1, &req1, &resp1, db.clone()));
+    let mut req2 = msg(b'H', &[]);
+    req2.extend(execute_max("c1", 2));
+    req2.extend(msg(b'S', &[]));
+    let resp2 = [row(b"3"), msg(b'C', b"SELECT 1\0"), msg(b'Z', b"T")].concat();
+    d.push(recorded_call(2, &req2, &resp2, db));
+    let mut s = started(Arc::new(d));
+    let mut m = parse("", sql);
+    m.extend(bind_portal("c1", ""));
+    m.extend(execute_max("c1", 2));
+    m.extend(msg(b'H', &[]));
+    assert_eq!(feed(&mut s, &m), resp1);
+    let mut m = execute_max("c1", 2);
+    m.extend(msg(b'S', &[]));
+    assert_eq!(feed(&mut s, &m), resp2);
+    assert!(j.misses().is_empty(), "{:#?}", j.misses());
+}
+
+#[test]
+fn copy_from_stdin_waits_for_copy_done() {
+    let sql = "COPY audit (note) FROM STDIN";
+    let j = Arc::new(crate::replay::ledger::Journal::default());
+    let d = Destination::new(
+        "127.0.0.1:5432".parse().unwrap(),
+        Protocol::Postgres,
+        j.clone(),
+    );
+    // As recorded: the Query and the CopyDone (CopyData left out), CopyInResponse, then the
+    // answer to CopyDone.
+    let req = [msg(b'Q', format!("{sql}\0").as_bytes()), msg(b'c', &[])].concat();
+    let g = msg(b'G', &[0, 0, 1, 0, 0]);
+    let rest = [msg(b'C', b"COPY 2\0"), msg(b'Z', b"I")].concat();
+    d.push(recorded_call(
+        1,
+        &req,
+        &[g.clone(), rest.clone()].concat(),
+        serde_json::json!({"sql": sql}),
+    ));
+    d.push(recorded_call(
+        2,
+        &req,
+        &[g.clone(), rest.clone()].concat(),
+        serde_json::json!({"sql": sql}),
+    ));
+    let mut s = started(Arc::new(d));
+    assert_eq!(feed(&mut s, &msg(b'Q', format!("{sql}\0").as_bytes())), g);
+    assert_eq!(feed(&mut s, &msg(b'd', b"a\n")), b"");
+    assert_eq!(feed(&mut s, &msg(b'd', b"b\n")), b"");
+    assert_eq!(feed(&mut s, &msg(b'c', &[])), rest);
+    // The app gives up this time: the server's own answer.
+    assert_eq!(feed(&mut s, &msg(b'Q', format!("{sql}\0").as_bytes())), g);
+    assert_eq!(types(&feed(&mut s, &msg(b'f', b"oops\0"))), "EZ");
+    assert!(j.misses().is_empty(), "{:#?}", j.misses());
+}
