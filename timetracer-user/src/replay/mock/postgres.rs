@@ -935,8 +935,9 @@ impl Session {
             };
             match self.dest.find(partial) {
                 Some(c) => {
-                    if complete {
-                        // Counted as answered (session-level prepare calls).
+                    if complete && c.session_level {
+                        // Counted as answered (a recorded prepare). An execution that only
+                        // lent its `Parse` / `Describe` answers is not used up.
                         let _ = self.dest.try_take(|x| {
                             if x.eid == c.eid && x.cassette == c.cassette {
                                 Ok(())
@@ -1022,7 +1023,7 @@ impl Session {
             Front::Parse(_) => push_msg(&mut self.out, b'1', &[]),
             Front::Bind(_) => push_msg(&mut self.out, b'2', &[]),
             Front::Close(..) => push_msg(&mut self.out, b'3', &[]),
-            Front::Sync => self.ready(if self.tx == b'E' { b'E' } else { self.tx }),
+            Front::Sync => self.ready(self.tx),
             Front::Describe(kind, _) => {
                 let Some(sql) = sql else {
                     push_msg(&mut self.out, b'n', &[]);

@@ -534,3 +534,23 @@ fn copy_from_stdin_waits_for_copy_done() {
     assert_eq!(types(&feed(&mut s, &msg(b'f', b"oops\0"))), "EZ");
     assert!(j.misses().is_empty(), "{:#?}", j.misses());
 }
+
+#[test]
+fn a_prepare_alone_does_not_use_up_a_recorded_execution() {
+    // psycopg 3 `prepare=True` / asyncpg `prepare()`: Parse, Describe, Sync. Answered from
+    // the recorded execution of the statement, which stays available for the execution.
+    let (d, j) = destination(Protocol::Postgres, &["fastapi/pg_select_first.json"]);
+    let mut s = started(d.clone());
+    let sql = "SELECT id, name FROM items WHERE id = $1";
+    let mut m = parse("p", sql);
+    m.extend(describe(b'S', "p"));
+    m.extend(msg(b'S', &[]));
+    assert_eq!(types(&feed(&mut s, &m)), "1tTZ");
+    assert_eq!(d.unused().len(), 2);
+    let mut m = bind_int4("p", 1);
+    m.extend(execute());
+    m.extend(msg(b'S', &[]));
+    assert_eq!(types(&feed(&mut s, &m)), "2DCZ");
+    assert_eq!(d.unused().len(), 1);
+    assert!(j.misses().is_empty());
+}
