@@ -353,3 +353,36 @@ async fn redis_py_resp3_against_a_resp2_recording() {
         "{misses:#?}"
     );
 }
+
+/// The committed fixtures hold no database password: neither as text nor inside base64 wire
+/// bytes (any alignment), as `tests/integration/src/tests/db.rs` checks for fresh recordings.
+#[test]
+fn fixtures_hold_no_password() {
+    use base64::Engine as _;
+    // `tests/integration/src/dbservers.rs` `APP_PASSWORD`, used to record the fixtures.
+    let password = "Tt-db-S3cret-7e5d";
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let mut needles = vec![password.as_bytes().to_vec()];
+    for pad in 0..3 {
+        let enc = b64.encode([vec![b'x'; pad], password.as_bytes().to_vec()].concat());
+        let (from, to) = (pad.div_ceil(3) * 4, (pad + password.len()) / 3 * 4);
+        needles.push(enc.as_bytes()[from..to].to_vec());
+    }
+    let mut checked = 0;
+    for dir in ["fastapi", "flask"] {
+        for e in std::fs::read_dir(repo().join("tests/fixtures/replay").join(dir)).expect("dir") {
+            let path = e.expect("entry").path();
+            let data = std::fs::read(&path).expect("read");
+            for n in &needles {
+                assert!(
+                    !data.windows(n.len()).any(|w| w == n.as_slice()),
+                    "{} holds the password ({})",
+                    path.display(),
+                    String::from_utf8_lossy(n)
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10);
+}

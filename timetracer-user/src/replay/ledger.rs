@@ -569,4 +569,42 @@ mod tests {
             }
         );
     }
+
+    #[test]
+    fn quiet_take_find_and_the_closest_call() {
+        let journal = Arc::new(Journal::default());
+        let d = Destination::new(
+            "127.0.0.1:6379".parse().unwrap(),
+            Protocol::Redis,
+            journal.clone(),
+        );
+        d.push(call(1, false, "SET"));
+        d.push(call(2, false, "GET"));
+        d.push(call(3, true, "PING"));
+        // `find` neither uses up nor counts.
+        assert_eq!(
+            d.find(|c| c.event.signature.method == "GET").unwrap().eid,
+            2
+        );
+        assert_eq!(d.unused().len(), 2);
+        // `try_take` journals nothing when nothing matches.
+        assert!(d.try_take(by_method("HELLO")).is_none());
+        assert!(journal.misses().is_empty());
+        assert_eq!(d.try_take(by_method("PING")).unwrap().eid, 3);
+        // The miss is reported against the deepest difference, not the first unused call.
+        let miss = d
+            .take("GET other", |c| {
+                if c.event.signature.method == "GET" {
+                    Err(Diff::new("args[0]", "k", "other").at_depth(Diff::PARAMS_DEPTH))
+                } else {
+                    Err(Diff::new("command", &c.event.signature.method, "GET"))
+                }
+            })
+            .unwrap_err();
+        assert_eq!(miss.field.as_deref(), Some("args[0]"));
+        assert_eq!(d.find(|c| c.eid == 2).unwrap().eid, 2);
+        // Text depth: the longest common prefix, below any parameter depth.
+        assert_eq!(Diff::text_depth("SELECT 1", "SELECT 2"), 7);
+        assert!(Diff::text_depth(&"a".repeat(1 << 21), &"a".repeat(1 << 21)) < Diff::PARAMS_DEPTH);
+    }
 }
