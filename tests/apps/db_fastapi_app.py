@@ -86,7 +86,9 @@ async def pg_select(id: int = 1):
     ops = []
     async with state["pg"].acquire() as conn:
         await sql(ops, conn, "SELECT id, name FROM items WHERE id = $1", id)
-        await sql(ops, conn, "SELECT id, name FROM items WHERE id >= $1 AND name <> $2 ORDER BY id", 1, "zzz")
+        # NAME_FILTER / REDIS_KEY_PREFIX change what the app sends (replay tests use them).
+        name_filter = os.environ.get("NAME_FILTER", "zzz")
+        await sql(ops, conn, "SELECT id, name FROM items WHERE id >= $1 AND name <> $2 ORDER BY id", 1, name_filter)
     return {"ops": ops}
 
 
@@ -122,7 +124,8 @@ async def rcmd(ops, client, *args):
 async def redis_basic(tag: str = "x"):
     ops = []
     r = state["redis"]
-    await rcmd(ops, r, "SET", "fa:" + tag, "value-" + tag)
+    prefix = os.environ.get("REDIS_KEY_PREFIX", "fa:")
+    await rcmd(ops, r, "SET", prefix + tag, "value-" + tag)
     await rcmd(ops, r, "GET", "fa:" + tag)
     await rcmd(ops, r, "GET", "fa:missing")
     await rcmd(ops, r, "INCR", "fa:" + tag)
@@ -153,4 +156,18 @@ async def mixed(tag: str = "x"):
         await rcmd(ops, state["redis"], "SET", "fm:" + tag, "from-pg")
         await sql(ops, conn, "SELECT count(*)::int FROM items WHERE id > $1", 0)
         await rcmd(ops, state["redis"], "DEL", "fm:" + tag)
+    return {"ops": ops}
+
+
+@app.get("/pg_http")
+async def pg_http():
+    """A database query and an HTTP call to UPSTREAM_URL (hybrid replay: HTTP stays live)."""
+    import httpx
+
+    ops = []
+    async with state["pg"].acquire() as conn:
+        await sql(ops, conn, "SELECT name FROM items WHERE id = $1", 3)
+    async with httpx.AsyncClient(timeout=30.0) as client:
+        resp = await client.get(os.environ["UPSTREAM_URL"].rstrip("/") + "/json/5")
+    ops.append({"kind": "http", "status": resp.status_code, "len": len(resp.content)})
     return {"ops": ops}

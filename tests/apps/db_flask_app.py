@@ -133,7 +133,8 @@ def pg3_select():
 def mysql_select():
     ops = []
     with LOCK:
-        my(ops, "SELECT id, name FROM items WHERE id = %s", (1,))
+        # MYSQL_ID changes the parameter the app sends (replay tests use it).
+        my(ops, "SELECT id, name FROM items WHERE id = %s", (int(os.environ.get("MYSQL_ID", "1")),))
         my(ops, "SELECT id, name FROM items WHERE id >= %s ORDER BY id", (1,))
     return jsonify(ops=ops)
 

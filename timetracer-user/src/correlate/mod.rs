@@ -537,6 +537,9 @@ impl Correlator {
     fn on_http(&mut self, facts: &ConnFacts, side: Side, connect_ns: u64, e: HttpEvent) {
         match (side, e) {
             (Side::Server, HttpEvent::RequestHead { index, mark, .. }) => {
+                // Describe the process now, while it is alive (its cassette may be written
+                // after it exited, when /proc no longer has its command line).
+                let _ = self.process(facts.pid);
                 self.inbound.push_back(Inbound {
                     tgid: facts.pid,
                     conn_id: facts.conn_id,

@@ -22,7 +22,7 @@ use base64::Engine as _;
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
-use super::scenario::drop_problems;
+use super::scenario::{Replayed, drop_problems};
 use crate::dbservers::{self, APP_PASSWORD, DbServers, Needs};
 use crate::require_root;
 use crate::util::{self, Cassette, CassetteDir, HttpConn, Paths, ProcGuard};
@@ -144,6 +144,16 @@ impl DbRun {
     /// Starts the servers and `timetracer-agent record --out D -- <app>`, or returns `None`
     /// (test skipped, reason printed) when the servers cannot be provided here.
     fn start(paths: Paths, app: DbApp, name: &str) -> Option<Self> {
+        Self::start_with_env(paths, app, name, &[])
+    }
+
+    /// [`DbRun::start`] with extra environment for the app.
+    fn start_with_env(
+        paths: Paths,
+        app: DbApp,
+        name: &str,
+        extra: &[(&str, &str)],
+    ) -> Option<Self> {
         if let Some(reason) = dbservers::missing_prerequisite(app.needs()) {
             if util::privileged_required() {
                 panic!("TIMETRACER_REQUIRE_PRIVILEGED=1 but {reason}");
@@ -169,6 +179,9 @@ impl DbRun {
         let mut cmd = util::command(&paths.agent, args);
         cmd.current_dir(&paths.apps).env("PWD", &paths.apps);
         for (k, v) in servers.app_env() {
+            cmd.env(k, v);
+        }
+        for (k, v) in extra {
             cmd.env(k, v);
         }
         let agent = ProcGuard::spawn("agent", cmd, &root).expect("spawn agent");
@@ -263,6 +276,41 @@ impl DbRun {
             errors.len(),
             errors.join("\n  - ")
         );
+    }
+}
+
+impl DbRun {
+    /// Stops the database servers (replay must not need them); returns the app's environment.
+    fn stop_servers(&mut self) -> Vec<(String, String)> {
+        let env = self
+            .servers
+            .as_ref()
+            .map(DbServers::app_env)
+            .unwrap_or_default();
+        drop(self.servers.take());
+        env
+    }
+
+    /// `timetracer-agent replay --json OUT <args>` (recorded command line) with `env`.
+    fn replay(&self, env: &[(String, String)], args: &[&str], extra: &[(&str, &str)]) -> Replayed {
+        let mut all: Vec<OsString> =
+            vec!["replay".into(), "--json".into(), self.out.clone().into()];
+        all.extend(args.iter().map(OsString::from));
+        let mut cmd = util::command(&self.paths.agent, all);
+        cmd.current_dir(&self.paths.apps)
+            .env("PWD", &self.paths.apps);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().expect("run timetracer-agent replay");
+        Replayed {
+            code: out.status.code().unwrap_or(-1),
+            verdict: serde_json::from_slice(&out.stdout).unwrap_or(Value::Null),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
     }
 }
 
@@ -554,6 +602,11 @@ fn db_record(app: DbApp, name: &str, endpoints: &[&str]) {
     let Some(mut run) = DbRun::start(paths, app, name) else {
         return;
     };
+    record_endpoints(&mut run, endpoints);
+}
+
+/// Records `endpoints` and checks the cassettes against what the app reports.
+fn record_endpoints(run: &mut DbRun, endpoints: &[&str]) {
     let mut sent = Vec::new();
     // One keep-alive connection for most requests, a fresh one for the last.
     let mut conn = HttpConn::connect(run.port).expect("connect to app");
@@ -568,7 +621,127 @@ fn db_record(app: DbApp, name: &str, endpoints: &[&str]) {
     }
     conn.close();
     run.stop_agent();
-    verify(&run, &sent);
+    verify(run, &sent);
+}
+
+/// Issue #6: record, stop every database server, replay: same responses byte for byte; then
+/// make the app send something else and check the verdict names the field.
+fn db_replay(
+    app: DbApp,
+    name: &str,
+    endpoints: &[&str],
+    changes: &[(&str, &str, &str, &str, &str)],
+) {
+    let paths = require_root!();
+    let Some(mut run) = DbRun::start(paths, app, name) else {
+        return;
+    };
+    record_endpoints(&mut run, endpoints);
+    let env = run.stop_servers();
+    let r = run.replay(&env, &[], &[]);
+    r.assert_all_same(endpoints.len());
+    for (var, value, field, expected, actual) in changes {
+        let r = run.replay(&env, &[], &[(var, value)]);
+        r.assert_field_miss(field, expected, actual);
+    }
+}
+
+#[test]
+fn fastapi_asyncpg_redis_replay() {
+    db_replay(
+        DbApp::FastApi,
+        "db_fastapi_replay",
+        &[
+            "pg/select?id=1",
+            "pg/insert?note=first",
+            "pg/fail",
+            "redis/basic?tag=a",
+            "redis/pipeline?tag=b",
+            "mixed?tag=c",
+        ],
+        &[
+            ("NAME_FILTER", "yyy", "params[1]", "zzz", "yyy"),
+            ("REDIS_KEY_PREFIX", "fz:", "args[0]", "fa:a", "fz:a"),
+        ],
+    );
+}
+
+#[test]
+fn flask_psycopg_pymysql_redis_replay() {
+    db_replay(
+        DbApp::Flask,
+        "db_flask_replay",
+        &[
+            "pg2/select",
+            "pg2/fail",
+            "pg3/select",
+            "mysql/select",
+            "mysql/insert",
+            "mysql/fail",
+            "redis/pipeline",
+            "redis/multi",
+            "redis/fail",
+        ],
+        // PyMySQL interpolates parameters into the SQL text on the client.
+        &[("MYSQL_ID", "2", "sql", "WHERE id = 1", "WHERE id = 2")],
+    );
+}
+
+/// Hybrid replay: PostgreSQL and Redis mocked, HTTP live against a running upstream.
+#[test]
+fn hybrid_replay_http_live() {
+    let paths = require_root!();
+    let dir = util::temp_dir("db_hybrid_upstream");
+    let up_port = util::free_port();
+    let up_log = dir.path().join("upstream.jsonl");
+    let mut cmd = util::command(
+        paths.venv_bin("python"),
+        [
+            OsString::from(paths.apps.join("upstream.py")),
+            up_port.to_string().into(),
+            up_log.clone().into(),
+        ],
+    );
+    cmd.current_dir(&paths.apps);
+    let mut upstream = ProcGuard::spawn("upstream", cmd, dir.path()).expect("spawn upstream");
+    upstream
+        .wait_for_port(up_port, START_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", upstream.diagnostics()));
+    let up_url = format!("http://127.0.0.1:{up_port}");
+    let Some(mut run) = DbRun::start_with_env(
+        paths,
+        DbApp::FastApi,
+        "db_hybrid",
+        &[("UPSTREAM_URL", &up_url)],
+    ) else {
+        return;
+    };
+    let mut conn = HttpConn::connect(run.port).expect("connect to app");
+    let sent = run.send(&mut conn, "pg_http", "h0");
+    conn.close();
+    assert_eq!(sent.status, 200, "{}", sent.body);
+    run.stop_agent();
+    let mut env = run.stop_servers();
+    env.push(("UPSTREAM_URL".into(), up_url.clone()));
+    let before = util::read_json_lines(&up_log).len();
+    let r = run.replay(&env, &["--mock", "postgres,redis"], &[]);
+    r.assert_all_same(1);
+    let after = util::read_json_lines(&up_log).len();
+    assert_eq!(
+        after,
+        before + 1,
+        "the HTTP call must reach the live upstream in hybrid replay:\n{}",
+        r.explain()
+    );
+    assert!(
+        r.verdict["notes"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|n| n.as_str().is_some_and(|n| n.contains("stayed live"))),
+        "{}",
+        r.explain()
+    );
 }
 
 #[test]

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 
-use super::scenario::{App, Harness, Replayed, Req, VerifyOpts};
+use super::scenario::{App, Harness, Req, VerifyOpts};
 use crate::require_root;
 use crate::util::{self, HttpConn, ProcGuard};
 
@@ -23,44 +23,6 @@ fn record(h: &mut Harness, app: App, endpoints: &[&str]) {
     h.assert_ok(&errs, &dir);
 }
 
-/// Every request came back the same, byte for byte, with every recorded call used.
-fn assert_all_same(r: &Replayed, expected_requests: usize) {
-    assert_eq!(r.code, 0, "replay should match:\n{}", r.explain());
-    let reqs = r.verdict["requests"].as_array().expect("requests");
-    assert_eq!(reqs.len(), expected_requests, "{}", r.explain());
-    for q in reqs {
-        assert_eq!(q["outcome"], "same", "{}", r.explain());
-        assert_eq!(q["identical_body"], true, "{}", r.explain());
-        assert_eq!(q["dependencies"]["missed"], 0, "{}", r.explain());
-        assert_eq!(q["dependencies"]["unused"], 0, "{}", r.explain());
-    }
-}
-
-/// Exit 2, and a miss names `field` with the recorded and the new value.
-fn assert_field_miss(r: &Replayed, field: &str, expected: &str, actual: &str) {
-    assert_eq!(
-        r.code,
-        2,
-        "replay should report a dependency mismatch:\n{}",
-        r.explain()
-    );
-    let misses = r.misses();
-    let hit = misses.iter().any(|m| {
-        m["field"] == field
-            && m["expected_value"]
-                .as_str()
-                .is_some_and(|v| v.contains(expected))
-            && m["actual_value"]
-                .as_str()
-                .is_some_and(|v| v.contains(actual))
-    });
-    assert!(
-        hit,
-        "no miss names {field} ({expected} → {actual}); misses: {misses:#?}\n{}",
-        r.explain()
-    );
-}
-
 const HTTP_ENDPOINTS: &[&str] = &[
     "users/7", "text", "big", "chunked", "multi", "fail", "plain", "echo", "boom",
 ];
@@ -74,11 +36,11 @@ fn replay_http_dependencies() {
     let out: OsString = h.out_dir().into();
 
     let r = h.replay(&[out.clone()], &[]);
-    assert_all_same(&r, HTTP_ENDPOINTS.len());
+    r.assert_all_same(HTTP_ENDPOINTS.len());
 
     // The app now asks the upstream for something else: the verdict names the query field.
     let r = h.replay(&[out.clone()], &[("USERS_SRC", "admins")]);
-    assert_field_miss(&r, "query.src", "users", "admins");
+    r.assert_field_miss("query.src", "users", "admins");
     let users = r.verdict["requests"]
         .as_array()
         .into_iter()
@@ -118,7 +80,7 @@ fn replay_https_dependency_through_mock_ca() {
     // The app verifies certificates against UPSTREAM_CA (the test CA); replay's mocks present
     // certificates of the mock CA, which the Python hook adds to every SSL context.
     let r = h.replay(&[h.out_dir().into()], &[]);
-    assert_all_same(&r, 5);
+    r.assert_all_same(5);
 }
 
 #[test]
@@ -131,7 +93,7 @@ fn replay_app_serving_https_with_https_dependency() {
     // The recorded inbound connection was TLS: replay speaks TLS to the app (uvicorn
     // --ssl-*), and the app's HTTPS call goes to a mock with a mock-CA certificate.
     let r = h.replay(&[h.out_dir().into()], &[]);
-    assert_all_same(&r, 3);
+    r.assert_all_same(3);
 }
 
 #[test]
@@ -213,8 +175,8 @@ fn replay_two_at_once_do_not_share_traffic() {
     });
     // A is untouched by B's different calls (its own cgroup, maps and mocks), and B's miss is
     // its own.
-    assert_all_same(&a, 3);
-    assert_field_miss(&b, "query.src", "users", "other");
+    a.assert_all_same(3);
+    b.assert_field_miss("query.src", "users", "other");
     let b_matched: i64 = b.verdict["requests"]
         .as_array()
         .into_iter()

@@ -903,4 +903,42 @@ impl Replayed {
         }
         v
     }
+
+    /// Every request came back the same, byte for byte, with every recorded call used.
+    pub(crate) fn assert_all_same(&self, expected_requests: usize) {
+        assert_eq!(self.code, 0, "replay should match:\n{}", self.explain());
+        let reqs = self.verdict["requests"].as_array().expect("requests");
+        assert_eq!(reqs.len(), expected_requests, "{}", self.explain());
+        for q in reqs {
+            assert_eq!(q["outcome"], "same", "{}", self.explain());
+            assert_eq!(q["identical_body"], true, "{}", self.explain());
+            assert_eq!(q["dependencies"]["missed"], 0, "{}", self.explain());
+            assert_eq!(q["dependencies"]["unused"], 0, "{}", self.explain());
+        }
+    }
+
+    /// Exit 2, and a miss names a field ending in `field` with the recorded and new values.
+    pub(crate) fn assert_field_miss(&self, field: &str, expected: &str, actual: &str) {
+        assert_eq!(
+            self.code,
+            2,
+            "replay should report a dependency mismatch:\n{}",
+            self.explain()
+        );
+        let misses = self.misses();
+        let hit = misses.iter().any(|m| {
+            m["field"].as_str().is_some_and(|f| f.ends_with(field))
+                && m["expected_value"]
+                    .as_str()
+                    .is_some_and(|v| v.contains(expected))
+                && m["actual_value"]
+                    .as_str()
+                    .is_some_and(|v| v.contains(actual))
+        });
+        assert!(
+            hit,
+            "no miss names {field} ({expected} → {actual}); misses: {misses:#?}\n{}",
+            self.explain()
+        );
+    }
 }

@@ -883,6 +883,17 @@ impl Session {
     }
 
     fn answer_unit(&mut self, unit: &[Pending], complete: bool) {
+        /// A recorded call that failed before any `Execute` (the server rejected its `Parse`):
+        /// it has no execution to lend its answers to later, so answering it uses it up.
+        fn failed_before_execute(c: &RecordedCall) -> bool {
+            c.event.result.error.is_some()
+                && c.event
+                    .db
+                    .as_ref()
+                    .and_then(|d| d.get("messages"))
+                    .and_then(Value::as_str)
+                    .is_some_and(|m| !m.contains('E'))
+        }
         let msgs: Vec<Front> = unit.iter().map(|p| p.msg.clone()).collect();
         let sql = self.unit_sql(&msgs);
         let app = Unit {
@@ -935,7 +946,7 @@ impl Session {
             };
             match self.dest.find(partial) {
                 Some(c) => {
-                    if complete && c.session_level {
+                    if (complete && c.session_level) || failed_before_execute(&c) {
                         // Counted as answered (a recorded prepare). An execution that only
                         // lent its `Parse` / `Describe` answers is not used up.
                         let _ = self.dest.try_take(|x| {
