@@ -19,6 +19,7 @@ pub mod redact;
 pub mod s3;
 pub mod telemetry;
 pub mod tui;
+pub mod web;
 
 // Dev-dependencies used only by integration tests in `tests/`.
 #[cfg(test)]
