@@ -423,10 +423,9 @@ fn body_view(b: &Body) -> BodyView {
         meta.push(h.chars().take(19).collect::<String>() + "…");
     }
     let (text, kind) = match (&b.encoding, &b.data) {
-        (Some(BodyEncoding::Json | BodyEncoding::Utf8), Some(v)) if !v.is_string() => (
-            serde_json::to_string_pretty(v).unwrap_or_default(),
-            "json",
-        ),
+        (Some(BodyEncoding::Json | BodyEncoding::Utf8), Some(v)) if !v.is_string() => {
+            (serde_json::to_string_pretty(v).unwrap_or_default(), "json")
+        }
         (Some(BodyEncoding::Base64), Some(Value::String(s))) => {
             let bytes = body_bytes(b);
             let shown = String::from_utf8_lossy(&bytes).into_owned();
@@ -494,7 +493,10 @@ fn phases(t: &Timing, start: f64, end: f64, scale: f64, label_wait: &str) -> Pha
     let mut segs = Vec::new();
     let rs = t.request_start.unwrap_or(start);
     if let Some(re) = t.request_end {
-        facts.push(kv("request sent", format!("{} → {}", fmt_ms(rs), fmt_ms(re))));
+        facts.push(kv(
+            "request sent",
+            format!("{} → {}", fmt_ms(rs), fmt_ms(re)),
+        ));
         segs.push(Seg {
             cls: "send",
             x: x(rs),
@@ -504,7 +506,11 @@ fn phases(t: &Timing, start: f64, end: f64, scale: f64, label_wait: &str) -> Pha
         if let Some(fs) = t.response_start {
             facts.push(kv(
                 "first response byte",
-                format!("{} ({} after the request was sent)", fmt_ms(fs), fmt_ms(fs - re)),
+                format!(
+                    "{} ({} after the request was sent)",
+                    fmt_ms(fs),
+                    fmt_ms(fs - re)
+                ),
             ));
             segs.push(Seg {
                 cls: "wait",
@@ -562,9 +568,11 @@ fn str_of(v: &Value) -> String {
             "base64:{}",
             o.get("base64").and_then(Value::as_str).unwrap_or("")
         ),
-        Value::Object(o) if o.contains_key("text") => {
-            o.get("text").and_then(Value::as_str).unwrap_or("").to_owned()
-        }
+        Value::Object(o) if o.contains_key("text") => o
+            .get("text")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned(),
         other => other.to_string(),
     }
 }
@@ -639,14 +647,23 @@ fn event_view(e: &Event, scale: f64) -> EventView {
             Some(t) => format!("{t}: {err}"),
             None => err,
         })
-        .or_else(|| db_error.map(|v| match v {
-            Value::Object(o) => {
-                let code = o.get("code").map(str_of).unwrap_or_default();
-                let msg = o.get("message").map(str_of).unwrap_or_else(|| v.to_string());
-                if code.is_empty() { msg } else { format!("{code}: {msg}") }
-            }
-            other => str_of(other),
-        }))
+        .or_else(|| {
+            db_error.map(|v| match v {
+                Value::Object(o) => {
+                    let code = o.get("code").map(str_of).unwrap_or_default();
+                    let msg = o
+                        .get("message")
+                        .map(str_of)
+                        .unwrap_or_else(|| v.to_string());
+                    if code.is_empty() {
+                        msg
+                    } else {
+                        format!("{code}: {msg}")
+                    }
+                }
+                other => str_of(other),
+            })
+        })
         .or(redis_error);
     let status = match (dep.key, e.result.status) {
         ("http", Some(s)) => {
@@ -658,7 +675,10 @@ fn event_view(e: &Event, scale: f64) -> EventView {
             t
         }
         ("http", None) => "no response".to_owned(),
-        _ => match db.and_then(|d| d.get("command_tag")).and_then(Value::as_str) {
+        _ => match db
+            .and_then(|d| d.get("command_tag"))
+            .and_then(Value::as_str)
+        {
             Some(tag) => tag.to_owned(),
             None if error.is_some() => "error".to_owned(),
             None => "ok".to_owned(),
@@ -698,7 +718,12 @@ fn event_view(e: &Event, scale: f64) -> EventView {
     }
     if let Some(t) = &db_text {
         blocks.push(Block {
-            title: if dep.key == "redis" { "Command" } else { "Statement" }.to_owned(),
+            title: if dep.key == "redis" {
+                "Command"
+            } else {
+                "Statement"
+            }
+            .to_owned(),
             meta: String::new(),
             text: cap(t.clone()),
             kind: "sql",
@@ -718,12 +743,14 @@ fn event_view(e: &Event, scale: f64) -> EventView {
             }
             if let Some(v) = d.get(key).filter(|v| !v.is_null() && !v.is_string()) {
                 let mut meta = String::new();
-                if key == "rows" {
-                    if let Some(n) = d.get("rows_total").and_then(Value::as_u64) {
-                        meta = format!("{n} rows");
-                        if d.get("rows_truncated").and_then(Value::as_bool) == Some(true) {
-                            meta.push_str(" (not all kept)");
-                        }
+                let total = d
+                    .get("rows_total")
+                    .and_then(Value::as_u64)
+                    .filter(|_| key == "rows");
+                if let Some(n) = total {
+                    meta = format!("{n} rows");
+                    if d.get("rows_truncated").and_then(Value::as_bool) == Some(true) {
+                        meta.push_str(" (not all kept)");
                     }
                 }
                 blocks.push(Block {
@@ -820,9 +847,7 @@ fn event_view(e: &Event, scale: f64) -> EventView {
     }
     let (ambiguous, attribution) = match &e.attribution {
         Some(AttributionInfo::Exact { evidence }) => (false, Some(format!("exact ({evidence})"))),
-        Some(AttributionInfo::Ambiguous { reason }) => {
-            (true, Some(format!("ambiguous: {reason}")))
-        }
+        Some(AttributionInfo::Ambiguous { reason }) => (true, Some(format!("ambiguous: {reason}"))),
         None => (false, None),
     };
     if let Some(a) = &attribution {
@@ -1006,7 +1031,10 @@ fn concurrency(events: &mut [EventView]) -> Concurrency {
         max = max.max(cur);
     }
     let max = usize::try_from(max).unwrap_or(0);
-    let overlapping = events.iter().filter(|e| !e.parallel_with.is_empty()).count();
+    let overlapping = events
+        .iter()
+        .filter(|e| !e.parallel_with.is_empty())
+        .count();
     let text = match (n, max) {
         (0, _) => "no dependency calls".to_owned(),
         (1, _) => "1 dependency call".to_owned(),
@@ -1073,10 +1101,7 @@ pub fn cassette_view(
             .traceback
             .as_deref()
             .and_then(|t| t.lines().rev().find(|l| !l.trim().is_empty()))
-            .map_or_else(
-                || format!("status {}", e.status),
-                |l| l.trim().to_owned(),
-            );
+            .map_or_else(|| format!("status {}", e.status), |l| l.trim().to_owned());
         ErrorView {
             kind: kind.to_owned(),
             headline,
@@ -1086,8 +1111,7 @@ pub fn cassette_view(
     let error = error.or_else(|| {
         (c.response.status == 0 && c.is_python_legacy()).then(|| ErrorView {
             kind: "exception".into(),
-            headline: "the app raised an exception (the Python tool records no traceback)"
-                .into(),
+            headline: "the app raised an exception (the Python tool records no traceback)".into(),
             traceback: None,
         })
     });
@@ -1128,7 +1152,10 @@ pub fn cassette_view(
             req_facts.push(kv("server socket", l.clone()));
         }
         if conn.tls {
-            req_facts.push(kv("tls", conn.server_name.clone().unwrap_or_else(|| "yes".into())));
+            req_facts.push(kv(
+                "tls",
+                conn.server_name.clone().unwrap_or_else(|| "yes".into()),
+            ));
         }
     }
     let request = MessageView {

@@ -33,17 +33,17 @@ pub fn resolve(root: &Path, rel: &str) -> Result<PathBuf, PathError> {
         return Err(PathError::NotRelative);
     }
     let p = Path::new(rel);
-    if !p
-        .components()
-        .all(|c| matches!(c, Component::Normal(_)))
-    {
+    if !p.components().all(|c| matches!(c, Component::Normal(_))) {
         return Err(PathError::NotRelative);
     }
     let name = p
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or(PathError::NotCassette)?;
-    if !is_candidate_name(name) || p.components().any(|c| c.as_os_str().to_string_lossy().starts_with('.')) {
+    if !is_candidate_name(name)
+        || p.components()
+            .any(|c| c.as_os_str().to_string_lossy().starts_with('.'))
+    {
         return Err(PathError::NotCassette);
     }
     let canon = root
@@ -83,11 +83,8 @@ mod tests {
         std::fs::write(root.join("2026-11-22/GET__x__12345678.json"), "{}").unwrap();
         std::fs::write(root.join("notes.txt"), "x").unwrap();
         std::fs::write(outside.path().join("secret.json"), "{}").unwrap();
-        std::os::unix::fs::symlink(
-            outside.path().join("secret.json"),
-            root.join("link.json"),
-        )
-        .unwrap();
+        std::os::unix::fs::symlink(outside.path().join("secret.json"), root.join("link.json"))
+            .unwrap();
         std::os::unix::fs::symlink(outside.path(), root.join("linkdir")).unwrap();
 
         assert_eq!(

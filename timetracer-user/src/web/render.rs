@@ -220,12 +220,15 @@ impl Renderer {
         env.add_filter("json", |v: Value| {
             serde_json::to_string(&v).unwrap_or_else(|_| String::from("?"))
         });
-        env.add_filter("script_json", |v: Value| -> Result<Value, minijinja::Error> {
-            let s = serde_json::to_string(&v).map_err(|e| {
-                minijinja::Error::new(minijinja::ErrorKind::BadSerialization, e.to_string())
-            })?;
-            Ok(Value::from_safe_string(script_json(&s)))
-        });
+        env.add_filter(
+            "script_json",
+            |v: Value| -> Result<Value, minijinja::Error> {
+                let s = serde_json::to_string(&v).map_err(|e| {
+                    minijinja::Error::new(minijinja::ErrorKind::BadSerialization, e.to_string())
+                })?;
+                Ok(Value::from_safe_string(script_json(&s)))
+            },
+        );
         Self { env }
     }
 
@@ -290,10 +293,7 @@ impl Renderer {
 
     /// The totals cards.
     pub fn cards(&self, totals: &Totals) -> Result<String, RenderError> {
-        self.render(
-            "_cards.html",
-            context! { totals => sv(totals) },
-        )
+        self.render("_cards.html", context! { totals => sv(totals) })
     }
 
     /// The trend charts.
@@ -310,10 +310,7 @@ impl Renderer {
 
     /// One cassette's detail (dashboard side panel).
     pub fn detail(&self, c: &CassetteView, live: bool) -> Result<String, RenderError> {
-        self.render(
-            "_detail.html",
-            context! { c => sv(c), live },
-        )
+        self.render("_detail.html", context! { c => sv(c), live })
     }
 
     /// Two cassettes side by side with the differences `timetracer diff` finds.
@@ -397,10 +394,23 @@ mod tests {
     #[test]
     fn the_script_never_parses_html_from_strings_it_builds() {
         // Text goes through textContent; markup only comes from our own templates.
-        for bad in ["innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("] {
+        for bad in [
+            "innerHTML",
+            "outerHTML",
+            "insertAdjacentHTML",
+            "document.write",
+            "eval(",
+        ] {
             assert!(!JS.contains(bad), "app.js uses {bad}");
         }
-        for bad in [" style=\"", " style='", "onclick", "onerror", "onload", "javascript:"] {
+        for bad in [
+            " style=\"",
+            " style='",
+            "onclick",
+            "onerror",
+            "onload",
+            "javascript:",
+        ] {
             for (name, src) in TEMPLATES {
                 assert!(!src.contains(bad), "{name} contains {bad}");
             }
@@ -411,7 +421,11 @@ mod tests {
     fn messages_are_escaped() {
         let r = Renderer::new();
         let html = r
-            .message("<b>t</b>", "<img src=x onerror=alert(1)>", &PageOpts::default())
+            .message(
+                "<b>t</b>",
+                "<img src=x onerror=alert(1)>",
+                &PageOpts::default(),
+            )
             .unwrap();
         assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"));
         assert!(!html.contains("<img"));

@@ -312,7 +312,10 @@ mod tests {
         let e = replay(&sock, Path::new("/x.json"), Duration::from_secs(5))
             .await
             .unwrap_err();
-        assert!(matches!(e, ReplayError::Closed | ReplayError::Io { .. }), "{e:?}");
+        assert!(
+            matches!(e, ReplayError::Closed | ReplayError::Io { .. }),
+            "{e:?}"
+        );
         let l = t.await.unwrap();
 
         // Answers garbage.

@@ -110,7 +110,11 @@ fn random_token() -> Result<String, std::io::Error> {
 
 /// Equal strings, in time independent of where they differ.
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 fn build_snapshot(
@@ -212,7 +216,10 @@ async fn refresh_loop(state: Arc<AppState>) {
         tick.tick().await;
         let st = state.clone();
         let res = tokio::task::spawn_blocking(move || {
-            let mut c = st.collector.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut c = st
+                .collector
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             if !c.refresh()? {
                 return Ok(None);
             }
@@ -332,26 +339,27 @@ async fn check(st: &AppState, req: Request, next: Next) -> Response {
             .into_response();
     }
     // First visit through the printed URL: trade the token for a cookie, drop it from the URL.
-    if req.method() == Method::GET && req.uri().path() == "/" {
-        if let Some(t) = query_token(&req) {
-            if same(t, &st.token) {
-                let cookie = format!(
-                    "{}={}; HttpOnly; SameSite=Strict; Path=/",
-                    st.cookie, st.token
-                );
-                let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
-                if let Ok(v) = HeaderValue::from_str(&cookie) {
-                    r.headers_mut().insert(header::SET_COOKIE, v);
-                }
-                return r;
-            }
-            return message_page(
-                st,
-                StatusCode::UNAUTHORIZED,
-                "Wrong token",
-                "This token is not the one of this run: open the address `timetracer serve` printed when it started.",
+    let first_visit = (req.method() == Method::GET && req.uri().path() == "/")
+        .then(|| query_token(&req))
+        .flatten();
+    if let Some(t) = first_visit {
+        if same(t, &st.token) {
+            let cookie = format!(
+                "{}={}; HttpOnly; SameSite=Strict; Path=/",
+                st.cookie, st.token
             );
+            let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                r.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            return r;
         }
+        return message_page(
+            st,
+            StatusCode::UNAUTHORIZED,
+            "Wrong token",
+            "This token is not the one of this run: open the address `timetracer serve` printed when it started.",
+        );
     }
     let header_token = req
         .headers()
@@ -392,7 +400,12 @@ async fn check(st: &AppState, req: Request, next: Next) -> Response {
 }
 
 async fn not_found(State(st): State<Arc<AppState>>) -> Response {
-    message_page(&st, StatusCode::NOT_FOUND, "Not found", "There is nothing here.")
+    message_page(
+        &st,
+        StatusCode::NOT_FOUND,
+        "Not found",
+        "There is nothing here.",
+    )
 }
 
 async fn index_page(State(st): State<Arc<AppState>>) -> Response {
@@ -440,9 +453,8 @@ fn path_status(e: &PathError) -> StatusCode {
 
 /// Resolves and reads the cassette `rel`, or the error response.
 async fn load_rel(st: &Arc<AppState>, rel: &str) -> Result<(PathBuf, super::Loaded), Response> {
-    let path = paths::resolve(&st.cfg.dir, rel).map_err(|e| {
-        message_page(st, path_status(&e), "Refused", &format!("{rel}: {e}"))
-    })?;
+    let path = paths::resolve(&st.cfg.dir, rel)
+        .map_err(|e| message_page(st, path_status(&e), "Refused", &format!("{rel}: {e}")))?;
     let p = path.clone();
     let loaded = tokio::task::spawn_blocking(move || super::load(&p))
         .await
@@ -539,13 +551,8 @@ async fn api_compare(State(st): State<Arc<AppState>>, Query(q): Query<PairQ>) ->
         Err(r) => return r,
     };
     let threshold = 20.0;
-    let (response, events) = crate::cli::tools::diff::compare(
-        &la.cassette,
-        &lb.cassette,
-        threshold,
-        1.0,
-        &[],
-    );
+    let (response, events) =
+        crate::cli::tools::diff::compare(&la.cassette, &lb.cassette, threshold, 1.0, &[]);
     let report = crate::cli::tools::diff::Report {
         cassette_a: q.a.clone(),
         cassette_b: q.b.clone(),
@@ -735,20 +742,34 @@ mod tests {
         assert!(text.contains("HttpOnly; SameSite=Strict"));
         let (st, page) = get("/", &cookie);
         assert_eq!(st, 200);
-        assert!(page.contains("content-security-policy: default-src 'none'"), "{page}");
+        assert!(
+            page.contains("content-security-policy: default-src 'none'"),
+            "{page}"
+        );
         assert!(page.contains("/users/42"));
         // DNS rebinding: another Host is refused even with the token.
         let (st, _) = http(
             addr,
-            &format!("GET / HTTP/1.1\r\nHost: evil.example:{}\r\nConnection: close\r\n{cookie}\r\n", addr.port()),
+            &format!(
+                "GET / HTTP/1.1\r\nHost: evil.example:{}\r\nConnection: close\r\n{cookie}\r\n",
+                addr.port()
+            ),
         );
         assert_eq!(st, 421);
         // Paths outside the directory.
-        for bad in ["../../etc/passwd", "%2Fetc%2Fpasswd", "..%2F..%2Fx.json", ".timetracer-index.sqlite3"] {
+        for bad in [
+            "../../etc/passwd",
+            "%2Fetc%2Fpasswd",
+            "..%2F..%2Fx.json",
+            ".timetracer-index.sqlite3",
+        ] {
             let (st, _) = get(&format!("/api/detail?f={bad}"), &cookie);
             assert!(st == 400 || st == 403 || st == 404, "{bad}: {st}");
         }
-        assert_eq!(get("/api/detail?f=py/GET__users_42__e92ca5c8.json", &cookie).0, 200);
+        assert_eq!(
+            get("/api/detail?f=py/GET__users_42__e92ca5c8.json", &cookie).0,
+            200
+        );
         // Actions need the header, a cookie is not enough.
         let body = r#"{"file":"py/GET__users_42__e92ca5c8.json"}"#;
         let post = |extra: &str| {
@@ -770,7 +791,10 @@ mod tests {
         let (st, text) = post(&format!("{TOKEN_HEADER}: {token}\r\n"));
         assert_eq!(st, 200, "{text}");
         assert!(text.contains("The replay service is not running"), "{text}");
-        assert!(text.contains("sudo timetracer-agent replay-server --socket"), "{text}");
+        assert!(
+            text.contains("sudo timetracer-agent replay-server --socket"),
+            "{text}"
+        );
 
         // New cassettes appear without reload: the version moves.
         let (_, rows) = get("/api/rows", &cookie);

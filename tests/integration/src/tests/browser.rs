@@ -138,13 +138,11 @@ where
                          format!("--user-data-dir={}", profile.display())],
             }),
         );
-        let client = ClientBuilder::new(
-            hyper_util::client::legacy::connect::HttpConnector::new(),
-        )
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{port}"))
-        .await
-        .unwrap_or_else(|e| panic!("cannot start chromium: {e}\n{}", driver.diagnostics()));
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .unwrap_or_else(|e| panic!("cannot start chromium: {e}\n{}", driver.diagnostics()));
         let client = body(client).await;
         let _ = client.close().await;
     });
@@ -172,7 +170,10 @@ async fn wait_js(c: &Client, what: &str, script: &str) {
         }
         if t.elapsed() > Duration::from_secs(15) {
             let text = js(c, "return document.body.innerText").await;
-            panic!("timed out waiting for {what}; page text:\n{}", text.as_str().unwrap_or(""));
+            panic!(
+                "timed out waiting for {what}; page text:\n{}",
+                text.as_str().unwrap_or("")
+            );
         }
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
@@ -204,9 +205,21 @@ async fn assert_inert(c: &Client, scripts: u64, where_: &str) {
     assert_eq!(r["xss"], Value::Null, "{where_}: a payload ran: {r}");
     // The payloads set the title to exactly this; the page's own title merely quotes them.
     assert_ne!(r["title"], json!("PWNED"), "{where_}: a payload ran: {r}");
-    assert_eq!(r["images"], json!(0), "{where_}: an <img> was injected: {r}");
-    assert_eq!(r["scripts"], json!(scripts), "{where_}: script elements: {r}");
-    assert_eq!(r["handlers"], json!(0), "{where_}: event handler attributes: {r}");
+    assert_eq!(
+        r["images"],
+        json!(0),
+        "{where_}: an <img> was injected: {r}"
+    );
+    assert_eq!(
+        r["scripts"],
+        json!(scripts),
+        "{where_}: script elements: {r}"
+    );
+    assert_eq!(
+        r["handlers"],
+        json!(0),
+        "{where_}: event handler attributes: {r}"
+    );
     assert_eq!(r["jsLinks"], json!(0), "{where_}: javascript: URLs: {r}");
     assert_eq!(r["iframes"], json!(0), "{where_}: embedded documents: {r}");
 }
@@ -217,11 +230,41 @@ fn timeline_renders_the_sample_cassettes() {
     let tmp = util::temp_dir("ui-timeline");
     let shots = screenshots_dir(&paths);
     let cases = [
-        ("tests/fixtures/ui", RICH, "POST", "/orders/17/checkout?dry_run=0", "500 · exception"),
-        ("tests/fixtures/cassettes/py", "GET__users_42__e92ca5c8.json", "GET", "/users/42", "200"),
-        ("tests/fixtures/cassettes/py", "GET__boom_5__90588dcc.json", "GET", "/boom/5", "exception"),
-        ("tests/fixtures/cassettes/py", "GET__db_then_http__a97386d6.json", "GET", "/db-then-http", "200"),
-        ("tests/fixtures/cassettes/ours", "POST__login_caf__e92ca5c8.json", "POST", "/login/caf%C3%A9", "200"),
+        (
+            "tests/fixtures/ui",
+            RICH,
+            "POST",
+            "/orders/17/checkout?dry_run=0",
+            "500 · exception",
+        ),
+        (
+            "tests/fixtures/cassettes/py",
+            "GET__users_42__e92ca5c8.json",
+            "GET",
+            "/users/42",
+            "200",
+        ),
+        (
+            "tests/fixtures/cassettes/py",
+            "GET__boom_5__90588dcc.json",
+            "GET",
+            "/boom/5",
+            "exception",
+        ),
+        (
+            "tests/fixtures/cassettes/py",
+            "GET__db_then_http__a97386d6.json",
+            "GET",
+            "/db-then-http",
+            "200",
+        ),
+        (
+            "tests/fixtures/cassettes/ours",
+            "POST__login_caf__e92ca5c8.json",
+            "POST",
+            "/login/caf%C3%A9",
+            "200",
+        ),
     ];
     let mut pages = Vec::new();
     for (dir, file, method, target, status) in cases {
@@ -243,14 +286,29 @@ fn timeline_renders_the_sample_cassettes() {
             c.goto(&format!("file://{}", html.display())).await.unwrap();
             let head = js(&c, "return [document.querySelector('.c-head .method').textContent, document.querySelector('h2.target').textContent, document.querySelector('.c-head .status').textContent]").await;
             assert_eq!(head[0], json!(method), "{file}");
-            assert!(head[1].as_str().unwrap().starts_with(target), "{file}: {head}");
+            assert!(
+                head[1].as_str().unwrap().starts_with(target),
+                "{file}: {head}"
+            );
             assert_eq!(head[2], json!(status), "{file}");
-            let deps = js(&c, "return Array.from(document.querySelectorAll('.dep')).map(e => e.textContent)").await;
+            let deps = js(
+                &c,
+                "return Array.from(document.querySelectorAll('.dep')).map(e => e.textContent)",
+            )
+            .await;
             for d in deps.as_array().unwrap() {
-                assert!(!d.as_str().unwrap().to_lowercase().contains("unknown"), "{file}: {deps}");
+                assert!(
+                    !d.as_str().unwrap().to_lowercase().contains("unknown"),
+                    "{file}: {deps}"
+                );
             }
             assert_inert(&c, 1, file).await;
-            shot(&c, &shots, &format!("timeline-{}", file.trim_end_matches(".json"))).await;
+            shot(
+                &c,
+                &shots,
+                &format!("timeline-{}", file.trim_end_matches(".json")),
+            )
+            .await;
         }
         // The rich one: every dependency type, kernel timings, parallel calls, the traceback.
         let (html, ..) = &pages[0];
@@ -258,7 +316,15 @@ fn timeline_renders_the_sample_cassettes() {
         let deps = js(&c, "return Array.from(document.querySelectorAll('details.ev .dep')).map(e => e.textContent)").await;
         assert_eq!(
             deps,
-            json!(["PostgreSQL", "Redis", "HTTPS", "HTTP", "MySQL", "MongoDB", "PostgreSQL"])
+            json!([
+                "PostgreSQL",
+                "Redis",
+                "HTTPS",
+                "HTTP",
+                "MySQL",
+                "MongoDB",
+                "PostgreSQL"
+            ])
         );
         let text = js(&c, "return document.body.innerText").await;
         let text = text.as_str().unwrap();
@@ -281,9 +347,19 @@ fn timeline_renders_the_sample_cassettes() {
             .click()
             .await
             .unwrap();
-        let open = js(&c, "return document.querySelector('details.ev[open]:not(.inbound)').innerText").await;
+        let open = js(
+            &c,
+            "return document.querySelector('details.ev[open]:not(.inbound)').innerText",
+        )
+        .await;
         let open = open.as_str().unwrap();
-        for needle in ["first response byte", "request sent", "SELECT 1", "Parameters", "in parallel with"] {
+        for needle in [
+            "first response byte",
+            "request sent",
+            "SELECT 1",
+            "Parameters",
+            "in parallel with",
+        ] {
             assert!(open.contains(needle), "missing {needle:?} in:\n{open}");
         }
         // The bars are laid out by the kernel offsets.
@@ -303,7 +379,13 @@ fn dashboard_filters_sorts_and_shows_details() {
     let html = tmp.path().join("dashboard.html");
     let out = cli(
         &paths,
-        &["dashboard", "--dir", dir.to_str().unwrap(), "-o", html.to_str().unwrap()],
+        &[
+            "dashboard",
+            "--dir",
+            dir.to_str().unwrap(),
+            "-o",
+            html.to_str().unwrap(),
+        ],
     );
     assert!(out.contains("Cassettes: 6 shown of 6"), "{out}");
     with_browser(tmp.path(), |c| async move {
@@ -322,18 +404,38 @@ fn dashboard_filters_sorts_and_shows_details() {
         let clear = || {
             let c = c.clone();
             async move {
-                c.find(Locator::Id("f-clear")).await.unwrap().click().await.unwrap();
+                c.find(Locator::Id("f-clear"))
+                    .await
+                    .unwrap()
+                    .click()
+                    .await
+                    .unwrap();
             }
         };
         // Endpoint search.
-        c.find(Locator::Id("f-q")).await.unwrap().send_keys("users").await.unwrap();
+        c.find(Locator::Id("f-q"))
+            .await
+            .unwrap()
+            .send_keys("users")
+            .await
+            .unwrap();
         assert_eq!(visible_rows(&c).await, 1);
         clear().await;
         assert_eq!(visible_rows(&c).await, 6);
         // Status class: exceptions (the Python tool's status 0, and our tracebacks).
-        c.find(Locator::Css("input.f-class[value=exception]")).await.unwrap().click().await.unwrap();
+        c.find(Locator::Css("input.f-class[value=exception]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
         assert_eq!(visible_rows(&c).await, 3);
-        c.find(Locator::Css("input.f-class[value='2xx']")).await.unwrap().click().await.unwrap();
+        c.find(Locator::Css("input.f-class[value='2xx']"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
         assert_eq!(visible_rows(&c).await, 6);
         clear().await;
         // Method, dependency type, duration.
@@ -357,28 +459,50 @@ fn dashboard_filters_sorts_and_shows_details() {
         clear().await;
         // Sorting by duration: descending, then ascending.
         let durations = "return Array.from(document.querySelectorAll('#tbody tr')).filter(t => !t.hidden).map(t => t.querySelector('td.num').textContent.trim())";
-        c.find(Locator::Css("th[data-sort=d] button")).await.unwrap().click().await.unwrap();
-        let d = js(&c, durations).await;
-        assert_eq!(d[0], json!("48.7 ms"), "{d}");
-        assert_eq!(d[5], json!("4.21 ms"), "{d}");
-        c.find(Locator::Css("th[data-sort=d] button")).await.unwrap().click().await.unwrap();
-        let d = js(&c, durations).await;
-        assert_eq!(d[0], json!("4.21 ms"), "{d}");
-        // Sorting by endpoint.
-        c.find(Locator::Css("th[data-sort=p] button")).await.unwrap().click().await.unwrap();
-        let eps = js(&c, "return Array.from(document.querySelectorAll('#tbody tr td.ep')).map(t => t.textContent)").await;
-        let eps: Vec<String> = eps.as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_owned()).collect();
-        let mut sorted = eps.clone();
-        sorted.sort();
-        assert_eq!(eps, sorted);
-
-        // Detail view: dependency calls, traceback, raw JSON, the replay command.
-        c.find(Locator::XPath("//td[@class='ep']/button[starts-with(., '/orders/17/checkout')]"))
+        c.find(Locator::Css("th[data-sort=d] button"))
             .await
             .unwrap()
             .click()
             .await
             .unwrap();
+        let d = js(&c, durations).await;
+        assert_eq!(d[0], json!("48.7 ms"), "{d}");
+        assert_eq!(d[5], json!("4.21 ms"), "{d}");
+        c.find(Locator::Css("th[data-sort=d] button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let d = js(&c, durations).await;
+        assert_eq!(d[0], json!("4.21 ms"), "{d}");
+        // Sorting by endpoint.
+        c.find(Locator::Css("th[data-sort=p] button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let eps = js(&c, "return Array.from(document.querySelectorAll('#tbody tr td.ep')).map(t => t.textContent)").await;
+        let eps: Vec<String> = eps
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect();
+        let mut sorted = eps.clone();
+        sorted.sort();
+        assert_eq!(eps, sorted);
+
+        // Detail view: dependency calls, traceback, raw JSON, the replay command.
+        c.find(Locator::XPath(
+            "//td[@class='ep']/button[starts-with(., '/orders/17/checkout')]",
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
         let detail = js(&c, "return document.querySelector('#detail').innerText").await;
         let detail = detail.as_str().unwrap();
         for needle in [
@@ -389,20 +513,46 @@ fn dashboard_filters_sorts_and_shows_details() {
             "sudo timetracer-agent replay ",
             "Raw JSON",
         ] {
-            assert!(detail.contains(needle), "missing {needle:?} in detail:\n{detail}");
+            assert!(
+                detail.contains(needle),
+                "missing {needle:?} in detail:\n{detail}"
+            );
         }
         let raw = js(&c, "const r = document.querySelector('#detail pre.json'); return [r.querySelectorAll('span.jk').length, r.textContent.includes('\"schema_version\": \"2.0\"')]").await;
-        assert!(raw[0].as_u64().unwrap() > 50 && raw[1] == json!(true), "{raw}");
-        c.find(Locator::Css("#detail button[data-copy$='-cmd']")).await.unwrap().click().await.unwrap();
+        assert!(
+            raw[0].as_u64().unwrap() > 50 && raw[1] == json!(true),
+            "{raw}"
+        );
+        c.find(Locator::Css("#detail button[data-copy$='-cmd']"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
         shot(&c, &shots, "dashboard-detail").await;
 
         // Compare two requests side by side.
-        assert_eq!(js(&c, "return document.querySelector('#compare').disabled").await, json!(true));
+        assert_eq!(
+            js(&c, "return document.querySelector('#compare').disabled").await,
+            json!(true)
+        );
         let boxes = c.find_all(Locator::Css("input.cmp")).await.unwrap();
         boxes[0].click().await.unwrap();
         boxes[1].click().await.unwrap();
-        c.find(Locator::Id("compare")).await.unwrap().click().await.unwrap();
-        assert_eq!(js(&c, "return document.querySelectorAll('#detail .compare-cols > div article').length").await, json!(2));
+        c.find(Locator::Id("compare"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        assert_eq!(
+            js(
+                &c,
+                "return document.querySelectorAll('#detail .compare-cols > div article').length"
+            )
+            .await,
+            json!(2)
+        );
         shot(&c, &shots, "dashboard-compare").await;
         c
     });
@@ -416,46 +566,108 @@ fn xss_payloads_render_as_inert_text() {
     let xss = dir.join("ui").join(XSS);
     let timeline = tmp.path().join("xss-timeline.html");
     let dashboard = tmp.path().join("xss-dashboard.html");
-    cli(&paths, &["timeline", xss.to_str().unwrap(), "-o", timeline.to_str().unwrap()]);
-    cli(&paths, &["dashboard", "--dir", dir.to_str().unwrap(), "-o", dashboard.to_str().unwrap()]);
+    cli(
+        &paths,
+        &[
+            "timeline",
+            xss.to_str().unwrap(),
+            "-o",
+            timeline.to_str().unwrap(),
+        ],
+    );
+    cli(
+        &paths,
+        &[
+            "dashboard",
+            "--dir",
+            dir.to_str().unwrap(),
+            "-o",
+            dashboard.to_str().unwrap(),
+        ],
+    );
     let shots = screenshots_dir(&paths);
     with_browser(tmp.path(), |c| async move {
         // Timeline: payloads are visible as text, nothing ran, even with every section open.
-        c.goto(&format!("file://{}", timeline.display())).await.unwrap();
+        c.goto(&format!("file://{}", timeline.display()))
+            .await
+            .unwrap();
         assert_inert(&c, 1, "timeline").await;
         let target = js(&c, "return document.querySelector('h2.target').textContent").await;
-        assert!(target.as_str().unwrap().contains("</script><script>window.__xss='script'"), "{target}");
-        assert!(target.as_str().unwrap().contains("<img src=x onerror="), "{target}");
-        js(&c, "document.querySelectorAll('details').forEach(d => d.open = true); return true").await;
+        assert!(
+            target
+                .as_str()
+                .unwrap()
+                .contains("</script><script>window.__xss='script'"),
+            "{target}"
+        );
+        assert!(
+            target.as_str().unwrap().contains("<img src=x onerror="),
+            "{target}"
+        );
+        js(
+            &c,
+            "document.querySelectorAll('details').forEach(d => d.open = true); return true",
+        )
+        .await;
         let text = js(&c, "return document.body.innerText").await;
         let text = text.as_str().unwrap();
-        for needle in ["javascript:window.__xss='js'", "SELECT '</script><script>", "ValueError: <img src=x"] {
+        for needle in [
+            "javascript:window.__xss='js'",
+            "SELECT '</script><script>",
+            "ValueError: <img src=x",
+        ] {
             assert!(text.contains(needle), "missing {needle:?}");
         }
         // Clicking the text of a javascript: URL does nothing.
         let url = c.current_url().await.unwrap();
-        let el = c.find(Locator::XPath("//dd[starts-with(., 'javascript:')]")).await.unwrap();
+        let el = c
+            .find(Locator::XPath("//dd[starts-with(., 'javascript:')]"))
+            .await
+            .unwrap();
         el.click().await.unwrap();
         assert_eq!(c.current_url().await.unwrap(), url);
         assert_inert(&c, 1, "timeline, all open").await;
         shot(&c, &shots, "xss-timeline").await;
 
         // Dashboard: the JSON data block, the rows, the trend chart and the detail.
-        c.goto(&format!("file://{}", dashboard.display())).await.unwrap();
-        assert_inert(&c, 2, "dashboard").await;
-        let data = js(&c, "return JSON.parse(document.getElementById('tt-data').textContent).rows.map(r => r.p)").await;
-        assert!(data.to_string().contains("</script><script>"), "{data}");
-        c.find(Locator::XPath("//td[@class='ep']/button[starts-with(., '/x</script>')]"))
-            .await
-            .unwrap()
-            .click()
+        c.goto(&format!("file://{}", dashboard.display()))
             .await
             .unwrap();
-        js(&c, "document.querySelectorAll('#detail details').forEach(d => d.open = true); return true").await;
+        assert_inert(&c, 2, "dashboard").await;
+        let data = js(
+            &c,
+            "return JSON.parse(document.getElementById('tt-data').textContent).rows.map(r => r.p)",
+        )
+        .await;
+        assert!(data.to_string().contains("</script><script>"), "{data}");
+        c.find(Locator::XPath(
+            "//td[@class='ep']/button[starts-with(., '/x</script>')]",
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+        js(
+            &c,
+            "document.querySelectorAll('#detail details').forEach(d => d.open = true); return true",
+        )
+        .await;
         let detail = js(&c, "return document.querySelector('#detail').innerText").await;
-        assert!(detail.as_str().unwrap().contains("onerror=\"window.__xss='img'"), "{detail}");
+        assert!(
+            detail
+                .as_str()
+                .unwrap()
+                .contains("onerror=\"window.__xss='img'"),
+            "{detail}"
+        );
         // Filtering by a payload is plain text matching too.
-        c.find(Locator::Id("f-q")).await.unwrap().send_keys("<img").await.unwrap();
+        c.find(Locator::Id("f-q"))
+            .await
+            .unwrap()
+            .send_keys("<img")
+            .await
+            .unwrap();
         assert_eq!(visible_rows(&c).await, 1);
         assert_inert(&c, 2, "dashboard, detail open").await;
         shot(&c, &shots, "xss-dashboard").await;
@@ -516,7 +728,10 @@ fn http_status(port: u16, raw: &str) -> u16 {
     s.write_all(raw.as_bytes()).unwrap();
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
-    out.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+    out.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
 }
 
 #[test]
@@ -526,18 +741,28 @@ fn serve_refuses_outside_paths_and_tokenless_actions_and_updates_live() {
     let dir = fixture_dir(&paths, tmp.path());
     let outside = tmp.path().join("outside");
     std::fs::create_dir(&outside).unwrap();
-    std::fs::write(outside.join("secret.json"), r#"{"schema_version":"2.0","secret":1}"#).unwrap();
+    std::fs::write(
+        outside.join("secret.json"),
+        r#"{"schema_version":"2.0","secret":1}"#,
+    )
+    .unwrap();
     std::os::unix::fs::symlink(outside.join("secret.json"), dir.join("link.json")).unwrap();
     let socket = tmp.path().join("no-replay-service.sock");
     let serve = start_serve(&paths, &dir, tmp.path(), &socket);
     let port = serve.port;
     // Without the token nothing answers, not even the page.
     let get = |path: &str| {
-        http_status(port, &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"))
+        http_status(
+            port,
+            &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"),
+        )
     };
     assert_eq!(get("/"), 401);
     assert_eq!(get("/api/rows"), 401);
-    assert_eq!(get("/api/detail?f=ui/POST__orders_17_checkout__7d1c9a52.json"), 401);
+    assert_eq!(
+        get("/api/detail?f=ui/POST__orders_17_checkout__7d1c9a52.json"),
+        401
+    );
     let shots = screenshots_dir(&paths);
     let url = serve.url.clone();
     let new_file = dir.join("py/GET__users_42__livecopy.json");
@@ -582,23 +807,61 @@ fn serve_refuses_outside_paths_and_tokenless_actions_and_updates_live() {
         shot(&c, &shots, "serve-live").await;
 
         // Replay without the service: the page says how to start it.
-        c.find(Locator::XPath("//td[@class='ep']/button[starts-with(., '/orders/17/checkout')]"))
-            .await.unwrap().click().await.unwrap();
-        wait_js(&c, "the detail", "return !!document.querySelector('#detail button[data-replay]')").await;
-        c.find(Locator::Css("#detail button[data-replay]")).await.unwrap().click().await.unwrap();
-        wait_js(&c, "the replay answer", "return !!document.querySelector('#detail .verdict')").await;
-        let v = js(&c, "return document.querySelector('#detail .verdict').innerText").await;
+        c.find(Locator::XPath(
+            "//td[@class='ep']/button[starts-with(., '/orders/17/checkout')]",
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+        wait_js(
+            &c,
+            "the detail",
+            "return !!document.querySelector('#detail button[data-replay]')",
+        )
+        .await;
+        c.find(Locator::Css("#detail button[data-replay]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait_js(
+            &c,
+            "the replay answer",
+            "return !!document.querySelector('#detail .verdict')",
+        )
+        .await;
+        let v = js(
+            &c,
+            "return document.querySelector('#detail .verdict').innerText",
+        )
+        .await;
         let v = v.as_str().unwrap();
         assert!(v.contains("The replay service is not running"), "{v}");
-        assert!(v.contains("sudo timetracer-agent replay-server --socket"), "{v}");
+        assert!(
+            v.contains("sudo timetracer-agent replay-server --socket"),
+            "{v}"
+        );
         shot(&c, &shots, "serve-replay-not-running").await;
 
         // Compare, with the differences `timetracer diff` finds.
         let boxes = c.find_all(Locator::Css("input.cmp")).await.unwrap();
         boxes[0].click().await.unwrap();
         boxes[1].click().await.unwrap();
-        c.find(Locator::Id("compare")).await.unwrap().click().await.unwrap();
-        wait_js(&c, "the comparison", "return document.querySelectorAll('#detail .compare-cols article').length === 2").await;
+        c.find(Locator::Id("compare"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait_js(
+            &c,
+            "the comparison",
+            "return document.querySelectorAll('#detail .compare-cols article').length === 2",
+        )
+        .await;
         shot(&c, &shots, "serve-compare").await;
         c
     });
@@ -609,15 +872,17 @@ fn serve_refuses_outside_paths_and_tokenless_actions_and_updates_live() {
 fn listening_addresses(port: u16) -> Vec<String> {
     let mut out = Vec::new();
     for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
-        let Ok(text) = std::fs::read_to_string(f) else { continue };
+        let Ok(text) = std::fs::read_to_string(f) else {
+            continue;
+        };
         for l in text.lines().skip(1) {
             let cols: Vec<&str> = l.split_whitespace().collect();
-            if cols.len() > 3 && cols[3] == "0A" {
-                if let Some((addr, p)) = cols[1].split_once(':') {
-                    if u16::from_str_radix(p, 16) == Ok(port) {
-                        out.push(addr.to_owned());
-                    }
-                }
+            let local = cols
+                .get(1)
+                .filter(|_| cols.get(3) == Some(&"0A"))
+                .and_then(|c| c.split_once(':'));
+            if let Some((addr, _)) = local.filter(|(_, p)| u16::from_str_radix(p, 16) == Ok(port)) {
+                out.push(addr.to_owned());
             }
         }
     }
@@ -637,7 +902,10 @@ fn serve_is_not_reachable_on_a_non_loopback_address() {
     // And from a network namespace of our own with a non-loopback address: that address is
     // refused while 127.0.0.1 answers.
     if !nix::unistd::geteuid().is_root() {
-        assert!(!util::privileged_required(), "needs root for the network namespace");
+        assert!(
+            !util::privileged_required(),
+            "needs root for the network namespace"
+        );
         eprintln!("SKIP (part): the network-namespace check needs root");
         return;
     }
@@ -666,9 +934,16 @@ wait $pid 2>/dev/null
         .output()
         .expect("unshare");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("loopback=401"), "127.0.0.1 must answer (401 without token):\n{text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("loopback=401"),
+        "127.0.0.1 must answer (401 without token):\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // curl exit 7: failed to connect (refused).
-    assert!(text.contains("other=7"), "the non-loopback address must refuse:\n{text}");
+    assert!(
+        text.contains("other=7"),
+        "the non-loopback address must refuse:\n{text}"
+    );
 }
 
 /// Whether the agent has the replay service.
@@ -704,20 +979,35 @@ fn replay_button_returns_a_real_verdict() {
     let dir = h.out.clone();
     let files: Vec<PathBuf> = walk_json(&dir);
     assert_eq!(files.len(), 1, "one cassette expected in {}", dir.display());
-    let rel = files[0].strip_prefix(&dir).unwrap().to_string_lossy().into_owned();
+    let rel = files[0]
+        .strip_prefix(&dir)
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
 
     let tmp = util::temp_dir("ui-replay");
     let socket = tmp.path().join("replay.sock");
     let mut service = ProcGuard::spawn(
         "replay-server",
-        util::command(&paths.agent, ["replay-server", "--socket", socket.to_str().unwrap()]),
+        util::command(
+            &paths.agent,
+            ["replay-server", "--socket", socket.to_str().unwrap()],
+        ),
         tmp.path(),
     )
     .expect("spawn replay-server");
     let t = Instant::now();
     while !socket.exists() {
-        assert!(service.try_status().is_none(), "replay-server exited:\n{}", service.diagnostics());
-        assert!(t.elapsed() < Duration::from_secs(20), "no socket:\n{}", service.diagnostics());
+        assert!(
+            service.try_status().is_none(),
+            "replay-server exited:\n{}",
+            service.diagnostics()
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no socket:\n{}",
+            service.diagnostics()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let serve = start_serve(&paths, &dir, tmp.path(), &socket);
@@ -726,15 +1016,33 @@ fn replay_button_returns_a_real_verdict() {
     with_browser(tmp.path(), |c| async move {
         c.goto(&url).await.unwrap();
         assert_eq!(visible_rows(&c).await, 1);
-        c.find(Locator::Css("td.ep button")).await.unwrap().click().await.unwrap();
-        wait_js(&c, "the detail", "return !!document.querySelector('#detail button[data-replay]')").await;
-        c.find(Locator::Css("#detail button[data-replay]")).await.unwrap().click().await.unwrap();
+        c.find(Locator::Css("td.ep button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait_js(
+            &c,
+            "the detail",
+            "return !!document.querySelector('#detail button[data-replay]')",
+        )
+        .await;
+        c.find(Locator::Css("#detail button[data-replay]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
         let t = Instant::now();
         loop {
             if js(&c, "return !!document.querySelector('#detail .verdict')").await == json!(true) {
                 break;
             }
-            assert!(t.elapsed() < Duration::from_secs(240), "no verdict for {rel}");
+            assert!(
+                t.elapsed() < Duration::from_secs(240),
+                "no verdict for {rel}"
+            );
             tokio::time::sleep(Duration::from_millis(250)).await;
         }
         let v = js(&c, "const v = document.querySelector('#detail .verdict'); return [v.className, v.innerText]").await;
@@ -742,7 +1050,9 @@ fn replay_button_returns_a_real_verdict() {
         let class = v[0].as_str().unwrap();
         let text = v[1].as_str().unwrap();
         assert!(
-            ["v-same", "v-differs", "v-dependency-mismatch"].iter().any(|k| class.contains(k)),
+            ["v-same", "v-differs", "v-dependency-mismatch"]
+                .iter()
+                .any(|k| class.contains(k)),
             "not a verdict ({class}):\n{text}"
         );
         assert!(text.contains("Replay verdict:"), "{text}");

@@ -55,7 +55,9 @@ pub fn write_private(path: &Path, html: &str) -> anyhow::Result<()> {
     let tmp = dir.join(format!(
         ".tmp-{}-{}",
         std::process::id(),
-        path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+        path.file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default()
     ));
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -120,7 +122,10 @@ mod tests {
     #[test]
     fn output_names() {
         assert_eq!(default_out(Path::new("a/x.json")), Path::new("a/x.html"));
-        assert_eq!(default_out(Path::new("a/x.json.zst")), Path::new("a/x.html"));
+        assert_eq!(
+            default_out(Path::new("a/x.json.zst")),
+            Path::new("a/x.html")
+        );
         assert_eq!(default_out(Path::new("x.json.gz")), Path::new("x.html"));
     }
 }
