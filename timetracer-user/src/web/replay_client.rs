@@ -320,8 +320,11 @@ mod tests {
 
         // Answers garbage.
         let t = tokio::spawn(async move {
-            let (mut s, _) = l.accept().await.unwrap();
-            s.write_all(b"<html>\n").await.unwrap();
+            let (s, _) = l.accept().await.unwrap();
+            let (rd, mut wr) = s.into_split();
+            let mut line = String::new();
+            BufReader::new(rd).read_line(&mut line).await.unwrap();
+            wr.write_all(b"<html>\n").await.unwrap();
             l
         });
         let e = replay(&sock, Path::new("/x.json"), Duration::from_secs(5))
