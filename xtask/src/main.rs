@@ -121,6 +121,9 @@ const APT_PACKAGES: &[&str] = &[
     "postgresql",
     "mariadb-server",
     "redis-server",
+    // Headless browser and its WebDriver for the UI tests (timeline, dashboard, serve).
+    "chromium",
+    "chromium-driver",
 ];
 
 /// End-to-end tests excluded from `cargo xtask test`, each with the reason printed at run time.

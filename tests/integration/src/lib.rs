@@ -19,6 +19,11 @@
 //! `TIMETRACER_KEEP_ARTIFACTS=1` (keep each test's temp dir and print its path),
 //! `TIMETRACER_CASSETTE_SCHEMA` (JSON Schema to validate every cassette against).
 
+// The browser tests (`tests/browser.rs`, built only with `cfg(test)`) drive Chromium with these.
+use fantoccini as _;
+use hyper_util as _;
+use tokio as _;
+
 pub mod dbservers;
 pub mod util;
 

@@ -3,6 +3,7 @@
 
 mod attach;
 mod boom;
+mod browser;
 mod concurrency;
 mod db;
 mod record;

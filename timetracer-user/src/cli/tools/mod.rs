@@ -15,12 +15,15 @@ use crate::config::Config;
 
 pub mod clean;
 pub mod config_cmd;
+pub mod dashboard;
 pub mod diff;
 pub mod export;
 pub mod import;
 pub mod list;
 pub mod s3_cmd;
+pub mod serve;
 pub mod stats;
+pub mod timeline;
 pub mod validate;
 
 /// Process exit status of a command.
@@ -51,6 +54,8 @@ Examples:
   timetracer stats --group-by dependency
   timetracer export --to har cassettes/ -o requests.har
   timetracer config
+  timetracer dashboard --dir ./cassettes --open
+  timetracer serve --dir ./cassettes
 
 Settings come from flags, TIMETRACER_* variables and timetracer.toml (see `timetracer config`).
 Exit codes: 0 ok, 1 differences/invalid, 2 regression or usage error, 3 some files unreadable, 4 failure.";
@@ -80,6 +85,9 @@ pub enum Command {
     Import(import::ImportArgs),
     Config(config_cmd::ConfigArgs),
     S3(s3_cmd::S3Args),
+    Timeline(timeline::TimelineArgs),
+    Dashboard(dashboard::DashboardArgs),
+    Serve(serve::ServeArgs),
     Completions(CompletionsArgs),
     Man(ManArgs),
 }
@@ -274,6 +282,9 @@ fn run_command(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Exit> {
         Command::Import(a) => import::run(&mut ctx, &a, out)?,
         Command::Config(a) => config_cmd::run(&mut ctx, &a, out)?,
         Command::S3(a) => s3_cmd::run(&mut ctx, &a, out)?,
+        Command::Timeline(a) => timeline::run(&mut ctx, &a, out)?,
+        Command::Dashboard(a) => dashboard::run(&mut ctx, &a, out)?,
+        Command::Serve(a) => serve::run(&mut ctx, &a, out)?,
         Command::Completions(a) => {
             let mut cmd = Cli::command();
             clap_complete::generate(a.shell, &mut cmd, "timetracer", out);

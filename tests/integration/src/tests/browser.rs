@@ -1,0 +1,1096 @@
+//! Issue #9: `timetracer timeline`, `dashboard` and `serve` in a real browser (Debian's
+//! headless Chromium driven through chromedriver by fantoccini).
+//!
+//! The pages render the sample cassettes (screenshots are written to
+//! `target/ui-screenshots/`, or `TIMETRACER_SCREENSHOTS`); filters and sorting change the
+//! visible rows; cassettes whose every string carries an XSS payload render as inert text
+//! with no script run; `serve` refuses paths outside its directory and actions without the
+//! token, listens on loopback only, and its replay button returns a real verdict from
+//! `timetracer-agent replay-server`.
+//!
+//! Needs `chromium` and `chromedriver` (`cargo xtask install` installs them) and the
+//! `timetracer` binary (`TIMETRACER_CLI`). Without them the tests skip with a message, or fail
+//! under `TIMETRACER_REQUIRE_PRIVILEGED=1`.
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+
+use crate::util::{self, Paths, ProcGuard};
+
+const RICH: &str = "POST__orders_17_checkout__7d1c9a52.json";
+const XSS: &str = "GET__x_script_img__0bad0bad.json";
+
+fn which(name: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(name))
+            .find(|f| f.is_file())
+    })
+}
+
+/// Why the browser tests cannot run here, if they cannot.
+fn missing(paths: &Paths) -> Option<String> {
+    if !paths.cli.is_file() {
+        return Some(format!(
+            "{} not found (build it, or set TIMETRACER_CLI)",
+            paths.cli.display()
+        ));
+    }
+    for b in ["chromium", "chromedriver"] {
+        if which(b).is_none() {
+            return Some(format!(
+                "{b} is not installed (`cargo xtask install` installs Debian's chromium and chromium-driver)"
+            ));
+        }
+    }
+    None
+}
+
+macro_rules! require_browser {
+    () => {{
+        let paths = Paths::from_env();
+        if let Some(reason) = missing(&paths) {
+            if util::privileged_required() {
+                panic!("TIMETRACER_REQUIRE_PRIVILEGED=1 but {reason}");
+            }
+            eprintln!("SKIP: {reason}");
+            return;
+        }
+        paths
+    }};
+}
+
+fn screenshots_dir(paths: &Paths) -> PathBuf {
+    let d = std::env::var_os("TIMETRACER_SCREENSHOTS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| paths.repo.join("target/ui-screenshots"));
+    std::fs::create_dir_all(&d).expect("screenshot dir");
+    d
+}
+
+/// A cassette directory with the CLI fixtures (`py/`, `ours/`) and the UI fixtures (`ui/`).
+fn fixture_dir(paths: &Paths, root: &Path) -> PathBuf {
+    let dir = root.join("cassettes");
+    for (from, to) in [
+        ("tests/fixtures/cassettes/py", "py"),
+        ("tests/fixtures/cassettes/ours", "ours"),
+        ("tests/fixtures/ui", "ui"),
+    ] {
+        std::fs::create_dir_all(dir.join(to)).unwrap();
+        for e in std::fs::read_dir(paths.repo.join(from)).unwrap() {
+            let e = e.unwrap();
+            if e.file_name().to_string_lossy().ends_with(".json") {
+                std::fs::copy(e.path(), dir.join(to).join(e.file_name())).unwrap();
+            }
+        }
+    }
+    dir
+}
+
+fn cli(paths: &Paths, args: &[&str]) -> String {
+    let out = Command::new(&paths.cli)
+        .args(args)
+        .output()
+        .expect("run timetracer");
+    assert!(
+        out.status.success(),
+        "timetracer {args:?}: {}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs `body` with a fresh headless Chromium.
+fn with_browser<F, Fut>(root: &Path, body: F)
+where
+    F: FnOnce(Client) -> Fut,
+    Fut: Future<Output = Client>,
+{
+    let port = util::free_port();
+    let mut driver = ProcGuard::spawn(
+        "chromedriver",
+        util::command("chromedriver", [format!("--port={port}")]),
+        root,
+    )
+    .expect("spawn chromedriver");
+    driver
+        .wait_for_port(port, Duration::from_secs(20))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", driver.diagnostics()));
+    let profile = root.join("chromium-profile");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut caps = serde_json::Map::new();
+        caps.insert("browserName".into(), json!("chrome"));
+        caps.insert(
+            "goog:chromeOptions".into(),
+            json!({
+                "binary": which("chromium").unwrap(),
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--window-size=1500,1200",
+                         format!("--user-data-dir={}", profile.display())],
+            }),
+        );
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+            .unwrap_or_else(|e| panic!("cannot start chromium: {e}\n{}", driver.diagnostics()));
+        let client = body(client).await;
+        let _ = client.close().await;
+    });
+}
+
+async fn js(c: &Client, script: &str) -> Value {
+    c.execute(script, vec![])
+        .await
+        .unwrap_or_else(|e| panic!("script failed: {e}\n{script}"))
+}
+
+async fn shot(c: &Client, dir: &Path, name: &str) {
+    let png = c.screenshot().await.expect("screenshot");
+    let p = dir.join(format!("{name}.png"));
+    std::fs::write(&p, png).expect("write screenshot");
+    eprintln!("screenshot: {}", p.display());
+}
+
+/// Polls `script` (which returns a boolean) for up to 15 s.
+async fn wait_js(c: &Client, what: &str, script: &str) {
+    let t = Instant::now();
+    loop {
+        if js(c, script).await == Value::Bool(true) {
+            return;
+        }
+        if t.elapsed() > Duration::from_secs(15) {
+            let text = js(c, "return document.body.innerText").await;
+            panic!(
+                "timed out waiting for {what}; page text:\n{}",
+                text.as_str().unwrap_or("")
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+}
+
+const VISIBLE_ROWS: &str =
+    "return Array.from(document.querySelectorAll('#tbody tr')).filter(t => !t.hidden).length";
+
+async fn visible_rows(c: &Client) -> u64 {
+    js(c, VISIBLE_ROWS).await.as_u64().expect("row count")
+}
+
+/// What a script-injection attempt would have left behind.
+const NO_SCRIPT_RAN: &str = r#"
+const handlers = Array.from(document.querySelectorAll('*')).filter(e =>
+    Array.from(e.attributes).some(a => a.name.toLowerCase().startsWith('on'))).length;
+return {
+  xss: window.__xss === undefined ? null : String(window.__xss),
+  title: document.title,
+  images: document.images.length,
+  scripts: document.scripts.length,
+  handlers: handlers,
+  jsLinks: document.querySelectorAll('[href^="javascript:" i], [src^="javascript:" i], [action^="javascript:" i]').length,
+  iframes: document.querySelectorAll('iframe, object, embed').length,
+};"#;
+
+async fn assert_inert(c: &Client, scripts: u64, where_: &str) {
+    let r = js(c, NO_SCRIPT_RAN).await;
+    assert_eq!(r["xss"], Value::Null, "{where_}: a payload ran: {r}");
+    // The payloads set the title to exactly this; the page's own title merely quotes them.
+    assert_ne!(r["title"], json!("PWNED"), "{where_}: a payload ran: {r}");
+    assert_eq!(
+        r["images"],
+        json!(0),
+        "{where_}: an <img> was injected: {r}"
+    );
+    assert_eq!(
+        r["scripts"],
+        json!(scripts),
+        "{where_}: script elements: {r}"
+    );
+    assert_eq!(
+        r["handlers"],
+        json!(0),
+        "{where_}: event handler attributes: {r}"
+    );
+    assert_eq!(r["jsLinks"], json!(0), "{where_}: javascript: URLs: {r}");
+    assert_eq!(r["iframes"], json!(0), "{where_}: embedded documents: {r}");
+}
+
+#[test]
+fn timeline_renders_the_sample_cassettes() {
+    let paths = require_browser!();
+    let tmp = util::temp_dir("ui-timeline");
+    let shots = screenshots_dir(&paths);
+    let cases = [
+        (
+            "tests/fixtures/ui",
+            RICH,
+            "POST",
+            "/orders/17/checkout?dry_run=0",
+            "500 · exception",
+        ),
+        (
+            "tests/fixtures/cassettes/py",
+            "GET__users_42__e92ca5c8.json",
+            "GET",
+            "/users/42",
+            "200",
+        ),
+        (
+            "tests/fixtures/cassettes/py",
+            "GET__boom_5__90588dcc.json",
+            "GET",
+            "/boom/5",
+            "exception",
+        ),
+        (
+            "tests/fixtures/cassettes/py",
+            "GET__db_then_http__a97386d6.json",
+            "GET",
+            "/db-then-http",
+            "200",
+        ),
+        (
+            "tests/fixtures/cassettes/ours",
+            "POST__login_caf__e92ca5c8.json",
+            "POST",
+            "/login/caf%C3%A9",
+            "200",
+        ),
+    ];
+    let mut pages = Vec::new();
+    for (dir, file, method, target, status) in cases {
+        let html = tmp.path().join(file.replace(".json", ".html"));
+        let out = cli(
+            &paths,
+            &[
+                "timeline",
+                paths.repo.join(dir).join(file).to_str().unwrap(),
+                "-o",
+                html.to_str().unwrap(),
+            ],
+        );
+        assert!(out.contains("Timeline written"), "{out}");
+        pages.push((html, file, method, target, status));
+    }
+    with_browser(tmp.path(), |c| async move {
+        for (html, file, method, target, status) in &pages {
+            c.goto(&format!("file://{}", html.display())).await.unwrap();
+            let head = js(&c, "return [document.querySelector('.c-head .method').textContent, document.querySelector('h2.target').textContent, document.querySelector('.c-head .status').textContent]").await;
+            assert_eq!(head[0], json!(method), "{file}");
+            assert!(
+                head[1].as_str().unwrap().starts_with(target),
+                "{file}: {head}"
+            );
+            assert_eq!(head[2], json!(status), "{file}");
+            let deps = js(
+                &c,
+                "return Array.from(document.querySelectorAll('.dep')).map(e => e.textContent)",
+            )
+            .await;
+            for d in deps.as_array().unwrap() {
+                assert!(
+                    !d.as_str().unwrap().to_lowercase().contains("unknown"),
+                    "{file}: {deps}"
+                );
+            }
+            assert_inert(&c, 1, file).await;
+            shot(
+                &c,
+                &shots,
+                &format!("timeline-{}", file.trim_end_matches(".json")),
+            )
+            .await;
+        }
+        // The rich one: every dependency type, kernel timings, parallel calls, the traceback.
+        let (html, ..) = &pages[0];
+        c.goto(&format!("file://{}", html.display())).await.unwrap();
+        let deps = js(&c, "return Array.from(document.querySelectorAll('details.ev .dep')).map(e => e.textContent)").await;
+        assert_eq!(
+            deps,
+            json!([
+                "PostgreSQL",
+                "Redis",
+                "HTTPS",
+                "HTTP",
+                "MySQL",
+                "MongoDB",
+                "PostgreSQL"
+            ])
+        );
+        let text = js(&c, "return document.body.innerText").await;
+        let text = text.as_str().unwrap();
+        for needle in [
+            "ZeroDivisionError: division by zero",
+            "up to 2 in parallel",
+            "SELECT id, price, quantity FROM orders WHERE id = $1",
+            "GET cart:17",
+            "GET https://pricing.internal:8443/price/17?currency=EUR",
+            "503 Service Unavailable",
+            "ambiguous",
+            "sudo timetracer-agent replay ",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?} in:\n{text}");
+        }
+        // Open the first call: SQL, kernel timings, parameters.
+        c.find(Locator::Css("details.ev:not(.inbound) > summary"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let open = js(
+            &c,
+            "return document.querySelector('details.ev[open]:not(.inbound)').innerText",
+        )
+        .await;
+        let open = open.as_str().unwrap();
+        for needle in [
+            "first response byte",
+            "request sent",
+            "SELECT 1",
+            "Parameters",
+            "in parallel with",
+        ] {
+            assert!(open.contains(needle), "missing {needle:?} in:\n{open}");
+        }
+        // The bars are laid out by the kernel offsets.
+        let bars = js(&c, "return Array.from(document.querySelectorAll('details.ev:not(.inbound) rect.bar')).map(r => [r.getAttribute('x'), r.getAttribute('width')])").await;
+        assert_eq!(bars[0][0], json!("2.463%"), "{bars}");
+        shot(&c, &shots, "timeline-rich-open").await;
+        c
+    });
+}
+
+#[test]
+fn dashboard_filters_sorts_and_shows_details() {
+    let paths = require_browser!();
+    let tmp = util::temp_dir("ui-dashboard");
+    let shots = screenshots_dir(&paths);
+    let dir = fixture_dir(&paths, tmp.path());
+    let html = tmp.path().join("dashboard.html");
+    let out = cli(
+        &paths,
+        &[
+            "dashboard",
+            "--dir",
+            dir.to_str().unwrap(),
+            "-o",
+            html.to_str().unwrap(),
+        ],
+    );
+    assert!(out.contains("Cassettes: 6 shown of 6"), "{out}");
+    with_browser(tmp.path(), |c| async move {
+        c.goto(&format!("file://{}", html.display())).await.unwrap();
+        assert_eq!(visible_rows(&c).await, 6);
+        let cards = js(&c, "return document.querySelector('#cards').innerText").await;
+        assert!(cards.as_str().unwrap().contains("6\nrequests"), "{cards}");
+        shot(&c, &shots, "dashboard").await;
+
+        let set = |sel: &'static str, v: &'static str| {
+            let c = c.clone();
+            async move {
+                js(&c, &format!("const e = document.querySelector('{sel}'); e.value = {v:?}; e.dispatchEvent(new Event('input', {{bubbles: true}})); return true")).await;
+            }
+        };
+        let clear = || {
+            let c = c.clone();
+            async move {
+                c.find(Locator::Id("f-clear"))
+                    .await
+                    .unwrap()
+                    .click()
+                    .await
+                    .unwrap();
+            }
+        };
+        // Endpoint search.
+        c.find(Locator::Id("f-q"))
+            .await
+            .unwrap()
+            .send_keys("users")
+            .await
+            .unwrap();
+        assert_eq!(visible_rows(&c).await, 1);
+        clear().await;
+        assert_eq!(visible_rows(&c).await, 6);
+        // Status class: exceptions (the Python tool's status 0, and our tracebacks).
+        c.find(Locator::Css("input.f-class[value=exception]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        assert_eq!(visible_rows(&c).await, 3);
+        c.find(Locator::Css("input.f-class[value='2xx']"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        assert_eq!(visible_rows(&c).await, 6);
+        clear().await;
+        // Method, dependency type, duration.
+        set("#f-method", "POST").await;
+        assert_eq!(visible_rows(&c).await, 2);
+        clear().await;
+        set("#f-dep", "postgres").await;
+        assert_eq!(visible_rows(&c).await, 2);
+        set("#f-dep", "sql").await;
+        assert_eq!(visible_rows(&c).await, 1);
+        clear().await;
+        set("#f-dmin", "20").await;
+        assert_eq!(visible_rows(&c).await, 3);
+        set("#f-dmax", "30").await;
+        assert_eq!(visible_rows(&c).await, 1);
+        clear().await;
+        // Time range: everything was recorded on 2026-11-22/23.
+        set("#f-range", "custom").await;
+        set("#f-from", "2026-11-23T00:00:00").await;
+        assert!(visible_rows(&c).await <= 2);
+        clear().await;
+        // Sorting by duration: descending, then ascending.
+        let durations = "return Array.from(document.querySelectorAll('#tbody tr')).filter(t => !t.hidden).map(t => t.querySelector('td.num').textContent.trim())";
+        c.find(Locator::Css("th[data-sort=d] button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let d = js(&c, durations).await;
+        assert_eq!(d[0], json!("48.7 ms"), "{d}");
+        assert_eq!(d[5], json!("4.21 ms"), "{d}");
+        c.find(Locator::Css("th[data-sort=d] button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let d = js(&c, durations).await;
+        assert_eq!(d[0], json!("4.21 ms"), "{d}");
+        // Sorting by endpoint.
+        c.find(Locator::Css("th[data-sort=p] button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let eps = js(&c, "return Array.from(document.querySelectorAll('#tbody tr td.ep')).map(t => t.textContent)").await;
+        let eps: Vec<String> = eps
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect();
+        let mut sorted = eps.clone();
+        sorted.sort();
+        assert_eq!(eps, sorted);
+
+        // Detail view: dependency calls, traceback, raw JSON, the replay command.
+        c.find(Locator::XPath(
+            "//td[@class='ep']/button[starts-with(., '/orders/17/checkout')]",
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+        let detail = js(&c, "return document.querySelector('#detail').innerText").await;
+        let detail = detail.as_str().unwrap();
+        for needle in [
+            "ZeroDivisionError: division by zero",
+            "PostgreSQL",
+            "MongoDB",
+            "Redis",
+            "sudo timetracer-agent replay ",
+            "Raw JSON",
+        ] {
+            assert!(
+                detail.contains(needle),
+                "missing {needle:?} in detail:\n{detail}"
+            );
+        }
+        let raw = js(&c, "const r = document.querySelector('#detail pre.json'); return [r.querySelectorAll('span.jk').length, r.textContent.includes('\"schema_version\": \"2.0\"')]").await;
+        assert!(
+            raw[0].as_u64().unwrap() > 50 && raw[1] == json!(true),
+            "{raw}"
+        );
+        c.find(Locator::Css("#detail button[data-copy$='-cmd']"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        shot(&c, &shots, "dashboard-detail").await;
+
+        // Compare two requests side by side.
+        assert_eq!(
+            js(&c, "return document.querySelector('#compare').disabled").await,
+            json!(true)
+        );
+        let boxes = c.find_all(Locator::Css("input.cmp")).await.unwrap();
+        boxes[0].click().await.unwrap();
+        boxes[1].click().await.unwrap();
+        c.find(Locator::Id("compare"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        assert_eq!(
+            js(
+                &c,
+                "return document.querySelectorAll('#detail .compare-cols > div article').length"
+            )
+            .await,
+            json!(2)
+        );
+        shot(&c, &shots, "dashboard-compare").await;
+        c
+    });
+}
+
+#[test]
+fn xss_payloads_render_as_inert_text() {
+    let paths = require_browser!();
+    let tmp = util::temp_dir("ui-xss");
+    let dir = fixture_dir(&paths, tmp.path());
+    let xss = dir.join("ui").join(XSS);
+    let timeline = tmp.path().join("xss-timeline.html");
+    let dashboard = tmp.path().join("xss-dashboard.html");
+    cli(
+        &paths,
+        &[
+            "timeline",
+            xss.to_str().unwrap(),
+            "-o",
+            timeline.to_str().unwrap(),
+        ],
+    );
+    cli(
+        &paths,
+        &[
+            "dashboard",
+            "--dir",
+            dir.to_str().unwrap(),
+            "-o",
+            dashboard.to_str().unwrap(),
+        ],
+    );
+    let shots = screenshots_dir(&paths);
+    with_browser(tmp.path(), |c| async move {
+        // Timeline: payloads are visible as text, nothing ran, even with every section open.
+        c.goto(&format!("file://{}", timeline.display()))
+            .await
+            .unwrap();
+        assert_inert(&c, 1, "timeline").await;
+        let target = js(&c, "return document.querySelector('h2.target').textContent").await;
+        assert!(
+            target
+                .as_str()
+                .unwrap()
+                .contains("</script><script>window.__xss='script'"),
+            "{target}"
+        );
+        assert!(
+            target.as_str().unwrap().contains("<img src=x onerror="),
+            "{target}"
+        );
+        js(
+            &c,
+            "document.querySelectorAll('details').forEach(d => d.open = true); return true",
+        )
+        .await;
+        let text = js(&c, "return document.body.innerText").await;
+        let text = text.as_str().unwrap();
+        for needle in [
+            "javascript:window.__xss='js'",
+            "SELECT '</script><script>",
+            "ValueError: <img src=x",
+        ] {
+            assert!(text.contains(needle), "missing {needle:?}");
+        }
+        // Clicking the text of a javascript: URL does nothing.
+        let url = c.current_url().await.unwrap();
+        let el = c
+            .find(Locator::XPath("//dd[starts-with(., 'javascript:')]"))
+            .await
+            .unwrap();
+        el.click().await.unwrap();
+        assert_eq!(c.current_url().await.unwrap(), url);
+        assert_inert(&c, 1, "timeline, all open").await;
+        shot(&c, &shots, "xss-timeline").await;
+
+        // Dashboard: the JSON data block, the rows, the trend chart and the detail.
+        c.goto(&format!("file://{}", dashboard.display()))
+            .await
+            .unwrap();
+        assert_inert(&c, 2, "dashboard").await;
+        let data = js(
+            &c,
+            "return JSON.parse(document.getElementById('tt-data').textContent).rows.map(r => r.p)",
+        )
+        .await;
+        assert!(data.to_string().contains("</script><script>"), "{data}");
+        c.find(Locator::XPath(
+            "//td[@class='ep']/button[starts-with(., '/x</script>')]",
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+        js(
+            &c,
+            "document.querySelectorAll('#detail details').forEach(d => d.open = true); return true",
+        )
+        .await;
+        let detail = js(&c, "return document.querySelector('#detail').innerText").await;
+        assert!(
+            detail
+                .as_str()
+                .unwrap()
+                .contains("onerror=\"window.__xss='img'"),
+            "{detail}"
+        );
+        // Filtering by a payload is plain text matching too.
+        c.find(Locator::Id("f-q"))
+            .await
+            .unwrap()
+            .send_keys("<img")
+            .await
+            .unwrap();
+        assert_eq!(visible_rows(&c).await, 1);
+        assert_inert(&c, 2, "dashboard, detail open").await;
+        shot(&c, &shots, "xss-dashboard").await;
+        c
+    });
+}
+
+/// `timetracer serve` started on a free port; the URL it printed.
+struct Serve {
+    proc: ProcGuard,
+    url: String,
+    port: u16,
+}
+
+fn start_serve(paths: &Paths, dir: &Path, log: &Path, socket: &Path) -> Serve {
+    let cmd = util::command(
+        &paths.cli,
+        [
+            "serve",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--port",
+            "0",
+            "--replay-socket",
+            socket.to_str().unwrap(),
+        ],
+    );
+    let proc = ProcGuard::spawn("serve", cmd, log).expect("spawn serve");
+    let t = Instant::now();
+    loop {
+        if let Some(url) = proc
+            .stdout_text()
+            .lines()
+            .find_map(|l| l.split(" at ").nth(1).filter(|_| l.starts_with("Serving")))
+        {
+            let url = url.trim().to_owned();
+            let port = url
+                .trim_start_matches("http://127.0.0.1:")
+                .split('/')
+                .next()
+                .and_then(|p| p.parse().ok())
+                .expect("port in the URL");
+            return Serve { proc, url, port };
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "serve did not start:\n{}",
+            proc.diagnostics()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// One plain HTTP request (no cookie): status code.
+fn http_status(port: u16, raw: &str) -> u16 {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(raw.as_bytes()).unwrap();
+    let mut out = String::new();
+    let _ = s.read_to_string(&mut out);
+    out.split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0)
+}
+
+#[test]
+fn serve_refuses_outside_paths_and_tokenless_actions_and_updates_live() {
+    let paths = require_browser!();
+    let tmp = util::temp_dir("ui-serve");
+    let dir = fixture_dir(&paths, tmp.path());
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(
+        outside.join("secret.json"),
+        r#"{"schema_version":"2.0","secret":1}"#,
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(outside.join("secret.json"), dir.join("link.json")).unwrap();
+    let socket = tmp.path().join("no-replay-service.sock");
+    let serve = start_serve(&paths, &dir, tmp.path(), &socket);
+    let port = serve.port;
+    // Without the token nothing answers, not even the page.
+    let get = |path: &str| {
+        http_status(
+            port,
+            &format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"),
+        )
+    };
+    assert_eq!(get("/"), 401);
+    assert_eq!(get("/api/rows"), 401);
+    assert_eq!(
+        get("/api/detail?f=ui/POST__orders_17_checkout__7d1c9a52.json"),
+        401
+    );
+    let shots = screenshots_dir(&paths);
+    let url = serve.url.clone();
+    let new_file = dir.join("py/GET__users_42__livecopy.json");
+    let src = dir.join("py/GET__users_42__e92ca5c8.json");
+    with_browser(tmp.path(), |c| async move {
+        c.goto(&url).await.unwrap();
+        // The token moved into a cookie and out of the address bar.
+        let here = c.current_url().await.unwrap();
+        assert_eq!(here.as_str(), format!("http://127.0.0.1:{port}/"));
+        assert_eq!(visible_rows(&c).await, 6);
+        assert_inert(&c, 2, "serve").await;
+
+        // Paths outside the directory, from the page itself (cookie attached).
+        let probe = r#"
+            const f = async (q) => (await fetch('/api/detail?f=' + encodeURIComponent(q))).status;
+            const out = {};
+            for (const q of ['../outside/secret.json', '../../../../etc/passwd', '/etc/passwd',
+                             'link.json', 'py/../../outside/secret.json', '.timetracer-index.sqlite3',
+                             'py/GET__users_42__e92ca5c8.json']) { out[q] = await f(q); }
+            out.timeline = (await fetch('/timeline?f=' + encodeURIComponent('../outside/secret.json'))).status;
+            return out;"#;
+        let st = js(&c, probe).await;
+        assert_eq!(st["py/GET__users_42__e92ca5c8.json"], json!(200), "{st}");
+        for (k, v) in st.as_object().unwrap() {
+            if k != "py/GET__users_42__e92ca5c8.json" {
+                let code = v.as_u64().unwrap();
+                assert!(matches!(code, 400 | 403 | 404), "{k} answered {code}: {st}");
+            }
+        }
+        assert_eq!(st["link.json"], json!(403), "{st}");
+        // Actions need the token header: the cookie alone (a forged request) is refused.
+        let actions = r#"
+            const body = JSON.stringify({file: 'ui/POST__orders_17_checkout__7d1c9a52.json'});
+            const post = async (h) => (await fetch('/api/replay', {method: 'POST', body, headers: h})).status;
+            return [await post({'content-type': 'application/json'}),
+                    await post({'content-type': 'application/json', 'x-timetracer-token': 'wrong'})];"#;
+        assert_eq!(js(&c, actions).await, json!([403, 403]));
+
+        // New cassettes appear without a reload.
+        std::fs::copy(&src, &new_file).unwrap();
+        wait_js(&c, "the new cassette's row", "return document.querySelectorAll('#tbody tr').length === 7 && !!document.querySelector('#tbody tr.new')").await;
+        shot(&c, &shots, "serve-live").await;
+
+        // Replay without the service: the page says how to start it.
+        c.find(Locator::XPath(
+            "//td[@class='ep']/button[starts-with(., '/orders/17/checkout')]",
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+        wait_js(
+            &c,
+            "the detail",
+            "return !!document.querySelector('#detail button[data-replay]')",
+        )
+        .await;
+        c.find(Locator::Css("#detail button[data-replay]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait_js(
+            &c,
+            "the replay answer",
+            "return !!document.querySelector('#detail .verdict')",
+        )
+        .await;
+        let v = js(
+            &c,
+            "return document.querySelector('#detail .verdict').innerText",
+        )
+        .await;
+        let v = v.as_str().unwrap();
+        assert!(v.contains("The replay service is not running"), "{v}");
+        assert!(
+            v.contains("sudo timetracer-agent replay-server --socket"),
+            "{v}"
+        );
+        shot(&c, &shots, "serve-replay-not-running").await;
+
+        // Compare, with the differences `timetracer diff` finds.
+        let boxes = c.find_all(Locator::Css("input.cmp")).await.unwrap();
+        boxes[0].click().await.unwrap();
+        boxes[1].click().await.unwrap();
+        c.find(Locator::Id("compare"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait_js(
+            &c,
+            "the comparison",
+            "return document.querySelectorAll('#detail .compare-cols article').length === 2",
+        )
+        .await;
+        shot(&c, &shots, "serve-compare").await;
+        c
+    });
+    drop(serve.proc);
+}
+
+/// The addresses a TCP port listens on, from `/proc/net/tcp{,6}` (state 0A = LISTEN).
+fn listening_addresses(port: u16) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let Ok(text) = std::fs::read_to_string(f) else {
+            continue;
+        };
+        for l in text.lines().skip(1) {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            let local = cols
+                .get(1)
+                .filter(|_| cols.get(3) == Some(&"0A"))
+                .and_then(|c| c.split_once(':'));
+            if let Some((addr, _)) = local.filter(|(_, p)| u16::from_str_radix(p, 16) == Ok(port)) {
+                out.push(addr.to_owned());
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn serve_is_not_reachable_on_a_non_loopback_address() {
+    let paths = require_browser!();
+    let tmp = util::temp_dir("ui-loopback");
+    let dir = fixture_dir(&paths, tmp.path());
+    let serve = start_serve(&paths, &dir, tmp.path(), &tmp.path().join("none.sock"));
+    // Bound to 127.0.0.1 only (0100007F in /proc/net/tcp), not 0.0.0.0 or ::.
+    assert_eq!(listening_addresses(serve.port), vec!["0100007F".to_owned()]);
+    drop(serve.proc);
+
+    // And from a network namespace of our own with a non-loopback address: that address is
+    // refused while 127.0.0.1 answers.
+    if !nix::unistd::geteuid().is_root() {
+        assert!(
+            !util::privileged_required(),
+            "needs root for the network namespace"
+        );
+        eprintln!("SKIP (part): the network-namespace check needs root");
+        return;
+    }
+    let script = r#"
+set -u
+ip link set lo up
+ip link add tt0 type dummy
+ip addr add 10.254.77.1/24 dev tt0
+ip link set tt0 up
+"$CLI" serve --dir "$DIR" --port 0 --replay-socket "$DIR/none.sock" > "$OUT" 2>&1 &
+pid=$!
+for i in $(seq 100); do grep -q '^Serving' "$OUT" && break; sleep 0.1; done
+port=$(sed -n 's/^Serving .* at http:\/\/127\.0\.0\.1:\([0-9]*\)\/.*/\1/p' "$OUT")
+echo "port=$port"
+echo "loopback=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$port/")"
+curl -s -o /dev/null --max-time 5 "http://10.254.77.1:$port/"
+echo "other=$?"
+kill $pid
+wait $pid 2>/dev/null
+"#;
+    let out = Command::new("unshare")
+        .args(["--net", "--", "bash", "-c", script])
+        .env("CLI", &paths.cli)
+        .env("DIR", &dir)
+        .env("OUT", tmp.path().join("serve-netns.out"))
+        .output()
+        .expect("unshare");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("loopback=401"),
+        "127.0.0.1 must answer (401 without token):\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // curl exit 7: failed to connect (refused).
+    assert!(
+        text.contains("other=7"),
+        "the non-loopback address must refuse:\n{text}"
+    );
+}
+
+/// Whether the agent has the replay service.
+fn agent_has_replay_server(paths: &Paths) -> bool {
+    Command::new(&paths.agent)
+        .args(["replay-server", "--help"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+#[test]
+fn replay_button_returns_a_real_verdict() {
+    use super::scenario::{App, Harness, Req};
+    let paths = require_browser!();
+    if !paths.agent.is_file() {
+        if util::privileged_required() {
+            panic!(
+                "TIMETRACER_REQUIRE_PRIVILEGED=1 but {} does not exist",
+                paths.agent.display()
+            );
+        }
+        eprintln!(
+            "SKIP: {} does not exist (build it, or set TIMETRACER_AGENT)",
+            paths.agent.display()
+        );
+        return;
+    }
+    if !agent_has_replay_server(&paths) {
+        // Not a failure even under TIMETRACER_REQUIRE_PRIVILEGED: the service is built in
+        // parallel (issue #8); this test runs as soon as the agent has it.
+        eprintln!(
+            "SKIP: {} has no `replay-server` subcommand yet (the privileged replay service of the \
+             replay issue); the button's client is tested against a test socket server in \
+             timetracer-user (web::replay_client) and in the serve test above",
+            paths.agent.display()
+        );
+        return;
+    }
+    let paths = crate::require_root!();
+    // Record a real request of the sample FastAPI app.
+    let mut h = Harness::new(paths.clone(), "ui_replay");
+    h.start_record(App::FastApi);
+    h.send_fresh(&Req::new("users/42", "ui-replay"));
+    let st = h.stop_agent();
+    assert!(st.success() || st.code().is_some(), "agent: {st}");
+    let dir = h.out.clone();
+    let files: Vec<PathBuf> = walk_json(&dir);
+    assert_eq!(files.len(), 1, "one cassette expected in {}", dir.display());
+    let rel = files[0]
+        .strip_prefix(&dir)
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+
+    let tmp = util::temp_dir("ui-replay");
+    let socket = tmp.path().join("replay.sock");
+    let mut service = ProcGuard::spawn(
+        "replay-server",
+        util::command(
+            &paths.agent,
+            ["replay-server", "--socket", socket.to_str().unwrap()],
+        ),
+        tmp.path(),
+    )
+    .expect("spawn replay-server");
+    let t = Instant::now();
+    while !socket.exists() {
+        assert!(
+            service.try_status().is_none(),
+            "replay-server exited:\n{}",
+            service.diagnostics()
+        );
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "no socket:\n{}",
+            service.diagnostics()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let serve = start_serve(&paths, &dir, tmp.path(), &socket);
+    let shots = screenshots_dir(&paths);
+    let url = serve.url.clone();
+    with_browser(tmp.path(), |c| async move {
+        c.goto(&url).await.unwrap();
+        assert_eq!(visible_rows(&c).await, 1);
+        c.find(Locator::Css("td.ep button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait_js(
+            &c,
+            "the detail",
+            "return !!document.querySelector('#detail button[data-replay]')",
+        )
+        .await;
+        c.find(Locator::Css("#detail button[data-replay]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let t = Instant::now();
+        loop {
+            if js(&c, "return !!document.querySelector('#detail .verdict')").await == json!(true) {
+                break;
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(240),
+                "no verdict for {rel}"
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+        let v = js(&c, "const v = document.querySelector('#detail .verdict'); return [v.className, v.innerText]").await;
+        shot(&c, &shots, "serve-replay-verdict").await;
+        let class = v[0].as_str().unwrap();
+        let text = v[1].as_str().unwrap();
+        assert!(
+            ["v-same", "v-differs", "v-dependency-mismatch"]
+                .iter()
+                .any(|k| class.contains(k)),
+            "not a verdict ({class}):\n{text}"
+        );
+        assert!(text.contains("Replay verdict:"), "{text}");
+        assert!(text.contains("/users/42"), "{text}");
+        c
+    });
+    drop(serve.proc);
+    drop(service);
+}
+
+fn walk_json(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with('.') {
+                continue;
+            }
+            if p.is_dir() {
+                out.extend(walk_json(&p));
+            } else if name.ends_with(".json") || name.ends_with(".json.zst") {
+                out.push(p);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,825 @@
+//! `timetracer serve`: the dashboard, live, with replay and compare.
+//!
+//! Security model (the Python tool's `serve` bound 0.0.0.0, read any JSON file on disk and had
+//! no authentication; this is the reverse on each point):
+//! - binds `127.0.0.1` unless told otherwise;
+//! - a per-run random token (256 bits) is required for **every** route: the printed URL
+//!   carries it once (`/?token=…`), the server answers with an `HttpOnly`, `SameSite=Strict`
+//!   cookie and a redirect that drops it from the address bar; state-changing requests (POST)
+//!   must also send it in the `X-Timetracer-Token` header, which a cross-site form cannot do;
+//! - the `Host` header must name the server's own address (`127.0.0.1:PORT`,
+//!   `localhost:PORT`), which defeats DNS rebinding; a POST's `Origin`, when sent, must too;
+//! - cassettes are named relative to the served directory and resolved by [`super::paths`]:
+//!   no `..`, no absolute path, no symlink out, cassette file names only;
+//! - every response carries a strict Content-Security-Policy, `nosniff`, `no-referrer`,
+//!   `DENY` framing and `no-store`.
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use serde::Deserialize;
+
+use super::paths::{self, PathError};
+use super::render::{self, PageOpts, Renderer, Unavailable};
+use super::replay_client::{self, ReplayError};
+use super::{Collector, dashboard_page};
+
+/// Name of the header that carries the token on API requests.
+pub const TOKEN_HEADER: &str = "x-timetracer-token";
+
+/// What `serve` needs to know.
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    /// The served directory (made canonical by [`Server::bind`]).
+    pub dir: PathBuf,
+    pub addr: SocketAddr,
+    /// Newest cassettes shown.
+    pub limit: usize,
+    /// The replay service's socket.
+    pub replay_socket: PathBuf,
+    /// How long to wait for a verdict.
+    pub replay_timeout: Duration,
+    /// How often the directory is checked for new cassettes.
+    pub refresh: Duration,
+}
+
+struct Snapshot {
+    version: u64,
+    page: render::DashboardPage,
+}
+
+struct AppState {
+    cfg: ServeConfig,
+    token: String,
+    cookie: String,
+    hosts: Vec<String>,
+    renderer: Renderer,
+    collector: Mutex<Collector>,
+    snap: RwLock<Snapshot>,
+}
+
+/// A bound, not yet running server.
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    /// The address it listens on.
+    pub addr: SocketAddr,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server").field("addr", &self.addr).finish()
+    }
+}
+
+/// Serving failed to start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("cannot serve {}", path.display())]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Index(#[from] crate::index::Error),
+    #[error("cannot listen on {addr}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot make a random token")]
+    Token(#[source] std::io::Error),
+}
+
+fn random_token() -> Result<String, std::io::Error> {
+    use std::io::Read as _;
+    let mut b = [0u8; 32];
+    std::fs::File::open("/dev/urandom")?.read_exact(&mut b)?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// Equal strings, in time independent of where they differ.
+fn same(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
+}
+
+fn build_snapshot(
+    collector: &mut Collector,
+    limit: usize,
+    version: u64,
+) -> Result<Snapshot, crate::index::Error> {
+    let collected = collector.collect(limit)?;
+    let dir = collector.dir().display().to_string();
+    Ok(Snapshot {
+        version,
+        page: dashboard_page(&dir, collected, Vec::new(), version),
+    })
+}
+
+impl Server {
+    /// Opens the directory's index, reads the cassettes and binds the address.
+    pub async fn bind(mut cfg: ServeConfig) -> Result<Self, ServeError> {
+        cfg.dir = cfg.dir.canonicalize().map_err(|source| ServeError::Dir {
+            path: cfg.dir.clone(),
+            source,
+        })?;
+        let dir = cfg.dir.clone();
+        let limit = cfg.limit;
+        let (collector, snap) = tokio::task::spawn_blocking(move || {
+            let mut c = Collector::open(&dir)?;
+            c.refresh()?;
+            let s = build_snapshot(&mut c, limit, 1)?;
+            Ok::<_, crate::index::Error>((c, s))
+        })
+        .await
+        .expect("indexing thread panicked")?;
+        let listener = tokio::net::TcpListener::bind(cfg.addr)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: cfg.addr,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+            addr: cfg.addr,
+            source,
+        })?;
+        let port = addr.port();
+        let mut hosts = vec![format!("localhost:{port}")];
+        match addr {
+            SocketAddr::V4(a) => hosts.push(format!("{}:{port}", a.ip())),
+            SocketAddr::V6(a) => hosts.push(format!("[{}]:{port}", a.ip())),
+        }
+        let token = random_token().map_err(ServeError::Token)?;
+        Ok(Self {
+            listener,
+            addr,
+            state: Arc::new(AppState {
+                cfg,
+                token,
+                cookie: format!("timetracer_token_{port}"),
+                hosts,
+                renderer: Renderer::new(),
+                collector: Mutex::new(collector),
+                snap: RwLock::new(snap),
+            }),
+        })
+    }
+
+    /// The address to open: it carries the token.
+    #[must_use]
+    pub fn url(&self) -> String {
+        let host = match self.addr {
+            SocketAddr::V4(a) => a.ip().to_string(),
+            SocketAddr::V6(a) => format!("[{}]", a.ip()),
+        };
+        format!(
+            "http://{host}:{}/?token={}",
+            self.addr.port(),
+            self.state.token
+        )
+    }
+
+    /// Serves until `shutdown` completes.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let state = self.state.clone();
+        let refresher = tokio::spawn(refresh_loop(state.clone()));
+        let app = router(state);
+        let r = axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        refresher.abort();
+        r
+    }
+}
+
+async fn refresh_loop(state: Arc<AppState>) {
+    let mut tick = tokio::time::interval(state.cfg.refresh);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let st = state.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            let mut c = st
+                .collector
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            if !c.refresh()? {
+                return Ok(None);
+            }
+            let version = st
+                .snap
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .version
+                + 1;
+            build_snapshot(&mut c, st.cfg.limit, version).map(Some)
+        })
+        .await;
+        match res {
+            Ok(Ok(Some(s))) => {
+                *state
+                    .snap
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = s;
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "Cannot refresh the cassette index"),
+            Err(e) => tracing::warn!(error = %e, "Index refresh task failed"),
+        }
+    }
+}
+
+fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/", get(index_page))
+        .route("/timeline", get(timeline_page))
+        .route("/api/rows", get(api_rows))
+        .route("/api/detail", get(api_detail))
+        .route("/api/compare", get(api_compare))
+        .route("/api/replay", post(api_replay))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+fn html(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        body,
+    )
+        .into_response()
+}
+
+fn message_page(st: &AppState, status: StatusCode, title: &str, msg: &str) -> Response {
+    match st.renderer.message(title, msg, &page_opts(st)) {
+        Ok(b) => html(status, b),
+        Err(e) => (status, format!("{title}: {msg} ({e})")).into_response(),
+    }
+}
+
+fn page_opts(st: &AppState) -> PageOpts {
+    PageOpts {
+        live: true,
+        token: Some(st.token.clone()),
+        generated_at: super::now_text(),
+    }
+}
+
+fn cookie_token<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+fn query_token(req: &Request) -> Option<&str> {
+    req.uri()
+        .query()?
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .find(|(k, _)| *k == "token")
+        .map(|(_, v)| v)
+}
+
+/// Host, token and origin checks for every request, and the security headers of every
+/// response.
+async fn guard(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let mut resp = check(&st, req, next).await;
+    let h = resp.headers_mut();
+    let csp = render::csp(true);
+    if let Ok(v) = HeaderValue::from_str(&csp) {
+        h.insert(header::CONTENT_SECURITY_POLICY, v);
+    }
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    resp
+}
+
+async fn check(st: &AppState, req: Request, next: Next) -> Response {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !st.hosts.iter().any(|h| h.eq_ignore_ascii_case(host)) {
+        return (
+            StatusCode::MISDIRECTED_REQUEST,
+            "timetracer serve answers only requests addressed to its own address\n",
+        )
+            .into_response();
+    }
+    // First visit through the printed URL: trade the token for a cookie, drop it from the URL.
+    let first_visit = (req.method() == Method::GET && req.uri().path() == "/")
+        .then(|| query_token(&req))
+        .flatten();
+    if let Some(t) = first_visit {
+        if same(t, &st.token) {
+            let cookie = format!(
+                "{}={}; HttpOnly; SameSite=Strict; Path=/",
+                st.cookie, st.token
+            );
+            let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
+            if let Ok(v) = HeaderValue::from_str(&cookie) {
+                r.headers_mut().insert(header::SET_COOKIE, v);
+            }
+            return r;
+        }
+        return message_page(
+            st,
+            StatusCode::UNAUTHORIZED,
+            "Wrong token",
+            "This token is not the one of this run: open the address `timetracer serve` printed when it started.",
+        );
+    }
+    let header_token = req
+        .headers()
+        .get(TOKEN_HEADER)
+        .and_then(|v| v.to_str().ok());
+    let from_cookie = cookie_token(req.headers(), &st.cookie).is_some_and(|t| same(t, &st.token));
+    let from_header = header_token.is_some_and(|t| same(t, &st.token));
+    let reads = matches!(*req.method(), Method::GET | Method::HEAD);
+    if reads {
+        if !(from_cookie || from_header) {
+            return message_page(
+                st,
+                StatusCode::UNAUTHORIZED,
+                "Token required",
+                "Open the address `timetracer serve` printed when it started: it carries this run's token.",
+            );
+        }
+    } else {
+        // Actions: the header is required (a cross-site form or image cannot set it).
+        if !from_header {
+            return (
+                StatusCode::FORBIDDEN,
+                "this action needs the X-Timetracer-Token header of this run\n",
+            )
+                .into_response();
+        }
+        if let Some(origin) = req.headers().get(header::ORIGIN) {
+            let ok = origin.to_str().ok().is_some_and(|o| {
+                o.strip_prefix("http://")
+                    .is_some_and(|h| st.hosts.iter().any(|x| x.eq_ignore_ascii_case(h)))
+            });
+            if !ok {
+                return (StatusCode::FORBIDDEN, "cross-origin request refused\n").into_response();
+            }
+        }
+    }
+    next.run(req).await
+}
+
+async fn not_found(State(st): State<Arc<AppState>>) -> Response {
+    message_page(
+        &st,
+        StatusCode::NOT_FOUND,
+        "Not found",
+        "There is nothing here.",
+    )
+}
+
+async fn index_page(State(st): State<Arc<AppState>>) -> Response {
+    let snap = st
+        .snap
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match st.renderer.dashboard(&snap.page, &page_opts(&st)) {
+        Ok(b) => html(StatusCode::OK, b),
+        Err(e) => message_page(
+            &st,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Error",
+            &crate::index::error_chain(&e),
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct FileQ {
+    #[serde(default)]
+    f: String,
+}
+
+#[derive(Deserialize)]
+struct PairQ {
+    #[serde(default)]
+    a: String,
+    #[serde(default)]
+    b: String,
+}
+
+#[derive(Deserialize)]
+struct RowsQ {
+    v: Option<u64>,
+}
+
+fn path_status(e: &PathError) -> StatusCode {
+    match e {
+        PathError::NotFound => StatusCode::NOT_FOUND,
+        PathError::Outside => StatusCode::FORBIDDEN,
+        _ => StatusCode::BAD_REQUEST,
+    }
+}
+
+/// Resolves and reads the cassette `rel`, or the error response.
+async fn load_rel(st: &Arc<AppState>, rel: &str) -> Result<(PathBuf, super::Loaded), Response> {
+    let path = paths::resolve(&st.cfg.dir, rel)
+        .map_err(|e| message_page(st, path_status(&e), "Refused", &format!("{rel}: {e}")))?;
+    let p = path.clone();
+    let loaded = tokio::task::spawn_blocking(move || super::load(&p))
+        .await
+        .map_err(|e| {
+            message_page(
+                st,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Error",
+                &e.to_string(),
+            )
+        })?
+        .map_err(|e| {
+            message_page(
+                st,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "Unreadable cassette",
+                &crate::index::error_chain(&e),
+            )
+        })?;
+    Ok((path, loaded))
+}
+
+async fn timeline_page(State(st): State<Arc<AppState>>, Query(q): Query<FileQ>) -> Response {
+    let (path, l) = match load_rel(&st, &q.f).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let v = super::view("c", &q.f, &q.f, &path, &l);
+    match st.renderer.timeline(&v, &page_opts(&st)) {
+        Ok(b) => html(StatusCode::OK, b),
+        Err(e) => message_page(
+            &st,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Error",
+            &crate::index::error_chain(&e),
+        ),
+    }
+}
+
+async fn api_rows(State(st): State<Arc<AppState>>, Query(q): Query<RowsQ>) -> Response {
+    let snap = st
+        .snap
+        .read()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if q.v == Some(snap.version) {
+        return StatusCode::NO_CONTENT.into_response();
+    }
+    let page = &snap.page;
+    let parts = (|| {
+        Ok::<_, render::RenderError>(serde_json::json!({
+            "data": render::ScriptData {
+                live: true,
+                version: snap.version,
+                rows: page.rows.iter().map(super::model::Row::data).collect(),
+            },
+            "tbody": st.renderer.rows(&page.rows)?,
+            "cards": st.renderer.cards(&page.totals)?,
+            "trends": st.renderer.trends(&page.trends)?,
+        }))
+    })();
+    match parts {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            crate::index::error_chain(&e),
+        )
+            .into_response(),
+    }
+}
+
+async fn api_detail(State(st): State<Arc<AppState>>, Query(q): Query<FileQ>) -> Response {
+    let (path, l) = match load_rel(&st, &q.f).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let v = super::view("live", &q.f, &q.f, &path, &l);
+    match st.renderer.detail(&v, true) {
+        Ok(b) => html(StatusCode::OK, b),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            crate::index::error_chain(&e),
+        )
+            .into_response(),
+    }
+}
+
+async fn api_compare(State(st): State<Arc<AppState>>, Query(q): Query<PairQ>) -> Response {
+    let (pa, la) = match load_rel(&st, &q.a).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let (pb, lb) = match load_rel(&st, &q.b).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    let threshold = 20.0;
+    let (response, events) =
+        crate::cli::tools::diff::compare(&la.cassette, &lb.cassette, threshold, 1.0, &[]);
+    let report = crate::cli::tools::diff::Report {
+        cassette_a: q.a.clone(),
+        cassette_b: q.b.clone(),
+        request: format!(
+            "{} {} vs {} {}",
+            la.cassette.request.method,
+            la.cassette.request.path,
+            lb.cassette.request.method,
+            lb.cassette.request.path
+        ),
+        has_differences: !response.is_empty() || !events.changes.is_empty(),
+        is_regression: response.iter().chain(&events.changes).any(|c| c.regression),
+        threshold_pct: threshold,
+        response,
+        events,
+    };
+    let a = super::view("cmp-a", &q.a, &q.a, &pa, &la);
+    let b = super::view("cmp-b", &q.b, &q.b, &pb, &lb);
+    match st.renderer.compare(&a, &b, &report, true) {
+        Ok(b) => html(StatusCode::OK, b),
+        Err(e) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            crate::index::error_chain(&e),
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct ReplayBody {
+    file: String,
+}
+
+fn verdict_fragment(st: &AppState, status: StatusCode, u: &Unavailable) -> Response {
+    match st.renderer.verdict("replay", Err(u)) {
+        Ok(b) => html(status, b),
+        Err(e) => (status, format!("{}: {} ({e})", u.title, u.message)).into_response(),
+    }
+}
+
+async fn api_replay(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+    let req: ReplayBody = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            return verdict_fragment(
+                &st,
+                StatusCode::BAD_REQUEST,
+                &Unavailable {
+                    title: "Bad request".into(),
+                    message: format!("expected {{\"file\": \"relative/path.json\"}}: {e}"),
+                    command: None,
+                },
+            );
+        }
+    };
+    let path = match paths::resolve(&st.cfg.dir, &req.file) {
+        Ok(p) => p,
+        Err(e) => {
+            return verdict_fragment(
+                &st,
+                path_status(&e),
+                &Unavailable {
+                    title: "Refused".into(),
+                    message: format!("{}: {e}", req.file),
+                    command: None,
+                },
+            );
+        }
+    };
+    let socket = st.cfg.replay_socket.clone();
+    match replay_client::replay(&socket, &path, st.cfg.replay_timeout).await {
+        Ok(v) => match st.renderer.verdict("replay", Ok(&v)) {
+            Ok(b) => html(StatusCode::OK, b),
+            Err(e) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                crate::index::error_chain(&e),
+            )
+                .into_response(),
+        },
+        Err(e) => verdict_fragment(&st, StatusCode::OK, &unavailable(&socket, &e)),
+    }
+}
+
+fn unavailable(socket: &Path, e: &ReplayError) -> Unavailable {
+    match e {
+        ReplayError::NotRunning { .. } => Unavailable {
+            title: "The replay service is not running".into(),
+            message: format!(
+                "Replaying runs the recorded app under eBPF, which needs root; a small privileged \
+                 service does it for this page. Nothing listens on {}.",
+                socket.display()
+            ),
+            command: Some(replay_client::start_command(socket)),
+        },
+        ReplayError::Permission { .. } => Unavailable {
+            title: "Not allowed to use the replay service".into(),
+            message: format!(
+                "{}: permission denied. The service decides who may connect (its socket's owner, \
+                 group and mode); run this server as a user it allows.",
+                socket.display()
+            ),
+            command: None,
+        },
+        other => Unavailable {
+            title: "Replay failed".into(),
+            message: crate::index::error_chain(other),
+            command: None,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read as _, Write as _};
+
+    use super::*;
+
+    fn fixture_dir() -> tempfile::TempDir {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/cassettes");
+        for sub in ["py", "ours"] {
+            std::fs::create_dir(tmp.path().join(sub)).unwrap();
+            for e in std::fs::read_dir(src.join(sub)).unwrap() {
+                let e = e.unwrap();
+                std::fs::copy(e.path(), tmp.path().join(sub).join(e.file_name())).unwrap();
+            }
+        }
+        tmp
+    }
+
+    /// One HTTP/1.1 exchange; returns (status, headers + body text).
+    fn http(addr: SocketAddr, raw: &str) -> (u16, String) {
+        let mut s = std::net::TcpStream::connect(addr).unwrap();
+        s.write_all(raw.as_bytes()).unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).unwrap();
+        let status = out
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (status, out)
+    }
+
+    #[test]
+    fn tokens_hosts_and_paths() {
+        let dir = fixture_dir();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let server = rt
+            .block_on(Server::bind(ServeConfig {
+                dir: dir.path().to_path_buf(),
+                addr: "127.0.0.1:0".parse().unwrap(),
+                limit: 100,
+                replay_socket: dir.path().join("no-such.sock"),
+                replay_timeout: Duration::from_secs(5),
+                refresh: Duration::from_millis(200),
+            }))
+            .unwrap();
+        let addr = server.addr;
+        let token = server.state.token.clone();
+        let url = server.url();
+        assert!(url.starts_with(&format!("http://127.0.0.1:{}/?token=", addr.port())));
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let handle = rt.spawn(server.run(async {
+            let _ = rx.await;
+        }));
+        let host = format!("127.0.0.1:{}", addr.port());
+        let get = |path: &str, extra: &str| {
+            http(
+                addr,
+                &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{extra}\r\n"),
+            )
+        };
+        let cookie = format!("Cookie: timetracer_token_{}={token}\r\n", addr.port());
+
+        // No token: refused everywhere.
+        assert_eq!(get("/", "").0, 401);
+        assert_eq!(get("/api/rows", "").0, 401);
+        assert_eq!(get("/?token=nope", "").0, 401);
+        // The printed URL sets the cookie and redirects.
+        let (st, text) = get(&format!("/?token={token}"), "");
+        assert_eq!(st, 303, "{text}");
+        assert!(text.contains("HttpOnly; SameSite=Strict"));
+        let (st, page) = get("/", &cookie);
+        assert_eq!(st, 200);
+        assert!(
+            page.contains("content-security-policy: default-src 'none'"),
+            "{page}"
+        );
+        assert!(page.contains("/users/42"));
+        // DNS rebinding: another Host is refused even with the token.
+        let (st, _) = http(
+            addr,
+            &format!(
+                "GET / HTTP/1.1\r\nHost: evil.example:{}\r\nConnection: close\r\n{cookie}\r\n",
+                addr.port()
+            ),
+        );
+        assert_eq!(st, 421);
+        // Paths outside the directory.
+        for bad in [
+            "../../etc/passwd",
+            "%2Fetc%2Fpasswd",
+            "..%2F..%2Fx.json",
+            ".timetracer-index.sqlite3",
+        ] {
+            let (st, _) = get(&format!("/api/detail?f={bad}"), &cookie);
+            assert!(st == 400 || st == 403 || st == 404, "{bad}: {st}");
+        }
+        assert_eq!(
+            get("/api/detail?f=py/GET__users_42__e92ca5c8.json", &cookie).0,
+            200
+        );
+        // Actions need the header, a cookie is not enough.
+        let body = r#"{"file":"py/GET__users_42__e92ca5c8.json"}"#;
+        let post = |extra: &str| {
+            http(
+                addr,
+                &format!(
+                    "POST /api/replay HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}\r\n{body}",
+                    body.len()
+                ),
+            )
+        };
+        assert_eq!(post(&cookie).0, 403);
+        assert_eq!(post(&format!("{TOKEN_HEADER}: wrong\r\n")).0, 403);
+        let (st, _) = post(&format!(
+            "{TOKEN_HEADER}: {token}\r\nOrigin: http://evil.example\r\n"
+        ));
+        assert_eq!(st, 403);
+        // With the token: the service is absent here, so the answer says how to start it.
+        let (st, text) = post(&format!("{TOKEN_HEADER}: {token}\r\n"));
+        assert_eq!(st, 200, "{text}");
+        assert!(text.contains("The replay service is not running"), "{text}");
+        assert!(
+            text.contains("sudo timetracer-agent replay-server --socket"),
+            "{text}"
+        );
+
+        // New cassettes appear without reload: the version moves.
+        let (_, rows) = get("/api/rows", &cookie);
+        let v: u64 = rows
+            .split("\"version\":")
+            .nth(1)
+            .and_then(|s| s.split(|c: char| !c.is_ascii_digit()).next())
+            .and_then(|s| s.parse().ok())
+            .unwrap();
+        assert_eq!(get(&format!("/api/rows?v={v}"), &cookie).0, 204);
+        std::fs::copy(
+            dir.path().join("py/GET__users_42__e92ca5c8.json"),
+            dir.path().join("py/GET__users_43__00000000.json"),
+        )
+        .unwrap();
+        let t = std::time::Instant::now();
+        loop {
+            let (st, _) = get(&format!("/api/rows?v={v}"), &cookie);
+            if st == 200 {
+                break;
+            }
+            assert!(t.elapsed() < Duration::from_secs(10), "no update");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        tx.send(()).unwrap();
+        rt.block_on(handle).unwrap().unwrap();
+    }
+}
