@@ -324,6 +324,13 @@ impl Rec {
         })
     }
 
+    fn executes(&self) -> usize {
+        self.msgs
+            .iter()
+            .filter(|m| matches!(m, Front::Execute(..)))
+            .count()
+    }
+
     fn binds(&self) -> impl Iterator<Item = &pg::Bind> {
         self.msgs.iter().filter_map(|m| match m {
             Front::Bind(b) => Some(b),
@@ -883,17 +890,6 @@ impl Session {
     }
 
     fn answer_unit(&mut self, unit: &[Pending], complete: bool) {
-        /// A recorded call that failed before any `Execute` (the server rejected its `Parse`):
-        /// it has no execution to lend its answers to later, so answering it uses it up.
-        fn failed_before_execute(c: &RecordedCall) -> bool {
-            c.event.result.error.is_some()
-                && c.event
-                    .db
-                    .as_ref()
-                    .and_then(|d| d.get("messages"))
-                    .and_then(Value::as_str)
-                    .is_some_and(|m| !m.contains('E'))
-        }
         let msgs: Vec<Front> = unit.iter().map(|p| p.msg.clone()).collect();
         let sql = self.unit_sql(&msgs);
         let app = Unit {
@@ -905,10 +901,31 @@ impl Session {
         // The recorded call answering this unit.
         let partial_match =
             |c: &RecordedCall| rec_of(c).is_some_and(|r| compare(&app, &r, true).is_ok());
+        // A unit without `Execute` (a prepare) uses up a recorded prepare of the statement;
+        // an execution may only lend it its `Parse` / `Describe` answers.
+        let take_prepare = |dest: &Destination| {
+            dest.try_take(|c| match rec_of(c) {
+                Some(r) if r.executes() == 0 => compare(&app, &r, true),
+                Some(r) => Err(Diff::new("executions", r.executes(), 0)),
+                None => Err(Diff::new("messages", "(undecodable recording)", "prepare")),
+            })
+        };
         let chosen: Result<Option<Rec>, Miss> = if self.errored {
             // An error already answered part of this unit (at `Flush`): the server skipped to
             // `Sync`, whose answer comes from a recorded call of the statement if there is one.
-            Ok(self.dest.find(partial_match).and_then(|c| rec_of(&c)))
+            let taken = if !complete {
+                None
+            } else if has_execute {
+                self.dest.try_take(|c| match rec_of(c) {
+                    Some(r) => compare(&app, &r, false),
+                    None => Err(Diff::new("messages", "(undecodable recording)", "execute")),
+                })
+            } else {
+                take_prepare(&self.dest)
+            };
+            Ok(taken
+                .or_else(|| self.dest.find(partial_match))
+                .and_then(|c| rec_of(&c)))
         } else if complete && has_execute {
             let cmp = |c: &RecordedCall| match rec_of(c) {
                 Some(r) => compare(&app, &r, false),
@@ -944,21 +961,13 @@ impl Session {
             let partial = |c: &RecordedCall| {
                 rec_of(c).is_some_and(|r| compare(&app, &r, true).is_ok() && !c.truncated)
             };
-            match self.dest.find(partial) {
-                Some(c) => {
-                    if (complete && c.session_level) || failed_before_execute(&c) {
-                        // Counted as answered (a recorded prepare). An execution that only
-                        // lent its `Parse` / `Describe` answers is not used up.
-                        let _ = self.dest.try_take(|x| {
-                            if x.eid == c.eid && x.cassette == c.cassette {
-                                Ok(())
-                            } else {
-                                Err(Diff::new("eid", x.eid, c.eid))
-                            }
-                        });
-                    }
-                    Ok(rec_of(&c))
-                }
+            let taken = if complete {
+                take_prepare(&self.dest)
+            } else {
+                None
+            };
+            match taken.or_else(|| self.dest.find(partial)) {
+                Some(c) => Ok(rec_of(&c)),
                 None => {
                     let cmp = |c: &RecordedCall| match rec_of(c) {
                         Some(r) => compare(&app, &r, true),

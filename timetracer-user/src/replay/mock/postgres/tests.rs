@@ -240,7 +240,8 @@ fn changed_parameter_is_a_miss_and_the_connection_stays_usable() {
 fn recorded_errors_are_replayed() {
     let (d, j) = destination(Protocol::Postgres, &["fastapi/pg_fail.json"]);
     let c1 = d.find(|c| c.eid == 1).unwrap();
-    let mut s = started(d);
+    assert!(!c1.session_level);
+    let mut s = started(d.clone());
     let mut m = parse("x", "SELECT * FROM no_such_table WHERE id = $1");
     m.extend(describe(b'S', "x"));
     m.extend(msg(b'H', &[]));
@@ -249,6 +250,8 @@ fn recorded_errors_are_replayed() {
     let out2 = feed(&mut s, &msg(b'S', &[]));
     assert_eq!(types(&out2), "Z");
     assert_eq!([out, out2].concat(), c1.response);
+    // The recorded rejected prepare (not session-level) was used up: the verdict counts it.
+    assert_eq!(d.usage(0).unused, 1, "only the division by zero is left");
     // Same for a simple Query: the whole recorded answer.
     let (d, _) = destination(Protocol::Postgres, &["flask/pg2_fail.json"]);
     let c = d.find(|c| c.eid == 1).unwrap();
