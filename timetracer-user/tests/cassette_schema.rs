@@ -132,6 +132,7 @@ fn recorded(inbound: Exchange, deps: Vec<DepCall>, traceback: Option<&str>) -> R
                 "uvicorn".into(),
                 "app:app".into(),
             ],
+            cwd: Some("/srv/app".into()),
             exe: "/usr/bin/python3.11".into(),
             python_version: Some("3.11.7".into()),
             framework: Some("uvicorn".into()),

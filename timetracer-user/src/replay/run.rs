@@ -249,20 +249,19 @@ async fn run_plan(opts: &ReplayOptions, plan: Plan) -> anyhow::Result<Verdict> {
         .open(redirect.cgroup().join("cgroup.procs"))
         .context("cannot open the replay cgroup's cgroup.procs")?;
     let procs_fd = procs.as_raw_fd();
-    // SAFETY: the closure only makes async-signal-safe syscalls (setpgid, write) on an fd
-    // opened before fork.
-    unsafe {
-        command.pre_exec(move || {
-            nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0))?;
-            // Writing "0" moves the writing process (the child, before exec) into the cgroup,
-            // so every connect of the app and its children is redirected from the start.
-            let n = libc::write(procs_fd, b"0".as_ptr().cast(), 1);
-            if n != 1 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
+    let into_cgroup = move || -> std::io::Result<()> {
+        nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0))?;
+        // Writing "0" moves the writing process (the child, before exec) into the cgroup, so
+        // every connect of the app and its children is redirected from the start.
+        // SAFETY: writes one byte from a static buffer to an fd opened before fork.
+        let n = unsafe { libc::write(procs_fd, b"0".as_ptr().cast(), 1) };
+        if n != 1 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    // SAFETY: the hook only makes async-signal-safe syscalls (setpgid, write).
+    unsafe { command.pre_exec(into_cgroup) };
     let mut child = command.spawn().with_context(|| {
         format!(
             "cannot start the app {:?} in {}",

@@ -35,11 +35,11 @@ fn replay_http_dependencies() {
     h.stop_upstream();
     let out: OsString = h.out_dir().into();
 
-    let r = h.replay(&[out.clone()], &[]);
+    let r = h.replay(std::slice::from_ref(&out), &[]);
     r.assert_all_same(HTTP_ENDPOINTS.len());
 
     // The app now asks the upstream for something else: the verdict names the query field.
-    let r = h.replay(&[out.clone()], &[("USERS_SRC", "admins")]);
+    let r = h.replay(std::slice::from_ref(&out), &[("USERS_SRC", "admins")]);
     r.assert_field_miss("query.src", "users", "admins");
     let users = r.verdict["requests"]
         .as_array()
