@@ -1,8 +1,16 @@
 //! Kernel hook cost: with `kernel.bpf_stats_enabled=1`, the run time and run count of every BPF
 //! program the agent loaded (from `/proc/AGENT/fdinfo`), per request of the app, and the hook
 //! machinery around them estimated from perf-anchors §2.3 (which the throughput noise floor
-//! cannot resolve).
-use std::{collections::BTreeMap, fs, path::Path, process::Command};
+//! cannot resolve). The tracepoint programs run for every process's syscalls (and return at
+//! once for untraced ones); an idle window before the loaded one measures that background rate,
+//! which is subtracted.
+use std::{
+    collections::BTreeMap,
+    fs,
+    path::Path,
+    process::Command,
+    time::{Duration, Instant},
+};
 
 use anyhow::{Context as _, Result};
 use serde_json::{Value, json};
@@ -11,7 +19,7 @@ use super::{
     Plan, check_interrupted,
     overhead::GROUPS,
     rig::{Agent, AppKind, Rig},
-    sys::{clk_tck, cpu_ticks, round},
+    sys::{Window, clk_tck, cpu_ticks, round},
     wrk,
 };
 
@@ -128,24 +136,50 @@ pub(crate) fn run(rig: &mut Rig, plan: &Plan) -> Result<Value> {
         );
         let agent = Agent::attach(&rig.env, &name, app.pid, &out, &[])?;
         wrk::run(&rig.env.cpus.load, &url, plan.warmup)?;
+        // Background: the programs also run (and filter) for other processes' syscalls; an
+        // idle window of the same length measures their rate, subtracted below.
+        let i0 = prog_stats(agent.pid());
+        let t = Instant::now();
+        std::thread::sleep(Duration::from_secs_f64(plan.secs));
+        let idle_secs = t.elapsed().as_secs_f64();
+        let i1 = prog_stats(agent.pid());
+        let mut pids = rig.pids();
+        pids.push(agent.pid());
+        let w = Window::begin(&pids);
         let s0 = prog_stats(agent.pid());
         let c0 = cpu_ticks(app.pid);
         let res = wrk::run(&rig.env.cpus.load, &url, plan.secs)?;
         let s1 = prog_stats(agent.pid());
         let c1 = cpu_ticks(app.pid);
+        let noise = w.end(rig.env.noise_threshold);
+        let bg_scale = res.secs / idle_secs.max(1e-3);
         let names = prog_names();
         agent.stop()?;
         let _ = fs::remove_dir_all(&out);
         let reqs = res.requests.max(1) as f64;
         let mut progs = Vec::new();
         let (mut bpf_ns, mut est_ns, mut tp_hits, mut up_hits) = (0.0, 0.0, 0.0, 0.0);
+        let (mut all_raw, mut all_bg) = (0.0, 0.0);
         for (id, b) in &s1 {
-            let a = s0.get(id).copied().unwrap_or_default();
-            let runs = b.run_cnt.saturating_sub(a.run_cnt) as f64;
-            let ns = b.run_time_ns.saturating_sub(a.run_time_ns) as f64;
-            if runs == 0.0 {
+            let delta = |x: &BTreeMap<u64, ProgStats>, y: &BTreeMap<u64, ProgStats>| {
+                let (a, b) = (
+                    x.get(id).copied().unwrap_or_default(),
+                    y.get(id).copied().unwrap_or_default(),
+                );
+                (
+                    b.run_cnt.saturating_sub(a.run_cnt) as f64,
+                    b.run_time_ns.saturating_sub(a.run_time_ns) as f64,
+                )
+            };
+            let (raw_runs, raw_ns) = delta(&s0, &s1);
+            let (bg_runs, bg_ns) = delta(&i0, &i1);
+            let runs = (raw_runs - bg_runs * bg_scale).max(0.0);
+            let ns = (raw_ns - bg_ns * bg_scale).max(0.0);
+            if raw_runs == 0.0 {
                 continue;
             }
+            all_raw += raw_runs;
+            all_bg += (bg_runs * bg_scale).min(raw_runs);
             let machinery = match b.prog_type {
                 PROG_TYPE_TRACEPOINT => {
                     tp_hits += runs / reqs;
@@ -168,8 +202,10 @@ pub(crate) fn run(rig: &mut Rig, plan: &Plan) -> Result<Value> {
                     _ => "other",
                 },
                 "runs_per_request": round(runs / reqs, 2),
-                "ns_per_run": round(ns / runs, 0),
+                "ns_per_run": round(raw_ns / raw_runs, 0),
                 "ns_per_request": round(ns / reqs, 0),
+                "raw_runs_per_request": round(raw_runs / reqs, 2),
+                "background_runs_per_s": round(bg_runs / idle_secs.max(1e-3), 1),
             }));
         }
         let app_cpu_us = c0
@@ -193,6 +229,11 @@ pub(crate) fn run(rig: &mut Rig, plan: &Plan) -> Result<Value> {
             "app_cpu_us_per_request": app_cpu_us.map(|v| round(v, 1)),
             "estimated_hook_share_pct": app_cpu_us.map(|c| round(est_ns / 1000.0 / (c - est_ns / 1000.0).max(1e-9) * 100.0, 2)),
             "programs": progs,
+            // Share of the loaded window's runs attributed to the background: when large, the
+            // per-request figures depend on a background that may have changed in between.
+            "background_share_pct": round(all_bg / all_raw.max(1.0) * 100.0, 1),
+            "noise": noise.to_json(),
+            "unreliable": noise.noisy || all_bg > 0.2 * all_raw,
         }));
     }
     Ok(json!({

@@ -48,7 +48,7 @@ pub(crate) struct BenchArgs {
     /// Rounds of the overhead group [default: 5; quick: 1].
     #[arg(long)]
     rounds: Option<usize>,
-    /// Seconds per measured window [default: 5; quick: 2].
+    /// Seconds per measured window, whole seconds [default: 5; quick: 2].
     #[arg(long)]
     secs: Option<f64>,
     /// Cassettes generated for the search benchmark [default: 100000; quick: 20000].
@@ -118,7 +118,7 @@ impl Plan {
             quick: q,
             rounds: a.rounds.unwrap_or(if q { 1 } else { 5 }).max(1),
             secs: a.secs.unwrap_or(if q { 2.0 } else { 5.0 }),
-            warmup: if q { 0.5 } else { 1.0 },
+            warmup: 1.0,
             agent_secs: if q { 3.0 } else { 8.0 },
             sweep_secs: if q { 2.0 } else { 4.0 },
             sweep_msgs: if q {

@@ -490,16 +490,19 @@ fn kernel_md(res: &Value, md: &mut String) {
         md,
         "## Kernel hooks (`bpf_stats`)\n\nBPF time is measured; the hook machinery around \
          each run (~{} ns per tracepoint hit, ~{} ns per emulated uprobe hit) is added from \
-         perf-anchors §2.3. Tracepoint programs run for every process's traced syscalls and \
-         filter by pid, so the load generator's syscalls are included.\n\n\
-         | service | endpoint | tracepoint hits/req | uprobe hits/req | BPF µs/req | est. hooks µs/req | app CPU µs/req | est. share of app CPU |\n\
-         |---|---|---|---|---|---|---|---|",
+         perf-anchors §2.3. Tracepoint programs run for every process's syscalls of the \
+         hooked kinds and filter by pid: the rate of an idle window just before (other \
+         processes on the machine) is subtracted, the load generator's own syscalls are \
+         included. A row is flagged noisy when its window was, or when more than 20 % of its \
+         runs had to be attributed to that background.\n\n\
+         | service | endpoint | tracepoint hits/req | uprobe hits/req | BPF µs/req | est. hooks µs/req | app CPU µs/req | est. share of app CPU | background share | flag |\n\
+         |---|---|---|---|---|---|---|---|---|---|",
         k["machinery_ns"]["tracepoint"], k["machinery_ns"]["uprobe_emulated"]
     );
     for r in rows {
         let _ = writeln!(
             md,
-            "| {} | `{}` | {} | {} | {} | {} | {} | {} % |",
+            "| {} | `{}` | {} | {} | {} | {} | {} | {} % | {} % | {} |",
             r["scheme"].as_str().unwrap_or(""),
             r["endpoint"].as_str().unwrap_or(""),
             fmt(num(&r["tracepoint_hits_per_request"]), 1),
@@ -508,6 +511,12 @@ fn kernel_md(res: &Value, md: &mut String) {
             fmt(num(&r["estimated_hook_us_per_request"]), 2),
             fmt(num(&r["app_cpu_us_per_request"]), 0),
             fmt(num(&r["estimated_hook_share_pct"]), 1),
+            fmt(num(&r["background_share_pct"]), 0),
+            if r["unreliable"].as_bool().unwrap_or(false) {
+                "noisy"
+            } else {
+                "clean"
+            },
         );
     }
     let _ = writeln!(
@@ -594,8 +603,7 @@ fn tools_md(res: &Value, md: &mut String) {
              | indexed search (refresh: walk + stat, then query) | {} |\n\
              | indexed search `--no-refresh` (query only) | {} |\n\
              | glob search `--endpoint '/users/1*'` | {} |\n\
-             | `timetracer index` (nothing new) | {} |\n\
-             | `timetracer index --rebuild` | {} |\n",
+             | `timetracer index` (nothing new) | {} |\n",
             s["cassettes"],
             s["matches"],
             s["query"].as_str().unwrap_or(""),
@@ -604,7 +612,6 @@ fn tools_md(res: &Value, md: &mut String) {
             spread(&s["indexed_search_no_refresh_secs"], 3),
             fmt(num(&s["glob_search_secs"]), 3),
             fmt(num(&s["index_update_secs"]), 3),
-            fmt(num(&s["index_rebuild_secs"]), 2),
         );
     }
     // Cassettes written per second, from the other groups.

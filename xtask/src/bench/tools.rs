@@ -255,8 +255,6 @@ pub(crate) fn run(rig: &mut Rig, plan: &Plan) -> Result<Value> {
         rig,
         &["search", "--dir", &d, "--endpoint", "/users/1*", "-n", "20"],
     )?;
-    // 5. `index --rebuild`: drop and reparse everything.
-    let (rebuild, _) = cli(rig, &["index", "--dir", &d, "--rebuild"])?;
     let warm_s = Spread::of(&warm).map(|s| s.median);
     eprintln!(
         "bench: search over {} cassettes: full rescan {rescan:.2}s, indexed {:.3}s, --no-refresh {:.3}s",
@@ -277,7 +275,6 @@ pub(crate) fn run(rig: &mut Rig, plan: &Plan) -> Result<Value> {
             "index_bytes": disk.index_bytes,
             "full_rescan_secs": round(rescan, 3),
             "index_update_secs": round(index_update, 3),
-            "index_rebuild_secs": round(rebuild, 3),
             "indexed_search_secs": super::stats::spread_json(&warm, 3),
             "indexed_search_no_refresh_secs": super::stats::spread_json(&no_refresh, 3),
             "glob_search_secs": round(glob, 3),

@@ -38,7 +38,8 @@ pub(crate) const CONNS: u32 = 8;
 pub(crate) fn run(cpus: &str, url: &str, secs: f64) -> Result<WrkResult> {
     let mut cmd = pinned(cpus, "wrk");
     cmd.args(["-t1", &format!("-c{CONNS}")])
-        .arg(format!("-d{}ms", (secs * 1000.0).round() as u64))
+        // wrk takes whole seconds.
+        .arg(format!("-d{}s", secs.round().max(1.0) as u64))
         .args(["--timeout", "10s", "--latency", url]);
     wrk_output(&mut cmd)
 }
