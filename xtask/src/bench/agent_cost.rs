@@ -24,14 +24,23 @@ struct Step {
     load: RateResult,
     agent: AgentSummary,
     agent_cpu_pct: f64,
+    /// RSS right after attaching (BPF object loaded, nothing captured yet).
+    attached_kib: u64,
     hwm_kib: u64,
     rss_kib: u64,
     noise: Noise,
 }
 
 impl Step {
+    /// Messages that reached the agent, per second.
     fn msgs_per_s(&self) -> f64 {
         self.agent.events as f64 / self.load.secs
+    }
+
+    /// Messages the traced process produced (reached the agent or dropped), per second.
+    fn offered_msgs_per_s(&self) -> f64 {
+        let dropped: u64 = self.agent.kernel_drops.iter().map(|(_, n)| n).sum();
+        (self.agent.events + dropped) as f64 / self.load.secs
     }
 
     fn to_json(&self) -> Value {
@@ -39,11 +48,13 @@ impl Step {
         json!({
             "load": self.load.to_json(),
             "messages_per_s": round(self.msgs_per_s(), 0),
+            "offered_messages_per_s": round(self.offered_msgs_per_s(), 0),
             "cassettes_per_s": round(self.agent.cassettes as f64 / self.load.secs, 0),
             "agent_cpu_pct": round(self.agent_cpu_pct, 2),
             "agent_cpu_pct_per_10k_msgs": round(per10k, 2),
             "agent_peak_rss_mib": round(self.hwm_kib as f64 / 1024.0, 1),
             "agent_rss_mib": round(self.rss_kib as f64 / 1024.0, 1),
+            "agent_rss_after_attach_mib": round(self.attached_kib as f64 / 1024.0, 1),
             "agent": self.agent.to_json(),
             "noise": self.noise.to_json(),
         })
@@ -65,8 +76,11 @@ struct Spec<'a> {
 /// One fixed-rate window with a freshly attached agent.
 fn step(rig: &Rig, sp: &Spec<'_>) -> Result<Step> {
     let (port, path, rate, conns, secs) = (sp.port, sp.path, sp.rate, sp.conns, sp.secs);
+    // (CPU is divided by the load's real duration: the agent's work for the window's
+    // messages, finished during the short settle below, is what the rate costs.)
     let out = rig.env.work.join("agent-cost-cassettes");
     let agent = Agent::attach(&rig.env, &sp.name, sp.pid, &out, sp.extra)?;
+    let attached_kib = status_kib(agent.pid(), "VmRSS").unwrap_or(0);
     let mut pids = rig.pids();
     pids.push(agent.pid());
     let w = Window::begin(&pids);
@@ -81,7 +95,8 @@ fn step(rig: &Rig, sp: &Spec<'_>) -> Result<Step> {
     let summary = agent.stop()?;
     let _ = fs::remove_dir_all(&out);
     Ok(Step {
-        agent_cpu_pct: c1.saturating_sub(c0) as f64 / clk_tck() / secs * 100.0,
+        agent_cpu_pct: c1.saturating_sub(c0) as f64 / clk_tck() / load.secs * 100.0,
+        attached_kib,
         load,
         agent: summary,
         hwm_kib,
@@ -151,22 +166,24 @@ pub(crate) fn run(rig: &mut Rig, plan: &Plan) -> Result<Value> {
                 },
             )?;
             let achieved = s.load.achieved_rps() / rate;
+            let held = s.load.held();
             eprintln!(
-                "bench: sweep {mode} target {msgs} msgs/s: {:.0} msgs/s captured, {:.0}% of the target rate served, agent {:.1}% CPU, drops {}",
+                "bench: sweep {mode} target {msgs} msgs/s: {:.0} msgs/s offered, {:.0} captured, {:.0}% of the target rate served, agent {:.1}% CPU, drops {}",
+                s.offered_msgs_per_s(),
                 s.msgs_per_s(),
                 achieved * 100.0,
                 s.agent_cpu_pct,
                 s.agent.drops()
             );
             let drops = s.agent.drops();
-            let rate_captured = s.msgs_per_s();
+            let rate_captured = s.offered_msgs_per_s();
             steps.push(s.to_json());
             if drops > 0 {
                 onset = Some(rate_captured);
                 break;
             }
             max_clean = Some(max_clean.map_or(rate_captured, |m: f64| m.max(rate_captured)));
-            if achieved < 0.9 {
+            if !held {
                 saturated = Some(rate_captured);
                 break;
             }

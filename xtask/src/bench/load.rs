@@ -27,6 +27,10 @@ use super::sys::round;
 #[derive(Clone, Debug, Default)]
 pub(crate) struct RateResult {
     pub(crate) target_rps: f64,
+    /// Planned duration.
+    pub(crate) planned_secs: f64,
+    /// From the first due time to the last response: longer than planned when the server (or
+    /// the generator) could not keep up.
     pub(crate) secs: f64,
     pub(crate) ok: u64,
     pub(crate) errors: u64,
@@ -39,10 +43,19 @@ impl RateResult {
         self.ok as f64 / self.secs.max(1e-9)
     }
 
+    /// The rate was held: served at ≥ 95 % of the target and the median request not late by
+    /// more than 100 ms.
+    pub(crate) fn held(&self) -> bool {
+        self.achieved_rps() >= 0.95 * self.target_rps && self.p50_ms < 100.0
+    }
+
     pub(crate) fn to_json(&self) -> Value {
         json!({
             "target_rps": round(self.target_rps, 1),
             "achieved_rps": round(self.achieved_rps(), 1),
+            "planned_secs": round(self.planned_secs, 3),
+            "secs": round(self.secs, 3),
+            "rate_held": self.held(),
             "ok": self.ok,
             "errors": self.errors,
             "p50_ms": round(self.p50_ms, 3),
@@ -88,14 +101,15 @@ pub(crate) fn fixed_rate(
         }));
     }
     let mut lat = Vec::new();
-    let (mut ok, mut errors) = (0, 0);
+    let (mut ok, mut errors, mut last) = (0, 0, start);
     for h in handles {
-        let (l, e) = h
+        let (l, e, t) = h
             .join()
             .map_err(|_| anyhow::anyhow!("load thread panicked"))?;
         ok += l.len() as u64;
         errors += e;
         lat.extend(l);
+        last = last.max(t);
     }
     lat.sort_unstable();
     let pct = |p: f64| {
@@ -104,7 +118,8 @@ pub(crate) fn fixed_rate(
     };
     Ok(RateResult {
         target_rps: rate,
-        secs,
+        planned_secs: secs,
+        secs: last.duration_since(start).as_secs_f64().max(secs),
         ok,
         errors,
         p50_ms: pct(0.50),
@@ -112,14 +127,15 @@ pub(crate) fn fixed_rate(
     })
 }
 
-/// One connection's schedule; returns latencies (µs, from the due time) and the error count.
+/// One connection's schedule; returns latencies (µs, from the due time), the error count and
+/// when the last response arrived.
 fn conn_loop(
     port: u16,
     req: &[u8],
     first: Instant,
     period: Duration,
     end: Instant,
-) -> (Vec<u32>, u64) {
+) -> (Vec<u32>, u64, Instant) {
     let mut lat = Vec::new();
     let mut errors = 0;
     let mut conn: Option<Client> = None;
@@ -151,7 +167,7 @@ fn conn_loop(
         }
         due += period;
     }
-    (lat, errors)
+    (lat, errors, Instant::now())
 }
 
 /// A keep-alive HTTP/1.1 client connection.
