@@ -26,6 +26,8 @@ struct Step {
     agent_cpu_pct: f64,
     /// RSS right after attaching (BPF object loaded, nothing captured yet).
     attached_kib: u64,
+    /// Agent CPU with no load, % of one core.
+    idle_cpu_pct: Option<f64>,
     hwm_kib: u64,
     rss_kib: u64,
     noise: Noise,
@@ -52,6 +54,11 @@ impl Step {
             "cassettes_per_s": round(self.agent.cassettes as f64 / self.load.secs, 0),
             "agent_cpu_pct": round(self.agent_cpu_pct, 2),
             "agent_cpu_pct_per_10k_msgs": round(per10k, 2),
+            "agent_idle_cpu_pct": self.idle_cpu_pct.map(|v| round(v, 2)),
+            // Above the idle cost: what each additional 10k messages/s costs.
+            "agent_cpu_pct_per_10k_msgs_marginal": self.idle_cpu_pct.map(|i| {
+                round((self.agent_cpu_pct - i) / (self.msgs_per_s() / 10_000.0).max(1e-9), 2)
+            }),
             "agent_peak_rss_mib": round(self.hwm_kib as f64 / 1024.0, 1),
             "agent_rss_mib": round(self.rss_kib as f64 / 1024.0, 1),
             "agent_rss_after_attach_mib": round(self.attached_kib as f64 / 1024.0, 1),
@@ -70,6 +77,8 @@ struct Spec<'a> {
     rate: f64,
     conns: usize,
     secs: f64,
+    /// Idle window before the load (0 = none).
+    idle_secs: f64,
     extra: &'a [&'a str],
 }
 
@@ -81,6 +90,13 @@ fn step(rig: &Rig, sp: &Spec<'_>) -> Result<Step> {
     let out = rig.env.work.join("agent-cost-cassettes");
     let agent = Agent::attach(&rig.env, &sp.name, sp.pid, &out, sp.extra)?;
     let attached_kib = status_kib(agent.pid(), "VmRSS").unwrap_or(0);
+    // The agent's fixed cost (its 10 ms drain loop, the TLS library rescan every second).
+    let idle_cpu_pct = (sp.idle_secs > 0.0).then(|| {
+        let i0 = cpu_ticks(agent.pid()).unwrap_or(0);
+        std::thread::sleep(std::time::Duration::from_secs_f64(sp.idle_secs));
+        let i1 = cpu_ticks(agent.pid()).unwrap_or(0);
+        i1.saturating_sub(i0) as f64 / clk_tck() / sp.idle_secs * 100.0
+    });
     let mut pids = rig.pids();
     pids.push(agent.pid());
     let w = Window::begin(&pids);
@@ -97,6 +113,7 @@ fn step(rig: &Rig, sp: &Spec<'_>) -> Result<Step> {
     Ok(Step {
         agent_cpu_pct: c1.saturating_sub(c0) as f64 / clk_tck() / load.secs * 100.0,
         attached_kib,
+        idle_cpu_pct,
         load,
         agent: summary,
         hwm_kib,
@@ -122,6 +139,7 @@ pub(crate) fn run(rig: &mut Rig, plan: &Plan) -> Result<Value> {
                 rate,
                 conns: CONNS,
                 secs: plan.agent_secs,
+                idle_secs: 2.0,
                 extra: &[],
             },
         )?;
@@ -138,7 +156,14 @@ pub(crate) fn run(rig: &mut Rig, plan: &Plan) -> Result<Value> {
     }
     // 2. Drop onset: the synthetic server, traced, at increasing message rates; once with full
     //    recording and once capturing and parsing only (`--sample-rate 0`: no cassettes).
-    let (_, up) = rig.synthetic("synthetic-upstream", &rig.env.cpus.upstream.clone(), None)?;
+    // On 2 CPUs the synthetic upstream shares the traced server's CPU (as a busy app's
+    // neighbours would), leaving the other one to the load generator and the agent.
+    let up_cpu = if rig.env.cpus.n <= 2 {
+        rig.env.cpus.app.clone()
+    } else {
+        rig.env.cpus.upstream.clone()
+    };
+    let (_, up) = rig.synthetic("synthetic-upstream", &up_cpu, None)?;
     let (pid, port) = rig.synthetic("synthetic-server", &rig.env.cpus.app.clone(), Some(up))?;
     let mut sweeps = Vec::new();
     for (mode, extra) in [
@@ -162,6 +187,7 @@ pub(crate) fn run(rig: &mut Rig, plan: &Plan) -> Result<Value> {
                     rate,
                     conns: SWEEP_CONNS,
                     secs: plan.sweep_secs,
+                    idle_secs: 0.0,
                     extra,
                 },
             )?;
