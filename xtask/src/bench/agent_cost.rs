@@ -9,7 +9,7 @@ use super::{
     Plan, check_interrupted,
     load::{RateResult, fixed_rate},
     rig::{Agent, AgentSummary, AppKind, Rig, Scheme},
-    sys::{Noise, Window, clk_tck, cpu_ticks, round, status_kib},
+    sys::{Noise, Window, bpf_map_rss_kib, clk_tck, cpu_ticks, round, status_kib},
 };
 
 /// Keep-alive connections of the fixed-rate generator.
@@ -30,6 +30,10 @@ struct Step {
     idle_cpu_pct: Option<f64>,
     hwm_kib: u64,
     rss_kib: u64,
+    /// Private memory (heap) at the end of the window.
+    anon_kib: u64,
+    /// Resident BPF map mappings (the ring buffer, mapped twice).
+    ring_kib: u64,
     noise: Noise,
 }
 
@@ -62,6 +66,8 @@ impl Step {
             "agent_peak_rss_mib": round(self.hwm_kib as f64 / 1024.0, 1),
             "agent_rss_mib": round(self.rss_kib as f64 / 1024.0, 1),
             "agent_rss_after_attach_mib": round(self.attached_kib as f64 / 1024.0, 1),
+            "agent_rss_anon_mib": round(self.anon_kib as f64 / 1024.0, 1),
+            "agent_rss_bpf_maps_mib": round(self.ring_kib as f64 / 1024.0, 1),
             "agent": self.agent.to_json(),
             "noise": self.noise.to_json(),
         })
@@ -108,6 +114,8 @@ fn step(rig: &Rig, sp: &Spec<'_>) -> Result<Step> {
     let noise = w.end(rig.env.noise_threshold);
     let hwm_kib = status_kib(agent.pid(), "VmHWM").unwrap_or(0);
     let rss_kib = status_kib(agent.pid(), "VmRSS").unwrap_or(0);
+    let anon_kib = status_kib(agent.pid(), "RssAnon").unwrap_or(0);
+    let ring_kib = bpf_map_rss_kib(agent.pid()).unwrap_or(0);
     let summary = agent.stop()?;
     let _ = fs::remove_dir_all(&out);
     Ok(Step {
@@ -118,6 +126,8 @@ fn step(rig: &Rig, sp: &Spec<'_>) -> Result<Step> {
         agent: summary,
         hwm_kib,
         rss_kib,
+        anon_kib,
+        ring_kib,
         noise,
     })
 }

@@ -152,16 +152,16 @@ fn targets(res: &Value) -> Vec<Target> {
         measured: rss.map_or("–".into(), |v| format!("{v:.1} MiB{fixed_noisy}")),
         status: status(rss.map(|v| v <= 64.0)),
         note: rss.filter(|v| *v > 64.0).map(|_| {
+            let f = |k: &str| fmt(fixed.and_then(|r| num(&r[k])), 1);
             format!(
-                "The agent's RSS right after attaching is {} MiB; the 32 MiB ring buffer is \
-                 mapped by the consumer and its pages count once data has gone through them, \
-                 and requests are held for the 300 ms finalisation window. Closing it: a ring \
-                 buffer sized to the expected rate (the agent drains it every 10 ms) and \
-                 streaming cassette serialisation.",
-                fixed.map_or("–".into(), |r| fmt(
-                    num(&r["agent_rss_after_attach_mib"]),
-                    1
-                ))
+                "{} MiB of it is the BPF ring buffer's mapping (RING_BYTES = 32 MiB, whose data \
+                 pages are mapped twice for wrap-around and are resident from the attach: RSS \
+                 is already {} MiB before anything is captured); the agent's own heap is {} \
+                 MiB. Closing it: a ring buffer sized to the expected rate (the agent drains it \
+                 every 10 ms) or a configurable size.",
+                f("agent_rss_bpf_maps_mib"),
+                f("agent_rss_after_attach_mib"),
+                f("agent_rss_anon_mib")
             )
         }),
     });
@@ -447,13 +447,13 @@ fn agent_md(res: &Value, md: &mut String) {
     let _ = writeln!(
         md,
         "## Agent cost\n\nFixed request rates on the FastAPI app (agent attached, recording):\n\n\
-         | load | served req/s | captured msgs/s | agent CPU % | idle agent CPU % | CPU % per 10k msgs/s (marginal) | peak RSS MiB (after attach) | cassettes/s | drops | p50 / p99 ms | unrelated CPU % |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|"
+         | load | served req/s | captured msgs/s | agent CPU % | idle agent CPU % | CPU % per 10k msgs/s (marginal) | peak RSS MiB | of which BPF maps / heap MiB | cassettes/s | drops | p50 / p99 ms | unrelated CPU % |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|"
     );
     for r in a["fixed_rate"].as_array().into_iter().flatten() {
         let _ = writeln!(
             md,
-            "| `{}` at {} req/s | {} | {} | {} | {} | {} ({}) | {} ({}) | {} | {} | {} / {} | {} |",
+            "| `{}` at {} req/s | {} | {} | {} | {} | {} ({}) | {} | {} / {} | {} | {} | {} / {} | {} |",
             r["path"].as_str().unwrap_or(""),
             fmt(num(&r["load"]["target_rps"]), 0),
             fmt(num(&r["load"]["achieved_rps"]), 0)
@@ -468,7 +468,8 @@ fn agent_md(res: &Value, md: &mut String) {
             fmt(num(&r["agent_cpu_pct_per_10k_msgs"]), 2),
             fmt(num(&r["agent_cpu_pct_per_10k_msgs_marginal"]), 2),
             fmt(num(&r["agent_peak_rss_mib"]), 1),
-            fmt(num(&r["agent_rss_after_attach_mib"]), 1),
+            fmt(num(&r["agent_rss_bpf_maps_mib"]), 1),
+            fmt(num(&r["agent_rss_anon_mib"]), 1),
             fmt(num(&r["cassettes_per_s"]), 0),
             r["agent"]["drops"],
             fmt(num(&r["load"]["p50_ms"]), 2),

@@ -65,6 +65,27 @@ pub(crate) fn status_kib(pid: u32, key: &str) -> Option<u64> {
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
 }
 
+/// Resident KiB of a process's BPF map mappings (the ring buffer the agent consumes; its data
+/// pages are mapped twice, so they count double in RSS).
+pub(crate) fn bpf_map_rss_kib(pid: u32) -> Option<u64> {
+    let text = fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
+    let mut in_map = false;
+    let mut total = 0;
+    for l in text.lines() {
+        let mut f = l.split_whitespace();
+        match f.next() {
+            Some("Rss:") if in_map => total += f.next()?.parse::<u64>().ok()?,
+            Some(first)
+                if first.contains('-') && first.ends_with(|c: char| c.is_ascii_hexdigit()) =>
+            {
+                in_map = l.ends_with("anon_inode:bpf-map");
+            }
+            _ => {}
+        }
+    }
+    Some(total)
+}
+
 /// The aggregate `cpu` line of `/proc/stat`.
 #[derive(Clone, Copy, Debug, Default)]
 struct CpuLine {
@@ -398,6 +419,7 @@ mod tests {
         let me = std::process::id();
         assert!(cpu_ticks(me).is_some());
         assert!(status_kib(me, "VmHWM").is_some_and(|k| k > 0));
+        assert_eq!(bpf_map_rss_kib(me), Some(0));
         let w = Window::begin(&[me]);
         let n = w.end(10.0);
         assert!(n.secs >= 0.0 && n.unrelated_pct >= 0.0);
