@@ -215,7 +215,7 @@ pub(crate) fn run(rig: &mut Rig, plan: &Plan) -> Result<Value> {
             let rate_captured = s.offered_msgs_per_s();
             steps.push(s.to_json());
             if drops > 0 {
-                onset = Some(rate_captured);
+                onset = Some((rate_captured, held));
                 break;
             }
             max_clean = Some(max_clean.map_or(rate_captured, |m: f64| m.max(rate_captured)));
@@ -227,7 +227,10 @@ pub(crate) fn run(rig: &mut Rig, plan: &Plan) -> Result<Value> {
         sweeps.push(json!({
             "mode": mode,
             "steps": steps,
-            "drops_begin_at_msgs_per_s": onset.map(|v| round(v, 0)),
+            "drops_begin_at_msgs_per_s": onset.map(|(v, _)| round(v, 0)),
+            // False: the step that dropped did not hold its rate either (the machine was
+            // saturated), so the onset is the machine's limit as much as the agent's.
+            "drop_step_rate_held": onset.map(|(_, h)| h),
             "max_msgs_per_s_without_drops": max_clean.map(|v| round(v, 0)),
             "load_saturated_at_msgs_per_s": saturated.map(|v| round(v, 0)),
         }));

@@ -137,10 +137,10 @@ pub(crate) fn run(rig: &mut Rig, plan: &Plan) -> Result<Value> {
         let agent = Agent::attach(&rig.env, &name, app.pid, &out, &[])?;
         wrk::run(&rig.env.cpus.load, &url, plan.warmup)?;
         // Background: the programs also run (and filter) for other processes' syscalls; an
-        // idle window of the same length measures their rate, subtracted below.
+        // idle window measures their rate, subtracted below.
         let i0 = prog_stats(agent.pid());
         let t = Instant::now();
-        std::thread::sleep(Duration::from_secs_f64(plan.secs));
+        std::thread::sleep(Duration::from_secs_f64(plan.secs.min(3.0)));
         let idle_secs = t.elapsed().as_secs_f64();
         let i1 = prog_stats(agent.pid());
         let mut pids = rig.pids();

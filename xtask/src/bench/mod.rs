@@ -119,14 +119,12 @@ impl Plan {
             rounds: a.rounds.unwrap_or(if q { 1 } else { 5 }).max(1),
             secs: a.secs.unwrap_or(if q { 2.0 } else { 5.0 }),
             warmup: 1.0,
-            agent_secs: if q { 3.0 } else { 8.0 },
-            sweep_secs: if q { 2.0 } else { 4.0 },
+            agent_secs: if q { 3.0 } else { 6.0 },
+            sweep_secs: if q { 2.0 } else { 3.0 },
             sweep_msgs: if q {
                 vec![10_000.0, 25_000.0, 50_000.0, 100_000.0]
             } else {
-                vec![
-                    10_000.0, 20_000.0, 35_000.0, 50_000.0, 70_000.0, 100_000.0, 140_000.0,
-                ]
+                vec![10_000.0, 20_000.0, 35_000.0, 50_000.0, 70_000.0, 100_000.0]
             },
             cassettes: a.cassettes.unwrap_or(if q { 20_000 } else { 100_000 }),
         }

@@ -172,17 +172,32 @@ fn targets(res: &Value) -> Vec<Target> {
             let onset = num(&s["drops_begin_at_msgs_per_s"]);
             let max_clean = num(&s["max_msgs_per_s_without_drops"]);
             let sat = num(&s["load_saturated_at_msgs_per_s"]);
+            let held = s["drop_step_rate_held"].as_bool().unwrap_or(true);
             match (onset, max_clean) {
                 (Some(o), _) if o < 50_000.0 => (
-                    format!("drops begin at {o:.0} msgs/s"),
+                    format!(
+                        "drops begin at {o:.0} msgs/s{}",
+                        if held { "" } else { " (machine saturated)" }
+                    ),
                     "**missed**",
                     Some(format!(
-                        "Drops begin at {o:.0} msgs/s with full recording. The writer (one JSON \
-                         file + index insert per request) falls behind, the correlator waits \
-                         on it, the ring buffer fills and the kernel counts `ring_full`. See \
-                         the capture-only sweep for the capture path alone. Closing it: a \
-                         faster writer (compact JSON, batched index inserts, several writer \
-                         threads) and a larger ring buffer."
+                        "Drops begin at {o:.0} msgs/s offered, with full recording (highest \
+                         rate without drops: {} msgs/s). When the agent falls behind (one \
+                         JSON file + index insert per request in the writer, the correlator \
+                         waiting on it, or simply too little CPU), the ring buffer fills and \
+                         the kernel counts `ring_full`; the capture-only sweep shows the \
+                         capture path alone.{} Closing it: a faster writer (compact JSON, \
+                         batched index inserts, several writer threads), a CPU for the agent \
+                         that the load does not use, and a larger ring buffer.",
+                        fmt(max_clean, 0),
+                        if held {
+                            ""
+                        } else {
+                            " The step that dropped did not hold its request rate either: \
+                             the load generator, the servers and the agent saturated this \
+                             machine, so the onset is the machine's limit as much as the \
+                             agent's."
+                        }
                     )),
                 ),
                 (Some(o), _) => (format!("drops begin at {o:.0} msgs/s"), "met", None),
@@ -284,16 +299,16 @@ pub(crate) fn markdown(res: &Value) -> String {
     if quick {
         let _ = writeln!(
             md,
-            "**Quick run: {} round(s) × {} s windows, smaller sweeps. Indicative only, not a \
-             measurement of record.**\n",
-            meta["rounds"], meta["secs"]
+            "**Quick run: {} round(s) × {} s windows, smaller sweeps, {} cassettes for the \
+             search. Indicative only, not a measurement of record.** Run time {} s.\n",
+            meta["rounds"], meta["secs"], meta["cassettes"], meta["total_secs"]
         );
     } else {
         let _ = writeln!(
             md,
             "Full run: {} rounds × {} s windows (warm-up {} s each), configurations interleaved \
-             with the order rotated every round.\n",
-            meta["rounds"], meta["secs"], meta["warmup_secs"]
+             with the order rotated every round. Run time {} s.\n",
+            meta["rounds"], meta["secs"], meta["warmup_secs"], meta["total_secs"]
         );
     }
     let cpus = &meta["pinning"];
