@@ -166,14 +166,7 @@ pub(crate) fn run(rig: &mut Rig, plan: &Plan) -> Result<Value> {
     }
     // 2. Drop onset: the synthetic server, traced, at increasing message rates; once with full
     //    recording and once capturing and parsing only (`--sample-rate 0`: no cassettes).
-    // On 2 CPUs the synthetic upstream shares the traced server's CPU (as a busy app's
-    // neighbours would), leaving the other one to the load generator and the agent.
-    let up_cpu = if rig.env.cpus.n <= 2 {
-        rig.env.cpus.app.clone()
-    } else {
-        rig.env.cpus.upstream.clone()
-    };
-    let (_, up) = rig.synthetic("synthetic-upstream", &up_cpu, None)?;
+    let (_, up) = rig.synthetic("synthetic-upstream", &rig.env.cpus.upstream.clone(), None)?;
     let (pid, port) = rig.synthetic("synthetic-server", &rig.env.cpus.app.clone(), Some(up))?;
     let mut sweeps = Vec::new();
     for (mode, extra) in [

@@ -77,41 +77,7 @@ fn targets(res: &Value) -> Vec<Target> {
         };
         let m = num(&r["rps_ratio"]["median"]);
         let ok = m.map(|m| m >= min);
-        let note = (ok == Some(false)).then(|| {
-            let cpu = num(&r["cpu_per_request_ratio"]["median"]);
-            let hooks = find(&res["kernel"]["rows"], |k| {
-                k["scheme"] == scheme && k["endpoint"] == ep
-            })
-            .and_then(|k| num(&k["estimated_hook_share_pct"]));
-            let mut n = format!(
-                "{scheme} `{ep}`: app CPU per request ×{} with the agent",
-                fmt(cpu, 2)
-            );
-            if let Some(h) = hooks {
-                let _ = write!(
-                    n,
-                    "; the kernel hooks account for ~{h:.1} % of it (kernel table)"
-                );
-            }
-            n.push_str(if scheme == "https" {
-                ". The rest is the OpenSSL uprobe traps (emulated, ~0.6 µs each plus the \
-                 program) and the agent's own work on a CPU it shares with the load generator. \
-                 Closing it: fewer uprobe hits per request (skip the empty SSL_read return), \
-                 cheaper cassette writing (compact JSON, batched index inserts), and a CPU for \
-                 the agent that the load generator does not use."
-            } else {
-                ". The hooks alone are too small to explain a loss this size, so it comes from \
-                 the agent's user-space work (reassembly, parsing, cassette JSON and index \
-                 inserts) competing for the CPU it shares with the load generator on this \
-                 machine, and from the noise floor (perf-anchors §3.3: ±10 % between clean \
-                 windows). Closing it: cheaper cassette writing (compact JSON, batched index \
-                 inserts), and measuring with the agent on a CPU of its own."
-            });
-            if r["all_noisy"].as_bool().unwrap_or(false) || quick {
-                n.push_str(" This run was noisy: repeat it on a quiet machine before concluding.");
-            }
-            n
-        });
+        let note = (ok == Some(false)).then(|| ratio_note(res, r, scheme, ep, quick));
         out.push(Target {
             what,
             measured: format!("{}{}", spread(&r["rps_ratio"], 3), noisy_tag(r)),
@@ -275,6 +241,64 @@ fn targets(res: &Value) -> Vec<Target> {
         note,
     });
     out
+}
+
+/// Why a throughput ratio misses its target, from the run's own numbers.
+fn ratio_note(res: &Value, r: &Value, scheme: &str, ep: &str, quick: bool) -> String {
+    let cpu = num(&r["cpu_per_request_ratio"]["median"]);
+    let hooks = find(&res["kernel"]["rows"], |k| {
+        k["scheme"] == scheme && k["endpoint"] == ep
+    })
+    .and_then(|k| num(&k["estimated_hook_share_pct"]));
+    let agent = find(&res["overhead"]["cells"], |c| {
+        c["scheme"] == scheme && c["endpoint"] == ep && c["config"] == "timetracer-agent"
+    })
+    .and_then(|c| num(&c["agent_cpu_pct"]["median"]));
+    let pin = &res["meta"]["pinning"];
+    let shared = pin["agent"] == pin["app"];
+    let mut n = format!(
+        "With the agent the app's CPU per request is ×{} (this includes the BPF programs, \
+         which run in the app's context",
+        fmt(cpu, 2)
+    );
+    if let Some(h) = hooks {
+        let _ = write!(
+            n,
+            "; the kernel table puts the hooks at ~{h:.1} % of the app's CPU"
+        );
+    }
+    n.push(')');
+    if let Some(a) = agent {
+        let _ = write!(
+            n,
+            ", and the agent process used {a:.0} % of a core{}",
+            if shared {
+                " on the app's own CPU (the 2-CPU layout), so all of it came out of the app's \
+                 throughput"
+            } else {
+                " on a CPU of its own"
+            }
+        );
+    }
+    n.push_str(if shared {
+        ". On this layout the agent's own CPU is charged to the app, so the agent's CPU per \
+         message is the term to cut (docs/performance.md, findings: linear scans in the \
+         correlator); closing the gap needs that flat per message, cheaper cassette writing \
+         (compact JSON, batched index inserts)"
+    } else {
+        ". The agent runs on a CPU of its own here, so the loss is what happens in the app's \
+         context (hooks, uprobe traps, cache effects); closing the gap needs fewer hook hits \
+         per request and cheaper programs"
+    });
+    n.push_str(if scheme == "https" {
+        ", and fewer uprobe hits per request (4 SSL calls × entry and return now)."
+    } else {
+        "."
+    });
+    if r["all_noisy"].as_bool().unwrap_or(false) || quick {
+        n.push_str(" This run was noisy: repeat it on a quiet machine before concluding.");
+    }
+    n
 }
 
 /// The targets as JSON (stored in the results file).
