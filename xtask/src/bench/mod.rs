@@ -64,6 +64,9 @@ pub(crate) struct BenchArgs {
     /// Keep the scratch directory (logs, cassettes) instead of deleting it.
     #[arg(long)]
     keep: bool,
+    /// Print the Markdown report of an existing results file (bench-results/*.json) and exit.
+    #[arg(long, value_name = "JSON")]
+    report_from: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -186,6 +189,13 @@ fn meta(env: &Env, plan: &Plan, ts: &str) -> Value {
 }
 
 pub(crate) fn run(a: &BenchArgs) -> Result<()> {
+    if let Some(p) = &a.report_from {
+        let text = fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+        let mut results: Value = serde_json::from_str(&text).context("results JSON")?;
+        results["targets"] = report::targets_json(&results);
+        println!("{}", report::markdown(&results));
+        return Ok(());
+    }
     if !super::is_root() {
         bail!("the benchmark loads eBPF programs and pins processes: run it as root");
     }

@@ -100,16 +100,32 @@ fn targets(res: &Value) -> Vec<Target> {
         status: status(per10k.map(|v| v <= 5.0)),
         note: per10k.filter(|v| *v > 5.0).map(|_| {
             let f = |k: &str| fmt(fixed.and_then(|r| num(&r[k])), 2);
-            format!(
+            // Capture alone vs full recording, at the sweep's first (lowest) rate.
+            let first = |mode: &str| {
+                find(&res["agent"]["sweep"], |s| s["mode"] == mode)
+                    .and_then(|s| num(&s["steps"][0]["agent_cpu_pct_per_10k_msgs"]))
+            };
+            let mut n = format!(
                 "Idle, the agent uses {} % of a core (its 10 ms drain loop and the TLS library \
-                 rescan every second); above that, each 10k messages/s cost {} %. Most of the \
-                 marginal cost is building and writing one JSON cassette per request and its \
-                 index insert, not the capture (compare the capture-only sweep). Closing it: \
-                 compact JSON, batched index inserts, fewer allocations per message, and a \
-                 cheaper idle loop.",
+                 rescan every second); above that, each 10k messages/s cost {} %.",
                 f("agent_idle_cpu_pct"),
                 f("agent_cpu_pct_per_10k_msgs_marginal")
-            )
+            );
+            if let (Some(c), Some(r)) = (first("capture-only"), first("record")) {
+                let _ = write!(
+                    n,
+                    " In the synthetic sweep's first step, capture + parsing + correlation alone \
+                     cost {c:.1} % per 10k messages/s and full recording {r:.1} %, so writing \
+                     cassettes is {:.0} % of the agent's work there.",
+                    ((r - c) / r * 100.0).max(0.0)
+                );
+            }
+            n.push_str(
+                " Closing it: a per-message cost that does not grow with the number of recent \
+                 requests (docs/performance.md, findings: linear scans in the correlator), then \
+                 compact JSON and batched index inserts in the writer.",
+            );
+            n
         }),
     });
     let rss = fixed.and_then(|r| num(&r["agent_peak_rss_mib"]));
@@ -139,6 +155,8 @@ fn targets(res: &Value) -> Vec<Target> {
             let max_clean = num(&s["max_msgs_per_s_without_drops"]);
             let sat = num(&s["load_saturated_at_msgs_per_s"]);
             let held = s["drop_step_rate_held"].as_bool().unwrap_or(true);
+            let capture_only = find(&res["agent"]["sweep"], |s| s["mode"] == "capture-only")
+                .unwrap_or(&Value::Null);
             match (onset, max_clean) {
                 (Some(o), _) if o < 50_000.0 => (
                     format!(
@@ -148,14 +166,23 @@ fn targets(res: &Value) -> Vec<Target> {
                     "**missed**",
                     Some(format!(
                         "Drops begin at {o:.0} msgs/s offered, with full recording (highest \
-                         rate without drops: {} msgs/s). When the agent falls behind (one \
-                         JSON file + index insert per request in the writer, the correlator \
-                         waiting on it, or simply too little CPU), the ring buffer fills and \
-                         the kernel counts `ring_full`; the capture-only sweep shows the \
-                         capture path alone.{} Closing it: a faster writer (compact JSON, \
-                         batched index inserts, several writer threads), a CPU for the agent \
-                         that the load does not use, and a larger ring buffer.",
+                         rate without drops: {} msgs/s). The agent drains the ring buffer \
+                         every 10 ms; when it falls behind, the ring fills and the kernel \
+                         counts `ring_full`. {}{} Closing it: a per-message cost that does not \
+                         grow with the request rate (docs/performance.md, findings), a faster \
+                         writer, and a larger ring buffer.",
                         fmt(max_clean, 0),
+                        match num(&capture_only["drops_begin_at_msgs_per_s"]) {
+                            Some(c) => format!(
+                                "Capture alone (no cassettes) drops from {c:.0} msgs/s too, so \
+                                 the limit is before the writer."
+                            ),
+                            None if capture_only.is_object() => "Capture alone (no \
+                                 cassettes) does not drop in the same sweep, so the writer is \
+                                 the limit."
+                                .to_owned(),
+                            None => String::new(),
+                        },
                         if held {
                             ""
                         } else {
@@ -256,6 +283,7 @@ fn ratio_note(res: &Value, r: &Value, scheme: &str, ep: &str, quick: bool) -> St
     .and_then(|c| num(&c["agent_cpu_pct"]["median"]));
     let pin = &res["meta"]["pinning"];
     let shared = pin["agent"] == pin["app"];
+    let own = !shared && pin["agent"] != pin["load_generator"] && pin["agent"] != pin["upstream"];
     let mut n = format!(
         "With the agent the app's CPU per request is ×{} (this includes the BPF programs, \
          which run in the app's context",
@@ -275,8 +303,10 @@ fn ratio_note(res: &Value, r: &Value, scheme: &str, ep: &str, quick: bool) -> St
             if shared {
                 " on the app's own CPU (the 2-CPU layout), so all of it came out of the app's \
                  throughput"
-            } else {
+            } else if own {
                 " on a CPU of its own"
+            } else {
+                " on the load generator's CPU, which it slowed down"
             }
         );
     }
@@ -285,10 +315,14 @@ fn ratio_note(res: &Value, r: &Value, scheme: &str, ep: &str, quick: bool) -> St
          message is the term to cut (docs/performance.md, findings: linear scans in the \
          correlator); closing the gap needs that flat per message, cheaper cassette writing \
          (compact JSON, batched index inserts)"
-    } else {
+    } else if own {
         ". The agent runs on a CPU of its own here, so the loss is what happens in the app's \
          context (hooks, uprobe traps, cache effects); closing the gap needs fewer hook hits \
          per request and cheaper programs"
+    } else {
+        ". Sharing the load generator's CPU, the agent's CPU per message slows the load \
+         itself; closing the gap needs that cost flat per message (docs/performance.md, \
+         findings) and cheaper cassette writing"
     });
     n.push_str(if scheme == "https" {
         ", and fewer uprobe hits per request (4 SSL calls × entry and return now)."
