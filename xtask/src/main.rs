@@ -1,4 +1,4 @@
-//! Project automation: `cargo xtask install | build | test | demo`.
+//! Project automation: `cargo xtask install | build | test | demo | bench`.
 //!
 //! Every command installs what it needs first, idempotently, so the README's two commands work
 //! on a fresh Debian 12 machine.
@@ -15,6 +15,8 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
+
+mod bench;
 
 #[derive(Parser)]
 #[command(name = "xtask", about = "timetracer project tasks")]
@@ -42,6 +44,12 @@ enum Cmd {
     },
     /// Install, build, record a bundled sample app, and show the cassettes.
     Demo,
+    /// Benchmarks (issue #11): overhead vs untraced and vs the Python tool, agent and kernel
+    /// cost, tools. Needs root; results go to bench-results/. See docs/performance.md.
+    Bench(bench::BenchArgs),
+    /// Internal to `bench`: the synthetic HTTP server traced in the drop-onset runs.
+    #[command(hide = true)]
+    BenchServe(bench::load::ServeArgs),
 }
 
 fn main() -> ExitCode {
@@ -55,6 +63,8 @@ fn main() -> ExitCode {
             filter,
         } => test(host_only, all, filter.as_deref()),
         Cmd::Demo => demo(),
+        Cmd::Bench(args) => bench::run(&args),
+        Cmd::BenchServe(args) => bench::load::serve(&args),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -139,21 +149,7 @@ fn is_root() -> bool {
 
 fn install() -> Result<()> {
     // 1. apt packages.
-    let missing: Vec<&str> = APT_PACKAGES
-        .iter()
-        .copied()
-        .filter(|p| !dpkg_installed(p))
-        .collect();
-    if !missing.is_empty() {
-        if !is_root() {
-            bail!("missing Debian packages {missing:?}; run `sudo cargo xtask install`");
-        }
-        run(Command::new("apt-get").arg("update").arg("-qq"))?;
-        run(Command::new("apt-get")
-            .args(["install", "-y", "-qq", "--no-install-recommends"])
-            .args(&missing)
-            .env("DEBIAN_FRONTEND", "noninteractive"))?;
-    }
+    apt_install(APT_PACKAGES)?;
     // 2. nightly rust-src (the eBPF crate builds core itself).
     let have_src = Command::new("rustup")
         .args(["component", "list", "--installed", "--toolchain", "nightly"])
@@ -201,6 +197,26 @@ fn install() -> Result<()> {
     Ok(())
 }
 
+/// Installs the Debian packages of `packages` that are missing (needs root when any is).
+fn apt_install(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages
+        .iter()
+        .copied()
+        .filter(|p| !dpkg_installed(p))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !is_root() {
+        bail!("missing Debian packages {missing:?}; run `sudo cargo xtask install`");
+    }
+    run(Command::new("apt-get").arg("update").arg("-qq"))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
 fn dpkg_installed(p: &str) -> bool {
     Command::new("dpkg-query")
         .args(["-W", "-f=${Status}", p])
@@ -213,20 +229,23 @@ fn venv_dir() -> PathBuf {
 }
 
 fn python_venv() -> Result<()> {
-    let venv = venv_dir();
-    let req = root().join("tests/apps/requirements.txt");
-    let req_text =
-        fs::read_to_string(&req).with_context(|| format!("reading {}", req.display()))?;
+    ensure_venv(&venv_dir(), &root().join("tests/apps/requirements.txt"))
+}
+
+/// Creates `venv` and installs `req` into it, unless a stamp says it already holds exactly that
+/// requirements file.
+fn ensure_venv(venv: &Path, req: &Path) -> Result<()> {
+    let req_text = fs::read_to_string(req).with_context(|| format!("reading {}", req.display()))?;
     let stamp = venv.join(".requirements.stamp");
     if fs::read_to_string(&stamp).is_ok_and(|s| s == req_text) && venv.join("bin/python").exists() {
         return Ok(());
     }
     if !venv.join("bin/python").exists() {
-        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+        run(Command::new("python3").args(["-m", "venv"]).arg(venv))?;
     }
     run(Command::new(venv.join("bin/pip"))
         .args(["install", "-q", "--disable-pip-version-check", "-r"])
-        .arg(&req))?;
+        .arg(req))?;
     fs::write(&stamp, req_text)?;
     Ok(())
 }
