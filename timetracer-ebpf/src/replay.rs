@@ -39,10 +39,12 @@ static BLOCKED: LruHashMap<DestKey, u64> = LruHashMap::with_max_entries(1024, 0)
 static ORIG: LruHashMap<u64, DestKey> = LruHashMap::with_max_entries(65536, 0);
 
 #[inline(always)]
-fn sa(ctx: &SockAddrContext) -> &mut bpf_sock_addr {
-    // SAFETY: the kernel passes a valid `bpf_sock_addr` to cgroup sock_addr programs; the
-    // verifier checks every field access against the attach type.
-    unsafe { &mut *ctx.sock_addr }
+fn sa<'a>(ctx: &SockAddrContext) -> &'a mut bpf_sock_addr {
+    let p = ctx.sock_addr;
+    // SAFETY: the kernel passes a valid `bpf_sock_addr` to cgroup sock_addr programs, alive
+    // for the whole program run; the verifier checks every field access against the attach
+    // type.
+    unsafe { &mut *p }
 }
 
 #[inline(always)]
@@ -91,15 +93,15 @@ fn on_connect(ctx: &SockAddrContext, key: DestKey, v6: bool) -> i32 {
         return ALLOW;
     }
     // SAFETY: read-only use of a hash map value copied out at once.
-    let rule = match unsafe { RULES.get(&key) } {
+    let rule = match unsafe { RULES.get(key) } {
         Some(r) => *r,
         None => {
-            let n = BLOCKED.get_ptr_mut(&key);
+            let n = BLOCKED.get_ptr_mut(key);
             match n {
                 // SAFETY: pointer into the map value, valid for this program run.
                 Some(p) => unsafe { *p += 1 },
                 None => {
-                    let _ = BLOCKED.insert(&key, &1, BPF_NOEXIST as u64);
+                    let _ = BLOCKED.insert(key, 1, BPF_NOEXIST as u64);
                 }
             }
             return DENY;
@@ -111,7 +113,7 @@ fn on_connect(ctx: &SockAddrContext, key: DestKey, v6: bool) -> i32 {
     if rule.action != RULE_REDIRECT {
         return DENY;
     }
-    let _ = ORIG.insert(&cookie(ctx), &key, 0);
+    let _ = ORIG.insert(cookie(ctx), key, 0);
     let port = u32::from(rule.mock_port.to_be());
     if v6 {
         let m = rule.mock_ip4;
@@ -143,7 +145,7 @@ fn replay_connect6(ctx: SockAddrContext) -> i32 {
 #[cgroup_sock_addr(getpeername4)]
 fn replay_getpeername4(ctx: SockAddrContext) -> i32 {
     // SAFETY: value copied out at once.
-    if let Some(orig) = unsafe { ORIG.get(&cookie(&ctx)) }
+    if let Some(orig) = unsafe { ORIG.get(cookie(&ctx)) }
         && let Some(v4) = orig.as_v4()
     {
         let a = sa(&ctx);
@@ -156,7 +158,7 @@ fn replay_getpeername4(ctx: SockAddrContext) -> i32 {
 #[cgroup_sock_addr(getpeername6)]
 fn replay_getpeername6(ctx: SockAddrContext) -> i32 {
     // SAFETY: value copied out at once.
-    if let Some(orig) = unsafe { ORIG.get(&cookie(&ctx)) } {
+    if let Some(orig) = unsafe { ORIG.get(cookie(&ctx)) } {
         let o = *orig;
         let a = sa(&ctx);
         let b = o.addr;
