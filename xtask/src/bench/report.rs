@@ -158,17 +158,30 @@ fn targets(res: &Value) -> Vec<Target> {
             let capture_only = find(&res["agent"]["sweep"], |s| s["mode"] == "capture-only")
                 .unwrap_or(&Value::Null);
             match (onset, max_clean) {
-                (Some(o), _) if o < 50_000.0 => (
+                (Some(o), m) if o < 50_000.0 && !held => (
                     format!(
-                        "drops begin at {o:.0} msgs/s{}",
-                        if held { "" } else { " (machine saturated)" }
+                        "no drops up to {} msgs/s; drops at {o:.0} msgs/s once the machine \
+                         saturated",
+                        fmt(m, 0)
                     ),
+                    "inconclusive",
+                    Some(format!(
+                        "The only step with drops below 50k msgs/s ({o:.0} offered) did not \
+                         hold its request rate: the traced server, the load generator, the \
+                         upstream and the agent saturated this machine, so the agent was not \
+                         the only limit. Highest rate without drops: {} msgs/s. Run on more \
+                         CPUs (the agent then gets its own) to decide.",
+                        fmt(m, 0)
+                    )),
+                ),
+                (Some(o), _) if o < 50_000.0 => (
+                    format!("drops begin at {o:.0} msgs/s"),
                     "**missed**",
                     Some(format!(
                         "Drops begin at {o:.0} msgs/s offered, with full recording (highest \
                          rate without drops: {} msgs/s). The agent drains the ring buffer \
                          every 10 ms; when it falls behind, the ring fills and the kernel \
-                         counts `ring_full`. {}{} Closing it: a per-message cost that does not \
+                         counts `ring_full`. {} Closing it: a per-message cost that does not \
                          grow with the request rate (docs/performance.md, findings), a faster \
                          writer, and a larger ring buffer.",
                         fmt(max_clean, 0),
@@ -183,14 +196,6 @@ fn targets(res: &Value) -> Vec<Target> {
                                 .to_owned(),
                             None => String::new(),
                         },
-                        if held {
-                            ""
-                        } else {
-                            " The step that dropped did not hold its request rate either: \
-                             the load generator, the servers and the agent saturated this \
-                             machine, so the onset is the machine's limit as much as the \
-                             agent's."
-                        }
                     )),
                 ),
                 (Some(o), _) => (format!("drops begin at {o:.0} msgs/s"), "met", None),
@@ -306,7 +311,7 @@ fn ratio_note(res: &Value, r: &Value, scheme: &str, ep: &str, quick: bool) -> St
             } else if own {
                 " on a CPU of its own"
             } else {
-                " on the load generator's CPU, which it slowed down"
+                " on the load generator's CPU, competing with it"
             }
         );
     }
