@@ -1,10 +1,12 @@
 //! Replay latency per mocked dependency call, when this build has `timetracer-agent replay`.
 //!
 //! The check is made at run time: if `timetracer-agent replay --help` fails, the row says "not
-//! measured" with the reason. Otherwise `/dep` cassettes are recorded, the app is started under
-//! `replay --keep-running` (its dependency call answered by the mock), and the same sequential
-//! `/dep` requests are timed there and against the live app with its real upstream; the
-//! difference is the latency replay adds per mocked call (one call per request).
+//! measured" with the reason. Otherwise `N` sequential `/dep` requests are timed against the
+//! live app with a fast real upstream (the synthetic Rust server, so the upstream's own service
+//! time does not hide the mock's), the same requests are recorded with `attach`, and
+//! `timetracer-agent replay DIR --json-out F -- uvicorn ...` replays them with the upstream
+//! mocked; the verdict gives each replayed request's duration. The difference of the medians
+//! is the latency replay adds per mocked call (one call per request).
 use std::{
     fs,
     process::Command,
@@ -22,30 +24,30 @@ use super::{
     sys::{Proc, free_port, pinned, round},
 };
 
-/// Requests recorded and then replayed.
-const N: usize = 200;
+/// Rounds of `/plain` + `/dep` recorded and then replayed.
+const N: usize = 150;
+/// Replayed requests left out as warm-up (the app has just started under replay).
+const WARMUP: usize = 20;
 
 fn not_measured(reason: &str) -> Value {
     json!({"measured": false, "reason": reason})
 }
 
-/// Latencies (ms) of `n` sequential GETs on one connection.
-fn timed(port: u16, path: &str, n: usize) -> Result<(Vec<f64>, usize)> {
-    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+/// `n` rounds of sequential GET `/plain` then GET `/dep` on one connection; latencies (ms) of
+/// each.
+fn timed(port: u16, n: usize) -> Result<(Vec<f64>, Vec<f64>)> {
+    let req = |path: &str| format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    let (plain, dep) = (req("/plain"), req("/dep"));
     let mut c = Client::connect(port)?;
-    let mut lat = Vec::new();
-    let mut errors = 0;
+    let (mut lp, mut ld) = (Vec::with_capacity(n), Vec::with_capacity(n));
     for _ in 0..n {
-        let t = Instant::now();
-        match c.get(req.as_bytes()) {
-            Ok(()) => lat.push(t.elapsed().as_secs_f64() * 1000.0),
-            Err(_) => {
-                errors += 1;
-                c = Client::connect(port)?;
-            }
+        for (r, lat) in [(&plain, &mut lp), (&dep, &mut ld)] {
+            let t = Instant::now();
+            c.get(r.as_bytes())?;
+            lat.push(t.elapsed().as_secs_f64() * 1000.0);
         }
     }
-    Ok((lat, errors))
+    Ok((lp, ld))
 }
 
 pub(crate) fn run(rig: &mut Rig) -> Result<Value> {
@@ -62,29 +64,39 @@ pub(crate) fn run(rig: &mut Rig) -> Result<Value> {
         )));
     }
     let help = String::from_utf8_lossy(&help.stdout).into_owned();
-    if !help.contains("--keep-running") {
-        return Ok(not_measured(
-            "replay has no --keep-running in this build, so the app cannot be driven under replay",
-        ));
+    for flag in ["--json-out", "--port", "--cwd"] {
+        if !help.contains(flag) {
+            return Ok(not_measured(&format!(
+                "`timetracer-agent replay` has no {flag} in this build"
+            )));
+        }
     }
-    // 1. Live baseline and recording.
-    let app = rig.app(Scheme::Http, AppKind::Plain)?;
-    timed(app.port, "/dep", 50)?;
-    let (live, live_errors) = timed(app.port, "/dep", N)?;
+    // 1. Live baseline (warm app, fast real upstream), then the same requests recorded.
+    let app = rig.app(Scheme::Http, AppKind::FastUpstream)?;
+    let up = rig.fast_upstream_port()?;
+    timed(app.port, 50)?;
+    let (live_plain, live_dep) = timed(app.port, N)?;
     let out = rig.env.work.join("replay-cassettes");
     let agent = Agent::attach(&rig.env, "agent-replay-record", app.pid, &out, &[])?;
-    timed(app.port, "/dep", N)?;
+    timed(app.port, N)?;
     std::thread::sleep(Duration::from_millis(500));
-    agent.stop()?;
+    let rec = agent.stop()?;
     check_interrupted()?;
-    // 2. The app under replay, every cassette loaded, left running.
+    // 2. Replay them all: a fresh app, the upstream mocked.
     let port = free_port()?;
+    let verdict_path = rig.env.work.join("replay-verdict.json");
+    let bench_dir = rig.env.root.join("tests/apps/bench");
     let mut cmd = pinned(&rig.env.cpus.agent, &rig.env.agent);
-    cmd.current_dir(rig.env.root.join("tests/apps/bench"))
+    cmd.current_dir(&bench_dir)
         .arg("replay")
         .arg(&out)
-        .arg("--keep-running")
+        .args(["--port", &port.to_string(), "--startup-timeout", "120"])
+        .arg("--cwd")
+        .arg(&bench_dir)
+        .arg("--json-out")
+        .arg(&verdict_path)
         .arg("--")
+        .args(["taskset", "-c", &rig.env.cpus.app])
         .arg(rig.env.venv.join("bin/uvicorn"))
         .args([
             "bench_app:app",
@@ -94,42 +106,93 @@ pub(crate) fn run(rig: &mut Rig) -> Result<Value> {
             &port.to_string(),
         ])
         .arg("--no-access-log")
-        .env(
-            "UPSTREAM_URL",
-            format!("http://127.0.0.1:{}", rig.upstream_port()?),
-        );
+        .env("UPSTREAM_URL", format!("http://127.0.0.1:{up}"));
+    let t = Instant::now();
     let mut replay = Proc::spawn("agent-replay", cmd, &rig.env.work)?;
-    if let Err(e) = replay.wait_port(port, Duration::from_secs(60)) {
+    let status = replay.wait_timeout(Duration::from_secs(300));
+    let replay_secs = t.elapsed().as_secs_f64();
+    let _ = fs::remove_dir_all(&out);
+    let Some(status) = status else {
         return Ok(not_measured(&format!(
-            "the app did not start under replay: {e:#}"
+            "the replay did not finish within 300 s\n{}",
+            replay.log_tail()
         )));
-    }
-    let (mocked, errors) = match timed(port, "/dep", N) {
-        Ok(r) => r,
-        Err(e) => {
+    };
+    let verdict: Value = match fs::read_to_string(&verdict_path)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok())
+    {
+        Some(v) => v,
+        None => {
             return Ok(not_measured(&format!(
-                "requests under replay failed: {e:#}"
+                "the replay wrote no verdict (exit {status})\n{}",
+                replay.log_tail()
             )));
         }
     };
-    drop(replay);
-    let _ = fs::remove_dir_all(&out);
-    if errors > 0 {
+    let requests = verdict["requests"].as_array().cloned().unwrap_or_default();
+    let sum = |k: &str| -> u64 {
+        requests
+            .iter()
+            .map(|r| r["dependencies"][k].as_u64().unwrap_or(0))
+            .sum()
+    };
+    let (matched, missed) = (sum("matched"), sum("missed"));
+    let durations = |path: &str| -> Vec<f64> {
+        requests
+            .iter()
+            .skip(WARMUP)
+            .filter(|r| r["target"].as_str() == Some(path) && r["outcome"] == "same")
+            .filter_map(|r| r["duration_ms"].as_f64())
+            .collect()
+    };
+    let p50 = |v: &[f64]| Spread::of(v).map(|s| s.median);
+    let (Some(lp), Some(ld), Some(mp), Some(md)) = (
+        p50(&live_plain),
+        p50(&live_dep),
+        p50(&durations("/plain")),
+        p50(&durations("/dep")),
+    ) else {
         return Ok(not_measured(&format!(
-            "{errors} of {N} requests under replay failed (a call was not matched?)"
+            "the verdict has no request durations (exit {status}, {} requests)",
+            requests.len()
+        )));
+    };
+    let not_same = requests.iter().filter(|r| r["outcome"] != "same").count();
+    if matched == 0 || not_same * 2 > requests.len() {
+        return Ok(not_measured(&format!(
+            "replay matched {matched} and missed {missed} dependency calls for {} requests \
+             (verdict: {})",
+            requests.len(),
+            verdict["summary"].as_str().unwrap_or("?")
         )));
     }
-    let (Some(l), Some(m)) = (Spread::of(&live), Spread::of(&mocked)) else {
-        return Ok(not_measured("no latencies"));
-    };
-    let added_us = (m.median - l.median) * 1000.0;
+    // What replay adds to every request (its client, the hook, the cgroup), seen on /plain,
+    // is taken out of what it adds to /dep: the rest is the mocked call.
+    let per_request_us = (mp - lp) * 1000.0;
+    let added_us = ((md - ld) - (mp - lp)) * 1000.0;
+    eprintln!(
+        "bench: replay: /plain p50 live {lp:.2} ms, replayed {mp:.2} ms; /dep p50 live {ld:.2} ms, replayed {md:.2} ms: {added_us:.0} µs per mocked call"
+    );
     Ok(json!({
         "measured": true,
-        "requests": N,
-        "live_p50_ms": round(l.median, 3),
-        "live_errors": live_errors,
-        "replay_p50_ms": round(m.median, 3),
+        "requests": requests.len(),
+        "recorded_cassettes": rec.cassettes,
+        "warmup_skipped": WARMUP,
+        "dependency_calls_matched": matched,
+        "dependency_calls_missed": missed,
+        // Requests whose replay was not "same" (left out of the latencies).
+        "requests_not_same": not_same,
+        "summary": verdict["summary"],
+        "exit_code": status.code(),
+        "verdict": verdict["verdict"],
+        "replay_secs": round(replay_secs, 1),
+        "live_plain_p50_ms": round(lp, 3),
+        "replay_plain_p50_ms": round(mp, 3),
+        "live_p50_ms": round(ld, 3),
+        "replay_p50_ms": round(md, 3),
+        "added_us_per_request": round(per_request_us, 0),
         "added_us_per_mocked_call": round(added_us, 0),
-        "note": "p50 of sequential /dep requests under replay (mocked upstream) minus the same against the live app and its real upstream; one dependency call per request",
+        "note": "(replayed − live) p50 of /dep minus (replayed − live) p50 of /plain: the replayed durations are the verdict's (first 20 requests skipped as warm-up, only requests replayed as \"same\"), the live ones the same sequential requests against the app with a fast real upstream (the synthetic Rust server); /dep makes one dependency call, /plain none",
     }))
 }

@@ -108,6 +108,9 @@ impl Endpoint {
 pub(crate) enum AppKind {
     Plain,
     PythonTool,
+    /// The untouched app whose upstream is the synthetic Rust server (answers in tens of µs):
+    /// the baseline of the replay group, where the upstream's own time must not hide the mock's.
+    FastUpstream,
 }
 
 /// A running app.
@@ -134,6 +137,8 @@ pub(crate) struct Rig {
     cert: Option<(PathBuf, PathBuf)>,
     /// Other long-lived processes (synthetic servers).
     extra: Vec<Proc>,
+    /// Port of the synthetic upstream of [`AppKind::FastUpstream`].
+    fast_upstream: Option<u16>,
 }
 
 impl Rig {
@@ -144,6 +149,7 @@ impl Rig {
             apps: Vec::new(),
             cert: None,
             extra: Vec::new(),
+            fast_upstream: None,
         }
     }
 
@@ -210,7 +216,10 @@ impl Rig {
             }
             return Ok(a.r.clone());
         }
-        let up = self.upstream_port()?;
+        let up = match kind {
+            AppKind::FastUpstream => self.fast_upstream_port()?,
+            _ => self.upstream_port()?,
+        };
         let port = free_port()?;
         let name = format!(
             "app-{}-{}",
@@ -218,6 +227,7 @@ impl Rig {
             match kind {
                 AppKind::Plain => "plain",
                 AppKind::PythonTool => "python-timetracer",
+                AppKind::FastUpstream => "fast-upstream",
             }
         );
         let mut cmd = pinned(&self.env.cpus.app, self.env.venv.join("bin/uvicorn"));
@@ -261,6 +271,18 @@ impl Rig {
             r: r.clone(),
         });
         Ok(r)
+    }
+
+    /// The synthetic server as a plain upstream (any GET gets a small JSON body), pinned with
+    /// the upstream.
+    pub(crate) fn fast_upstream_port(&mut self) -> Result<u16> {
+        if let Some(p) = self.fast_upstream {
+            return Ok(p);
+        }
+        let cpus = self.env.cpus.upstream.clone();
+        let (_, port) = self.synthetic("fast-upstream", &cpus, None)?;
+        self.fast_upstream = Some(port);
+        Ok(port)
     }
 
     /// Starts the synthetic server (`cargo xtask bench-serve`) pinned to `cpus`; returns its
