@@ -306,7 +306,7 @@ fn test(host_only: bool, all: bool, filter: Option<&str>) -> Result<()> {
     // The Python replay hook (python/): pytest, each test in fresh interpreters of the venv.
     run(Command::new(venv_dir().join("bin/python"))
         .current_dir(root())
-        .args(["-m", "pytest", "-q", "python/tests"]))?;
+        .args(["-m", "pytest", "-q", "-rs", "python/tests"]))?;
     // Privileged end-to-end tests: real apps, real kernel programs, one at a time.
     let mut cmd = Command::new("cargo");
     cmd.current_dir(root())
