@@ -88,7 +88,18 @@ fn replay_app_serving_https_with_https_dependency() {
     let paths = require_root!();
     let mut h = Harness::with_tls(paths, "replay_serves_https", true);
     h.serve_tls();
-    record(&mut h, App::FastApi, &["users/12", "echo", "plain"]);
+    // One keep-alive connection through the test's TLS tunnel (as the TLS recording tests do).
+    h.start_record(App::FastApi);
+    let mut conn = h.connect();
+    let sent: Vec<_> = ["users/12", "echo", "plain"]
+        .iter()
+        .enumerate()
+        .map(|(i, ep)| h.send(&mut conn, &Req::new(ep, &format!("r{i}"))))
+        .collect();
+    conn.close();
+    h.stop_agent();
+    let (dir, errs) = h.verify(&sent, VerifyOpts::default());
+    h.assert_ok(&errs, &dir);
     h.stop_upstream();
     // The recorded inbound connection was TLS: replay speaks TLS to the app (uvicorn
     // --ssl-*), and the app's HTTPS call goes to a mock with a mock-CA certificate.
