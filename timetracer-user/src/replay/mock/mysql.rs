@@ -21,7 +21,6 @@ use std::sync::Arc;
 
 use bytes::{Buf as _, BytesMut};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::Io;
 use crate::protocols::mysql::parse::{self as my, cap, com};
@@ -50,25 +49,10 @@ const SESSION_MISSING: &str = "session statement (SHOW, SELECT @@…) not in the
 ///
 /// # Errors
 /// I/O errors of the connection.
-pub async fn serve(dest: Arc<Destination>, mut io: impl Io) -> anyhow::Result<()> {
+pub async fn serve(dest: Arc<Destination>, io: impl Io) -> anyhow::Result<()> {
     let mut s = Session::new(dest);
     s.greeting();
-    let mut buf = BytesMut::with_capacity(8192);
-    loop {
-        s.feed(&mut buf);
-        if !s.out.is_empty() {
-            io.write_all(&s.out).await?;
-            io.flush().await?;
-            s.out.clear();
-        }
-        if s.closed {
-            let _ = io.shutdown().await;
-            return Ok(());
-        }
-        if io.read_buf(&mut buf).await? == 0 {
-            return Ok(());
-        }
-    }
+    super::drive(&mut s, io).await
 }
 
 /// One packet (continuations joined) at the start of `b`: `(seq, payload, bytes used)`.
@@ -647,3 +631,15 @@ impl Session {
 
 #[cfg(test)]
 mod tests;
+
+impl super::WireSession for Session {
+    fn feed(&mut self, buf: &mut BytesMut) {
+        Session::feed(self, buf);
+    }
+    fn out(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+    fn closed(&self) -> bool {
+        self.closed
+    }
+}

@@ -30,7 +30,6 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::Io;
 use crate::protocols::postgres::parse::{self as pg, Frame, Kind};
@@ -89,24 +88,9 @@ fn session_reason(sql: &str) -> Option<&'static str> {
 ///
 /// # Errors
 /// I/O errors of the connection.
-pub async fn serve(dest: Arc<Destination>, mut io: impl Io) -> anyhow::Result<()> {
+pub async fn serve(dest: Arc<Destination>, io: impl Io) -> anyhow::Result<()> {
     let mut s = Session::new(dest);
-    let mut buf = BytesMut::with_capacity(8192);
-    loop {
-        s.feed(&mut buf);
-        if !s.out.is_empty() {
-            io.write_all(&s.out).await?;
-            io.flush().await?;
-            s.out.clear();
-        }
-        if s.closed {
-            let _ = io.shutdown().await;
-            return Ok(());
-        }
-        if io.read_buf(&mut buf).await? == 0 {
-            return Ok(());
-        }
-    }
+    super::drive(&mut s, io).await
 }
 
 /// One frontend message, decoded (the same decoder serves the app's bytes and the recorded
@@ -1198,3 +1182,15 @@ pub(crate) fn miss_message(m: &Miss) -> String {
 
 #[cfg(test)]
 mod tests;
+
+impl super::WireSession for Session {
+    fn feed(&mut self, buf: &mut BytesMut) {
+        Session::feed(self, buf);
+    }
+    fn out(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+    fn closed(&self) -> bool {
+        self.closed
+    }
+}

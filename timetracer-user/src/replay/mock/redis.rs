@@ -15,7 +15,6 @@ use std::sync::Arc;
 
 use bytes::{Buf as _, BytesMut};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::Io;
 use crate::protocols::redis::resp::{self, Resp, Step};
@@ -31,24 +30,9 @@ const MAX_INLINE: usize = resp::MAX_LINE;
 ///
 /// # Errors
 /// I/O errors of the connection.
-pub async fn serve(dest: Arc<Destination>, mut io: impl Io) -> anyhow::Result<()> {
+pub async fn serve(dest: Arc<Destination>, io: impl Io) -> anyhow::Result<()> {
     let mut s = Session::new(dest);
-    let mut buf = BytesMut::with_capacity(8192);
-    loop {
-        s.feed(&mut buf);
-        if !s.out.is_empty() {
-            io.write_all(&s.out).await?;
-            io.flush().await?;
-            s.out.clear();
-        }
-        if s.closed {
-            let _ = io.shutdown().await;
-            return Ok(());
-        }
-        if io.read_buf(&mut buf).await? == 0 {
-            return Ok(());
-        }
-    }
+    super::drive(&mut s, io).await
 }
 
 /// A command's arguments and its length on the wire.
@@ -413,6 +397,18 @@ fn push_bulk(out: &mut Vec<u8>, b: &[u8]) {
 /// The text of a miss: `timetracer replay: no recorded call matches GET k: args[0]: …`.
 fn miss_message(m: &Miss) -> String {
     super::postgres::miss_message(m)
+}
+
+impl super::WireSession for Session {
+    fn feed(&mut self, buf: &mut BytesMut) {
+        Session::feed(self, buf);
+    }
+    fn out(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+    fn closed(&self) -> bool {
+        self.closed
+    }
 }
 
 #[cfg(test)]
