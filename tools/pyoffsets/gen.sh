@@ -5,7 +5,7 @@
 # new minor version is added.
 set -eu
 prefixes="$*"
-[ -n "$prefixes" ] || prefixes=$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.9.* "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.1[0-3].* 2>/dev/null)
+[ -n "$prefixes" ] || prefixes=$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.9.* "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.1[0-3].* 2>/dev/null | sort -V)
 off() { # file expr
   gdb -nx -batch -ex "print (long)($2)" "$1" 2>/dev/null | sed -n 's/^\$1 = //p'
 }

@@ -428,11 +428,15 @@ impl Capture {
         let scope = UProbeScope::OneProcess(
             std::num::NonZeroU32::new(pid).ok_or_else(|| "pid 0".to_owned())?,
         );
-        let mut sites = vec![(
-            "py_ctx_copy_ret",
-            &rt.copy_site,
-            "PyContext_CopyCurrent (return)",
-        )];
+        // `copy_site.offset == u64::MAX`: attached before, only the task probe is new.
+        let mut sites = Vec::new();
+        if rt.copy_site.offset != u64::MAX {
+            sites.push((
+                "py_ctx_copy_ret",
+                &rt.copy_site,
+                "PyContext_CopyCurrent (return)",
+            ));
+        }
         if let Some(t) = &rt.task_site {
             sites.push(("py_task_init", t, "_asyncio.Task.__init__ (entry)"));
             sites.push(("py_task_init_ret", t, "_asyncio.Task.__init__ (return)"));

@@ -461,6 +461,19 @@ struct Session {
     tty: bool,
     /// The live view's feed (`top`, `attach --tui`).
     live: Option<LiveFeed>,
+    /// CPython discovery per process (issue #7).
+    py_scans: std::collections::HashMap<u32, PyScan>,
+}
+
+/// Where CPython discovery stands for one process.
+struct PyScan {
+    /// The executable it was done for (a launched child is looked at before its `exec`).
+    exe: PathBuf,
+    /// Settled (probes attached, unsupported, or not a CPython).
+    done: bool,
+    /// The copy probe and `PY_PROCS` are in place; only the task probe is missing.
+    copy_attached: bool,
+    last: Instant,
 }
 
 /// Where a session sends live updates.
@@ -504,6 +517,7 @@ impl Session {
             started: Instant::now(),
             tty: std::io::stderr().is_terminal(),
             live: None,
+            py_scans: std::collections::HashMap::new(),
         })
     }
 
@@ -528,6 +542,83 @@ impl Session {
                     }
                 }
             }
+        }
+    }
+
+    /// Finds the CPython runtime of traced processes and attaches the asyncio probes (issue
+    /// #7). Cheap when nothing changed: one `readlink` per process.
+    fn scan_python(&mut self) {
+        use crate::capture::python::{Discovery, discover};
+        use crate::correlate::python::Runtime;
+        for pid in self.correlator.pids() {
+            let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
+                continue;
+            };
+            if let Some(s) = self.py_scans.get(&pid)
+                && s.exe == exe
+                && (s.done || s.last.elapsed() < Duration::from_millis(50))
+            {
+                continue;
+            }
+            let copy_attached = self
+                .py_scans
+                .get(&pid)
+                .is_some_and(|s| s.exe == exe && s.copy_attached);
+            let mut scan = PyScan {
+                exe: exe.clone(),
+                done: true,
+                copy_attached,
+                last: Instant::now(),
+            };
+            match discover(pid) {
+                Discovery::NotPython => {}
+                Discovery::Pending(why) => {
+                    tracing::debug!(pid, %why, "CPython not ready yet");
+                    self.correlator.py.set_runtime(pid, Runtime::Pending);
+                    scan.done = false;
+                }
+                Discovery::Unsupported { version, reason } => {
+                    self.correlator.py.set_runtime(pid, Runtime::Unsupported);
+                    let msg = format!(
+                        "pid {pid}: CPython {version}: unsupported-runtime: {reason}; its dependency calls are flagged ambiguous, not attributed"
+                    );
+                    if self.live.is_some() {
+                        tracing::warn!("{msg}");
+                    } else {
+                        eprintln!("\ntimetracer-agent: {msg}");
+                    }
+                }
+                Discovery::Supported(rt) => {
+                    let mut rt = *rt;
+                    if copy_attached {
+                        // Only the task probe was missing.
+                        rt.copy_site.offset = u64::MAX;
+                    }
+                    match self.capture.attach_python(pid, &rt) {
+                        Ok(sites) => {
+                            scan.copy_attached = true;
+                            scan.done = rt.task_site.is_some();
+                            self.correlator.py.set_runtime(pid, Runtime::Supported);
+                            tracing::info!(
+                                pid,
+                                version = %rt.version,
+                                interpreter = %rt.interpreter.display(),
+                                ?sites,
+                                task_missing = ?rt.task_missing,
+                                "CPython asyncio attribution on"
+                            );
+                        }
+                        Err(e) => {
+                            self.correlator.py.set_runtime(pid, Runtime::Unsupported);
+                            eprintln!(
+                                "\ntimetracer-agent: pid {pid}: CPython {}: unsupported-runtime: {e}; its dependency calls are flagged ambiguous",
+                                rt.version
+                            );
+                        }
+                    }
+                }
+            }
+            self.py_scans.insert(pid, scan);
         }
     }
 
@@ -567,6 +658,7 @@ impl Session {
                 last_tls_scan = Some(Instant::now());
                 self.scan_tls();
             }
+            self.scan_python();
             let stop = STOP.load(Ordering::SeqCst);
             let finished = done();
             self.step();
@@ -700,9 +792,29 @@ impl Session {
                 lost.join(", ")
             }
         );
+        let py: Vec<String> = self
+            .capture
+            .py_hits()
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect();
+        if !py.is_empty() {
+            let _ = writeln!(
+                err,
+                "timetracer-agent: python probes: {}, tasks={} roots={} copies={} stamps={}",
+                py.join(", "),
+                self.correlator.py.tasks,
+                self.correlator.py.roots,
+                self.correlator.py.copies,
+                self.correlator.py.stamps,
+            );
+        }
         let snap = self.counters.snapshot();
         let interesting: Vec<String> = [
             "background_calls",
+            "late_calls",
+            "ambiguous_unpinned_calls",
             "sendfile_bytes",
             "db_calls",
             "tls_connections",
