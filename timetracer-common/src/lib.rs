@@ -546,11 +546,8 @@ pub fn decode(b: &[u8]) -> Result<Decoded<'_>, DecodeError> {
             };
             Ok(Decoded::Conn { header, addr: a })
         }
-        Kind::Close
-        | Kind::Fork
-        | Kind::Exit
-        | Kind::TlsBind
-        | Kind::PyStamp
-        | Kind::PyCopy => Ok(Decoded::Other { header }),
+        Kind::Close | Kind::Fork | Kind::Exit | Kind::TlsBind | Kind::PyStamp | Kind::PyCopy => {
+            Ok(Decoded::Other { header })
+        }
     }
 }

@@ -174,7 +174,17 @@ pub(crate) fn stamp(id: u64, conn_id: u64, fd: i32) {
     if t == 0 {
         hit(PyHit::NoTstate);
     }
-    let h = header(Kind::PyStamp, 0, id, conn_id, fd, DIR_EGRESS, ctx, t as i64, 0);
+    let h = header(
+        Kind::PyStamp,
+        0,
+        id,
+        conn_id,
+        fd,
+        DIR_EGRESS,
+        ctx,
+        t as i64,
+        0,
+    );
     emit_conn(h, SockAddr::default());
 }
 

@@ -420,11 +420,7 @@ impl Capture {
 
     /// Attaches the asyncio probes of issue #7 to `pid` (scoped to it) and then tells the kernel
     /// to stamp its socket writes. Returns the sites attached, or why not.
-    pub fn attach_python(
-        &mut self,
-        pid: u32,
-        rt: &python::Runtime,
-    ) -> Result<Vec<String>, String> {
+    pub fn attach_python(&mut self, pid: u32, rt: &python::Runtime) -> Result<Vec<String>, String> {
         let scope = UProbeScope::OneProcess(
             std::num::NonZeroU32::new(pid).ok_or_else(|| "pid 0".to_owned())?,
         );
@@ -459,7 +455,11 @@ impl Capture {
                 "{what} at {:#x} ({}{})",
                 site.offset,
                 site.how,
-                if site.emulated { ", emulated" } else { ", single-stepped" }
+                if site.emulated {
+                    ", emulated"
+                } else {
+                    ", single-stepped"
+                }
             ));
         }
         let map = self
@@ -485,7 +485,9 @@ impl Capture {
             .map(|h| {
                 (
                     h.name(),
-                    arr.get(&(*h as u32), 0).map(|v| v.iter().sum()).unwrap_or(0),
+                    arr.get(&(*h as u32), 0)
+                        .map(|v| v.iter().sum())
+                        .unwrap_or(0),
                 )
             })
             .collect()

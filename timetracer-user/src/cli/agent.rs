@@ -474,6 +474,8 @@ struct PyScan {
     /// The copy probe and `PY_PROCS` are in place; only the task probe is missing.
     copy_attached: bool,
     last: Instant,
+    /// When discovery started for this executable (pending gives up after 10 s).
+    first: Instant,
 }
 
 /// Where a session sends live updates.
@@ -560,17 +562,26 @@ impl Session {
             {
                 continue;
             }
-            let copy_attached = self
-                .py_scans
-                .get(&pid)
-                .is_some_and(|s| s.exe == exe && s.copy_attached);
+            let prev = self.py_scans.get(&pid).filter(|s| s.exe == exe);
+            let copy_attached = prev.is_some_and(|s| s.copy_attached);
+            let first = prev.map_or_else(Instant::now, |s| s.first);
             let mut scan = PyScan {
                 exe: exe.clone(),
                 done: true,
                 copy_attached,
                 last: Instant::now(),
+                first,
             };
-            match discover(pid) {
+            let found = match discover(pid) {
+                Discovery::Pending(why) if first.elapsed() > Duration::from_secs(10) => {
+                    Discovery::Unsupported {
+                        version: "?".into(),
+                        reason: format!("runtime not usable after 10 s: {why}"),
+                    }
+                }
+                d => d,
+            };
+            match found {
                 Discovery::NotPython => {}
                 Discovery::Pending(why) => {
                     tracing::debug!(pid, %why, "CPython not ready yet");

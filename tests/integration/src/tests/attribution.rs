@@ -133,7 +133,11 @@ fn plan(server: Server, total: usize, rng: &mut Rng) -> Vec<Session> {
     big.target = format!("/r/{}", big.rid);
     big.expect.retain(|t| !matches!(*t, "bg" | "later" | "s"));
     if big.pool {
-        big.expect = if keepalive { vec!["a", "b", "c", "t"] } else { vec!["a", "b"] };
+        big.expect = if keepalive {
+            vec!["a", "b", "c", "t"]
+        } else {
+            vec!["a", "b"]
+        };
         big.pool = false;
     }
     if !matches!(server, Server::Uvicorn { .. }) {
@@ -153,7 +157,9 @@ fn plan(server: Server, total: usize, rng: &mut Rng) -> Vec<Session> {
         match rng.below(if keepalive { 4 } else { 1 }) {
             1 => {
                 let k = 2 + rng.below(4) as usize;
-                sessions.push(Session::Seq((0..k).map(|_| next_call(rng, &mut n)).collect()));
+                sessions.push(Session::Seq(
+                    (0..k).map(|_| next_call(rng, &mut n)).collect(),
+                ));
             }
             2 => {
                 let a = next_call(rng, &mut n);
@@ -269,21 +275,14 @@ fn argv(h: &Harness, server: Server) -> Vec<OsString> {
         Server::Gunicorn { gthread } => {
             let mut v: Vec<OsString> = vec![h.paths.venv_bin("gunicorn").into(), "-w".into()];
             if gthread {
-                v.extend(["1", "-k", "gthread", "--threads", "8", "--keep-alive", "5"].map(Into::into));
+                v.extend(
+                    ["1", "-k", "gthread", "--threads", "8", "--keep-alive", "5"].map(Into::into),
+                );
             } else {
                 // sync: one request at a time per worker; a few workers.
                 v.extend(["4", "-k", "sync"].map(Into::into));
             }
-            v.extend(
-                [
-                    "--graceful-timeout",
-                    "3",
-                    "--backlog",
-                    "512",
-                    "--chdir",
-                ]
-                .map(Into::into),
-            );
+            v.extend(["--graceful-timeout", "3", "--backlog", "512", "--chdir"].map(Into::into));
             v.push(h.paths.apps.clone().into());
             v.push("-b".into());
             v.push(format!("127.0.0.1:{port}").into());
@@ -380,7 +379,11 @@ fn attribution(server: Server, name: &str) {
     // Let BackgroundTasks / call_later calls finish and the agent finalize.
     thread::sleep(Duration::from_millis(800));
     h.stop_agent();
-    let agent_err = h.agent.as_ref().map(|a| a.stderr_text()).unwrap_or_default();
+    let agent_err = h
+        .agent
+        .as_ref()
+        .map(|a| a.stderr_text())
+        .unwrap_or_default();
     let mut errs: Vec<String> = errors.into_iter().map(|e| format!("client: {e}")).collect();
     let dir = crate::util::load_cassettes(&h.out);
     errs.extend(h.common_problems(&dir));
@@ -423,7 +426,12 @@ fn attribution(server: Server, name: &str) {
                 Some("exact") => {
                     n_exact += 1;
                     *evidence
-                        .entry(e["attribution"]["evidence"].as_str().unwrap_or("?").to_owned())
+                        .entry(
+                            e["attribution"]["evidence"]
+                                .as_str()
+                                .unwrap_or("?")
+                                .to_owned(),
+                        )
                         .or_default() += 1;
                     if erid != rid {
                         errs.push(format!(
@@ -454,19 +462,28 @@ fn attribution(server: Server, name: &str) {
     let mut missing = 0;
     for c in &calls {
         if !by_rid.contains_key(&c.rid) {
-            errs.push(format!("{}: no cassette ({} {})", c.rid, c.method, c.target));
+            errs.push(format!(
+                "{}: no cassette ({} {})",
+                c.rid, c.method, c.target
+            ));
             continue;
         }
         for t in &c.expect {
             if !exact.contains(&(c.rid.clone(), (*t).to_owned())) {
                 missing += 1;
                 if missing <= 30 {
-                    errs.push(format!("RECALL: {} {}: call {t} not attributed", c.rid, c.target));
+                    errs.push(format!(
+                        "RECALL: {} {}: call {t} not attributed",
+                        c.rid, c.target
+                    ));
                 }
             }
         }
         if c.pool && !pool_ambiguous.contains(&c.rid) {
-            errs.push(format!("{}: raw-executor call not reported ambiguous/pool-thread", c.rid));
+            errs.push(format!(
+                "{}: raw-executor call not reported ambiguous/pool-thread",
+                c.rid
+            ));
         }
     }
     if missing > 30 {
@@ -499,7 +516,10 @@ fn attribution(server: Server, name: &str) {
         started.elapsed().as_secs_f64()
     );
     if tw_wrong == 0 && !call_times.is_empty() {
-        errs.push("negative control: time-window attribution made no mistake (the test cannot fail?)".into());
+        errs.push(
+            "negative control: time-window attribution made no mistake (the test cannot fail?)"
+                .into(),
+        );
     }
     h.assert_ok(&errs, &dir);
 }

@@ -90,7 +90,10 @@ pub enum Discovery {
     /// CPython, not initialised far enough yet (no thread state): look again shortly.
     Pending(String),
     /// CPython this agent cannot follow; every call of the process is flagged.
-    Unsupported { version: String, reason: String },
+    Unsupported {
+        version: String,
+        reason: String,
+    },
     Supported(Box<Runtime>),
 }
 
@@ -170,11 +173,19 @@ pub fn discover(pid: u32) -> Discovery {
             .map(|s| s.address())
     };
     let Some(runtime_vaddr) = dynsym("_PyRuntime") else {
+        // Right after `exec` the loader may not have mapped libpython yet.
+        let exe_name = exe.file_name().unwrap_or_default().to_string_lossy();
+        if lib.is_none() && exe_name.starts_with("python3") {
+            return Discovery::Pending(format!(
+                "{} has no _PyRuntime and no libpython is mapped yet",
+                exe.display()
+            ));
+        }
         return Discovery::NotPython;
     };
-    let Some((major, minor, flags)) = version_in_name(&name).or_else(|| {
-        version_in_name(&exe.file_name().unwrap_or_default().to_string_lossy())
-    }) else {
+    let Some((major, minor, flags)) = version_in_name(&name)
+        .or_else(|| version_in_name(&exe.file_name().unwrap_or_default().to_string_lossy()))
+    else {
         return Discovery::Unsupported {
             version: "unknown".into(),
             reason: format!("cannot tell the CPython version of {}", file.display()),
@@ -191,7 +202,9 @@ pub fn discover(pid: u32) -> Discovery {
         reason,
     };
     if flags.contains('t') {
-        return unsupported("free-threaded CPython build (no GIL): contexts are not followed".into());
+        return unsupported(
+            "free-threaded CPython build (no GIL): contexts are not followed".into(),
+        );
     }
     if flags.contains('d') {
         return unsupported("debug CPython build (different object headers)".into());
@@ -207,12 +220,7 @@ pub fn discover(pid: u32) -> Discovery {
         ));
     }
     // Load bias: process address = file vaddr + bias.
-    let first_vaddr = elf
-        .segments()
-        .map(|s| s.address())
-        .min()
-        .unwrap_or(0)
-        & !0xfff;
+    let first_vaddr = elf.segments().map(|s| s.address()).min().unwrap_or(0) & !0xfff;
     let Some(base) = lines
         .iter()
         .find(|m| Path::new(&m.path) == file && m.offset == 0)
@@ -244,8 +252,7 @@ pub fn discover(pid: u32) -> Discovery {
             return unsupported(format!("self-check failed: {why}"));
         }
     }
-    let Some(copy) = dynsym("PyContext_CopyCurrent").and_then(|a| addr_to_offset(&elf, a))
-    else {
+    let Some(copy) = dynsym("PyContext_CopyCurrent").and_then(|a| addr_to_offset(&elf, a)) else {
         return unsupported("PyContext_CopyCurrent is not exported".into());
     };
     let copy_site = ProbeSite {
@@ -418,9 +425,8 @@ fn tp_init_of(
     let str_addr = find_bytes_vaddr(elf, data, name)?;
     let ptrs = Pointers::new(elf, data);
     let is_text = |a: u64| {
-        elf.sections().any(|s| {
-            s.name() == Ok(".text") && a >= s.address() && a < s.address() + s.size()
-        })
+        elf.sections()
+            .any(|s| s.name() == Ok(".text") && a >= s.address() && a < s.address() + s.size())
     };
     for at in ptrs.locations_of(str_addr) {
         // Static type object (3.9-3.11).
@@ -565,10 +571,14 @@ mod tests {
 
     fn asyncio_so(prefix: &str, minor: u32) -> Option<PathBuf> {
         let d = PathBuf::from(format!("{prefix}/lib/python3.{minor}/lib-dynload"));
-        fs::read_dir(&d).ok()?.flatten().map(|e| e.path()).find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("_asyncio."))
-        })
+        fs::read_dir(&d)
+            .ok()?
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .is_some_and(|n| n.to_string_lossy().starts_with("_asyncio."))
+            })
     }
 
     #[test]
