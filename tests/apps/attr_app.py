@@ -28,6 +28,14 @@ UP_HOST, UP_PORT = UP.split("://", 1)[1].split(":")
 app = FastAPI()
 client = httpx.AsyncClient(base_url=UP, limits=httpx.Limits(max_keepalive_connections=20))
 raw_pool = ThreadPoolExecutor(max_workers=2)
+# The loop keeps only weak references to tasks: keep the call_later ones alive.
+LATER = set()
+
+
+def start_later(rid):
+    t = asyncio.ensure_future(dep(rid, "later"))
+    LATER.add(t)
+    t.add_done_callback(LATER.discard)
 
 
 async def dep(rid, tag):
@@ -53,7 +61,7 @@ async def handle(rid: str, request: Request, background: BackgroundTasks, bg: in
         background.add_task(dep, rid, "bg")
     if later:
         loop = asyncio.get_running_loop()
-        loop.call_later(0.005, lambda: asyncio.ensure_future(dep(rid, "later")))
+        loop.call_later(0.005, start_later, rid)
     return PlainTextResponse(f"{rid} {len(body)}\n")
 
 

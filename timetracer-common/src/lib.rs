@@ -338,9 +338,15 @@ pub struct PyProc {
     pub coro_qualname: u32,
     /// `sizeof(PyASCIIObject)`: where a compact ASCII string's characters start.
     pub unicode_ascii_data: u32,
-    /// Reserved, 0.
-    pub flags: u32,
+    /// `PyContext.ctx_entered`: a thread's own base context (created lazily, never entered)
+    /// is never a request's context, whatever was at its address before.
+    pub context_entered: u32,
 }
+
+/// `EventHeader::flags` of [`Kind::PyStamp`], [`Kind::PyCopy`] and [`Kind::PyTask`]: the
+/// (current / copied / creating) context is entered (`ctx_entered != 0`). A context that is not
+/// entered is a thread's base context and is never owned by a request.
+pub const PY_CTX_ENTERED: u32 = 4;
 
 /// Counters of the Python probes (per-CPU array `PY_HITS`).
 #[repr(u32)]

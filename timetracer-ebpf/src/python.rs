@@ -30,7 +30,8 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 use timetracer_common::{
-    DIR_EGRESS, Kind, PY_HIT_SLOTS, PY_MAX_THREADS, PyHit, PyProc, PyTaskRecord, SockAddr,
+    DIR_EGRESS, Kind, PY_CTX_ENTERED, PY_HIT_SLOTS, PY_MAX_THREADS, PyHit, PyProc, PyTaskRecord,
+    SockAddr,
 };
 
 use crate::{
@@ -152,14 +153,29 @@ fn tstate_of(id: u64, p: &PyProc) -> u64 {
     found
 }
 
-/// The current thread's `contextvars` context (0 when it has none) and its thread state.
+/// The current thread's `contextvars` context (0 when it has none), its thread state, and
+/// [`PY_CTX_ENTERED`] when that context is entered (`ctx_entered`). A thread's base context —
+/// created lazily by CPython, never entered, unseen by the probes — can sit at an address a
+/// request's context had before; the flag tells the agent not to trust that binding.
 #[inline(always)]
-fn current_context(id: u64, p: &PyProc) -> (u64, u64) {
+fn current_context(id: u64, p: &PyProc) -> (u64, u64, u32) {
     let t = tstate_of(id, p);
     if t == 0 {
-        return (0, 0);
+        return (0, 0, 0);
     }
-    (read_u64(t + p.tstate_context as u64), t)
+    let ctx = read_u64(t + p.tstate_context as u64);
+    (ctx, t, entered_flag(ctx, p))
+}
+
+#[inline(always)]
+fn entered_flag(ctx: u64, p: &PyProc) -> u32 {
+    if ctx == 0 {
+        return 0;
+    }
+    // SAFETY: bpf_probe_read_user copes with any address; a failure gives 0.
+    let e =
+        unsafe { bpf_probe_read_user((ctx + p.context_entered as u64) as *const u32) }.unwrap_or(0);
+    if e != 0 { PY_CTX_ENTERED } else { 0 }
 }
 
 /// Emits a [`Kind::PyStamp`] for an outbound write of the current thread on `conn_id`/`fd`
@@ -169,12 +185,12 @@ pub(crate) fn stamp(id: u64, conn_id: u64, fd: i32) {
     let Some(p) = proc_of((id >> 32) as u32) else {
         return;
     };
-    let (ctx, t) = current_context(id, &p);
+    let (ctx, t, entered) = current_context(id, &p);
     hit(PyHit::Stamps);
     if t == 0 {
         hit(PyHit::NoTstate);
     }
-    let h = header(
+    let mut h = header(
         Kind::PyStamp,
         0,
         id,
@@ -185,6 +201,7 @@ pub(crate) fn stamp(id: u64, conn_id: u64, fd: i32) {
         t as i64,
         0,
     );
+    h.flags = entered;
     emit_conn(h, SockAddr::default());
 }
 
@@ -197,7 +214,9 @@ pub(crate) fn py_task_init(ctx: ProbeContext) -> u32 {
     };
     hit(PyHit::TaskEntry);
     let task: u64 = ctx.arg(0).unwrap_or(0);
-    let (cur, _) = current_context(id, &p);
+    let (cur, _, entered) = current_context(id, &p);
+    // A base (never entered) context is reported as none.
+    let cur = if entered != 0 { cur } else { 0 };
     let _ = PY_TASK_INFLIGHT.insert(id, [task, cur], 0);
     0
 }
@@ -268,8 +287,9 @@ pub(crate) fn py_ctx_copy_ret(ctx: RetProbeContext) -> u32 {
     if new == 0 {
         return 0;
     }
-    let (cur, _) = current_context(id, &p);
-    let h = header(Kind::PyCopy, 0, id, new, 0, 0, cur, 0, 0);
+    let (cur, _, entered) = current_context(id, &p);
+    let mut h = header(Kind::PyCopy, 0, id, new, 0, 0, cur, 0, 0);
+    h.flags = entered;
     emit_conn(h, SockAddr::default());
     0
 }

@@ -37,6 +37,7 @@ for p in $prefixes; do
             tstate_native_thread_id: $(off "$lib" "$ntid"),
             tstate_context: $(off "$lib" '&((PyThreadState*)0)->context'),
             context_vars: $(off "$lib" '&((PyContext*)0)->ctx_vars'),
+            context_entered: $(off "$lib" '&((PyContext*)0)->ctx_entered'),
             task_coro: $(off "$aio" '&((TaskObj*)0)->task_coro'),
             task_context: $(off "$aio" '&((TaskObj*)0)->task_context'),
             coro_qualname: $(off "$lib" '&((PyCoroObject*)0)->cr_qualname'),

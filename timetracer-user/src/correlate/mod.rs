@@ -54,6 +54,8 @@ pub struct CorrelateOptions {
     pub grace_ns: u64,
     /// Longest extra wait for outbound calls still in flight that started inside the request.
     pub max_wait_ns: u64,
+    /// Grace period of requests served by asyncio tasks (post-response work).
+    pub asyncio_grace_ns: u64,
 }
 
 impl Default for CorrelateOptions {
@@ -63,6 +65,7 @@ impl Default for CorrelateOptions {
             gap_timeout_ns: 300_000_000,
             grace_ns: 300_000_000,
             max_wait_ns: 3_000_000_000,
+            asyncio_grace_ns: 1_500_000_000,
         }
     }
 }
@@ -323,8 +326,14 @@ impl Correlator {
                     header.ts_ns,
                     header.pos,
                     header.total as u64,
+                    header.flags & timetracer_common::PY_CTX_ENTERED != 0,
                 ),
-                Some(Kind::PyCopy) => self.py.on_copy(header.tgid, header.conn_id, header.pos),
+                Some(Kind::PyCopy) => self.py.on_copy(
+                    header.tgid,
+                    header.conn_id,
+                    header.pos,
+                    header.flags & timetracer_common::PY_CTX_ENTERED != 0,
+                ),
                 Some(Kind::Fork) => {
                     let child = header.conn_id as u32;
                     self.processes
@@ -686,7 +695,14 @@ impl Correlator {
         for i in 0..self.inbound.len() {
             let r = &self.inbound[i];
             let Some(end) = r.end_ns else { continue };
-            if r.finalized || now_ns < end.saturating_add(self.opts.grace_ns) {
+            // asyncio requests can do work after their response (BackgroundTasks, call_later)
+            // that a busy event loop runs late: they wait longer (`asyncio_grace_ns`).
+            let grace = if self.py.is_asyncio(r.tgid) {
+                self.opts.asyncio_grace_ns
+            } else {
+                self.opts.grace_ns
+            };
+            if r.finalized || now_ns < end.saturating_add(grace) {
                 continue;
             }
             // Wait (bounded) for outbound calls that started inside this request and have not

@@ -139,6 +139,14 @@ impl PyEngine {
         self.procs.get(&pid)?.runtime.as_ref()
     }
 
+    /// `pid` serves requests with asyncio tasks (a request root was seen).
+    #[must_use]
+    pub fn is_asyncio(&self, pid: u32) -> bool {
+        self.procs
+            .get(&pid)
+            .is_some_and(|p| !p.loop_threads.is_empty())
+    }
+
     /// A thread of `tgid` read bytes from server connection `conn`.
     pub fn on_server_read(&mut self, tgid: u32, tid: u32, conn: u64, ts: u64) {
         let Some(p) = self.procs.get_mut(&tgid) else {
@@ -211,11 +219,17 @@ impl PyEngine {
         }
     }
 
-    /// `PyContext_CopyCurrent` returned `new`, a copy of `cur`.
-    pub fn on_copy(&mut self, tgid: u32, new: u64, cur: u64) {
+    /// `PyContext_CopyCurrent` returned `new`, a copy of `cur` (`entered`: `cur` is an entered
+    /// context; a thread's never-entered base context owns nothing, whatever its address had).
+    pub fn on_copy(&mut self, tgid: u32, new: u64, cur: u64, entered: bool) {
         self.copies += 1;
         let p = self.procs.entry(tgid).or_default();
-        match p.contexts.get(&cur).copied() {
+        let owner = if entered {
+            p.contexts.get(&cur).copied()
+        } else {
+            None
+        };
+        match owner {
             Some(o) => {
                 p.contexts.insert(
                     new,
@@ -235,12 +249,15 @@ impl PyEngine {
         }
     }
 
-    /// An outbound write of `tid` at `ts` ran in context `ctx` (`tstate` 0: not found).
-    pub fn on_stamp(&mut self, tgid: u32, tid: u32, ts: u64, ctx: u64, tstate: u64) {
+    /// An outbound write of `tid` at `ts` ran in context `ctx` (`tstate` 0: not found;
+    /// `entered`: `ctx` is entered, else it is the thread's base context and owns nothing).
+    pub fn on_stamp(&mut self, tgid: u32, tid: u32, ts: u64, ctx: u64, tstate: u64, entered: bool) {
         self.stamps += 1;
         let p = self.procs.entry(tgid).or_default();
         let s = if tstate == 0 {
             Stamp::NoTstate
+        } else if !entered {
+            Stamp::NoOwner
         } else {
             match p.contexts.get(&ctx).and_then(|o| o.root) {
                 Some(r) => Stamp::Request(r),
@@ -429,15 +446,15 @@ mod tests {
         e.on_server_read(1, T, 100, 10);
         e.on_task(1, T, 0xa0, 0, "RequestResponseCycle.run_asgi");
         // A callback handle copied inside request A's task...
-        e.on_copy(1, 0xc0, 0xa0);
+        e.on_copy(1, 0xc0, 0xa0, true);
         e.on_server_read(1, T, 200, 20);
         // ...is the context request B's root is created in.
         e.on_task(1, T, 0xb0, 0xc0, "RequestResponseCycle.run_asgi");
         e.on_task(1, T, 0xa1, 0xa0, "dep_call");
-        e.on_copy(1, 0xa2, 0xa0); // to_thread
-        e.on_stamp(1, T, 30, 0xa1, 1);
-        e.on_stamp(1, 99, 31, 0xa2, 1);
-        e.on_stamp(1, T, 32, 0xb0, 1);
+        e.on_copy(1, 0xa2, 0xa0, true); // to_thread
+        e.on_stamp(1, T, 30, 0xa1, 1, true);
+        e.on_stamp(1, 99, 31, 0xa2, 1, true);
+        e.on_stamp(1, T, 32, 0xb0, 1, true);
         let d = |tid, ts| e.decide(1, tid, ts, 40);
         assert_eq!(d(T, 30), exact(100, 0, "asyncio"));
         assert_eq!(d(99, 31), exact(100, 0, "asyncio"));
@@ -453,10 +470,10 @@ mod tests {
         e.on_server_read(1, T, 100, 10);
         e.on_task(1, T, 0xa0, 0, "RequestResponseCycle.run_asgi");
         e.on_task(1, T, 0xa8, 0xa0, "RequestResponseCycle.run_asgi");
-        e.on_stamp(1, T, 20, 0xa8, 1);
+        e.on_stamp(1, T, 20, 0xa8, 1, true);
         assert_eq!(e.decide(1, T, 20, 30), exact(100, 1, "asyncio"));
-        e.on_copy(1, 0xa8, 0x5e); // reused by an unowned copy
-        e.on_stamp(1, T, 25, 0xa8, 1);
+        e.on_copy(1, 0xa8, 0x5e, true); // reused by an unowned copy
+        e.on_stamp(1, T, 25, 0xa8, 1, true);
         assert_eq!(
             e.decide(1, T, 25, 30),
             Decision::Ambiguous {
@@ -501,6 +518,25 @@ mod tests {
                 background: false
             }
         );
+    }
+
+    /// A pool thread's lazily created base context at an address a request's context had:
+    /// not entered, so it owns nothing (seen in the e2e test before the flag existed).
+    #[test]
+    fn base_context_at_a_reused_address() {
+        let mut e = engine();
+        e.on_server_read(1, T, 100, 10);
+        e.on_task(1, T, 0xa0, 0, "RequestResponseCycle.run_asgi");
+        e.on_copy(1, 0xc0, 0xa0, true);
+        e.on_stamp(1, 42, 20, 0xc0, 1, false);
+        e.on_copy(1, 0xc8, 0xc0, false);
+        e.on_stamp(1, 42, 21, 0xc8, 1, true);
+        let pool = Decision::Ambiguous {
+            reason: "pool-thread",
+            background: false,
+        };
+        assert_eq!(e.decide(1, 42, 20, 30), pool);
+        assert_eq!(e.decide(1, 42, 21, 30), pool);
     }
 
     #[test]

@@ -39,6 +39,8 @@ enum Server {
     Gunicorn {
         gthread: bool,
     },
+    /// `attr_stdlib_app.py` under the interpreter at this path (no third-party packages).
+    Stdlib(&'static str),
 }
 
 /// One inbound request the client sends.
@@ -78,6 +80,16 @@ impl Rng {
 
 fn make_call(server: Server, rid: String, rng: &mut Rng, kind: u64) -> Call {
     let fastapi = matches!(server, Server::Uvicorn { .. });
+    if matches!(server, Server::Stdlib(_)) {
+        return Call {
+            target: format!("/r/{rid}"),
+            rid,
+            method: "GET",
+            body: Vec::new(),
+            expect: vec!["a", "b", "c", "t"],
+            pool: false,
+        };
+    }
     let mut c = Call {
         target: format!("/r/{rid}"),
         rid,
@@ -127,22 +139,26 @@ fn plan(server: Server, total: usize, rng: &mut Rng) -> Vec<Session> {
         make_call(server, format!("q{}", *n), rng, kind)
     };
     let keepalive = !matches!(server, Server::Gunicorn { gthread: false });
+    if let Server::Stdlib(_) = server {
+        // Singles and keep-alive sequences (its responses are not ordered for pipelining).
+        while n < total {
+            let k = 1 + rng.below(3) as usize;
+            sessions.push(Session::Seq(
+                (0..k).map(|_| next_call(rng, &mut n)).collect(),
+            ));
+        }
+        return sessions;
+    }
     // The > 64 KiB POST, then a GET on the same connection (CPython #140947 path).
     let mut big = next_call(rng, &mut n);
     big.method = "POST";
     big.target = format!("/r/{}", big.rid);
-    big.expect.retain(|t| !matches!(*t, "bg" | "later" | "s"));
-    if big.pool {
-        big.expect = if keepalive {
-            vec!["a", "b", "c", "t"]
-        } else {
-            vec!["a", "b"]
-        };
-        big.pool = false;
-    }
-    if !matches!(server, Server::Uvicorn { .. }) {
-        big.expect = vec!["a", "b"];
-    }
+    big.pool = false;
+    big.expect = if matches!(server, Server::Uvicorn { .. }) {
+        vec!["a", "b", "c", "t"]
+    } else {
+        vec!["a", "b"]
+    };
     big.body = vec![b'x'; 100_000];
     let mut first = vec![big];
     if keepalive {
@@ -272,6 +288,13 @@ fn argv(h: &Harness, server: Server) -> Vec<OsString> {
             }
             v
         }
+        Server::Stdlib(python) => vec![
+            python.into(),
+            h.paths.apps.join("attr_stdlib_app.py").into(),
+            port.into(),
+            "127.0.0.1".into(),
+            h.upstream_port.to_string().into(),
+        ],
         Server::Gunicorn { gthread } => {
             let mut v: Vec<OsString> = vec![h.paths.venv_bin("gunicorn").into(), "-w".into()];
             if gthread {
@@ -324,12 +347,25 @@ fn epoch_s(t: &str) -> Option<f64> {
     Some(days as f64 * 86_400.0 + hh * 3600.0 + mm * 60.0 + ss)
 }
 
+/// What a run must show.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// Precision and recall 100 %, raw executor ambiguous, time-window control wrong somewhere.
+    Exact,
+    /// An interpreter the agent cannot follow: every call `ambiguous/unsupported-runtime`.
+    Unsupported,
+}
+
 fn attribution(server: Server, name: &str) {
     let paths = require_root!();
     let total: usize = std::env::var("TIMETRACER_ATTR_REQUESTS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(150);
+    run(paths, server, name, total, Expect::Exact);
+}
+
+fn run(paths: crate::util::Paths, server: Server, name: &str, total: usize, want: Expect) {
     let mut h = Harness::new(paths, name);
     h.start_record_argv(argv(&h, server));
     // Discovery happens right after exec; give a slow start a moment more.
@@ -377,7 +413,7 @@ fn attribution(server: Server, name: &str) {
     });
     let started = std::time::Instant::now();
     // Let BackgroundTasks / call_later calls finish and the agent finalize.
-    thread::sleep(Duration::from_millis(800));
+    thread::sleep(Duration::from_millis(2000));
     h.stop_agent();
     let agent_err = h
         .agent
@@ -423,6 +459,19 @@ fn attribution(server: Server, name: &str) {
                 call_times.insert((erid.to_owned(), tag.to_owned()), t0 + off / 1000.0);
             }
             match e["attribution"]["status"].as_str() {
+                Some("exact") if want == Expect::Unsupported => {
+                    errs.push(format!(
+                        "rid={erid} tag={tag}: exact ({}) although the runtime is unsupported",
+                        e["attribution"]["evidence"]
+                    ));
+                }
+                Some("ambiguous")
+                    if want == Expect::Unsupported
+                        && e["attribution"]["reason"] == "unsupported-runtime" =>
+                {
+                    n_amb += 1;
+                    exact.insert((erid.to_owned(), tag.to_owned()));
+                }
                 Some("exact") => {
                     n_exact += 1;
                     *evidence
@@ -515,7 +564,7 @@ fn attribution(server: Server, name: &str) {
         call_times.len(),
         started.elapsed().as_secs_f64()
     );
-    if tw_wrong == 0 && !call_times.is_empty() {
+    if tw_wrong == 0 && !call_times.is_empty() && matches!(server, Server::Uvicorn { .. }) {
         errs.push(
             "negative control: time-window attribution made no mistake (the test cannot fail?)"
                 .into(),
@@ -592,4 +641,57 @@ fn attr_gunicorn_sync() {
 #[test]
 fn attr_gunicorn_gthread() {
     attribution(Server::Gunicorn { gthread: true }, "attr_gunicorn_gthread");
+}
+
+/// The stdlib app under every CPython build on the machine: pyenv 3.11-3.13 (`.symtab`) and
+/// Debian's static, stripped, non-PIE `/usr/bin/python3.11` (symbol-free path: `tp_init` of
+/// the `_asyncio.Task` type) must attribute everything exactly; pyenv 3.9/3.10 (no
+/// `native_thread_id`) must flag every call `unsupported-runtime`.
+#[test]
+fn attr_stdlib_pythons() {
+    let paths = require_root!();
+    let pyenv = std::env::var("PYENV_ROOT").unwrap_or_else(|_| {
+        format!(
+            "{}/.pyenv",
+            std::env::var("HOME").unwrap_or_else(|_| "/root".into())
+        )
+    });
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let pythons: [(&'static str, Expect); 6] = [
+        (
+            leak(format!("{pyenv}/versions/3.11.7/bin/python3.11")),
+            Expect::Exact,
+        ),
+        ("/usr/bin/python3.11", Expect::Exact),
+        (
+            leak(format!("{pyenv}/versions/3.12.1/bin/python3.12")),
+            Expect::Exact,
+        ),
+        (
+            leak(format!("{pyenv}/versions/3.13.0/bin/python3.13")),
+            Expect::Exact,
+        ),
+        (
+            leak(format!("{pyenv}/versions/3.10.13/bin/python3.10")),
+            Expect::Unsupported,
+        ),
+        (
+            leak(format!("{pyenv}/versions/3.9.18/bin/python3.9")),
+            Expect::Unsupported,
+        ),
+    ];
+    let mut ran = 0;
+    for (python, want) in pythons {
+        if !std::path::Path::new(python).exists() {
+            eprintln!("SKIP {python}: not on this machine");
+            continue;
+        }
+        let name = format!(
+            "attr_stdlib_{}",
+            python.rsplit('/').nth(2).unwrap_or("usr").replace('.', "_")
+        );
+        run(paths.clone(), Server::Stdlib(python), &name, 40, want);
+        ran += 1;
+    }
+    assert!(ran > 0, "no CPython found");
 }

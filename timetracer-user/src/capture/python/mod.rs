@@ -40,6 +40,8 @@ pub struct Offsets {
     pub tstate_native_thread_id: i64,
     pub tstate_context: i64,
     pub context_vars: i64,
+    /// `PyContext.ctx_entered` (an `int`, non-zero while the context is entered).
+    pub context_entered: i64,
     pub task_coro: i64,
     pub task_context: i64,
     pub coro_qualname: i64,
@@ -243,7 +245,7 @@ pub fn discover(pid: u32) -> Discovery {
         task_context: off.task_context as u32,
         coro_qualname: off.coro_qualname as u32,
         unicode_ascii_data: off.unicode_ascii_data as u32,
-        flags: 0,
+        context_entered: off.context_entered as u32,
     };
     match self_check(pid, &proc, &off) {
         Ok(()) => {}
