@@ -26,7 +26,11 @@ from fastapi.responses import PlainTextResponse
 UP = os.environ["UPSTREAM_URL"].rstrip("/")
 UP_HOST, UP_PORT = UP.split("://", 1)[1].split(":")
 app = FastAPI()
-client = httpx.AsyncClient(base_url=UP, limits=httpx.Limits(max_keepalive_connections=20))
+# No connection limit: a call waiting for a pooled connection would start late (see
+# docs/attribution.md, late_calls).
+client = httpx.AsyncClient(
+    base_url=UP, limits=httpx.Limits(max_connections=None, max_keepalive_connections=20)
+)
 raw_pool = ThreadPoolExecutor(max_workers=2)
 # The loop keeps only weak references to tasks: keep the call_later ones alive.
 LATER = set()

@@ -329,6 +329,8 @@ fn attach(pid: u32, plan: &RecordPlan) -> anyhow::Result<ExitCode> {
     for p in procfs::with_descendants(pid) {
         session.add_process(p, true)?;
     }
+    // The asyncio probes are in place before the caller is told tracing started.
+    session.scan_python();
     eprintln!(
         "timetracer-agent: attached to pid {pid}; writing cassettes to {}; Ctrl-C to stop",
         plan.out.display()
@@ -609,7 +611,10 @@ impl Session {
                         Ok(sites) => {
                             scan.copy_attached = true;
                             scan.done = rt.task_site.is_some();
-                            self.correlator.py.set_runtime(pid, Runtime::Supported);
+                            if !copy_attached {
+                                self.correlator.py.set_runtime(pid, Runtime::Supported);
+                                self.correlator.py.set_probes_on(pid, monotonic_ns());
+                            }
                             tracing::info!(
                                 pid,
                                 version = %rt.version,

@@ -65,7 +65,7 @@ impl Default for CorrelateOptions {
             gap_timeout_ns: 300_000_000,
             grace_ns: 300_000_000,
             max_wait_ns: 3_000_000_000,
-            asyncio_grace_ns: 1_500_000_000,
+            asyncio_grace_ns: 3_000_000_000,
         }
     }
 }
@@ -189,6 +189,9 @@ pub struct Correlator {
     mono_to_unix_ns: i128,
     /// The attribution engine of CPython processes (issue #7).
     pub py: python::PyEngine,
+    /// Python processes: per server connection, the parser index of its first request whose
+    /// head arrived after the probes were effective (the engine's claim 0).
+    py_base: HashMap<u64, u64>,
     /// Counters shared with the status line and the cassette footer.
     pub counters: Counters,
 }
@@ -236,6 +239,7 @@ impl Correlator {
             closed_db: VecDeque::new(),
             mono_to_unix_ns: mono_to_unix_offset(),
             py: python::PyEngine::default(),
+            py_base: HashMap::new(),
             counters,
         }
     }
@@ -571,6 +575,14 @@ impl Correlator {
     fn on_http(&mut self, facts: &ConnFacts, side: Side, connect_ns: u64, e: HttpEvent) {
         match (side, e) {
             (Side::Server, HttpEvent::RequestHead { index, mark, .. }) => {
+                // Claim 0 of a connection accepted while tracing is its first request; on a
+                // connection open before the attach, the first whose head arrived after the
+                // probes became effective.
+                if self.py.runtime(facts.pid).is_some()
+                    && (!facts.preexisting || mark.ts_ns >= self.py.probes_on(facts.pid))
+                {
+                    self.py_base.entry(facts.conn_id).or_insert(index);
+                }
                 self.inbound.push_back(Inbound {
                     tgid: facts.pid,
                     conn_id: facts.conn_id,
@@ -845,6 +857,34 @@ impl Correlator {
                     index,
                     evidence,
                 } => {
+                    // asyncio claims count the requests since the probes were effective.
+                    let index = if evidence == "asyncio" {
+                        match self.py_base.get(&conn) {
+                            Some(b) => b + index,
+                            None => {
+                                k += 1; // the request's head is not parsed yet
+                                continue;
+                            }
+                        }
+                    } else {
+                        index
+                    };
+                    // A thread-rule decision about a request that started before the probes
+                    // (attach): the thread might have been an event loop's.
+                    let t_on = self.py.probes_on(tgid);
+                    if evidence != "asyncio"
+                        && t_on != 0
+                        && self
+                            .inbound
+                            .iter()
+                            .any(|r| r.conn_id == conn && r.index == index && r.start_ns < t_on)
+                    {
+                        self.outbound[k].decision = Some(python::Decision::Ambiguous {
+                            reason: "before-probes",
+                            background: false,
+                        });
+                        continue;
+                    }
                     let open = self
                         .inbound
                         .iter()
@@ -864,7 +904,22 @@ impl Correlator {
                                 self.inbound[j].deps.push(d);
                             }
                         }
-                        None => self.counters.inc_named("late_calls"),
+                        None => {
+                            let end = self
+                                .inbound
+                                .iter()
+                                .find(|r| r.conn_id == conn && r.index == index)
+                                .and_then(|r| r.end_ns);
+                            tracing::info!(
+                                conn,
+                                index,
+                                call_start_ns = o.start_ns,
+                                request_end_ns = ?end,
+                                now_ns,
+                                "Call decided for a request already written (late_calls)"
+                            );
+                            self.counters.inc_named("late_calls");
+                        }
                     }
                 }
                 python::Decision::Ambiguous {
@@ -974,6 +1029,9 @@ impl Correlator {
             .add_named("background_calls", (before - self.outbound.len()) as u64);
         self.stdio.retain(|w| w.ts_ns >= horizon);
         self.py.gc(horizon);
+        let (conns, inbound) = (&self.conns, &self.inbound);
+        self.py_base
+            .retain(|id, _| conns.contains_key(id) || inbound.iter().any(|r| r.conn_id == *id));
         while let Some(&(id, ts)) = self.closed_db.front() {
             if ts >= horizon {
                 break;

@@ -94,6 +94,9 @@ enum ThreadEv {
 #[derive(Default)]
 struct Proc {
     runtime: Option<Runtime>,
+    /// When the probes became effective (monotonic ns): tasks and contexts created before
+    /// are unknown.
+    probes_on: u64,
     contexts: HashMap<u64, Owner>,
     /// Next unclaimed request index per server connection.
     claims: HashMap<u64, u64>,
@@ -131,6 +134,17 @@ impl PyEngine {
     /// What the agent found about `pid`'s runtime.
     pub fn set_runtime(&mut self, pid: u32, rt: Runtime) {
         self.procs.entry(pid).or_default().runtime = Some(rt);
+    }
+
+    /// The probes of `pid` are effective from `ts` (monotonic ns) on.
+    pub fn set_probes_on(&mut self, pid: u32, ts: u64) {
+        self.procs.entry(pid).or_default().probes_on = ts;
+    }
+
+    /// When the probes of `pid` became effective (0: unknown or from its start).
+    #[must_use]
+    pub fn probes_on(&self, pid: u32) -> u64 {
+        self.procs.get(&pid).map_or(0, |p| p.probes_on)
     }
 
     /// The runtime state of `pid`, `None` when it is not a CPython.
@@ -295,12 +309,22 @@ impl PyEngine {
                 .filter(|(s, _)| ts - s < 50_000_000)
                 .map(|(_, st)| *st)
         });
-        if let Some(Stamp::Request((conn, index))) = stamp {
-            return Decision::Exact {
-                conn,
-                index,
-                evidence: "asyncio",
-            };
+        match stamp {
+            Some(Stamp::Request((conn, index))) => {
+                return Decision::Exact {
+                    conn,
+                    index,
+                    evidence: "asyncio",
+                };
+            }
+            // Written before the probes were effective (attach to a running process).
+            None => {
+                return Decision::Ambiguous {
+                    reason: "before-probes",
+                    background: false,
+                };
+            }
+            Some(_) => {}
         }
         if p.loop_threads.contains(&tid) {
             // An event-loop thread outside any request's context: startup, lifespan, a
@@ -494,6 +518,9 @@ mod tests {
         e.on_response_start(1, t3, c, 1, 60);
         e.on_response_end(1, t3, c, 1, 61);
         e.on_server_read(1, t2, c, 80);
+        for (tid, ts) in [(t2, 20), (t3, 50), (t2, 40), (9, 40), (t3, 70)] {
+            e.on_stamp(1, tid, ts, 0, 1, false);
+        }
         let now = 100;
         assert_eq!(e.decide(1, t2, 20, now), exact(c, 0, "thread"));
         assert_eq!(e.decide(1, t3, 50, now), exact(c, 1, "thread"));
@@ -537,6 +564,19 @@ mod tests {
         };
         assert_eq!(e.decide(1, 42, 20, 30), pool);
         assert_eq!(e.decide(1, 42, 21, 30), pool);
+    }
+
+    /// No stamp: the write happened before the probes were effective (attach).
+    #[test]
+    fn unstamped_writes_are_before_probes() {
+        let e = engine();
+        assert_eq!(
+            e.decide(1, T, 5, 10),
+            Decision::Ambiguous {
+                reason: "before-probes",
+                background: false
+            }
+        );
     }
 
     #[test]

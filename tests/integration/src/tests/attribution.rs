@@ -413,7 +413,7 @@ fn run(paths: crate::util::Paths, server: Server, name: &str, total: usize, want
     });
     let started = std::time::Instant::now();
     // Let BackgroundTasks / call_later calls finish and the agent finalize.
-    thread::sleep(Duration::from_millis(2000));
+    thread::sleep(Duration::from_millis(3000));
     h.stop_agent();
     let agent_err = h
         .agent
