@@ -62,7 +62,7 @@ enum Session {
     /// Requests one after the other on one keep-alive connection (1 = single request).
     Seq(Vec<Call>),
     /// Two requests written in one `write`.
-    Pipelined(Call, Call),
+    Pipelined(Box<(Call, Call)>),
 }
 
 struct Rng(u64);
@@ -132,7 +132,7 @@ fn make_call(server: Server, rid: String, rng: &mut Rng, kind: u64) -> Call {
 fn plan(server: Server, total: usize, rng: &mut Rng) -> Vec<Session> {
     let mut sessions = Vec::new();
     let mut n = 0;
-    let mut next_call = |rng: &mut Rng, n: &mut usize| {
+    let next_call = |rng: &mut Rng, n: &mut usize| {
         *n += 1;
         // A few raw-executor calls, ~10 % sync endpoints, the rest async with random extras.
         let kind = if *n % 40 == 7 { 0 } else { 1 + rng.below(10) };
@@ -180,7 +180,7 @@ fn plan(server: Server, total: usize, rng: &mut Rng) -> Vec<Session> {
             2 => {
                 let a = next_call(rng, &mut n);
                 let b = next_call(rng, &mut n);
-                sessions.push(Session::Pipelined(a, b));
+                sessions.push(Session::Pipelined(Box::new((a, b))));
             }
             _ => sessions.push(Session::Seq(vec![next_call(rng, &mut n)])),
         }
@@ -246,7 +246,7 @@ fn run_session(port: u16, s: &Session, think: u64) -> Result<(), String> {
             }
             return Ok(());
         }
-        Session::Pipelined(a, b) => vec![a, b],
+        Session::Pipelined(p) => vec![&p.0, &p.1],
     };
     let mut both = request_bytes(calls[0]);
     both.extend(request_bytes(calls[1]));
@@ -381,7 +381,7 @@ fn run(paths: crate::util::Paths, server: Server, name: &str, total: usize, want
         .iter()
         .flat_map(|s| match s {
             Session::Seq(v) => v.clone(),
-            Session::Pipelined(a, b) => vec![a.clone(), b.clone()],
+            Session::Pipelined(p) => vec![p.0.clone(), p.1.clone()],
         })
         .collect();
     let queue = Arc::new(Mutex::new(sessions));
