@@ -386,6 +386,13 @@ impl Correlator {
                     tid: h.tid,
                 };
                 let egress = h.dir == DIR_EGRESS;
+                if !egress
+                    && let Some(id) = self.ssl_conns.get(&key)
+                    && self.conns.get(id).is_some_and(|c| c.side == Side::Server)
+                {
+                    // A request read through TLS: the server read the asyncio engine needs.
+                    self.py.on_server_read(h.tgid, h.tid, *id, h.ts_ns);
+                }
                 match self
                     .ssl_conns
                     .get(&key)

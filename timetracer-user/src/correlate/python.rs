@@ -28,6 +28,9 @@ use std::collections::{HashMap, HashSet, VecDeque};
 /// Coroutine qualnames that start one inbound request.
 const KNOWN_ROOTS: &[&str] = &["RequestResponseCycle.run_asgi"];
 
+/// Root of a request whose connection could not be told (no server read seen on its thread).
+const UNKNOWN_CONN: u64 = u64::MAX;
+
 /// How long a thread-held message may wait for its thread's next server event.
 const THREAD_HOLD_NS: u64 = 2_000_000_000;
 
@@ -215,12 +218,14 @@ impl PyEngine {
             {
                 r.1 = true;
             }
-            conn.map(|c| {
+            // A root whose connection is unknown still marks its tree as a request's, so its
+            // calls are flagged rather than counted as background.
+            Some(conn.map_or((UNKNOWN_CONN, 0), |c| {
                 let n = p.claims.entry(c).or_insert(0);
                 let idx = *n;
                 *n += 1;
                 (c, idx)
-            })
+            }))
         } else {
             parent.and_then(|o| o.root)
         };
@@ -310,6 +315,12 @@ impl PyEngine {
                 .map(|(_, st)| *st)
         });
         match stamp {
+            Some(Stamp::Request((UNKNOWN_CONN, _))) => {
+                return Decision::Ambiguous {
+                    reason: "unknown-connection",
+                    background: false,
+                };
+            }
             Some(Stamp::Request((conn, index))) => {
                 return Decision::Exact {
                     conn,
