@@ -2,7 +2,7 @@
 # Regenerates timetracer-user/src/capture/python/offsets.rs from the DWARF of CPython builds
 # (pyenv builds carry -g). Usage: tools/pyoffsets/gen.sh [PREFIX...]  (default: every
 # ~/.pyenv/versions/3.{9..13}.*). Needs gdb. The output is checked in; rerun and diff when a
-# new minor version is added.
+# new minor version is added (then `cargo fmt`; a whitespace-insensitive diff must be empty).
 set -eu
 prefixes="$*"
 [ -n "$prefixes" ] || prefixes=$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.9.* "${PYENV_ROOT:-$HOME/.pyenv}"/versions/3.1[0-3].* 2>/dev/null | sort -V)
