@@ -60,6 +60,18 @@ pub enum Kind {
     /// `SSL*`, `fd` the socket, `dir` the socket's role. From now on the socket's ciphertext is
     /// not copied.
     TlsBind = 10,
+    /// Python attribution stamp, emitted right before the data records of an outbound socket
+    /// write of a CPython process: `pos` holds the thread's current `contextvars` context
+    /// (`PyThreadState->context`, 0 when none), `total` the `PyThreadState*` (0 when the thread
+    /// state was not found), `conn_id`/`fd` the socket.
+    PyStamp = 11,
+    /// An asyncio task was created (`_asyncio.Task.__init__` returned 0); followed by `len`
+    /// bytes of the coroutine's `__qualname__`. `conn_id` holds the `TaskObj*`, `pos` the task's
+    /// own context (`task->task_context`), `total` the context current at `__init__` entry.
+    PyTask = 12,
+    /// `PyContext_CopyCurrent` returned: `conn_id` holds the new `PyContext*`, `pos` the
+    /// context that was current (the one copied).
+    PyCopy = 13,
 }
 
 impl Kind {
@@ -77,6 +89,9 @@ impl Kind {
             8 => Self::Stdio,
             9 => Self::TlsData,
             10 => Self::TlsBind,
+            11 => Self::PyStamp,
+            12 => Self::PyTask,
+            13 => Self::PyCopy,
             _ => return None,
         })
     }
@@ -285,6 +300,107 @@ impl Default for Config {
     }
 }
 
+/// Name of the map of CPython processes whose asyncio contexts are followed (tgid -> [`PyProc`]).
+pub const MAP_PY_PROCS: &str = "PY_PROCS";
+/// Name of the per-CPU counters of the Python probes (index = [`PyHit`] as u32).
+pub const MAP_PY_HITS: &str = "PY_HITS";
+/// Longest coroutine qualname copied into a [`PyTaskRecord`].
+pub const PY_QUALNAME: usize = 64;
+/// Most thread states walked when looking for the current thread's `PyThreadState`.
+pub const PY_MAX_THREADS: u32 = 256;
+
+/// Per-process description of a CPython runtime, filled by the agent after discovery
+/// (`timetracer-user/src/capture/python`). Addresses are the process' virtual addresses;
+/// offsets come from the per-version table generated from DWARF.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PyProc {
+    /// Address of `_PyRuntime`.
+    pub runtime: u64,
+    /// Address of `PyCoro_Type` (a task's coroutine is checked against it before its
+    /// `__qualname__` is read), or 0.
+    pub coro_type: u64,
+    /// `_PyRuntimeState.interpreters.head`.
+    pub runtime_interpreters_head: u32,
+    /// `PyInterpreterState.threads.head`.
+    pub interp_threads_head: u32,
+    /// `PyThreadState.next`.
+    pub tstate_next: u32,
+    /// `PyThreadState.native_thread_id`.
+    pub tstate_native_thread_id: u32,
+    /// `PyThreadState.context`.
+    pub tstate_context: u32,
+    /// `TaskObj.task_coro`.
+    pub task_coro: u32,
+    /// `TaskObj.task_context`.
+    pub task_context: u32,
+    /// `PyCoroObject.cr_qualname`.
+    pub coro_qualname: u32,
+    /// `sizeof(PyASCIIObject)`: where a compact ASCII string's characters start.
+    pub unicode_ascii_data: u32,
+    /// `PyContext.ctx_entered`: a thread's own base context (created lazily, never entered)
+    /// is never a request's context, whatever was at its address before.
+    pub context_entered: u32,
+}
+
+/// `EventHeader::flags` of [`Kind::PyStamp`], [`Kind::PyCopy`] and [`Kind::PyTask`]: the
+/// (current / copied / creating) context is entered (`ctx_entered != 0`). A context that is not
+/// entered is a thread's base context and is never owned by a request.
+pub const PY_CTX_ENTERED: u32 = 4;
+
+/// Counters of the Python probes (per-CPU array `PY_HITS`).
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PyHit {
+    /// `_asyncio.Task.__init__` entry probe hits.
+    TaskEntry = 0,
+    /// `_asyncio.Task.__init__` return probe hits.
+    TaskReturn = 1,
+    /// `PyContext_CopyCurrent` return probe hits.
+    CopyReturn = 2,
+    /// Socket writes stamped with a context.
+    Stamps = 3,
+    /// Thread-state list walks (cache misses).
+    Walks = 4,
+    /// Stamps whose thread state was not found.
+    NoTstate = 5,
+}
+
+/// Number of slots in `PY_HITS`.
+pub const PY_HIT_SLOTS: u32 = 6;
+
+impl PyHit {
+    /// Every counter, in slot order.
+    pub const ALL: [Self; 6] = [
+        Self::TaskEntry,
+        Self::TaskReturn,
+        Self::CopyReturn,
+        Self::Stamps,
+        Self::Walks,
+        Self::NoTstate,
+    ];
+    /// Stable name shown to users.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Self::TaskEntry => "py_task_init_entry",
+            Self::TaskReturn => "py_task_init_return",
+            Self::CopyReturn => "py_context_copy_return",
+            Self::Stamps => "py_stamps",
+            Self::Walks => "py_tstate_walks",
+            Self::NoTstate => "py_stamps_without_tstate",
+        }
+    }
+}
+
+/// A [`Kind::PyTask`] record: header and the coroutine's qualname (`len` bytes used).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct PyTaskRecord {
+    pub header: EventHeader,
+    pub qualname: [u8; PY_QUALNAME],
+}
+
 /// Connection ids the agent assigns to sockets found open at attach time start here,
 /// so they never collide with the kernel's counter.
 pub const PREEXISTING_CONN_ID_BASE: u64 = 1 << 63;
@@ -296,6 +412,8 @@ const _: () = assert!(size_of::<SockState>() == 40);
 const _: () = assert!(size_of::<SmallData>() == 64 + SMALL_CHUNK);
 const _: () = assert!(size_of::<LargeData>() == 64 + LARGE_CHUNK);
 const _: () = assert!(size_of::<Config>() == 16);
+const _: () = assert!(size_of::<PyProc>() == 56);
+const _: () = assert!(size_of::<PyTaskRecord>() == 64 + PY_QUALNAME);
 
 /// Replay (`timetracer-replay` object): map of redirect rules ([`DestKey`] -> [`Rule`]).
 pub const MAP_REPLAY_RULES: &str = "RULES";
@@ -377,6 +495,7 @@ mod pod {
     unsafe impl aya::Pod for super::DestKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Rule {}
+    unsafe impl aya::Pod for super::PyProc {}
 }
 
 /// A decoded ring-buffer record, borrowing its payload.
@@ -476,7 +595,7 @@ pub fn decode(b: &[u8]) -> Result<Decoded<'_>, DecodeError> {
     let header = EventHeader::from_bytes(b)?;
     let kind = Kind::from_u32(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
     match kind {
-        Kind::Data | Kind::Stdio | Kind::DataLost | Kind::TlsData => {
+        Kind::Data | Kind::Stdio | Kind::DataLost | Kind::TlsData | Kind::PyTask => {
             let need = 64 + header.len as usize;
             if b.len() < need {
                 return Err(DecodeError::Short {
@@ -506,6 +625,8 @@ pub fn decode(b: &[u8]) -> Result<Decoded<'_>, DecodeError> {
             };
             Ok(Decoded::Conn { header, addr: a })
         }
-        Kind::Close | Kind::Fork | Kind::Exit | Kind::TlsBind => Ok(Decoded::Other { header }),
+        Kind::Close | Kind::Fork | Kind::Exit | Kind::TlsBind | Kind::PyStamp | Kind::PyCopy => {
+            Ok(Decoded::Other { header })
+        }
     }
 }

@@ -11,6 +11,7 @@
 use timetracer_ebpf as _;
 
 mod maps;
+mod python;
 mod read;
 mod syscalls;
 mod tls;

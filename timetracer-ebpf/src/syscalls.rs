@@ -341,6 +341,11 @@ fn on_data_exit(id: u64, a: &Args, r: i64) {
             unsafe { *p = pos + total };
             // SAFETY: as above.
             let conn_id = unsafe { (*s).conn_id };
+            // SAFETY: as above.
+            if egress && unsafe { (*s).role } == ROLE_CLIENT {
+                // Python processes: which asyncio context wrote this (issue #7).
+                crate::python::stamp(id, conn_id, a.fd);
+            }
             (
                 Kind::Data,
                 conn_id,

@@ -216,6 +216,10 @@ pub(crate) fn ssl_exit(ctx: RetProbeContext) -> u32 {
         n as i64,
         0,
     );
+    if egress {
+        // Python processes: which asyncio context wrote this (issue #7).
+        crate::python::stamp(id, call.ssl, fd);
+    }
     emit_payload(
         h,
         Source::Buf(call.buf),

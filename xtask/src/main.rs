@@ -39,6 +39,10 @@ enum Cmd {
         /// Also run the end-to-end tests listed as known failing.
         #[arg(long)]
         all: bool,
+        /// Long runs: thousands of requests per configuration in the attribution tests
+        /// (`TIMETRACER_ATTR_REQUESTS=3000`; the default keeps CI within minutes).
+        #[arg(long)]
+        long: bool,
         /// Extra arguments for the end-to-end test filter.
         filter: Option<String>,
     },
@@ -60,8 +64,9 @@ fn main() -> ExitCode {
         Cmd::Test {
             host_only,
             all,
+            long,
             filter,
-        } => test(host_only, all, filter.as_deref()),
+        } => test(host_only, all, long, filter.as_deref()),
         Cmd::Demo => demo(),
         Cmd::Bench(args) => bench::run(&args),
         Cmd::BenchServe(args) => bench::load::serve(&args),
@@ -268,7 +273,7 @@ fn build() -> Result<()> {
     Ok(())
 }
 
-fn test(host_only: bool, all: bool, filter: Option<&str>) -> Result<()> {
+fn test(host_only: bool, all: bool, long: bool, filter: Option<&str>) -> Result<()> {
     if host_only {
         return run(Command::new("cargo")
             .current_dir(root())
@@ -326,6 +331,9 @@ fn test(host_only: bool, all: bool, filter: Option<&str>) -> Result<()> {
             root().join("target/release/timetracer-agent"),
         )
         .env("TIMETRACER_CLI", root().join("target/release/timetracer"));
+    if long {
+        cmd.env("TIMETRACER_ATTR_REQUESTS", "3000");
+    }
     if is_root() {
         cmd.env("TIMETRACER_REQUIRE_PRIVILEGED", "1");
     } else {

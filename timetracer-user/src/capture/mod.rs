@@ -5,6 +5,7 @@
 //! costs ~2.5 µs on our VMs, see docs/ARCHITECTURE.md), so [`Capture::drain`] is called on a
 //! short timer instead of waiting on epoll.
 pub mod procfs;
+pub mod python;
 pub mod tls;
 
 use std::{
@@ -19,8 +20,9 @@ use aya::{
     programs::{ProgramError, TracePoint, UProbe, uprobe::UProbeScope},
 };
 use timetracer_common::{
-    Config, DROP_SLOTS, Drop, MAP_CONFIG, MAP_DROPS, MAP_EVENTS, MAP_SOCKS, MAP_TARGETS,
-    PREEXISTING_CONN_ID_BASE, ROLE_CLIENT, ROLE_SERVER, SockState,
+    Config, DROP_SLOTS, Drop, MAP_CONFIG, MAP_DROPS, MAP_EVENTS, MAP_PY_HITS, MAP_PY_PROCS,
+    MAP_SOCKS, MAP_TARGETS, PREEXISTING_CONN_ID_BASE, PY_HIT_SLOTS, PyHit, PyProc, ROLE_CLIENT,
+    ROLE_SERVER, SockState,
 };
 
 /// The compiled kernel object (empty when built without eBPF, see build.rs).
@@ -129,6 +131,9 @@ const UPROBES: &[&str] = &[
     "ssl_write_ex_enter",
     "ssl_write_enter",
     "ssl_exit",
+    "py_task_init",
+    "py_task_init_ret",
+    "py_ctx_copy_ret",
 ];
 
 /// What happened when a process' OpenSSL libraries were looked at.
@@ -411,6 +416,81 @@ impl Capture {
             n += 1;
         }
         n
+    }
+
+    /// Attaches the asyncio probes of issue #7 to `pid` (scoped to it) and then tells the kernel
+    /// to stamp its socket writes. Returns the sites attached, or why not.
+    pub fn attach_python(&mut self, pid: u32, rt: &python::Runtime) -> Result<Vec<String>, String> {
+        let scope = UProbeScope::OneProcess(
+            std::num::NonZeroU32::new(pid).ok_or_else(|| "pid 0".to_owned())?,
+        );
+        // `copy_site.offset == u64::MAX`: attached before, only the task probe is new.
+        let mut sites = Vec::new();
+        if rt.copy_site.offset != u64::MAX {
+            sites.push((
+                "py_ctx_copy_ret",
+                &rt.copy_site,
+                "PyContext_CopyCurrent (return)",
+            ));
+        }
+        if let Some(t) = &rt.task_site {
+            sites.push(("py_task_init", t, "_asyncio.Task.__init__ (entry)"));
+            sites.push(("py_task_init_ret", t, "_asyncio.Task.__init__ (return)"));
+        }
+        let mut done = Vec::new();
+        for (prog, site, what) in sites {
+            let p: &mut UProbe = self
+                .ebpf
+                .program_mut(prog)
+                .and_then(|p| <&mut UProbe>::try_from(p).ok())
+                .ok_or_else(|| format!("program {prog} missing (stale build)"))?;
+            p.attach(site.offset, &site.path, scope).map_err(|e| {
+                format!(
+                    "attaching {what} at {}:{:#x} failed: {e}",
+                    site.path.display(),
+                    site.offset
+                )
+            })?;
+            done.push(format!(
+                "{what} at {:#x} ({}{})",
+                site.offset,
+                site.how,
+                if site.emulated {
+                    ", emulated"
+                } else {
+                    ", single-stepped"
+                }
+            ));
+        }
+        let map = self
+            .ebpf
+            .map_mut(MAP_PY_PROCS)
+            .ok_or_else(|| "map PY_PROCS missing (stale build)".to_owned())?;
+        let mut m: HashMap<_, u32, PyProc> = HashMap::try_from(map).map_err(|e| e.to_string())?;
+        m.insert(pid, rt.proc, 0).map_err(|e| e.to_string())?;
+        Ok(done)
+    }
+
+    /// Python probe counters summed over CPUs: (name, count).
+    pub fn py_hits(&mut self) -> Vec<(&'static str, u64)> {
+        let Some(map) = self.ebpf.map_mut(MAP_PY_HITS) else {
+            return Vec::new();
+        };
+        let Ok(arr) = PerCpuArray::<_, u64>::try_from(map) else {
+            return Vec::new();
+        };
+        PyHit::ALL
+            .iter()
+            .filter(|h| (**h as u32) < PY_HIT_SLOTS)
+            .map(|h| {
+                (
+                    h.name(),
+                    arr.get(&(*h as u32), 0)
+                        .map(|v| v.iter().sum())
+                        .unwrap_or(0),
+                )
+            })
+            .collect()
     }
 
     /// Kernel drop counters summed over CPUs: (reason, events, bytes).

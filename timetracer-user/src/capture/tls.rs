@@ -282,7 +282,7 @@ fn call_target_after_prologue(data: &[u8], f: Func) -> Option<u64> {
 
 /// True when the instruction at file offset `off` is one x86 uprobes emulate instead of
 /// single-stepping: `push %reg` (50–57, 41 50–57), `nop`, `call`, `jmp`.
-fn first_insn_emulated(data: &[u8], off: u64) -> bool {
+pub(crate) fn first_insn_emulated(data: &[u8], off: u64) -> bool {
     let Some(b) = usize::try_from(off).ok().and_then(|o| data.get(o..o + 2)) else {
         return false;
     };

@@ -340,6 +340,8 @@ fn attach(pid: u32, plan: &RecordPlan) -> anyhow::Result<ExitCode> {
     for p in procfs::with_descendants(pid) {
         session.add_process(p, true)?;
     }
+    // The asyncio probes are in place before the caller is told tracing started.
+    session.scan_python();
     eprintln!(
         "timetracer-agent: attached to pid {pid}; writing cassettes to {}; Ctrl-C to stop",
         plan.out.display()
@@ -472,6 +474,21 @@ struct Session {
     tty: bool,
     /// The live view's feed (`top`, `attach --tui`).
     live: Option<LiveFeed>,
+    /// CPython discovery per process (issue #7).
+    py_scans: std::collections::HashMap<u32, PyScan>,
+}
+
+/// Where CPython discovery stands for one process.
+struct PyScan {
+    /// The executable it was done for (a launched child is looked at before its `exec`).
+    exe: PathBuf,
+    /// Settled (probes attached, unsupported, or not a CPython).
+    done: bool,
+    /// The copy probe and `PY_PROCS` are in place; only the task probe is missing.
+    copy_attached: bool,
+    last: Instant,
+    /// When discovery started for this executable (pending gives up after 10 s).
+    first: Instant,
 }
 
 /// Where a session sends live updates.
@@ -515,6 +532,7 @@ impl Session {
             started: Instant::now(),
             tty: std::io::stderr().is_terminal(),
             live: None,
+            py_scans: std::collections::HashMap::new(),
         })
     }
 
@@ -539,6 +557,95 @@ impl Session {
                     }
                 }
             }
+        }
+    }
+
+    /// Finds the CPython runtime of traced processes and attaches the asyncio probes (issue
+    /// #7). Cheap when nothing changed: one `readlink` per process.
+    fn scan_python(&mut self) {
+        use crate::capture::python::{Discovery, discover};
+        use crate::correlate::python::Runtime;
+        for pid in self.correlator.pids() {
+            let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
+                continue;
+            };
+            if let Some(s) = self.py_scans.get(&pid)
+                && s.exe == exe
+                && (s.done || s.last.elapsed() < Duration::from_millis(50))
+            {
+                continue;
+            }
+            let prev = self.py_scans.get(&pid).filter(|s| s.exe == exe);
+            let copy_attached = prev.is_some_and(|s| s.copy_attached);
+            let first = prev.map_or_else(Instant::now, |s| s.first);
+            let mut scan = PyScan {
+                exe: exe.clone(),
+                done: true,
+                copy_attached,
+                last: Instant::now(),
+                first,
+            };
+            let found = match discover(pid) {
+                Discovery::Pending(why) if first.elapsed() > Duration::from_secs(10) => {
+                    Discovery::Unsupported {
+                        version: "?".into(),
+                        reason: format!("runtime not usable after 10 s: {why}"),
+                    }
+                }
+                d => d,
+            };
+            match found {
+                Discovery::NotPython => {}
+                Discovery::Pending(why) => {
+                    tracing::debug!(pid, %why, "CPython not ready yet");
+                    self.correlator.py.set_runtime(pid, Runtime::Pending);
+                    scan.done = false;
+                }
+                Discovery::Unsupported { version, reason } => {
+                    self.correlator.py.set_runtime(pid, Runtime::Unsupported);
+                    let msg = format!(
+                        "pid {pid}: CPython {version}: unsupported-runtime: {reason}; its dependency calls are flagged ambiguous, not attributed"
+                    );
+                    if self.live.is_some() {
+                        tracing::warn!("{msg}");
+                    } else {
+                        eprintln!("\ntimetracer-agent: {msg}");
+                    }
+                }
+                Discovery::Supported(rt) => {
+                    let mut rt = *rt;
+                    if copy_attached {
+                        // Only the task probe was missing.
+                        rt.copy_site.offset = u64::MAX;
+                    }
+                    match self.capture.attach_python(pid, &rt) {
+                        Ok(sites) => {
+                            scan.copy_attached = true;
+                            scan.done = rt.task_site.is_some();
+                            if !copy_attached {
+                                self.correlator.py.set_runtime(pid, Runtime::Supported);
+                                self.correlator.py.set_probes_on(pid, monotonic_ns());
+                            }
+                            tracing::info!(
+                                pid,
+                                version = %rt.version,
+                                interpreter = %rt.interpreter.display(),
+                                ?sites,
+                                task_missing = ?rt.task_missing,
+                                "CPython asyncio attribution on"
+                            );
+                        }
+                        Err(e) => {
+                            self.correlator.py.set_runtime(pid, Runtime::Unsupported);
+                            eprintln!(
+                                "\ntimetracer-agent: pid {pid}: CPython {}: unsupported-runtime: {e}; its dependency calls are flagged ambiguous",
+                                rt.version
+                            );
+                        }
+                    }
+                }
+            }
+            self.py_scans.insert(pid, scan);
         }
     }
 
@@ -578,6 +685,7 @@ impl Session {
                 last_tls_scan = Some(Instant::now());
                 self.scan_tls();
             }
+            self.scan_python();
             let stop = STOP.load(Ordering::SeqCst);
             let finished = done();
             self.step();
@@ -711,9 +819,29 @@ impl Session {
                 lost.join(", ")
             }
         );
+        let py: Vec<String> = self
+            .capture
+            .py_hits()
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(k, n)| format!("{k}={n}"))
+            .collect();
+        if !py.is_empty() {
+            let _ = writeln!(
+                err,
+                "timetracer-agent: python probes: {}, tasks={} roots={} copies={} stamps={}",
+                py.join(", "),
+                self.correlator.py.tasks,
+                self.correlator.py.roots,
+                self.correlator.py.copies,
+                self.correlator.py.stamps,
+            );
+        }
         let snap = self.counters.snapshot();
         let interesting: Vec<String> = [
             "background_calls",
+            "late_calls",
+            "ambiguous_unpinned_calls",
             "sendfile_bytes",
             "db_calls",
             "tls_connections",

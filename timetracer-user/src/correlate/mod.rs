@@ -16,6 +16,7 @@
 //! Calls are assigned by the *request* bytes' writer (thread, time); responses are paired to
 //! requests by protocol order on the connection, never by who read them.
 pub mod model;
+pub mod python;
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -53,6 +54,8 @@ pub struct CorrelateOptions {
     pub grace_ns: u64,
     /// Longest extra wait for outbound calls still in flight that started inside the request.
     pub max_wait_ns: u64,
+    /// Grace period of requests served by asyncio tasks (post-response work).
+    pub asyncio_grace_ns: u64,
 }
 
 impl Default for CorrelateOptions {
@@ -62,6 +65,7 @@ impl Default for CorrelateOptions {
             gap_timeout_ns: 300_000_000,
             grace_ns: 300_000_000,
             max_wait_ns: 3_000_000_000,
+            asyncio_grace_ns: 3_000_000_000,
         }
     }
 }
@@ -148,6 +152,8 @@ struct Outbound {
     db: Option<Box<DbCall>>,
     facts: ConnFacts,
     connect_ns: u64,
+    /// Python processes: the engine's decision (final unless `Wait`).
+    decision: Option<python::Decision>,
 }
 
 impl Outbound {
@@ -181,6 +187,11 @@ pub struct Correlator {
     /// TLS plaintext of an `SSL*` not tied to a socket yet, per (tgid, `SSL*`).
     pending_tls: HashMap<(u32, u64), Vec<(bool, Chunk)>>,
     mono_to_unix_ns: i128,
+    /// The attribution engine of CPython processes (issue #7).
+    pub py: python::PyEngine,
+    /// Python processes: per server connection, the parser index of its first request whose
+    /// head arrived after the probes were effective (the engine's claim 0).
+    py_base: HashMap<u64, u64>,
     /// Counters shared with the status line and the cassette footer.
     pub counters: Counters,
 }
@@ -227,6 +238,8 @@ impl Correlator {
             db_sessions: HashMap::new(),
             closed_db: VecDeque::new(),
             mono_to_unix_ns: mono_to_unix_offset(),
+            py: python::PyEngine::default(),
+            py_base: HashMap::new(),
             counters,
         }
     }
@@ -311,6 +324,20 @@ impl Correlator {
             Decoded::Other { header } => match Kind::from_u32(header.kind) {
                 Some(Kind::Close) => self.close_conn(header.conn_id, header.ts_ns),
                 Some(Kind::TlsBind) => self.on_tls_bind(&header),
+                Some(Kind::PyStamp) => self.py.on_stamp(
+                    header.tgid,
+                    header.tid,
+                    header.ts_ns,
+                    header.pos,
+                    header.total as u64,
+                    header.flags & timetracer_common::PY_CTX_ENTERED != 0,
+                ),
+                Some(Kind::PyCopy) => self.py.on_copy(
+                    header.tgid,
+                    header.conn_id,
+                    header.pos,
+                    header.flags & timetracer_common::PY_CTX_ENTERED != 0,
+                ),
                 Some(Kind::Fork) => {
                     let child = header.conn_id as u32;
                     self.processes
@@ -342,6 +369,13 @@ impl Correlator {
                     c.streams[usize::from(h.dir == DIR_EGRESS)].lost(h.pos, h.total as u64);
                 }
             }
+            Some(Kind::PyTask) => self.py.on_task(
+                h.tgid,
+                h.tid,
+                h.pos,
+                h.total as u64,
+                std::str::from_utf8(payload).unwrap_or(""),
+            ),
             Some(Kind::TlsData) => {
                 self.counters.add_bytes(payload.len() as u64);
                 let key = (h.tgid, h.conn_id);
@@ -352,6 +386,13 @@ impl Correlator {
                     tid: h.tid,
                 };
                 let egress = h.dir == DIR_EGRESS;
+                if !egress
+                    && let Some(id) = self.ssl_conns.get(&key)
+                    && self.conns.get(id).is_some_and(|c| c.side == Side::Server)
+                {
+                    // A request read through TLS: the server read the asyncio engine needs.
+                    self.py.on_server_read(h.tgid, h.tid, *id, h.ts_ns);
+                }
                 match self
                     .ssl_conns
                     .get(&key)
@@ -388,6 +429,9 @@ impl Correlator {
                     self.counters.inc_named("data_unknown_conn");
                     return;
                 };
+                if c.side == Side::Server && h.dir != DIR_EGRESS {
+                    self.py.on_server_read(h.tgid, h.tid, h.conn_id, h.ts_ns);
+                }
                 c.streams[usize::from(h.dir == DIR_EGRESS)].push(Chunk {
                     pos: h.pos,
                     data: Bytes::copy_from_slice(payload),
@@ -504,6 +548,7 @@ impl Correlator {
                     db: Some(call),
                     facts: facts.clone(),
                     connect_ns,
+                    decision: None,
                 });
             }
             ConnEvent::Db(DbEvent::Session {
@@ -540,6 +585,14 @@ impl Correlator {
                 // Describe the process now, while it is alive (its cassette may be written
                 // after it exited, when /proc no longer has its command line).
                 let _ = self.process(facts.pid);
+                // Claim 0 of a connection accepted while tracing is its first request; on a
+                // connection open before the attach, the first whose head arrived after the
+                // probes became effective.
+                if self.py.runtime(facts.pid).is_some()
+                    && (!facts.preexisting || mark.ts_ns >= self.py.probes_on(facts.pid))
+                {
+                    self.py_base.entry(facts.conn_id).or_insert(index);
+                }
                 self.inbound.push_back(Inbound {
                     tgid: facts.pid,
                     conn_id: facts.conn_id,
@@ -555,6 +608,8 @@ impl Correlator {
                 });
             }
             (Side::Server, HttpEvent::ResponseStarted { index, mark }) => {
+                self.py
+                    .on_response_start(facts.pid, mark.tid, facts.conn_id, index, mark.ts_ns);
                 if let Some(r) = self.find_inbound(facts.conn_id, index)
                     && !r.tids.contains(&mark.tid)
                 {
@@ -568,6 +623,15 @@ impl Correlator {
                     .map_or(ex.request.last.ts_ns, |r| r.last.ts_ns);
                 let start = ex.request.first.ts_ns;
                 let tid = ex.request.first.tid;
+                if let Some(r) = &ex.response {
+                    self.py.on_response_end(
+                        facts.pid,
+                        r.last.tid,
+                        facts.conn_id,
+                        ex.index,
+                        r.last.ts_ns,
+                    );
+                }
                 let found = self.find_inbound(facts.conn_id, ex.index).is_some();
                 if !found {
                     // The head event was not seen (should not happen); open it now.
@@ -603,6 +667,7 @@ impl Correlator {
                     db: None,
                     facts: facts.clone(),
                     connect_ns,
+                    decision: None,
                 });
             }
             (Side::Client, HttpEvent::Exchange(ex)) => {
@@ -627,6 +692,7 @@ impl Correlator {
                         db: None,
                         facts: facts.clone(),
                         connect_ns,
+                        decision: None,
                     }),
                 }
             }
@@ -646,17 +712,39 @@ impl Correlator {
 
     /// Requests that are ready (grace period over); call after [`Self::pump`].
     pub fn take_ready(&mut self, now_ns: u64) -> Vec<RecordedRequest> {
+        self.route_python(now_ns);
         let mut ready = Vec::new();
         for i in 0..self.inbound.len() {
             let r = &self.inbound[i];
             let Some(end) = r.end_ns else { continue };
-            if r.finalized || now_ns < end.saturating_add(self.opts.grace_ns) {
+            // asyncio requests can do work after their response (BackgroundTasks, call_later)
+            // that a busy event loop runs late: they wait longer (`asyncio_grace_ns`).
+            let grace = if self.py.is_asyncio(r.tgid) {
+                self.opts.asyncio_grace_ns
+            } else {
+                self.opts.grace_ns
+            };
+            if r.finalized || now_ns < end.saturating_add(grace) {
                 continue;
             }
             // Wait (bounded) for outbound calls that started inside this request and have not
             // finished yet.
+            let python = self.py.runtime(r.tgid).is_some();
             let waiting = self.outbound.iter().any(|o| {
-                !o.complete() && o.tgid == r.tgid && o.start_ns >= r.start_ns && o.start_ns <= end
+                if o.tgid != r.tgid {
+                    return false;
+                }
+                if python {
+                    // Calls decided for this request and still in flight, and calls started
+                    // while it was open that are not decided yet.
+                    return match o.decision {
+                        Some(python::Decision::Exact { conn, index, .. }) => {
+                            conn == r.conn_id && index == r.index
+                        }
+                        _ => o.start_ns >= r.start_ns && o.start_ns <= end,
+                    };
+                }
+                !o.complete() && o.start_ns >= r.start_ns && o.start_ns <= end
             });
             if waiting && now_ns < end.saturating_add(self.opts.max_wait_ns) {
                 continue;
@@ -736,35 +824,147 @@ impl Correlator {
         let mut k = 0;
         while k < self.outbound.len() {
             let o = &self.outbound[k];
-            if o.tgid != tgid || !o.complete() || o.start_ns < start || o.start_ns > end {
+            if o.tgid != tgid
+                || !o.complete()
+                || o.start_ns < start
+                || o.start_ns > end
+                || self.py.runtime(o.tgid).is_some()
+            {
                 k += 1;
                 continue;
             }
             let o = self.outbound.remove(k).expect("index checked");
             let (owners, attribution) = decide(&self.inbound, o.tgid, o.tid, o.start_ns);
-            let dep = match (o.exchange, o.db) {
-                (Some(exchange), _) => DepCall {
-                    timings: timings_of(&exchange, o.connect_ns),
-                    kind: DepKind::Http(exchange),
-                    conn: o.facts,
-                    attribution,
-                },
-                (None, Some(call)) => DepCall {
-                    timings: Timings {
-                        request_start_ns: call.request_first.ts_ns,
-                        request_end_ns: call.request_last.ts_ns,
-                        response_start_ns: call.response_first.map_or(0, |m| m.ts_ns),
-                        response_end_ns: call.response_last.map_or(0, |m| m.ts_ns),
-                        connect_ns: o.connect_ns,
-                    },
-                    kind: DepKind::Db(call),
-                    conn: o.facts,
-                    attribution,
-                },
-                (None, None) => continue,
+            let Some(dep) = dep_call(o, attribution) else {
+                continue;
             };
             for j in owners {
                 self.inbound[j].deps.push(dep.clone());
+            }
+        }
+    }
+
+    /// Python processes: hands every complete outbound call whose request is decided to that
+    /// request (or, ambiguous, to every request open when it started; background calls to
+    /// none).
+    fn route_python(&mut self, now_ns: u64) {
+        let mut k = 0;
+        while k < self.outbound.len() {
+            let o = &mut self.outbound[k];
+            if self.py.runtime(o.tgid).is_none() {
+                k += 1;
+                continue;
+            }
+            if matches!(o.decision, None | Some(python::Decision::Wait)) {
+                o.decision = Some(self.py.decide(o.tgid, o.tid, o.start_ns, now_ns));
+            }
+            let decision = o.decision.unwrap_or(python::Decision::Wait);
+            if !o.complete() || decision == python::Decision::Wait {
+                k += 1;
+                continue;
+            }
+            let (tgid, start) = (o.tgid, o.start_ns);
+            match decision {
+                python::Decision::Exact {
+                    conn,
+                    index,
+                    evidence,
+                } => {
+                    // asyncio claims count the requests since the probes were effective.
+                    let index = if evidence == "asyncio" {
+                        match self.py_base.get(&conn) {
+                            Some(b) => b + index,
+                            None => {
+                                k += 1; // the request's head is not parsed yet
+                                continue;
+                            }
+                        }
+                    } else {
+                        index
+                    };
+                    // A thread-rule decision about a request that started before the probes
+                    // (attach): the thread might have been an event loop's.
+                    let t_on = self.py.probes_on(tgid);
+                    if evidence != "asyncio"
+                        && t_on != 0
+                        && self
+                            .inbound
+                            .iter()
+                            .any(|r| r.conn_id == conn && r.index == index && r.start_ns < t_on)
+                    {
+                        self.outbound[k].decision = Some(python::Decision::Ambiguous {
+                            reason: "before-probes",
+                            background: false,
+                        });
+                        continue;
+                    }
+                    let open = self
+                        .inbound
+                        .iter()
+                        .position(|r| r.conn_id == conn && r.index == index && !r.finalized);
+                    let gone = self
+                        .inbound
+                        .iter()
+                        .any(|r| r.conn_id == conn && r.index == index && r.finalized);
+                    if open.is_none() && !gone {
+                        k += 1; // the request's head is not parsed yet
+                        continue;
+                    }
+                    let o = self.outbound.remove(k).expect("index checked");
+                    match open {
+                        Some(j) => {
+                            if let Some(d) = dep_call(o, Attribution::Exact { evidence }) {
+                                self.inbound[j].deps.push(d);
+                            }
+                        }
+                        None => {
+                            let end = self
+                                .inbound
+                                .iter()
+                                .find(|r| r.conn_id == conn && r.index == index)
+                                .and_then(|r| r.end_ns);
+                            tracing::info!(
+                                conn,
+                                index,
+                                call_start_ns = o.start_ns,
+                                request_end_ns = ?end,
+                                now_ns,
+                                "Call decided for a request already written (late_calls)"
+                            );
+                            self.counters.inc_named("late_calls");
+                        }
+                    }
+                }
+                python::Decision::Ambiguous {
+                    background: true, ..
+                } => {
+                    self.outbound.remove(k);
+                    self.counters.inc_named("background_calls");
+                }
+                python::Decision::Ambiguous { reason, .. } => {
+                    let o = self.outbound.remove(k).expect("index checked");
+                    let owners: Vec<usize> = self
+                        .inbound
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, r)| {
+                            r.tgid == tgid
+                                && !r.finalized
+                                && r.start_ns <= start
+                                && r.end_ns.is_none_or(|e| start <= e)
+                        })
+                        .map(|(j, _)| j)
+                        .collect();
+                    if owners.is_empty() {
+                        self.counters.inc_named("ambiguous_unpinned_calls");
+                    }
+                    if let Some(d) = dep_call(o, Attribution::Ambiguous { reason }) {
+                        for j in owners {
+                            self.inbound[j].deps.push(d.clone());
+                        }
+                    }
+                }
+                python::Decision::Wait => k += 1,
             }
         }
     }
@@ -841,6 +1041,10 @@ impl Correlator {
         self.counters
             .add_named("background_calls", (before - self.outbound.len()) as u64);
         self.stdio.retain(|w| w.ts_ns >= horizon);
+        self.py.gc(horizon);
+        let (conns, inbound) = (&self.conns, &self.inbound);
+        self.py_base
+            .retain(|id, _| conns.contains_key(id) || inbound.iter().any(|r| r.conn_id == *id));
         while let Some(&(id, ts)) = self.closed_db.front() {
             if ts >= horizon {
                 break;
@@ -871,6 +1075,31 @@ impl Correlator {
     pub fn open_connections(&self) -> usize {
         self.conns.len()
     }
+}
+
+/// The cassette's view of a finished outbound call.
+fn dep_call(o: Outbound, attribution: Attribution) -> Option<DepCall> {
+    Some(match (o.exchange, o.db) {
+        (Some(exchange), _) => DepCall {
+            timings: timings_of(&exchange, o.connect_ns),
+            kind: DepKind::Http(exchange),
+            conn: o.facts,
+            attribution,
+        },
+        (None, Some(call)) => DepCall {
+            timings: Timings {
+                request_start_ns: call.request_first.ts_ns,
+                request_end_ns: call.request_last.ts_ns,
+                response_start_ns: call.response_first.map_or(0, |m| m.ts_ns),
+                response_end_ns: call.response_last.map_or(0, |m| m.ts_ns),
+                connect_ns: o.connect_ns,
+            },
+            kind: DepKind::Db(call),
+            conn: o.facts,
+            attribution,
+        },
+        (None, None) => return None,
+    })
 }
 
 /// Which inbound requests could have caused an outbound action by thread `tid` of process

@@ -2,6 +2,7 @@
 //! starts its own upstream, app and agent on free ports, so tests never see each other.
 
 mod attach;
+mod attribution;
 mod boom;
 mod browser;
 mod concurrency;

@@ -93,7 +93,7 @@ impl App {
     }
 }
 
-fn gunicorn_has_control_socket(paths: &Paths) -> bool {
+pub(crate) fn gunicorn_has_control_socket(paths: &Paths) -> bool {
     static HAS: OnceLock<bool> = OnceLock::new();
     *HAS.get_or_init(|| {
         Command::new(paths.venv_bin("gunicorn"))
@@ -367,6 +367,13 @@ impl Harness {
 
     /// `timetracer-agent record --out D --max-body N -- <app>`; waits for the app's port.
     pub(crate) fn start_record(&mut self, app: App) {
+        let mut argv = app.argv(&self.paths, self.app_port);
+        argv.extend(self.tls_args(app));
+        self.start_record_argv(argv);
+    }
+
+    /// `timetracer-agent record --out D --max-body N -- <argv>`; waits for `app_port`.
+    pub(crate) fn start_record_argv(&mut self, argv: Vec<OsString>) {
         let mut args: Vec<OsString> = vec![
             "record".into(),
             "--out".into(),
@@ -375,8 +382,7 @@ impl Harness {
             MAX_BODY.to_string().into(),
             "--".into(),
         ];
-        args.extend(app.argv(&self.paths, self.app_port));
-        args.extend(self.tls_args(app));
+        args.extend(argv);
         let mut cmd = util::command(&self.paths.agent, args);
         self.app_env(&mut cmd);
         let agent = ProcGuard::spawn("agent", cmd, &self.root()).expect("spawn agent");

@@ -1,0 +1,697 @@
+//! Issue #7: every outbound call attributed to the inbound request that caused it, under
+//! concurrency, for asyncio (uvicorn × {asyncio, uvloop} × {h11, httptools}, and
+//! `--reset-contextvars`) and threads (gunicorn sync and gthread with keep-alive).
+//!
+//! Ground truth: every dependency call carries the inbound request's own id in its query
+//! (`tests/apps/attr_app.py`, `attr_flask_app.py`). Load: 50 concurrent connections, random
+//! delays in the handlers and random think time in the clients, keep-alive sequences of 2-5
+//! requests, pipelined pairs, a > 64 KiB POST followed by a GET on the same connection.
+//! Pass: precision 100 % (no exact event in a cassette of another request), recall 100 % (every
+//! supported call exact in its own cassette), the raw-executor call (`pool`) only ever
+//! `ambiguous/pool-thread`, and a time-window attribution scored on the same recording makes
+//! mistakes (the test can fail).
+//!
+//! Requests per configuration: `TIMETRACER_ATTR_REQUESTS` (default 150, so the whole set stays
+//! within a few minutes on a 2-core CI machine; `cargo xtask test --long` runs 3000).
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    ffi::OsString,
+    io::{BufRead as _, BufReader, Read as _, Write as _},
+    net::TcpStream,
+    sync::{Arc, Mutex},
+    thread,
+    time::Duration,
+};
+
+use super::scenario::Harness;
+use crate::require_root;
+
+const CONNS: usize = 50;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Server {
+    Uvicorn {
+        uvloop: bool,
+        httptools: bool,
+        reset: bool,
+    },
+    Gunicorn {
+        gthread: bool,
+    },
+    /// `attr_stdlib_app.py` under the interpreter at this path (no third-party packages).
+    Stdlib(&'static str),
+}
+
+/// One inbound request the client sends.
+#[derive(Clone, Debug)]
+struct Call {
+    rid: String,
+    method: &'static str,
+    target: String,
+    body: Vec<u8>,
+    /// Dependency tags that must be attributed exactly to this request.
+    expect: Vec<&'static str>,
+    /// The raw-executor call: must be ambiguous.
+    pool: bool,
+}
+
+/// What one client connection does.
+#[derive(Clone, Debug)]
+enum Session {
+    /// Requests one after the other on one keep-alive connection (1 = single request).
+    Seq(Vec<Call>),
+    /// Two requests written in one `write`.
+    Pipelined(Box<(Call, Call)>),
+}
+
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn make_call(server: Server, rid: String, rng: &mut Rng, kind: u64) -> Call {
+    let fastapi = matches!(server, Server::Uvicorn { .. });
+    if matches!(server, Server::Stdlib(_)) {
+        return Call {
+            target: format!("/r/{rid}"),
+            rid,
+            method: "GET",
+            body: Vec::new(),
+            expect: vec!["a", "b", "c", "t"],
+            pool: false,
+        };
+    }
+    let mut c = Call {
+        target: format!("/r/{rid}"),
+        rid,
+        method: "GET",
+        body: Vec::new(),
+        expect: if fastapi {
+            vec!["a", "b", "c", "t"]
+        } else {
+            vec!["a", "b"]
+        },
+        pool: false,
+    };
+    match kind {
+        // Raw executor without context copy.
+        0 => {
+            c.target = format!("/pool/{}", c.rid);
+            c.expect.clear();
+            c.pool = true;
+        }
+        // FastAPI sync endpoint (anyio worker thread).
+        1 if fastapi => {
+            c.target = format!("/s/{}", c.rid);
+            c.expect = vec!["s"];
+        }
+        _ if fastapi => {
+            let (bg, later) = (rng.below(3) == 0, rng.below(4) == 0);
+            c.target = format!("{}?bg={}&later={}", c.target, u8::from(bg), u8::from(later));
+            if bg {
+                c.expect.push("bg");
+            }
+            if later {
+                c.expect.push("later");
+            }
+        }
+        _ => {}
+    }
+    c
+}
+
+fn plan(server: Server, total: usize, rng: &mut Rng) -> Vec<Session> {
+    let mut sessions = Vec::new();
+    let mut n = 0;
+    let next_call = |rng: &mut Rng, n: &mut usize| {
+        *n += 1;
+        // A few raw-executor calls, ~10 % sync endpoints, the rest async with random extras.
+        let kind = if *n % 40 == 7 { 0 } else { 1 + rng.below(10) };
+        make_call(server, format!("q{}", *n), rng, kind)
+    };
+    let keepalive = !matches!(server, Server::Gunicorn { gthread: false });
+    if let Server::Stdlib(_) = server {
+        // Singles and keep-alive sequences (its responses are not ordered for pipelining).
+        while n < total {
+            let k = 1 + rng.below(3) as usize;
+            sessions.push(Session::Seq(
+                (0..k).map(|_| next_call(rng, &mut n)).collect(),
+            ));
+        }
+        return sessions;
+    }
+    // The > 64 KiB POST, then a GET on the same connection (CPython #140947 path).
+    let mut big = next_call(rng, &mut n);
+    big.method = "POST";
+    big.target = format!("/r/{}", big.rid);
+    big.pool = false;
+    big.expect = if matches!(server, Server::Uvicorn { .. }) {
+        vec!["a", "b", "c", "t"]
+    } else {
+        vec!["a", "b"]
+    };
+    big.body = vec![b'x'; 100_000];
+    let mut first = vec![big];
+    if keepalive {
+        let mut after = next_call(rng, &mut n);
+        if after.pool {
+            after = next_call(rng, &mut n);
+        }
+        first.push(after);
+    }
+    sessions.push(Session::Seq(first));
+    while n < total {
+        match rng.below(if keepalive { 4 } else { 1 }) {
+            1 => {
+                let k = 2 + rng.below(4) as usize;
+                sessions.push(Session::Seq(
+                    (0..k).map(|_| next_call(rng, &mut n)).collect(),
+                ));
+            }
+            2 => {
+                let a = next_call(rng, &mut n);
+                let b = next_call(rng, &mut n);
+                sessions.push(Session::Pipelined(Box::new((a, b))));
+            }
+            _ => sessions.push(Session::Seq(vec![next_call(rng, &mut n)])),
+        }
+    }
+    sessions
+}
+
+fn request_bytes(c: &Call) -> Vec<u8> {
+    let mut v = format!(
+        "{} {} HTTP/1.1\r\nHost: app\r\nContent-Length: {}\r\n\r\n",
+        c.method,
+        c.target,
+        c.body.len()
+    )
+    .into_bytes();
+    v.extend_from_slice(&c.body);
+    v
+}
+
+/// Reads one response; returns (status, body).
+fn read_response(r: &mut BufReader<TcpStream>) -> std::io::Result<(u16, Vec<u8>)> {
+    let mut line = String::new();
+    r.read_line(&mut line)?;
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| std::io::Error::other(format!("bad status line {line:?}")))?;
+    let mut len = 0usize;
+    loop {
+        let mut h = String::new();
+        r.read_line(&mut h)?;
+        if h == "\r\n" || h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            len = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0u8; len];
+    r.read_exact(&mut body)?;
+    Ok((status, body))
+}
+
+fn run_session(port: u16, s: &Session, think: u64) -> Result<(), String> {
+    let conn = TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    conn.set_read_timeout(Some(Duration::from_secs(60))).ok();
+    let mut w = conn.try_clone().map_err(|e| e.to_string())?;
+    let mut r = BufReader::new(conn);
+    let calls: Vec<&Call> = match s {
+        Session::Seq(v) => {
+            for (i, c) in v.iter().enumerate() {
+                if i > 0 {
+                    thread::sleep(Duration::from_millis(think));
+                }
+                w.write_all(&request_bytes(c)).map_err(|e| e.to_string())?;
+                let (st, _) = read_response(&mut r).map_err(|e| format!("{}: {e}", c.rid))?;
+                if st != 200 {
+                    return Err(format!("{}: status {st}", c.rid));
+                }
+            }
+            return Ok(());
+        }
+        Session::Pipelined(p) => vec![&p.0, &p.1],
+    };
+    let mut both = request_bytes(calls[0]);
+    both.extend(request_bytes(calls[1]));
+    w.write_all(&both).map_err(|e| e.to_string())?;
+    for c in calls {
+        let (st, _) = read_response(&mut r).map_err(|e| format!("{}: {e}", c.rid))?;
+        if st != 200 {
+            return Err(format!("{}: status {st}", c.rid));
+        }
+    }
+    Ok(())
+}
+
+fn argv(h: &Harness, server: Server) -> Vec<OsString> {
+    let port = h.app_port.to_string();
+    match server {
+        Server::Uvicorn {
+            uvloop,
+            httptools,
+            reset,
+        } => {
+            let mut v: Vec<OsString> = vec![
+                h.paths.venv_bin("uvicorn").into(),
+                "attr_app:app".into(),
+                "--host".into(),
+                "127.0.0.1".into(),
+                "--port".into(),
+                port.into(),
+                "--no-access-log".into(),
+                "--loop".into(),
+                if uvloop { "uvloop" } else { "asyncio" }.into(),
+                "--http".into(),
+                if httptools { "httptools" } else { "h11" }.into(),
+                "--backlog".into(),
+                "512".into(),
+            ];
+            if reset {
+                v.push("--reset-contextvars".into());
+            }
+            v
+        }
+        Server::Stdlib(python) => vec![
+            python.into(),
+            h.paths.apps.join("attr_stdlib_app.py").into(),
+            port.into(),
+            "127.0.0.1".into(),
+            h.upstream_port.to_string().into(),
+        ],
+        Server::Gunicorn { gthread } => {
+            let mut v: Vec<OsString> = vec![h.paths.venv_bin("gunicorn").into(), "-w".into()];
+            if gthread {
+                v.extend(
+                    ["1", "-k", "gthread", "--threads", "8", "--keep-alive", "5"].map(Into::into),
+                );
+            } else {
+                // sync: one request at a time per worker; a few workers.
+                v.extend(["4", "-k", "sync"].map(Into::into));
+            }
+            v.extend(["--graceful-timeout", "3", "--backlog", "512", "--chdir"].map(Into::into));
+            v.push(h.paths.apps.clone().into());
+            v.push("-b".into());
+            v.push(format!("127.0.0.1:{port}").into());
+            if super::scenario::gunicorn_has_control_socket(&h.paths) {
+                v.push("--no-control-socket".into());
+            }
+            v.push("attr_flask_app:app".into());
+            v
+        }
+    }
+}
+
+/// Path segment after the route: `/r/q12?bg=1` → `q12`.
+fn rid_of_target(t: &str) -> Option<String> {
+    let path = t.split('?').next()?;
+    path.rsplit('/').next().map(str::to_owned)
+}
+
+/// Seconds since the epoch of an RFC 3339 UTC time (`2026-11-22T23:28:08.792058+00:00`).
+fn epoch_s(t: &str) -> Option<f64> {
+    let (date, time) = t.split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>().ok());
+    let (y, m, day) = (d.next()??, d.next()??, d.next()??);
+    // Days from civil (Howard Hinnant).
+    let y2 = if m <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let time = time.trim_end_matches("+00:00").trim_end_matches('Z');
+    let mut p = time.split(':');
+    let (hh, mm, ss) = (
+        p.next()?.parse::<f64>().ok()?,
+        p.next()?.parse::<f64>().ok()?,
+        p.next()?.parse::<f64>().ok()?,
+    );
+    Some(days as f64 * 86_400.0 + hh * 3600.0 + mm * 60.0 + ss)
+}
+
+/// What a run must show.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Expect {
+    /// Precision and recall 100 %, raw executor ambiguous, time-window control wrong somewhere.
+    Exact,
+    /// An interpreter the agent cannot follow: every call `ambiguous/unsupported-runtime`.
+    Unsupported,
+}
+
+fn attribution(server: Server, name: &str) {
+    let paths = require_root!();
+    let total: usize = std::env::var("TIMETRACER_ATTR_REQUESTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(150);
+    run(paths, server, name, total, Expect::Exact);
+}
+
+fn run(paths: crate::util::Paths, server: Server, name: &str, total: usize, want: Expect) {
+    let mut h = Harness::new(paths, name);
+    h.start_record_argv(argv(&h, server));
+    // Discovery happens right after exec; give a slow start a moment more.
+    thread::sleep(Duration::from_millis(300));
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(1, |d| d.as_nanos() as u64)
+        | 1;
+    eprintln!("[{name}] seed {seed}, {total} requests");
+    let mut rng = Rng(seed);
+    let sessions = plan(server, total, &mut rng);
+    let calls: Vec<Call> = sessions
+        .iter()
+        .flat_map(|s| match s {
+            Session::Seq(v) => v.clone(),
+            Session::Pipelined(p) => vec![p.0.clone(), p.1.clone()],
+        })
+        .collect();
+    let queue = Arc::new(Mutex::new(sessions));
+    let port = h.client_port;
+    let errors: Vec<String> = thread::scope(|s| {
+        let handles: Vec<_> = (0..CONNS)
+            .map(|i| {
+                let queue = Arc::clone(&queue);
+                s.spawn(move || {
+                    let mut rng = Rng(seed.wrapping_mul(i as u64 + 3) | 1);
+                    let mut errs = Vec::new();
+                    loop {
+                        let Some(sess) = queue.lock().expect("queue").pop() else {
+                            break;
+                        };
+                        thread::sleep(Duration::from_millis(rng.below(20)));
+                        if let Err(e) = run_session(port, &sess, rng.below(20)) {
+                            errs.push(e);
+                        }
+                    }
+                    errs
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|t| t.join().expect("client thread"))
+            .collect()
+    });
+    let started = std::time::Instant::now();
+    // Let BackgroundTasks / call_later calls finish and the agent finalize.
+    thread::sleep(Duration::from_millis(3000));
+    h.stop_agent();
+    let agent_err = h
+        .agent
+        .as_ref()
+        .map(|a| a.stderr_text())
+        .unwrap_or_default();
+    let mut errs: Vec<String> = errors.into_iter().map(|e| format!("client: {e}")).collect();
+    let dir = crate::util::load_cassettes(&h.out);
+    errs.extend(h.common_problems(&dir));
+
+    // rid -> cassette index; (rid, tag) attributed exactly; pool calls seen.
+    let mut by_rid: BTreeMap<String, usize> = BTreeMap::new();
+    let mut exact: BTreeSet<(String, String)> = BTreeSet::new();
+    let mut pool_ambiguous: BTreeSet<String> = BTreeSet::new();
+    let (mut n_exact, mut n_amb) = (0usize, 0usize);
+    let mut evidence: BTreeMap<String, usize> = BTreeMap::new();
+    // For the time-window control: (abs start s, rid, tag) of every call; request windows.
+    let mut call_times: BTreeMap<(String, String), f64> = BTreeMap::new();
+    let mut windows: Vec<(f64, f64, String)> = Vec::new();
+    for (ci, c) in dir.cassettes.iter().enumerate() {
+        let target = c.json["request"]["target"].as_str().unwrap_or("");
+        let Some(rid) = rid_of_target(target) else {
+            errs.push(format!("{}: no rid in {target:?}", c.path.display()));
+            continue;
+        };
+        if by_rid.insert(rid.clone(), ci).is_some() {
+            errs.push(format!("{rid}: two cassettes"));
+        }
+        let t0 = c.json["session"]["recorded_at"].as_str().and_then(epoch_s);
+        let dur = c.json["duration_ms"]
+            .as_f64()
+            .or_else(|| c.json["timing"]["response_end"].as_f64())
+            .unwrap_or(0.0);
+        if let Some(t0) = t0 {
+            windows.push((t0, t0 + dur / 1000.0, rid.clone()));
+        }
+        for e in c.http_events() {
+            let q = &e["signature"]["query"];
+            let (Some(erid), Some(tag)) = (q["rid"].as_str(), q["tag"].as_str()) else {
+                continue;
+            };
+            if let (Some(t0), Some(off)) = (t0, e["start_offset_ms"].as_f64()) {
+                call_times.insert((erid.to_owned(), tag.to_owned()), t0 + off / 1000.0);
+            }
+            match e["attribution"]["status"].as_str() {
+                Some("exact") if want == Expect::Unsupported => {
+                    errs.push(format!(
+                        "rid={erid} tag={tag}: exact ({}) although the runtime is unsupported",
+                        e["attribution"]["evidence"]
+                    ));
+                }
+                Some("ambiguous")
+                    if want == Expect::Unsupported
+                        && e["attribution"]["reason"] == "unsupported-runtime" =>
+                {
+                    n_amb += 1;
+                    exact.insert((erid.to_owned(), tag.to_owned()));
+                }
+                Some("exact") => {
+                    n_exact += 1;
+                    *evidence
+                        .entry(
+                            e["attribution"]["evidence"]
+                                .as_str()
+                                .unwrap_or("?")
+                                .to_owned(),
+                        )
+                        .or_default() += 1;
+                    if erid != rid {
+                        errs.push(format!(
+                            "PRECISION: call rid={erid} tag={tag} exact ({}) in the cassette of {rid}",
+                            e["attribution"]["evidence"]
+                        ));
+                    } else if tag == "pool" {
+                        errs.push(format!("{rid}: raw-executor call attributed exactly"));
+                    } else {
+                        exact.insert((rid.clone(), tag.to_owned()));
+                    }
+                }
+                Some("ambiguous") => {
+                    n_amb += 1;
+                    let reason = e["attribution"]["reason"].as_str().unwrap_or("");
+                    if tag == "pool" && reason == "pool-thread" {
+                        pool_ambiguous.insert(erid.to_owned());
+                    } else {
+                        errs.push(format!(
+                            "RECALL: call rid={erid} tag={tag} ambiguous ({reason}) in the cassette of {rid}"
+                        ));
+                    }
+                }
+                other => errs.push(format!("{rid}: attribution status {other:?}")),
+            }
+        }
+    }
+    let mut missing = 0;
+    for c in &calls {
+        if !by_rid.contains_key(&c.rid) {
+            errs.push(format!(
+                "{}: no cassette ({} {})",
+                c.rid, c.method, c.target
+            ));
+            continue;
+        }
+        for t in &c.expect {
+            if !exact.contains(&(c.rid.clone(), (*t).to_owned())) {
+                missing += 1;
+                if missing <= 30 {
+                    errs.push(format!(
+                        "RECALL: {} {}: call {t} not attributed",
+                        c.rid, c.target
+                    ));
+                }
+            }
+        }
+        if c.pool && !pool_ambiguous.contains(&c.rid) {
+            errs.push(format!(
+                "{}: raw-executor call not reported ambiguous/pool-thread",
+                c.rid
+            ));
+        }
+    }
+    if missing > 30 {
+        errs.push(format!("RECALL: {missing} calls not attributed in all"));
+    }
+    // Negative control: time-window attribution (the latest request started before the call
+    // and still open) scored on the same recording must make mistakes.
+    let mut tw_wrong = 0;
+    for ((rid, _), t) in &call_times {
+        let pick = windows
+            .iter()
+            .filter(|(s, e, _)| *s <= *t && *t <= *e)
+            .max_by(|a, b| a.0.total_cmp(&b.0));
+        if pick.is_none_or(|(_, _, r)| r != rid) {
+            tw_wrong += 1;
+        }
+    }
+    let expected: usize = calls.iter().map(|c| c.expect.len()).sum();
+    let py = agent_err
+        .lines()
+        .filter(|l| l.contains("python probes") || l.contains("unsupported-runtime"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    eprintln!(
+        "[{name}] {} requests, {} cassettes; {n_exact} exact events ({evidence:?}), {n_amb} ambiguous; expected {expected} exact calls, {} found; time-window: {tw_wrong}/{} wrong; scored in {:.1}s\n{py}",
+        calls.len(),
+        dir.cassettes.len(),
+        exact.len(),
+        call_times.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if tw_wrong == 0 && !call_times.is_empty() && matches!(server, Server::Uvicorn { .. }) {
+        errs.push(
+            "negative control: time-window attribution made no mistake (the test cannot fail?)"
+                .into(),
+        );
+    }
+    h.assert_ok(&errs, &dir);
+}
+
+#[test]
+fn attr_uvicorn_asyncio_h11() {
+    attribution(
+        Server::Uvicorn {
+            uvloop: false,
+            httptools: false,
+            reset: false,
+        },
+        "attr_uvicorn_asyncio_h11",
+    );
+}
+
+#[test]
+fn attr_uvicorn_asyncio_httptools() {
+    attribution(
+        Server::Uvicorn {
+            uvloop: false,
+            httptools: true,
+            reset: false,
+        },
+        "attr_uvicorn_asyncio_httptools",
+    );
+}
+
+#[test]
+fn attr_uvicorn_uvloop_h11() {
+    attribution(
+        Server::Uvicorn {
+            uvloop: true,
+            httptools: false,
+            reset: false,
+        },
+        "attr_uvicorn_uvloop_h11",
+    );
+}
+
+#[test]
+fn attr_uvicorn_uvloop_httptools() {
+    attribution(
+        Server::Uvicorn {
+            uvloop: true,
+            httptools: true,
+            reset: false,
+        },
+        "attr_uvicorn_uvloop_httptools",
+    );
+}
+
+#[test]
+fn attr_uvicorn_reset_contextvars() {
+    attribution(
+        Server::Uvicorn {
+            uvloop: false,
+            httptools: false,
+            reset: true,
+        },
+        "attr_uvicorn_reset_contextvars",
+    );
+}
+
+#[test]
+fn attr_gunicorn_sync() {
+    attribution(Server::Gunicorn { gthread: false }, "attr_gunicorn_sync");
+}
+
+#[test]
+fn attr_gunicorn_gthread() {
+    attribution(Server::Gunicorn { gthread: true }, "attr_gunicorn_gthread");
+}
+
+/// The stdlib app under every CPython build on the machine: pyenv 3.11-3.13 (`.symtab`) and
+/// Debian's static, stripped, non-PIE `/usr/bin/python3.11` (symbol-free path: `tp_init` of
+/// the `_asyncio.Task` type) must attribute everything exactly; pyenv 3.9/3.10 (no
+/// `native_thread_id`) must flag every call `unsupported-runtime`.
+#[test]
+fn attr_stdlib_pythons() {
+    let paths = require_root!();
+    let pyenv = std::env::var("PYENV_ROOT").unwrap_or_else(|_| {
+        format!(
+            "{}/.pyenv",
+            std::env::var("HOME").unwrap_or_else(|_| "/root".into())
+        )
+    });
+    let leak = |s: String| -> &'static str { Box::leak(s.into_boxed_str()) };
+    let pythons: [(&'static str, Expect); 6] = [
+        (
+            leak(format!("{pyenv}/versions/3.11.7/bin/python3.11")),
+            Expect::Exact,
+        ),
+        ("/usr/bin/python3.11", Expect::Exact),
+        (
+            leak(format!("{pyenv}/versions/3.12.1/bin/python3.12")),
+            Expect::Exact,
+        ),
+        (
+            leak(format!("{pyenv}/versions/3.13.0/bin/python3.13")),
+            Expect::Exact,
+        ),
+        (
+            leak(format!("{pyenv}/versions/3.10.13/bin/python3.10")),
+            Expect::Unsupported,
+        ),
+        (
+            leak(format!("{pyenv}/versions/3.9.18/bin/python3.9")),
+            Expect::Unsupported,
+        ),
+    ];
+    let mut ran = 0;
+    for (python, want) in pythons {
+        if !std::path::Path::new(python).exists() {
+            eprintln!("SKIP {python}: not on this machine");
+            continue;
+        }
+        let name = format!(
+            "attr_stdlib_{}",
+            python.rsplit('/').nth(2).unwrap_or("usr").replace('.', "_")
+        );
+        run(paths.clone(), Server::Stdlib(python), &name, 40, want);
+        ran += 1;
+    }
+    assert!(ran > 0, "no CPython found");
+}
