@@ -495,6 +495,7 @@ mod pod {
     unsafe impl aya::Pod for super::DestKey {}
     // SAFETY: as above.
     unsafe impl aya::Pod for super::Rule {}
+    // SAFETY: as above.
     unsafe impl aya::Pod for super::PyProc {}
 }
 
