@@ -15,6 +15,7 @@
 //!
 //! Calls are assigned by the *request* bytes' writer (thread, time); responses are paired to
 //! requests by protocol order on the connection, never by who read them.
+mod inbound;
 pub mod model;
 pub mod python;
 
@@ -123,6 +124,11 @@ const DB_PROTOCOLS: &[DbDetector] = &[
     }),
 ];
 
+/// How a Python traceback starts.
+const TRACEBACK: &str = "Traceback (most recent call last)";
+/// Writes of a thread this soon after its previous traceback write continue the traceback.
+const TRACEBACK_TAIL_NS: u64 = 1_000_000_000;
+
 /// An inbound request from head to finalization.
 struct Inbound {
     tgid: u32,
@@ -174,9 +180,11 @@ struct StdioWrite {
 pub struct Correlator {
     opts: CorrelateOptions,
     conns: HashMap<u64, Conn>,
-    inbound: VecDeque<Inbound>,
+    inbound: inbound::Inbounds,
     outbound: VecDeque<Outbound>,
     stdio: VecDeque<StdioWrite>,
+    /// (tgid, tid) → time of its latest kept stdio write, while it writes a traceback.
+    traceback_writers: HashMap<(u32, u32), u64>,
     processes: HashMap<u32, ProcessInfo>,
     /// Latest database session facts per connection id.
     db_sessions: HashMap<u64, DbSession>,
@@ -229,9 +237,10 @@ impl Correlator {
         Self {
             opts,
             conns: HashMap::new(),
-            inbound: VecDeque::new(),
+            inbound: inbound::Inbounds::default(),
             outbound: VecDeque::new(),
             stdio: VecDeque::new(),
+            traceback_writers: HashMap::new(),
             processes: HashMap::new(),
             ssl_conns: HashMap::new(),
             pending_tls: HashMap::new(),
@@ -351,11 +360,27 @@ impl Correlator {
     fn on_data(&mut self, h: &EventHeader, payload: &[u8]) {
         match Kind::from_u32(h.kind) {
             Some(Kind::Stdio) => {
+                // Only tracebacks are attached to requests: keep a write that starts one, and
+                // the writes of that thread right after it (the rest of its lines). Access
+                // logs and prints are not kept (they would push a traceback out of the queue
+                // and cost a scan per finished request).
+                let text = String::from_utf8_lossy(payload);
+                let key = (h.tgid, h.tid);
+                if text.contains(TRACEBACK) {
+                    self.traceback_writers.insert(key, h.ts_ns);
+                } else if !self
+                    .traceback_writers
+                    .get(&key)
+                    .is_some_and(|&t| h.ts_ns.saturating_sub(t) < TRACEBACK_TAIL_NS)
+                {
+                    return;
+                }
+                self.traceback_writers.insert(key, h.ts_ns);
                 self.stdio.push_back(StdioWrite {
                     tgid: h.tgid,
                     tid: h.tid,
                     ts_ns: h.ts_ns,
-                    text: String::from_utf8_lossy(payload).into_owned(),
+                    text: text.into_owned(),
                 });
                 if self.stdio.len() > 4096 {
                     self.stdio.pop_front();
@@ -584,7 +609,7 @@ impl Correlator {
             (Side::Server, HttpEvent::RequestHead { index, mark, .. }) => {
                 // Describe the process now, while it is alive (its cassette may be written
                 // after it exited, when /proc no longer has its command line).
-                let _ = self.process(facts.pid);
+                self.refresh_process(facts.pid);
                 // Claim 0 of a connection accepted while tracing is its first request; on a
                 // connection open before the attach, the first whose head arrived after the
                 // probes became effective.
@@ -593,7 +618,7 @@ impl Correlator {
                 {
                     self.py_base.entry(facts.conn_id).or_insert(index);
                 }
-                self.inbound.push_back(Inbound {
+                self.inbound.push(Inbound {
                     tgid: facts.pid,
                     conn_id: facts.conn_id,
                     conn: facts.clone(),
@@ -610,10 +635,10 @@ impl Correlator {
             (Side::Server, HttpEvent::ResponseStarted { index, mark }) => {
                 self.py
                     .on_response_start(facts.pid, mark.tid, facts.conn_id, index, mark.ts_ns);
-                if let Some(r) = self.find_inbound(facts.conn_id, index)
-                    && !r.tids.contains(&mark.tid)
+                if let Some(i) = self.inbound.find_open(facts.conn_id, index)
+                    && !self.inbound[i].tids.contains(&mark.tid)
                 {
-                    r.tids.push(mark.tid);
+                    self.inbound[i].tids.push(mark.tid);
                 }
             }
             (Side::Server, HttpEvent::Exchange(ex)) => {
@@ -632,10 +657,9 @@ impl Correlator {
                         r.last.ts_ns,
                     );
                 }
-                let found = self.find_inbound(facts.conn_id, ex.index).is_some();
-                if !found {
+                if self.inbound.find_open(facts.conn_id, ex.index).is_none() {
                     // The head event was not seen (should not happen); open it now.
-                    self.inbound.push_back(Inbound {
+                    self.inbound.push(Inbound {
                         tgid: facts.pid,
                         conn_id: facts.conn_id,
                         conn: facts.clone(),
@@ -649,10 +673,9 @@ impl Correlator {
                         finalized: false,
                     });
                 }
-                if let Some(r) = self.find_inbound(facts.conn_id, ex.index) {
-                    r.start_ns = r.start_ns.min(start);
-                    r.end_ns = Some(end.max(r.start_ns));
-                    r.exchange = Some(ex);
+                if let Some(i) = self.inbound.find_open(facts.conn_id, ex.index) {
+                    self.inbound.set_ended(i, start, end);
+                    self.inbound[i].exchange = Some(ex);
                 }
                 self.counters.inc_named("requests");
             }
@@ -704,17 +727,11 @@ impl Correlator {
         }
     }
 
-    fn find_inbound(&mut self, conn_id: u64, index: u64) -> Option<&mut Inbound> {
-        self.inbound
-            .iter_mut()
-            .find(|r| r.conn_id == conn_id && r.index == index && !r.finalized)
-    }
-
     /// Requests that are ready (grace period over); call after [`Self::pump`].
     pub fn take_ready(&mut self, now_ns: u64) -> Vec<RecordedRequest> {
         self.route_python(now_ns);
         let mut ready = Vec::new();
-        for i in 0..self.inbound.len() {
+        for i in self.inbound.open_positions() {
             let r = &self.inbound[i];
             let Some(end) = r.end_ns else { continue };
             // asyncio requests can do work after their response (BackgroundTasks, call_later)
@@ -724,7 +741,7 @@ impl Correlator {
             } else {
                 self.opts.grace_ns
             };
-            if r.finalized || now_ns < end.saturating_add(grace) {
+            if now_ns < end.saturating_add(grace) {
                 continue;
             }
             // Wait (bounded) for outbound calls that started inside this request and have not
@@ -756,8 +773,8 @@ impl Correlator {
             self.attribute_calls(i);
             self.attach_traceback(i);
             let process = self.process(self.inbound[i].tgid);
+            self.inbound.finalize(i);
             let r = &mut self.inbound[i];
-            r.finalized = true;
             let Some(exchange) = r.exchange.take() else {
                 continue;
             };
@@ -795,6 +812,14 @@ impl Correlator {
     /// What we know about a process; re-read from /proc when it was described before its
     /// `exec` (the held child of `record`) or not at all.
     fn process(&mut self, pid: u32) -> ProcessInfo {
+        self.refresh_process(pid);
+        self.processes.get(&pid).cloned().unwrap_or(ProcessInfo {
+            pid,
+            ..ProcessInfo::default()
+        })
+    }
+
+    fn refresh_process(&mut self, pid: u32) {
         let stale = self
             .processes
             .get(&pid)
@@ -808,10 +833,6 @@ impl Correlator {
                 p.cmdline = crate::capture::procfs::strip_exec_held(&p.cmdline);
             }
         }
-        self.processes.get(&pid).cloned().unwrap_or(ProcessInfo {
-            pid,
-            ..ProcessInfo::default()
-        })
     }
 
     /// Decides which inbound request(s) each completed outbound call started inside request
@@ -885,12 +906,10 @@ impl Correlator {
                     // A thread-rule decision about a request that started before the probes
                     // (attach): the thread might have been an event loop's.
                     let t_on = self.py.probes_on(tgid);
+                    let latest = self.inbound.latest(conn, index);
                     if evidence != "asyncio"
                         && t_on != 0
-                        && self
-                            .inbound
-                            .iter()
-                            .any(|r| r.conn_id == conn && r.index == index && r.start_ns < t_on)
+                        && latest.is_some_and(|j| self.inbound[j].start_ns < t_on)
                     {
                         self.outbound[k].decision = Some(python::Decision::Ambiguous {
                             reason: "before-probes",
@@ -898,18 +917,11 @@ impl Correlator {
                         });
                         continue;
                     }
-                    let open = self
-                        .inbound
-                        .iter()
-                        .position(|r| r.conn_id == conn && r.index == index && !r.finalized);
-                    let gone = self
-                        .inbound
-                        .iter()
-                        .any(|r| r.conn_id == conn && r.index == index && r.finalized);
-                    if open.is_none() && !gone {
+                    let Some(latest) = latest else {
                         k += 1; // the request's head is not parsed yet
                         continue;
-                    }
+                    };
+                    let open = (!self.inbound[latest].finalized).then_some(latest);
                     let o = self.outbound.remove(k).expect("index checked");
                     match open {
                         Some(j) => {
@@ -918,11 +930,7 @@ impl Correlator {
                             }
                         }
                         None => {
-                            let end = self
-                                .inbound
-                                .iter()
-                                .find(|r| r.conn_id == conn && r.index == index)
-                                .and_then(|r| r.end_ns);
+                            let end = self.inbound[latest].end_ns;
                             tracing::info!(
                                 conn,
                                 index,
@@ -943,18 +951,8 @@ impl Correlator {
                 }
                 python::Decision::Ambiguous { reason, .. } => {
                     let o = self.outbound.remove(k).expect("index checked");
-                    let owners: Vec<usize> = self
-                        .inbound
-                        .iter()
-                        .enumerate()
-                        .filter(|(_, r)| {
-                            r.tgid == tgid
-                                && !r.finalized
-                                && r.start_ns <= start
-                                && r.end_ns.is_none_or(|e| start <= e)
-                        })
-                        .map(|(j, _)| j)
-                        .collect();
+                    let mut owners = self.inbound.open_at(tgid, start);
+                    owners.retain(|&j| !self.inbound[j].finalized);
                     if owners.is_empty() {
                         self.counters.inc_named("ambiguous_unpinned_calls");
                     }
@@ -1002,10 +1000,7 @@ impl Correlator {
                             && q.tids.contains(&w.tid)
                     })
             };
-            if mine
-                && (w.text.contains("Traceback (most recent call last)")
-                    || !self.inbound[i].traceback.is_empty())
-            {
+            if mine && (w.text.contains(TRACEBACK) || !self.inbound[i].traceback.is_empty()) {
                 let w = self.stdio.remove(k).expect("index checked");
                 if self.inbound[i]
                     .traceback
@@ -1041,10 +1036,12 @@ impl Correlator {
         self.counters
             .add_named("background_calls", (before - self.outbound.len()) as u64);
         self.stdio.retain(|w| w.ts_ns >= horizon);
+        self.traceback_writers
+            .retain(|_, t| now_ns.saturating_sub(*t) < TRACEBACK_TAIL_NS);
         self.py.gc(horizon);
         let (conns, inbound) = (&self.conns, &self.inbound);
         self.py_base
-            .retain(|id, _| conns.contains_key(id) || inbound.iter().any(|r| r.conn_id == *id));
+            .retain(|id, _| conns.contains_key(id) || inbound.has_conn(*id));
         while let Some(&(id, ts)) = self.closed_db.front() {
             if ts >= horizon {
                 break;
@@ -1104,13 +1101,8 @@ fn dep_call(o: Outbound, attribution: Attribution) -> Option<DepCall> {
 
 /// Which inbound requests could have caused an outbound action by thread `tid` of process
 /// `tgid` at `ts`, and how sure we are.
-fn decide(inbound: &VecDeque<Inbound>, tgid: u32, tid: u32, ts: u64) -> (Vec<usize>, Attribution) {
-    let open: Vec<usize> = inbound
-        .iter()
-        .enumerate()
-        .filter(|(_, r)| r.tgid == tgid && r.start_ns <= ts && r.end_ns.is_none_or(|e| ts <= e))
-        .map(|(j, _)| j)
-        .collect();
+fn decide(inbound: &inbound::Inbounds, tgid: u32, tid: u32, ts: u64) -> (Vec<usize>, Attribution) {
+    let open = inbound.open_at(tgid, ts);
     let on_thread: Vec<usize> = open
         .iter()
         .copied()
@@ -1143,7 +1135,7 @@ fn decide(inbound: &VecDeque<Inbound>, tgid: u32, tid: u32, ts: u64) -> (Vec<usi
 }
 
 /// True when every open request is served by its own thread(s) (thread-per-request server).
-fn distinct_threads(inbound: &VecDeque<Inbound>, open: &[usize]) -> bool {
+fn distinct_threads(inbound: &inbound::Inbounds, open: &[usize]) -> bool {
     let mut seen: Vec<u32> = Vec::new();
     for &j in open {
         for t in &inbound[j].tids {
