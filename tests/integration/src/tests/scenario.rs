@@ -480,7 +480,7 @@ impl Harness {
     /// Everything useful to read when a test fails.
     pub(crate) fn diagnostics(&self, dir: Option<&CassetteDir>) -> String {
         let mut s = String::new();
-        for g in [&self.agent, &self.app, &self.upstream]
+        for g in [&self.agent, &self.app, &self.upstream, &self.tunnel]
             .into_iter()
             .flatten()
         {
