@@ -53,15 +53,6 @@ impl Drop for TempGuard<'_> {
 pub fn write(dir: &Path, c: &Cassette, compression: Compression) -> Result<PathBuf, Error> {
     let final_path = dir.join(relative_path(c, compression));
     let parent = final_path.parent().unwrap_or(dir).to_path_buf();
-    DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(&parent)
-        .map_err(|source| Error::CreateDir {
-            path: parent.clone(),
-            source,
-        })?;
-
     let file_name = final_path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
@@ -74,15 +65,45 @@ pub fn write(dir: &Path, c: &Cassette, compression: Compression) -> Result<PathB
         path: tmp.clone(),
         source,
     };
-    let file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(io_err)?;
-    let mut guard = TempGuard {
-        path: &tmp,
-        armed: true,
+    // The directory is made only when missing (first cassette of a day / endpoint, or
+    // deleted since): checking it before every file cost the agent a mkdir and stats per
+    // cassette.
+    let in_parent = |open: &dyn Fn() -> std::io::Result<File>| match open() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&parent)
+                .map_err(|source| Error::CreateDir {
+                    path: parent.clone(),
+                    source,
+                })?;
+            Ok(open())
+        }
+        r => Ok(r),
+    };
+    // Preferred: an unnamed file (O_TMPFILE) that gets its name only once complete. Else a
+    // hidden temporary name renamed at the end. Either way a reader or a crash never sees a
+    // partial cassette; the unnamed file costs one directory entry instead of two directory
+    // updates (create + rename were a third of the agent's CPU at 2k cassettes/s).
+    let (file, mut guard) = match in_parent(&|| open_unnamed(&parent))? {
+        Ok(f) => (f, None),
+        Err(e) if unnamed_unsupported(&e) => {
+            let named = || {
+                OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(&tmp)
+            };
+            let f = in_parent(&named)?.map_err(io_err)?;
+            let guard = TempGuard {
+                path: &tmp,
+                armed: true,
+            };
+            (f, Some(guard))
+        }
+        Err(e) => return Err(io_err(e)),
     };
 
     let file = match compression {
@@ -104,19 +125,74 @@ pub fn write(dir: &Path, c: &Cassette, compression: Compression) -> Result<PathB
     if durable() {
         file.sync_all().map_err(io_err)?;
     }
+    let named = match &mut guard {
+        // Rewriting a cassette: a name cannot be linked over, so link a temporary one and
+        // rename it over the old file.
+        None => match link_unnamed(&file, &final_path) {
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => link_unnamed(&file, &tmp)
+                .and_then(|()| {
+                    fs::rename(&tmp, &final_path).inspect_err(|_| {
+                        let _ = fs::remove_file(&tmp);
+                    })
+                }),
+            r => r,
+        },
+        Some(g) => fs::rename(&tmp, &final_path).map(|()| g.armed = false),
+    };
     drop(file);
-    fs::rename(&tmp, &final_path).map_err(|source| Error::Write {
+    named.map_err(|source| Error::Write {
         path: final_path.clone(),
         source,
     })?;
-    guard.armed = false;
-    // Make the rename durable; failure here does not undo a complete file.
+    // Make the new name durable; failure here does not undo a complete file.
     if durable()
         && let Ok(d) = File::open(&parent)
     {
         let _ = d.sync_all();
     }
     Ok(final_path)
+}
+
+/// An unnamed regular file in `dir` (`O_TMPFILE`), mode 0600.
+fn open_unnamed(dir: &Path) -> std::io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_TMPFILE)
+        .open(dir)
+}
+
+/// The file system (or kernel) has no `O_TMPFILE`: use a temporary name.
+fn unnamed_unsupported(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EOPNOTSUPP | libc::EISDIR | libc::EINVAL | libc::ENOSYS)
+    )
+}
+
+/// Gives the unnamed `file` its name; fails if `path` exists (names are unique per cassette).
+fn link_unnamed(file: &File, path: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt as _;
+    use std::os::unix::io::AsRawFd as _;
+    // No std or nix API links an O_TMPFILE descriptor; `linkat` through /proc/self/fd with
+    // AT_SYMLINK_FOLLOW is the documented way that needs no CAP_DAC_READ_SEARCH.
+    let from = std::ffi::CString::new(format!("/proc/self/fd/{}", file.as_raw_fd()))?;
+    let to = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    // SAFETY: both paths are valid NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::linkat(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::AT_SYMLINK_FOLLOW,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// `TIMETRACER_FSYNC=1` makes every cassette durable against power loss (file and directory

@@ -21,8 +21,9 @@ pub(super) struct Inbounds {
     base: u64,
     /// (connection id, parser index) → sequence of the latest request with that key.
     by_key: HashMap<(u64, u64), u64>,
-    /// Sequences of requests not finalized yet.
-    open: BTreeSet<u64>,
+    /// (due time, sequence) of requests whose response ended and that are not finalized:
+    /// due = end of the response + the grace period it waits for late calls.
+    due: BTreeSet<(u64, u64)>,
     /// Requests held per connection (finalized or not).
     per_conn: HashMap<u64, usize>,
     /// Sequences of requests whose response has not ended (in flight).
@@ -38,15 +39,11 @@ impl Inbounds {
     pub(super) fn push(&mut self, r: Inbound) {
         let seq = self.base + self.q.len() as u64;
         self.by_key.insert((r.conn_id, r.index), seq);
-        if !r.finalized {
-            self.open.insert(seq);
-        }
-        match r.end_ns {
-            None => {
-                self.unended.insert(seq);
-            }
-            Some(end) => self.index_ended(seq, r.start_ns, end),
-        }
+        debug_assert!(
+            r.end_ns.is_none() && !r.finalized,
+            "pushed when its head is seen"
+        );
+        self.unended.insert(seq);
         *self.per_conn.entry(r.conn_id).or_default() += 1;
         self.q.push_back(r);
     }
@@ -56,17 +53,23 @@ impl Inbounds {
         self.max_span_ns = self.max_span_ns.max(end.saturating_sub(start));
     }
 
-    /// The response of request `i` ended: its span becomes `[min(start, its start), end]`.
-    pub(super) fn set_ended(&mut self, i: usize, start: u64, end: u64) {
+    /// The response of request `i` ended: its span becomes `[min(start, its start), end]`,
+    /// and it is due `grace_ns` after `end`.
+    pub(super) fn set_ended(&mut self, i: usize, start: u64, end: u64, grace_ns: u64) {
         let seq = self.base + i as u64;
         let r = &mut self.q[i];
         if r.end_ns.is_some() {
             self.ended_by_start.remove(&(r.start_ns, seq));
+            self.due.remove(&(r.due_ns, seq));
         }
         r.start_ns = r.start_ns.min(start);
         let end = end.max(r.start_ns);
         r.end_ns = Some(end);
-        let start = r.start_ns;
+        r.due_ns = end.saturating_add(grace_ns);
+        let (start, due) = (r.start_ns, r.due_ns);
+        if !r.finalized {
+            self.due.insert((due, seq));
+        }
         self.unended.remove(&seq);
         self.index_ended(seq, start, end);
     }
@@ -106,14 +109,19 @@ impl Inbounds {
             .filter(|&i| !self.q[i].finalized)
     }
 
-    /// Positions of the requests not finalized yet, oldest first.
-    pub(super) fn open_positions(&self) -> Vec<usize> {
-        self.open.iter().filter_map(|&s| self.pos(s)).collect()
+    /// Positions of the requests not finalized yet whose due time is at or before `now`,
+    /// earliest due first.
+    pub(super) fn due_positions(&self, now: u64) -> Vec<usize> {
+        self.due
+            .range(..=(now, u64::MAX))
+            .filter_map(|&(_, s)| self.pos(s))
+            .collect()
     }
 
     pub(super) fn finalize(&mut self, i: usize) {
-        self.q[i].finalized = true;
-        self.open.remove(&(self.base + i as u64));
+        let r = &mut self.q[i];
+        r.finalized = true;
+        self.due.remove(&(r.due_ns, self.base + i as u64));
     }
 
     /// True while some held request came from this connection.
@@ -129,10 +137,10 @@ impl Inbounds {
         let r = self.q.pop_front()?;
         let seq = self.base;
         self.base += 1;
-        self.open.remove(&seq);
         self.unended.remove(&seq);
         if r.end_ns.is_some() {
             self.ended_by_start.remove(&(r.start_ns, seq));
+            self.due.remove(&(r.due_ns, seq));
         }
         if self.by_key.get(&(r.conn_id, r.index)) == Some(&seq) {
             self.by_key.remove(&(r.conn_id, r.index));
@@ -185,6 +193,7 @@ mod tests {
             start_ns,
             tids: vec![1],
             end_ns: None,
+            due_ns: 0,
             exchange: None,
             deps: Vec::new(),
             traceback: Vec::new(),
@@ -229,7 +238,7 @@ mod tests {
                     Op::End { pick, start, len } if ib.len() > 0 => {
                         let i = pick % ib.len();
                         if ib[i].end_ns.is_none() {
-                            ib.set_ended(i, start, start + len);
+                            ib.set_ended(i, start, start + len, 100);
                         }
                     }
                     Op::Finalize { pick } if ib.len() > 0 => {
@@ -253,8 +262,15 @@ mod tests {
                     prop_assert_eq!(ib.open_at(1, ts), scan);
                     prop_assert!(ib.open_at(2, ts).is_empty());
                 }
-                let open: Vec<usize> = (0..all.len()).filter(|&j| !all[j].finalized).collect();
-                prop_assert_eq!(ib.open_positions(), open);
+                for now in (0..1600).step_by(100) {
+                    let mut due: Vec<(u64, usize)> = (0..all.len())
+                        .filter(|&j| !all[j].finalized && all[j].end_ns.is_some_and(|e| e + 100 <= now))
+                        .map(|j| (all[j].due_ns, j))
+                        .collect();
+                    due.sort_unstable();
+                    let due: Vec<usize> = due.into_iter().map(|(_, j)| j).collect();
+                    prop_assert_eq!(ib.due_positions(now), due);
+                }
                 for conn in 0..4 {
                     prop_assert_eq!(ib.has_conn(conn), all.iter().any(|r| r.conn_id == conn));
                     for index in 0..next_index[conn as usize] {

@@ -140,6 +140,8 @@ struct Inbound {
     tids: Vec<u32>,
     /// Last byte of the response; `None` while it is open.
     end_ns: Option<u64>,
+    /// When it may be finalized (`end_ns` + grace); 0 while it is open.
+    due_ns: u64,
     exchange: Option<Exchange>,
     deps: Vec<DepCall>,
     traceback: Vec<String>,
@@ -626,6 +628,7 @@ impl Correlator {
                     start_ns: mark.ts_ns,
                     tids: vec![mark.tid],
                     end_ns: None,
+                    due_ns: 0,
                     exchange: None,
                     deps: Vec::new(),
                     traceback: Vec::new(),
@@ -667,6 +670,7 @@ impl Correlator {
                         start_ns: start,
                         tids: vec![tid],
                         end_ns: None,
+                        due_ns: 0,
                         exchange: None,
                         deps: Vec::new(),
                         traceback: Vec::new(),
@@ -674,7 +678,8 @@ impl Correlator {
                     });
                 }
                 if let Some(i) = self.inbound.find_open(facts.conn_id, ex.index) {
-                    self.inbound.set_ended(i, start, end);
+                    let grace = self.grace_ns(facts.pid);
+                    self.inbound.set_ended(i, start, end, grace);
                     self.inbound[i].exchange = Some(ex);
                 }
                 self.counters.inc_named("requests");
@@ -727,23 +732,24 @@ impl Correlator {
         }
     }
 
+    /// How long after its response a request of `tgid` waits for late calls. asyncio
+    /// requests can do work after their response (BackgroundTasks, call_later) that a busy
+    /// event loop runs late: they wait longer (`asyncio_grace_ns`).
+    fn grace_ns(&self, tgid: u32) -> u64 {
+        if self.py.is_asyncio(tgid) {
+            self.opts.asyncio_grace_ns
+        } else {
+            self.opts.grace_ns
+        }
+    }
+
     /// Requests that are ready (grace period over); call after [`Self::pump`].
     pub fn take_ready(&mut self, now_ns: u64) -> Vec<RecordedRequest> {
         self.route_python(now_ns);
         let mut ready = Vec::new();
-        for i in self.inbound.open_positions() {
+        for i in self.inbound.due_positions(now_ns) {
             let r = &self.inbound[i];
             let Some(end) = r.end_ns else { continue };
-            // asyncio requests can do work after their response (BackgroundTasks, call_later)
-            // that a busy event loop runs late: they wait longer (`asyncio_grace_ns`).
-            let grace = if self.py.is_asyncio(r.tgid) {
-                self.opts.asyncio_grace_ns
-            } else {
-                self.opts.grace_ns
-            };
-            if now_ns < end.saturating_add(grace) {
-                continue;
-            }
             // Wait (bounded) for outbound calls that started inside this request and have not
             // finished yet.
             let python = self.py.runtime(r.tgid).is_some();

@@ -195,6 +195,17 @@ impl Index {
             path: db_path.to_path_buf(),
             source,
         };
+        // The index holds every cassette's method, path and dependency URLs: private like the
+        // cassettes (0600). SQLite gives its -wal and -shm files the database file's mode.
+        if db_path != Path::new(":memory:") {
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let _ = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .open(db_path);
+        }
         let conn = Connection::open(db_path).map_err(sq)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(sq)?;
@@ -262,29 +273,40 @@ impl Index {
     /// Record a cassette just written at `path` (inside the indexed directory). The agent
     /// calls this after each write; cost: one stat and one small transaction.
     pub fn add(&mut self, path: &Path, c: &Cassette) -> Result<(), Error> {
-        let rel = self.rel_of(path)?;
-        let (mtime_ns, size) = files::stamp(path).map_err(|source| Error::Stat {
-            path: path.to_path_buf(),
+        self.add_all([(path, summarize(c))])
+    }
+
+    /// [`add`](Self::add) for many cassettes in one transaction (the agent's writer indexes
+    /// what it wrote since it last waited: one commit per batch instead of one per file).
+    /// Every file is added or none is.
+    pub fn add_all<P: AsRef<Path>>(
+        &mut self,
+        items: impl IntoIterator<Item = (P, Summary)>,
+    ) -> Result<(), Error> {
+        let mut rows = Vec::new();
+        for (path, summary) in items {
+            let path = path.as_ref();
+            let rel = self.rel_of(path)?;
+            let (mtime_ns, size) = files::stamp(path).map_err(|source| Error::Stat {
+                path: path.to_path_buf(),
+                source,
+            })?;
+            let stamp = FileStamp {
+                rel,
+                mtime_ns,
+                size,
+            };
+            rows.push((stamp, Parsed::Ok(Box::new(summary))));
+        }
+        let sq = |source| Error::Sqlite {
+            path: self.db_path.clone(),
             source,
-        })?;
-        let stamp = FileStamp {
-            rel,
-            mtime_ns,
-            size,
         };
-        let summary = summarize(c);
-        let tx = self.conn.transaction().map_err(|source| Error::Sqlite {
-            path: self.db_path.clone(),
-            source,
-        })?;
-        store(&tx, &stamp, &Parsed::Ok(Box::new(summary))).map_err(|source| Error::Sqlite {
-            path: self.db_path.clone(),
-            source,
-        })?;
-        tx.commit().map_err(|source| Error::Sqlite {
-            path: self.db_path.clone(),
-            source,
-        })
+        let tx = self.conn.transaction().map_err(sq)?;
+        for (stamp, parsed) in &rows {
+            store(&tx, stamp, parsed).map_err(sq)?;
+        }
+        tx.commit().map_err(sq)
     }
 
     /// Forget a file (e.g. after deleting it).
@@ -516,15 +538,19 @@ impl Index {
 }
 
 fn store(tx: &rusqlite::Transaction<'_>, f: &FileStamp, p: &Parsed) -> rusqlite::Result<()> {
-    tx.execute("DELETE FROM deps WHERE rel=?1", [&f.rel])?;
+    // Cached statements: the agent stores one row set per cassette it writes, and parsing
+    // the SQL each time was a visible share of its CPU.
+    tx.prepare_cached("DELETE FROM deps WHERE rel=?1")?
+        .execute([&f.rel])?;
     match p {
         Parsed::Ok(s) => {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT OR REPLACE INTO files(rel, mtime_ns, size, error, not_cassette, \
                  schema_version, id, recorded_at, recorded_unix, service, env, method, path, \
                  status, duration_ms, event_count, has_error, legacy) \
                  VALUES(?1, ?2, ?3, NULL, 0, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
-                params![
+            )?
+            .execute(params![
                     f.rel,
                     f.mtime_ns,
                     f.size,
@@ -541,8 +567,7 @@ fn store(tx: &rusqlite::Transaction<'_>, f: &FileStamp, p: &Parsed) -> rusqlite:
                     s.event_count,
                     s.has_error,
                     s.legacy,
-                ],
-            )?;
+                ])?;
             let mut ins = tx.prepare_cached(
                 "INSERT INTO deps(rel, eid, kind, lib, method, host, url, status, duration_ms) \
                  VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",

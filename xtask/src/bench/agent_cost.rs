@@ -1,6 +1,5 @@
 //! Agent cost: CPU per 10,000 captured messages/s and peak RSS at fixed request rates on the
 //! FastAPI app, then the message rate at which drops begin (synthetic server sweep).
-use std::fs;
 
 use anyhow::Result;
 use serde_json::{Value, json};
@@ -117,7 +116,7 @@ fn step(rig: &Rig, sp: &Spec<'_>) -> Result<Step> {
     let anon_kib = status_kib(agent.pid(), "RssAnon").unwrap_or(0);
     let ring_kib = bpf_map_rss_kib(agent.pid()).unwrap_or(0);
     let summary = agent.stop()?;
-    let _ = fs::remove_dir_all(&out);
+    super::sys::retire(&out);
     Ok(Step {
         agent_cpu_pct: c1.saturating_sub(c0) as f64 / clk_tck() / load.secs * 100.0,
         attached_kib,

@@ -155,7 +155,7 @@ pub(crate) fn run(rig: &mut Rig, plan: &Plan) -> Result<Value> {
         let bg_scale = res.secs / idle_secs.max(1e-3);
         let names = prog_names();
         agent.stop()?;
-        let _ = fs::remove_dir_all(&out);
+        super::sys::retire(&out);
         let reqs = res.requests.max(1) as f64;
         let mut progs = Vec::new();
         let (mut bpf_ns, mut est_ns, mut tp_hits, mut up_hits) = (0.0, 0.0, 0.0, 0.0);

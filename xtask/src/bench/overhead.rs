@@ -2,7 +2,6 @@
 //! Python `timetracer` 1.6.0 middleware recording; `/plain` and `/dep`; HTTP and HTTPS. Each
 //! round runs every configuration once per (scheme, endpoint), in an order rotated from round to
 //! round, and ratios are taken against the untraced window of the same round.
-use std::fs;
 
 use anyhow::Result;
 use serde_json::{Value, json};
@@ -163,7 +162,7 @@ fn window(
             let out = a.out.clone();
             let s = a.stop()?;
             let u = DirUsage::of(&out, "");
-            let _ = fs::remove_dir_all(&out);
+            super::sys::retire(&out);
             (Some(s), Some(u))
         }
         None => match &app.py_dir {

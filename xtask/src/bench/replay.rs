@@ -111,7 +111,7 @@ pub(crate) fn run(rig: &mut Rig) -> Result<Value> {
     let mut replay = Proc::spawn("agent-replay", cmd, &rig.env.work)?;
     let status = replay.wait_timeout(Duration::from_secs(300));
     let replay_secs = t.elapsed().as_secs_f64();
-    let _ = fs::remove_dir_all(&out);
+    super::sys::retire(&out);
     let Some(status) = status else {
         return Ok(not_measured(&format!(
             "the replay did not finish within 300 s\n{}",

@@ -415,7 +415,7 @@ impl Agent {
         out: &Path,
         extra: &[&str],
     ) -> Result<Self> {
-        let _ = fs::remove_dir_all(out);
+        super::sys::retire(out);
         let mut cmd = pinned(&env.cpus.agent, &env.agent);
         cmd.args(["attach", "--pid", &pid.to_string(), "--out"])
             .arg(out)

@@ -67,7 +67,7 @@ fn storage(rig: &mut Rig) -> Result<(Value, Vec<String>)> {
         }
     }
     let total = DirUsage::of(&out, "");
-    let _ = fs::remove_dir_all(&out);
+    super::sys::retire(&out);
     let py = rig.app(Scheme::Http, AppKind::PythonTool)?;
     let dir = py.py_dir.clone().context("python tool dir")?;
     empty_dir(&dir);
