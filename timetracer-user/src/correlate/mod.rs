@@ -370,10 +370,10 @@ impl Correlator {
                 let key = (h.tgid, h.tid);
                 if text.contains(TRACEBACK) {
                     self.traceback_writers.insert(key, h.ts_ns);
-                } else if !self
+                } else if self
                     .traceback_writers
                     .get(&key)
-                    .is_some_and(|&t| h.ts_ns.saturating_sub(t) < TRACEBACK_TAIL_NS)
+                    .is_none_or(|&t| h.ts_ns.saturating_sub(t) >= TRACEBACK_TAIL_NS)
                 {
                     return;
                 }
