@@ -121,9 +121,9 @@ fn targets(res: &Value) -> Vec<Target> {
                 );
             }
             n.push_str(
-                " Closing it: a per-message cost that does not grow with the number of recent \
-                 requests (docs/performance.md, findings: linear scans in the correlator), then \
-                 compact JSON and batched index inserts in the writer.",
+                " Closing it: cheaper cassettes (one file and one directory entry per request \
+                 is most of what is left: docs/performance.md, findings), then fewer ring \
+                 records per request.",
             );
             n
         }),
@@ -181,9 +181,9 @@ fn targets(res: &Value) -> Vec<Target> {
                         "Drops begin at {o:.0} msgs/s offered, with full recording (highest \
                          rate without drops: {} msgs/s). The agent drains the ring buffer \
                          every 10 ms; when it falls behind, the ring fills and the kernel \
-                         counts `ring_full`. {} Closing it: a per-message cost that does not \
-                         grow with the request rate (docs/performance.md, findings), a faster \
-                         writer, and a larger ring buffer.",
+                         counts `ring_full`. {} Closing it: a drain that does not stop at a \
+                         fixed 10 ms tick under load, a faster writer, and a larger ring \
+                         buffer.",
                         fmt(max_clean, 0),
                         match num(&capture_only["drops_begin_at_msgs_per_s"]) {
                             Some(c) => format!(
@@ -322,9 +322,8 @@ fn ratio_note(res: &Value, r: &Value, scheme: &str, ep: &str, quick: bool) -> St
     }
     n.push_str(if shared {
         ". On this layout the agent's own CPU is charged to the app, so the agent's CPU per \
-         message is the term to cut (docs/performance.md, findings: linear scans in the \
-         correlator); closing the gap needs that flat per message, cheaper cassette writing \
-         (compact JSON, batched index inserts)"
+         request is the term to cut; most of it is creating one cassette file per request \
+         (docs/performance.md, findings)"
     } else if own {
         ". The agent runs on a CPU of its own here, so the loss is what happens in the app's \
          context (hooks, uprobe traps, cache effects); closing the gap needs fewer hook hits \
