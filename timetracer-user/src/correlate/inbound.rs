@@ -185,20 +185,12 @@ mod tests {
     use crate::correlate::model::ConnFacts;
 
     fn req(conn_id: u64, index: u64, start_ns: u64) -> Inbound {
-        Inbound {
-            tgid: 1,
+        let facts = ConnFacts {
+            pid: 1,
             conn_id,
-            conn: ConnFacts::default(),
-            index,
-            start_ns,
-            tids: vec![1],
-            end_ns: None,
-            due_ns: 0,
-            exchange: None,
-            deps: Vec::new(),
-            traceback: Vec::new(),
-            finalized: false,
-        }
+            ..ConnFacts::default()
+        };
+        Inbound::new(&facts, index, start_ns, 1)
     }
 
     #[derive(Debug, Clone)]

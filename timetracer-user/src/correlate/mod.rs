@@ -148,6 +148,27 @@ struct Inbound {
     finalized: bool,
 }
 
+impl Inbound {
+    /// Request `index` of the server connection `facts`, whose head thread `tid` read at
+    /// `start_ns`.
+    fn new(facts: &ConnFacts, index: u64, start_ns: u64, tid: u32) -> Self {
+        Self {
+            tgid: facts.pid,
+            conn_id: facts.conn_id,
+            conn: facts.clone(),
+            index,
+            start_ns,
+            tids: vec![tid],
+            end_ns: None,
+            due_ns: 0,
+            exchange: None,
+            deps: Vec::new(),
+            traceback: Vec::new(),
+            finalized: false,
+        }
+    }
+}
+
 /// An outbound call from its first request byte to its response.
 struct Outbound {
     tgid: u32,
@@ -620,20 +641,8 @@ impl Correlator {
                 {
                     self.py_base.entry(facts.conn_id).or_insert(index);
                 }
-                self.inbound.push(Inbound {
-                    tgid: facts.pid,
-                    conn_id: facts.conn_id,
-                    conn: facts.clone(),
-                    index,
-                    start_ns: mark.ts_ns,
-                    tids: vec![mark.tid],
-                    end_ns: None,
-                    due_ns: 0,
-                    exchange: None,
-                    deps: Vec::new(),
-                    traceback: Vec::new(),
-                    finalized: false,
-                });
+                self.inbound
+                    .push(Inbound::new(facts, index, mark.ts_ns, mark.tid));
             }
             (Side::Server, HttpEvent::ResponseStarted { index, mark }) => {
                 self.py
@@ -662,20 +671,7 @@ impl Correlator {
                 }
                 if self.inbound.find_open(facts.conn_id, ex.index).is_none() {
                     // The head event was not seen (should not happen); open it now.
-                    self.inbound.push(Inbound {
-                        tgid: facts.pid,
-                        conn_id: facts.conn_id,
-                        conn: facts.clone(),
-                        index: ex.index,
-                        start_ns: start,
-                        tids: vec![tid],
-                        end_ns: None,
-                        due_ns: 0,
-                        exchange: None,
-                        deps: Vec::new(),
-                        traceback: Vec::new(),
-                        finalized: false,
-                    });
+                    self.inbound.push(Inbound::new(facts, ex.index, start, tid));
                 }
                 if let Some(i) = self.inbound.find_open(facts.conn_id, ex.index) {
                     let grace = self.grace_ns(facts.pid);
