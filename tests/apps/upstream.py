@@ -126,6 +126,10 @@ class Handler(BaseHTTPRequestHandler):
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    # socketserver's default backlog is 5: a burst of new connections from a pooled client
+    # (attribution tests: 50 concurrent requests) overflowed it, and requests sent on
+    # connections the kernel had not queued waited seconds (httpx ReadTimeout in the app).
+    request_queue_size = 128
 
 
 def main():
