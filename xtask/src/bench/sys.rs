@@ -57,7 +57,7 @@ fn self_and_children_ticks() -> u64 {
         .unwrap_or(0)
 }
 
-/// A `VmXXX:` line of `/proc/PID/status`, in KiB.
+/// The value of a `Vm…:` line (`VmHWM`, `VmRSS`, …) of `/proc/PID/status`, in KiB.
 pub(crate) fn status_kib(pid: u32, key: &str) -> Option<u64> {
     let text = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     text.lines()
