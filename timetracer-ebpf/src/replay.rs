@@ -20,6 +20,8 @@ use aya_ebpf::{
     programs::SockAddrContext,
 };
 use timetracer_common::{DestKey, RULE_LIVE, RULE_REDIRECT, Rule};
+// The recorder's kernel logs (`main.rs`) share this crate's dependencies; replay logs nothing.
+use aya_log_ebpf as _;
 use timetracer_ebpf as _;
 
 const SOCK_STREAM: u32 = 1;
