@@ -308,7 +308,8 @@ pub(crate) fn py_ctx_copy_ret(ctx: RetProbeContext) -> u32 {
     if new == 0 {
         debug!(
             &ctx,
-            "Skipped: PyContext_CopyCurrent of pid {} failed", (id >> 32) as u32
+            "Skipped: PyContext_CopyCurrent of pid {} failed",
+            (id >> 32) as u32
         );
         return 0;
     }

@@ -62,10 +62,7 @@ fn data_enter(ctx: &TracePointContext, sys_id: u32, flags_arg: usize) -> Result<
     if !is_sock && !(is_write && (fd == 1 || fd == 2) && config().capture_stdio != 0) {
         trace!(
             ctx,
-            "Skipped: pid {} fd {} is not a traced socket (syscall {})",
-            tgid,
-            fd,
-            sys_id
+            "Skipped: pid {} fd {} is not a traced socket (syscall {})", tgid, fd, sys_id
         );
         return Ok(0);
     }
@@ -208,7 +205,10 @@ pub(crate) fn sys_enter_close(ctx: TracePointContext) -> u32 {
         crate::tls::forget(tgid, ssl);
     }
     let _ = SOCKS.remove(key);
-    debug!(&ctx, "Closed: pid {} fd {} (connection {:x})", tgid, fd, conn_id);
+    debug!(
+        &ctx,
+        "Closed: pid {} fd {} (connection {:x})", tgid, fd, conn_id
+    );
     let h = header(Kind::Close, sys::CLOSE, id, conn_id, fd, 0, 0, 0, 0);
     emit_conn(h, timetracer_common::SockAddr::default());
     0
@@ -267,11 +267,7 @@ fn on_connect_exit(id: u64, a: &Args, r: i64) {
     } else {
         info!(
             &(),
-            "Skipped: pid {} fd {} connect to port {} failed with {}",
-            tgid,
-            a.fd,
-            addr.port,
-            r
+            "Skipped: pid {} fd {} connect to port {} failed with {}", tgid, a.fd, addr.port, r
         );
     }
     let h = header(
@@ -738,7 +734,12 @@ pub(crate) fn task_newtask(ctx: TracePointContext) -> u32 {
         return 0;
     }
     add_target(child as u32);
-    info!(&ctx, "Following: pid {} started process {}", (id >> 32) as u32, child);
+    info!(
+        &ctx,
+        "Following: pid {} started process {}",
+        (id >> 32) as u32,
+        child
+    );
     let h = header(Kind::Fork, 0, id, child as u64, 0, 0, 0, 0, 0);
     emit_conn(h, timetracer_common::SockAddr::default());
     0

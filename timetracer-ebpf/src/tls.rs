@@ -99,7 +99,10 @@ fn enter(ctx: &ProbeContext, dir: u32, ex: bool) -> u32 {
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
     if !is_target(tgid) {
-        trace!(ctx, "Skipped: SSL call of pid {}, not a traced process", tgid);
+        trace!(
+            ctx,
+            "Skipped: SSL call of pid {}, not a traced process", tgid
+        );
         return 0;
     }
     let ssl: u64 = ctx.arg(0).unwrap_or(0);
@@ -172,8 +175,7 @@ pub(crate) fn ssl_exit(ctx: RetProbeContext) -> u32 {
     let Some(call) = (unsafe { SSL_CALL.get(id) }).copied() else {
         trace!(
             &ctx,
-            "Skipped: SSL return on tid {} without a recorded entry",
-            id as u32
+            "Skipped: SSL return on tid {} without a recorded entry", id as u32
         );
         return 0;
     };
@@ -184,7 +186,11 @@ pub(crate) fn ssl_exit(ctx: RetProbeContext) -> u32 {
             &ctx,
             "Skipped: SSL* {:x} {} returned {} (WANT_READ/WANT_WRITE, EOF or error): no bytes",
             call.ssl,
-            if call.dir == DIR_EGRESS { "write" } else { "read" },
+            if call.dir == DIR_EGRESS {
+                "write"
+            } else {
+                "read"
+            },
             ret
         );
         return 0;

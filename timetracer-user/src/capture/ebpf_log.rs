@@ -164,9 +164,7 @@ impl FromStr for EbpfLogLevel {
 /// were loaded with, so letting the target through shows exactly what `--ebpf-log` asked for.
 #[must_use]
 pub fn env_filter() -> EnvFilter {
-    EnvFilter::builder().parse_lossy(filter_directives(
-        std::env::var(LOG_ENV).ok().as_deref(),
-    ))
+    EnvFilter::builder().parse_lossy(filter_directives(std::env::var(LOG_ENV).ok().as_deref()))
 }
 
 fn filter_directives(env: Option<&str>) -> String {
@@ -256,7 +254,10 @@ mod tests {
             assert_eq!(usize::from(l.aya_value()), i);
             assert_eq!(LEVEL_VALUES[l as usize], l.aya_value());
         }
-        assert_eq!(" DEBUG ".parse::<EbpfLogLevel>().unwrap(), EbpfLogLevel::Debug);
+        assert_eq!(
+            " DEBUG ".parse::<EbpfLogLevel>().unwrap(),
+            EbpfLogLevel::Debug
+        );
         assert_eq!("1".parse::<EbpfLogLevel>().unwrap(), EbpfLogLevel::Debug);
         assert!("verbose".parse::<EbpfLogLevel>().is_err());
     }

@@ -70,10 +70,15 @@ fn record_script(paths: &Paths, name: &str, extra: &[&str]) -> (String, u16) {
 fn ebpf_log_shows_skip_reasons() {
     let paths = require_root!();
     let (err, refused) = record_script(&paths, "ebpf_log_on", &["--ebpf-log", "debug"]);
-    let has = |needle: &str| err.lines().any(|l| l.contains("timetracer::ebpf") && l.contains(needle));
+    let has = |needle: &str| {
+        err.lines()
+            .any(|l| l.contains("timetracer::ebpf") && l.contains(needle))
+    };
     assert!(has("Kernel-side logging on"), "no start line:\n{err}");
     assert!(
-        has(&format!("connect to port {refused} failed with {ECONNREFUSED}")),
+        has(&format!(
+            "connect to port {refused} failed with {ECONNREFUSED}"
+        )),
         "refused connect not explained:\n{err}"
     );
     assert!(
@@ -82,7 +87,10 @@ fn ebpf_log_shows_skip_reasons() {
     );
     assert!(has("Tracking: pid"), "tracked sockets not shown:\n{err}");
     // Debug does not include trace: per-syscall "not a traced socket" lines stay out.
-    assert!(!has("is not a traced socket"), "trace line at debug:\n{err}");
+    assert!(
+        !has("is not a traced socket"),
+        "trace line at debug:\n{err}"
+    );
 }
 
 #[test]
