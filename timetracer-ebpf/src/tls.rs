@@ -128,7 +128,7 @@ fn enter(ctx: &ProbeContext, dir: u32, ex: bool) -> u32 {
             } else if crate::maps::log_enabled(Level::Debug) && !bound(tgid, ssl) {
                 debug!(
                     ctx,
-                    "Not tied: SSL* {:x} of pid {}: the last receive (fd {}) looks like TLS: {}, {} ns before this read (limit {}); its ciphertext is copied as socket data",
+                    "Not tied: SSL* {:x} of pid {}: the last receive (fd {}) looks like TLS: {}, {} ns before this read (limit {}); not a MemoryBIO read (a blocking socket is tied by the receive inside the call)",
                     ssl,
                     tgid,
                     r.what,
