@@ -102,20 +102,17 @@ impl EbpfLogLevel {
     /// directive names it — a global `debug` does not turn kernel logging on.
     #[must_use]
     pub fn from_filter(filter: &str) -> Option<Self> {
-        filter
-            .split(',')
-            .filter_map(|d| {
-                let (target, level) = match d.trim().split_once('=') {
-                    Some((t, l)) => (t.trim(), l.trim()),
-                    None => (d.trim(), "trace"),
-                };
-                if target == TARGET {
-                    level.parse().ok()
-                } else {
-                    None
-                }
-            })
-            .last()
+        filter.split(',').rev().find_map(|d| {
+            let (target, level) = match d.trim().split_once('=') {
+                Some((t, l)) => (t.trim(), l.trim()),
+                None => (d.trim(), "trace"),
+            };
+            if target == TARGET {
+                level.parse().ok()
+            } else {
+                None
+            }
+        })
     }
 
     /// `flag` (`--ebpf-log`, which clap also fills from [`ENV`]) when given, else what
