@@ -20,6 +20,7 @@ pub mod replay;
 pub mod s3;
 pub mod telemetry;
 pub mod tui;
+pub mod urls;
 pub mod web;
 
 // Dev-dependencies used only by integration tests in `tests/`.

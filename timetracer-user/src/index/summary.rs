@@ -3,6 +3,7 @@ use serde::Serialize;
 
 use crate::cassette::Cassette;
 use crate::cassette::format::Event;
+use crate::urls::url_host;
 
 /// Summary of one cassette.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -47,15 +48,6 @@ pub struct DepSummary {
 pub fn parse_rfc3339(s: &str) -> Option<f64> {
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
     Some(t.unix_timestamp_nanos() as f64 / 1e9)
-}
-
-/// `host[:port]` of `scheme://host[:port]/...`, lower-cased, without userinfo.
-#[must_use]
-pub fn url_host(url: &str) -> Option<String> {
-    let rest = url.split_once("://")?.1;
-    let auth = rest.split(['/', '?', '#']).next()?;
-    let auth = auth.rsplit_once('@').map_or(auth, |(_, h)| h);
-    (!auth.is_empty()).then(|| auth.to_ascii_lowercase())
 }
 
 /// Destination host of an event: the URL's host, else the connection's TLS name or remote.
@@ -116,16 +108,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hosts_and_times() {
-        assert_eq!(
-            url_host("http://127.0.0.1:9001/item/42").as_deref(),
-            Some("127.0.0.1:9001")
-        );
-        assert_eq!(
-            url_host("https://u:p@API.example.com/x?y").as_deref(),
-            Some("api.example.com")
-        );
-        assert_eq!(url_host("users"), None);
+    fn times() {
         let t = parse_rfc3339("2026-11-22T23:28:08.792058+00:00").unwrap();
         assert!((t - 1_795_390_088.792_058).abs() < 1e-3);
     }

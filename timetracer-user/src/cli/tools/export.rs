@@ -103,19 +103,6 @@ fn header(pairs: &[(String, String)], name: &str) -> Option<String> {
         .map(|(_, v)| v.clone())
 }
 
-/// Percent-encode a query component.
-fn enc(s: &str) -> String {
-    let mut o = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            o.push(b as char);
-        } else {
-            o.push_str(&format!("%{b:02X}"));
-        }
-    }
-    o
-}
-
 /// Scheme and authority of the inbound request.
 fn inbound_base(c: &Cassette, headers: &[(String, String)]) -> String {
     let tls = c.connection.as_ref().is_some_and(|x| x.tls);
@@ -132,11 +119,7 @@ fn inbound_target(c: &Cassette) -> String {
     if q.is_empty() {
         c.request.path.clone()
     } else {
-        let qs: Vec<String> = q
-            .iter()
-            .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
-            .collect();
-        format!("{}?{}", c.request.path, qs.join("&"))
+        format!("{}?{}", c.request.path, crate::urls::query_string(&q))
     }
 }
 
@@ -149,13 +132,7 @@ fn event_url(e: &Event) -> String {
         .map(query_pairs)
         .filter(|q| !q.is_empty())
     {
-        Some(q) => {
-            let qs: Vec<String> = q
-                .iter()
-                .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
-                .collect();
-            format!("{base}?{}", qs.join("&"))
-        }
+        Some(q) => format!("{base}?{}", crate::urls::query_string(&q)),
         None => base,
     }
 }
