@@ -448,8 +448,11 @@ pub fn run(ctx: &mut Ctx, a: &ExportArgs, out: &mut dyn Write) -> anyhow::Result
     };
     match &a.out {
         Some(p) => {
-            crate::s3::write_atomic(p, text.as_bytes())
-                .with_context(|| format!("cannot write {}", p.display()))?;
+            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+            }
+            crate::atomic_file::write(p, text.as_bytes())?;
             eprintln!(
                 "timetracer: wrote {} ({} cassettes)",
                 p.display(),
