@@ -6,6 +6,7 @@
 //! → `protocols` (detect, parse, stitch) → `correlate` (attribute outbound calls to inbound
 //! requests) → `cassette` (redact, write atomically).
 
+pub mod analysis;
 pub mod atomic_file;
 pub mod capture;
 pub mod cassette;
