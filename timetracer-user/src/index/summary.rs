@@ -1,9 +1,8 @@
 //! The searchable summary of a cassette (what the index stores).
 use serde::Serialize;
 
+use crate::analysis::summary::{event_host, is_failure};
 use crate::cassette::Cassette;
-use crate::cassette::format::Event;
-use crate::urls::url_host;
 
 /// Summary of one cassette.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -48,25 +47,6 @@ pub struct DepSummary {
 pub fn parse_rfc3339(s: &str) -> Option<f64> {
     let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()?;
     Some(t.unix_timestamp_nanos() as f64 / 1e9)
-}
-
-/// Destination host of an event: the URL's host, else the connection's TLS name or remote.
-#[must_use]
-pub fn event_host(e: &Event) -> Option<String> {
-    if let Some(h) = e.signature.url.as_deref().and_then(url_host) {
-        return Some(h);
-    }
-    let conn = e.connection.as_ref()?;
-    conn.server_name
-        .clone()
-        .or_else(|| conn.remote.clone())
-        .map(|h| h.to_ascii_lowercase())
-}
-
-/// Whether the request failed: status 0 or >= 400, or an `error` object.
-#[must_use]
-pub fn is_failure(c: &Cassette) -> bool {
-    c.response.status == 0 || c.response.status >= 400 || c.error.is_some()
 }
 
 /// The summary the index stores for `c`.

@@ -7,6 +7,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use super::{Ctx, Exit, read_inputs};
+use crate::analysis::format::shell_quote;
 use crate::cassette::Cassette;
 use crate::cassette::format::{Body, BodyEncoding, Event, JsonMap, Timing};
 use crate::index::summary::parse_rfc3339;
@@ -341,12 +342,6 @@ pub fn to_har(cassettes: &[(PathBuf, Cassette)], deps: bool) -> Value {
             "entries": entries,
         }
     })
-}
-
-/// Single-quote for POSIX shells.
-#[must_use]
-pub fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 const SKIP_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding", "connection"];
