@@ -25,6 +25,9 @@ pub mod tui;
 pub mod urls;
 pub mod web;
 
+#[cfg(test)]
+mod layering;
+
 // Dev-dependencies used only by integration tests in `tests/`.
 #[cfg(test)]
 use jsonschema as _;
