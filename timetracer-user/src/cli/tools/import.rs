@@ -196,8 +196,7 @@ pub fn from_har(har: &Value, service: &str) -> anyhow::Result<Vec<Cassette>> {
             .get("url")
             .and_then(Value::as_str)
             .with_context(|| format!("entry {i}: no request.url"))?;
-        let after_scheme = url.split_once("://").map_or(url, |x| x.1);
-        let target = after_scheme.find('/').map_or("/", |p| &after_scheme[p..]);
+        let target = crate::urls::url_path(url);
         let target = target.split('#').next().unwrap_or("/");
         let path = crate::urls::decode_str(target.split('?').next().unwrap_or("/"));
         let rh = har_pairs(&req["headers"]);
