@@ -18,6 +18,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use nix::sys::signal::Signal;
 
+use crate::prereq::which;
 use crate::util::{self, ProcGuard};
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -125,27 +126,6 @@ fn postgres_bin_dir() -> Option<PathBuf> {
         )
     });
     dirs.into_iter().next()
-}
-
-fn which(bin: &str) -> Option<PathBuf> {
-    for dir in [
-        "/usr/sbin",
-        "/usr/bin",
-        "/sbin",
-        "/bin",
-        "/usr/local/bin",
-        "/usr/local/sbin",
-    ] {
-        let p = Path::new(dir).join(bin);
-        if p.is_file() {
-            return Some(p);
-        }
-    }
-    std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|d| d.join(bin))
-            .find(|p| p.is_file())
-    })
 }
 
 fn mariadb_bins() -> Option<(PathBuf, PathBuf, PathBuf)> {
