@@ -22,6 +22,12 @@ pub mod telemetry;
 pub mod tui;
 pub mod web;
 
+/// The workspace's skip policy and prerequisite search for tests (one file, shared with
+/// `tests/integration`).
+#[cfg(test)]
+#[path = "../../tests/integration/src/prereq.rs"]
+pub mod prereq;
+
 // Dev-dependencies used only by integration tests in `tests/`.
 #[cfg(test)]
 use jsonschema as _;
