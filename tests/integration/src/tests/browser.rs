@@ -948,8 +948,8 @@ fn replay_server_missing(paths: &Paths) -> Option<String> {
 
 /// The Replay button of `serve` against the real `timetracer-agent replay-server`: a request
 /// of the FastAPI app recorded, then replayed from the page with its upstream mocked, must
-/// come back `same` (the recorded app, unchanged, answers what it answered; `replay.rs`
-/// checks the same fixture from the CLI).
+/// come back `same` (the recorded app, unchanged and in its recorded environment, answers
+/// what it answered; `replay.rs` checks the same fixture from the CLI).
 #[test]
 fn replay_button_returns_a_real_verdict() {
     use super::scenario::{App, Harness, Req};
@@ -975,15 +975,17 @@ fn replay_button_returns_a_real_verdict() {
 
     let tmp = util::temp_dir("ui-replay");
     let socket = tmp.path().join("replay.sock");
-    let mut service = ProcGuard::spawn(
-        "replay-server",
-        util::command(
-            &paths.agent,
-            ["replay-server", "--socket", socket.to_str().unwrap()],
-        ),
-        tmp.path(),
-    )
-    .expect("spawn replay-server");
+    // The service runs the recorded command in its own environment: give it the app's, as
+    // `timetracer-agent replay` gets it in replay.rs. The upstream is stopped, so `same` means
+    // the dependency call was answered from the cassette.
+    h.stop_upstream();
+    let mut cmd = util::command(
+        &paths.agent,
+        ["replay-server", "--socket", socket.to_str().unwrap()],
+    );
+    h.app_env(&mut cmd);
+    let mut service =
+        ProcGuard::spawn("replay-server", cmd, tmp.path()).expect("spawn replay-server");
     let t = Instant::now();
     while !socket.exists() {
         assert!(
@@ -1039,7 +1041,7 @@ fn replay_button_returns_a_real_verdict() {
         let text = v[1].as_str().unwrap();
         assert_eq!(class, "verdict v-same", "want the verdict `same`:\n{text}");
         assert!(text.contains("Replay verdict: same"), "{text}");
-        assert!(text.contains("GET /users/42: same"), "{text}");
+        assert!(text.contains("GET /users/42?req=ui-replay: same"), "{text}");
         c
     });
     drop(serve.proc);
