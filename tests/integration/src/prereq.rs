@@ -210,8 +210,14 @@ mod tests {
         assert_eq!(patch_of("3.11.7", 12), None);
         assert_eq!(patch_of("3.13.0t", 13), None);
         assert_eq!(patch_of("3.1.2", 11), None);
-        assert_eq!(uv_version("cpython-3.12.8-linux-x86_64-gnu"), Some("3.12.8"));
-        assert_eq!(uv_version("cpython-3.13.1+freethreaded-linux-x86_64-gnu"), None);
+        assert_eq!(
+            uv_version("cpython-3.12.8-linux-x86_64-gnu"),
+            Some("3.12.8")
+        );
+        assert_eq!(
+            uv_version("cpython-3.13.1+freethreaded-linux-x86_64-gnu"),
+            None
+        );
         assert_eq!(uv_version("pypy-3.10.14-linux-x86_64-gnu"), None);
     }
 

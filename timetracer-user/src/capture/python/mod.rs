@@ -677,9 +677,8 @@ mod tests {
         }) else {
             return;
         };
-        let so = asyncio_so(&prefix_of(&python), minor).unwrap_or_else(|| {
-            panic!("{}: no lib-dynload/_asyncio.*.so", python.display())
-        });
+        let so = asyncio_so(&prefix_of(&python), minor)
+            .unwrap_or_else(|| panic!("{}: no lib-dynload/_asyncio.*.so", python.display()));
         let data = fs::read(&so).unwrap();
         let elf = object::File::parse(&*data).unwrap();
         assert!(elf.symbols().next().is_none(), "expected a stripped module");
