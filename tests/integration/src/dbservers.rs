@@ -306,6 +306,15 @@ fn start_postgres(root: &Path) -> anyhow::Result<Server> {
             "psql",
         )
     };
+    // The port opens before recovery ends ("the database system is starting up"): wait for a
+    // query to succeed (a loaded machine takes seconds).
+    let t = std::time::Instant::now();
+    while let Err(e) = psql("postgres", "SELECT 1") {
+        if !format!("{e:#}").contains("starting up") || t.elapsed() > START_TIMEOUT {
+            return Err(e);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     psql(
         "postgres",
         &format!("CREATE ROLE {APP_USER} LOGIN PASSWORD '{APP_PASSWORD}'"),
