@@ -27,6 +27,11 @@ pub mod web;
 
 #[cfg(test)]
 mod layering;
+/// The workspace's skip policy and prerequisite search for tests (one file, shared with
+/// `tests/integration`).
+#[cfg(test)]
+#[path = "../../tests/integration/src/prereq.rs"]
+pub mod prereq;
 
 // Dev-dependencies used only by integration tests in `tests/`.
 #[cfg(test)]
