@@ -22,6 +22,9 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
 
+// "Dual MIT/GPL" is the crate's `MIT OR GPL-2.0-only` (Cargo.toml). bpf_probe_read_user and
+// bpf_probe_read_user_str, used here, are GPL-only helpers: the kernel accepts them only from
+// programs with a GPL-compatible license.
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -185,6 +185,8 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
     loop {}
 }
 
+// "Dual MIT/GPL" is the crate's `MIT OR GPL-2.0-only` (Cargo.toml), as for the recording
+// programs (src/main.rs), which need a GPL-compatible license for GPL-only helpers.
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

@@ -6,6 +6,8 @@
 //! → `protocols` (detect, parse, stitch) → `correlate` (attribute outbound calls to inbound
 //! requests) → `cassette` (redact, write atomically).
 
+pub mod analysis;
+pub mod atomic_file;
 pub mod capture;
 pub mod cassette;
 pub mod cli;
@@ -20,7 +22,16 @@ pub mod replay;
 pub mod s3;
 pub mod telemetry;
 pub mod tui;
+pub mod urls;
 pub mod web;
+
+#[cfg(test)]
+mod layering;
+/// The workspace's skip policy and prerequisite search for tests (one file, shared with
+/// `tests/integration`).
+#[cfg(test)]
+#[path = "../../tests/integration/src/prereq.rs"]
+pub mod prereq;
 
 // Dev-dependencies used only by integration tests in `tests/`.
 #[cfg(test)]

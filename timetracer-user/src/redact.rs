@@ -18,6 +18,8 @@ use std::borrow::Cow;
 
 use serde_json::Value;
 
+use crate::urls::form_decode;
+
 /// What a redacted value becomes.
 pub const REDACTED: &str = "[REDACTED]";
 
@@ -363,44 +365,6 @@ fn json_path_child(parent: &str, key: &str) -> String {
     }
 }
 
-/// Decode a `application/x-www-form-urlencoded` component (`+` is a space, `%XX` a byte).
-#[must_use]
-pub fn form_decode(s: &str) -> String {
-    let plus = s.replace('+', " ");
-    String::from_utf8_lossy(&percent_decode(plus.as_bytes())).into_owned()
-}
-
-/// Decode `%XX` escapes; invalid escapes stay as they are.
-#[must_use]
-pub fn percent_decode(s: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(s.len());
-    let mut i = 0;
-    while i < s.len() {
-        let escape = if s[i] == b'%' && i + 2 < s.len() {
-            hex(s[i + 1]).zip(hex(s[i + 2]))
-        } else {
-            None
-        };
-        if let Some((h, l)) = escape {
-            out.push(h << 4 | l);
-            i += 3;
-            continue;
-        }
-        out.push(s[i]);
-        i += 1;
-    }
-    out
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
-}
-
 /// Index of the closing quote of the JSON string starting at `start` (a `"`).
 fn string_end(b: &[u8], start: usize) -> Option<usize> {
     let mut i = start + 1;
@@ -569,11 +533,5 @@ mod tests {
         assert!(paths.is_empty());
         let mut h = vec![("Cookie".to_owned(), "a=b".to_owned())];
         assert_eq!(p.redact_headers(&mut h), 0);
-    }
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode(b"/a%20b%2Fc%zz%4"), b"/a b/c%zz%4");
-        assert_eq!(form_decode("a+b%21"), "a b!");
     }
 }

@@ -1,16 +1,18 @@
 //! S3 round trip against a real S3-compatible server (moto in server mode) on 127.0.0.1,
-//! started and stopped here. moto comes from `$TIMETRACER_VENV/bin/moto_server` (`cargo xtask
-//! test` installs it from tests/apps/requirements.txt). Without it the test is skipped with a
-//! message, except when `TIMETRACER_REQUIRE_PRIVILEGED=1` (CI), where it fails.
+//! started and stopped here. moto comes from the apps' venv, `<venv>/bin/moto_server`
+//! (`$TIMETRACER_VENV`, default `<repo>/.venv`; `cargo xtask install` installs it from
+//! tests/apps/requirements.txt). Without it the test is skipped with a message, except when
+//! `TIMETRACER_REQUIRE_PRIVILEGED=1` (CI), where it fails.
 #![expect(
     unused_crate_dependencies,
     reason = "an integration test links every dependency of the package"
 )]
 
 pub mod cli_common;
+#[path = "../../tests/integration/src/prereq.rs"]
+pub mod prereq;
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -28,21 +30,15 @@ impl Drop for Moto {
     }
 }
 
-fn moto_binary() -> Option<PathBuf> {
-    let venv = std::env::var_os("TIMETRACER_VENV")?;
-    let p = PathBuf::from(venv).join("bin/moto_server");
-    p.is_file().then_some(p)
-}
-
 fn start_moto() -> Option<Moto> {
-    let Some(bin) = moto_binary() else {
-        let msg = "cli_s3: moto_server not found in $TIMETRACER_VENV/bin (run `cargo xtask test`, or create a venv with `pip install 'moto[server]'` and set TIMETRACER_VENV)";
-        if std::env::var("TIMETRACER_REQUIRE_PRIVILEGED").as_deref() == Ok("1") {
-            panic!("{msg}");
-        }
-        eprintln!("SKIPPED: {msg}");
-        return None;
-    };
+    let bin = prereq::venv(&cli_common::repo()).join("bin/moto_server");
+    let bin = prereq::require(bin.is_file().then_some(bin.clone()), || {
+        format!(
+            "cli_s3: {} not found (run `cargo xtask install`, or point TIMETRACER_VENV at a venv \
+             with tests/apps/requirements.txt installed)",
+            bin.display()
+        )
+    })?;
     let port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()

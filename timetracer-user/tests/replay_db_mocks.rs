@@ -9,9 +9,9 @@
 //! rows, replies and server errors, and the changed call the protocol's error, journaled
 //! with the differing field.
 //!
-//! The clients come from `$TIMETRACER_VENV` (`cargo xtask test` creates it). Without it the
-//! tests are skipped with a message, except when `TIMETRACER_REQUIRE_PRIVILEGED=1` (CI),
-//! where they fail.
+//! The clients come from the apps' venv (`$TIMETRACER_VENV`, default `<repo>/.venv`; `cargo
+//! xtask install` creates it). Without it the tests are skipped with a message, except when
+//! `TIMETRACER_REQUIRE_PRIVILEGED=1` (CI), where they fail.
 #![expect(
     unused_crate_dependencies,
     reason = "an integration test links every dependency of the package"
@@ -31,22 +31,21 @@ fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The venv's Python, or `None` (skip, with the reason printed) when there is none.
+#[path = "../../tests/integration/src/prereq.rs"]
+pub mod prereq;
+
+/// The venv's Python, or `None` (skip, with the reason printed; a failure under
+/// `TIMETRACER_REQUIRE_PRIVILEGED=1`) when there is none.
 fn python() -> Option<PathBuf> {
-    let msg = "replay_db_mocks: no Python venv with the database clients ($TIMETRACER_VENV unset or \
-               without bin/python; run `cargo xtask test`, or point TIMETRACER_VENV at a venv with \
-               tests/apps/requirements.txt installed)";
-    let found = std::env::var_os("TIMETRACER_VENV")
-        .map(|v| PathBuf::from(v).join("bin/python"))
-        .filter(|p| p.is_file());
-    if found.is_none() {
-        assert!(
-            std::env::var("TIMETRACER_REQUIRE_PRIVILEGED").as_deref() != Ok("1"),
-            "{msg}"
-        );
-        eprintln!("SKIPPED: {msg}");
-    }
-    found
+    let python = prereq::venv(&repo()).join("bin/python");
+    prereq::require(python.is_file().then_some(python.clone()), || {
+        format!(
+            "replay_db_mocks: {} not found: no Python venv with the database clients (run \
+             `cargo xtask install`, or point TIMETRACER_VENV at a venv with \
+             tests/apps/requirements.txt installed)",
+            python.display()
+        )
+    })
 }
 
 /// One destination per recorded server of the cassettes in `dir`, as replay builds them:

@@ -14,9 +14,10 @@ use std::time::Duration;
 
 use ratatui::Terminal;
 use ratatui::backend::TestBackend;
+use timetracer::analysis::format::fmt_ms_compact;
 use timetracer::live::LiveUpdate;
 use timetracer::tui::state::{Action, State};
-use timetracer::tui::view::{self, detail, fmt_ms, fmt_uptime, table};
+use timetracer::tui::view::{self, detail, fmt_uptime, table};
 use tui_fixtures::{failing_order, http_event, redis_event, sample_requests, sql_event, stats};
 
 fn render(state: &State, width: u16, height: u16) -> String {
@@ -254,13 +255,13 @@ fn table_scroll_keeps_selection_in_view() {
 
 #[test]
 fn formats() {
-    assert_eq!(fmt_ms(0.42), "0.42ms");
-    assert_eq!(fmt_ms(4.25), "4.2ms");
-    assert_eq!(fmt_ms(123.4), "123ms");
-    assert_eq!(fmt_ms(1234.0), "1.23s");
-    assert_eq!(fmt_ms(12_345.0), "12.3s");
-    assert_eq!(fmt_ms(125_000.0), "2m05s");
-    assert_eq!(fmt_ms(f64::NAN), "-");
+    assert_eq!(fmt_ms_compact(0.42), "0.42ms");
+    assert_eq!(fmt_ms_compact(4.25), "4.2ms");
+    assert_eq!(fmt_ms_compact(123.4), "123ms");
+    assert_eq!(fmt_ms_compact(1234.0), "1.23s");
+    assert_eq!(fmt_ms_compact(12_345.0), "12.3s");
+    assert_eq!(fmt_ms_compact(125_000.0), "2m05s");
+    assert_eq!(fmt_ms_compact(f64::NAN), "-");
     assert_eq!(fmt_uptime(3_723_000), "1:02:03");
     assert_eq!(fmt_uptime(65_000), "1:05");
 }

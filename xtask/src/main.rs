@@ -1,4 +1,4 @@
-//! Project automation: `cargo xtask install | build | test | demo | bench`.
+//! Project automation: `cargo xtask install | build | lint | toolchain | test | demo | bench`.
 //!
 //! Every command installs what it needs first, idempotently, so the README's two commands work
 //! on a fresh Debian 12 machine.
@@ -17,6 +17,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod bench;
+mod toolchain;
 
 #[derive(Parser)]
 #[command(name = "xtask", about = "timetracer project tasks")]
@@ -27,11 +28,18 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Install prerequisites (apt packages, nightly rust-src, bpf-linker, tracefs, Python venv).
+    /// Install prerequisites (apt packages, the pinned eBPF nightly, bpf-linker on the same
+    /// LLVM, tracefs, Python venv).
     Install,
     /// Build target/release/timetracer-agent and target/release/timetracer (with eBPF).
     Build,
-    /// Install, build, then run host tests and the privileged end-to-end tests.
+    /// rustfmt check, and clippy `-D warnings` for the host crates and for the eBPF crate on its
+    /// BPF target.
+    Lint,
+    /// Print the pinned eBPF toolchain, what is installed for it and what the last build used;
+    /// fail when they differ.
+    Toolchain,
+    /// Install, lint, build, then run host tests and the privileged end-to-end tests.
     Test {
         /// Only host tests (no root, no eBPF).
         #[arg(long)]
@@ -61,6 +69,8 @@ fn main() -> ExitCode {
     let r = match cli.cmd {
         Cmd::Install => install(),
         Cmd::Build => install().and_then(|()| build()),
+        Cmd::Lint => install().and_then(|()| toolchain::lint(&toolchain::load()?)),
+        Cmd::Toolchain => toolchain::load().and_then(|pin| toolchain::report(&pin)),
         Cmd::Test {
             host_only,
             all,
@@ -122,12 +132,8 @@ fn describe(cmd: &Command) -> String {
         .join(" ")
 }
 
+/// Debian packages besides those of bpf-linker's build (`toolchain::apt_packages`).
 const APT_PACKAGES: &[&str] = &[
-    "llvm-22-dev",
-    "libpolly-22-dev",
-    "libzstd-dev",
-    "zlib1g-dev",
-    "libxml2-dev",
     "curl",
     "tmux",
     "openssl",
@@ -153,45 +159,18 @@ fn is_root() -> bool {
 }
 
 fn install() -> Result<()> {
+    let pin = toolchain::load()?;
     // 1. apt packages.
-    apt_install(APT_PACKAGES)?;
-    // 2. nightly rust-src (the eBPF crate builds core itself).
-    let have_src = Command::new("rustup")
-        .args(["component", "list", "--installed", "--toolchain", "nightly"])
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("rust-src"));
-    if !have_src {
-        run(Command::new("rustup").args([
-            "toolchain",
-            "install",
-            "nightly",
-            "--profile",
-            "minimal",
-            "--component",
-            "rust-src",
-        ]))?;
-    }
-    // 3. bpf-linker against Debian's LLVM 22 (matches nightly's LLVM).
-    if !cargo_bin_dir().join("bpf-linker").exists() {
-        run(Command::new("cargo")
-            .args([
-                "install",
-                "bpf-linker",
-                "--version",
-                "0.13.0",
-                "--locked",
-                "--no-default-features",
-                "--features",
-                "llvm-22",
-            ])
-            .env("PATH", {
-                let mut p = vec![PathBuf::from("/usr/lib/llvm-22/bin")];
-                p.extend(env::split_paths(&path_env()));
-                env::join_paths(p)?
-            })
-            .env("LLVM_PREFIX", "/usr/lib/llvm-22")
-            .env("LLVM_SYS_221_PREFIX", "/usr/lib/llvm-22"))?;
-    }
+    let llvm = toolchain::apt_packages(&pin);
+    apt_install(
+        &APT_PACKAGES
+            .iter()
+            .copied()
+            .chain(llvm.iter().map(String::as_str))
+            .collect::<Vec<_>>(),
+    )?;
+    // 2-3. The pinned nightly (rust-src, clippy) and bpf-linker on the same LLVM, checked.
+    toolchain::install(&pin)?;
     // 4. tracefs (the agent mounts it too, but tools like bpftool expect it).
     if is_root() && !Path::new("/sys/kernel/tracing/events").exists() {
         let _ =
@@ -256,9 +235,9 @@ fn ensure_venv(venv: &Path, req: &Path) -> Result<()> {
 }
 
 fn build() -> Result<()> {
-    if !cargo_bin_dir().join("bpf-linker").exists() {
-        bail!("bpf-linker is missing; run `cargo xtask install`");
-    }
+    // The same check build.rs makes, before cargo starts: a mismatch names the fix at once.
+    let found = toolchain::check(&toolchain::load()?)?;
+    eprintln!("xtask: eBPF toolchain: {found}");
     run(Command::new("cargo")
         .current_dir(root())
         .args(["build", "--release", "-p", "timetracer-user"])
@@ -275,43 +254,22 @@ fn build() -> Result<()> {
 
 fn test(host_only: bool, all: bool, long: bool, filter: Option<&str>) -> Result<()> {
     if host_only {
-        return run(Command::new("cargo")
-            .current_dir(root())
-            .args([
-                "test",
-                "--workspace",
-                "--exclude",
-                "timetracer-ebpf",
-                "--exclude",
-                "timetracer-integration",
-            ])
-            .env("AYA_BUILD_SKIP", "1"));
+        return host_tests();
     }
     install()?;
+    let pin = toolchain::load()?;
+    // The lint gate comes first: a red lint fails the test command.
+    toolchain::lint(&pin)?;
     build()?;
-    // Host tests (parsers, reassembly, cassette format, CLI; the S3 test runs moto from the
-    // venv and must not skip in CI).
-    let mut host = Command::new("cargo");
-    host.current_dir(root())
-        .args([
-            "test",
-            "--release",
-            "--workspace",
-            "--exclude",
-            "timetracer-ebpf",
-            "--exclude",
-            "timetracer-integration",
-        ])
-        .env("PATH", path_env())
-        .env("TIMETRACER_VENV", venv_dir());
-    if is_root() {
-        host.env("TIMETRACER_REQUIRE_PRIVILEGED", "1");
-    }
-    run(&mut host)?;
+    // Self-check: the eBPF object just built came from the pinned toolchain.
+    toolchain::report(&pin)?;
+    host_tests()?;
     // The Python replay hook (python/): pytest, each test in fresh interpreters of the venv.
-    run(Command::new(venv_dir().join("bin/python"))
-        .current_dir(root())
-        .args(["-m", "pytest", "-q", "-rs", "python/tests"]))?;
+    run(strict(
+        Command::new(venv_dir().join("bin/python"))
+            .current_dir(root())
+            .args(["-m", "pytest", "-q", "-rs", "python/tests"]),
+    ))?;
     // Privileged end-to-end tests: real apps, real kernel programs, one at a time.
     let mut cmd = Command::new("cargo");
     cmd.current_dir(root())
@@ -334,14 +292,43 @@ fn test(host_only: bool, all: bool, long: bool, filter: Option<&str>) -> Result<
     if long {
         cmd.env("TIMETRACER_ATTR_REQUESTS", "3000");
     }
-    if is_root() {
-        cmd.env("TIMETRACER_REQUIRE_PRIVILEGED", "1");
-    } else {
+    if !is_root() {
         eprintln!(
             "xtask: not root: the privileged end-to-end tests will be SKIPPED (run `sudo cargo xtask test`)"
         );
     }
-    run(&mut cmd)
+    run(strict(&mut cmd))
+}
+
+/// Host tests (parsers, reassembly, cassette format, CLI; the S3 test runs moto from the venv and
+/// must not skip in CI), in the `hosttest` profile: optimised, with overflow checks and debug
+/// assertions on, so that the "never panics on arbitrary bytes" properties see arithmetic
+/// overflow. No eBPF object is needed (nothing here loads one).
+fn host_tests() -> Result<()> {
+    let mut host = Command::new("cargo");
+    host.current_dir(root())
+        .args([
+            "test",
+            "--profile",
+            "hosttest",
+            "--workspace",
+            "--exclude",
+            "timetracer-ebpf",
+            "--exclude",
+            "timetracer-integration",
+        ])
+        .env("AYA_BUILD_SKIP", "1")
+        .env("TIMETRACER_VENV", venv_dir());
+    run(strict(&mut host))
+}
+
+/// As root (CI), every test run gets `TIMETRACER_REQUIRE_PRIVILEGED=1`: a test that cannot do
+/// its check fails with the reason instead of skipping into a pass.
+fn strict(cmd: &mut Command) -> &mut Command {
+    if is_root() {
+        cmd.env("TIMETRACER_REQUIRE_PRIVILEGED", "1");
+    }
+    cmd
 }
 
 struct Guard(Child);

@@ -18,6 +18,7 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use nix::sys::signal::Signal;
 
+use crate::prereq::which;
 use crate::util::{self, ProcGuard};
 
 const START_TIMEOUT: Duration = Duration::from_secs(60);
@@ -125,27 +126,6 @@ fn postgres_bin_dir() -> Option<PathBuf> {
         )
     });
     dirs.into_iter().next()
-}
-
-fn which(bin: &str) -> Option<PathBuf> {
-    for dir in [
-        "/usr/sbin",
-        "/usr/bin",
-        "/sbin",
-        "/bin",
-        "/usr/local/bin",
-        "/usr/local/sbin",
-    ] {
-        let p = Path::new(dir).join(bin);
-        if p.is_file() {
-            return Some(p);
-        }
-    }
-    std::env::var_os("PATH").and_then(|path| {
-        std::env::split_paths(&path)
-            .map(|d| d.join(bin))
-            .find(|p| p.is_file())
-    })
 }
 
 fn mariadb_bins() -> Option<(PathBuf, PathBuf, PathBuf)> {
@@ -326,6 +306,15 @@ fn start_postgres(root: &Path) -> anyhow::Result<Server> {
             "psql",
         )
     };
+    // The port opens before recovery ends ("the database system is starting up"): wait for a
+    // query to succeed (a loaded machine takes seconds).
+    let t = std::time::Instant::now();
+    while let Err(e) = psql("postgres", "SELECT 1") {
+        if !format!("{e:#}").contains("starting up") || t.elapsed() > START_TIMEOUT {
+            return Err(e);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
     psql(
         "postgres",
         &format!("CREATE ROLE {APP_USER} LOGIN PASSWORD '{APP_PASSWORD}'"),

@@ -17,7 +17,8 @@
 //! Environment: `TIMETRACER_AGENT`, `TIMETRACER_CLI`, `TIMETRACER_VENV` (see [`util::Paths`]),
 //! `TIMETRACER_REQUIRE_PRIVILEGED=1` (turn skips into failures),
 //! `TIMETRACER_KEEP_ARTIFACTS=1` (keep each test's temp dir and print its path),
-//! `TIMETRACER_CASSETTE_SCHEMA` (JSON Schema to validate every cassette against).
+//! `TIMETRACER_CASSETTE_SCHEMA` (JSON Schema every cassette is validated against; default
+//! `docs/cassette.schema.json`; a missing schema fails the test).
 
 // The browser tests (`tests/browser.rs`, built only with `cfg(test)`) drive Chromium with these.
 use fantoccini as _;
@@ -25,6 +26,7 @@ use hyper_util as _;
 use tokio as _;
 
 pub mod dbservers;
+pub mod prereq;
 pub mod util;
 
 #[cfg(test)]

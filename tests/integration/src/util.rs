@@ -55,7 +55,7 @@ impl Paths {
                 repo.join("target/release/timetracer-agent"),
             ),
             cli: from("TIMETRACER_CLI", repo.join("target/release/timetracer")),
-            venv: from("TIMETRACER_VENV", repo.join(".venv")),
+            venv: crate::prereq::venv(&repo),
             apps: repo.join("tests/apps"),
             repo,
         }
@@ -67,10 +67,7 @@ impl Paths {
     }
 }
 
-/// True when `TIMETRACER_REQUIRE_PRIVILEGED=1`: skipping becomes a failure.
-pub fn privileged_required() -> bool {
-    std::env::var("TIMETRACER_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1")
-}
+pub use crate::prereq::{privileged_required, skip_or_fail, which};
 
 /// Why a privileged end-to-end test cannot run here, if it cannot.
 pub fn missing_prerequisite(paths: &Paths) -> Option<String> {
@@ -96,19 +93,32 @@ pub fn missing_prerequisite(paths: &Paths) -> Option<String> {
     None
 }
 
+/// Returns from the calling test when `$missing` (an `Option<String>`: why the test cannot run)
+/// is `Some`, after [`skip_or_fail`] printed it (or failed the test under
+/// `TIMETRACER_REQUIRE_PRIVILEGED=1`). `require!(missing, value)` returns `value` instead.
+#[macro_export]
+macro_rules! require {
+    ($missing:expr) => {
+        if let Some(reason) = $missing {
+            $crate::util::skip_or_fail(&reason);
+            return;
+        }
+    };
+    ($missing:expr, $ret:expr) => {
+        if let Some(reason) = $missing {
+            $crate::util::skip_or_fail(&reason);
+            return $ret;
+        }
+    };
+}
+
 /// Returns the resolved [`Paths`], or skips the calling test (returns from it) with a printed
 /// reason. With `TIMETRACER_REQUIRE_PRIVILEGED=1` a missing prerequisite is a failure.
 #[macro_export]
 macro_rules! require_root {
     () => {{
         let paths = $crate::util::Paths::from_env();
-        if let Some(reason) = $crate::util::missing_prerequisite(&paths) {
-            if $crate::util::privileged_required() {
-                panic!("TIMETRACER_REQUIRE_PRIVILEGED=1 but {reason}");
-            }
-            eprintln!("SKIP: {reason}");
-            return;
-        }
+        $crate::require!($crate::util::missing_prerequisite(&paths));
         paths
     }};
 }
@@ -733,46 +743,32 @@ pub fn read_json_lines(path: &Path) -> Vec<Value> {
         .collect()
 }
 
-/// Validates `cassette` against the JSON Schema named by `TIMETRACER_CASSETTE_SCHEMA` or, if
-/// unset, the first `<repo>/docs/*cassette*.schema.json`. Returns problems (empty if no schema).
+/// Validates `cassette` against the cassette JSON Schema: `TIMETRACER_CASSETTE_SCHEMA` or, if
+/// unset, `<repo>/docs/cassette.schema.json`. Returns the problems.
+///
+/// # Panics
+/// When the schema cannot be read or parsed: it is part of the repository, so validation is
+/// never skipped (with or without `TIMETRACER_REQUIRE_PRIVILEGED`).
 pub fn schema_problems(paths: &Paths, cassette: &Cassette) -> Vec<String> {
-    static SCHEMA: OnceLock<Option<(PathBuf, Value)>> = OnceLock::new();
-    let schema = SCHEMA.get_or_init(|| {
+    static SCHEMA: OnceLock<(PathBuf, Value)> = OnceLock::new();
+    let (path, schema) = SCHEMA.get_or_init(|| {
         let path = std::env::var_os("TIMETRACER_CASSETTE_SCHEMA")
-            .map(PathBuf::from)
-            .or_else(|| {
-                let mut found: Vec<PathBuf> = fs::read_dir(paths.repo.join("docs"))
-                    .ok()?
-                    .flatten()
-                    .map(|e| e.path())
-                    .filter(|p| {
-                        let n = p
-                            .file_name()
-                            .map(|f| f.to_string_lossy().into_owned())
-                            .unwrap_or_default();
-                        n.contains("cassette") && n.ends_with(".schema.json")
-                    })
-                    .collect();
-                found.sort();
-                found.into_iter().next()
-            });
-        match path {
-            None => {
-                eprintln!("note: no cassette JSON Schema found; schema validation skipped");
-                None
-            }
-            Some(p) => {
-                let text = fs::read_to_string(&p)
-                    .unwrap_or_else(|e| panic!("read schema {}: {e}", p.display()));
-                let v: Value = serde_json::from_str(&text)
-                    .unwrap_or_else(|e| panic!("parse schema {}: {e}", p.display()));
-                Some((p, v))
-            }
-        }
+            .filter(|v| !v.is_empty())
+            .map_or_else(
+                || paths.repo.join("docs/cassette.schema.json"),
+                PathBuf::from,
+            );
+        let text = fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "cassette JSON Schema {}: {e} (every written cassette is validated against it; \
+                 set TIMETRACER_CASSETTE_SCHEMA or restore docs/cassette.schema.json)",
+                path.display()
+            )
+        });
+        let v: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("parse schema {}: {e}", path.display()));
+        (path, v)
     });
-    let Some((path, schema)) = schema else {
-        return Vec::new();
-    };
     let validator = match jsonschema::validator_for(schema) {
         Ok(v) => v,
         Err(e) => return vec![format!("schema {} does not compile: {e}", path.display())],

@@ -377,17 +377,22 @@ mod tests {
 
     #[test]
     fn system_libssl_plan_uses_internal_functions() {
-        let Some(lib) = [
-            "/usr/lib/x86_64-linux-gnu/libssl.so.3",
-            "/lib/x86_64-linux-gnu/libssl.so.3",
-        ]
-        .iter()
-        .map(Path::new)
-        .find(|p| p.exists()) else {
-            eprintln!("SKIP: no system libssl.so.3 on this machine");
+        const DIRS: [&str; 4] = [
+            "/usr/lib/x86_64-linux-gnu",
+            "/lib/x86_64-linux-gnu",
+            "/usr/lib64",
+            "/usr/lib",
+        ];
+        let found = DIRS
+            .iter()
+            .map(|d| Path::new(d).join("libssl.so.3"))
+            .find(|p| p.exists());
+        let Some(lib) = crate::prereq::require(found, || {
+            format!("no system libssl.so.3 in {DIRS:?} (Debian package libssl3)")
+        }) else {
             return;
         };
-        let plan = plan(lib).unwrap();
+        let plan = plan(&lib).unwrap();
         assert!(
             plan.sites.iter().any(|s| s.kind == SiteKind::ReadEx),
             "{plan:?}"

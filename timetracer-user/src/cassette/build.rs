@@ -18,7 +18,8 @@ use super::format::{
 use crate::correlate::model::{Attribution, ConnFacts, DepCall, DepKind, RecordedRequest, Timings};
 use crate::protocols::db::DbCall;
 use crate::protocols::http::types::{Exchange, HttpMessage, StartLine};
-use crate::redact::{RedactionPolicy, form_decode, percent_decode};
+use crate::redact::RedactionPolicy;
+use crate::urls::{self, parse_query};
 
 /// Default `max_body`: 1 MiB per message.
 pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
@@ -239,7 +240,7 @@ impl Builder<'_> {
         let body = self.body(msg);
         Request {
             method,
-            path: String::from_utf8_lossy(&percent_decode(path.as_bytes())).into_owned(),
+            path: urls::decode_str(path),
             route_template: None,
             target: Some(target.into_owned()),
             query,
@@ -514,27 +515,6 @@ fn split_target(target: &str) -> (&str, &str) {
         Some((p, q)) => (p, q),
         None => (rest, ""),
     }
-}
-
-/// Parse a query string: one value → string, several → list (blank values kept).
-#[must_use]
-pub fn parse_query(q: &str) -> JsonMap {
-    let mut map = Map::new();
-    for pair in q.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        let (k, v) = (form_decode(k), Value::String(form_decode(v)));
-        match map.get_mut(&k) {
-            Some(Value::Array(items)) => items.push(v),
-            Some(prev) => {
-                let first = prev.take();
-                *prev = Value::Array(vec![first, v]);
-            }
-            None => {
-                map.insert(k, v);
-            }
-        }
-    }
-    map
 }
 
 /// `scheme://host[:port]/path` of an outbound request.

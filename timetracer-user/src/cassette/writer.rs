@@ -1,4 +1,6 @@
-//! Atomic cassette writer: temp file (mode 0600) in the target directory, rename (fsync with `TIMETRACER_FSYNC=1`).
+//! Atomic cassette writer: an unnamed `O_TMPFILE` file (mode 0600) in the target directory,
+//! linked into place once complete, else [`crate::atomic_file`]'s temporary name + rename
+//! (fsync with `TIMETRACER_FSYNC=1`).
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io::{BufWriter, Write as _};
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
@@ -7,6 +9,7 @@ use std::path::{Path, PathBuf};
 use super::Error;
 use super::format::Cassette;
 use super::naming::relative_path;
+use crate::atomic_file::{self, AtomicFile};
 
 /// zstd level used for `.json.zst`.
 const ZSTD_LEVEL: i32 = 3;
@@ -32,118 +35,79 @@ impl Compression {
     }
 }
 
-/// Removes the temp file unless disarmed.
-struct TempGuard<'a> {
-    path: &'a Path,
-    armed: bool,
-}
-
-impl Drop for TempGuard<'_> {
-    fn drop(&mut self) {
-        if self.armed {
-            let _ = fs::remove_file(self.path);
-        }
-    }
-}
-
 /// Write `c` under `dir` (`DIR/YYYY-MM-DD/METHOD__route__id8.json[.zst]`), atomically: the file
-/// is created 0600 under a `.tmp-` name in the same directory, written (fsynced with
-/// `TIMETRACER_FSYNC=1`), then renamed.
+/// is created 0600 without a name (or under a `.tmp-` name), written (fsynced with
+/// `TIMETRACER_FSYNC=1`), then given its name.
 /// Directories are created 0700. Returns the final path.
 pub fn write(dir: &Path, c: &Cassette, compression: Compression) -> Result<PathBuf, Error> {
     let final_path = dir.join(relative_path(c, compression));
     let parent = final_path.parent().unwrap_or(dir).to_path_buf();
-    let file_name = final_path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = parent.join(format!(
-        ".tmp-{}-{file_name}",
-        uuid::Uuid::new_v4().simple()
-    ));
+    // Preferred: an unnamed file (O_TMPFILE) that gets its name only once complete. Else the
+    // crate's one atomic-write helper: a hidden temporary name renamed at the end. Either way a
+    // reader or a crash never sees a partial cassette. The unnamed file is why cassettes do not
+    // always use the helper: it costs one directory entry instead of two directory updates
+    // (create + rename were a third of the agent's CPU at 2k cassettes/s).
+    let mut target = match in_parent(&parent, || open_unnamed(&parent))? {
+        Ok(f) => Target::Unnamed(f),
+        Err(e) if unnamed_unsupported(&e) => {
+            let named = in_parent(&parent, || AtomicFile::create(&final_path, 0o600))?;
+            Target::Named(named.map_err(|source| Error::Write {
+                path: final_path.clone(),
+                source,
+            })?)
+        }
+        Err(source) => {
+            return Err(Error::Write {
+                path: final_path,
+                source,
+            });
+        }
+    };
     let io_err = |source| Error::Write {
-        path: tmp.clone(),
+        path: final_path.clone(),
         source,
     };
-    // The directory is made only when missing (first cassette of a day / endpoint, or
-    // deleted since): checking it before every file cost the agent a mkdir and stats per
-    // cassette.
-    let in_parent = |open: &dyn Fn() -> std::io::Result<File>| match open() {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&parent)
-                .map_err(|source| Error::CreateDir {
-                    path: parent.clone(),
-                    source,
-                })?;
-            Ok(open())
-        }
-        r => Ok(r),
+    let file = match &mut target {
+        Target::Unnamed(f) => f,
+        Target::Named(a) => a.file(),
     };
-    // Preferred: an unnamed file (O_TMPFILE) that gets its name only once complete. Else a
-    // hidden temporary name renamed at the end. Either way a reader or a crash never sees a
-    // partial cassette; the unnamed file costs one directory entry instead of two directory
-    // updates (create + rename were a third of the agent's CPU at 2k cassettes/s).
-    let (file, mut guard) = match in_parent(&|| open_unnamed(&parent))? {
-        Ok(f) => (f, None),
-        Err(e) if unnamed_unsupported(&e) => {
-            let named = || {
-                OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(&tmp)
-            };
-            let f = in_parent(&named)?.map_err(io_err)?;
-            let guard = TempGuard {
-                path: &tmp,
-                armed: true,
-            };
-            (f, Some(guard))
-        }
-        Err(e) => return Err(io_err(e)),
-    };
-
-    let file = match compression {
+    match compression {
         Compression::None => {
-            let mut w = BufWriter::new(file);
+            let mut w = BufWriter::new(&mut *file);
             serde_json::to_writer_pretty(&mut w, c).map_err(Error::Serialize)?;
             w.write_all(b"\n").map_err(io_err)?;
-            w.into_inner().map_err(|e| io_err(e.into_error()))?
+            w.flush().map_err(io_err)?;
         }
         Compression::Zstd => {
-            let mut enc = zstd::stream::write::Encoder::new(BufWriter::new(file), ZSTD_LEVEL)
+            let mut enc = zstd::stream::write::Encoder::new(BufWriter::new(&mut *file), ZSTD_LEVEL)
                 .map_err(io_err)?;
             serde_json::to_writer_pretty(&mut enc, c).map_err(Error::Serialize)?;
             enc.write_all(b"\n").map_err(io_err)?;
-            let w = enc.finish().map_err(io_err)?;
-            w.into_inner().map_err(|e| io_err(e.into_error()))?
+            enc.finish().map_err(io_err)?.flush().map_err(io_err)?;
         }
-    };
-    if durable() {
-        file.sync_all().map_err(io_err)?;
     }
-    let named = match &mut guard {
-        // Rewriting a cassette: a name cannot be linked over, so link a temporary one and
-        // rename it over the old file.
-        None => match link_unnamed(&file, &final_path) {
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => link_unnamed(&file, &tmp)
-                .and_then(|()| {
-                    fs::rename(&tmp, &final_path).inspect_err(|_| {
-                        let _ = fs::remove_file(&tmp);
+    match target {
+        Target::Unnamed(file) => {
+            if durable() {
+                file.sync_all().map_err(io_err)?;
+            }
+            match link_unnamed(&file, &final_path) {
+                // Rewriting a cassette: a name cannot be linked over, so link a temporary one
+                // and rename it over the old file.
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let tmp = atomic_file::temp_path(&final_path);
+                    link_unnamed(&file, &tmp).and_then(|()| {
+                        fs::rename(&tmp, &final_path).inspect_err(|_| {
+                            let _ = fs::remove_file(&tmp);
+                        })
                     })
-                }),
-            r => r,
-        },
-        Some(g) => fs::rename(&tmp, &final_path).map(|()| g.armed = false),
-    };
-    drop(file);
-    named.map_err(|source| Error::Write {
-        path: final_path.clone(),
-        source,
-    })?;
+                }
+                r => r,
+            }
+        }
+        Target::Named(a) => a.commit(durable()),
+    }
+    .map_err(io_err)?;
     // Make the new name durable; failure here does not undo a complete file.
     if durable()
         && let Ok(d) = File::open(&parent)
@@ -151,6 +115,37 @@ pub fn write(dir: &Path, c: &Cassette, compression: Compression) -> Result<PathB
         let _ = d.sync_all();
     }
     Ok(final_path)
+}
+
+/// Where a cassette is written before it gets its name.
+enum Target {
+    /// `O_TMPFILE`: no name until [`link_unnamed`].
+    Unnamed(File),
+    /// A hidden temporary name, renamed on commit.
+    Named(AtomicFile),
+}
+
+/// Runs `open` (a create in `parent`), making `parent` (0700) first when it is missing. The
+/// directory is made only then (first cassette of a day / endpoint, or deleted since):
+/// checking it before every file cost the agent a mkdir and stats per cassette.
+fn in_parent<T>(
+    parent: &Path,
+    open: impl Fn() -> std::io::Result<T>,
+) -> Result<std::io::Result<T>, Error> {
+    match open() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(parent)
+                .map_err(|source| Error::CreateDir {
+                    path: parent.to_path_buf(),
+                    source,
+                })?;
+            Ok(open())
+        }
+        r => Ok(r),
+    }
 }
 
 /// An unnamed regular file in `dir` (`O_TMPFILE`), mode 0600.

@@ -28,8 +28,9 @@ pub use summary::{DepSummary, Summary, summarize};
 
 /// Index file name inside the cassette directory (hidden: never listed as a cassette).
 pub const INDEX_FILE: &str = ".timetracer-index.sqlite3";
-/// Bumped when the table layout changes; an index of another version is rebuilt.
-const LAYOUT_VERSION: &str = "1";
+/// Bumped when the table layout or what a column holds changes; an index of another version
+/// is rebuilt. 2: `deps.host` drops an explicit default port (`http://h:80/` is `h`).
+const LAYOUT_VERSION: &str = "2";
 
 /// Index errors.
 #[derive(Debug, thiserror::Error)]

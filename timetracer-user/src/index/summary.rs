@@ -1,8 +1,8 @@
 //! The searchable summary of a cassette (what the index stores).
 use serde::Serialize;
 
+use crate::analysis::summary::{event_host, is_failure};
 use crate::cassette::Cassette;
-use crate::cassette::format::Event;
 
 /// Summary of one cassette.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -49,34 +49,6 @@ pub fn parse_rfc3339(s: &str) -> Option<f64> {
     Some(t.unix_timestamp_nanos() as f64 / 1e9)
 }
 
-/// `host[:port]` of `scheme://host[:port]/...`, lower-cased, without userinfo.
-#[must_use]
-pub fn url_host(url: &str) -> Option<String> {
-    let rest = url.split_once("://")?.1;
-    let auth = rest.split(['/', '?', '#']).next()?;
-    let auth = auth.rsplit_once('@').map_or(auth, |(_, h)| h);
-    (!auth.is_empty()).then(|| auth.to_ascii_lowercase())
-}
-
-/// Destination host of an event: the URL's host, else the connection's TLS name or remote.
-#[must_use]
-pub fn event_host(e: &Event) -> Option<String> {
-    if let Some(h) = e.signature.url.as_deref().and_then(url_host) {
-        return Some(h);
-    }
-    let conn = e.connection.as_ref()?;
-    conn.server_name
-        .clone()
-        .or_else(|| conn.remote.clone())
-        .map(|h| h.to_ascii_lowercase())
-}
-
-/// Whether the request failed: status 0 or >= 400, or an `error` object.
-#[must_use]
-pub fn is_failure(c: &Cassette) -> bool {
-    c.response.status == 0 || c.response.status >= 400 || c.error.is_some()
-}
-
 /// The summary the index stores for `c`.
 #[must_use]
 pub fn summarize(c: &Cassette) -> Summary {
@@ -116,16 +88,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hosts_and_times() {
-        assert_eq!(
-            url_host("http://127.0.0.1:9001/item/42").as_deref(),
-            Some("127.0.0.1:9001")
-        );
-        assert_eq!(
-            url_host("https://u:p@API.example.com/x?y").as_deref(),
-            Some("api.example.com")
-        );
-        assert_eq!(url_host("users"), None);
+    fn times() {
         let t = parse_rfc3339("2026-11-22T23:28:08.792058+00:00").unwrap();
         assert!((t - 1_795_390_088.792_058).abs() < 1e-3);
     }

@@ -1,9 +1,10 @@
 //! Comparing what the app did in replay with what it did when recorded: JSON compared
-//! structurally (first differing path), redacted values match anything, volatile response
-//! headers ignored.
+//! structurally (first differing path) by [`crate::analysis::json`], the comparison
+//! `timetracer diff` uses too; volatile response headers ignored.
 use serde_json::Value;
 
 use super::ledger::Diff;
+use crate::analysis::json::{self, Kind};
 use crate::cassette::body_bytes;
 use crate::cassette::format::{Body, BodyEncoding, JsonMap, Response};
 use crate::redact::REDACTED;
@@ -18,44 +19,17 @@ pub const VOLATILE_HEADERS: &[&str] = &[
     "keep-alive",
 ];
 
-/// The first difference between two JSON values under `path`; `"[REDACTED]"` in `expected`
-/// matches any value.
+/// The first difference between two JSON values under `path`, by the one JSON comparison
+/// ([`crate::analysis::json`]: numbers by value, `"[REDACTED]"` matches anything).
 #[must_use]
 pub fn json_diff(path: &str, expected: &Value, actual: &Value) -> Option<Diff> {
-    if expected.as_str() == Some(REDACTED) {
-        return None;
-    }
-    match (expected, actual) {
-        (Value::Object(e), Value::Object(a)) => {
-            for (k, ev) in e {
-                let p = format!("{path}.{k}");
-                match a.get(k) {
-                    Some(av) => {
-                        if let Some(d) = json_diff(&p, ev, av) {
-                            return Some(d);
-                        }
-                    }
-                    None => return Some(Diff::new(p, ev, "(missing)")),
-                }
-            }
-            a.iter()
-                .find(|(k, _)| !e.contains_key(*k))
-                .map(|(k, av)| Diff::new(format!("{path}.{k}"), "(missing)", av))
-        }
-        (Value::Array(e), Value::Array(a)) => {
-            for (i, (ev, av)) in e.iter().zip(a).enumerate() {
-                if let Some(d) = json_diff(&format!("{path}[{i}]"), ev, av) {
-                    return Some(d);
-                }
-            }
-            (e.len() != a.len()).then(|| Diff::new(format!("{path}.length"), e.len(), a.len()))
-        }
-        (Value::Number(e), Value::Number(a)) => {
-            let same = e == a || matches!((e.as_f64(), a.as_f64()), (Some(x), Some(y)) if x == y);
-            (!same).then(|| Diff::new(path, e, a))
-        }
-        _ => (expected != actual).then(|| Diff::new(path, expected, actual)),
-    }
+    let d = json::first_difference(path, expected, actual)?;
+    Some(match d.kind {
+        Kind::Changed { expected, actual } => Diff::new(d.path, expected, actual),
+        Kind::Removed(expected) => Diff::new(d.path, expected, "(missing)"),
+        Kind::Added(actual) => Diff::new(d.path, "(missing)", actual),
+        Kind::Length { expected, actual } => Diff::new(d.path, expected, actual),
+    })
 }
 
 /// Compares query maps (`signature.query` / `request.query` shape).

@@ -9,7 +9,7 @@ use anyhow::{Context as _, bail};
 
 use super::ledger::{Destination, Journal, Protocol, RecordedCall};
 use crate::cassette::{self, Cassette};
-use crate::index::summary::event_host;
+use crate::urls;
 
 /// `--mock` / `--live` selectors: protocol names or `host:port` destinations.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -211,18 +211,6 @@ pub fn parse_addr(s: &str) -> Option<SocketAddr> {
     s.parse().ok()
 }
 
-/// The host part of `scheme://host[:port]/...`.
-fn url_hostname(url: &str) -> Option<String> {
-    let rest = url.split_once("://")?.1;
-    let authority = rest.split('/').next()?;
-    let host = if let Some(v6) = authority.strip_prefix('[') {
-        v6.split(']').next()?
-    } else {
-        authority.rsplit_once(':').map_or(authority, |(h, _)| h)
-    };
-    (!host.is_empty()).then(|| host.to_ascii_lowercase())
-}
-
 /// Builds the plan.
 ///
 /// # Errors
@@ -277,17 +265,12 @@ pub fn plan(inputs: Vec<Input>, selection: &Selection) -> anyhow::Result<Plan> {
             if let Some(n) = ev.connection.as_ref().and_then(|k| k.server_name.clone()) {
                 names.push(n.to_ascii_lowercase());
             }
-            if let Some(h) = ev.signature.url.as_deref().and_then(url_hostname)
+            // The URL's host name; without a URL the event's host is the TLS name (above) or
+            // the remote address, never a name.
+            if let Some(h) = ev.signature.url.as_deref().and_then(urls::url_hostname)
                 && h.parse::<IpAddr>().is_err()
             {
                 names.push(h);
-            }
-            if let Some(h) = event_host(ev)
-                && let Some(n) = h.split(':').next()
-                && !n.is_empty()
-                && n.parse::<IpAddr>().is_err()
-            {
-                names.push(n.to_string());
             }
             names.sort();
             names.dedup();
@@ -388,18 +371,5 @@ mod tests {
             .to_string();
         assert!(err.contains("unknown protocol"), "{err}");
         assert!(Selection::parse(&[], &["httpx".into()]).is_ok());
-    }
-
-    #[test]
-    fn hostnames_from_urls() {
-        assert_eq!(
-            url_hostname("https://Auth.internal:8443/x").as_deref(),
-            Some("auth.internal")
-        );
-        assert_eq!(url_hostname("http://[::1]:80/").as_deref(), Some("::1"));
-        assert_eq!(
-            url_hostname("postgres://127.0.0.1:5432").as_deref(),
-            Some("127.0.0.1")
-        );
     }
 }

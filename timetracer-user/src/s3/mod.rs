@@ -332,33 +332,20 @@ impl Uploader {
     }
 }
 
-/// Write `bytes` to `dest` through a temp file in the same directory, fsync, rename.
-pub fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<(), Error> {
-    use std::io::Write as _;
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| Error::Io { path, source }
-    };
+/// Writes `bytes` to `dest` atomically (mode 0600, fsynced), creating its directories.
+fn write_atomic(dest: &Path, bytes: &[u8]) -> Result<(), Error> {
     let dir = dest
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let name = dest
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".tmp-{}-{name}", uuid::Uuid::new_v4().simple()));
-    let res = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, dest)
-    })();
-    if res.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    res.map_err(io(dest))
+    std::fs::create_dir_all(dir).map_err(|source| Error::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    crate::atomic_file::write(dest, bytes).map_err(|e| Error::Io {
+        path: e.path,
+        source: e.source,
+    })
 }
 
 #[cfg(test)]

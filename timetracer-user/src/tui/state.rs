@@ -153,11 +153,11 @@ impl Row {
             .and_then(|e| e.traceback.as_deref())
     }
 
-    /// Status >= 400, no response, or a traceback.
+    /// Status >= 400, no response, or an error recorded (a traceback among them): what every
+    /// viewer calls a failure ([`crate::analysis::summary::is_failure`]).
     #[must_use]
     pub fn is_error(&self) -> bool {
-        let s = self.status();
-        s >= 400 || s == 0 || self.traceback().is_some()
+        crate::analysis::summary::is_failure(&self.cassette)
     }
 }
 

@@ -11,10 +11,13 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::Value;
 
+use crate::analysis::format::{fmt_bytes, fmt_ms, fmt_time, shell_word};
+use crate::analysis::stats::percentile;
+use crate::analysis::summary::{
+    db_text, endpoint, event_host, is_failure, query_text, status_classes, status_text, target,
+};
 use crate::cassette::format::{AttributionInfo, Body, BodyEncoding, ErrorKind, Event, Timing};
 use crate::cassette::{Cassette, body_bytes};
-use crate::cli::tools::stats::normalize_path;
-use crate::index::summary::{event_host, is_failure};
 
 use super::json_view::{self, Token};
 
@@ -107,153 +110,13 @@ pub fn dep_type(e: &Event) -> DepType {
     DepType { key, label }
 }
 
-/// `0.42 ms`, `17.4 ms`, `1.23 s`.
-#[must_use]
-pub fn fmt_ms(ms: f64) -> String {
-    if !ms.is_finite() {
-        return "?".to_owned();
-    }
-    if ms.abs() >= 1000.0 {
-        format!("{:.2} s", ms / 1000.0)
-    } else if ms.abs() >= 100.0 {
-        format!("{ms:.0} ms")
-    } else if ms.abs() >= 10.0 {
-        format!("{ms:.1} ms")
-    } else {
-        format!("{ms:.2} ms")
-    }
-}
-
-/// `1.2 KiB`.
-#[must_use]
-pub fn fmt_bytes(n: u64) -> String {
-    if n < 1024 {
-        format!("{n} B")
-    } else if n < 1024 * 1024 {
-        format!("{:.1} KiB", n as f64 / 1024.0)
-    } else {
-        format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0))
-    }
-}
-
-/// `2026-11-22 23:28:08.792 UTC` from RFC 3339 (shown as given when it does not look like one).
-#[must_use]
-pub fn fmt_time(rfc3339: &str) -> String {
-    match (rfc3339.get(..10), rfc3339.get(11..23)) {
-        (Some(d), Some(t)) if rfc3339.as_bytes().get(10) == Some(&b'T') => {
-            let utc = rfc3339.ends_with("+00:00") || rfc3339.ends_with('Z');
-            format!("{d} {t}{}", if utc { " UTC" } else { "" })
-        }
-        _ => rfc3339.to_owned(),
-    }
-}
-
-/// The classes a response belongs to, for display and filtering: `1xx`..`5xx`, plus
-/// `exception` (a traceback was captured, or a Python-tool cassette with status 0, which is
-/// how that tool records an exception) and `no-response` (the connection ended first).
-#[must_use]
-pub fn status_classes(c: &Cassette) -> Vec<&'static str> {
-    let mut out = Vec::new();
-    let s = c.response.status;
-    match s {
-        100..=199 => out.push("1xx"),
-        200..=299 => out.push("2xx"),
-        300..=399 => out.push("3xx"),
-        400..=499 => out.push("4xx"),
-        500..=599 => out.push("5xx"),
-        _ => {}
-    }
-    let exception = c.error.as_ref().is_some_and(|e| {
-        e.kind == ErrorKind::Exception || e.traceback.as_deref().is_some_and(|t| !t.is_empty())
-    }) || (s == 0 && c.is_python_legacy());
-    if exception {
-        out.push("exception");
-    }
-    if s == 0 && !exception {
-        out.push("no-response");
-    }
-    if out.is_empty() {
-        out.push("other");
-    }
-    out
-}
-
-/// `200`, `500 · exception`, `exception`, `no response`.
-#[must_use]
-pub fn status_text(c: &Cassette) -> String {
-    let classes = status_classes(c);
-    let mut parts = Vec::new();
-    if c.response.status != 0 {
-        parts.push(c.response.status.to_string());
-    }
-    for k in classes {
-        match k {
-            "exception" => parts.push("exception".to_owned()),
-            "no-response" => parts.push("no response".to_owned()),
-            _ => {}
-        }
-    }
-    parts.join(" · ")
-}
-
-/// `METHOD /route` with ids replaced by `{id}` (or the recorded route template).
-#[must_use]
-pub fn endpoint(c: &Cassette) -> String {
-    let p = c
-        .request
-        .route_template
-        .clone()
-        .unwrap_or_else(|| normalize_path(&c.request.path));
-    format!("{} {p}", c.request.method)
-}
-
-/// The request line's target: the raw target when recorded, else path + query.
-#[must_use]
-pub fn target(c: &Cassette) -> String {
-    if let Some(t) = &c.request.target {
-        return t.clone();
-    }
-    let mut s = c.request.path.clone();
-    if !c.request.query.is_empty() {
-        s.push('?');
-        s.push_str(&query_string(&c.request.query));
-    }
-    s
-}
-
-fn query_string(q: &serde_json::Map<String, Value>) -> String {
-    let mut parts = Vec::new();
-    for (k, v) in q {
-        match v {
-            Value::Array(a) => {
-                for x in a {
-                    parts.push(format!("{k}={}", x.as_str().unwrap_or(&x.to_string())));
-                }
-            }
-            Value::String(s) => parts.push(format!("{k}={s}")),
-            other => parts.push(format!("{k}={other}")),
-        }
-    }
-    parts.join("&")
-}
-
 /// The exact command that replays this cassette (`timetracer-agent replay`); `-- CMD` is
 /// appended when the cassette does not record the app's command line.
 #[must_use]
 pub fn replay_command(abs_path: &Path, c: &Cassette) -> String {
-    let q = |s: &str| {
-        if !s.is_empty()
-            && s.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"/._-:=@%+,".contains(&b))
-        {
-            s.to_owned()
-        } else {
-            crate::cli::tools::export::shell_quote(s)
-        }
-    };
     let mut cmd = format!(
         "sudo timetracer-agent replay {}",
-        q(&abs_path.to_string_lossy())
+        shell_word(&abs_path.to_string_lossy())
     );
     if c.session.cmdline.as_ref().is_none_or(Vec::is_empty) {
         cmd.push_str(" -- CMD");
@@ -589,7 +452,7 @@ fn first_line(s: &str, max: usize) -> String {
 fn event_view(e: &Event, scale: f64) -> EventView {
     let dep = dep_type(e);
     let db = e.db.as_ref();
-    let db_text = crate::cli::tools::diff::db_text(e);
+    let db_text = db_text(e);
     let mut facts = Vec::new();
     let mut blocks = Vec::new();
     let label = match (dep.key, db) {
@@ -627,7 +490,7 @@ fn event_view(e: &Event, scale: f64) -> EventView {
                 );
                 if let Some(q) = e.signature.query.as_ref().filter(|q| !q.is_empty()) {
                     s.push('?');
-                    s.push_str(&query_string(q));
+                    s.push_str(&query_text(q));
                 }
                 first_line(s.trim(), 200)
             }
@@ -699,7 +562,7 @@ fn event_view(e: &Event, scale: f64) -> EventView {
         facts.push(kv("url", u.clone()));
     }
     if let Some(q) = e.signature.query.as_ref().filter(|q| !q.is_empty()) {
-        facts.push(kv("query", query_string(q)));
+        facts.push(kv("query", query_text(q)));
     }
     if let Some(s) = e.result.status {
         facts.push(kv("status", s.to_string()));
@@ -1293,7 +1156,7 @@ pub fn trends(rows: &[Row], max: usize) -> Vec<Trend> {
             rs.sort_by(|a, b| a.t.total_cmp(&b.t).then(a.rel.cmp(&b.rel)));
             let mut ds: Vec<f64> = rs.iter().map(|r| r.duration_ms).collect();
             ds.sort_by(f64::total_cmp);
-            let p = |q: f64| crate::cli::tools::stats::percentile(&ds, q);
+            let p = |q: f64| percentile(&ds, q);
             let dmax = ds.last().copied().unwrap_or(0.0).max(1e-9);
             let (t0, t1) = (rs[0].t, rs[rs.len() - 1].t);
             let n = rs.len();
@@ -1358,7 +1221,7 @@ pub fn totals(rows: &[Row]) -> Totals {
         if ds.is_empty() {
             "–".to_owned()
         } else {
-            fmt_ms(crate::cli::tools::stats::percentile(&ds, q))
+            fmt_ms(percentile(&ds, q))
         }
     };
     Totals {

@@ -15,6 +15,8 @@ use minijinja::{AutoEscape, Environment, UndefinedBehavior, Value, context};
 use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
+use crate::analysis::diff::{Change, Report};
+
 use super::model::{self, CassetteView, DepType, Row, Totals, Trend};
 use super::replay_client::Verdict;
 
@@ -318,14 +320,10 @@ impl Renderer {
         &self,
         a: &CassetteView,
         b: &CassetteView,
-        report: &crate::cli::tools::diff::Report,
+        report: &Report,
         live: bool,
     ) -> Result<String, RenderError> {
-        let changes: Vec<&crate::cli::tools::diff::Change> = report
-            .response
-            .iter()
-            .chain(report.events.changes.iter())
-            .collect();
+        let changes: Vec<&Change> = report.changes().collect();
         self.render(
             "_compare.html",
             context! {

@@ -47,7 +47,7 @@ pub fn start_command(socket: &Path) -> String {
     } else {
         format!(
             "sudo timetracer-agent replay-server --socket {}",
-            crate::cli::tools::export::shell_quote(&socket.to_string_lossy())
+            crate::analysis::format::shell_quote(&socket.to_string_lossy())
         )
     }
 }

@@ -27,6 +27,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
 
+use crate::analysis::diff::{Report, compare};
+
 use super::paths::{self, PathError};
 use super::render::{self, PageOpts, Renderer, Unavailable};
 use super::replay_client::{self, ReplayError};
@@ -551,24 +553,19 @@ async fn api_compare(State(st): State<Arc<AppState>>, Query(q): Query<PairQ>) ->
         Err(r) => return r,
     };
     let threshold = 20.0;
-    let (response, events) =
-        crate::cli::tools::diff::compare(&la.cassette, &lb.cassette, threshold, 1.0, &[]);
-    let report = crate::cli::tools::diff::Report {
-        cassette_a: q.a.clone(),
-        cassette_b: q.b.clone(),
-        request: format!(
+    let report = Report::new(
+        q.a.clone(),
+        q.b.clone(),
+        format!(
             "{} {} vs {} {}",
             la.cassette.request.method,
             la.cassette.request.path,
             lb.cassette.request.method,
             lb.cassette.request.path
         ),
-        has_differences: !response.is_empty() || !events.changes.is_empty(),
-        is_regression: response.iter().chain(&events.changes).any(|c| c.regression),
-        threshold_pct: threshold,
-        response,
-        events,
-    };
+        threshold,
+        compare(&la.cassette, &lb.cassette, threshold, 1.0, &[]),
+    );
     let a = super::view("cmp-a", &q.a, &q.a, &pa, &la);
     let b = super::view("cmp-b", &q.b, &q.b, &pb, &lb);
     match st.renderer.compare(&a, &b, &report, true) {

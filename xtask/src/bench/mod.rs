@@ -221,7 +221,7 @@ pub(crate) fn run(a: &BenchArgs) -> Result<()> {
     // Prerequisites: load generator, bpftool, openssl, the agent, the bench venv.
     super::apt_install(&["wrk", "bpftool", "openssl", "python3-venv", "util-linux"])?;
     if !a.no_build {
-        if !super::cargo_bin_dir().join("bpf-linker").exists() {
+        if !super::toolchain::have_bpf_linker() {
             super::install()?;
         }
         super::build()?;

@@ -154,13 +154,7 @@ impl DbRun {
         name: &str,
         extra: &[(&str, &str)],
     ) -> Option<Self> {
-        if let Some(reason) = dbservers::missing_prerequisite(app.needs()) {
-            if util::privileged_required() {
-                panic!("TIMETRACER_REQUIRE_PRIVILEGED=1 but {reason}");
-            }
-            eprintln!("SKIP: {reason}");
-            return None;
-        }
+        crate::require!(dbservers::missing_prerequisite(app.needs()), None);
         let dir = util::temp_dir(name);
         let root = dir.path().to_path_buf();
         let servers = dbservers::start(app.needs(), &root)
@@ -784,17 +778,24 @@ fn flask_psycopg_pymysql_redis_record() {
 /// ran, so a failure of the recorded tests is the recorder's, not the apps'.
 #[test]
 fn db_apps_work_without_agent() {
+    // Root (to install and run the servers) and the venv; the agent is not needed.
     let paths = Paths::from_env();
-    let venv_ok = ["python", "uvicorn", "gunicorn"]
+    let venv_missing = ["python", "uvicorn", "gunicorn"]
         .iter()
-        .all(|b| paths.venv_bin(b).exists());
-    if !nix::unistd::geteuid().is_root() || !venv_ok {
-        if util::privileged_required() {
-            panic!("TIMETRACER_REQUIRE_PRIVILEGED=1 but not root or no venv");
-        }
-        eprintln!("SKIP: needs root and the apps' venv");
-        return;
-    }
+        .map(|b| paths.venv_bin(b))
+        .find(|p| !p.exists())
+        .map(|p| {
+            format!(
+                "{} not found (create the venv from tests/apps/requirements.txt or set \
+                 TIMETRACER_VENV)",
+                p.display()
+            )
+        });
+    crate::require!(
+        (!nix::unistd::geteuid().is_root())
+            .then(|| "not running as root (the database servers need it)".to_owned())
+            .or(venv_missing)
+    );
     for (app, eps) in [
         (
             DbApp::FastApi,
@@ -822,11 +823,7 @@ fn db_apps_work_without_agent() {
             ][..],
         ),
     ] {
-        if let Some(reason) = dbservers::missing_prerequisite(app.needs()) {
-            assert!(!util::privileged_required(), "{reason}");
-            eprintln!("SKIP: {reason}");
-            return;
-        }
+        crate::require!(dbservers::missing_prerequisite(app.needs()));
         let dir = util::temp_dir("db_apps");
         let servers = dbservers::start(app.needs(), dir.path()).expect("servers");
         let port = util::free_port();

@@ -356,7 +356,8 @@ impl Harness {
         self.dir.as_ref().expect("temp dir").path().to_path_buf()
     }
 
-    fn app_env(&self, cmd: &mut Command) {
+    /// The app's working directory and environment (upstream URL and CA), as recorded.
+    pub(crate) fn app_env(&self, cmd: &mut Command) {
         cmd.current_dir(&self.paths.apps)
             .env("PWD", &self.paths.apps)
             .env("UPSTREAM_URL", self.upstream_url(""));

@@ -2,6 +2,7 @@
 //! requests appear, the filter works, the detail pane shows a dependency call, and `q`
 //! restores the terminal exactly (same `stty -g` before and after).
 use std::{
+    path::PathBuf,
     process::Command,
     sync::{
         Arc,
@@ -15,12 +16,13 @@ use super::scenario::{App, Harness, Req};
 use crate::require_root;
 
 struct Tmux {
+    bin: PathBuf,
     socket: String,
 }
 
 impl Tmux {
     fn cmd(&self) -> Command {
-        let mut c = Command::new("tmux");
+        let mut c = Command::new(&self.bin);
         c.args(["-L", &self.socket]);
         c
     }
@@ -67,14 +69,11 @@ impl Drop for Tmux {
 #[test]
 fn top_in_tmux() {
     let paths = require_root!();
-    if Command::new("tmux").arg("-V").output().is_err() {
-        assert!(
-            !crate::util::privileged_required(),
-            "tmux is missing (cargo xtask install installs it)"
-        );
-        eprintln!("SKIP: tmux is not installed (cargo xtask install installs it)");
+    let Some(tmux_bin) = crate::prereq::require(crate::util::which("tmux"), || {
+        "tmux is not installed (`cargo xtask install` installs it)".to_owned()
+    }) else {
         return;
-    }
+    };
     let mut h = Harness::new(paths, "top_in_tmux");
     h.start_app(App::FastApi);
     let pid = h.app.as_ref().expect("app").pid();
@@ -91,6 +90,7 @@ fn top_in_tmux() {
         out = h.out.display(),
     );
     let tmux = Tmux {
+        bin: tmux_bin,
         socket: format!("tt-e2e-{}", std::process::id()),
     };
     let st = tmux

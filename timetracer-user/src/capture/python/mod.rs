@@ -569,10 +569,19 @@ fn addr_to_offset(elf: &object::File<'_>, addr: u64) -> Option<u64> {
 mod tests {
     use super::*;
 
-    const PYENV_311: &str = "/root/.pyenv/versions/3.11.7";
+    /// `<prefix>` of `<prefix>/bin/python3.X` (symlinks resolved).
+    fn prefix_of(python: &Path) -> PathBuf {
+        python
+            .canonicalize()
+            .unwrap_or_else(|e| panic!("{}: {e}", python.display()))
+            .parent()
+            .and_then(Path::parent)
+            .expect("<prefix>/bin/python3.X")
+            .to_path_buf()
+    }
 
-    fn asyncio_so(prefix: &str, minor: u32) -> Option<PathBuf> {
-        let d = PathBuf::from(format!("{prefix}/lib/python3.{minor}/lib-dynload"));
+    fn asyncio_so(prefix: &Path, minor: u32) -> Option<PathBuf> {
+        let d = prefix.join(format!("lib/python3.{minor}/lib-dynload"));
         fs::read_dir(&d)
             .ok()?
             .flatten()
@@ -613,49 +622,67 @@ mod tests {
         }
     }
 
-    /// The symbol-free path finds the same function as `.symtab`, for every pyenv version on
-    /// the machine (3.9-3.11 static types, 3.12+ `PyType_Spec`).
+    /// The symbol-free path finds the same function as `.symtab`, for a non-distribution
+    /// build (pyenv, uv, /usr/local: with `.symtab`) of each supported version (3.9-3.11
+    /// static types, 3.12+ `PyType_Spec`). A version not found skips the test, which is a
+    /// failure under `TIMETRACER_REQUIRE_PRIVILEGED=1`.
     #[test]
     fn tp_init_path_agrees_with_symtab() {
-        let mut checked = 0;
-        for (prefix, minor) in [
-            ("/root/.pyenv/versions/3.9.18", 9),
-            ("/root/.pyenv/versions/3.10.13", 10),
-            (PYENV_311, 11),
-            ("/root/.pyenv/versions/3.12.1", 12),
-            ("/root/.pyenv/versions/3.13.0", 13),
-        ] {
-            let Some(so) = asyncio_so(prefix, minor) else {
+        let mut missing = Vec::new();
+        for minor in 9..=13 {
+            let Some(python) = crate::prereq::find_cpython(minor) else {
+                missing.push(format!("3.{minor}"));
                 continue;
             };
+            let prefix = prefix_of(&python);
+            let so = asyncio_so(&prefix, minor).unwrap_or_else(|| {
+                panic!(
+                    "{}: no lib/python3.{minor}/lib-dynload/_asyncio.*.so",
+                    prefix.display()
+                )
+            });
             let data = fs::read(&so).unwrap();
             let elf = object::File::parse(&*data).unwrap();
             let sym = elf
                 .symbols()
                 .find(|s| s.name() == Ok("_asyncio_Task___init__"))
                 .map(|s| s.address())
-                .unwrap();
+                .unwrap_or_else(|| {
+                    panic!(
+                        "{}: no _asyncio_Task___init__ in .symtab (a stripped build cannot check \
+                         the symbol-free path)",
+                        so.display()
+                    )
+                });
             let (found, how) = tp_init_of(&elf, &data, b"_asyncio.Task\0", minor)
                 .unwrap_or_else(|| panic!("3.{minor}: not found"));
             assert_eq!(found, sym, "3.{minor} via {how}");
-            checked += 1;
         }
-        if checked == 0 {
-            eprintln!("SKIP: no pyenv CPython on this machine");
+        if !missing.is_empty() {
+            crate::prereq::skip_or_fail(&format!(
+                "no CPython {} with a .symtab to check (searched {})",
+                missing.join(", "),
+                crate::prereq::CPYTHON_SEARCH
+            ));
         }
     }
 
-    /// Debian's stripped `_asyncio` (attribution-study §2.3: `tp_init` at 0x7230).
+    /// The distribution's stripped `_asyncio` (Debian 3.11: attribution-study §2.3, `tp_init`
+    /// at 0x7230).
     #[test]
     fn stripped_debian_asyncio() {
-        let Some(so) = asyncio_so("/usr", 11) else {
-            eprintln!("SKIP: no Debian python3.11");
+        let Some((python, minor)) = crate::prereq::require(crate::prereq::distro_python(), || {
+            "no distribution python3 at /usr/bin/python3 (Debian package python3-minimal)"
+                .to_owned()
+        }) else {
             return;
         };
+        let so = asyncio_so(&prefix_of(&python), minor)
+            .unwrap_or_else(|| panic!("{}: no lib-dynload/_asyncio.*.so", python.display()));
         let data = fs::read(&so).unwrap();
         let elf = object::File::parse(&*data).unwrap();
         assert!(elf.symbols().next().is_none(), "expected a stripped module");
-        let site = task_init_in(&so, &elf, &data, 11).unwrap();
+        let site = task_init_in(&so, &elf, &data, minor).unwrap();
         eprintln!("{}: {:#x} via {}", so.display(), site.offset, site.how);
         assert!(site.how.contains("tp_init"));
     }

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
-use super::timeline::{open_in_browser, write_private};
+use super::timeline::open_in_browser;
 use super::{Ctx, Exit};
 use crate::web::{self, render::Detail, render::PageOpts};
 
@@ -67,7 +67,7 @@ pub fn run(ctx: &mut Ctx, a: &DashboardArgs, out: &mut dyn Write) -> anyhow::Res
             ..PageOpts::default()
         },
     )?;
-    write_private(&a.out, &html)?;
+    crate::atomic_file::write(&a.out, html.as_bytes())?;
     writeln!(out, "Dashboard written: {}", a.out.display())?;
     writeln!(
         out,

@@ -7,6 +7,7 @@ use base64::Engine as _;
 use serde_json::{Value, json};
 
 use super::{Ctx, Exit, read_inputs};
+use crate::analysis::format::shell_quote;
 use crate::cassette::Cassette;
 use crate::cassette::format::{Body, BodyEncoding, Event, JsonMap, Timing};
 use crate::index::summary::parse_rfc3339;
@@ -103,19 +104,6 @@ fn header(pairs: &[(String, String)], name: &str) -> Option<String> {
         .map(|(_, v)| v.clone())
 }
 
-/// Percent-encode a query component.
-fn enc(s: &str) -> String {
-    let mut o = String::new();
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            o.push(b as char);
-        } else {
-            o.push_str(&format!("%{b:02X}"));
-        }
-    }
-    o
-}
-
 /// Scheme and authority of the inbound request.
 fn inbound_base(c: &Cassette, headers: &[(String, String)]) -> String {
     let tls = c.connection.as_ref().is_some_and(|x| x.tls);
@@ -132,11 +120,7 @@ fn inbound_target(c: &Cassette) -> String {
     if q.is_empty() {
         c.request.path.clone()
     } else {
-        let qs: Vec<String> = q
-            .iter()
-            .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
-            .collect();
-        format!("{}?{}", c.request.path, qs.join("&"))
+        format!("{}?{}", c.request.path, crate::urls::query_string(&q))
     }
 }
 
@@ -149,13 +133,7 @@ fn event_url(e: &Event) -> String {
         .map(query_pairs)
         .filter(|q| !q.is_empty())
     {
-        Some(q) => {
-            let qs: Vec<String> = q
-                .iter()
-                .map(|(k, v)| format!("{}={}", enc(k), enc(v)))
-                .collect();
-            format!("{base}?{}", qs.join("&"))
-        }
+        Some(q) => format!("{base}?{}", crate::urls::query_string(&q)),
         None => base,
     }
 }
@@ -366,12 +344,6 @@ pub fn to_har(cassettes: &[(PathBuf, Cassette)], deps: bool) -> Value {
     })
 }
 
-/// Single-quote for POSIX shells.
-#[must_use]
-pub fn shell_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
-
 const SKIP_HEADERS: &[&str] = &["host", "content-length", "transfer-encoding", "connection"];
 
 fn curl_cmd(method: &str, url: &str, headers: &[(String, String)], body: Option<&Body>) -> String {
@@ -471,8 +443,11 @@ pub fn run(ctx: &mut Ctx, a: &ExportArgs, out: &mut dyn Write) -> anyhow::Result
     };
     match &a.out {
         Some(p) => {
-            crate::s3::write_atomic(p, text.as_bytes())
-                .with_context(|| format!("cannot write {}", p.display()))?;
+            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir)
+                    .with_context(|| format!("cannot create {}", dir.display()))?;
+            }
+            crate::atomic_file::write(p, text.as_bytes())?;
             eprintln!(
                 "timetracer: wrote {} ({} cassettes)",
                 p.display(),

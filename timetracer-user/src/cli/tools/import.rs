@@ -180,29 +180,6 @@ fn pairs_to_map(p: &[(String, String)], lower: bool) -> JsonMap {
     m
 }
 
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        let hex = if b[i] == b'%' && i + 2 < b.len() {
-            std::str::from_utf8(&b[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        } else {
-            None
-        };
-        if let Some(v) = hex {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// Cassettes for the entries of a HAR document.
 pub fn from_har(har: &Value, service: &str) -> anyhow::Result<Vec<Cassette>> {
     let entries = har
@@ -219,10 +196,9 @@ pub fn from_har(har: &Value, service: &str) -> anyhow::Result<Vec<Cassette>> {
             .get("url")
             .and_then(Value::as_str)
             .with_context(|| format!("entry {i}: no request.url"))?;
-        let after_scheme = url.split_once("://").map_or(url, |x| x.1);
-        let target = after_scheme.find('/').map_or("/", |p| &after_scheme[p..]);
+        let target = crate::urls::url_path(url);
         let target = target.split('#').next().unwrap_or("/");
-        let path = percent_decode(target.split('?').next().unwrap_or("/"));
+        let path = crate::urls::decode_str(target.split('?').next().unwrap_or("/"));
         let rh = har_pairs(&req["headers"]);
         let qs = har_pairs(&req["queryString"]);
         let req_body = req
@@ -413,14 +389,4 @@ pub fn run(ctx: &mut Ctx, a: &ImportArgs, out: &mut dyn Write) -> anyhow::Result
         out_dir.display()
     )?;
     Ok(Exit::Ok)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn decode() {
-        assert_eq!(percent_decode("/caf%C3%A9/x%2"), "/café/x%2");
-    }
 }

@@ -45,37 +45,6 @@ pub fn default_out(file: &Path) -> PathBuf {
     file.with_file_name(format!("{stem}.html"))
 }
 
-/// Writes `html` to `path` with mode 0600 (atomically: temp file + rename).
-pub fn write_private(path: &Path, html: &str) -> anyhow::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".tmp-{}-{}",
-        std::process::id(),
-        path.file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default()
-    ));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .with_context(|| format!("cannot create {}", tmp.display()))?;
-    let res = f
-        .write_all(html.as_bytes())
-        .and_then(|()| f.flush())
-        .and_then(|()| std::fs::rename(&tmp, path));
-    if let Err(e) = res {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("cannot write {}", path.display()));
-    }
-    Ok(())
-}
-
 /// Opens `target` (a file path or URL) in the user's browser, without waiting for it.
 pub fn open_in_browser(target: &str) -> anyhow::Result<()> {
     let browser = std::env::var("BROWSER").ok().filter(|b| !b.is_empty());
@@ -101,7 +70,7 @@ pub fn run(_ctx: &mut Ctx, a: &TimelineArgs, out: &mut dyn Write) -> anyhow::Res
         },
     )?;
     let dest = a.out.clone().unwrap_or_else(|| default_out(&a.file));
-    write_private(&dest, &html)?;
+    crate::atomic_file::write(&dest, html.as_bytes())?;
     writeln!(out, "Timeline written: {}", dest.display())?;
     writeln!(
         out,

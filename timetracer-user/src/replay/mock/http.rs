@@ -13,10 +13,10 @@ use hyper_util::rt::TokioIo;
 
 use super::Io;
 use crate::cassette::body_bytes;
-use crate::cassette::build::parse_query;
 use crate::cassette::format::HeaderList;
 use crate::replay::compare::{body_diff, query_diff};
 use crate::replay::ledger::{Destination, Diff, Miss, RecordedCall};
+use crate::urls::{parse_query, url_path};
 
 /// Serves one connection until the app closes it.
 ///
@@ -74,12 +74,6 @@ async fn handle(
         Ok(call) => respond(&call).map_err(|()| Dropped),
         Err(miss) => Ok(miss_response(&miss)),
     }
-}
-
-/// The path part of a recorded `signature.url`.
-fn url_path(url: &str) -> &str {
-    let rest = url.split_once("://").map_or(url, |(_, r)| r);
-    rest.find('/').map_or("/", |i| &rest[i..])
 }
 
 fn compare(

@@ -8,7 +8,8 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Paragraph, Wrap};
 use serde_json::Value;
 
-use super::{fmt_ms, status_style, status_text, truncate};
+use super::{status_style, status_text, truncate};
+use crate::analysis::format::fmt_ms_compact;
 use crate::cassette::format::{AttributionInfo, Event};
 use crate::tui::state::{DepKind, Row, State};
 
@@ -57,7 +58,7 @@ pub fn lines(row: &Row, width: usize) -> Vec<Line<'static>> {
     }
     status.push(Span::raw(format!(
         "  {}  at {}",
-        fmt_ms(row.duration_ms()),
+        fmt_ms_compact(row.duration_ms()),
         c.session.recorded_at
     )));
     out.push(Line::from(status));
@@ -157,7 +158,7 @@ fn waterfall(out: &mut Vec<Line<'static>>, row: &Row, width: usize) {
 
     let mut axis = format!("{:<label_w$} ", "Waterfall");
     if bar_w >= 2 {
-        let end = fmt_ms(total);
+        let end = fmt_ms_compact(total);
         axis.push('0');
         axis.push_str(&format!("{end:>w$}", w = bar_w - 1));
     }
@@ -192,8 +193,8 @@ fn waterfall(out: &mut Vec<Line<'static>>, row: &Row, width: usize) {
         }
         spans.push(Span::raw(format!(
             " {:>8} {:>8}",
-            format!("+{}", fmt_ms(e.start_offset_ms)),
-            fmt_ms(e.duration_ms)
+            format!("+{}", fmt_ms_compact(e.start_offset_ms)),
+            fmt_ms_compact(e.duration_ms)
         )));
         out.push(Line::from(spans));
     }
@@ -295,7 +296,7 @@ fn call_line(e: &Event) -> Line<'static> {
         ));
     }
     spans.push(Span::styled(
-        format!("  ({})", fmt_ms(e.duration_ms)),
+        format!("  ({})", fmt_ms_compact(e.duration_ms)),
         Style::new().fg(Color::DarkGray),
     ));
     if let Some(AttributionInfo::Ambiguous { reason }) = &e.attribution {

@@ -68,28 +68,6 @@ pub fn render(frame: &mut Frame<'_>, state: &State) {
     }
 }
 
-/// `0.42ms`, `4.3ms`, `123ms`, `1.23s`, `12.3s`, `2m05s`.
-#[must_use]
-pub fn fmt_ms(ms: f64) -> String {
-    if !ms.is_finite() || ms < 0.0 {
-        return "-".into();
-    }
-    if ms < 1.0 {
-        format!("{ms:.2}ms")
-    } else if ms < 10.0 {
-        format!("{ms:.1}ms")
-    } else if ms < 1000.0 {
-        format!("{ms:.0}ms")
-    } else if ms < 10_000.0 {
-        format!("{:.2}s", ms / 1000.0)
-    } else if ms < 60_000.0 {
-        format!("{:.1}s", ms / 1000.0)
-    } else {
-        let s = (ms / 1000.0) as u64;
-        format!("{}m{:02}s", s / 60, s % 60)
-    }
-}
-
 /// `3:04:05` / `4:05`.
 #[must_use]
 pub fn fmt_uptime(ms: u64) -> String {

@@ -6,7 +6,8 @@ use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Cell, Paragraph, Row, Table, TableState};
 
-use super::{fmt_ms, status_style, status_text, table_rows};
+use super::{status_style, status_text, table_rows};
+use crate::analysis::format::fmt_ms_compact;
 use crate::tui::state::{self, State};
 
 const WIDTHS: [Constraint; 10] = [
@@ -134,7 +135,7 @@ fn row(r: &state::Row) -> Row<'static> {
         Cell::from(r.method().to_owned()).style(Style::new().add_modifier(Modifier::BOLD)),
         Cell::from(r.path().to_owned()),
         status_cell,
-        Cell::from(Line::from(fmt_ms(r.duration_ms())).alignment(Alignment::Right)),
+        Cell::from(Line::from(fmt_ms_compact(r.duration_ms())).alignment(Alignment::Right)),
         count(r.deps.http),
         count(r.deps.db),
         count(r.deps.redis),
