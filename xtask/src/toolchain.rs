@@ -1,11 +1,7 @@
 //! The eBPF toolchain: installs exactly the pinned nightly (`ebpf-toolchain.toml`) and a
 //! bpf-linker built against the same LLVM, checks that they agree before every build, and lints
 //! host and BPF code (`cargo xtask lint`, as aya's own xtask does).
-use std::{
-    fs,
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::{fs, path::PathBuf, process::Command};
 
 use anyhow::{Context as _, Result, anyhow, bail};
 
@@ -267,9 +263,9 @@ pub(crate) fn lint(pin: &Pin) -> Result<()> {
         .env_remove("RUSTC_WORKSPACE_WRAPPER"))
 }
 
-/// Whether `path` exists (for callers that only need the linker's presence).
+/// Whether bpf-linker is installed at all (`bench` installs only when it is not).
 pub(crate) fn have_bpf_linker() -> bool {
-    Path::new(&bpf_linker_path()).exists()
+    bpf_linker_path().exists()
 }
 
 #[cfg(test)]
