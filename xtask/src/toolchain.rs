@@ -53,7 +53,12 @@ fn install_rust(pin: &Pin) -> Result<()> {
             let missing: Vec<&str> = COMPONENTS
                 .iter()
                 .copied()
-                .filter(|c| !have.lines().any(|l| l.starts_with(&format!("{c}-"))))
+                // `rust-src` is listed bare, target-specific ones as `clippy-x86_64-...`.
+                .filter(|c| {
+                    !have
+                        .lines()
+                        .any(|l| l == *c || l.starts_with(&format!("{c}-")))
+                })
                 .collect();
             if missing.is_empty() {
                 return Ok(());
