@@ -1,32 +1,33 @@
 //! How numbers, times and shell words are shown, by every front end (`timetracer` commands,
 //! the TUI, the web pages). One set of rules, so a duration reads the same everywhere.
 
-/// A duration in milliseconds, for prose and HTML: `0.42 ms`, `4.2 ms`, `17.4 ms`, `123 ms`,
+/// A duration in milliseconds, for prose and HTML: `0.42 ms`, `4.21 ms`, `17.4 ms`, `123 ms`,
 /// `1.23 s`, `12.3 s`, `2m05s`.
 ///
-/// [`fmt_ms_compact`] writes the same with two differences, for the TUI's live table: no
-/// space before the unit, and whole milliseconds from 10 ms (`17ms`), where the table is read
-/// at a glance and a changing tenth only flickers. Everything else is shared: a negative
+/// [`fmt_ms_compact`] writes the same with one digit less below 100 ms and no space before the
+/// unit, for the TUI's live table: `4.2ms`, and whole milliseconds from 10 ms (`17ms`), where
+/// the table is read at a glance and a changing tenth only flickers. Everything else is shared: a negative
 /// duration keeps its sign (two clocks disagreed, which is worth seeing); `NaN` and infinities
 /// are `-`.
 #[must_use]
 pub fn fmt_ms(ms: f64) -> String {
-    duration(ms, " ", 100.0)
+    duration(ms, " ", 10.0, 100.0)
 }
 
 /// [`fmt_ms`] for fixed-width columns: `0.42ms`, `4.2ms`, `17ms`, `123ms`, `1.23s`.
 #[must_use]
 pub fn fmt_ms_compact(ms: f64) -> String {
-    duration(ms, "", 10.0)
+    duration(ms, "", 1.0, 10.0)
 }
 
-/// `ms` with `sep` before the unit and one decimal below `tenths_below` ms.
-fn duration(ms: f64, sep: &str, tenths_below: f64) -> String {
+/// `ms` with `sep` before the unit, two decimals below `hundredths_below` ms and one below
+/// `tenths_below` ms.
+fn duration(ms: f64, sep: &str, hundredths_below: f64, tenths_below: f64) -> String {
     if !ms.is_finite() {
         return "-".to_owned();
     }
     let a = ms.abs();
-    if a < 1.0 {
+    if a < hundredths_below {
         format!("{ms:.2}{sep}ms")
     } else if a < tenths_below {
         format!("{ms:.1}{sep}ms")
@@ -107,7 +108,7 @@ mod tests {
         for (ms, spaced, compact) in [
             (0.0, "0.00 ms", "0.00ms"),
             (0.4213, "0.42 ms", "0.42ms"),
-            (4.25, "4.2 ms", "4.2ms"),
+            (4.213, "4.21 ms", "4.2ms"),
             (12.5, "12.5 ms", "12ms"),
             (17.38, "17.4 ms", "17ms"),
             (99.94, "99.9 ms", "100ms"),
