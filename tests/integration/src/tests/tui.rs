@@ -83,7 +83,8 @@ fn top_in_tmux() {
         dir.path().join("stty.after"),
     );
     let script = format!(
-        "stty -g > {b}; {agent} top --pid {pid} --out {out}; stty -g > {a}; sleep 120",
+        // `after` appears only once complete (the test polls for it, then reads it).
+        "stty -g > {b}; {agent} top --pid {pid} --out {out}; stty -g > {a}.part && mv {a}.part {a}; sleep 120",
         b = before.display(),
         a = after.display(),
         agent = h.paths.agent.display(),
