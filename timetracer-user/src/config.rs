@@ -140,7 +140,7 @@ pub const KEYS: &[Key] = &[
     Key {
         name: "log",
         env: "TIMETRACER_LOG",
-        default: Some("error"),
+        default: Some("info"),
         kind: Kind::Str,
         used_by: "agent",
         help: "log filter (tracing EnvFilter syntax)",

@@ -4,8 +4,7 @@
 //! The agent is a pipeline (see `docs/ARCHITECTURE.md`):
 //! `capture` (ring buffer) → `reassembly` (per connection and direction, by byte position)
 //! → `protocols` (detect, parse, stitch) → `correlate` (attribute outbound calls to inbound
-//! requests) → `record::sink` (filters, cassette files, index, S3, live view); `record` runs
-//! the whole pipeline for a target, as `replay` runs a replay.
+//! requests) → `cassette` (redact, write atomically).
 
 pub mod analysis;
 pub mod atomic_file;
@@ -18,7 +17,6 @@ pub mod index;
 pub mod live;
 pub mod protocols;
 pub mod reassembly;
-pub mod record;
 pub mod redact;
 pub mod replay;
 pub mod s3;

@@ -40,7 +40,7 @@ use crate::{
         },
     },
     reassembly::{Chunk, DEFAULT_LIMIT, Segment, Stream},
-    telemetry::{Counter, Counters},
+    telemetry::Counters,
 };
 
 /// Tunables of the correlator.
@@ -319,7 +319,7 @@ impl Correlator {
                 let remote = crate::capture::to_socket_addr(&addr);
                 let kind = Kind::from_u32(header.kind);
                 if kind == Some(Kind::Connect) && header.conn_id == 0 {
-                    self.counters.inc(Counter::ConnectFailed);
+                    self.counters.inc_named("connect_failed");
                     return;
                 }
                 let side = if header.dir == ROLE_SERVER {
@@ -345,10 +345,11 @@ impl Correlator {
                     ?side,
                     "Connection opened"
                 );
-                match side {
-                    Side::Server => self.counters.inc(Counter::Accepted),
-                    Side::Client => self.counters.inc(Counter::Connected),
-                }
+                self.counters.inc_named(if side == Side::Server {
+                    "accepted"
+                } else {
+                    "connected"
+                });
                 self.conns
                     .insert(header.conn_id, Conn::new(facts, side, header.ts_ns, true));
             }
@@ -410,7 +411,7 @@ impl Correlator {
             }
             Some(Kind::DataLost) => {
                 if h.syscall == timetracer_common::sys::SENDFILE {
-                    self.counters.add(Counter::SendfileBytes, h.total as u64);
+                    self.counters.add_named("sendfile_bytes", h.total as u64);
                 }
                 if let Some(c) = self.conns.get_mut(&h.conn_id) {
                     c.streams[usize::from(h.dir == DIR_EGRESS)].lost(h.pos, h.total as u64);
@@ -424,7 +425,7 @@ impl Correlator {
                 std::str::from_utf8(payload).unwrap_or(""),
             ),
             Some(Kind::TlsData) => {
-                self.counters.add(Counter::Bytes, payload.len() as u64);
+                self.counters.add_bytes(payload.len() as u64);
                 let key = (h.tgid, h.conn_id);
                 let chunk = Chunk {
                     pos: h.pos,
@@ -452,17 +453,17 @@ impl Correlator {
                             pending.push((egress, chunk));
                         } else {
                             self.counters
-                                .add(Counter::TlsUnboundBytesDropped, payload.len() as u64);
+                                .add_named("tls_unbound_bytes_dropped", payload.len() as u64);
                         }
                     }
                 }
             }
             _ => {
-                self.counters.add(Counter::Bytes, payload.len() as u64);
+                self.counters.add_bytes(payload.len() as u64);
                 if self.conns.get(&h.conn_id).is_some_and(|c| c.ssl.is_some()) {
                     // Ciphertext that was already in flight when the connection became TLS.
                     self.counters
-                        .add(Counter::TlsCiphertextIgnored, payload.len() as u64);
+                        .add_named("tls_ciphertext_ignored", payload.len() as u64);
                     return;
                 }
                 let Some(c) = self.conns.get_mut(&h.conn_id) else {
@@ -473,7 +474,7 @@ impl Correlator {
                         pid = h.tgid,
                         "Data for an unknown connection"
                     );
-                    self.counters.inc(Counter::DataUnknownConn);
+                    self.counters.inc_named("data_unknown_conn");
                     return;
                 };
                 if c.side == Side::Server && h.dir != DIR_EGRESS {
@@ -513,7 +514,7 @@ impl Correlator {
         for (egress, chunk) in self.pending_tls.remove(&(tgid, ssl)).unwrap_or_default() {
             c.streams[usize::from(egress)].push(chunk);
         }
-        self.counters.inc(Counter::TlsConnections);
+        self.counters.inc_named("tls_connections");
     }
 
     fn close_conn(&mut self, conn_id: u64, ts_ns: u64) {
@@ -584,7 +585,7 @@ impl Correlator {
         match e {
             ConnEvent::Http(e) => self.on_http(facts, side, connect_ns, e),
             ConnEvent::Db(DbEvent::Call(call)) => {
-                self.counters.inc(Counter::DbCalls);
+                self.counters.inc_named("db_calls");
                 self.outbound.push_back(Outbound {
                     tgid: facts.pid,
                     conn_id: facts.conn_id,
@@ -621,7 +622,7 @@ impl Correlator {
                 entry.missing = missing;
             }
             ConnEvent::Db(DbEvent::Skipped { bytes, .. }) => {
-                self.counters.add(Counter::DbSkippedBytes, bytes)
+                self.counters.add_named("db_skipped_bytes", bytes)
             }
         }
     }
@@ -677,7 +678,7 @@ impl Correlator {
                     self.inbound.set_ended(i, start, end, grace);
                     self.inbound[i].exchange = Some(ex);
                 }
-                self.counters.inc(Counter::Requests);
+                self.counters.inc_named("requests");
             }
             (Side::Client, HttpEvent::RequestHead { index, mark, .. }) => {
                 self.outbound.push_back(Outbound {
@@ -719,9 +720,9 @@ impl Correlator {
                     }),
                 }
             }
-            (_, HttpEvent::Upgraded { .. }) => self.counters.inc(Counter::Upgraded),
+            (_, HttpEvent::Upgraded { .. }) => self.counters.inc_named("upgraded"),
             (_, HttpEvent::Skipped { bytes, .. }) => {
-                self.counters.add(Counter::SkippedBytes, bytes)
+                self.counters.add_named("skipped_bytes", bytes)
             }
             _ => {}
         }
@@ -940,7 +941,7 @@ impl Correlator {
                                 now_ns,
                                 "Call decided for a request already written (late_calls)"
                             );
-                            self.counters.inc(Counter::LateCalls);
+                            self.counters.inc_named("late_calls");
                         }
                     }
                 }
@@ -948,14 +949,14 @@ impl Correlator {
                     background: true, ..
                 } => {
                     self.outbound.remove(k);
-                    self.counters.inc(Counter::BackgroundCalls);
+                    self.counters.inc_named("background_calls");
                 }
                 python::Decision::Ambiguous { reason, .. } => {
                     let o = self.outbound.remove(k).expect("index checked");
                     let mut owners = self.inbound.open_at(tgid, start);
                     owners.retain(|&j| !self.inbound[j].finalized);
                     if owners.is_empty() {
-                        self.counters.inc(Counter::AmbiguousUnpinnedCalls);
+                        self.counters.inc_named("ambiguous_unpinned_calls");
                     }
                     if let Some(d) = dep_call(o, Attribution::Ambiguous { reason }) {
                         for j in owners {
@@ -1034,10 +1035,8 @@ impl Correlator {
         let horizon = now_ns.saturating_sub(KEEP_NS);
         let before = self.outbound.len();
         self.outbound.retain(|o| o.start_ns >= horizon);
-        self.counters.add(
-            Counter::BackgroundCalls,
-            (before - self.outbound.len()) as u64,
-        );
+        self.counters
+            .add_named("background_calls", (before - self.outbound.len()) as u64);
         self.stdio.retain(|w| w.ts_ns >= horizon);
         self.traceback_writers
             .retain(|_, t| now_ns.saturating_sub(*t) < TRACEBACK_TAIL_NS);
@@ -1249,7 +1248,7 @@ impl Conn {
             }
             Proto::Other => {
                 if let Segment::Data(c) = &seg {
-                    counters.add(Counter::UnparsedBytes, c.data.len() as u64);
+                    counters.add_named("unparsed_bytes", c.data.len() as u64);
                 }
             }
             Proto::Unknown => {
