@@ -21,7 +21,6 @@ use aya_ebpf::{
     maps::LruHashMap,
     programs::{ProbeContext, RetProbeContext},
 };
-use aya_log_ebpf::{debug, info, macro_support::Level, trace};
 use timetracer_common::{DIR_EGRESS, DIR_INGRESS, Kind, SOCK_TLS, SockState};
 
 use crate::{
@@ -99,10 +98,6 @@ fn enter(ctx: &ProbeContext, dir: u32, ex: bool) -> u32 {
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
     if !is_target(tgid) {
-        trace!(
-            ctx,
-            "Skipped: SSL call of pid {}, not a traced process", tgid
-        );
         return 0;
     }
     let ssl: u64 = ctx.arg(0).unwrap_or(0);
@@ -117,26 +112,13 @@ fn enter(ctx: &ProbeContext, dir: u32, ex: bool) -> u32 {
     if dir == DIR_INGRESS {
         // MemoryBIO: the ciphertext was received on this thread just before.
         // SAFETY: copied out at once.
-        if let Some(r) = unsafe { LAST_RECV.get(id) }.copied() {
-            let age = now().saturating_sub(r.ts);
-            if r.tls != 0
-                && age < RECENT_NS
-                && !bound(tgid, ssl)
-                && let Some(s) = SOCKS.get_ptr_mut(sock_key(tgid, r.what as i32))
-            {
-                bind(id, ssl, s, r.what as i32);
-            } else if crate::maps::log_enabled(Level::Debug) && !bound(tgid, ssl) {
-                debug!(
-                    ctx,
-                    "Not tied: SSL* {:x} of pid {}: the last receive (fd {}) looks like TLS: {}, {} ns before this read (limit {}); not a MemoryBIO read (a blocking socket is tied by the receive inside the call)",
-                    ssl,
-                    tgid,
-                    r.what,
-                    r.tls,
-                    age,
-                    RECENT_NS
-                );
-            }
+        if let Some(r) = unsafe { LAST_RECV.get(id) }.copied()
+            && r.tls != 0
+            && now().saturating_sub(r.ts) < RECENT_NS
+            && !bound(tgid, ssl)
+            && let Some(s) = SOCKS.get_ptr_mut(sock_key(tgid, r.what as i32))
+        {
+            bind(id, ssl, s, r.what as i32);
         }
     }
     0
@@ -173,26 +155,11 @@ pub(crate) fn ssl_exit(ctx: RetProbeContext) -> u32 {
     let id = bpf_get_current_pid_tgid();
     // SAFETY: copied out at once.
     let Some(call) = (unsafe { SSL_CALL.get(id) }).copied() else {
-        trace!(
-            &ctx,
-            "Skipped: SSL return on tid {} without a recorded entry", id as u32
-        );
         return 0;
     };
     let _ = SSL_CALL.remove(id);
     let ret: i32 = ctx.ret();
     if ret <= 0 {
-        debug!(
-            &ctx,
-            "Skipped: SSL* {:x} {} returned {} (WANT_READ/WANT_WRITE, EOF or error): no bytes",
-            call.ssl,
-            if call.dir == DIR_EGRESS {
-                "write"
-            } else {
-                "read"
-            },
-            ret
-        );
         return 0;
     }
     let n: u64 = if call.out == 0 {
@@ -202,10 +169,6 @@ pub(crate) fn ssl_exit(ctx: RetProbeContext) -> u32 {
         unsafe { bpf_probe_read_user(call.out as *const u64) }.unwrap_or(0)
     };
     if n == 0 || n > (1 << 30) {
-        debug!(
-            &ctx,
-            "Skipped: SSL* {:x} reported {} bytes (unreadable count or implausible)", call.ssl, n
-        );
         return 0;
     }
     let tgid = (id >> 32) as u32;
@@ -242,15 +205,6 @@ pub(crate) fn ssl_exit(ctx: RetProbeContext) -> u32 {
     // SAFETY: as above.
     let snapshot = unsafe { *st };
     let (fd, conn_id) = (snapshot.fd, snapshot.conn_id);
-    if conn_id == 0 {
-        debug!(
-            &ctx,
-            "Untied: SSL* {:x} of pid {}: {} plaintext bytes before it is tied to a socket (kept by SSL*, joined when tied)",
-            call.ssl,
-            tgid,
-            n
-        );
-    }
     let h = header(
         Kind::TlsData,
         0,
@@ -300,14 +254,6 @@ fn bind(id: u64, ssl: u64, s: *mut SockState, fd: i32) {
     if flags & SOCK_TLS != 0 && cur == ssl {
         return;
     }
-    info!(
-        &(),
-        "Tied: pid {} fd {} to SSL* {:x} (connection {:x}); its ciphertext is no longer copied",
-        tgid,
-        fd,
-        ssl,
-        conn_id
-    );
     // SAFETY: as above.
     unsafe {
         (*s).flags = flags | SOCK_TLS;
@@ -373,19 +319,8 @@ pub(crate) fn on_socket_io(
         // SAFETY: copied out at once.
         if let Some(p) = unsafe { PENDING_SEND.get(id) }.copied() {
             let _ = PENDING_SEND.remove(id);
-            let age = now().saturating_sub(p.ts);
-            if looks_tls && age < RECENT_NS {
+            if looks_tls && now().saturating_sub(p.ts) < RECENT_NS {
                 bind(id, p.what, s, fd);
-            } else {
-                debug!(
-                    &(),
-                    "Not tied: SSL* {:x}: send on fd {} {} ns after its write (limit {}), looks like TLS: {}",
-                    p.what,
-                    fd,
-                    age,
-                    RECENT_NS,
-                    looks_tls as u32
-                );
             }
         }
     } else {
