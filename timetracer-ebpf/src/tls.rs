@@ -11,8 +11,9 @@
 //! Tying an `SSL*` to a socket:
 //! - blocking sockets: the socket syscall made *inside* the SSL call on the same thread;
 //! - asyncio `MemoryBIO` (no nested syscall): the socket send on the same thread right after
-//!   a write (within 2 ms, and the bytes must start like a TLS record), and the socket receive
-//!   on the same thread right before a read (same checks).
+//!   a write (within 2 ms, and the bytes must start like a TLS application-data record), and
+//!   the socket receive on the same thread right before a read that returned plaintext (within
+//!   2 ms, the bytes must start like a TLS record).
 //!
 //! Once tied, the socket's ciphertext is not copied any more.
 use aya_ebpf::{
@@ -109,18 +110,6 @@ fn enter(ctx: &ProbeContext, dir: u32, ex: bool) -> u32 {
         _pad: 0,
     };
     let _ = SSL_CALL.insert(id, call, 0);
-    if dir == DIR_INGRESS {
-        // MemoryBIO: the ciphertext was received on this thread just before.
-        // SAFETY: copied out at once.
-        if let Some(r) = unsafe { LAST_RECV.get(id) }.copied()
-            && r.tls != 0
-            && now().saturating_sub(r.ts) < RECENT_NS
-            && !bound(tgid, ssl)
-            && let Some(s) = SOCKS.get_ptr_mut(sock_key(tgid, r.what as i32))
-        {
-            bind(id, ssl, s, r.what as i32);
-        }
-    }
     0
 }
 
@@ -172,6 +161,10 @@ pub(crate) fn ssl_exit(ctx: RetProbeContext) -> u32 {
         return 0;
     }
     let tgid = (id >> 32) as u32;
+    let egress = call.dir == DIR_EGRESS;
+    if !egress {
+        bind_after_recv(id, call.ssl);
+    }
     let key = SslKey {
         tgid,
         _pad: 0,
@@ -190,7 +183,6 @@ pub(crate) fn ssl_exit(ctx: RetProbeContext) -> u32 {
     let Some(st) = SSL_STATE.get_ptr_mut(key) else {
         return 0;
     };
-    let egress = call.dir == DIR_EGRESS;
     let p = if egress {
         // SAFETY: `st` points at a live map value.
         unsafe { &raw mut (*st).tx_pos }
@@ -236,6 +228,24 @@ pub(crate) fn ssl_exit(ctx: RetProbeContext) -> u32 {
         let _ = PENDING_SEND.insert(id, r, 0);
     }
     0
+}
+
+/// MemoryBIO reads: a read that returned plaintext decrypted the ciphertext this thread
+/// received just before. Only a read that returned bytes may bind: a single-threaded event
+/// loop also calls `SSL_read` on other connections right after a receive (handshakes,
+/// reads that find nothing), which tied the wrong `SSL*` to the socket.
+#[inline(always)]
+fn bind_after_recv(id: u64, ssl: u64) {
+    let tgid = (id >> 32) as u32;
+    // SAFETY: copied out at once.
+    if let Some(r) = unsafe { LAST_RECV.get(id) }.copied()
+        && r.tls != 0
+        && now().saturating_sub(r.ts) < RECENT_NS
+        && !bound(tgid, ssl)
+        && let Some(s) = SOCKS.get_ptr_mut(sock_key(tgid, r.what as i32))
+    {
+        bind(id, ssl, s, r.what as i32);
+    }
 }
 
 #[inline(always)]
@@ -319,7 +329,9 @@ pub(crate) fn on_socket_io(
         // SAFETY: copied out at once.
         if let Some(p) = unsafe { PENDING_SEND.get(id) }.copied() {
             let _ = PENDING_SEND.remove(id);
-            if looks_tls && now().saturating_sub(p.ts) < RECENT_NS {
+            // Application data only: what a plaintext write produces. A handshake record
+            // (another connection's ClientHello, 22) sent next on this thread is not it.
+            if first[0] == 23 && first[1] == 3 && now().saturating_sub(p.ts) < RECENT_NS {
                 bind(id, p.what, s, fd);
             }
         }
