@@ -29,6 +29,7 @@ use aya_ebpf::{
     maps::{HashMap, LruHashMap, PerCpuArray},
     programs::{ProbeContext, RetProbeContext},
 };
+use aya_log_ebpf::{debug, warn};
 use timetracer_common::{
     DIR_EGRESS, Kind, PY_CTX_ENTERED, PY_HIT_SLOTS, PY_MAX_THREADS, PyHit, PyProc, PyTaskRecord,
     SockAddr,
@@ -189,6 +190,13 @@ pub(crate) fn stamp(id: u64, conn_id: u64, fd: i32) {
     hit(PyHit::Stamps);
     if t == 0 {
         hit(PyHit::NoTstate);
+        debug!(
+            &(),
+            "No context: pid {} tid {} has no Python thread state; write on fd {} stamped without one",
+            (id >> 32) as u32,
+            id as u32,
+            fd
+        );
     }
     let mut h = header(
         Kind::PyStamp,
@@ -236,12 +244,25 @@ pub(crate) fn py_task_init_ret(ctx: RetProbeContext) -> u32 {
     hit(PyHit::TaskReturn);
     let rc: i32 = ctx.ret();
     if rc != 0 || task == 0 {
+        debug!(
+            &ctx,
+            "Skipped: Task.__init__ of pid {} returned {} (task {:x}): no task reported",
+            (id >> 32) as u32,
+            rc,
+            task
+        );
         return 0;
     }
     let task_ctx = read_u64(task + p.task_context as u64);
     let coro = read_u64(task + p.task_coro as u64);
     let Some(mut e) = EVENTS.reserve::<PyTaskRecord>(0) else {
         count_drop(timetracer_common::Drop::RingFull, 0);
+        warn!(
+            &ctx,
+            "Dropped: ring buffer full, task {:x} of pid {} not reported",
+            task,
+            (id >> 32) as u32
+        );
         return 0;
     };
     // SAFETY: the reservation is exactly one PyTaskRecord; the header is written in full and
@@ -285,6 +306,11 @@ pub(crate) fn py_ctx_copy_ret(ctx: RetProbeContext) -> u32 {
     hit(PyHit::CopyReturn);
     let new: u64 = ctx.ret();
     if new == 0 {
+        debug!(
+            &ctx,
+            "Skipped: PyContext_CopyCurrent of pid {} failed",
+            (id >> 32) as u32
+        );
         return 0;
     }
     let (cur, _, entered) = current_context(id, &p);

@@ -11,6 +11,12 @@
 //! - UDP and other non-stream sockets pass untouched (the Python hook resolves recorded names).
 #![no_std]
 #![no_main]
+// Not `use aya_log_ebpf as _`: linking it would put its 128 KiB log ring buffer in this object
+// too, created by every replay and never read. Only the recorder (`main.rs`) logs.
+#![expect(
+    unused_crate_dependencies,
+    reason = "aya-log-ebpf is the recorder's (main.rs); replay logs nothing"
+)]
 
 use aya_ebpf::{
     bindings::{BPF_NOEXIST, bpf_sock_addr},

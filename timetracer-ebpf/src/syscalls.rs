@@ -12,6 +12,7 @@ use aya_ebpf::{
     macros::tracepoint,
     programs::TracePointContext,
 };
+use aya_log_ebpf::{debug, info, trace, warn};
 use timetracer_common::{
     ConnEvent, DIR_EGRESS, DIR_INGRESS, Drop, EventHeader, FLAG_LAST_CHUNK, Kind, LARGE_CHUNK,
     LargeData, MAX_CHUNKS_PER_SYSCALL, MAX_IOVECS, ROLE_CLIENT, ROLE_SERVER, SMALL_CHUNK, SOCK_TLS,
@@ -59,10 +60,18 @@ fn data_enter(ctx: &TracePointContext, sys_id: u32, flags_arg: usize) -> Result<
         sys::WRITE | sys::WRITEV | sys::SENDTO | sys::SENDMSG
     );
     if !is_sock && !(is_write && (fd == 1 || fd == 2) && config().capture_stdio != 0) {
+        trace!(
+            ctx,
+            "Skipped: pid {} fd {} is not a traced socket (syscall {})", tgid, fd, sys_id
+        );
         return Ok(0);
     }
     if flags_arg != 0 && arg(ctx, flags_arg) & MSG_PEEK != 0 {
         // Peeked bytes are read again later; copying them now would duplicate stream bytes.
+        debug!(
+            ctx,
+            "Skipped: pid {} fd {} read with MSG_PEEK (read again later)", tgid, fd
+        );
         return Ok(0);
     }
     let a = Args {
@@ -73,6 +82,13 @@ fn data_enter(ctx: &TracePointContext, sys_id: u32, flags_arg: usize) -> Result<
     };
     if ARGS.insert(id, a, 0).is_err() {
         count_drop(Drop::ArgsFull, 0);
+        warn!(
+            &(),
+            "Dropped: argument map full, pid {} fd {} syscall {} not recorded",
+            (id >> 32) as u32,
+            a.fd,
+            a.sys
+        );
     }
     Ok(0)
 }
@@ -120,6 +136,13 @@ pub(crate) fn sys_enter_sendfile(ctx: TracePointContext) -> u32 {
     };
     if ARGS.insert(id, a, 0).is_err() {
         count_drop(Drop::ArgsFull, 0);
+        warn!(
+            &(),
+            "Dropped: argument map full, pid {} fd {} syscall {} not recorded",
+            (id >> 32) as u32,
+            a.fd,
+            a.sys
+        );
     }
     0
 }
@@ -150,6 +173,13 @@ fn save_sock_args(ctx: &TracePointContext, sys_id: u32) -> u32 {
     };
     if ARGS.insert(id, a, 0).is_err() {
         count_drop(Drop::ArgsFull, 0);
+        warn!(
+            &(),
+            "Dropped: argument map full, pid {} fd {} syscall {} not recorded",
+            (id >> 32) as u32,
+            a.fd,
+            a.sys
+        );
     }
     0
 }
@@ -175,6 +205,10 @@ pub(crate) fn sys_enter_close(ctx: TracePointContext) -> u32 {
         crate::tls::forget(tgid, ssl);
     }
     let _ = SOCKS.remove(key);
+    debug!(
+        &ctx,
+        "Closed: pid {} fd {} (connection {:x})", tgid, fd, conn_id
+    );
     let h = header(Kind::Close, sys::CLOSE, id, conn_id, fd, 0, 0, 0, 0);
     emit_conn(h, timetracer_common::SockAddr::default());
     0
@@ -202,12 +236,24 @@ pub(crate) fn sys_exit_any(ctx: TracePointContext) -> u32 {
 #[inline(always)]
 fn on_connect_exit(id: u64, a: &Args, r: i64) {
     let addr = sockaddr(a.ptr);
-    if !is_stream_family(addr.family) {
-        return; // netlink, packet, ...: not request traffic.
-    }
     let tgid = (id >> 32) as u32;
+    if !is_stream_family(addr.family) {
+        // netlink, packet, ...: not request traffic.
+        info!(
+            &(),
+            "Skipped: pid {} fd {} connect to address family {} (not IPv4/IPv6/Unix)",
+            tgid,
+            a.fd,
+            addr.family
+        );
+        return;
+    }
     let mut conn_id = 0;
     if r == 0 || r == EINPROGRESS {
+        info!(
+            &(),
+            "Tracking: pid {} fd {} connect to port {} (client)", tgid, a.fd, addr.port
+        );
         conn_id = next_conn_id();
         let st = SockState {
             conn_id,
@@ -218,6 +264,11 @@ fn on_connect_exit(id: u64, a: &Args, r: i64) {
             ssl: 0,
         };
         track_socket(sock_key(tgid, a.fd), &st);
+    } else {
+        info!(
+            &(),
+            "Skipped: pid {} fd {} connect to port {} failed with {}", tgid, a.fd, addr.port, r
+        );
     }
     let h = header(
         Kind::Connect,
@@ -235,16 +286,31 @@ fn on_connect_exit(id: u64, a: &Args, r: i64) {
 
 #[inline(always)]
 fn on_accept_exit(id: u64, a: &Args, r: i64) {
+    let tgid = (id >> 32) as u32;
     if r < 0 {
+        debug!(
+            &(),
+            "Skipped: pid {} accept on fd {} returned {}", tgid, a.fd, r
+        );
         return;
     }
     let addr = sockaddr(a.ptr);
     // accept(fd, NULL, NULL) gives no family: trace it; non-HTTP bytes are ignored later.
     if addr.family != 0 && !is_stream_family(addr.family) {
+        info!(
+            &(),
+            "Skipped: pid {} fd {} accepted address family {} (not IPv4/IPv6/Unix)",
+            tgid,
+            r,
+            addr.family
+        );
         return;
     }
-    let tgid = (id >> 32) as u32;
     let fd = r as i32;
+    info!(
+        &(),
+        "Tracking: pid {} fd {} accepted on fd {} (server)", tgid, fd, a.fd
+    );
     let conn_id = next_conn_id();
     let st = SockState {
         conn_id,
@@ -277,6 +343,13 @@ fn on_sendfile_exit(id: u64, a: &Args, r: i64) {
     let Some(s) = SOCKS.get_ptr_mut(sock_key((id >> 32) as u32, a.fd)) else {
         return;
     };
+    info!(
+        &(),
+        "Lost: pid {} fd {} sendfile of {} bytes (file bytes never pass through user memory)",
+        (id >> 32) as u32,
+        a.fd,
+        r
+    );
     // SAFETY: `s` points at a live value of the socket map.
     let pos = unsafe { (*s).tx_pos };
     // SAFETY: as above.
@@ -323,6 +396,13 @@ fn on_data_exit(id: u64, a: &Args, r: i64) {
             crate::tls::on_socket_io(id, key, s, a.fd, egress, first);
             // SAFETY: `s` points at a live value of the socket map.
             if unsafe { (*s).flags } & SOCK_TLS != 0 {
+                trace!(
+                    &(),
+                    "Skipped: pid {} fd {} ciphertext of a TLS socket ({} bytes; the plaintext comes from the OpenSSL probes)",
+                    tgid,
+                    a.fd,
+                    total
+                );
                 return;
             }
             // The read-modify-write below is not atomic (no fetch-and-add on the default BPF
@@ -437,6 +517,27 @@ pub(crate) fn emit_payload(h: EventHeader, src: Source, total: u64, cap: u64) ->
             Drop::TooManyIovecs
         };
         count_drop(reason, lost);
+        if walked >= cap {
+            warn!(
+                &(),
+                "Lost: pid {} fd {} {} of {} bytes beyond the per-syscall cap ({} bytes, --max-body + 64 KiB)",
+                h.tgid,
+                h.fd,
+                lost,
+                total,
+                cap
+            );
+        } else {
+            warn!(
+                &(),
+                "Lost: pid {} fd {} {} of {} bytes in iovecs beyond the first {}",
+                h.tgid,
+                h.fd,
+                lost,
+                total,
+                MAX_IOVECS
+            );
+        }
         if h.kind != Kind::Stdio as u32 {
             let mut l = h;
             l.kind = Kind::DataLost as u32;
@@ -539,6 +640,14 @@ impl DataRecord for LargeData {
 fn emit_chunk<T: DataRecord + 'static, const N: usize>(h: &EventHeader, src: u64, n: usize) {
     let Some(mut entry) = EVENTS.reserve::<T>(0) else {
         count_drop(Drop::RingFull, n as u64);
+        warn!(
+            &(),
+            "Dropped: ring buffer full, pid {} fd {} {} bytes at position {}",
+            h.tgid,
+            h.fd,
+            n,
+            h.pos
+        );
         return;
     };
     // SAFETY: the reservation is exactly size_of::<T>() bytes; every field we read later is
@@ -551,6 +660,14 @@ fn emit_chunk<T: DataRecord + 'static, const N: usize>(h: &EventHeader, src: u64
     } else {
         entry.discard(0);
         count_drop(Drop::ReadFailed, n as u64);
+        warn!(
+            &(),
+            "Dropped: pid {} fd {} {} bytes at position {}: user memory not readable",
+            h.tgid,
+            h.fd,
+            n,
+            h.pos
+        );
     }
 }
 
@@ -591,7 +708,13 @@ pub(crate) fn emit_conn(h: EventHeader, addr: timetracer_common::SockAddr) {
             e.write(ConnEvent { header: h, addr });
             e.submit(NO_WAKEUP);
         }
-        None => count_drop(Drop::RingFull, 0),
+        None => {
+            count_drop(Drop::RingFull, 0);
+            warn!(
+                &(),
+                "Dropped: ring buffer full, pid {} fd {} record kind {}", h.tgid, h.fd, h.kind
+            );
+        }
     }
 }
 
@@ -611,6 +734,12 @@ pub(crate) fn task_newtask(ctx: TracePointContext) -> u32 {
         return 0;
     }
     add_target(child as u32);
+    info!(
+        &ctx,
+        "Following: pid {} started process {}",
+        (id >> 32) as u32,
+        child
+    );
     let h = header(Kind::Fork, 0, id, child as u64, 0, 0, 0, 0, 0);
     emit_conn(h, timetracer_common::SockAddr::default());
     0

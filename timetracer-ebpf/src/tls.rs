@@ -22,6 +22,7 @@ use aya_ebpf::{
     maps::LruHashMap,
     programs::{ProbeContext, RetProbeContext},
 };
+use aya_log_ebpf::{debug, info, macro_support::Level, trace};
 use timetracer_common::{DIR_EGRESS, DIR_INGRESS, Kind, SOCK_TLS, SockState};
 
 use crate::{
@@ -99,6 +100,10 @@ fn enter(ctx: &ProbeContext, dir: u32, ex: bool) -> u32 {
     let id = bpf_get_current_pid_tgid();
     let tgid = (id >> 32) as u32;
     if !is_target(tgid) {
+        trace!(
+            ctx,
+            "Skipped: SSL call of pid {}, not a traced process", tgid
+        );
         return 0;
     }
     let ssl: u64 = ctx.arg(0).unwrap_or(0);
@@ -144,11 +149,26 @@ pub(crate) fn ssl_exit(ctx: RetProbeContext) -> u32 {
     let id = bpf_get_current_pid_tgid();
     // SAFETY: copied out at once.
     let Some(call) = (unsafe { SSL_CALL.get(id) }).copied() else {
+        trace!(
+            &ctx,
+            "Skipped: SSL return on tid {} without a recorded entry", id as u32
+        );
         return 0;
     };
     let _ = SSL_CALL.remove(id);
     let ret: i32 = ctx.ret();
     if ret <= 0 {
+        debug!(
+            &ctx,
+            "Skipped: SSL* {:x} {} returned {} (WANT_READ/WANT_WRITE, EOF or error): no bytes",
+            call.ssl,
+            if call.dir == DIR_EGRESS {
+                "write"
+            } else {
+                "read"
+            },
+            ret
+        );
         return 0;
     }
     let n: u64 = if call.out == 0 {
@@ -158,6 +178,10 @@ pub(crate) fn ssl_exit(ctx: RetProbeContext) -> u32 {
         unsafe { bpf_probe_read_user(call.out as *const u64) }.unwrap_or(0)
     };
     if n == 0 || n > (1 << 30) {
+        debug!(
+            &ctx,
+            "Skipped: SSL* {:x} reported {} bytes (unreadable count or implausible)", call.ssl, n
+        );
         return 0;
     }
     let tgid = (id >> 32) as u32;
@@ -197,6 +221,15 @@ pub(crate) fn ssl_exit(ctx: RetProbeContext) -> u32 {
     // SAFETY: as above.
     let snapshot = unsafe { *st };
     let (fd, conn_id) = (snapshot.fd, snapshot.conn_id);
+    if conn_id == 0 {
+        debug!(
+            &ctx,
+            "Untied: SSL* {:x} of pid {}: {} plaintext bytes before it is tied to a socket (kept by SSL*, joined when tied)",
+            call.ssl,
+            tgid,
+            n
+        );
+    }
     let h = header(
         Kind::TlsData,
         0,
@@ -238,13 +271,29 @@ pub(crate) fn ssl_exit(ctx: RetProbeContext) -> u32 {
 fn bind_after_recv(id: u64, ssl: u64) {
     let tgid = (id >> 32) as u32;
     // SAFETY: copied out at once.
-    if let Some(r) = unsafe { LAST_RECV.get(id) }.copied()
-        && r.tls != 0
-        && now().saturating_sub(r.ts) < RECENT_NS
-        && !bound(tgid, ssl)
+    let Some(r) = unsafe { LAST_RECV.get(id) }.copied() else {
+        return;
+    };
+    if bound(tgid, ssl) {
+        return;
+    }
+    let age = now().saturating_sub(r.ts);
+    if r.tls != 0
+        && age < RECENT_NS
         && let Some(s) = SOCKS.get_ptr_mut(sock_key(tgid, r.what as i32))
     {
         bind(id, ssl, s, r.what as i32);
+    } else {
+        debug!(
+            &(),
+            "Not tied: SSL* {:x} of pid {}: the last receive (fd {}) looks like TLS: {}, {} ns before this read (limit {}); not a MemoryBIO read (a blocking socket is tied by the receive inside the call)",
+            ssl,
+            tgid,
+            r.what,
+            r.tls,
+            age,
+            RECENT_NS
+        );
     }
 }
 
@@ -264,6 +313,14 @@ fn bind(id: u64, ssl: u64, s: *mut SockState, fd: i32) {
     if flags & SOCK_TLS != 0 && cur == ssl {
         return;
     }
+    info!(
+        &(),
+        "Tied: pid {} fd {} to SSL* {:x} (connection {:x}); its ciphertext is no longer copied",
+        tgid,
+        fd,
+        ssl,
+        conn_id
+    );
     // SAFETY: as above.
     unsafe {
         (*s).flags = flags | SOCK_TLS;
@@ -331,8 +388,19 @@ pub(crate) fn on_socket_io(
             let _ = PENDING_SEND.remove(id);
             // Application data only: what a plaintext write produces. A handshake record
             // (another connection's ClientHello, 22) sent next on this thread is not it.
-            if first[0] == 23 && first[1] == 3 && now().saturating_sub(p.ts) < RECENT_NS {
+            let age = now().saturating_sub(p.ts);
+            if first[0] == 23 && first[1] == 3 && age < RECENT_NS {
                 bind(id, p.what, s, fd);
+            } else {
+                debug!(
+                    &(),
+                    "Not tied: SSL* {:x}: send on fd {} {} ns after its write (limit {}), first byte {} (application data is 23)",
+                    p.what,
+                    fd,
+                    age,
+                    RECENT_NS,
+                    first[0]
+                );
             }
         }
     } else {

@@ -4,6 +4,7 @@
 //! The ring buffer is submitted to with `BPF_RB_NO_WAKEUP` (a wakeup inside the traced syscall
 //! costs ~2.5 µs on our VMs, see docs/ARCHITECTURE.md), so [`Capture::drain`] is called on a
 //! short timer instead of waiting on epoll.
+pub mod ebpf_log;
 pub mod procfs;
 pub mod python;
 pub mod tls;
@@ -19,6 +20,7 @@ use aya::{
     maps::{Array, HashMap, MapData, PerCpuArray, RingBuf},
     programs::{ProgramError, TracePoint, UProbe, uprobe::UProbeScope},
 };
+pub use ebpf_log::EbpfLogLevel;
 use timetracer_common::{
     Config, DROP_SLOTS, Drop, MAP_CONFIG, MAP_DROPS, MAP_EVENTS, MAP_PY_HITS, MAP_PY_PROCS,
     MAP_SOCKS, MAP_TARGETS, PREEXISTING_CONN_ID_BASE, PY_HIT_SLOTS, PyHit, PyProc, ROLE_CLIENT,
@@ -65,6 +67,8 @@ pub enum LoadError {
     },
     #[error("eBPF map {0} is missing from the object (stale build? run `cargo xtask build`)")]
     MissingMap(&'static str),
+    #[error("reading the kernel log map (--ebpf-log) failed: {0}")]
+    EbpfLog(#[source] aya_log::Error),
     #[error("eBPF map {name}: {source}")]
     Map {
         name: &'static str,
@@ -122,6 +126,8 @@ const PROGRAMS: &[(&str, &[(&str, &str)])] = &[
 pub struct CaptureOptions {
     /// Max payload bytes copied per syscall.
     pub max_bytes_per_syscall: u32,
+    /// Kernel-side diagnostics ([`ebpf_log`]); off costs nothing.
+    pub ebpf_log: EbpfLogLevel,
 }
 
 /// Uprobe programs (entry programs are named by `tls::SiteKind::program`).
@@ -157,6 +163,9 @@ pub enum TlsReport {
 pub struct Capture {
     ebpf: Ebpf,
     ring: RingBuf<MapData>,
+    /// The kernel log reader when `--ebpf-log` is on. Owns the log map's fd, so it lives as
+    /// long as the programs.
+    log: Option<ebpf_log::Reader>,
     /// (pid, device, inode) of libraries already handled.
     tls_seen: std::collections::HashSet<(u32, u64, u64)>,
 }
@@ -218,7 +227,17 @@ impl Capture {
     /// Loads and attaches everything. Call [`preflight`] first for friendlier errors.
     pub fn load(opts: CaptureOptions) -> Result<Self, LoadError> {
         preflight()?;
-        let mut ebpf = EbpfLoader::new().load(EBPF_OBJECT)?;
+        let mut loader = EbpfLoader::new();
+        ebpf_log::configure(&mut loader, opts.ebpf_log);
+        let mut ebpf = loader.load(EBPF_OBJECT)?;
+        // Before any program is loaded: they refer to the log map by an fd the reader then owns.
+        let log = match opts.ebpf_log {
+            EbpfLogLevel::Off => None,
+            level => {
+                tracing::info!(target: ebpf_log::TARGET, %level, "Kernel-side logging on");
+                Some(ebpf_log::Reader::new(&mut ebpf).map_err(LoadError::EbpfLog)?)
+            }
+        };
         let mut cfg = Config {
             max_bytes_per_syscall: opts.max_bytes_per_syscall,
             ..Config::default()
@@ -280,6 +299,7 @@ impl Capture {
         Ok(Self {
             ebpf,
             ring,
+            log,
             tls_seen: std::collections::HashSet::new(),
         })
     }
@@ -408,8 +428,12 @@ impl Capture {
         }
     }
 
-    /// Hands every pending ring-buffer record to `f`; returns how many there were.
+    /// Hands every pending ring-buffer record to `f`; returns how many there were. Forwards
+    /// pending kernel log messages first (`--ebpf-log`).
     pub fn drain(&mut self, mut f: impl FnMut(&[u8])) -> usize {
+        if let Some(log) = &mut self.log {
+            log.flush();
+        }
         let mut n = 0;
         while let Some(item) = self.ring.next() {
             f(&item);

@@ -124,6 +124,10 @@ pub struct RecordArgs {
     /// Environment name written in each cassette.
     #[arg(long, env = "TIMETRACER_ENV", default_value = "local")]
     pub env: String,
+    /// Kernel-side diagnostics (why a socket or TLS call was skipped): off, error, warn, info,
+    /// debug, trace. Also a `timetracer::ebpf=LEVEL` directive in TIMETRACER_LOG. Default off.
+    #[arg(long, env = "TIMETRACER_EBPF_LOG", value_name = "LEVEL")]
+    pub ebpf_log: Option<crate::capture::EbpfLogLevel>,
 }
 
 fn parse_bool(s: &str) -> Result<bool, String> {
@@ -148,6 +152,7 @@ struct RecordPlan {
     build: BuildOptions,
     /// Write cassettes (false for `top --no-save`).
     save: bool,
+    ebpf_log: crate::capture::EbpfLogLevel,
 }
 
 impl RecordArgs {
@@ -214,6 +219,7 @@ impl RecordArgs {
             compression,
             build,
             save: true,
+            ebpf_log: crate::capture::EbpfLogLevel::resolve(self.ebpf_log),
         })
     }
 }
@@ -302,7 +308,7 @@ pub fn main() -> ExitCode {
         return exec_held(&raw[2..]);
     }
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_env("TIMETRACER_LOG"))
+        .with_env_filter(crate::capture::ebpf_log::env_filter())
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -509,6 +515,7 @@ impl Session {
             u32::try_from(plan.max_body.saturating_add(64 * 1024)).unwrap_or(u32::MAX);
         let capture = Capture::load(CaptureOptions {
             max_bytes_per_syscall: per_syscall,
+            ebpf_log: plan.ebpf_log,
         })?;
         let counters = Counters::default();
         let opts = CorrelateOptions {

@@ -7,6 +7,7 @@ mod boom;
 mod browser;
 mod concurrency;
 mod db;
+mod ebpf_log;
 mod record;
 mod replay;
 mod scenario;
