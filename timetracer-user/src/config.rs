@@ -140,7 +140,7 @@ pub const KEYS: &[Key] = &[
     Key {
         name: "log",
         env: "TIMETRACER_LOG",
-        default: Some("info"),
+        default: Some("error"),
         kind: Kind::Str,
         used_by: "agent",
         help: "log filter (tracing EnvFilter syntax)",

@@ -4,7 +4,8 @@
 //! The agent is a pipeline (see `docs/ARCHITECTURE.md`):
 //! `capture` (ring buffer) → `reassembly` (per connection and direction, by byte position)
 //! → `protocols` (detect, parse, stitch) → `correlate` (attribute outbound calls to inbound
-//! requests) → `cassette` (redact, write atomically).
+//! requests) → `record::sink` (filters, cassette files, index, S3, live view); `record` runs
+//! the whole pipeline for a target, as `replay` runs a replay.
 
 pub mod analysis;
 pub mod atomic_file;
@@ -17,6 +18,7 @@ pub mod index;
 pub mod live;
 pub mod protocols;
 pub mod reassembly;
+pub mod record;
 pub mod redact;
 pub mod replay;
 pub mod s3;

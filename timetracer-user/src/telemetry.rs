@@ -1,75 +1,185 @@
-//! Counters every stage updates and the status line / summary / cassette footer read.
-use std::{
-    collections::BTreeMap,
-    sync::{
-        Arc, Mutex,
-        atomic::{AtomicU64, Ordering},
-    },
+//! The agent's counters: one typed list ([`Counter`]), stored as atomics ([`Counters`]).
+//!
+//! Every counter is declared once, in the `counters!` invocation below, with the name it has
+//! wherever it is shown and the [`Group`] that decides where that is (see
+//! `record::report`, which renders the status line, the exit summary, the live view's header
+//! and each cassette's `stats.drops` by iterating [`Counter::ALL`]). Kernel-side drops are
+//! counted by the eBPF programs (`timetracer_common::Drop`) and shown next to these.
+use std::sync::{
+    Arc,
+    atomic::{AtomicU64, Ordering},
 };
 
-#[derive(Debug, Default)]
-struct Inner {
-    events: AtomicU64,
-    bytes: AtomicU64,
-    cassettes: AtomicU64,
-    named: Mutex<BTreeMap<&'static str, u64>>,
+/// Where a counter is shown (besides the exit summary, which shows every non-zero counter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Group {
+    /// Totals: the status line, the first line of the exit summary, the live view's rates.
+    Total,
+    /// Data lost by the agent: each cassette's `stats.drops` (always, zero or not), the live
+    /// view's drops (when non-zero), the status line's drop sum.
+    Drop,
+    /// Updates the live view could not take: its header ("skipped updates").
+    Viewer,
+    /// Everything else: the exit summary's "agent counters" line (when non-zero).
+    Detail,
 }
 
-/// Cheaply clonable handle to the agent's counters.
-#[derive(Clone, Debug, Default)]
-pub struct Counters(Arc<Inner>);
+macro_rules! counters {
+    ($( $(#[doc = $doc:literal])+ $variant:ident = $name:literal, $group:ident; )+) => {
+        /// One counter of the agent. Increment with [`Counters::inc`] / [`Counters::add`].
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub enum Counter {
+            $( $(#[doc = $doc])+ $variant, )+
+        }
+
+        impl Counter {
+            /// Every counter, in the order they are shown.
+            pub const ALL: &'static [Self] = &[$(Self::$variant),+];
+            /// How many counters there are.
+            pub const COUNT: usize = Self::ALL.len();
+
+            /// The name shown in the status line, the summary, the live view and cassettes.
+            #[must_use]
+            pub const fn name(self) -> &'static str {
+                match self {
+                    $(Self::$variant => $name,)+
+                }
+            }
+
+            /// Where it is shown.
+            #[must_use]
+            pub const fn group(self) -> Group {
+                match self {
+                    $(Self::$variant => Group::$group,)+
+                }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Inbound requests completed.
+    Requests = "requests", Total;
+    /// Cassettes written to disk.
+    Cassettes = "cassettes", Total;
+    /// Ring-buffer records read.
+    Events = "events", Total;
+    /// Payload bytes read (plaintext and ciphertext).
+    Bytes = "bytes", Total;
+    /// Ring records the agent could not decode.
+    UndecodableRecords = "undecodable_records", Drop;
+    /// Data records of a socket whose accept/connect record was lost.
+    DataUnknownConn = "data_unknown_conn", Drop;
+    /// TLS plaintext of an `SSL*` never tied to a socket, beyond what is held (bytes).
+    TlsUnboundBytesDropped = "tls_unbound_bytes_dropped", Detail;
+    /// Live-view updates not sent because the viewer was behind.
+    LiveSkipped = "live_skipped", Viewer;
+    /// Inbound connections accepted.
+    Accepted = "accepted", Detail;
+    /// Outbound connections established.
+    Connected = "connected", Detail;
+    /// Outbound connections that failed.
+    ConnectFailed = "connect_failed", Detail;
+    /// Connections that switched to TLS plaintext.
+    TlsConnections = "tls_connections", Detail;
+    /// Ciphertext in flight when a connection became TLS, ignored (bytes).
+    TlsCiphertextIgnored = "tls_ciphertext_ignored", Detail;
+    /// Bytes sent with `sendfile` (not copied; the body is marked lost).
+    SendfileBytes = "sendfile_bytes", Detail;
+    /// Connections upgraded away from HTTP/1 (WebSocket, h2c).
+    Upgraded = "upgraded", Detail;
+    /// Bytes the HTTP parser skipped to resynchronise.
+    SkippedBytes = "skipped_bytes", Detail;
+    /// Bytes of connections that are neither HTTP nor a known database protocol.
+    UnparsedBytes = "unparsed_bytes", Detail;
+    /// Database and cache calls parsed.
+    DbCalls = "db_calls", Detail;
+    /// Bytes a database parser skipped.
+    DbSkippedBytes = "db_skipped_bytes", Detail;
+    /// Dependency calls of event-loop threads outside any request.
+    BackgroundCalls = "background_calls", Detail;
+    /// Calls decided after their request was written.
+    LateCalls = "late_calls", Detail;
+    /// Ambiguous calls with no open request to list them in.
+    AmbiguousUnpinnedCalls = "ambiguous_unpinned_calls", Detail;
+    /// Requests not recorded because their path is excluded.
+    Excluded = "excluded", Detail;
+    /// Requests not recorded because of `sample_rate`.
+    SampledOut = "sampled_out", Detail;
+    /// Requests not recorded because of `errors_only`.
+    NotError = "not_error", Detail;
+    /// Cassettes that could not be written.
+    WriteErrors = "write_errors", Detail;
+    /// Cassettes that could not be indexed (`timetracer index` rebuilds the index).
+    IndexErrors = "index_errors", Detail;
+    /// Cassettes uploaded to S3.
+    S3Uploaded = "s3_uploaded", Detail;
+    /// Cassettes whose S3 upload failed.
+    S3Errors = "s3_errors", Detail;
+}
+
+/// Cheaply clonable handle to the agent's counters (one atomic per [`Counter`]).
+#[derive(Clone, Debug)]
+pub struct Counters(Arc<[AtomicU64; Counter::COUNT]>);
+
+impl Default for Counters {
+    fn default() -> Self {
+        Self(Arc::new(std::array::from_fn(|_| AtomicU64::new(0))))
+    }
+}
 
 impl Counters {
-    /// One more ring-buffer record.
-    pub fn inc_events(&self, n: u64) {
-        self.0.events.fetch_add(n, Ordering::Relaxed);
+    /// Adds one.
+    pub fn inc(&self, c: Counter) {
+        self.add(c, 1);
     }
-    /// Payload bytes received.
-    pub fn add_bytes(&self, n: u64) {
-        self.0.bytes.fetch_add(n, Ordering::Relaxed);
+
+    /// Adds `n`.
+    pub fn add(&self, c: Counter, n: u64) {
+        self.0[c as usize].fetch_add(n, Ordering::Relaxed);
     }
-    /// One more cassette written.
-    pub fn inc_cassettes(&self) {
-        self.0.cassettes.fetch_add(1, Ordering::Relaxed);
-    }
-    /// Increments a named counter.
-    pub fn inc_named(&self, name: &'static str) {
-        self.add_named(name, 1);
-    }
-    /// Adds to a named counter.
-    pub fn add_named(&self, name: &'static str, n: u64) {
-        if n == 0 {
-            return;
-        }
-        if let Ok(mut m) = self.0.named.lock() {
-            *m.entry(name).or_default() += n;
-        }
-    }
-    /// Value of a named counter.
+
+    /// The current value.
     #[must_use]
-    pub fn named(&self, name: &str) -> u64 {
-        self.0
-            .named
-            .lock()
-            .map(|m| m.get(name).copied().unwrap_or(0))
-            .unwrap_or(0)
+    pub fn get(&self, c: Counter) -> u64 {
+        self.0[c as usize].load(Ordering::Relaxed)
     }
-    /// Snapshot of every named counter.
+
+    /// Every value at once.
     #[must_use]
-    pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
-        self.0.named.lock().map(|m| m.clone()).unwrap_or_default()
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot(std::array::from_fn(|i| self.0[i].load(Ordering::Relaxed)))
     }
-    #[must_use]
-    pub fn events(&self) -> u64 {
-        self.0.events.load(Ordering::Relaxed)
+}
+
+/// The value of every counter at one moment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Snapshot([u64; Counter::COUNT]);
+
+impl Default for Snapshot {
+    fn default() -> Self {
+        Self([0; Counter::COUNT])
     }
+}
+
+impl Snapshot {
+    /// The value of `c`.
     #[must_use]
-    pub fn bytes(&self) -> u64 {
-        self.0.bytes.load(Ordering::Relaxed)
+    pub fn get(&self, c: Counter) -> u64 {
+        self.0[c as usize]
     }
-    #[must_use]
-    pub fn cassettes(&self) -> u64 {
-        self.0.cassettes.load(Ordering::Relaxed)
+
+    /// Sets `c` (for tests and for building reports by hand).
+    pub fn set(&mut self, c: Counter, n: u64) {
+        self.0[c as usize] = n;
+    }
+
+    /// `(counter, value)` for every counter of `group`, in list order.
+    pub fn group(&self, group: Group) -> impl Iterator<Item = (Counter, u64)> + '_ {
+        Counter::ALL
+            .iter()
+            .filter(move |c| c.group() == group)
+            .map(|&c| (c, self.get(c)))
     }
 }
 
@@ -97,11 +207,51 @@ mod tests {
     #[test]
     fn counts() {
         let c = Counters::default();
-        c.inc_named("x");
-        c.add_named("x", 2);
-        c.add_bytes(5);
-        assert_eq!(c.named("x"), 3);
-        assert_eq!(c.bytes(), 5);
+        c.inc(Counter::LateCalls);
+        c.add(Counter::LateCalls, 2);
+        c.add(Counter::Bytes, 5);
+        assert_eq!(c.get(Counter::LateCalls), 3);
+        assert_eq!(c.snapshot().get(Counter::Bytes), 5);
         assert_eq!(human_bytes(2048), "2.0 KiB");
+    }
+
+    #[test]
+    fn names_are_unique_and_indexes_match() {
+        let mut names: Vec<&str> = Counter::ALL.iter().map(|c| c.name()).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), Counter::COUNT);
+        for (i, c) in Counter::ALL.iter().enumerate() {
+            assert_eq!(*c as usize, i, "{c:?}");
+        }
+    }
+
+    /// Each counter is incremented somewhere outside this file: a counter nothing increments
+    /// would be shown as a permanent zero (as `non_http_bytes` was).
+    #[test]
+    fn every_counter_is_incremented_somewhere() {
+        let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut text = String::new();
+        let mut stack = vec![src];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else if p.extension().is_some_and(|x| x == "rs") && !p.ends_with("telemetry.rs") {
+                    text.push_str(&std::fs::read_to_string(&p).unwrap());
+                }
+            }
+        }
+        let flat: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+        let missing: Vec<&str> = Counter::ALL
+            .iter()
+            .filter(|c| {
+                let v = format!("Counter::{c:?}");
+                !flat.contains(&format!(".inc({v})")) && !flat.contains(&format!(".add({v},"))
+            })
+            .map(|c| c.name())
+            .collect();
+        assert!(missing.is_empty(), "never incremented: {missing:?}");
     }
 }

@@ -29,9 +29,6 @@ pub const TARGET: &str = "timetracer::ebpf";
 /// The environment variable behind `--ebpf-log`.
 pub const ENV: &str = "TIMETRACER_EBPF_LOG";
 
-/// The agent's log filter variable (its `RUST_LOG`).
-pub const LOG_ENV: &str = "TIMETRACER_LOG";
-
 /// Name of aya-log's ring buffer map in the object.
 const LOG_MAP: &str = "AYA_LOGS";
 
@@ -115,16 +112,12 @@ impl EbpfLogLevel {
         })
     }
 
-    /// `flag` (`--ebpf-log`, which clap also fills from [`ENV`]) when given, else what
-    /// `TIMETRACER_LOG` asks of [`TARGET`], else off.
+    /// `flag` (`--ebpf-log`, which clap also fills from [`ENV`]) when given, else what the
+    /// agent's log filter (`log` key, `TIMETRACER_LOG`) asks of [`TARGET`], else off.
     #[must_use]
-    pub fn resolve(flag: Option<Self>) -> Self {
-        flag.or_else(|| {
-            std::env::var(LOG_ENV)
-                .ok()
-                .and_then(|f| Self::from_filter(&f))
-        })
-        .unwrap_or_default()
+    pub fn resolve(flag: Option<Self>, log_filter: Option<&str>) -> Self {
+        flag.or_else(|| log_filter.and_then(Self::from_filter))
+            .unwrap_or_default()
     }
 }
 
@@ -156,12 +149,13 @@ impl FromStr for EbpfLogLevel {
     }
 }
 
-/// The agent's log filter: `TIMETRACER_LOG` (default `error`), plus `timetracer::ebpf=trace`
-/// unless it names that target itself. Kernel messages exist only at the level the programs
-/// were loaded with, so letting the target through shows exactly what `--ebpf-log` asked for.
+/// The agent's log filter: the configured `log` value (`TIMETRACER_LOG`, default `error`), plus
+/// `timetracer::ebpf=trace` unless it names that target itself. Kernel messages exist only at the
+/// level the programs were loaded with, so letting the target through shows exactly what
+/// `--ebpf-log` asked for.
 #[must_use]
-pub fn env_filter() -> EnvFilter {
-    EnvFilter::builder().parse_lossy(filter_directives(std::env::var(LOG_ENV).ok().as_deref()))
+pub fn log_filter(configured: Option<&str>) -> EnvFilter {
+    EnvFilter::builder().parse_lossy(filter_directives(configured))
 }
 
 fn filter_directives(env: Option<&str>) -> String {

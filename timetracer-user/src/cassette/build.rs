@@ -27,11 +27,11 @@ pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 /// How to build cassettes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BuildOptions {
-    /// `session.service` (`TIMETRACER_SERVICE`, default `timetracer-service`).
+    /// `session.service` (configuration key `service`, default `timetracer-service`).
     pub service: String,
-    /// `session.env` (`TIMETRACER_ENV`, default `local`).
+    /// `session.env` (configuration key `env`, default `local`).
     pub env: String,
-    /// `session.git_sha` (`TIMETRACER_GIT_SHA`).
+    /// `session.git_sha` (configuration key `git_sha`).
     pub git_sha: Option<String>,
     /// Bodies longer than this are cut (and marked `truncated`).
     pub max_body: usize,
@@ -52,24 +52,6 @@ impl Default for BuildOptions {
             sample_rate: 1.0,
             errors_only: false,
         }
-    }
-}
-
-impl BuildOptions {
-    /// Defaults, with `service`, `env` and `git_sha` from `TIMETRACER_SERVICE`, `TIMETRACER_ENV`
-    /// and `TIMETRACER_GIT_SHA` when set and non-empty.
-    #[must_use]
-    pub fn from_env() -> Self {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-        let mut o = Self::default();
-        if let Some(s) = var("TIMETRACER_SERVICE") {
-            o.service = s;
-        }
-        if let Some(e) = var("TIMETRACER_ENV") {
-            o.env = e;
-        }
-        o.git_sha = var("TIMETRACER_GIT_SHA");
-        o
     }
 }
 

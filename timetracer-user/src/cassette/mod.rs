@@ -6,7 +6,7 @@
 //! ```no_run
 //! # use timetracer::cassette::{self, BuildOptions, Compression};
 //! # fn f(rec: &timetracer::correlate::model::RecordedRequest) -> Result<(), cassette::Error> {
-//! let c = cassette::build(rec, &BuildOptions::from_env());
+//! let c = cassette::build(rec, &BuildOptions::default());
 //! let path = cassette::write(std::path::Path::new("cassettes"), &c, Compression::Zstd)?;
 //! let back = cassette::read(&path)?;
 //! assert_eq!(back, c);

@@ -40,7 +40,7 @@ use crate::{
         },
     },
     reassembly::{Chunk, DEFAULT_LIMIT, Segment, Stream},
-    telemetry::Counters,
+    telemetry::{Counter, Counters},
 };
 
 /// Tunables of the correlator.
@@ -319,7 +319,7 @@ impl Correlator {
                 let remote = crate::capture::to_socket_addr(&addr);
                 let kind = Kind::from_u32(header.kind);
                 if kind == Some(Kind::Connect) && header.conn_id == 0 {
-                    self.counters.inc_named("connect_failed");
+                    self.counters.inc(Counter::ConnectFailed);
                     return;
                 }
                 let side = if header.dir == ROLE_SERVER {
@@ -345,11 +345,10 @@ impl Correlator {
                     ?side,
                     "Connection opened"
                 );
-                self.counters.inc_named(if side == Side::Server {
-                    "accepted"
-                } else {
-                    "connected"
-                });
+                match side {
+                    Side::Server => self.counters.inc(Counter::Accepted),
+                    Side::Client => self.counters.inc(Counter::Connected),
+                }
                 self.conns
                     .insert(header.conn_id, Conn::new(facts, side, header.ts_ns, true));
             }
@@ -411,7 +410,7 @@ impl Correlator {
             }
             Some(Kind::DataLost) => {
                 if h.syscall == timetracer_common::sys::SENDFILE {
-                    self.counters.add_named("sendfile_bytes", h.total as u64);
+                    self.counters.add(Counter::SendfileBytes, h.total as u64);
                 }
                 if let Some(c) = self.conns.get_mut(&h.conn_id) {
                     c.streams[usize::from(h.dir == DIR_EGRESS)].lost(h.pos, h.total as u64);
@@ -425,7 +424,7 @@ impl Correlator {
                 std::str::from_utf8(payload).unwrap_or(""),
             ),
             Some(Kind::TlsData) => {
-                self.counters.add_bytes(payload.len() as u64);
+                self.counters.add(Counter::Bytes, payload.len() as u64);
                 let key = (h.tgid, h.conn_id);
                 let chunk = Chunk {
                     pos: h.pos,
@@ -453,17 +452,17 @@ impl Correlator {
                             pending.push((egress, chunk));
                         } else {
                             self.counters
-                                .add_named("tls_unbound_bytes_dropped", payload.len() as u64);
+                                .add(Counter::TlsUnboundBytesDropped, payload.len() as u64);
                         }
                     }
                 }
             }
             _ => {
-                self.counters.add_bytes(payload.len() as u64);
+                self.counters.add(Counter::Bytes, payload.len() as u64);
                 if self.conns.get(&h.conn_id).is_some_and(|c| c.ssl.is_some()) {
                     // Ciphertext that was already in flight when the connection became TLS.
                     self.counters
-                        .add_named("tls_ciphertext_ignored", payload.len() as u64);
+                        .add(Counter::TlsCiphertextIgnored, payload.len() as u64);
                     return;
                 }
                 let Some(c) = self.conns.get_mut(&h.conn_id) else {
@@ -474,7 +473,7 @@ impl Correlator {
                         pid = h.tgid,
                         "Data for an unknown connection"
                     );
-                    self.counters.inc_named("data_unknown_conn");
+                    self.counters.inc(Counter::DataUnknownConn);
                     return;
                 };
                 if c.side == Side::Server && h.dir != DIR_EGRESS {
@@ -514,7 +513,7 @@ impl Correlator {
         for (egress, chunk) in self.pending_tls.remove(&(tgid, ssl)).unwrap_or_default() {
             c.streams[usize::from(egress)].push(chunk);
         }
-        self.counters.inc_named("tls_connections");
+        self.counters.inc(Counter::TlsConnections);
     }
 
     fn close_conn(&mut self, conn_id: u64, ts_ns: u64) {
@@ -585,7 +584,7 @@ impl Correlator {
         match e {
             ConnEvent::Http(e) => self.on_http(facts, side, connect_ns, e),
             ConnEvent::Db(DbEvent::Call(call)) => {
-                self.counters.inc_named("db_calls");
+                self.counters.inc(Counter::DbCalls);
                 self.outbound.push_back(Outbound {
                     tgid: facts.pid,
                     conn_id: facts.conn_id,
@@ -622,7 +621,7 @@ impl Correlator {
                 entry.missing = missing;
             }
             ConnEvent::Db(DbEvent::Skipped { bytes, .. }) => {
-                self.counters.add_named("db_skipped_bytes", bytes)
+                self.counters.add(Counter::DbSkippedBytes, bytes)
             }
         }
     }
@@ -678,7 +677,7 @@ impl Correlator {
                     self.inbound.set_ended(i, start, end, grace);
                     self.inbound[i].exchange = Some(ex);
                 }
-                self.counters.inc_named("requests");
+                self.counters.inc(Counter::Requests);
             }
             (Side::Client, HttpEvent::RequestHead { index, mark, .. }) => {
                 self.outbound.push_back(Outbound {
@@ -720,9 +719,9 @@ impl Correlator {
                     }),
                 }
             }
-            (_, HttpEvent::Upgraded { .. }) => self.counters.inc_named("upgraded"),
+            (_, HttpEvent::Upgraded { .. }) => self.counters.inc(Counter::Upgraded),
             (_, HttpEvent::Skipped { bytes, .. }) => {
-                self.counters.add_named("skipped_bytes", bytes)
+                self.counters.add(Counter::SkippedBytes, bytes)
             }
             _ => {}
         }
@@ -941,7 +940,7 @@ impl Correlator {
                                 now_ns,
                                 "Call decided for a request already written (late_calls)"
                             );
-                            self.counters.inc_named("late_calls");
+                            self.counters.inc(Counter::LateCalls);
                         }
                     }
                 }
@@ -949,14 +948,14 @@ impl Correlator {
                     background: true, ..
                 } => {
                     self.outbound.remove(k);
-                    self.counters.inc_named("background_calls");
+                    self.counters.inc(Counter::BackgroundCalls);
                 }
                 python::Decision::Ambiguous { reason, .. } => {
                     let o = self.outbound.remove(k).expect("index checked");
                     let mut owners = self.inbound.open_at(tgid, start);
                     owners.retain(|&j| !self.inbound[j].finalized);
                     if owners.is_empty() {
-                        self.counters.inc_named("ambiguous_unpinned_calls");
+                        self.counters.inc(Counter::AmbiguousUnpinnedCalls);
                     }
                     if let Some(d) = dep_call(o, Attribution::Ambiguous { reason }) {
                         for j in owners {
@@ -1035,8 +1034,10 @@ impl Correlator {
         let horizon = now_ns.saturating_sub(KEEP_NS);
         let before = self.outbound.len();
         self.outbound.retain(|o| o.start_ns >= horizon);
-        self.counters
-            .add_named("background_calls", (before - self.outbound.len()) as u64);
+        self.counters.add(
+            Counter::BackgroundCalls,
+            (before - self.outbound.len()) as u64,
+        );
         self.stdio.retain(|w| w.ts_ns >= horizon);
         self.traceback_writers
             .retain(|_, t| now_ns.saturating_sub(*t) < TRACEBACK_TAIL_NS);
@@ -1248,7 +1249,7 @@ impl Conn {
             }
             Proto::Other => {
                 if let Segment::Data(c) = &seg {
-                    counters.add_named("unparsed_bytes", c.data.len() as u64);
+                    counters.add(Counter::UnparsedBytes, c.data.len() as u64);
                 }
             }
             Proto::Unknown => {

@@ -13,7 +13,9 @@
 //!
 //! ```no_run
 //! # fn f(bytes: Vec<u8>) -> Result<(), timetracer::s3::Error> {
-//! if let Some(up) = timetracer::s3::Uploader::from_env()? {
+//! let cfg = timetracer::config::Config::load().expect("valid configuration");
+//! if let Some(settings) = timetracer::s3::Settings::from_config(&cfg) {
+//!     let up = timetracer::s3::Uploader::new(settings)?;
 //!     up.put("2026-11-22/GET__users_42__e92ca5c8.json", bytes)?; // key below the prefix
 //! }
 //! # Ok(()) }
@@ -69,16 +71,16 @@ pub struct Settings {
 }
 
 impl Settings {
-    /// From `TIMETRACER_S3_BUCKET`, `_PREFIX` (default `cassettes`), `_REGION`, `_ENDPOINT`;
-    /// `None` without a bucket.
+    /// From the effective configuration (`s3.bucket`, `s3.prefix`, `s3.region`,
+    /// `s3.endpoint`: flags, `TIMETRACER_S3_*`, `timetracer.toml`); `None` without a bucket.
     #[must_use]
-    pub fn from_env() -> Option<Self> {
-        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    pub fn from_config(cfg: &crate::config::Config) -> Option<Self> {
+        let get = |k: &str| cfg.str(k).filter(|v| !v.is_empty()).map(str::to_owned);
         Some(Self {
-            bucket: var("TIMETRACER_S3_BUCKET")?,
-            prefix: var("TIMETRACER_S3_PREFIX").unwrap_or_else(|| "cassettes".to_owned()),
-            region: var("TIMETRACER_S3_REGION"),
-            endpoint: var("TIMETRACER_S3_ENDPOINT"),
+            bucket: get("s3.bucket")?,
+            prefix: get("s3.prefix").unwrap_or_else(|| "cassettes".to_owned()),
+            region: get("s3.region"),
+            endpoint: get("s3.endpoint"),
         })
     }
 }
@@ -155,11 +157,6 @@ fn check_key(key: &str) -> Result<(), Error> {
 }
 
 impl Uploader {
-    /// From `TIMETRACER_S3_*`; `Ok(None)` when no bucket is configured.
-    pub fn from_env() -> Result<Option<Self>, Error> {
-        Settings::from_env().map(Self::new).transpose()
-    }
-
     /// A client for `settings`.
     pub fn new(settings: Settings) -> Result<Self, Error> {
         if settings.bucket.is_empty() {

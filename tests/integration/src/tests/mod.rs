@@ -6,6 +6,7 @@ mod attribution;
 mod boom;
 mod browser;
 mod concurrency;
+mod config;
 mod db;
 mod ebpf_log;
 mod record;

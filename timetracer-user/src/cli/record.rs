@@ -1,0 +1,300 @@
+//! `attach`, `top` and `record`: flags → [`Config`] → [`RecordPlan`] → a target and sinks →
+//! [`crate::record`]; signals; the exit summary.
+use std::{
+    ffi::OsString,
+    path::PathBuf,
+    process::ExitCode,
+    sync::{
+        atomic::{AtomicBool, AtomicI32, Ordering},
+        mpsc,
+    },
+};
+
+use anyhow::Context as _;
+use clap::Args;
+
+use crate::{
+    config::Config,
+    record::{
+        self, FlagOnly, Outputs, RecordPlan, Recording, Summary,
+        sink::Chain,
+        target::{Launched, Pid},
+    },
+};
+
+/// Options shared by `attach`, `top` and `record`. Each one with a configuration key overrides
+/// it (flag > `TIMETRACER_*` variable > `timetracer.toml` > default; `timetracer config` shows
+/// the rest of the agent's settings and where they come from).
+#[derive(Debug, Args, Clone, Default)]
+pub struct RecordArgs {
+    /// Directory cassettes are written to [key `dir`, TIMETRACER_DIR; default ./cassettes].
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Bytes of each message body kept (the rest is counted as truncated)
+    /// [key `max_body_kb` in KiB, TIMETRACER_MAX_BODY_KB; default 1 MiB].
+    #[arg(long, value_name = "BYTES")]
+    pub max_body: Option<u64>,
+    /// Fraction of requests recorded, 0.0–1.0 [key `sample_rate`, TIMETRACER_SAMPLE_RATE].
+    #[arg(long)]
+    pub sample_rate: Option<f64>,
+    /// Write only requests that failed (status >= 400, no response, or a traceback)
+    /// [key `errors_only`, TIMETRACER_ERRORS_ONLY].
+    #[arg(long, value_parser = flag_bool, default_missing_value = "true", num_args = 0..=1)]
+    pub errors_only: Option<bool>,
+    /// Do not record requests to this path (exact, or prefix followed by `/`; `/admin/*` also
+    /// works). Repeatable; replaces the configured list [key `exclude_paths`,
+    /// TIMETRACER_EXCLUDE_PATHS, comma-separated].
+    #[arg(long = "exclude-path", value_name = "PATH")]
+    pub exclude_paths: Vec<String>,
+    /// Compress cassettes [key `compression`, TIMETRACER_COMPRESSION].
+    #[arg(long, value_parser = ["zstd", "none"])]
+    pub compress: Option<String>,
+    /// Do not redact secrets (headers such as Authorization, password/token fields).
+    #[arg(long)]
+    pub no_redact: bool,
+    /// Extra header names to redact (repeatable).
+    #[arg(long = "redact-header", value_name = "NAME")]
+    pub redact_headers: Vec<String>,
+    /// Extra body/query keys to redact, matched on the whole key (repeatable).
+    #[arg(long = "redact-key", value_name = "KEY")]
+    pub redact_keys: Vec<String>,
+    /// Service name written in each cassette [key `service`, TIMETRACER_SERVICE].
+    #[arg(long)]
+    pub service: Option<String>,
+    /// Environment name written in each cassette [key `env`, TIMETRACER_ENV].
+    #[arg(long)]
+    pub env: Option<String>,
+    /// Kernel-side diagnostics (why a socket or TLS call was skipped): off, error, warn, info,
+    /// debug, trace. Also a `timetracer::ebpf=LEVEL` directive in TIMETRACER_LOG. Default off.
+    #[arg(long, env = "TIMETRACER_EBPF_LOG", value_name = "LEVEL")]
+    pub ebpf_log: Option<crate::capture::EbpfLogLevel>,
+}
+
+/// `--errors-only[=BOOL]`, with the configuration's boolean words.
+fn flag_bool(s: &str) -> Result<bool, String> {
+    crate::config::parse_bool(s)
+        .ok_or_else(|| format!("expected true/false (or 1/0, yes/no, on/off), got {s:?}"))
+}
+
+impl RecordArgs {
+    /// The plan: these flags over `cfg` (variables, files, defaults).
+    pub(super) fn plan(&self, mut cfg: Config) -> anyhow::Result<RecordPlan> {
+        let mut flag = |key: &'static str, name: &str, value: Option<String>| {
+            if let Some(v) = value {
+                cfg.set_flag(key, name, v);
+            }
+        };
+        flag(
+            "dir",
+            "--out",
+            self.out.as_ref().map(|p| p.display().to_string()),
+        );
+        flag(
+            "sample_rate",
+            "--sample-rate",
+            self.sample_rate.map(|r| r.to_string()),
+        );
+        flag(
+            "errors_only",
+            "--errors-only",
+            self.errors_only.map(|b| b.to_string()),
+        );
+        flag(
+            "exclude_paths",
+            "--exclude-path",
+            (!self.exclude_paths.is_empty()).then(|| self.exclude_paths.join(",")),
+        );
+        flag("compression", "--compress", self.compress.clone());
+        flag("service", "--service", self.service.clone());
+        flag("env", "--env", self.env.clone());
+        let only = FlagOnly {
+            max_body: self.max_body,
+            no_redact: self.no_redact,
+            redact_headers: self.redact_headers.clone(),
+            redact_keys: self.redact_keys.clone(),
+            ebpf_log: self.ebpf_log,
+        };
+        Ok(RecordPlan::from_config(&cfg, &only)?)
+    }
+}
+
+static STOP: AtomicBool = AtomicBool::new(false);
+static CHILD_PID: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    STOP.store(true, Ordering::SeqCst);
+    let child = CHILD_PID.load(Ordering::SeqCst);
+    if child > 0 {
+        // SAFETY: kill(2) is async-signal-safe.
+        unsafe { libc::kill(child, sig) };
+    }
+}
+
+fn install_signal_handlers() -> anyhow::Result<()> {
+    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
+    let act = SigAction::new(
+        SigHandler::Handler(on_signal),
+        SaFlags::SA_RESTART,
+        SigSet::empty(),
+    );
+    for s in [Signal::SIGINT, Signal::SIGTERM] {
+        // SAFETY: the handler only touches atomics and calls kill(2).
+        unsafe { sigaction(s, &act) }.context("installing signal handlers")?;
+    }
+    Ok(())
+}
+
+/// The filters, cassette files and index, S3 when a bucket is configured, and the live view.
+fn sinks(
+    plan: &RecordPlan,
+    cfg: &Config,
+    save: bool,
+    live: Option<mpsc::SyncSender<crate::live::LiveUpdate>>,
+) -> Chain {
+    let s3 = crate::s3::Settings::from_config(cfg).and_then(|s| {
+        crate::s3::Uploader::new(s)
+            .map_err(|e| eprintln!("timetracer-agent: S3 upload disabled: {e}"))
+            .ok()
+    });
+    Chain::standard(plan, Outputs { save, s3, live })
+}
+
+fn print_summary(summary: &Summary) {
+    for line in summary.lines() {
+        eprintln!("{line}");
+    }
+}
+
+pub(super) fn attach(pid: u32, plan: &RecordPlan, cfg: &Config) -> anyhow::Result<ExitCode> {
+    let mut target = Pid::new(pid)?;
+    install_signal_handlers()?;
+    let summary = record::run(plan, &mut target, sinks(plan, cfg, true, None), &STOP)?;
+    if target.gone() {
+        eprintln!("timetracer-agent: pid {pid} exited");
+    }
+    print_summary(&summary);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `top` and `attach --tui`: tracing starts here (errors are reported before the UI takes the
+/// terminal), the recording runs on a worker thread and feeds the terminal UI, which owns the
+/// terminal on this thread until the user quits (or a signal arrives).
+pub(super) fn top(
+    pid: u32,
+    mut plan: RecordPlan,
+    save: bool,
+    cfg: &Config,
+) -> anyhow::Result<ExitCode> {
+    let mut target = Pid::new(pid)?;
+    plan.quiet = true;
+    let (tx, rx) = mpsc::sync_channel(4096);
+    let recording = Recording::start(&plan, &mut target, sinks(&plan, cfg, save, Some(tx)))?;
+    install_signal_handlers()?;
+    let worker = std::thread::Builder::new()
+        .name("tt-session".into())
+        .spawn(move || recording.run(&mut target, &STOP))?;
+    let opts = crate::tui::TuiOptions {
+        out_dir: plan.out.clone(),
+        save_enabled: save,
+        compression: plan.compression,
+    };
+    let ui = crate::tui::run(rx, opts, &STOP);
+    STOP.store(true, Ordering::SeqCst);
+    let summary = worker
+        .join()
+        .map_err(|_| anyhow::anyhow!("the recording thread panicked"))?;
+    ui.context("the terminal UI failed")?;
+    print_summary(&summary?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `record -- CMD`: exits with the command's exit code.
+pub(super) fn launch(
+    cmd: &[OsString],
+    plan: &RecordPlan,
+    cfg: &Config,
+) -> anyhow::Result<ExitCode> {
+    let mut target = Launched::spawn(cmd)?;
+    CHILD_PID.store(target.pid() as i32, Ordering::SeqCst);
+    install_signal_handlers()?;
+    let summary = record::run(plan, &mut target, sinks(plan, cfg, true, None), &STOP)?;
+    let status = target.wait().context("waiting for the command")?;
+    print_summary(&summary);
+    Ok(exit_code_of(status))
+}
+
+fn exit_code_of(status: std::process::ExitStatus) -> ExitCode {
+    use std::os::unix::process::ExitStatusExt as _;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => ExitCode::from(c.clamp(0, 255) as u8),
+        (None, Some(sig)) => ExitCode::from((128 + sig).clamp(0, 255) as u8),
+        _ => ExitCode::FAILURE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::agent::{Cli, Command};
+    use crate::config::{Locations, Source};
+    use clap::Parser as _;
+
+    /// Flags override the file and the variables; what no flag sets comes from them.
+    #[test]
+    fn flags_over_config() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("timetracer.toml");
+        std::fs::write(
+            &file,
+            "service = \"svc\"\nsample_rate = 0.5\nerrors_only = true\ncompression = \"zstd\"\n",
+        )
+        .unwrap();
+        let loc = Locations {
+            project: Some(file),
+            user: None,
+        };
+        let env = |k: &str| (k == "TIMETRACER_ENV").then(|| "ci".to_owned());
+        let cfg = Config::load_from(&loc, env).unwrap();
+        let Command::Record { opts, .. } = Cli::try_parse_from([
+            "timetracer-agent",
+            "record",
+            "--errors-only=false",
+            "--exclude-path",
+            "/a",
+            "--exclude-path",
+            "/b",
+            "--max-body",
+            "10",
+            "--",
+            "x",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("record");
+        };
+        let plan = opts.plan(cfg.clone()).unwrap();
+        assert_eq!(plan.build.service, "svc");
+        assert_eq!(plan.build.env, "ci");
+        assert!((plan.filters.sample_rate - 0.5).abs() < f64::EPSILON);
+        assert!(!plan.filters.errors_only);
+        assert_eq!(plan.filters.exclude_paths, ["/a", "/b"]);
+        assert_eq!(plan.max_body, 10);
+        assert_eq!(plan.compression, crate::cassette::Compression::Zstd);
+        assert_eq!(
+            cfg.get("env").unwrap().source,
+            Source::Env("TIMETRACER_ENV")
+        );
+        let plan = RecordArgs {
+            sample_rate: Some(2.0),
+            ..RecordArgs::default()
+        }
+        .plan(cfg)
+        .unwrap_err()
+        .to_string();
+        assert!(
+            plan.contains("flag --sample-rate") && plan.contains("`sample_rate`"),
+            "{plan}"
+        );
+    }
+}

@@ -1,0 +1,171 @@
+//! Recording as a library: [`run`] traces a [`Target`] with a [`RecordPlan`] and hands every
+//! finished request to a chain of [`Sink`]s until the target is gone or `stop` is set.
+//!
+//! ```text
+//! Target ──seed──▶ capture (kernel ring) ──▶ correlate ──▶ writer thread: Chain of sinks
+//!   Pid | Launched                            (this thread)   exclude → sample → errors-only
+//!                                                             → files → index → s3 → live
+//! ```
+//!
+//! `cli::agent` is the front end: flags → [`crate::config::Config`] → [`RecordPlan`] → a
+//! target and sinks → [`run`] → prints the [`Summary`].
+//!
+//! ```no_run
+//! use std::sync::atomic::AtomicBool;
+//! use timetracer::config::Config;
+//! use timetracer::record::{self, FlagOnly, Outputs, RecordPlan, sink::Chain, target::Pid};
+//! # fn f() -> Result<(), Box<dyn std::error::Error>> {
+//! let plan = RecordPlan::from_config(&Config::load()?, &FlagOnly::default())?;
+//! let sinks = Chain::standard(&plan, Outputs { save: true, s3: None, live: None });
+//! let stop = AtomicBool::new(false);
+//! let summary = record::run(&plan, &mut Pid::new(1234)?, sinks, &stop)?;
+//! for line in summary.lines() {
+//!     eprintln!("{line}");
+//! }
+//! # Ok(()) }
+//! ```
+use std::sync::atomic::AtomicBool;
+use std::sync::mpsc::SyncSender;
+
+use crate::live::LiveUpdate;
+
+mod discover;
+pub mod plan;
+pub mod report;
+mod session;
+pub mod sink;
+pub mod target;
+
+pub use plan::{Filters, FlagOnly, PlanError, RecordPlan};
+pub use report::Summary;
+pub use sink::Sink;
+pub use target::Target;
+
+use session::Session;
+use sink::Chain;
+use target::Seeder;
+
+/// Why a recording could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Capture(#[from] crate::capture::LoadError),
+    #[error("cannot create the output directory {}", path.display())]
+    OutputDir {
+        path: std::path::PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("no process with pid {pid} (check `ps -p {pid}`)")]
+    NoProcess { pid: u32 },
+    #[error("cannot trace pid {pid}")]
+    AddTarget {
+        pid: u32,
+        #[source]
+        source: crate::capture::LoadError,
+    },
+    #[error("cannot start {program:?}")]
+    Spawn {
+        program: std::ffi::OsString,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("locating timetracer-agent to start the held child")]
+    CurrentExe(#[source] std::io::Error),
+    #[error("holding the command until it is traced ({call})")]
+    Hold {
+        call: &'static str,
+        #[source]
+        source: nix::Error,
+    },
+    #[error("cannot start the {what} thread")]
+    Thread {
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Where finished requests go besides the filters (see [`Chain::standard`]).
+#[derive(Debug, Default)]
+pub struct Outputs {
+    /// Write cassette files and index them (false for `top --no-save`).
+    pub save: bool,
+    /// Upload each written cassette.
+    pub s3: Option<crate::s3::Uploader>,
+    /// The live view's channel (`top`, `attach --tui`).
+    pub live: Option<SyncSender<LiveUpdate>>,
+}
+
+impl Chain {
+    /// The agent's chain: the plan's filters, then files, index, S3 and the live view as
+    /// `outputs` asks.
+    #[must_use]
+    pub fn standard(plan: &RecordPlan, outputs: Outputs) -> Self {
+        let mut sinks = Self::filters(&plan.filters);
+        if outputs.save {
+            sinks.push(Box::new(sink::Files {
+                dir: plan.out.clone(),
+                compression: plan.compression,
+            }));
+            sinks.push(Box::new(sink::Index::new(&plan.out)));
+            if let Some(uploader) = outputs.s3 {
+                sinks.push(Box::new(sink::S3 {
+                    dir: plan.out.clone(),
+                    uploader,
+                }));
+            }
+        }
+        if let Some(tx) = outputs.live {
+            sinks.push(Box::new(sink::Live::new(tx)));
+        }
+        Self::new(sinks)
+    }
+}
+
+/// A recording whose tracing is in place (see [`run`]). Starting is separate so a front end
+/// can report start-up errors before it hands the terminal to a viewer, then run the recording
+/// on another thread.
+#[derive(Debug)]
+pub struct Recording {
+    session: Session,
+}
+
+impl Recording {
+    /// Checks the system, loads the eBPF programs, starts the sinks' writer thread, seeds the
+    /// target's processes and lets the target run.
+    pub fn start(plan: &RecordPlan, target: &mut dyn Target, sinks: Chain) -> Result<Self, Error> {
+        crate::capture::preflight()?;
+        let mut session = Session::start(plan, sinks, target.describe())?;
+        target.seed(&mut Seeder {
+            session: &mut session,
+        })?;
+        // The asyncio probes are in place before the target runs or the caller is told tracing
+        // started.
+        session.scan_python();
+        target.start()?;
+        if !plan.quiet {
+            eprintln!("timetracer-agent: {}", target.ready_message(&plan.out));
+        }
+        Ok(Self { session })
+    }
+
+    /// Records until `target` is gone or `stop` is set, then flushes every open request
+    /// through the sinks and reports.
+    pub fn run(mut self, target: &mut dyn Target, stop: &AtomicBool) -> Result<Summary, Error> {
+        let res = self.session.run(target, stop);
+        let summary = self.session.finish();
+        res.map(|()| summary)
+    }
+}
+
+/// Records `target` until it is gone or `stop` is set; every finished request goes through
+/// `sinks`. Returns what the recording saw.
+pub fn run(
+    plan: &RecordPlan,
+    target: &mut dyn Target,
+    sinks: Chain,
+    stop: &AtomicBool,
+) -> Result<Summary, Error> {
+    Recording::start(plan, target, sinks)?.run(target, stop)
+}

@@ -1,0 +1,277 @@
+//! A recording in progress: kernel capture → correlator on this thread, sinks on the writer
+//! thread behind a bounded channel.
+use std::collections::HashMap;
+use std::io::IsTerminal as _;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, SyncSender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use timetracer_common::decode;
+
+use crate::capture::{Capture, CaptureOptions, procfs};
+use crate::correlate::{CorrelateOptions, Correlator, model::RecordedRequest, monotonic_ns};
+use crate::live::LiveUpdate;
+use crate::telemetry::{Counter, Counters};
+
+use super::Error;
+use super::discover::PyScan;
+use super::plan::RecordPlan;
+use super::report::{self, KernelDrops, Summary};
+use super::sink::{Chain, Ctx, Finished, Sink as _};
+use super::target::{Seeder, Target};
+
+/// Finished requests waiting for the writer; when it is slow the correlator waits, the ring
+/// buffer fills and the kernel counts `ring_full` drops (never the traced process).
+const WRITER_QUEUE: usize = 1024;
+
+pub(crate) struct Session {
+    pub(super) capture: Capture,
+    pub(super) correlator: Correlator,
+    counters: Counters,
+    writer: Option<JoinHandle<()>>,
+    tx: Option<SyncSender<RecordedRequest>>,
+    /// The live view's feed for counter snapshots.
+    live: Option<SyncSender<LiveUpdate>>,
+    plan: RecordPlan,
+    target: String,
+    preexisting_seq: u64,
+    started: Instant,
+    /// Print the status line (stderr is a terminal and no viewer owns it).
+    tty: bool,
+    /// CPython discovery per process (issue #7).
+    pub(super) py_scans: HashMap<u32, PyScan>,
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("target", &self.target)
+            .field("out", &self.plan.out)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Session {
+    /// Loads the eBPF programs and starts the writer thread with `sinks`.
+    pub(super) fn start(
+        plan: &RecordPlan,
+        mut sinks: Chain,
+        target: String,
+    ) -> Result<Self, Error> {
+        // Private when we make it (cassettes and index are 0600 in 0700 directories).
+        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+            .create(&plan.out)
+            .map_err(|source| Error::OutputDir {
+                path: plan.out.clone(),
+                source,
+            })?;
+        let per_syscall =
+            u32::try_from(plan.max_body.saturating_add(64 * 1024)).unwrap_or(u32::MAX);
+        let capture = Capture::load(CaptureOptions {
+            max_bytes_per_syscall: per_syscall,
+            ebpf_log: plan.ebpf_log,
+        })?;
+        let counters = Counters::default();
+        let opts = CorrelateOptions {
+            max_body: usize::try_from(plan.max_body).unwrap_or(usize::MAX),
+            ..CorrelateOptions::default()
+        };
+        let correlator = Correlator::new(opts, counters.clone());
+        let live = sinks.live_feed();
+        let (tx, rx) = mpsc::sync_channel::<RecordedRequest>(WRITER_QUEUE);
+        let ctx = Ctx {
+            counters: counters.clone(),
+            build: plan.build.clone(),
+            quiet: plan.quiet,
+        };
+        let writer = std::thread::Builder::new()
+            .name("tt-writer".into())
+            .spawn(move || write_loop(&rx, &mut sinks, &ctx))
+            .map_err(|source| Error::Thread {
+                what: "writer",
+                source,
+            })?;
+        Ok(Self {
+            capture,
+            correlator,
+            counters,
+            writer: Some(writer),
+            tx: Some(tx),
+            live,
+            plan: plan.clone(),
+            target,
+            preexisting_seq: 0,
+            started: Instant::now(),
+            tty: !plan.quiet && std::io::stderr().is_terminal(),
+            py_scans: HashMap::new(),
+        })
+    }
+
+    /// A message for the user: on stderr, or in the log when a viewer owns the terminal.
+    pub(super) fn note(&self, msg: &str) {
+        if self.plan.quiet {
+            tracing::warn!("{msg}");
+        } else {
+            eprintln!("\ntimetracer-agent: {msg}");
+        }
+    }
+
+    /// Adds a process to the target set; with `seed_sockets`, registers its open connections.
+    pub(super) fn add_process(&mut self, pid: u32, seed_sockets: bool) -> Result<(), Error> {
+        let target_err = |source| Error::AddTarget { pid, source };
+        self.capture.add_target(pid).map_err(target_err)?;
+        self.correlator.add_process(procfs::process_info(pid));
+        if seed_sockets {
+            for s in procfs::open_sockets(pid) {
+                self.preexisting_seq += 1;
+                let added = self
+                    .capture
+                    .add_socket(pid, s.fd, s.server, self.preexisting_seq)
+                    .map_err(target_err)?;
+                tracing::debug!(pid, fd = s.fd, server = s.server, local = %s.local, remote = %s.remote, ?added, "Open connection at attach");
+                if let Some(id) = added {
+                    self.correlator
+                        .add_preexisting(pid, s.fd, id, s.server, s.local, s.remote);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Drains and processes until the target is gone or `stop` is set.
+    pub(super) fn run(&mut self, target: &mut dyn Target, stop: &AtomicBool) -> Result<(), Error> {
+        let mut last_status = Instant::now();
+        let mut last_tls_scan: Option<Instant> = None;
+        let mut known_pids = 0;
+        loop {
+            target.poll(&mut Seeder {
+                session: &mut *self,
+            })?;
+            // New worker processes get their TLS probes at once; libraries loaded later
+            // (wheels bundling their own libssl) within a second.
+            let pids = self.correlator.pids().len();
+            if pids != known_pids
+                || last_tls_scan.is_none_or(|t| t.elapsed() >= Duration::from_secs(1))
+            {
+                known_pids = pids;
+                last_tls_scan = Some(Instant::now());
+                self.scan_tls();
+            }
+            self.scan_python();
+            let stopped = stop.load(Ordering::SeqCst);
+            let finished = target.finished();
+            self.step();
+            if stopped || finished {
+                // Let in-flight syscalls of other CPUs land.
+                std::thread::sleep(Duration::from_millis(50));
+                self.step();
+                return Ok(());
+            }
+            if last_status.elapsed() >= Duration::from_millis(250) {
+                last_status = Instant::now();
+                self.status_tick();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn step(&mut self) {
+        let correlator = &mut self.correlator;
+        let counters = &self.counters;
+        let n = self.capture.drain(|raw| match decode(raw) {
+            Ok(rec) => correlator.handle(rec),
+            Err(_) => counters.inc(Counter::UndecodableRecords),
+        });
+        self.counters.add(Counter::Events, n as u64);
+        let now = monotonic_ns();
+        self.correlator.pump(now);
+        let ready = self.correlator.take_ready(now);
+        if ready.is_empty() {
+            return;
+        }
+        // One read of the kernel's drop counters per drain (a map lookup per CPU and
+        // counter), not per request: it was a tenth of the agent's CPU at 2k req/s.
+        let drops = report::drops(&self.counters.snapshot(), &self.capture.drops());
+        for mut r in ready {
+            r.drops.clone_from(&drops);
+            self.submit(r);
+        }
+    }
+
+    fn submit(&self, r: RecordedRequest) {
+        if let Some(tx) = &self.tx {
+            // Blocking send: a slow disk slows the agent (and eventually the kernel counts
+            // ring drops), it never blocks the traced app.
+            let _ = tx.send(r);
+        }
+    }
+
+    /// The status line on the terminal, the counters to the live view.
+    fn status_tick(&mut self) {
+        if !self.tty && self.live.is_none() {
+            return;
+        }
+        let snap = self.counters.snapshot();
+        let kernel: KernelDrops = self.capture.drops();
+        if self.tty {
+            let line = report::status_line(&snap, &kernel, self.correlator.open_connections());
+            eprint!("\r\x1b[2K{line}");
+        }
+        if let Some(live) = &self.live {
+            let stats = report::live_stats(&self.target, self.started.elapsed(), &snap, &kernel);
+            match live.try_send(LiveUpdate::Stats(stats)) {
+                Ok(()) => {}
+                Err(mpsc::TrySendError::Full(_)) => self.counters.inc(Counter::LiveSkipped),
+                // The viewer is gone; the final flush does not wait for it.
+                Err(mpsc::TrySendError::Disconnected(_)) => self.live = None,
+            }
+        }
+    }
+
+    /// Flushes every open request, waits for the writer, and reports.
+    pub(super) fn finish(mut self) -> Summary {
+        let drops = report::drops(&self.counters.snapshot(), &self.capture.drops());
+        for mut r in self.correlator.finish() {
+            r.drops.clone_from(&drops);
+            self.submit(r);
+        }
+        drop(self.tx.take());
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
+        if self.tty {
+            eprint!("\r\x1b[2K");
+        }
+        let py = &self.correlator.py;
+        Summary {
+            elapsed: self.started.elapsed(),
+            out: self.plan.out.clone(),
+            counters: self.counters.snapshot(),
+            kernel_drops: self.capture.drops(),
+            python_probes: self.capture.py_hits(),
+            python_engine: [py.tasks, py.roots, py.copies, py.stamps],
+        }
+    }
+}
+
+/// The writer thread: every finished request through the sinks; batching sinks flush whenever
+/// the queue is empty.
+fn write_loop(rx: &mpsc::Receiver<RecordedRequest>, sinks: &mut Chain, ctx: &Ctx) {
+    sinks.start(ctx);
+    loop {
+        let r = match rx.try_recv() {
+            Ok(r) => r,
+            Err(mpsc::TryRecvError::Empty) => {
+                sinks.idle(ctx);
+                match rx.recv() {
+                    Ok(r) => r,
+                    Err(_) => break,
+                }
+            }
+            Err(mpsc::TryRecvError::Disconnected) => break,
+        };
+        sinks.accept(&mut Finished::new(r), ctx);
+    }
+    sinks.finish(ctx);
+}

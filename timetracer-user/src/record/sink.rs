@@ -1,0 +1,653 @@
+//! Where finished requests go: one [`Sink`] trait, composed in a [`Chain`].
+//!
+//! The writer thread hands every finished request, as a [`Finished`], to each sink of the chain
+//! in order. Filters decide its [`Fate`] (exclude, sample, errors-only), [`Files`] writes the
+//! cassette and records where, [`Index`] and [`S3`] act on what was written, [`Live`] shows
+//! everything that was not discarded. The cassette is built once, by the first sink that needs
+//! it, so a request no sink wants costs nothing (ripgrep's push-model `Sink`, vector's
+//! transforms and sinks).
+//!
+//! ```
+//! use timetracer::record::{Filters, sink::Chain};
+//! let filters = Filters { sample_rate: 0.5, errors_only: true, exclude_paths: vec!["/health".into()] };
+//! let chain = Chain::new(Chain::filters(&filters));
+//! assert_eq!(chain.names(), ["exclude", "sample", "errors-only"]);
+//! ```
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{SyncSender, TrySendError};
+
+use crate::cassette::{self, BuildOptions, Cassette, Compression};
+use crate::correlate::model::RecordedRequest;
+use crate::live::LiveUpdate;
+use crate::protocols::http::types::StartLine;
+use crate::telemetry::{Counter, Counters};
+
+use super::plan::Filters;
+
+/// What happens to a request, decided by the filters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fate {
+    /// Stored (written, indexed, uploaded) and shown.
+    Store,
+    /// Not stored (sampled out, not an error), still shown in the live view, which can save it.
+    Show,
+    /// Neither stored nor shown (excluded path); later sinks do not see it.
+    Discard,
+}
+
+/// One finished request on its way through the chain.
+#[derive(Debug)]
+pub struct Finished {
+    pub request: RecordedRequest,
+    pub fate: Fate,
+    /// Where the cassette was written, once it was.
+    pub written: Option<PathBuf>,
+    cassette: Option<Cassette>,
+}
+
+impl Finished {
+    #[must_use]
+    pub fn new(request: RecordedRequest) -> Self {
+        Self {
+            request,
+            fate: Fate::Store,
+            written: None,
+            cassette: None,
+        }
+    }
+
+    /// The cassette, built on first use (redacted, bodies capped).
+    pub fn cassette(&mut self, build: &BuildOptions) -> &Cassette {
+        self.cassette
+            .get_or_insert_with(|| cassette::build(&self.request, build))
+    }
+
+    /// The cassette, moved out (for the last sink that needs it).
+    pub fn take_cassette(&mut self, build: &BuildOptions) -> Cassette {
+        self.cassette
+            .take()
+            .unwrap_or_else(|| cassette::build(&self.request, build))
+    }
+
+    /// The request's path, without the query.
+    #[must_use]
+    pub fn path(&self) -> &str {
+        match &self.request.inbound.request.start {
+            StartLine::Request { target, .. } => target.split('?').next().unwrap_or(""),
+            StartLine::Response { .. } => "",
+        }
+    }
+
+    /// Failed: status >= 400, no response, or a traceback.
+    #[must_use]
+    pub fn is_error(&self) -> bool {
+        let status = self
+            .request
+            .inbound
+            .response
+            .as_ref()
+            .and_then(|m| match m.start {
+                StartLine::Response { status, .. } => Some(status),
+                StartLine::Request { .. } => None,
+            });
+        self.request.traceback.is_some() || status.is_none_or(|s| s >= 400)
+    }
+}
+
+/// What every sink may use.
+#[derive(Clone, Debug)]
+pub struct Ctx {
+    pub counters: Counters,
+    pub build: BuildOptions,
+    /// A viewer owns the terminal: report problems to the log, not to stderr.
+    pub quiet: bool,
+}
+
+impl Ctx {
+    fn problem(&self, msg: &str, error: &dyn std::fmt::Display) {
+        if self.quiet {
+            tracing::warn!(error = %error, "{msg}");
+        } else {
+            eprintln!("\ntimetracer-agent: {}: {error}", msg.to_lowercase());
+        }
+    }
+}
+
+/// Receives finished requests on the writer thread.
+pub trait Sink: Send {
+    /// A short name (`--help`-style), for logs and tests.
+    fn name(&self) -> &'static str;
+    /// Once, on the writer thread, before the first request.
+    fn start(&mut self, _ctx: &Ctx) {}
+    /// One finished request. Sinks after this one see what it changed.
+    fn accept(&mut self, item: &mut Finished, ctx: &Ctx);
+    /// The queue is empty for now: a batching sink flushes.
+    fn idle(&mut self, _ctx: &Ctx) {}
+    /// The recording ended; flush everything.
+    fn finish(&mut self, ctx: &Ctx) {
+        self.idle(ctx);
+    }
+    /// A channel for the session's periodic counter snapshots (the live view has one).
+    fn live_feed(&self) -> Option<SyncSender<LiveUpdate>> {
+        None
+    }
+}
+
+/// Sinks in order; itself a [`Sink`].
+pub struct Chain(Vec<Box<dyn Sink>>);
+
+impl std::fmt::Debug for Chain {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("Chain").field(&self.names()).finish()
+    }
+}
+
+impl Chain {
+    #[must_use]
+    pub fn new(sinks: Vec<Box<dyn Sink>>) -> Self {
+        Self(sinks)
+    }
+
+    /// The filter sinks `filters` asks for, in their order: exclude, sample, errors-only.
+    #[must_use]
+    pub fn filters(filters: &Filters) -> Vec<Box<dyn Sink>> {
+        let mut v: Vec<Box<dyn Sink>> = Vec::new();
+        if !filters.exclude_paths.is_empty() {
+            v.push(Box::new(Exclude(filters.exclude_paths.clone())));
+        }
+        if filters.sample_rate < 1.0 {
+            v.push(Box::new(Sample::new(filters.sample_rate)));
+        }
+        if filters.errors_only {
+            v.push(Box::new(ErrorsOnly));
+        }
+        v
+    }
+
+    /// The names of the sinks, in order.
+    #[must_use]
+    pub fn names(&self) -> Vec<&'static str> {
+        self.0.iter().map(|s| s.name()).collect()
+    }
+}
+
+impl Sink for Chain {
+    fn name(&self) -> &'static str {
+        "chain"
+    }
+    fn start(&mut self, ctx: &Ctx) {
+        self.0.iter_mut().for_each(|s| s.start(ctx));
+    }
+    fn accept(&mut self, item: &mut Finished, ctx: &Ctx) {
+        for s in &mut self.0 {
+            if item.fate == Fate::Discard {
+                return;
+            }
+            s.accept(item, ctx);
+        }
+    }
+    fn idle(&mut self, ctx: &Ctx) {
+        self.0.iter_mut().for_each(|s| s.idle(ctx));
+    }
+    fn finish(&mut self, ctx: &Ctx) {
+        self.0.iter_mut().for_each(|s| s.finish(ctx));
+    }
+    fn live_feed(&self) -> Option<SyncSender<LiveUpdate>> {
+        self.0.iter().find_map(|s| s.live_feed())
+    }
+}
+
+/// Discards requests to excluded paths (counted as `excluded`).
+#[derive(Debug)]
+pub struct Exclude(pub Vec<String>);
+
+/// `true` when `path` is excluded by one of the patterns: exact, prefix followed by `/`, or
+/// `/x/*` (and `/x/` as a prefix).
+#[must_use]
+pub fn excluded(path: &str, patterns: &[String]) -> bool {
+    patterns.iter().any(|p| {
+        let p = p.strip_suffix("/*").unwrap_or(p);
+        path == p
+            || path
+                .strip_prefix(p)
+                .is_some_and(|rest| rest.starts_with('/'))
+            || (p.ends_with('/') && path.starts_with(p))
+    })
+}
+
+impl Sink for Exclude {
+    fn name(&self) -> &'static str {
+        "exclude"
+    }
+    fn accept(&mut self, item: &mut Finished, ctx: &Ctx) {
+        if excluded(item.path(), &self.0) {
+            ctx.counters.inc(Counter::Excluded);
+            item.fate = Fate::Discard;
+        }
+    }
+}
+
+/// Keeps a fraction of the requests it sees stored (the rest counted as `sampled_out`).
+pub struct Sample {
+    rate: f64,
+    draw: Box<dyn FnMut() -> f64 + Send>,
+}
+
+impl std::fmt::Debug for Sample {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sample").field("rate", &self.rate).finish()
+    }
+}
+
+impl Sample {
+    /// Sampling at `rate` with the OS's randomness.
+    #[must_use]
+    pub fn new(rate: f64) -> Self {
+        Self::with_draw(rate, random_unit)
+    }
+
+    /// Sampling at `rate` with `draw` giving numbers in [0, 1) (for tests).
+    #[must_use]
+    pub fn with_draw(rate: f64, draw: impl FnMut() -> f64 + Send + 'static) -> Self {
+        Self {
+            rate,
+            draw: Box::new(draw),
+        }
+    }
+}
+
+/// A uniform number in [0, 1): 53 of the random bits of a v4 UUID (the OS's randomness;
+/// sampling needs no more).
+fn random_unit() -> f64 {
+    // The low 64 bits of a v4 UUID hold the 2 variant bits at the top, then 62 random bits.
+    let bits = uuid::Uuid::new_v4().as_u128() as u64 & ((1 << 53) - 1);
+    bits as f64 / (1u64 << 53) as f64
+}
+
+impl Sink for Sample {
+    fn name(&self) -> &'static str {
+        "sample"
+    }
+    fn accept(&mut self, item: &mut Finished, ctx: &Ctx) {
+        if item.fate == Fate::Store && (self.draw)() >= self.rate {
+            ctx.counters.inc(Counter::SampledOut);
+            item.fate = Fate::Show;
+        }
+    }
+}
+
+/// Stores only failed requests (the rest counted as `not_error`).
+#[derive(Debug)]
+pub struct ErrorsOnly;
+
+impl Sink for ErrorsOnly {
+    fn name(&self) -> &'static str {
+        "errors-only"
+    }
+    fn accept(&mut self, item: &mut Finished, ctx: &Ctx) {
+        if item.fate == Fate::Store && !item.is_error() {
+            ctx.counters.inc(Counter::NotError);
+            item.fate = Fate::Show;
+        }
+    }
+}
+
+/// Writes cassette files (atomically, 0600) under the directory (`cassettes`,
+/// `write_errors`).
+#[derive(Debug)]
+pub struct Files {
+    pub dir: PathBuf,
+    pub compression: Compression,
+}
+
+impl Sink for Files {
+    fn name(&self) -> &'static str {
+        "files"
+    }
+    fn accept(&mut self, item: &mut Finished, ctx: &Ctx) {
+        if item.fate != Fate::Store {
+            return;
+        }
+        match cassette::write(&self.dir, item.cassette(&ctx.build), self.compression) {
+            Ok(p) => {
+                ctx.counters.inc(Counter::Cassettes);
+                item.written = Some(p);
+            }
+            Err(e) => {
+                ctx.counters.inc(Counter::WriteErrors);
+                ctx.problem("Cannot write a cassette", &e);
+            }
+        }
+    }
+}
+
+/// Adds written cassettes to the directory's index (`index/`), one transaction per burst:
+/// whenever the queue is empty, or 256 are waiting (`index_errors`).
+pub struct Index {
+    dir: PathBuf,
+    index: Option<crate::index::Index>,
+    pending: Vec<(PathBuf, crate::index::Summary)>,
+}
+
+impl std::fmt::Debug for Index {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Index")
+            .field("dir", &self.dir)
+            .field("pending", &self.pending.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Index {
+    /// The index of `dir`, opened when the writer starts.
+    #[must_use]
+    pub fn new(dir: &Path) -> Self {
+        Self {
+            dir: dir.to_path_buf(),
+            index: None,
+            pending: Vec::new(),
+        }
+    }
+}
+
+impl Sink for Index {
+    fn name(&self) -> &'static str {
+        "index"
+    }
+    fn start(&mut self, _ctx: &Ctx) {
+        match crate::index::Index::open(&self.dir) {
+            Ok(i) => self.index = Some(i),
+            Err(e) => {
+                tracing::warn!(error = %e, "Cassette index unavailable; `timetracer index` rebuilds it");
+            }
+        }
+    }
+    fn accept(&mut self, item: &mut Finished, ctx: &Ctx) {
+        if self.index.is_none() {
+            return;
+        }
+        if let Some(p) = item.written.clone() {
+            if self.pending.len() >= 256 {
+                self.idle(ctx);
+            }
+            let summary = crate::index::summarize(item.cassette(&ctx.build));
+            self.pending.push((p, summary));
+        }
+    }
+    fn idle(&mut self, ctx: &Ctx) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let items = std::mem::take(&mut self.pending);
+        let n = items.len() as u64;
+        if let Some(idx) = &mut self.index
+            && let Err(e) = idx.add_all(items)
+        {
+            tracing::warn!(error = %e, "Cannot index cassettes; `timetracer index` rebuilds it");
+            ctx.counters.add(Counter::IndexErrors, n);
+        }
+    }
+}
+
+/// Uploads each written cassette under its path relative to the cassette directory
+/// (`s3_uploaded`, `s3_errors`; the cassette stays on disk either way).
+#[derive(Debug)]
+pub struct S3 {
+    pub dir: PathBuf,
+    pub uploader: crate::s3::Uploader,
+}
+
+impl Sink for S3 {
+    fn name(&self) -> &'static str {
+        "s3"
+    }
+    fn accept(&mut self, item: &mut Finished, ctx: &Ctx) {
+        let Some(path) = &item.written else { return };
+        let key = path
+            .strip_prefix(&self.dir)
+            .unwrap_or(path)
+            .to_string_lossy()
+            .into_owned();
+        match std::fs::read(path)
+            .map_err(|e| e.to_string())
+            .and_then(|b| self.uploader.put(&key, b).map_err(|e| e.to_string()))
+        {
+            Ok(()) => ctx.counters.inc(Counter::S3Uploaded),
+            Err(e) => {
+                ctx.counters.inc(Counter::S3Errors);
+                tracing::warn!(key, error = %e, "S3 upload failed; the cassette stays on disk");
+            }
+        }
+    }
+}
+
+/// The live view (`top`, `attach --tui`): every request not discarded, with where it was
+/// written. Never waits for the viewer: what does not fit is counted as `live_skipped`; once
+/// the viewer is gone nothing more is built for it.
+#[derive(Debug)]
+pub struct Live {
+    tx: SyncSender<LiveUpdate>,
+    closed: bool,
+}
+
+impl Live {
+    #[must_use]
+    pub fn new(tx: SyncSender<LiveUpdate>) -> Self {
+        Self { tx, closed: false }
+    }
+}
+
+impl Sink for Live {
+    fn name(&self) -> &'static str {
+        "live"
+    }
+    fn accept(&mut self, item: &mut Finished, ctx: &Ctx) {
+        if self.closed {
+            return;
+        }
+        let update = LiveUpdate::Request {
+            cassette: Box::new(item.take_cassette(&ctx.build)),
+            path: item.written.clone(),
+        };
+        match self.tx.try_send(update) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => ctx.counters.inc(Counter::LiveSkipped),
+            Err(TrySendError::Disconnected(_)) => self.closed = true,
+        }
+    }
+    fn live_feed(&self) -> Option<SyncSender<LiveUpdate>> {
+        (!self.closed).then(|| self.tx.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex, mpsc};
+
+    use super::*;
+    use crate::correlate::model::{ConnFacts, ProcessInfo, Timings};
+    use crate::protocols::http::types::{Exchange, Framing, HttpMessage, Mark};
+
+    fn msg(start: StartLine) -> HttpMessage {
+        HttpMessage {
+            start,
+            version: 1,
+            headers: Vec::new(),
+            body: bytes::Bytes::new(),
+            body_size: 0,
+            truncated: false,
+            lost_bytes: 0,
+            framing: Framing::None,
+            trailers: Vec::new(),
+            first: Mark::default(),
+            head_done: Mark::default(),
+            last: Mark::default(),
+            wire_size: 0,
+            incomplete: false,
+        }
+    }
+
+    fn finished(target: &str, status: Option<u16>) -> Finished {
+        Finished::new(RecordedRequest {
+            id: uuid::Uuid::new_v4(),
+            process: ProcessInfo::default(),
+            inbound: Exchange {
+                request: msg(StartLine::Request {
+                    method: "GET".into(),
+                    target: target.into(),
+                }),
+                response: status.map(|status| {
+                    msg(StartLine::Response {
+                        status,
+                        reason: String::new(),
+                    })
+                }),
+                interim: Vec::new(),
+                index: 0,
+            },
+            conn: ConnFacts::default(),
+            timings: Timings::default(),
+            deps: Vec::new(),
+            traceback: None,
+            mono_to_unix_ns: 0,
+            drops: Vec::new(),
+            db_sessions: Vec::new(),
+        })
+    }
+
+    fn ctx() -> Ctx {
+        Ctx {
+            counters: Counters::default(),
+            build: BuildOptions::default(),
+            quiet: true,
+        }
+    }
+
+    /// Records the fate of each request it sees, and whether its cassette was built.
+    struct Probe(Arc<Mutex<Vec<(String, Fate)>>>);
+
+    impl Sink for Probe {
+        fn name(&self) -> &'static str {
+            "probe"
+        }
+        fn accept(&mut self, item: &mut Finished, _ctx: &Ctx) {
+            let path = item.path().to_owned();
+            self.0.lock().unwrap().push((path, item.fate));
+        }
+    }
+
+    #[test]
+    fn exclusion_rules() {
+        let p = vec!["/health".to_owned(), "/admin/*".to_owned()];
+        assert!(excluded("/health", &p));
+        assert!(excluded("/health/live", &p));
+        assert!(!excluded("/healthz", &p));
+        assert!(excluded("/admin/users", &p));
+        assert!(!excluded("/users", &p));
+    }
+
+    /// Exclude discards (later sinks never see it), sampling and errors-only keep the request
+    /// for the viewer, each decision counted once, by the first filter that made it.
+    #[test]
+    fn filters_compose_in_order() {
+        let filters = Filters {
+            sample_rate: 0.5,
+            errors_only: true,
+            exclude_paths: vec!["/health".into()],
+        };
+        let mut sinks = Chain::filters(&filters);
+        // Replace the random sampler with one that alternates drop, keep, drop, keep...
+        let mut n = 0_u32;
+        sinks[1] = Box::new(Sample::with_draw(0.5, move || {
+            n += 1;
+            if n % 2 == 1 { 0.9 } else { 0.1 }
+        }));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        sinks.push(Box::new(Probe(Arc::clone(&seen))));
+        let mut chain = Chain::new(sinks);
+        assert_eq!(chain.names(), ["exclude", "sample", "errors-only", "probe"]);
+        let ctx = ctx();
+        for (target, status) in [
+            ("/health?x=1", Some(200)), // excluded
+            ("/a", Some(500)),          // sampled out
+            ("/b", Some(500)),          // kept: an error
+            ("/c", Some(200)),          // sampled out
+            ("/d", Some(200)),          // not an error
+            ("/e", None),               // sampled out
+            ("/f", None),               // no response: an error, kept
+        ] {
+            chain.accept(&mut finished(target, status), &ctx);
+        }
+        let seen = seen.lock().unwrap().clone();
+        let expect = [
+            ("/a", Fate::Show),
+            ("/b", Fate::Store),
+            ("/c", Fate::Show),
+            ("/d", Fate::Show),
+            ("/e", Fate::Show),
+            ("/f", Fate::Store),
+        ];
+        assert_eq!(
+            seen,
+            expect
+                .iter()
+                .map(|(p, f)| ((*p).to_owned(), *f))
+                .collect::<Vec<_>>()
+        );
+        let c = &ctx.counters;
+        assert_eq!(c.get(Counter::Excluded), 1);
+        assert_eq!(c.get(Counter::SampledOut), 3);
+        assert_eq!(c.get(Counter::NotError), 1);
+    }
+
+    #[test]
+    fn no_filters_when_nothing_is_asked() {
+        assert!(Chain::filters(&Filters::default()).is_empty());
+    }
+
+    /// Files writes only what is stored, Index and the live view follow what Files did; a
+    /// request the viewer alone wants is built but not written.
+    #[test]
+    fn files_index_and_live() {
+        let d = tempfile::tempdir().unwrap();
+        let (tx, rx) = mpsc::sync_channel(1);
+        let mut sinks = Chain::filters(&Filters {
+            errors_only: true,
+            ..Filters::default()
+        });
+        sinks.push(Box::new(Files {
+            dir: d.path().to_path_buf(),
+            compression: Compression::None,
+        }));
+        sinks.push(Box::new(Index::new(d.path())));
+        sinks.push(Box::new(Live::new(tx)));
+        let mut chain = Chain::new(sinks);
+        assert!(chain.live_feed().is_some());
+        let ctx = ctx();
+        chain.start(&ctx);
+        chain.accept(&mut finished("/ok", Some(200)), &ctx);
+        let Ok(LiveUpdate::Request { path: None, .. }) = rx.try_recv() else {
+            panic!("the viewer gets the unsaved request");
+        };
+        let mut failed = finished("/boom", Some(500));
+        chain.accept(&mut failed, &ctx);
+        let written = failed.written.clone().expect("written");
+        assert!(written.starts_with(d.path()));
+        // The viewer is full: counted, not waited for.
+        chain.accept(&mut finished("/boom2", Some(503)), &ctx);
+        chain.finish(&ctx);
+        let c = &ctx.counters;
+        assert_eq!(c.get(Counter::Cassettes), 2);
+        assert_eq!(c.get(Counter::NotError), 1);
+        assert_eq!(c.get(Counter::LiveSkipped), 1);
+        let idx = crate::index::Index::open(d.path()).unwrap();
+        drop(idx);
+        assert!(d.path().join(".timetracer-index.sqlite3").exists());
+        // Once the viewer is gone, nothing more is sent or counted.
+        drop(rx);
+        chain.accept(&mut finished("/late", Some(500)), &ctx);
+        chain.accept(&mut finished("/later", Some(500)), &ctx);
+        assert_eq!(c.get(Counter::LiveSkipped), 1);
+        assert!(chain.live_feed().is_none());
+    }
+}

@@ -1,0 +1,241 @@
+//! Which processes a recording traces: a [`Target`].
+//!
+//! [`Pid`] is a running process and its descendants (`attach`, `top`); [`Launched`] is a
+//! command started by the agent and held until its pid is traced, so tracing starts at its
+//! first syscall (`record`). A target seeds the kernel's target set through a [`Seeder`] and
+//! says when it is gone; the kernel follows the processes it forks. A set of cgroups (node
+//! mode) is one more implementation: it seeds the processes it finds and keeps seeding new
+//! ones from [`Target::poll`].
+use std::ffi::OsString;
+use std::os::fd::{AsRawFd as _, OwnedFd};
+use std::os::unix::process::CommandExt as _;
+use std::path::Path;
+use std::process::{Child, ExitCode, ExitStatus};
+
+use crate::capture::procfs;
+
+use super::Error;
+use super::session::Session;
+
+/// What a recording traces.
+pub trait Target {
+    /// For the live view's header, e.g. `pid 1234 (uvicorn app:app)`.
+    fn describe(&self) -> String;
+    /// Adds the processes to trace before the recording starts.
+    fn seed(&mut self, seeder: &mut Seeder<'_>) -> Result<(), Error>;
+    /// Tracing is in place (probes attached): let the target run.
+    fn start(&mut self) -> Result<(), Error> {
+        Ok(())
+    }
+    /// What the agent prints once tracing is in place.
+    fn ready_message(&self, out: &Path) -> String;
+    /// Called every drain (10 ms): add processes that joined the target (processes forked by a
+    /// traced process are followed by the kernel and need nothing here).
+    fn poll(&mut self, _seeder: &mut Seeder<'_>) -> Result<(), Error> {
+        Ok(())
+    }
+    /// The target is gone: the recording flushes and stops.
+    fn finished(&mut self) -> bool;
+}
+
+/// Adds processes to a recording's target set.
+pub struct Seeder<'a> {
+    pub(super) session: &'a mut Session,
+}
+
+impl Seeder<'_> {
+    /// Traces `pid`; with `open_connections`, also registers the TCP connections it already
+    /// has (attach to a running process).
+    pub fn add_process(&mut self, pid: u32, open_connections: bool) -> Result<(), Error> {
+        self.session.add_process(pid, open_connections)
+    }
+}
+
+/// `pid 1234 (uvicorn app:app --port 8000)`.
+fn describe_pid(pid: u32) -> String {
+    let info = procfs::process_info(pid);
+    let cmd: Vec<&str> = info.cmdline.iter().map(String::as_str).take(4).collect();
+    format!("pid {pid} ({})", cmd.join(" "))
+}
+
+/// A running process and its descendants.
+#[derive(Debug)]
+pub struct Pid(u32);
+
+impl Pid {
+    /// The process `pid`, which must exist.
+    pub fn new(pid: u32) -> Result<Self, Error> {
+        if procfs::exists(pid) {
+            Ok(Self(pid))
+        } else {
+            Err(Error::NoProcess { pid })
+        }
+    }
+
+    /// The process has exited.
+    #[must_use]
+    pub fn gone(&self) -> bool {
+        !procfs::exists(self.0)
+    }
+}
+
+impl Target for Pid {
+    fn describe(&self) -> String {
+        describe_pid(self.0)
+    }
+    fn seed(&mut self, seeder: &mut Seeder<'_>) -> Result<(), Error> {
+        for p in procfs::with_descendants(self.0) {
+            seeder.add_process(p, true)?;
+        }
+        Ok(())
+    }
+    fn ready_message(&self, out: &Path) -> String {
+        format!(
+            "attached to pid {}; writing cassettes to {}; Ctrl-C to stop",
+            self.0,
+            out.display()
+        )
+    }
+    fn finished(&mut self) -> bool {
+        self.gone()
+    }
+}
+
+/// Hidden first argument of the held child (see [`Launched`]).
+pub const HELD_EXEC: &str = "__exec-held";
+
+/// A command launched under tracing. The child is this binary in a hidden [`HELD_EXEC`] mode:
+/// it waits on a pipe until its pid is in the kernel's target set, then execs the command
+/// under the same pid, so tracing starts at the command's very first syscall. (A `pre_exec`
+/// hook cannot wait: `spawn` itself blocks until the child has exec'd.) Dropped before
+/// [`Target::start`], the held child is killed without running the command.
+#[derive(Debug)]
+pub struct Launched {
+    child: Child,
+    /// The write end of the hold pipe, until the child is released.
+    hold: Option<OwnedFd>,
+    status: Option<ExitStatus>,
+}
+
+impl Launched {
+    /// Starts the held child for `cmd` (not running `cmd` yet).
+    pub fn spawn(cmd: &[OsString]) -> Result<Self, Error> {
+        let hold_err = |call| move |source| Error::Hold { call, source };
+        let (rd, wr) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(hold_err("pipe2"))?;
+        let rd_fd = rd.as_raw_fd();
+        nix::fcntl::fcntl(
+            rd_fd,
+            nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::empty()),
+        )
+        .map_err(hold_err("fcntl"))?;
+        let me = std::env::current_exe().map_err(Error::CurrentExe)?;
+        let program = cmd.first().cloned().unwrap_or_default();
+        let child = std::process::Command::new(me)
+            .arg(HELD_EXEC)
+            .arg(rd_fd.to_string())
+            .arg("--")
+            .args(cmd)
+            .spawn()
+            .map_err(|source| Error::Spawn { program, source })?;
+        drop(rd);
+        Ok(Self {
+            child,
+            hold: Some(wr),
+            status: None,
+        })
+    }
+
+    /// The child's pid (the command's, once released).
+    #[must_use]
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits for the command to exit.
+    pub fn wait(&mut self) -> std::io::Result<ExitStatus> {
+        match self.status {
+            Some(s) => Ok(s),
+            None => self.child.wait(),
+        }
+    }
+}
+
+impl Drop for Launched {
+    fn drop(&mut self) {
+        if self.hold.is_some() {
+            // Never released: the command must not run untraced.
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+impl Target for Launched {
+    fn describe(&self) -> String {
+        describe_pid(self.pid())
+    }
+    fn seed(&mut self, seeder: &mut Seeder<'_>) -> Result<(), Error> {
+        seeder.add_process(self.pid(), false)
+    }
+    fn start(&mut self) -> Result<(), Error> {
+        if let Some(wr) = self.hold.take() {
+            nix::unistd::write(&wr, b"g").map_err(|source| Error::Hold {
+                call: "write",
+                source,
+            })?;
+        }
+        Ok(())
+    }
+    fn ready_message(&self, out: &Path) -> String {
+        format!(
+            "recording pid {}; writing cassettes to {}",
+            self.pid(),
+            out.display()
+        )
+    }
+    fn finished(&mut self) -> bool {
+        if self.status.is_none() {
+            self.status = self.child.try_wait().ok().flatten();
+        }
+        self.status.is_some()
+    }
+}
+
+/// The held child's side (`timetracer-agent __exec-held FD -- CMD...`): waits for the agent's
+/// go (one byte on `FD`), then becomes CMD.
+#[must_use]
+pub fn exec_held(args: &[OsString]) -> ExitCode {
+    let fd: i32 = args
+        .first()
+        .and_then(|a| a.to_str())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(-1);
+    let cmd = args.get(2..).unwrap_or_default();
+    if fd < 0 || cmd.is_empty() {
+        eprintln!("timetracer-agent: {HELD_EXEC} is internal to `record`");
+        return ExitCode::from(2);
+    }
+    let mut b = [0u8; 1];
+    // SAFETY: reading one byte into a valid buffer from an inherited fd, then closing it.
+    let n = unsafe { libc::read(fd, b.as_mut_ptr().cast(), 1) };
+    // SAFETY: as above.
+    unsafe { libc::close(fd) };
+    if n != 1 {
+        eprintln!(
+            "timetracer-agent: the agent went away before tracing started; not running {:?}",
+            cmd[0]
+        );
+        return ExitCode::from(125);
+    }
+    let err = std::process::Command::new(&cmd[0]).args(&cmd[1..]).exec();
+    eprintln!(
+        "timetracer-agent: cannot run {:?}: {err} (is it on PATH?)",
+        cmd[0]
+    );
+    ExitCode::from(if err.kind() == std::io::ErrorKind::NotFound {
+        127
+    } else {
+        126
+    })
+}
