@@ -22,7 +22,7 @@ use aya_ebpf::{
     maps::LruHashMap,
     programs::{ProbeContext, RetProbeContext},
 };
-use aya_log_ebpf::{debug, info, macro_support::Level, trace};
+use aya_log_ebpf::{debug, info, trace};
 use timetracer_common::{DIR_EGRESS, DIR_INGRESS, Kind, SOCK_TLS, SockState};
 
 use crate::{
