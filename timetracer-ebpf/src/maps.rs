@@ -5,7 +5,6 @@ use aya_ebpf::{
     macros::map,
     maps::{Array, HashMap, LruHashMap, PerCpuArray, RingBuf},
 };
-use aya_log_ebpf::macro_support::Level;
 use timetracer_common::{Config, DROP_SLOTS, Drop, RING_BYTES, SockState};
 
 /// Every record goes here; submitted with `BPF_RB_NO_WAKEUP`, drained by the agent on a timer.
@@ -50,17 +49,11 @@ pub(crate) struct Args {
     pub(crate) count: u64,
 }
 
-/// True when kernel-side logs of `level` are on (`--ebpf-log`, docs/troubleshooting.md).
-///
-/// The level is aya-log's `AYA_LOG_LEVEL`, a global in `.rodata` that the agent overrides before
-/// loading (0, off, unless asked). aya freezes `.rodata` and creates it `BPF_F_RDONLY_PROG`, so
-/// the verifier reads the level as a constant, follows only the branch taken and removes the
-/// other one: with logging off no log code is left in the loaded programs. Every `aya_log_ebpf`
-/// macro already tests this; call it directly only to skip work done just for a message.
-#[inline(always)]
-pub(crate) fn log_enabled(level: Level) -> bool {
-    aya_log_ebpf::macro_support::level_enabled(level)
-}
+// Kernel-side logs (`--ebpf-log`, docs/troubleshooting.md): the level is aya-log's
+// `AYA_LOG_LEVEL`, a global in `.rodata` that the agent overrides before loading (0, off, unless
+// asked). aya freezes `.rodata` and creates it `BPF_F_RDONLY_PROG`, so the verifier reads the
+// level as a constant, follows only the branch taken and removes the other one: with logging
+// off no log code is left in the loaded programs (every `aya_log_ebpf` macro tests it).
 
 #[inline(always)]
 pub(crate) fn config() -> Config {
