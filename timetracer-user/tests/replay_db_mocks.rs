@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use timetracer::cassette::reader;
-use timetracer::replay::ledger::{Destination, Journal, Miss, Protocol, RecordedCall};
+use timetracer::replay::ledger::{self, Destination, Journal, Miss, Protocol, RecordedCall};
 use timetracer::replay::mock;
 
 fn repo() -> PathBuf {
@@ -61,7 +61,7 @@ fn destinations(dir: &str, journal: &Arc<Journal>) -> BTreeMap<(Protocol, String
     for (i, f) in files.iter().enumerate() {
         let c = reader::read(f).unwrap_or_else(|e| panic!("{}: {e}", f.display()));
         for e in c.events {
-            let Some(p) = Protocol::of_event(&e).filter(|p| *p != Protocol::Http) else {
+            let Some(p) = ledger::mocked_protocol(&e).filter(|p| *p != Protocol::Http) else {
                 continue;
             };
             let remote = e
@@ -103,7 +103,7 @@ async fn serve(dest: Destination) -> u16 {
                     Protocol::Postgres => mock::postgres::serve(d, sock).await,
                     Protocol::Mysql => mock::mysql::serve(d, sock).await,
                     Protocol::Redis => mock::redis::serve(d, sock).await,
-                    Protocol::Http => Ok(()),
+                    Protocol::Http | Protocol::Mongodb => Ok(()),
                 };
                 if let Err(e) = r {
                     eprintln!("mock connection: {e:#}");

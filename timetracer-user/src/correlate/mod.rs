@@ -1,7 +1,7 @@
 //! Connection table and attribution of outbound calls to inbound requests.
 //!
 //! [`Correlator`] receives decoded kernel records in arrival order, keeps one
-//! [`reassembly::Stream`] per connection and direction and one [`HttpConn`] per connection, and
+//! [`reassembly::Stream`] per connection and direction and one parser from the protocol registry per connection, and
 //! turns completed inbound exchanges into [`RecordedRequest`]s once a short grace period has
 //! passed (late ring-buffer records from other CPUs, tracebacks logged after the response).
 //!
@@ -32,12 +32,9 @@ use self::model::{
 };
 use crate::{
     protocols::{
-        db::{DbCall, DbEvent, DbParser},
-        detect::{Detected, detect},
-        http::{
-            HttpConn, ParseOptions,
-            types::{Exchange, HttpEvent, Side},
-        },
+        Detection, Limits, Parser, ProtoEvent,
+        db::{DbCall, DbEvent},
+        http::types::{Exchange, HttpEvent, Side},
     },
     reassembly::{Chunk, DEFAULT_LIMIT, Segment, Stream},
     telemetry::{Counter, Counters},
@@ -74,10 +71,9 @@ impl Default for CorrelateOptions {
 enum Proto {
     /// Not decided yet; holds the first bytes seen per direction.
     Unknown,
-    Http(Box<HttpConn>),
-    /// A database / cache client connection.
-    Db(Box<dyn DbParser>),
-    /// Not HTTP: further bytes are counted and dropped.
+    /// The registry's parser for the protocol its detection found.
+    Known(Box<dyn Parser>),
+    /// No registered protocol: further bytes are counted and dropped.
     Other,
 }
 
@@ -93,36 +89,6 @@ struct Conn {
     held_bytes: [Vec<u8>; 2],
     connect_ns: u64,
 }
-
-/// What a connection's parser reports.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "short-lived, moved once per parsed message"
-)]
-enum ConnEvent {
-    Http(HttpEvent),
-    Db(DbEvent),
-}
-
-/// Database / cache protocols recognised from a client connection's first bytes, in the order
-/// they are tried: (detector over (first egress, first ingress) bytes, parser constructor).
-type DbDetector = (fn(&[u8], &[u8]) -> Option<bool>, fn() -> Box<dyn DbParser>);
-const DB_PROTOCOLS: &[DbDetector] = &[
-    (crate::protocols::detect_db::detect_pg, || {
-        Box::new(crate::protocols::postgres::PgParser::new(Default::default()))
-    }),
-    (crate::protocols::detect_db::detect_mysql, || {
-        Box::new(crate::protocols::mysql::MysqlParser::new(Default::default()))
-    }),
-    (crate::protocols::detect_kv::detect_redis, || {
-        Box::new(crate::protocols::redis::RedisParser::new(Default::default()))
-    }),
-    (crate::protocols::detect_kv::detect_mongodb, || {
-        Box::new(crate::protocols::mongodb::MongoParser::new(
-            Default::default(),
-        ))
-    }),
-];
 
 /// How a Python traceback starts.
 const TRACEBACK: &str = "Traceback (most recent call last)";
@@ -536,18 +502,8 @@ impl Correlator {
             c.feed(egress, s, &self.opts, &mut events, &self.counters);
         }
         c.release_held(&self.opts, &mut events, &self.counters);
-        match &mut c.proto {
-            Proto::Http(p) => {
-                let mut h = Vec::new();
-                p.close(ts_ns, &mut h);
-                events.extend(h.into_iter().map(ConnEvent::Http));
-            }
-            Proto::Db(p) => {
-                let mut d = Vec::new();
-                p.close(&mut d);
-                events.extend(d.into_iter().map(ConnEvent::Db));
-            }
-            Proto::Unknown | Proto::Other => {}
+        if let Proto::Known(p) = &mut c.proto {
+            p.close(ts_ns, &mut events);
         }
         let facts = c.facts.clone();
         let side = c.side;
@@ -559,7 +515,7 @@ impl Correlator {
 
     /// Moves data through reassembly and parsing; call after each drain.
     pub fn pump(&mut self, now_ns: u64) {
-        let mut out: Vec<(ConnFacts, Side, u64, ConnEvent)> = Vec::new();
+        let mut out: Vec<(ConnFacts, Side, u64, ProtoEvent)> = Vec::new();
         let mut events = Vec::new();
         for c in self.conns.values_mut() {
             // Both directions in time order (see `merge_by_time`): feeding all of a drain's
@@ -580,10 +536,10 @@ impl Correlator {
         }
     }
 
-    fn on_event(&mut self, facts: &ConnFacts, side: Side, connect_ns: u64, e: ConnEvent) {
+    fn on_event(&mut self, facts: &ConnFacts, side: Side, connect_ns: u64, e: ProtoEvent) {
         match e {
-            ConnEvent::Http(e) => self.on_http(facts, side, connect_ns, e),
-            ConnEvent::Db(DbEvent::Call(call)) => {
+            ProtoEvent::Http(e) => self.on_http(facts, side, connect_ns, e),
+            ProtoEvent::Db(DbEvent::Call(call)) => {
                 self.counters.inc(Counter::DbCalls);
                 self.outbound.push_back(Outbound {
                     tgid: facts.pid,
@@ -598,7 +554,7 @@ impl Correlator {
                     decision: None,
                 });
             }
-            ConnEvent::Db(DbEvent::Session {
+            ProtoEvent::Db(DbEvent::Session {
                 protocol,
                 facts: f,
                 missing,
@@ -620,7 +576,7 @@ impl Correlator {
                 }
                 entry.missing = missing;
             }
-            ConnEvent::Db(DbEvent::Skipped { bytes, .. }) => {
+            ProtoEvent::Db(DbEvent::Skipped { bytes, .. }) => {
                 self.counters.add(Counter::DbSkippedBytes, bytes)
             }
         }
@@ -1233,20 +1189,11 @@ impl Conn {
         egress: bool,
         seg: Segment,
         opts: &CorrelateOptions,
-        out: &mut Vec<ConnEvent>,
+        out: &mut Vec<ProtoEvent>,
         counters: &Counters,
     ) {
         match &mut self.proto {
-            Proto::Http(p) => {
-                let mut h = Vec::new();
-                p.feed(egress, seg, &mut h);
-                out.extend(h.into_iter().map(ConnEvent::Http));
-            }
-            Proto::Db(p) => {
-                let mut d = Vec::new();
-                p.feed(egress, seg, &mut d);
-                out.extend(d.into_iter().map(ConnEvent::Db));
-            }
+            Proto::Known(p) => p.feed(egress, seg, out),
             Proto::Other => {
                 if let Segment::Data(c) = &seg {
                     counters.add(Counter::UnparsedBytes, c.data.len() as u64);
@@ -1267,8 +1214,7 @@ impl Conn {
                         remote = ?self.facts.remote,
                         side = ?self.side,
                         proto = match &proto {
-                            Proto::Http(_) => "http",
-                            Proto::Db(p) => p.protocol().name(),
+                            Proto::Known(p) => p.protocol().name(),
                             Proto::Other | Proto::Unknown => "other",
                         },
                         "Connection protocol decided"
@@ -1280,53 +1226,43 @@ impl Conn {
         }
     }
 
-    /// Which protocol the first bytes seen so far show, or `None` to wait for more.
+    /// Which protocol the first bytes seen so far show (the registry decides), or `None` to
+    /// wait for more; after 4 KiB of a direction without a decision, none of ours.
     fn decide(&self, opts: &CorrelateOptions) -> Option<Proto> {
         let [ingress, egress] = &self.held_bytes;
-        let http = [
-            detect(egress, true, self.side),
-            detect(ingress, false, self.side),
-        ];
-        if http.contains(&Detected::Http) {
-            return Some(Proto::Http(Box::new(HttpConn::new(
-                self.side,
-                ParseOptions {
-                    max_body: opts.max_body,
-                },
-            ))));
-        }
-        let mut undecided = http.contains(&Detected::NeedMore);
-        if self.side == Side::Client {
-            for (detector, parser) in DB_PROTOCOLS {
-                match detector(egress, ingress) {
-                    Some(true) => return Some(Proto::Db(parser())),
-                    Some(false) => {}
-                    None => undecided = true,
-                }
+        match crate::protocols::detect(egress, ingress, self.side) {
+            Detection::Found(spec) => Some(Proto::Known((spec.parser)(self.side, &limits(opts)))),
+            Detection::NoneOfOurs => Some(Proto::Other),
+            Detection::NeedMore if egress.len() >= 4096 || ingress.len() >= 4096 => {
+                Some(Proto::Other)
             }
+            Detection::NeedMore => None,
         }
-        let full = egress.len() >= 4096 || ingress.len() >= 4096;
-        (!undecided || full).then_some(Proto::Other)
     }
 
     fn release_held(
         &mut self,
         opts: &CorrelateOptions,
-        out: &mut Vec<ConnEvent>,
+        out: &mut Vec<ProtoEvent>,
         counters: &Counters,
     ) {
         if matches!(self.proto, Proto::Unknown) {
             // Closed before we could tell: try HTTP anyway, the parser skips what it can't use.
-            self.proto = Proto::Http(Box::new(HttpConn::new(
+            self.proto = Proto::Known((crate::protocols::http::SPEC.parser)(
                 self.side,
-                ParseOptions {
-                    max_body: opts.max_body,
-                },
-            )));
+                &limits(opts),
+            ));
         }
         for (egress, seg) in std::mem::take(&mut self.held) {
             self.feed(egress, seg, opts, out, counters);
         }
+    }
+}
+
+/// The parsers' limits from the recording's options.
+fn limits(opts: &CorrelateOptions) -> Limits {
+    Limits {
+        max_body: opts.max_body,
     }
 }
 

@@ -71,7 +71,7 @@ pub struct DepCall {
 #[derive(Clone, Debug, PartialEq)]
 pub struct DbSession {
     pub conn: ConnFacts,
-    pub protocol: crate::protocols::db::DbProtocol,
+    pub protocol: crate::protocols::Protocol,
     /// Accumulated `DbEvent::Session` facts.
     pub facts: serde_json::Value,
     /// What tracing did not see (attached mid-session).

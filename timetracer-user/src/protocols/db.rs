@@ -7,42 +7,13 @@
 use bytes::Bytes;
 
 use super::http::types::Mark;
+use super::{ProtoEvent, Protocol};
 use crate::reassembly::Segment;
-
-/// Which protocol a call was read from.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DbProtocol {
-    Postgres,
-    Mysql,
-    Redis,
-    Mongodb,
-}
-
-impl DbProtocol {
-    /// Lower-case name used in cassettes (`signature.lib`) and on the command line.
-    #[must_use]
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::Postgres => "postgres",
-            Self::Mysql => "mysql",
-            Self::Redis => "redis",
-            Self::Mongodb => "mongodb",
-        }
-    }
-    /// Cassette event type: `redis` for Redis, `db.query` for the others.
-    #[must_use]
-    pub const fn event_type(self) -> &'static str {
-        match self {
-            Self::Redis => "redis",
-            _ => "db.query",
-        }
-    }
-}
 
 /// One request/response exchange on a database or cache connection.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DbCall {
-    pub protocol: DbProtocol,
+    pub protocol: Protocol,
     /// Index of the call on its connection (0-based, request order).
     pub index: u64,
     /// Short verb for listings and `signature.method`: the first SQL keyword (`SELECT`), the
@@ -80,7 +51,7 @@ pub enum DbEvent {
     /// parameter statuses, authentication outcome — never the secret), as they become known;
     /// `missing` lists what was not seen because tracing started mid-session.
     Session {
-        protocol: DbProtocol,
+        protocol: Protocol,
         facts: serde_json::Value,
         missing: Vec<String>,
     },
@@ -99,7 +70,24 @@ pub trait DbParser: Send {
     /// The connection closed (or tracing stopped).
     fn close(&mut self, out: &mut Vec<DbEvent>);
     /// Which protocol this parser speaks.
-    fn protocol(&self) -> DbProtocol;
+    fn protocol(&self) -> Protocol;
+}
+
+/// Every database parser is a registry [`super::Parser`]: its events are [`ProtoEvent::Db`].
+impl<P: DbParser> super::Parser for P {
+    fn feed(&mut self, egress: bool, seg: Segment, out: &mut Vec<ProtoEvent>) {
+        let mut evs = Vec::new();
+        DbParser::feed(self, egress, seg, &mut evs);
+        out.extend(evs.into_iter().map(ProtoEvent::Db));
+    }
+    fn close(&mut self, _ts_ns: u64, out: &mut Vec<ProtoEvent>) {
+        let mut evs = Vec::new();
+        DbParser::close(self, &mut evs);
+        out.extend(evs.into_iter().map(ProtoEvent::Db));
+    }
+    fn protocol(&self) -> Protocol {
+        DbParser::protocol(self)
+    }
 }
 
 /// Appends `src` to `dst` without letting `dst` grow past `cap` bytes; sets `truncated` when

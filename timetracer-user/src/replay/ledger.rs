@@ -19,70 +19,23 @@ use serde_json::Value;
 
 use crate::cassette::format::{Event, Wire};
 
-/// A protocol the replay mocks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Protocol {
-    Http,
-    Postgres,
-    Mysql,
-    Redis,
-}
+/// A protocol the replay mocks: the registry's [`crate::protocols::Protocol`] (only those whose
+/// spec says [`crate::protocols::Replay::Mocked`] get a destination).
+pub use crate::protocols::Protocol;
 
-impl Protocol {
-    /// Every mocked protocol, by name (`--mock` / `--live` values).
-    pub const ALL: [Protocol; 4] = [
-        Protocol::Http,
-        Protocol::Postgres,
-        Protocol::Mysql,
-        Protocol::Redis,
-    ];
-
-    /// The name used on the command line and in verdicts.
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            Protocol::Http => "http",
-            Protocol::Postgres => "postgres",
-            Protocol::Mysql => "mysql",
-            Protocol::Redis => "redis",
-        }
-    }
-
-    /// Parses a protocol name (also the Python tool's plugin names `httpx`, `requests`, ...).
-    #[must_use]
-    pub fn parse(name: &str) -> Option<Protocol> {
-        Some(match name.to_ascii_lowercase().as_str() {
-            "http" | "https" | "httpx" | "requests" | "aiohttp" | "urllib3" => Protocol::Http,
-            "postgres" | "postgresql" | "pg" | "asyncpg" | "psycopg" | "psycopg2" => {
-                Protocol::Postgres
-            }
-            "mysql" | "mariadb" | "pymysql" => Protocol::Mysql,
-            "redis" => Protocol::Redis,
-            _ => return None,
-        })
-    }
-
-    /// The protocol of a recorded event, if replay can mock it.
-    #[must_use]
-    pub fn of_event(ev: &Event) -> Option<Protocol> {
-        match ev.kind.as_str() {
-            "http.client" => Some(Protocol::Http),
-            "redis" => Some(Protocol::Redis),
-            "db.query" => match ev.signature.lib.as_str() {
-                "postgres" => Some(Protocol::Postgres),
-                "mysql" => Some(Protocol::Mysql),
-                _ => None,
-            },
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
+/// The protocol of a recorded event, if replay can mock it. Where protocols share an event
+/// type (`db.query`) the library must be the protocol's own name, as the agent records it: a
+/// Python tool cassette's `db.query` from `asyncpg` has no wire bytes to answer with.
+#[must_use]
+pub fn mocked_protocol(ev: &Event) -> Option<Protocol> {
+    let p = Protocol::of_event(&ev.kind, &ev.signature.lib)?;
+    let shared = Protocol::all()
+        .filter(|q| q.event_type() == ev.kind)
+        .count()
+        > 1;
+    (p.spec().replay == crate::protocols::Replay::Mocked
+        && (!shared || ev.signature.lib == p.name()))
+    .then_some(p)
 }
 
 /// One recorded dependency call, ready to be answered.

@@ -31,6 +31,9 @@ enum Selector {
 impl Selector {
     fn parse(s: &str) -> anyhow::Result<Self> {
         if let Some(p) = Protocol::parse(s) {
+            if let crate::protocols::Replay::NotReplayable(why) = p.spec().replay {
+                bail!("{s:?}: {why}");
+            }
             return Ok(Selector::Proto(p));
         }
         if let Some((host, port)) = s.rsplit_once(':')
@@ -46,7 +49,7 @@ impl Selector {
                 addrs,
             });
         }
-        let names: Vec<&str> = Protocol::ALL.iter().map(|p| p.name()).collect();
+        let names: Vec<&str> = Protocol::replayable().map(Protocol::name).collect();
         bail!(
             "unknown protocol or destination {s:?}: use one of {} or HOST:PORT",
             names.join(", ")
@@ -243,7 +246,7 @@ pub fn plan(inputs: Vec<Input>, selection: &Selection) -> anyhow::Result<Plan> {
             }
         }
         for ev in &c.events {
-            let Some(proto) = Protocol::of_event(ev) else {
+            let Some(proto) = super::ledger::mocked_protocol(ev) else {
                 *unsupported
                     .entry(format!("{} {}", ev.kind, ev.signature.lib))
                     .or_default() += 1;

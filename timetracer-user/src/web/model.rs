@@ -18,6 +18,7 @@ use crate::analysis::summary::{
 };
 use crate::cassette::format::{AttributionInfo, Body, BodyEncoding, ErrorKind, Event, Timing};
 use crate::cassette::{Cassette, body_bytes};
+use crate::protocols::Protocol;
 
 use super::json_view::{self, Token};
 
@@ -86,8 +87,9 @@ pub struct DepType {
 #[must_use]
 pub fn dep_type(e: &Event) -> DepType {
     let lib = e.signature.lib.to_ascii_lowercase();
-    let (key, label) = match e.kind.as_str() {
-        "http.client" => {
+    let protocol = Protocol::of_event(&e.kind, &lib);
+    let (key, label) = match protocol {
+        Some(Protocol::Http) => {
             let tls = e.connection.as_ref().is_some_and(|c| c.tls)
                 || e.signature
                     .url
@@ -95,17 +97,11 @@ pub fn dep_type(e: &Event) -> DepType {
                     .is_some_and(|u| u.starts_with("https://"));
             ("http", if tls { "HTTPS" } else { "HTTP" }.to_owned())
         }
-        "db.query" => match lib.as_str() {
-            "postgres" | "postgresql" | "asyncpg" | "psycopg" | "psycopg2" => {
-                ("postgres", "PostgreSQL".to_owned())
-            }
-            "mysql" | "mariadb" | "pymysql" | "mysqlclient" => ("mysql", "MySQL".to_owned()),
-            "mongodb" | "motor" | "pymongo" => ("mongodb", "MongoDB".to_owned()),
-            "" => ("sql", "SQL".to_owned()),
-            other => ("sql", format!("SQL ({other})")),
-        },
-        "redis" => ("redis", "Redis".to_owned()),
-        other => ("other", other.to_owned()),
+        Some(p) => (p.name(), p.spec().label.to_owned()),
+        // A `db.query` of no protocol we parse: the Python tool's ORM-level events.
+        None if e.kind == "db.query" && lib.is_empty() => ("sql", "SQL".to_owned()),
+        None if e.kind == "db.query" => ("sql", format!("SQL ({lib})")),
+        None => ("other", e.kind.clone()),
     };
     DepType { key, label }
 }

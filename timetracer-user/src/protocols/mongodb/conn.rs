@@ -18,7 +18,8 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use super::bson::{self, Ctx};
-use crate::protocols::db::{DbCall, DbEvent, DbParser, DbProtocol};
+use crate::protocols::Protocol;
+use crate::protocols::db::{DbCall, DbEvent, DbParser};
 use crate::protocols::http::types::Mark;
 use crate::reassembly::Segment;
 
@@ -712,7 +713,7 @@ impl MongoParser {
         if !self.missing_reported && (self.dirs[0].mid_stream || self.dirs[1].mid_stream) {
             self.missing_reported = true;
             out.push(DbEvent::Session {
-                protocol: DbProtocol::Mongodb,
+                protocol: Protocol::Mongodb,
                 facts: json!({}),
                 missing: vec!["handshake".into(), "auth".into(), "compression".into()],
             });
@@ -909,7 +910,7 @@ impl MongoParser {
             None => (Vec::new(), false, None, None),
         };
         out.push(DbEvent::Call(Box::new(DbCall {
-            protocol: DbProtocol::Mongodb,
+            protocol: Protocol::Mongodb,
             index: p.index,
             method: p.method,
             detail: Value::Object(p.detail),
@@ -976,7 +977,7 @@ impl MongoParser {
         }
         if !facts.is_empty() {
             out.push(DbEvent::Session {
-                protocol: DbProtocol::Mongodb,
+                protocol: Protocol::Mongodb,
                 facts: Value::Object(facts),
                 missing: Vec::new(),
             });
@@ -1039,7 +1040,7 @@ impl DbParser for MongoParser {
         }
     }
 
-    fn protocol(&self) -> DbProtocol {
-        DbProtocol::Mongodb
+    fn protocol(&self) -> Protocol {
+        Protocol::Mongodb
     }
 }

@@ -8,7 +8,8 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
 use super::parse::{self, ColumnDef, cap, com};
-use crate::protocols::db::{DbCall, DbEvent, DbParser, DbProtocol};
+use crate::protocols::Protocol;
+use crate::protocols::db::{DbCall, DbEvent, DbParser};
 use crate::protocols::http::types::Mark;
 use crate::protocols::postgres::input::Input;
 use crate::reassembly::Segment;
@@ -340,7 +341,7 @@ impl MysqlParser {
         if self.session_dirty {
             self.session_dirty = false;
             out.push(DbEvent::Session {
-                protocol: DbProtocol::Mysql,
+                protocol: Protocol::Mysql,
                 facts: Value::Object(self.facts.clone()),
                 missing: self.missing.clone(),
             });
@@ -1248,7 +1249,7 @@ impl MysqlParser {
         self.index += 1;
         let tls = c.tls;
         out.push(DbEvent::Call(Box::new(DbCall {
-            protocol: DbProtocol::Mysql,
+            protocol: Protocol::Mysql,
             index,
             method,
             detail: Value::Object(d),
@@ -1342,7 +1343,7 @@ impl DbParser for MysqlParser {
         self.flush_session(out);
     }
 
-    fn protocol(&self) -> DbProtocol {
-        DbProtocol::Mysql
+    fn protocol(&self) -> Protocol {
+        Protocol::Mysql
     }
 }

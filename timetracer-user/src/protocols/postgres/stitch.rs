@@ -13,7 +13,8 @@ use super::parse::{
     plausible_at,
 };
 use super::types::decode_value;
-use crate::protocols::db::{DbCall, DbEvent, DbParser, DbProtocol};
+use crate::protocols::Protocol;
+use crate::protocols::db::{DbCall, DbEvent, DbParser};
 use crate::protocols::http::types::Mark;
 use crate::reassembly::Segment;
 
@@ -382,7 +383,7 @@ impl PgParser {
         if self.session_dirty {
             self.session_dirty = false;
             out.push(DbEvent::Session {
-                protocol: DbProtocol::Postgres,
+                protocol: Protocol::Postgres,
                 facts: Value::Object(self.facts.clone()),
                 missing: self.missing.clone(),
             });
@@ -1508,7 +1509,7 @@ impl PgParser {
         let index = self.index;
         self.index += 1;
         out.push(DbEvent::Call(Box::new(DbCall {
-            protocol: DbProtocol::Postgres,
+            protocol: Protocol::Postgres,
             index,
             method,
             detail,
@@ -1877,7 +1878,7 @@ impl DbParser for PgParser {
         self.flush_session(out);
     }
 
-    fn protocol(&self) -> DbProtocol {
-        DbProtocol::Postgres
+    fn protocol(&self) -> Protocol {
+        Protocol::Postgres
     }
 }

@@ -32,7 +32,8 @@ use serde_json::{Map, Value, json};
 
 use super::input::{Body, Dir, DirEvent, Msg};
 use super::resp::{self, Blob, Resp};
-use crate::protocols::db::{DbCall, DbEvent, DbParser, DbProtocol};
+use crate::protocols::Protocol;
+use crate::protocols::db::{DbCall, DbEvent, DbParser};
 use crate::protocols::http::types::Mark;
 use crate::reassembly::Segment;
 
@@ -168,7 +169,7 @@ impl RedisParser {
         if egress && self.dirs[0].mid_stream && !self.missing_reported {
             self.missing_reported = true;
             out.push(DbEvent::Session {
-                protocol: DbProtocol::Redis,
+                protocol: Protocol::Redis,
                 facts: json!({}),
                 missing: vec![
                     "handshake".into(),
@@ -608,7 +609,7 @@ impl RedisParser {
         };
         let facts_after = c.session_level;
         out.push(DbEvent::Call(Box::new(DbCall {
-            protocol: DbProtocol::Redis,
+            protocol: Protocol::Redis,
             index: c.index,
             method: c.method,
             detail: Value::Object(detail),
@@ -676,7 +677,7 @@ impl RedisParser {
         }
         if !facts.is_empty() {
             out.push(DbEvent::Session {
-                protocol: DbProtocol::Redis,
+                protocol: Protocol::Redis,
                 facts: Value::Object(facts),
                 missing: Vec::new(),
             });
@@ -696,7 +697,7 @@ impl RedisParser {
         }
         detail.insert("resp".into(), json!(self.resp));
         out.push(DbEvent::Call(Box::new(DbCall {
-            protocol: DbProtocol::Redis,
+            protocol: Protocol::Redis,
             index: self.next_index,
             method: "PUSH".into(),
             detail: Value::Object(detail),
@@ -832,7 +833,7 @@ impl DbParser for RedisParser {
         }
     }
 
-    fn protocol(&self) -> DbProtocol {
-        DbProtocol::Redis
+    fn protocol(&self) -> Protocol {
+        Protocol::Redis
     }
 }

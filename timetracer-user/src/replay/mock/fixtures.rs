@@ -14,7 +14,7 @@ pub(crate) fn destination(protocol: Protocol, files: &[&str]) -> (Arc<Destinatio
     for (i, f) in files.iter().enumerate() {
         let c = reader::read(&root.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
         for e in c.events {
-            if Protocol::of_event(&e) != Some(protocol) {
+            if crate::replay::ledger::mocked_protocol(&e) != Some(protocol) {
                 continue;
             }
             let remote = e

@@ -31,6 +31,12 @@ pub async fn serve(dest: Arc<Destination>, io: impl Io + 'static) -> anyhow::Res
         Protocol::Postgres => postgres::serve(dest, io).await,
         Protocol::Mysql => mysql::serve(dest, io).await,
         Protocol::Redis => redis::serve(dest, io).await,
+        // The registry says it is not replayable: the plan never makes a destination of it.
+        Protocol::Mongodb => anyhow::bail!(
+            "{} calls are not replayable: {:?}",
+            dest.protocol,
+            dest.protocol.spec().replay
+        ),
     }
 }
 
