@@ -133,6 +133,20 @@ async def redis_basic(tag: str = "x"):
     return {"ops": ops}
 
 
+@app.get("/big")
+async def big(tag: str = "x", size: int = 5000, rows: int = 200):
+    """A Redis value and a PostgreSQL row set larger than a small `--max-body` (issue #17)."""
+    ops = []
+    r = state["redis"]
+    value = ("v" * size)[:size]
+    await rcmd(ops, r, "SET", "fb:" + tag, value)
+    await rcmd(ops, r, "GET", "fb:" + tag)
+    await rcmd(ops, r, "DEL", "fb:" + tag)
+    async with state["pg"].acquire() as conn:
+        await sql(ops, conn, "SELECT g, repeat('r', 100) AS pad FROM generate_series(1, $1::int) g", rows)
+    return {"ops": ops}
+
+
 @app.get("/redis/pipeline")
 async def redis_pipeline(tag: str = "x"):
     ops = []

@@ -154,6 +154,17 @@ impl DbRun {
         name: &str,
         extra: &[(&str, &str)],
     ) -> Option<Self> {
+        Self::start_with(paths, app, name, extra, 1 << 20)
+    }
+
+    /// [`DbRun::start_with_env`] with `--max-body max_body`.
+    fn start_with(
+        paths: Paths,
+        app: DbApp,
+        name: &str,
+        extra: &[(&str, &str)],
+        max_body: usize,
+    ) -> Option<Self> {
         crate::require!(dbservers::missing_prerequisite(app.needs()), None);
         let dir = util::temp_dir(name);
         let root = dir.path().to_path_buf();
@@ -166,7 +177,7 @@ impl DbRun {
             "--out".into(),
             out.clone().into(),
             "--max-body".into(),
-            (1usize << 20).to_string().into(),
+            max_body.to_string().into(),
             "--".into(),
         ];
         args.extend(app.argv(&paths, port));
@@ -776,6 +787,116 @@ fn flask_psycopg_pymysql_redis_record() {
 
 /// The apps and servers alone (no agent): every endpoint answers 200 with the operations it
 /// ran, so a failure of the recorded tests is the recorder's, not the apps'.
+/// Issue #17: `--max-body` reaches the database parsers. A 5,000-byte Redis value and a
+/// 200-row PostgreSQL result recorded with `--max-body 1024` are stored cut, marked truncated,
+/// with their exact sizes (the value's `size`, `rows_total`).
+#[test]
+fn max_body_truncates_redis_values_and_pg_rows() {
+    const MAX: usize = 1024;
+    let paths = require_root!();
+    let Some(mut run) = DbRun::start_with(paths, DbApp::FastApi, "db_max_body", &[], MAX) else {
+        return;
+    };
+    let mut conn = HttpConn::connect(run.port).expect("connect to app");
+    let sent = run.send(&mut conn, "big?size=5000&rows=200", "m0");
+    conn.close();
+    run.stop_agent();
+    let dir = util::load_cassettes(&run.out);
+    let mut errs = dir.problems.clone();
+    if sent.status != 200 || sent.ops.len() != 4 {
+        errs.push(format!(
+            "the app failed: {} {}",
+            sent.status,
+            util::tail(&sent.body, 5)
+        ));
+    }
+    let cassettes: Vec<&Cassette> = dir
+        .cassettes
+        .iter()
+        .filter(|c| c.json["request"]["target"].as_str() == Some(sent.target.as_str()))
+        .collect();
+    let [c] = cassettes.as_slice() else {
+        run.fail(
+            &[format!("{} cassettes for {}", cassettes.len(), sent.target)],
+            Some(&dir),
+        );
+    };
+    let events = db_events(c);
+    let find = |method: &str| {
+        events
+            .iter()
+            .find(|e| e["signature"]["method"] == method)
+            .copied()
+    };
+    // A cut value: `{"text": prefix, "truncated": true, "size": 5000}`.
+    let cut_value = |what: &str, v: &Value, errs: &mut Vec<String>| {
+        let text = v["text"].as_str().unwrap_or("");
+        if v["truncated"] != true
+            || v["size"] != 5000
+            || text.is_empty()
+            || text.len() > MAX
+            || !text.bytes().all(|b| b == b'v')
+        {
+            errs.push(format!(
+                "{what}: {v} (want a prefix of at most {MAX} 'v's, truncated, size 5000)"
+            ));
+        }
+    };
+    match find("SET") {
+        Some(e) => {
+            cut_value("SET value", &e[shape::DETAIL][shape::ARGS][1], &mut errs);
+            if e["wire"]["truncated"] != true {
+                errs.push(format!(
+                    "SET: wire not marked truncated: {}",
+                    e["wire"]["truncated"]
+                ));
+            }
+        }
+        None => errs.push("no SET event".into()),
+    }
+    match find("GET") {
+        Some(e) => {
+            cut_value("GET reply", &e[shape::DETAIL][shape::REPLY], &mut errs);
+            if e["wire"]["truncated"] != true {
+                errs.push("GET: wire not marked truncated".into());
+            }
+        }
+        None => errs.push("no GET event".into()),
+    }
+    match events
+        .iter()
+        .find(|e| e["type"] == shape::SQL_EVENT && e["signature"]["method"] == "SELECT")
+    {
+        Some(e) => {
+            let d = &e[shape::DETAIL];
+            let kept = d[shape::ROWS].as_array().map_or(0, Vec::len);
+            if d["rows_total"] != 200 || d["rows_truncated"] != true || kept == 0 || kept >= 200 {
+                errs.push(format!(
+                    "SELECT: rows_total {} rows_truncated {} with {kept} rows kept (want 200, true, 1..200)",
+                    d["rows_total"], d["rows_truncated"]
+                ));
+            }
+            let wire = |k: &str| {
+                e["wire"][k]
+                    .as_str()
+                    .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                    .map_or(0, |b| b.len())
+            };
+            if e["wire"]["truncated"] != true || wire("response_b64") > MAX {
+                errs.push(format!(
+                    "SELECT: wire truncated {} with {} response bytes (limit {MAX})",
+                    e["wire"]["truncated"],
+                    wire("response_b64")
+                ));
+            }
+        }
+        None => errs.push("no SELECT event".into()),
+    }
+    if !errs.is_empty() {
+        run.fail(&errs, Some(&dir));
+    }
+}
+
 #[test]
 fn db_apps_work_without_agent() {
     // Root (to install and run the servers) and the venv; the agent is not needed.
