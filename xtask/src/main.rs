@@ -345,10 +345,8 @@ fn bench(args: &[OsString]) -> Result<()> {
                 .is_some_and(|a| a == flag || a.starts_with(&format!("{flag}=")))
         })
     };
-    // Help, version and `--report-from` only print: no root, no packages, no agent.
-    let measures = !["-h", "--help", "-V", "--version", "--report-from"]
-        .into_iter()
-        .any(has);
+    // Help and `--report-from` only print: no root, no packages, no agent.
+    let measures = !["-h", "--help", "--report-from"].into_iter().any(has);
     if measures {
         if !is_root() {
             bail!("the benchmark loads eBPF programs and pins processes: run it as root");
