@@ -1,10 +1,11 @@
-//! Project automation: `cargo xtask install | build | lint | toolchain | test | demo | bench`.
+//! Project automation: `cargo xtask install | build | lint | toolchain | test | demo | bench`
+//! (`bench` builds and runs the benchmark crate, bench/).
 //!
 //! Every command installs what it needs first, idempotently, so the README's two commands work
 //! on a fresh Debian 12 machine.
 use std::{
     env,
-    ffi::OsStr,
+    ffi::{OsStr, OsString},
     fs,
     io::{BufRead as _, BufReader, Read as _, Write as _},
     net::TcpStream,
@@ -16,7 +17,6 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
-mod bench;
 mod toolchain;
 
 #[derive(Parser)]
@@ -58,10 +58,14 @@ enum Cmd {
     Demo,
     /// Benchmarks (issue #11): overhead vs untraced and vs the Python tool, agent and kernel
     /// cost, tools. Needs root; results go to bench-results/. See docs/performance.md.
-    Bench(bench::BenchArgs),
-    /// Internal to `bench`: the synthetic HTTP server traced in the drop-onset runs.
-    #[command(hide = true)]
-    BenchServe(bench::load::ServeArgs),
+    /// Installs and builds what it needs, then runs target/release/timetracer-bench (crate
+    /// bench/) with ARGS; `cargo xtask bench --help` shows its options.
+    #[command(disable_help_flag = true)]
+    Bench {
+        /// Arguments of timetracer-bench, passed through unchanged.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -78,8 +82,7 @@ fn main() -> ExitCode {
             filter,
         } => test(host_only, all, long, filter.as_deref()),
         Cmd::Demo => demo(),
-        Cmd::Bench(args) => bench::run(&args),
-        Cmd::BenchServe(args) => bench::load::serve(&args),
+        Cmd::Bench { args } => bench(&args),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -105,7 +108,7 @@ fn cargo_bin_dir() -> PathBuf {
 }
 
 /// PATH with cargo's bin dir (bpf-linker) in front.
-fn path_env() -> std::ffi::OsString {
+fn path_env() -> OsString {
     let mut paths = vec![cargo_bin_dir()];
     if let Some(p) = env::var_os("PATH") {
         paths.extend(env::split_paths(&p));
@@ -329,6 +332,51 @@ fn strict(cmd: &mut Command) -> &mut Command {
         cmd.env("TIMETRACER_REQUIRE_PRIVILEGED", "1");
     }
     cmd
+}
+
+/// `cargo xtask bench ARGS`: what the benchmark runs (its Debian packages, the agent and the CLI,
+/// the bench venv, the runner and its synthetic server), then `target/release/timetracer-bench
+/// ARGS` in place of this process (Ctrl-C and the exit status are the runner's). The runner
+/// parses ARGS; this only looks for the options that change what to prepare.
+fn bench(args: &[OsString]) -> Result<()> {
+    let has = |flag: &str| {
+        args.iter().any(|a| {
+            a.to_str()
+                .is_some_and(|a| a == flag || a.starts_with(&format!("{flag}=")))
+        })
+    };
+    // Help and `--report-from` only print: no root, no packages, no agent.
+    let measures = !["-h", "--help", "--report-from"].into_iter().any(has);
+    if measures {
+        if !is_root() {
+            bail!("the benchmark loads eBPF programs and pins processes: run it as root");
+        }
+        // Load generator, bpftool, openssl, taskset; python3-venv for the bench venv.
+        apt_install(&["wrk", "bpftool", "openssl", "python3-venv", "util-linux"])?;
+        if !has("--no-build") {
+            if !toolchain::have_bpf_linker() {
+                install()?;
+            }
+            build()?;
+        }
+        ensure_venv(
+            &root().join("target/bench-venv"),
+            &root().join("tests/apps/bench/requirements.txt"),
+        )?;
+    }
+    // Always built: it has no eBPF and is quick when up to date; `bench-server` comes with it.
+    run(Command::new("cargo").current_dir(root()).args([
+        "build",
+        "--release",
+        "-p",
+        "timetracer-bench",
+    ]))?;
+    let runner = root().join("target/release/timetracer-bench");
+    let mut cmd = Command::new(&runner);
+    cmd.args(args);
+    eprintln!("xtask: $ {}", describe(&cmd));
+    let err = std::os::unix::process::CommandExt::exec(&mut cmd);
+    Err(err).with_context(|| format!("cannot run {}", runner.display()))
 }
 
 struct Guard(Child);

@@ -83,7 +83,8 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// The lines printed when the agent stops (`xtask bench` parses them: keep their shape).
+    /// The lines printed when the agent stops (the benchmark, bench/src/rig.rs, parses them: keep
+    /// their shape).
     #[must_use]
     pub fn lines(&self) -> Vec<String> {
         let c = &self.counters;
@@ -198,7 +199,7 @@ mod tests {
         }
     }
 
-    /// The shapes `xtask bench` and the tests read.
+    /// The shapes the benchmark (bench/) and the tests read.
     #[test]
     fn summary_and_status_shapes() {
         let mut s = Snapshot::default();

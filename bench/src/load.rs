@@ -6,7 +6,7 @@
 //! is due at `start + (k + i/conns) · conns/rate`). Latency is measured from the due time, not
 //! from the send, so a server that falls behind shows it (no coordinated omission, as wrk2).
 //!
-//! The synthetic server (`cargo xtask bench-serve`, hidden) is the traced process of the
+//! The synthetic server (the `bench-server` binary, [`serve`]) is the traced process of the
 //! drop-onset sweep: one CPython worker cannot produce more than ~20k messages/s on a 2-vCPU
 //! VM, this one can. It has the syscall shape of the FastAPI `/dep` endpoint (perf-anchors §2.4):
 //! per request it reads the request, writes one request to its upstream and reads the answer,
@@ -237,9 +237,14 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
     hay.windows(needle.len()).position(|w| w == needle)
 }
 
-/// Arguments of the hidden `cargo xtask bench-serve`.
-#[derive(Debug, clap::Args)]
-pub(crate) struct ServeArgs {
+/// Arguments of `bench-server`.
+#[derive(Debug, clap::Parser)]
+#[command(
+    name = "bench-server",
+    about = "The synthetic HTTP server that timetracer-bench traces in its drop-onset runs \
+             (5 captured messages per request with --upstream); runs until killed."
+)]
+pub struct ServeArgs {
     /// Port to listen on (127.0.0.1).
     #[arg(long)]
     port: u16,
@@ -251,7 +256,7 @@ pub(crate) struct ServeArgs {
 const BODY: &[u8] = br#"{"upstream_status":200,"len":106}"#;
 
 /// Runs the synthetic server until killed.
-pub(crate) fn serve(a: &ServeArgs) -> Result<()> {
+pub fn serve(a: &ServeArgs) -> Result<()> {
     let l = TcpListener::bind(("127.0.0.1", a.port)).context("bind")?;
     for s in l.incoming() {
         let Ok(s) = s else { continue };

@@ -1,29 +1,25 @@
-//! `cargo xtask bench` (issue #11): measures what recording costs, next to the Python tool.
-//!
-//! Groups (all by default, `--only` picks some):
-//! - `overhead`: uvicorn/FastAPI `/plain` and `/dep`, HTTP and HTTPS, untraced vs
-//!   `timetracer-agent attach` vs the Python `timetracer` 1.6.0 middleware, interleaved rounds;
-//! - `agent`: agent CPU per 10k messages/s and peak RSS at fixed rates; drop onset;
-//! - `kernel`: BPF run time per program and hook hits per request (`bpf_stats`);
-//! - `tools`: bytes per request vs the Python tool; `timetracer search` over a corpus;
-//! - `replay`: latency added per mocked call (when this build has `replay`).
+//! The benchmark's harness (issue #11), shared by the runner (`src/main.rs`, `timetracer-bench`)
+//! and the synthetic server it traces (`src/bin/bench-server.rs`, `bench-server`): the groups,
+//! the rig that starts and pins the processes, the load generators, the statistics and the
+//! report. [`run`] is the runner; [`load::serve`] is the server.
 //!
 //! Results: `bench-results/<timestamp>.json` and `.md`; the Markdown is printed too. The method
 //! is described in docs/performance.md.
 use std::{
-    fs,
+    env, fs,
+    path::{Path, PathBuf},
     process::Command,
     sync::atomic::{AtomicBool, Ordering},
     time::Instant,
 };
 
 use anyhow::{Context as _, Result, bail};
-use clap::ValueEnum;
+use clap::{Parser, ValueEnum};
 use serde_json::{Value, json};
 
 mod agent_cost;
 mod kernel;
-pub(crate) mod load;
+pub mod load;
 mod overhead;
 mod replay;
 mod report;
@@ -35,9 +31,16 @@ mod wrk;
 
 use rig::{Cpus, Env, Rig};
 
-/// Arguments of `cargo xtask bench`.
-#[derive(Debug, clap::Args)]
-pub(crate) struct BenchArgs {
+/// Arguments of the runner (`timetracer-bench`, also `cargo xtask bench`).
+#[derive(Debug, Parser)]
+#[command(
+    name = "timetracer-bench",
+    about = "Benchmarks timetracer (issue #11): overhead vs untraced and vs the Python tool, agent \
+             and kernel cost, tools. Needs root; results go to bench-results/. Run it with \
+             `sudo cargo xtask bench`, which installs and builds what it needs first. See \
+             docs/performance.md."
+)]
+pub struct BenchArgs {
     /// Short validation run (1 round × 2 s windows, shorter sweeps, 20,000 cassettes for the
     /// search): checks the harness, its numbers are indicative only.
     #[arg(long)]
@@ -58,7 +61,8 @@ pub(crate) struct BenchArgs {
     /// CPU, in percent.
     #[arg(long, default_value_t = 10.0)]
     noise_threshold: f64,
-    /// Use the binaries in target/release as they are (no `cargo build`).
+    /// Use timetracer-agent and timetracer in target/release as they are: `cargo xtask bench`
+    /// does not build them (the runner itself never builds anything).
     #[arg(long)]
     no_build: bool,
     /// Keep the scratch directory (logs, cassettes) instead of deleting it.
@@ -66,7 +70,7 @@ pub(crate) struct BenchArgs {
     keep: bool,
     /// Print the Markdown report of an existing results file (bench-results/*.json) and exit.
     #[arg(long, value_name = "JSON")]
-    report_from: Option<std::path::PathBuf>,
+    report_from: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -188,7 +192,41 @@ fn meta(env: &Env, plan: &Plan, ts: &str) -> Value {
     })
 }
 
-pub(crate) fn run(a: &BenchArgs) -> Result<()> {
+/// The workspace root: the benchmark runs the workspace's apps (tests/apps), agent and CLI
+/// (target/release) and writes bench-results/ there.
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
+}
+
+/// The synthetic server's binary: `bench-server`, built beside the runner (target/release).
+fn bench_server() -> Result<PathBuf> {
+    let me = env::current_exe().context("locating the timetracer-bench binary")?;
+    let path = me
+        .parent()
+        .context("the timetracer-bench binary has no directory")?
+        .join("bench-server");
+    if !path.is_file() {
+        bail!(
+            "{} is missing: build it with `cargo build --release -p timetracer-bench` \
+             (`cargo xtask bench` does)",
+            path.display()
+        );
+    }
+    Ok(path)
+}
+
+/// Whether `prog` is an executable file in a directory of PATH.
+fn on_path(prog: &str) -> bool {
+    env::var_os("PATH").is_some_and(|p| env::split_paths(&p).any(|d| d.join(prog).is_file()))
+}
+
+/// Runs the benchmark (or, with `--report-from`, only prints a report). What it runs must be
+/// there already: `cargo xtask bench` installs the tools and the venv and builds the agent and
+/// this crate, then calls this.
+pub fn run(a: &BenchArgs) -> Result<()> {
     if let Some(p) = &a.report_from {
         let text = fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
         let mut results: Value = serde_json::from_str(&text).context("results JSON")?;
@@ -196,10 +234,10 @@ pub(crate) fn run(a: &BenchArgs) -> Result<()> {
         println!("{}", report::markdown(&results));
         return Ok(());
     }
-    if !super::is_root() {
+    if !nix::unistd::geteuid().is_root() {
         bail!("the benchmark loads eBPF programs and pins processes: run it as root");
     }
-    let root = super::root();
+    let root = root();
     let plan = Plan::new(a);
     let now = time::OffsetDateTime::now_utc();
     let ts = now
@@ -218,16 +256,23 @@ pub(crate) fn run(a: &BenchArgs) -> Result<()> {
         json_path.display(),
         md_path.display()
     );
-    // Prerequisites: load generator, bpftool, openssl, the agent, the bench venv.
-    super::apt_install(&["wrk", "bpftool", "openssl", "python3-venv", "util-linux"])?;
-    if !a.no_build {
-        if !super::toolchain::have_bpf_linker() {
-            super::install()?;
-        }
-        super::build()?;
+    // Prerequisites, installed and built by `cargo xtask bench`: load generator, bpftool,
+    // openssl, taskset, the agent and the CLI, the synthetic server, the bench venv.
+    let missing: Vec<&str> = ["wrk", "bpftool", "openssl", "taskset"]
+        .into_iter()
+        .filter(|p| !on_path(p))
+        .collect();
+    if !missing.is_empty() {
+        bail!("{missing:?} not found on PATH: `sudo cargo xtask bench` installs them");
     }
+    let server = bench_server()?;
     let venv = root.join("target/bench-venv");
-    super::ensure_venv(&venv, &root.join("tests/apps/bench/requirements.txt"))?;
+    if !venv.join("bin/python").is_file() {
+        bail!(
+            "no bench venv at {}: `sudo cargo xtask bench` creates it",
+            venv.display()
+        );
+    }
     // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
     unsafe {
         nix::sys::signal::signal(
@@ -236,13 +281,14 @@ pub(crate) fn run(a: &BenchArgs) -> Result<()> {
         )
     }
     .context("installing the SIGINT handler")?;
-    let work = std::env::temp_dir().join(format!("timetracer-bench-{}", std::process::id()));
+    let work = env::temp_dir().join(format!("timetracer-bench-{}", std::process::id()));
     let _ = fs::remove_dir_all(&work);
     fs::create_dir_all(&work)?;
     let n = std::thread::available_parallelism().map_or(1, usize::from);
     let env = Env {
         agent: root.join("target/release/timetracer-agent"),
         cli: root.join("target/release/timetracer"),
+        server,
         root: root.clone(),
         venv,
         work: work.clone(),
@@ -251,7 +297,11 @@ pub(crate) fn run(a: &BenchArgs) -> Result<()> {
     };
     for b in [&env.agent, &env.cli] {
         if !b.is_file() {
-            bail!("{} is missing (run without --no-build)", b.display());
+            bail!(
+                "{} is missing: build it with `cargo xtask build` (`cargo xtask bench` does, \
+                 unless --no-build)",
+                b.display()
+            );
         }
     }
     let mut results = json!({"meta": meta(&env, &plan, &ts)});

@@ -62,6 +62,8 @@ pub(crate) struct Env {
     pub(crate) venv: PathBuf,
     pub(crate) agent: PathBuf,
     pub(crate) cli: PathBuf,
+    /// The synthetic server (`bench-server`, beside the runner).
+    pub(crate) server: PathBuf,
     /// The run's scratch directory (logs, cassettes, certificate).
     pub(crate) work: PathBuf,
     pub(crate) cpus: Cpus,
@@ -285,8 +287,8 @@ impl Rig {
         Ok(port)
     }
 
-    /// Starts the synthetic server (`cargo xtask bench-serve`) pinned to `cpus`; returns its
-    /// pid and port.
+    /// Starts the synthetic server (the `bench-server` binary) pinned to `cpus`; returns its pid
+    /// and port.
     pub(crate) fn synthetic(
         &mut self,
         name: &str,
@@ -294,9 +296,8 @@ impl Rig {
         upstream: Option<u16>,
     ) -> Result<(u32, u16)> {
         let port = free_port()?;
-        let me = std::env::current_exe().context("locating the xtask binary")?;
-        let mut cmd = pinned(cpus, me);
-        cmd.args(["bench-serve", "--port", &port.to_string()]);
+        let mut cmd = pinned(cpus, &self.env.server);
+        cmd.args(["--port", &port.to_string()]);
         if let Some(u) = upstream {
             cmd.args(["--upstream", &u.to_string()]);
         }

@@ -383,7 +383,7 @@ pub(crate) fn markdown(res: &Value) -> String {
         md,
         "Machine: {} CPUs ({}), kernel {}, {}. Pinning (taskset): app CPU {}, upstream CPU {}, \
          load generator CPU {}, agent CPU {}. Commit `{}`. Load: `wrk -t1 -c8 --latency` on \
-         loopback (closed loop); fixed rates: the xtask generator (8 connections).\n",
+         loopback (closed loop); fixed rates: the bench's generator (8 connections).\n",
         cpus["cpus"],
         meta["cpu_model"].as_str().unwrap_or("?"),
         meta["kernel"].as_str().unwrap_or("?"),
@@ -561,7 +561,7 @@ fn agent_md(res: &Value, md: &mut String) {
     }
     let _ = writeln!(
         md,
-        "\nDrop onset: the synthetic `/dep`-shaped server (`cargo xtask bench-serve`, {} \
+        "\nDrop onset: the synthetic `/dep`-shaped server (`bench-server`, {} \
          messages per request) traced at increasing rates; `record` writes every cassette, \
          `capture-only` is `--sample-rate 0` (capture, reassembly, parsing, correlation; no \
          cassette):\n\n\
