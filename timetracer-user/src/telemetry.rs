@@ -183,23 +183,6 @@ impl Snapshot {
     }
 }
 
-/// Human-readable byte count.
-#[must_use]
-pub fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -212,7 +195,6 @@ mod tests {
         c.add(Counter::Bytes, 5);
         assert_eq!(c.get(Counter::LateCalls), 3);
         assert_eq!(c.snapshot().get(Counter::Bytes), 5);
-        assert_eq!(human_bytes(2048), "2.0 KiB");
     }
 
     #[test]

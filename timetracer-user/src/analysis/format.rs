@@ -54,16 +54,21 @@ pub fn fmt_pct_change(a: f64, b: f64) -> String {
     }
 }
 
-/// `512 B`, `1.2 KiB`, `3.4 MiB`.
+/// `512 B`, `1.2 KiB`, `3.4 MiB`, `5.0 GiB`: every byte count the product shows (dashboard,
+/// TUI, status line, exit summary).
 #[must_use]
 pub fn fmt_bytes(n: u64) -> String {
+    const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];
     if n < 1024 {
-        format!("{n} B")
-    } else if n < 1024 * 1024 {
-        format!("{:.1} KiB", n as f64 / 1024.0)
-    } else {
-        format!("{:.1} MiB", n as f64 / (1024.0 * 1024.0))
+        return format!("{n} B");
     }
+    let mut v = n as f64 / 1024.0;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    format!("{v:.1} {}", UNITS[u])
 }
 
 /// `2026-11-22 23:28:08.792 UTC` from RFC 3339 (shown as given when it does not look like one).
@@ -134,6 +139,9 @@ mod tests {
         assert_eq!(fmt_bytes(512), "512 B");
         assert_eq!(fmt_bytes(2048), "2.0 KiB");
         assert_eq!(fmt_bytes(3 * 1024 * 1024), "3.0 MiB");
+        assert_eq!(fmt_bytes(5 << 30), "5.0 GiB");
+        assert_eq!(fmt_bytes(3 << 40), "3.0 TiB");
+        assert_eq!(fmt_bytes(1023 << 10), "1023.0 KiB");
         assert_eq!(
             fmt_time("2026-11-22T23:28:08.792058+00:00"),
             "2026-11-22 23:28:08.792 UTC"

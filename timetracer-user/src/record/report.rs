@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::live::LiveStats;
-use crate::telemetry::{Counter, Group, Snapshot, human_bytes};
+use crate::analysis::format::fmt_bytes;
+use crate::telemetry::{Counter, Group, Snapshot};
 
 /// The kernel's drop counters summed over CPUs: (reason, events, bytes).
 pub type KernelDrops = Vec<(&'static str, u64, u64)>;
@@ -40,7 +41,7 @@ pub fn status_line(counters: &Snapshot, kernel: &KernelDrops, open_connections: 
 /// A total as the status line shows it (`12 requests`, `1.2 MiB`).
 fn total(c: Counter, n: u64) -> String {
     match c {
-        Counter::Bytes => human_bytes(n),
+        Counter::Bytes => fmt_bytes(n),
         _ => format!("{n} {}", c.name()),
     }
 }
@@ -95,13 +96,13 @@ impl Summary {
             c.get(Counter::Cassettes),
             self.out.display(),
             c.get(Counter::Events),
-            human_bytes(c.get(Counter::Bytes)),
+            fmt_bytes(c.get(Counter::Bytes)),
         )];
         let lost: Vec<String> = self
             .kernel_drops
             .iter()
             .filter(|(_, ev, by)| *ev > 0 || *by > 0)
-            .map(|(n, ev, by)| format!("{n}={ev} ({})", human_bytes(*by)))
+            .map(|(n, ev, by)| format!("{n}={ev} ({})", fmt_bytes(*by)))
             .collect();
         out.push(format!(
             "timetracer-agent: kernel drops: {}",

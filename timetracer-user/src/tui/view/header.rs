@@ -6,7 +6,7 @@ use ratatui::text::{Line, Span};
 use ratatui::widgets::Paragraph;
 
 use super::{fmt_rate, fmt_uptime};
-use crate::telemetry::human_bytes;
+use crate::analysis::format::fmt_bytes;
 use crate::tui::state::State;
 
 /// Draws the three header lines.
@@ -67,7 +67,7 @@ fn lines(state: &State) -> Vec<Line<'static>> {
         Span::raw(format!(
             "  {} events/s  {}/s",
             fmt_rate(r.events),
-            human_bytes(r.bytes as u64)
+            fmt_bytes(r.bytes as u64)
         )),
     ];
     if let Some(s) = state.stats() {
