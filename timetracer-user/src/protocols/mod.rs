@@ -13,6 +13,7 @@
 //! Redaction stays where it acts today: HTTP messages are redacted by the cassette builder with
 //! the user's policy; credentials of the database protocols are removed by their parsers
 //! before an event leaves them (AUTH arguments, password messages, SASL payloads).
+pub(crate) mod cursor;
 pub mod db;
 pub mod detect;
 pub mod http;

@@ -31,6 +31,7 @@ use bytes::Bytes;
 
 use super::parse::{self, Verdict};
 use super::types::{Exchange, Framing, HttpEvent, HttpMessage, Mark, Side, StartLine};
+use crate::protocols::cursor::StreamCursor;
 use crate::reassembly::Segment;
 
 /// Parser limits.
@@ -59,84 +60,6 @@ const MAX_WAITING: usize = 1024;
 
 const REQ: usize = 0;
 const RESP: usize = 1;
-
-/// Unconsumed bytes of one direction, with the chunks they came from (for [`Mark`]s).
-#[derive(Debug, Default)]
-struct Input {
-    buf: Vec<u8>,
-    off: usize,
-    /// Stream position of `buf[0]`.
-    base: u64,
-    /// Chunk starts `(pos, ts_ns, tid)` covering `buf`, ascending.
-    marks: VecDeque<(u64, u64, u32)>,
-    /// Next expected stream position (`None` before the first segment).
-    end: Option<u64>,
-}
-
-impl Input {
-    fn pos(&self) -> u64 {
-        self.base + self.off as u64
-    }
-    fn avail(&self) -> &[u8] {
-        &self.buf[self.off..]
-    }
-    fn consume(&mut self, n: usize) {
-        self.off = (self.off + n).min(self.buf.len());
-    }
-    fn mark_at(&self, pos: u64) -> Mark {
-        self.marks
-            .iter()
-            .rev()
-            .find(|m| m.0 <= pos)
-            .or(self.marks.front())
-            .map_or(
-                Mark {
-                    ts_ns: 0,
-                    tid: 0,
-                    pos,
-                },
-                |m| Mark {
-                    ts_ns: m.1,
-                    tid: m.2,
-                    pos,
-                },
-            )
-    }
-    fn is_chunk_start(&self, pos: u64) -> bool {
-        self.marks.iter().any(|m| m.0 == pos)
-    }
-    fn next_chunk_start(&self, pos: u64) -> Option<u64> {
-        self.marks.iter().map(|m| m.0).find(|p| *p > pos)
-    }
-    fn compact(&mut self) {
-        if self.off > 0 {
-            self.buf.drain(..self.off);
-            self.base += self.off as u64;
-            self.off = 0;
-        }
-        while self.marks.len() >= 2 && self.marks[1].0 <= self.base {
-            self.marks.pop_front();
-        }
-    }
-    fn append(&mut self, pos: u64, data: &[u8], ts_ns: u64, tid: u32) {
-        self.compact();
-        if self.buf.is_empty() {
-            self.base = pos;
-            self.marks.clear();
-        }
-        self.buf.extend_from_slice(data);
-        self.marks.push_back((pos, ts_ns, tid));
-        self.end = Some(pos + data.len() as u64);
-    }
-    /// Drop everything unconsumed; the stream continues at `to`.
-    fn skip_to(&mut self, to: u64) {
-        self.buf.clear();
-        self.off = 0;
-        self.base = to;
-        self.marks.clear();
-        self.end = Some(to);
-    }
-}
 
 /// Where a message goes once complete.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -217,7 +140,7 @@ enum Ev {
 struct Dir {
     requests: bool,
     egress: bool,
-    inp: Input,
+    inp: StreamCursor,
     st: St,
     cur: Option<Building>,
     /// First byte of the message whose start line was found.
@@ -257,7 +180,7 @@ impl Dir {
         Self {
             requests,
             egress,
-            inp: Input::default(),
+            inp: StreamCursor::default(),
             st: St::Start,
             cur: None,
             first: Mark::default(),
@@ -288,7 +211,7 @@ impl Dir {
         let last = self.inp.mark_at(self.inp.pos() + n as u64 - 1);
         if let Some(b) = self.cur.as_mut() {
             if body {
-                let data = &self.inp.buf[self.inp.off..self.inp.off + n];
+                let data = &self.inp.avail()[..n];
                 b.msg.body_size += n as u64;
                 let room = max_body.saturating_sub(b.body.len());
                 if n > room {
@@ -299,7 +222,7 @@ impl Dir {
             b.msg.last = last;
             b.end += n as u64;
         }
-        self.inp.consume(n);
+        self.inp.skip(n);
     }
 
     /// Hand out the message being built.
@@ -317,7 +240,7 @@ impl Dir {
         let ev = match self.cur.take().map(|b| b.route) {
             Some(route @ (Route::Final(_) | Route::Interim(_))) => self.partial_response(route, 1),
             _ => {
-                self.inp.consume(1);
+                self.inp.skip(1);
                 None
             }
         };
@@ -358,7 +281,7 @@ impl Dir {
             route,
             end: self.inp.pos() + n as u64,
         });
-        self.inp.consume(n);
+        self.inp.skip(n);
         self.finish(true)
     }
 
@@ -376,7 +299,7 @@ impl Dir {
                         .iter()
                         .take_while(|c| matches!(c, b'\r' | b'\n'))
                         .count();
-                    self.inp.consume(ws);
+                    self.inp.skip(ws);
                     let a = self.inp.avail();
                     if a.is_empty() {
                         return None;
@@ -442,7 +365,7 @@ impl Dir {
                     } else {
                         true
                     };
-                    self.inp.consume(i);
+                    self.inp.skip(i);
                     let skipped = skipped + i as u64;
                     if found == Some(Verdict::Yes) {
                         self.st = St::Idle;
@@ -648,7 +571,8 @@ impl Dir {
     /// `len` bytes at the current end of input will never arrive. Input must have been
     /// stepped until it needed more.
     fn gap(&mut self, len: u64, out: &mut Vec<Ev>) {
-        let pos = self.inp.end.unwrap_or(self.inp.base);
+        // (no end yet: nothing arrived, the position is the start)
+        let pos = self.inp.end().unwrap_or(self.inp.pos());
         let pending = self.inp.avail().len() as u64;
         match self.st {
             St::Done => {}
@@ -721,7 +645,7 @@ impl Dir {
                 out.extend(self.finish(true));
             }
         }
-        self.inp.skip_to(pos + len);
+        self.inp.reset_to(pos + len);
     }
 
     /// End of input: finish what can be finished.
@@ -756,7 +680,7 @@ impl Dir {
             St::Close | St::Complete => out.extend(self.finish(false)),
             St::Length(_) | St::Chunked(_) | St::AwaitFraming => out.extend(self.finish(true)),
         }
-        self.inp.skip_to(self.inp.end.unwrap_or(0));
+        self.inp.reset_to(self.inp.end().unwrap_or(0));
         self.st = St::Done;
     }
 }
@@ -912,24 +836,23 @@ impl HttpConn {
         match seg {
             Segment::Data(c) => {
                 d.queued_bytes = d.queued_bytes.saturating_sub(c.data.len() as u64);
-                let end = d.inp.end.unwrap_or(c.pos);
+                let end = d.inp.end().unwrap_or(c.pos);
                 let c_end = c.pos + c.data.len() as u64;
                 if c.pos > end {
                     // A hole the stream did not report: treat it as a gap.
                     d.gap(c.pos - end, &mut evs);
                 }
                 if c_end > end.max(c.pos) {
-                    let skip = usize::try_from(end.saturating_sub(c.pos)).unwrap_or(usize::MAX);
-                    d.inp
-                        .append(c.pos + skip as u64, &c.data[skip..], c.ts_ns, c.tid);
+                    // (bytes before `end` were seen already: the cursor keeps the new ones)
+                    d.inp.append(&c);
                 }
             }
             Segment::Gap { pos, len } => {
-                let end = d.inp.end.unwrap_or(pos);
+                let end = d.inp.end().unwrap_or(pos);
                 let g_end = pos.saturating_add(len);
                 if g_end > end {
-                    if d.inp.end.is_none() {
-                        d.inp.skip_to(end);
+                    if d.inp.end().is_none() {
+                        d.inp.reset_to(end);
                     }
                     d.gap(g_end - end, &mut evs);
                 }
@@ -1167,7 +1090,7 @@ impl HttpConn {
             d.st = St::Done;
             d.queue.clear();
             d.queued_bytes = 0;
-            d.inp.skip_to(d.inp.end.unwrap_or(0));
+            d.inp.reset_to(d.inp.end().unwrap_or(0));
         }
         self.upgraded = true;
         out.push(HttpEvent::Upgraded { index, bytes_after });

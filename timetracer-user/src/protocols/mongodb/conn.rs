@@ -19,6 +19,7 @@ use serde_json::{Map, Value, json};
 
 use super::bson::{self, Ctx};
 use crate::protocols::Protocol;
+use crate::protocols::cursor::StreamCursor;
 use crate::protocols::db::{DbCall, DbEvent, DbParser};
 use crate::protocols::http::types::Mark;
 use crate::reassembly::Segment;
@@ -133,11 +134,7 @@ enum St {
 #[derive(Debug)]
 struct Dir {
     egress: bool,
-    buf: Vec<u8>,
-    /// Stream position of `buf[0]`.
-    base: u64,
-    marks: VecDeque<(u64, u64, u32)>,
-    end: Option<u64>,
+    inp: StreamCursor,
     st: St,
     cur: Option<Message>,
     max_bytes: usize,
@@ -153,46 +150,11 @@ impl Dir {
     fn new(egress: bool, max_bytes: usize) -> Self {
         Self {
             egress,
-            buf: Vec::new(),
-            base: 0,
-            marks: VecDeque::new(),
-            end: None,
+            inp: StreamCursor::default(),
             st: St::Start,
             cur: None,
             max_bytes: max_bytes.max(64),
             mid_stream: false,
-        }
-    }
-
-    fn mark_at(&self, pos: u64) -> Mark {
-        let m = self
-            .marks
-            .iter()
-            .rev()
-            .find(|m| m.0 <= pos)
-            .or(self.marks.front());
-        m.map_or(
-            Mark {
-                ts_ns: 0,
-                tid: 0,
-                pos,
-            },
-            |m| Mark {
-                ts_ns: m.1,
-                tid: m.2,
-                pos,
-            },
-        )
-    }
-
-    fn consume(&mut self, n: usize) {
-        let n = n.min(self.buf.len());
-        self.buf.drain(..n);
-        self.base += n as u64;
-        // Keep the mark covering the current message's first byte.
-        let keep_from = self.cur.as_ref().map_or(self.base, |m| m.first.pos);
-        while self.marks.len() >= 2 && self.marks[1].0 <= keep_from {
-            self.marks.pop_front();
         }
     }
 
@@ -202,11 +164,9 @@ impl Dir {
                 if c.data.is_empty() {
                     return;
                 }
-                let mut pos = c.pos;
-                let mut data: &[u8] = &c.data;
-                match self.end {
+                let pos = c.pos;
+                match self.inp.end() {
                     None => {
-                        self.base = pos;
                         if pos > 0 {
                             self.mid_stream = true;
                             self.st = St::Resync {
@@ -217,27 +177,16 @@ impl Dir {
                             self.st = St::Sync;
                         }
                     }
-                    Some(e) if pos < e => {
-                        let skip = usize::try_from(e - pos).unwrap_or(usize::MAX);
-                        data = data.get(skip..).unwrap_or_default();
-                        pos = e;
-                        if data.is_empty() {
-                            return;
-                        }
-                    }
+                    // Overlap: the cursor keeps the new part; nothing new, nothing to do.
+                    Some(e) if pos.saturating_add(c.data.len() as u64) <= e => return,
                     Some(e) if pos > e => self.lose(e, pos - e, out),
                     Some(_) => {}
                 }
-                if self.buf.is_empty() {
-                    self.base = pos;
-                }
-                self.buf.extend_from_slice(data);
-                self.marks.push_back((pos, c.ts_ns, c.tid));
-                self.end = Some(pos + data.len() as u64);
+                self.inp.append(&c);
                 self.run(out);
             }
             Segment::Gap { pos, len } => {
-                if self.end.is_none() {
+                if self.inp.end().is_none() {
                     self.mid_stream = true;
                 }
                 self.lose(pos, len, out);
@@ -246,7 +195,7 @@ impl Dir {
     }
 
     fn lose(&mut self, pos: u64, len: u64, out: &mut Vec<DirEv>) {
-        let pending = self.buf.len() as u64
+        let pending = self.inp.len() as u64
             + self.cur.take().map_or(0, |m| m.raw.len() as u64)
             + match self.st {
                 St::Resync { skipped, .. } => skipped,
@@ -255,10 +204,7 @@ impl Dir {
         if pending > 0 {
             out.push(DirEv::Skipped(pending, "gap"));
         }
-        self.buf.clear();
-        self.marks.clear();
-        self.base = pos.saturating_add(len);
-        self.end = Some(self.base);
+        self.inp.reset_to(pos.saturating_add(len));
         self.st = St::Resync {
             reason: "gap",
             skipped: 0,
@@ -266,7 +212,7 @@ impl Dir {
     }
 
     fn close(&mut self, out: &mut Vec<DirEv>) {
-        let pending = self.buf.len() as u64
+        let pending = self.inp.len() as u64
             + self.cur.take().map_or(0, |m| m.raw.len() as u64)
             + match self.st {
                 St::Resync { skipped, .. } => skipped,
@@ -279,14 +225,14 @@ impl Dir {
             };
             out.push(DirEv::Skipped(pending, reason));
         }
-        self.buf.clear();
+        self.inp.clear();
     }
 
     fn run(&mut self, out: &mut Vec<DirEv>) {
         loop {
             match self.st {
                 St::Start => return,
-                St::Sync => match header_ok(&self.buf, self.egress) {
+                St::Sync => match header_ok(self.inp.avail(), self.egress) {
                     None => return,
                     Some(false) => {
                         self.st = St::Resync {
@@ -295,16 +241,10 @@ impl Dir {
                         };
                     }
                     Some(true) => {
-                        let h = |i: usize| {
-                            i32::from_le_bytes([
-                                self.buf[i],
-                                self.buf[i + 1],
-                                self.buf[i + 2],
-                                self.buf[i + 3],
-                            ])
-                        };
+                        let b = self.inp.avail();
+                        let h = |i: usize| i32::from_le_bytes([b[i], b[i + 1], b[i + 2], b[i + 3]]);
                         let len = usize::try_from(h(0)).unwrap_or(0);
-                        let first = self.mark_at(self.base);
+                        let first = self.inp.mark_at(self.inp.pos());
                         self.cur = Some(Message {
                             req_id: h(4),
                             resp_to: h(8),
@@ -318,19 +258,19 @@ impl Dir {
                     }
                 },
                 St::Body { left } => {
-                    if self.buf.is_empty() {
+                    if self.inp.len() == 0 {
                         return;
                     }
-                    let take = left.min(self.buf.len());
-                    let last = self.mark_at(self.base + take as u64 - 1);
+                    let take = left.min(self.inp.len());
+                    let last = self.inp.mark_at(self.inp.pos() + take as u64 - 1);
                     let Some(m) = self.cur.as_mut() else {
                         self.st = St::Sync;
                         continue;
                     };
                     let room = self.max_bytes.saturating_sub(m.raw.len()).min(take);
-                    m.raw.extend_from_slice(&self.buf[..room]);
+                    m.raw.extend_from_slice(&self.inp.avail()[..room]);
                     m.last = last;
-                    self.consume(take);
+                    self.inp.skip(take);
                     if left > take {
                         self.st = St::Body { left: left - take };
                         return;
@@ -343,8 +283,8 @@ impl Dir {
                 St::Resync { reason, skipped } => {
                     let mut p = 0;
                     let mut found = false;
-                    while p < self.buf.len() {
-                        match header_ok(&self.buf[p..], self.egress) {
+                    while p < self.inp.len() {
+                        match header_ok(&self.inp.avail()[p..], self.egress) {
                             Some(true) => {
                                 found = true;
                                 break;
@@ -353,7 +293,7 @@ impl Dir {
                             Some(false) => p += 1,
                         }
                     }
-                    self.consume(p);
+                    self.inp.skip(p);
                     let skipped = skipped + p as u64;
                     if found {
                         if skipped > 0 {

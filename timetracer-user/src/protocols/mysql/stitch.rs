@@ -9,9 +9,9 @@ use serde_json::{Map, Value, json};
 
 use super::parse::{self, ColumnDef, cap, com};
 use crate::protocols::Protocol;
+use crate::protocols::cursor::StreamCursor;
 use crate::protocols::db::{DbCall, DbEvent, DbParser};
 use crate::protocols::http::types::Mark;
-use crate::protocols::postgres::input::Input;
 use crate::reassembly::Segment;
 
 /// Parser limits.
@@ -78,7 +78,7 @@ struct Partial {
 
 #[derive(Debug)]
 struct Dir {
-    inp: Input,
+    inp: StreamCursor,
     st: Frm,
     partial: Option<Partial>,
     q: VecDeque<Pkt>,
@@ -87,7 +87,7 @@ struct Dir {
 impl Dir {
     fn new() -> Self {
         Self {
-            inp: Input::default(),
+            inp: StreamCursor::default(),
             st: Frm::Start,
             partial: None,
             q: VecDeque::new(),
@@ -1274,8 +1274,8 @@ impl MysqlParser {
 
     fn gap(&mut self, client: bool, pos: u64, len: u64, out: &mut Vec<DbEvent>) {
         let d = if client { &mut self.cl } else { &mut self.sv };
-        let dropped =
-            d.inp.gap(pos.saturating_add(len)) + d.partial.take().map_or(0, |p| p.raw.len() as u64);
+        let dropped = d.inp.reset_to(pos.saturating_add(len))
+            + d.partial.take().map_or(0, |p| p.raw.len() as u64);
         out.push(DbEvent::Skipped {
             egress: client,
             bytes: dropped + len,

@@ -2,7 +2,6 @@
 //! per statement execution (simple `Query`, or an extended-protocol group ending in `Execute`),
 //! plus startup/authentication and session facts. Format of `detail`: `docs/protocols/postgres.md`.
 pub mod detect;
-pub(crate) mod input;
 pub mod parse;
 pub mod stitch;
 pub mod types;

@@ -7,13 +7,13 @@ use std::collections::{HashMap, VecDeque};
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 
-use super::input::Input;
 use super::parse::{
     self, Bind, Column, Frame, Kind, MAX_BUFFERED, Msg, format_of, frame_typed, frame_untyped,
     plausible_at,
 };
 use super::types::decode_value;
 use crate::protocols::Protocol;
+use crate::protocols::cursor::StreamCursor;
 use crate::protocols::db::{DbCall, DbEvent, DbParser};
 use crate::protocols::http::types::Mark;
 use crate::reassembly::Segment;
@@ -309,8 +309,8 @@ fn columns_json(cols: &[Column]) -> Value {
 #[derive(Debug)]
 pub struct PgParser {
     opts: PgOptions,
-    fe_in: Input,
-    be_in: Input,
+    fe_in: StreamCursor,
+    be_in: StreamCursor,
     fe_state: FeState,
     be_state: BeState,
     answers_expected: u32,
@@ -341,8 +341,8 @@ impl PgParser {
     pub fn new(opts: PgOptions) -> Self {
         Self {
             opts,
-            fe_in: Input::default(),
-            be_in: Input::default(),
+            fe_in: StreamCursor::default(),
+            be_in: StreamCursor::default(),
             fe_state: FeState::Start,
             be_state: BeState::Start,
             answers_expected: 0,
@@ -430,7 +430,7 @@ impl PgParser {
 
     // ---- framing -------------------------------------------------------------------------
 
-    fn take_msg(inp: &mut Input, kind: Kind, len: u64) -> Option<Msg> {
+    fn take_msg(inp: &mut StreamCursor, kind: Kind, len: u64) -> Option<Msg> {
         if len > MAX_BUFFERED as u64 {
             let hdr = usize::try_from(len)
                 .unwrap_or(usize::MAX)
@@ -466,7 +466,12 @@ impl PgParser {
     }
 
     /// Scans for the next plausible typed message; returns whether one was found.
-    fn resync(inp: &mut Input, frontend: bool, egress: bool, out: &mut Vec<DbEvent>) -> bool {
+    fn resync(
+        inp: &mut StreamCursor,
+        frontend: bool,
+        egress: bool,
+        out: &mut Vec<DbEvent>,
+    ) -> bool {
         let b = inp.avail();
         let mut i = 0;
         let mut found = None;
@@ -615,7 +620,7 @@ impl PgParser {
                 }
                 BeState::Start => {
                     let b = self.be_in.avail();
-                    if !self.fe_in.seen
+                    if !self.fe_in.seen()
                         && matches!(b[0], b'S' | b'N' | b'G')
                         && b.len() < MAX_EARLY_BACKEND
                     {
@@ -1782,7 +1787,7 @@ impl PgParser {
         } else {
             &mut self.be_in
         };
-        let dropped = inp.gap(pos.saturating_add(len));
+        let dropped = inp.reset_to(pos.saturating_add(len));
         out.push(DbEvent::Skipped {
             egress,
             bytes: dropped + len,

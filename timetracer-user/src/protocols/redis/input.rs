@@ -1,9 +1,8 @@
 //! One direction of a Redis connection: unconsumed bytes with the chunk boundaries they came
-//! from, framing into whole messages (commands or replies) with a streaming reader, resync
+//! from (a [`StreamCursor`]), framing into whole messages (commands or replies) with a streaming reader, resync
 //! after gaps and garbage, and raw-byte capture.
-use std::collections::VecDeque;
-
 use super::resp::{self, Blob, Reader, Resp, Step};
+use crate::protocols::cursor::StreamCursor;
 use crate::protocols::http::types::Mark;
 use crate::reassembly::Segment;
 
@@ -66,14 +65,8 @@ enum Framer {
 #[derive(Debug)]
 pub(super) struct Dir {
     pub(super) egress: bool,
-    buf: Vec<u8>,
-    off: usize,
-    /// Stream position of `buf[0]`.
-    base: u64,
-    /// Chunk starts `(pos, ts_ns, tid)` covering `buf` (and the message in progress).
-    marks: VecDeque<(u64, u64, u32)>,
-    /// Next expected stream position.
-    end: Option<u64>,
+    /// Unconsumed bytes; marks are kept for the message in progress too.
+    inp: StreamCursor,
     st: St,
     framer: Framer,
     /// The message in progress: first position, raw bytes (capped), bytes consumed.
@@ -91,11 +84,7 @@ impl Dir {
     pub(super) fn new(egress: bool, max_bytes: usize) -> Self {
         Self {
             egress,
-            buf: Vec::new(),
-            off: 0,
-            base: 0,
-            marks: VecDeque::new(),
-            end: None,
+            inp: StreamCursor::default(),
             st: St::Start,
             framer: if egress {
                 Framer::Commands {
@@ -119,52 +108,6 @@ impl Dir {
         match &mut self.framer {
             Framer::Replies(r) => r.take_resp3(),
             Framer::Commands { .. } => false,
-        }
-    }
-
-    fn pos(&self) -> u64 {
-        self.base + self.off as u64
-    }
-
-    fn mark_at(&self, pos: u64) -> Mark {
-        let m = self
-            .marks
-            .iter()
-            .rev()
-            .find(|m| m.0 <= pos)
-            .or(self.marks.front());
-        m.map_or(
-            Mark {
-                ts_ns: 0,
-                tid: 0,
-                pos,
-            },
-            |m| Mark {
-                ts_ns: m.1,
-                tid: m.2,
-                pos,
-            },
-        )
-    }
-
-    fn is_chunk_start(&self, pos: u64) -> bool {
-        self.marks.iter().any(|m| m.0 == pos)
-    }
-
-    fn compact(&mut self) {
-        if self.off > 0 {
-            self.buf.drain(..self.off);
-            self.base += self.off as u64;
-            self.off = 0;
-        }
-        // Keep the marks of the message in progress.
-        let keep_from = if self.reader_idle() {
-            self.base
-        } else {
-            self.msg_start.min(self.base)
-        };
-        while self.marks.len() >= 2 && self.marks[1].0 <= keep_from {
-            self.marks.pop_front();
         }
     }
 
@@ -192,9 +135,8 @@ impl Dir {
                 if c.data.is_empty() {
                     return;
                 }
-                let mut pos = c.pos;
-                let mut data: &[u8] = &c.data;
-                match self.end {
+                let pos = c.pos;
+                match self.inp.end() {
                     None => {
                         if pos > 0 {
                             self.mid_stream = true;
@@ -210,30 +152,20 @@ impl Dir {
                             };
                         }
                     }
-                    Some(e) if pos < e => {
-                        // Overlap (should not happen after reassembly): keep the new part.
-                        let skip = usize::try_from(e - pos).unwrap_or(usize::MAX);
-                        data = data.get(skip..).unwrap_or_default();
-                        pos = e;
-                        if data.is_empty() {
-                            return;
-                        }
-                    }
+                    // Overlap (should not happen after reassembly): the cursor keeps the new
+                    // part; nothing new, nothing to do.
+                    Some(e) if pos.saturating_add(c.data.len() as u64) <= e => return,
                     Some(e) if pos > e => self.lose(e, pos - e, out),
                     Some(_) => {}
                 }
-                self.compact();
-                if self.buf.is_empty() {
-                    self.base = pos;
-                    self.off = 0;
-                }
-                self.buf.extend_from_slice(data);
-                self.marks.push_back((pos, c.ts_ns, c.tid));
-                self.end = Some(pos + data.len() as u64);
+                // The first mark of the message in progress is asked for when it ends.
+                let keep = (!self.reader_idle()).then_some(self.msg_start);
+                self.inp.keep_marks_from(keep);
+                self.inp.append(&c);
                 self.run(out);
             }
             Segment::Gap { pos, len } => {
-                if self.end.is_none() {
+                if self.inp.end().is_none() {
                     self.mid_stream = true;
                 }
                 self.lose(pos, len, out);
@@ -243,7 +175,7 @@ impl Dir {
 
     /// `len` bytes at `pos` will never arrive: drop the partial message, resync after them.
     fn lose(&mut self, pos: u64, len: u64, out: &mut Vec<DirEvent>) {
-        let pending = (self.buf.len() - self.off) as u64;
+        let pending = self.inp.len() as u64;
         match self.st {
             St::Resync { skipped, reason } => {
                 if skipped + pending > 0 {
@@ -258,11 +190,7 @@ impl Dir {
             }
         }
         self.reset_reader();
-        self.buf.clear();
-        self.off = 0;
-        self.marks.clear();
-        self.base = pos.saturating_add(len);
-        self.end = Some(self.base);
+        self.inp.reset_to(pos.saturating_add(len));
         self.after_nl = false;
         self.st = St::Resync {
             reason: "gap",
@@ -273,7 +201,7 @@ impl Dir {
 
     /// The stream ended: report whatever was left unparsed.
     pub(super) fn close(&mut self, out: &mut Vec<DirEvent>) {
-        let pending = (self.buf.len() - self.off) as u64;
+        let pending = self.inp.len() as u64;
         match self.st {
             St::Resync { skipped, reason } if skipped + pending > 0 => {
                 out.push(DirEvent::Skipped(skipped + pending, reason));
@@ -285,8 +213,7 @@ impl Dir {
             _ => {}
         }
         self.reset_reader();
-        self.buf.clear();
-        self.off = 0;
+        self.inp.clear();
     }
 
     fn run(&mut self, out: &mut Vec<DirEvent>) {
@@ -294,15 +221,15 @@ impl Dir {
             match self.st {
                 St::Start => return,
                 St::Sync => {
-                    if self.off >= self.buf.len() {
+                    if self.inp.len() == 0 {
                         return;
                     }
                     if self.reader_idle() {
-                        self.msg_start = self.pos();
+                        self.msg_start = self.inp.pos();
                         self.raw.clear();
                         self.raw_size = 0;
                     }
-                    let avail = self.buf.get(self.off..).unwrap_or_default();
+                    let avail = self.inp.avail();
                     let (n, step) = feed_framer(&mut self.framer, avail);
                     let consumed = avail.get(..n).unwrap_or_default();
                     let room = self.max_raw.saturating_sub(self.raw.len()).min(n);
@@ -310,16 +237,16 @@ impl Dir {
                         .extend_from_slice(consumed.get(..room).unwrap_or_default());
                     self.raw_size += n as u64;
                     self.after_nl = consumed.last().map_or(self.after_nl, |&b| b == b'\n');
-                    self.off += n;
+                    self.inp.skip(n);
                     match step {
                         FStep::NeedMore => return,
                         FStep::Empty => {}
                         FStep::Msg(body) => {
-                            let end = self.pos();
+                            let end = self.inp.pos();
                             out.push(DirEvent::Msg(Msg {
                                 body,
-                                first: self.mark_at(self.msg_start),
-                                last: self.mark_at(end.saturating_sub(1).max(self.msg_start)),
+                                first: self.inp.mark_at(self.msg_start),
+                                last: self.inp.mark_at(end.saturating_sub(1).max(self.msg_start)),
                                 raw: std::mem::take(&mut self.raw),
                                 raw_truncated: self.raw_size > self.max_raw as u64,
                             }));
@@ -334,19 +261,19 @@ impl Dir {
                     }
                 }
                 St::Resync { reason, skipped } => {
-                    let avail_len = self.buf.len() - self.off;
+                    let avail_len = self.inp.len();
                     let mut p = 0;
                     let mut found = false;
                     while p < avail_len {
-                        let at = self.pos() + p as u64;
-                        let chunk_start = self.is_chunk_start(at);
+                        let at = self.inp.pos() + p as u64;
+                        let chunk_start = self.inp.is_chunk_start(at);
                         let line_start = if p == 0 {
                             self.after_nl
                         } else {
-                            self.buf.get(self.off + p - 1) == Some(&b'\n')
+                            self.inp.avail().get(p - 1) == Some(&b'\n')
                         };
                         if chunk_start || line_start {
-                            let bytes = self.buf.get(self.off + p..).unwrap_or_default();
+                            let bytes = self.inp.avail().get(p..).unwrap_or_default();
                             let strong = chunk_start || reason == "mid-stream" && p == 0;
                             match candidate(self.egress, bytes, strong) {
                                 Verdict::Yes => {
@@ -365,9 +292,9 @@ impl Dir {
                         p += 1;
                     }
                     if p > 0 {
-                        self.after_nl = self.buf.get(self.off + p - 1) == Some(&b'\n');
+                        self.after_nl = self.inp.avail().get(p - 1) == Some(&b'\n');
                     }
-                    self.off += p;
+                    self.inp.skip(p);
                     let skipped = skipped + p as u64;
                     if found {
                         if skipped > 0 {
