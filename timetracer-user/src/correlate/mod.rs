@@ -25,7 +25,7 @@ use std::{
 };
 
 use bytes::Bytes;
-use timetracer_common::{DIR_EGRESS, Decoded, EventHeader, Kind, ROLE_SERVER};
+use timetracer_common::{Origin, Record, Role, SockAddr, Stdio, TlsBind};
 
 use self::model::{
     Attribution, ConnFacts, DbSession, DepCall, DepKind, ProcessInfo, RecordedRequest, Timings,
@@ -278,134 +278,56 @@ impl Correlator {
     }
 
     /// Handles one decoded kernel record.
-    pub fn handle(&mut self, rec: Decoded<'_>) {
+    pub fn handle(&mut self, rec: Record<'_>) {
         match rec {
-            Decoded::Data { header, payload } => self.on_data(&header, payload),
-            Decoded::Conn { header, addr } => {
-                let remote = crate::capture::to_socket_addr(&addr);
-                let kind = Kind::from_u32(header.kind);
-                if kind == Some(Kind::Connect) && header.conn_id == 0 {
-                    self.counters.inc(Counter::ConnectFailed);
+            Record::Data(d) => {
+                self.counters.add(Counter::Bytes, d.payload.len() as u64);
+                if self.conns.get(&d.conn_id).is_some_and(|c| c.ssl.is_some()) {
+                    // Ciphertext that was already in flight when the connection became TLS.
+                    self.counters
+                        .add(Counter::TlsCiphertextIgnored, d.payload.len() as u64);
                     return;
                 }
-                let side = if header.dir == ROLE_SERVER {
-                    Side::Server
-                } else {
-                    Side::Client
-                };
-                let local =
-                    crate::capture::procfs::socket_addrs(header.tgid, header.fd).map(|(l, _)| l);
-                let facts = ConnFacts {
-                    pid: header.tgid,
-                    fd: header.fd,
-                    conn_id: header.conn_id,
-                    local,
-                    remote,
-                    ..ConnFacts::default()
-                };
-                tracing::debug!(
-                    conn_id = header.conn_id,
-                    pid = header.tgid,
-                    fd = header.fd,
-                    ?remote,
-                    ?side,
-                    "Connection opened"
-                );
-                match side {
-                    Side::Server => self.counters.inc(Counter::Accepted),
-                    Side::Client => self.counters.inc(Counter::Connected),
-                }
-                self.conns
-                    .insert(header.conn_id, Conn::new(facts, side, header.ts_ns, true));
-            }
-            Decoded::Other { header } => match Kind::from_u32(header.kind) {
-                Some(Kind::Close) => self.close_conn(header.conn_id, header.ts_ns),
-                Some(Kind::TlsBind) => self.on_tls_bind(&header),
-                Some(Kind::PyStamp) => self.py.on_stamp(
-                    header.tgid,
-                    header.tid,
-                    header.ts_ns,
-                    header.pos,
-                    header.total as u64,
-                    header.flags & timetracer_common::PY_CTX_ENTERED != 0,
-                ),
-                Some(Kind::PyCopy) => self.py.on_copy(
-                    header.tgid,
-                    header.conn_id,
-                    header.pos,
-                    header.flags & timetracer_common::PY_CTX_ENTERED != 0,
-                ),
-                Some(Kind::Fork) => {
-                    let child = header.conn_id as u32;
-                    self.processes
-                        .insert(child, crate::capture::procfs::process_info(child));
-                }
-                _ => {}
-            },
-        }
-    }
-
-    fn on_data(&mut self, h: &EventHeader, payload: &[u8]) {
-        match Kind::from_u32(h.kind) {
-            Some(Kind::Stdio) => {
-                // Only tracebacks are attached to requests: keep a write that starts one, and
-                // the writes of that thread right after it (the rest of its lines). Access
-                // logs and prints are not kept (they would push a traceback out of the queue
-                // and cost a scan per finished request).
-                let text = String::from_utf8_lossy(payload);
-                let key = (h.tgid, h.tid);
-                if text.contains(TRACEBACK) {
-                    self.traceback_writers.insert(key, h.ts_ns);
-                } else if self
-                    .traceback_writers
-                    .get(&key)
-                    .is_none_or(|&t| h.ts_ns.saturating_sub(t) >= TRACEBACK_TAIL_NS)
-                {
+                let Some(c) = self.conns.get_mut(&d.conn_id) else {
+                    // A socket the kernel tracks but whose accept/connect record we lost.
+                    tracing::debug!(
+                        conn_id = d.conn_id,
+                        fd = d.fd,
+                        pid = d.origin.tgid,
+                        "Data for an unknown connection"
+                    );
+                    self.counters.inc(Counter::DataUnknownConn);
                     return;
-                }
-                self.traceback_writers.insert(key, h.ts_ns);
-                self.stdio.push_back(StdioWrite {
-                    tgid: h.tgid,
-                    tid: h.tid,
-                    ts_ns: h.ts_ns,
-                    text: text.into_owned(),
-                });
-                if self.stdio.len() > 4096 {
-                    self.stdio.pop_front();
-                }
-            }
-            Some(Kind::DataLost) => {
-                if h.syscall == timetracer_common::sys::SENDFILE {
-                    self.counters.add(Counter::SendfileBytes, h.total as u64);
-                }
-                if let Some(c) = self.conns.get_mut(&h.conn_id) {
-                    c.streams[usize::from(h.dir == DIR_EGRESS)].lost(h.pos, h.total as u64);
-                }
-            }
-            Some(Kind::PyTask) => self.py.on_task(
-                h.tgid,
-                h.tid,
-                h.pos,
-                h.total as u64,
-                std::str::from_utf8(payload).unwrap_or(""),
-            ),
-            Some(Kind::TlsData) => {
-                self.counters.add(Counter::Bytes, payload.len() as u64);
-                let key = (h.tgid, h.conn_id);
-                let chunk = Chunk {
-                    pos: h.pos,
-                    data: Bytes::copy_from_slice(payload),
-                    ts_ns: h.ts_ns,
-                    tid: h.tid,
                 };
-                let egress = h.dir == DIR_EGRESS;
+                let egress = d.dir.is_egress();
+                if c.side == Side::Server && !egress {
+                    self.py
+                        .on_server_read(d.origin.tgid, d.origin.tid, d.conn_id, d.origin.ts_ns);
+                }
+                c.streams[usize::from(egress)].push(chunk(d.origin, d.pos, d.payload));
+            }
+            Record::DataLost(l) => {
+                if l.syscall == timetracer_common::sys::SENDFILE {
+                    self.counters.add(Counter::SendfileBytes, l.len);
+                }
+                if let Some(c) = self.conns.get_mut(&l.conn_id) {
+                    c.streams[usize::from(l.dir.is_egress())].lost(l.pos, l.len);
+                }
+            }
+            Record::Stdio(w) => self.on_stdio(&w),
+            Record::TlsData(d) => {
+                self.counters.add(Counter::Bytes, d.payload.len() as u64);
+                let (tgid, tid, ts) = (d.origin.tgid, d.origin.tid, d.origin.ts_ns);
+                let key = (tgid, d.ssl);
+                let egress = d.dir.is_egress();
                 if !egress
                     && let Some(id) = self.ssl_conns.get(&key)
                     && self.conns.get(id).is_some_and(|c| c.side == Side::Server)
                 {
                     // A request read through TLS: the server read the asyncio engine needs.
-                    self.py.on_server_read(h.tgid, h.tid, *id, h.ts_ns);
+                    self.py.on_server_read(tgid, tid, *id, ts);
                 }
+                let chunk = chunk(d.origin, d.pos, d.payload);
                 match self
                     .ssl_conns
                     .get(&key)
@@ -418,56 +340,126 @@ impl Correlator {
                             pending.push((egress, chunk));
                         } else {
                             self.counters
-                                .add(Counter::TlsUnboundBytesDropped, payload.len() as u64);
+                                .add(Counter::TlsUnboundBytesDropped, d.payload.len() as u64);
                         }
                     }
                 }
             }
-            _ => {
-                self.counters.add(Counter::Bytes, payload.len() as u64);
-                if self.conns.get(&h.conn_id).is_some_and(|c| c.ssl.is_some()) {
-                    // Ciphertext that was already in flight when the connection became TLS.
-                    self.counters
-                        .add(Counter::TlsCiphertextIgnored, payload.len() as u64);
-                    return;
+            Record::TlsDataLost(l) => {
+                // Plaintext beyond the per-call cap: a gap at once in a tied connection (an
+                // untied `SSL*`'s hole becomes a gap after the gap timeout).
+                if let Some(c) = self
+                    .ssl_conns
+                    .get(&(l.origin.tgid, l.ssl))
+                    .and_then(|id| self.conns.get_mut(id))
+                {
+                    c.streams[usize::from(l.dir.is_egress())].lost(l.pos, l.len);
                 }
-                let Some(c) = self.conns.get_mut(&h.conn_id) else {
-                    // A socket the kernel tracks but whose accept/connect record we lost.
-                    tracing::debug!(
-                        conn_id = h.conn_id,
-                        fd = h.fd,
-                        pid = h.tgid,
-                        "Data for an unknown connection"
-                    );
-                    self.counters.inc(Counter::DataUnknownConn);
-                    return;
-                };
-                if c.side == Side::Server && h.dir != DIR_EGRESS {
-                    self.py.on_server_read(h.tgid, h.tid, h.conn_id, h.ts_ns);
-                }
-                c.streams[usize::from(h.dir == DIR_EGRESS)].push(Chunk {
-                    pos: h.pos,
-                    data: Bytes::copy_from_slice(payload),
-                    ts_ns: h.ts_ns,
-                    tid: h.tid,
-                });
+            }
+            Record::TlsBind(b) => self.on_tls_bind(&b),
+            Record::Accept(a) => self.on_open(a.origin, a.conn_id, a.fd, &a.addr, Side::Server),
+            Record::Connect(c) => match c.conn_id {
+                Some(id) => self.on_open(c.origin, id, c.fd, &c.addr, Side::Client),
+                None => self.counters.inc(Counter::ConnectFailed),
+            },
+            Record::Close(c) => self.close_conn(c.conn_id, c.origin.ts_ns),
+            Record::Fork(f) => {
+                self.processes
+                    .insert(f.child, crate::capture::procfs::process_info(f.child));
+            }
+            Record::Exit(_) => {}
+            Record::PyStamp(p) => self.py.on_stamp(
+                p.origin.tgid,
+                p.origin.tid,
+                p.origin.ts_ns,
+                p.ctx,
+                p.tstate,
+                p.entered,
+            ),
+            Record::PyTask(t) => self.py.on_task(
+                t.origin.tgid,
+                t.origin.tid,
+                t.task_ctx,
+                t.parent_ctx,
+                std::str::from_utf8(t.qualname).unwrap_or(""),
+            ),
+            Record::PyCopy(c) => {
+                self.py
+                    .on_copy(c.origin.tgid, c.new_ctx, c.copied_ctx, c.entered);
             }
         }
     }
 
+    /// The process accepted (`Server`) or connected (`Client`) socket `fd`, connection
+    /// `conn_id`, with peer `addr`.
+    fn on_open(&mut self, o: Origin, conn_id: u64, fd: i32, addr: &SockAddr, side: Side) {
+        let remote = crate::capture::to_socket_addr(addr);
+        let local = crate::capture::procfs::socket_addrs(o.tgid, fd).map(|(l, _)| l);
+        let facts = ConnFacts {
+            pid: o.tgid,
+            fd,
+            conn_id,
+            local,
+            remote,
+            ..ConnFacts::default()
+        };
+        tracing::debug!(
+            conn_id,
+            pid = o.tgid,
+            fd,
+            ?remote,
+            ?side,
+            "Connection opened"
+        );
+        match side {
+            Side::Server => self.counters.inc(Counter::Accepted),
+            Side::Client => self.counters.inc(Counter::Connected),
+        }
+        self.conns
+            .insert(conn_id, Conn::new(facts, side, o.ts_ns, true));
+    }
+
+    /// A write to stdout/stderr. Only tracebacks are attached to requests: keep a write that
+    /// starts one, and the writes of that thread right after it (the rest of its lines).
+    /// Access logs and prints are not kept (they would push a traceback out of the queue and
+    /// cost a scan per finished request).
+    fn on_stdio(&mut self, w: &Stdio<'_>) {
+        let o = w.origin;
+        let text = String::from_utf8_lossy(w.payload);
+        let key = (o.tgid, o.tid);
+        if text.contains(TRACEBACK) {
+            self.traceback_writers.insert(key, o.ts_ns);
+        } else if self
+            .traceback_writers
+            .get(&key)
+            .is_none_or(|&t| o.ts_ns.saturating_sub(t) >= TRACEBACK_TAIL_NS)
+        {
+            return;
+        }
+        self.traceback_writers.insert(key, o.ts_ns);
+        self.stdio.push_back(StdioWrite {
+            tgid: o.tgid,
+            tid: o.tid,
+            ts_ns: o.ts_ns,
+            text: text.into_owned(),
+        });
+        if self.stdio.len() > 4096 {
+            self.stdio.pop_front();
+        }
+    }
+
     /// The kernel tied an `SSL*` to a socket: the connection's streams become the plaintext.
-    fn on_tls_bind(&mut self, h: &EventHeader) {
-        let (tgid, conn_id, ssl) = (h.tgid, h.conn_id, h.pos);
+    fn on_tls_bind(&mut self, b: &TlsBind) {
+        let (tgid, conn_id, ssl) = (b.origin.tgid, b.conn_id, b.ssl);
         self.ssl_conns.insert((tgid, ssl), conn_id);
-        let side = if h.dir == ROLE_SERVER {
-            Side::Server
-        } else {
-            Side::Client
+        let side = match b.role {
+            Role::Server => Side::Server,
+            Role::Client => Side::Client,
         };
         let c = self.conns.entry(conn_id).or_insert_with(|| {
             let facts = ConnFacts {
                 pid: tgid,
-                fd: h.fd,
+                fd: b.fd,
                 conn_id,
                 ..ConnFacts::default()
             };
@@ -1030,6 +1022,16 @@ impl Correlator {
     #[must_use]
     pub fn open_connections(&self) -> usize {
         self.conns.len()
+    }
+}
+
+/// A positioned chunk of a stream, as reassembly takes it.
+fn chunk(o: Origin, pos: u64, payload: &[u8]) -> Chunk {
+    Chunk {
+        pos,
+        data: Bytes::copy_from_slice(payload),
+        ts_ns: o.ts_ns,
+        tid: o.tid,
     }
 }
 
