@@ -31,6 +31,7 @@ use self::model::{
     Attribution, ConnFacts, DbSession, DepCall, DepKind, ProcessInfo, RecordedRequest, Timings,
 };
 use crate::{
+    capture::procfs::ProcFacts,
     protocols::{
         Detection, Limits, Parser, ProtoEvent,
         db::{DbCall, DbEvent},
@@ -175,6 +176,8 @@ pub struct Correlator {
     /// (tgid, tid) → time of its latest kept stdio write, while it writes a traceback.
     traceback_writers: HashMap<(u32, u32), u64>,
     processes: HashMap<u32, ProcessInfo>,
+    /// What /proc says (processes, socket addresses).
+    facts: Box<dyn ProcFacts>,
     /// Latest database session facts per connection id.
     db_sessions: HashMap<u64, DbSession>,
     /// Closed database connections (id, close time), forgotten a minute later.
@@ -221,8 +224,10 @@ pub fn mono_to_unix_offset() -> i128 {
 }
 
 impl Correlator {
+    /// A correlator that asks `facts` about processes and sockets (`capture::procfs::Procfs`
+    /// while recording).
     #[must_use]
-    pub fn new(opts: CorrelateOptions, counters: Counters) -> Self {
+    pub fn new(opts: CorrelateOptions, counters: Counters, facts: Box<dyn ProcFacts>) -> Self {
         Self {
             opts,
             conns: HashMap::new(),
@@ -231,6 +236,7 @@ impl Correlator {
             stdio: VecDeque::new(),
             traceback_writers: HashMap::new(),
             processes: HashMap::new(),
+            facts,
             ssl_conns: HashMap::new(),
             pending_tls: HashMap::new(),
             db_sessions: HashMap::new(),
@@ -365,7 +371,7 @@ impl Correlator {
             Record::Close(c) => self.close_conn(c.conn_id, c.origin.ts_ns),
             Record::Fork(f) => {
                 self.processes
-                    .insert(f.child, crate::capture::procfs::process_info(f.child));
+                    .insert(f.child, self.facts.process_info(f.child));
             }
             Record::Exit(_) => {}
             Record::PyStamp(p) => self.py.on_stamp(
@@ -394,7 +400,7 @@ impl Correlator {
     /// `conn_id`, with peer `addr`.
     fn on_open(&mut self, o: Origin, conn_id: u64, fd: i32, addr: &SockAddr, side: Side) {
         let remote = crate::capture::to_socket_addr(addr);
-        let local = crate::capture::procfs::socket_addrs(o.tgid, fd).map(|(l, _)| l);
+        let local = self.facts.socket_addrs(o.tgid, fd).map(|(l, _)| l);
         let facts = ConnFacts {
             pid: o.tgid,
             fd,
@@ -774,7 +780,7 @@ impl Correlator {
             .get(&pid)
             .is_none_or(|p| p.cmdline.iter().any(|a| a == "__exec-held") || p.cmdline.is_empty());
         if stale {
-            let fresh = crate::capture::procfs::process_info(pid);
+            let fresh = self.facts.process_info(pid);
             if !fresh.cmdline.is_empty() {
                 self.processes.insert(pid, fresh);
             } else if let Some(p) = self.processes.get_mut(&pid) {
