@@ -20,7 +20,7 @@ pub mod model;
 pub mod python;
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     net::SocketAddr,
 };
 
@@ -176,6 +176,8 @@ pub struct Correlator {
     /// (tgid, tid) → time of its latest kept stdio write, while it writes a traceback.
     traceback_writers: HashMap<(u32, u32), u64>,
     processes: HashMap<u32, ProcessInfo>,
+    /// Processes that exited, removed from `processes` once nothing of theirs is pending.
+    exited: HashSet<u32>,
     /// What /proc says (processes, socket addresses).
     facts: Box<dyn ProcFacts>,
     /// Latest database session facts per connection id.
@@ -236,6 +238,7 @@ impl Correlator {
             stdio: VecDeque::new(),
             traceback_writers: HashMap::new(),
             processes: HashMap::new(),
+            exited: HashSet::new(),
             facts,
             ssl_conns: HashMap::new(),
             pending_tls: HashMap::new(),
@@ -370,10 +373,11 @@ impl Correlator {
             },
             Record::Close(c) => self.close_conn(c.conn_id, c.origin.ts_ns),
             Record::Fork(f) => {
+                self.exited.remove(&f.child);
                 self.processes
                     .insert(f.child, self.facts.process_info(f.child));
             }
-            Record::Exit(_) => {}
+            Record::Exit(e) => self.on_exit(e.origin),
             Record::PyStamp(p) => self.py.on_stamp(
                 p.origin.tgid,
                 p.origin.tid,
@@ -451,6 +455,47 @@ impl Correlator {
         });
         if self.stdio.len() > 4096 {
             self.stdio.pop_front();
+        }
+    }
+
+    /// The process exited: the kernel closed its sockets (no close records come for them), so
+    /// its connections end now; the process is forgotten once its requests are written
+    /// ([`Self::forget_exited`]).
+    fn on_exit(&mut self, o: Origin) {
+        tracing::debug!(pid = o.tgid, "Process exited");
+        self.exited.insert(o.tgid);
+        let mut ids: Vec<u64> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.facts.pid == o.tgid)
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort_unstable();
+        for id in ids {
+            self.close_conn(id, o.ts_ns);
+        }
+    }
+
+    /// Removes exited processes of which nothing is pending any more: no connection, no
+    /// request still to be written, no call still to be attributed. Their written requests
+    /// carry the process description taken while they were alive.
+    fn forget_exited(&mut self) {
+        let (conns, inbound, outbound) = (&self.conns, &self.inbound, &self.outbound);
+        let done: Vec<u32> = self
+            .exited
+            .iter()
+            .copied()
+            .filter(|&pid| {
+                !conns.values().any(|c| c.facts.pid == pid)
+                    && !inbound.iter().any(|r| r.tgid == pid && !r.finalized)
+                    && !outbound.iter().any(|o| o.tgid == pid)
+            })
+            .collect();
+        for pid in done {
+            tracing::debug!(pid, "Exited process forgotten");
+            self.exited.remove(&pid);
+            self.processes.remove(&pid);
+            self.py.forget(pid);
         }
     }
 
@@ -1006,6 +1051,7 @@ impl Correlator {
             self.db_sessions.remove(&id);
             self.closed_db.pop_front();
         }
+        self.forget_exited();
     }
 
     /// Ends everything (tracing stops): closes every connection and finalizes every request.
@@ -1346,5 +1392,87 @@ mod merge_tests {
                 (false, Some(40)),
             ]
         );
+    }
+}
+
+#[cfg(test)]
+mod exit_tests {
+    use timetracer_common::{Accept, Data, Direction, Exit, Fork};
+
+    use super::*;
+    use crate::capture::procfs::FixedFacts;
+
+    fn o(ts_ns: u64, tgid: u32) -> Origin {
+        Origin {
+            ts_ns,
+            tgid,
+            tid: tgid,
+        }
+    }
+
+    fn data(ts_ns: u64, egress: bool, pos: u64, payload: &[u8]) -> Record<'_> {
+        Record::Data(Data {
+            origin: o(ts_ns, 7),
+            syscall: timetracer_common::sys::READ,
+            conn_id: 1,
+            fd: 5,
+            dir: Direction::of_egress(egress),
+            pos,
+            syscall_bytes: payload.len() as u64,
+            last_chunk: true,
+            payload,
+        })
+    }
+
+    /// The exit ends the process' connections (the kernel closes them without close
+    /// records); the process stays described until its request is written, then leaves.
+    #[test]
+    fn exited_process_is_forgotten_once_its_requests_are_written() {
+        let described = ProcessInfo {
+            pid: 7,
+            cmdline: vec!["python".into(), "serve.py".into()],
+            ..ProcessInfo::default()
+        };
+        // /proc no longer knows the process when its request is written.
+        let mut c = Correlator::new(
+            CorrelateOptions::default(),
+            Counters::default(),
+            Box::new(FixedFacts::default()),
+        );
+        c.add_process(described.clone());
+        let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        // Close-delimited: the response ends when the connection does.
+        let resp = b"HTTP/1.0 200 OK\r\n\r\nhello";
+        for r in [
+            Record::Accept(Accept {
+                origin: o(10, 7),
+                conn_id: 1,
+                fd: 5,
+                addr: SockAddr::default(),
+            }),
+            data(20, false, 0, req),
+            data(30, true, 0, resp),
+            Record::Fork(Fork {
+                origin: o(35, 7),
+                child: 8,
+            }),
+            Record::Exit(Exit { origin: o(38, 8) }),
+            Record::Exit(Exit { origin: o(40, 7) }),
+        ] {
+            c.handle(r);
+        }
+        assert_eq!(c.open_connections(), 0, "the exit closed the connection");
+        c.pump(50);
+        assert!(c.take_ready(50).is_empty(), "within its grace period");
+        // The child had nothing pending: forgotten at once; the parent waits for its request.
+        assert_eq!(c.pids(), [7]);
+        let done = c.take_ready(1_000_000_000);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].process, described);
+        assert_eq!(
+            done[0].inbound.response.as_ref().map(|r| &r.body[..]),
+            Some(&b"hello"[..])
+        );
+        assert!(c.pids().is_empty());
     }
 }
