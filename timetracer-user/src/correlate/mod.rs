@@ -1,9 +1,11 @@
-//! Connection table and attribution of outbound calls to inbound requests.
+//! Attribution of outbound calls to inbound requests.
 //!
-//! [`Correlator`] receives decoded kernel records in arrival order, keeps one
-//! [`reassembly::Stream`] per connection and direction and one parser from the protocol registry per connection, and
-//! turns completed inbound exchanges into [`RecordedRequest`]s once a short grace period has
-//! passed (late ring-buffer records from other CPUs, tracebacks logged after the response).
+//! [`Correlator`] receives decoded kernel records in arrival order. Records about sockets and
+//! TLS go to the connection layer ([`ConnTable`]: streams, protocol detection, parsers), whose
+//! protocol events come back with their connection's facts; stdout/stderr, process and Python
+//! context records are handled here. Completed inbound exchanges become [`RecordedRequest`]s
+//! once a short grace period has passed (late ring-buffer records from other CPUs, tracebacks
+//! logged after the response).
 //!
 //! Attribution rules (this stage; concurrent asyncio tasks are decided by issue #7's engine):
 //! - an outbound request whose first byte was written while exactly one inbound request of the
@@ -24,20 +26,19 @@ use std::{
     net::SocketAddr,
 };
 
-use bytes::Bytes;
-use timetracer_common::{Origin, Record, Role, SockAddr, Stdio, TlsBind};
+use timetracer_common::{Record, Stdio};
 
 use self::model::{
     Attribution, ConnFacts, DbSession, DepCall, DepKind, ProcessInfo, RecordedRequest, Timings,
 };
 use crate::{
     capture::procfs::ProcFacts,
+    conn::{ConnOptions, ConnTable, Output},
     protocols::{
-        Detection, Limits, Parser, ProtoEvent,
+        ProtoEvent,
         db::{DbCall, DbEvent},
         http::types::{Exchange, HttpEvent, Side},
     },
-    reassembly::{Chunk, DEFAULT_LIMIT, Segment, Stream},
     telemetry::{Counter, Counters},
 };
 
@@ -67,28 +68,6 @@ impl Default for CorrelateOptions {
             asyncio_grace_ns: 3_000_000_000,
         }
     }
-}
-
-enum Proto {
-    /// Not decided yet; holds the first bytes seen per direction.
-    Unknown,
-    /// The registry's parser for the protocol its detection found.
-    Known(Box<dyn Parser>),
-    /// No registered protocol: further bytes are counted and dropped.
-    Other,
-}
-
-struct Conn {
-    facts: ConnFacts,
-    /// The `SSL*` once the connection is known to carry TLS: its streams are then plaintext.
-    ssl: Option<u64>,
-    side: Side,
-    streams: [Stream; 2],
-    proto: Proto,
-    /// Segments held until the protocol is known.
-    held: Vec<(bool, Segment)>,
-    held_bytes: [Vec<u8>; 2],
-    connect_ns: u64,
 }
 
 /// How a Python traceback starts.
@@ -169,7 +148,8 @@ struct StdioWrite {
 /// The correlating stage.
 pub struct Correlator {
     opts: CorrelateOptions,
-    conns: HashMap<u64, Conn>,
+    /// The connection layer.
+    conns: ConnTable,
     inbound: inbound::Inbounds,
     outbound: VecDeque<Outbound>,
     stdio: VecDeque<StdioWrite>,
@@ -184,10 +164,6 @@ pub struct Correlator {
     db_sessions: HashMap<u64, DbSession>,
     /// Closed database connections (id, close time), forgotten a minute later.
     closed_db: VecDeque<(u64, u64)>,
-    /// (tgid, `SSL*`) → connection id, from the kernel's bind records.
-    ssl_conns: HashMap<(u32, u64), u64>,
-    /// TLS plaintext of an `SSL*` not tied to a socket yet, per (tgid, `SSL*`).
-    pending_tls: HashMap<(u32, u64), Vec<(bool, Chunk)>>,
     mono_to_unix_ns: i128,
     /// The attribution engine of CPython processes (issue #7).
     pub py: python::PyEngine,
@@ -230,9 +206,13 @@ impl Correlator {
     /// while recording).
     #[must_use]
     pub fn new(opts: CorrelateOptions, counters: Counters, facts: Box<dyn ProcFacts>) -> Self {
+        let conn_opts = ConnOptions {
+            max_body: opts.max_body,
+            gap_timeout_ns: opts.gap_timeout_ns,
+        };
         Self {
+            conns: ConnTable::new(conn_opts, counters.clone()),
             opts,
-            conns: HashMap::new(),
             inbound: inbound::Inbounds::default(),
             outbound: VecDeque::new(),
             stdio: VecDeque::new(),
@@ -240,8 +220,6 @@ impl Correlator {
             processes: HashMap::new(),
             exited: HashSet::new(),
             facts,
-            ssl_conns: HashMap::new(),
-            pending_tls: HashMap::new(),
             db_sessions: HashMap::new(),
             closed_db: VecDeque::new(),
             mono_to_unix_ns: mono_to_unix_offset(),
@@ -266,118 +244,35 @@ impl Correlator {
         local: SocketAddr,
         remote: SocketAddr,
     ) {
-        let facts = ConnFacts {
-            pid: tgid,
-            fd,
-            conn_id,
-            local: Some(local),
-            remote: Some(remote),
-            preexisting: true,
-            ..ConnFacts::default()
-        };
-        self.conns.insert(
-            conn_id,
-            Conn::new(
-                facts,
-                if server { Side::Server } else { Side::Client },
-                0,
-                false,
-            ),
-        );
+        self.conns
+            .add_preexisting(tgid, fd, conn_id, server, local, remote);
     }
 
     /// Handles one decoded kernel record.
     pub fn handle(&mut self, rec: Record<'_>) {
+        let mut out = Vec::new();
         match rec {
-            Record::Data(d) => {
-                self.counters.add(Counter::Bytes, d.payload.len() as u64);
-                if self.conns.get(&d.conn_id).is_some_and(|c| c.ssl.is_some()) {
-                    // Ciphertext that was already in flight when the connection became TLS.
-                    self.counters
-                        .add(Counter::TlsCiphertextIgnored, d.payload.len() as u64);
-                    return;
-                }
-                let Some(c) = self.conns.get_mut(&d.conn_id) else {
-                    // A socket the kernel tracks but whose accept/connect record we lost.
-                    tracing::debug!(
-                        conn_id = d.conn_id,
-                        fd = d.fd,
-                        pid = d.origin.tgid,
-                        "Data for an unknown connection"
-                    );
-                    self.counters.inc(Counter::DataUnknownConn);
-                    return;
-                };
-                let egress = d.dir.is_egress();
-                if c.side == Side::Server && !egress {
-                    self.py
-                        .on_server_read(d.origin.tgid, d.origin.tid, d.conn_id, d.origin.ts_ns);
-                }
-                c.streams[usize::from(egress)].push(chunk(d.origin, d.pos, d.payload));
-            }
-            Record::DataLost(l) => {
-                if l.syscall == timetracer_common::sys::SENDFILE {
-                    self.counters.add(Counter::SendfileBytes, l.len);
-                }
-                if let Some(c) = self.conns.get_mut(&l.conn_id) {
-                    c.streams[usize::from(l.dir.is_egress())].lost(l.pos, l.len);
-                }
-            }
+            Record::Data(_)
+            | Record::DataLost(_)
+            | Record::TlsData(_)
+            | Record::TlsDataLost(_)
+            | Record::TlsBind(_)
+            | Record::Accept(_)
+            | Record::Connect(_)
+            | Record::Close(_) => self.conns.handle(&rec, &*self.facts, &mut out),
             Record::Stdio(w) => self.on_stdio(&w),
-            Record::TlsData(d) => {
-                self.counters.add(Counter::Bytes, d.payload.len() as u64);
-                let (tgid, tid, ts) = (d.origin.tgid, d.origin.tid, d.origin.ts_ns);
-                let key = (tgid, d.ssl);
-                let egress = d.dir.is_egress();
-                if !egress
-                    && let Some(id) = self.ssl_conns.get(&key)
-                    && self.conns.get(id).is_some_and(|c| c.side == Side::Server)
-                {
-                    // A request read through TLS: the server read the asyncio engine needs.
-                    self.py.on_server_read(tgid, tid, *id, ts);
-                }
-                let chunk = chunk(d.origin, d.pos, d.payload);
-                match self
-                    .ssl_conns
-                    .get(&key)
-                    .and_then(|id| self.conns.get_mut(id))
-                {
-                    Some(c) => c.streams[usize::from(egress)].push(chunk),
-                    None => {
-                        let pending = self.pending_tls.entry(key).or_default();
-                        if pending.len() < 4096 {
-                            pending.push((egress, chunk));
-                        } else {
-                            self.counters
-                                .add(Counter::TlsUnboundBytesDropped, d.payload.len() as u64);
-                        }
-                    }
-                }
-            }
-            Record::TlsDataLost(l) => {
-                // Plaintext beyond the per-call cap: a gap at once in a tied connection (an
-                // untied `SSL*`'s hole becomes a gap after the gap timeout).
-                if let Some(c) = self
-                    .ssl_conns
-                    .get(&(l.origin.tgid, l.ssl))
-                    .and_then(|id| self.conns.get_mut(id))
-                {
-                    c.streams[usize::from(l.dir.is_egress())].lost(l.pos, l.len);
-                }
-            }
-            Record::TlsBind(b) => self.on_tls_bind(&b),
-            Record::Accept(a) => self.on_open(a.origin, a.conn_id, a.fd, &a.addr, Side::Server),
-            Record::Connect(c) => match c.conn_id {
-                Some(id) => self.on_open(c.origin, id, c.fd, &c.addr, Side::Client),
-                None => self.counters.inc(Counter::ConnectFailed),
-            },
-            Record::Close(c) => self.close_conn(c.conn_id, c.origin.ts_ns),
             Record::Fork(f) => {
                 self.exited.remove(&f.child);
                 self.processes
                     .insert(f.child, self.facts.process_info(f.child));
             }
-            Record::Exit(e) => self.on_exit(e.origin),
+            Record::Exit(e) => {
+                // The connection layer ends its connections; the process is forgotten once
+                // its requests are written (`forget_exited`).
+                tracing::debug!(pid = e.origin.tgid, "Process exited");
+                self.exited.insert(e.origin.tgid);
+                self.conns.handle(&rec, &*self.facts, &mut out);
+            }
             Record::PyStamp(p) => self.py.on_stamp(
                 p.origin.tgid,
                 p.origin.tid,
@@ -398,35 +293,26 @@ impl Correlator {
                     .on_copy(c.origin.tgid, c.new_ctx, c.copied_ctx, c.entered);
             }
         }
+        self.absorb(out);
     }
 
-    /// The process accepted (`Server`) or connected (`Client`) socket `fd`, connection
-    /// `conn_id`, with peer `addr`.
-    fn on_open(&mut self, o: Origin, conn_id: u64, fd: i32, addr: &SockAddr, side: Side) {
-        let remote = crate::capture::to_socket_addr(addr);
-        let local = self.facts.socket_addrs(o.tgid, fd).map(|(l, _)| l);
-        let facts = ConnFacts {
-            pid: o.tgid,
-            fd,
-            conn_id,
-            local,
-            remote,
-            ..ConnFacts::default()
-        };
-        tracing::debug!(
-            conn_id,
-            pid = o.tgid,
-            fd,
-            ?remote,
-            ?side,
-            "Connection opened"
-        );
-        match side {
-            Side::Server => self.counters.inc(Counter::Accepted),
-            Side::Client => self.counters.inc(Counter::Connected),
+    /// Takes what the connection layer reported, in order.
+    fn absorb(&mut self, out: Vec<Output>) {
+        for o in out {
+            match o {
+                Output::ServerRead { origin, conn_id } => {
+                    self.py
+                        .on_server_read(origin.tgid, origin.tid, conn_id, origin.ts_ns);
+                }
+                Output::Closed { conn_id, ts_ns } => {
+                    if self.db_sessions.contains_key(&conn_id) {
+                        // Kept a while: requests that used the connection are finalized later.
+                        self.closed_db.push_back((conn_id, ts_ns));
+                    }
+                }
+                Output::Event(e) => self.on_event(&e.facts, e.side, e.connect_ns, e.event),
+            }
         }
-        self.conns
-            .insert(conn_id, Conn::new(facts, side, o.ts_ns, true));
     }
 
     /// A write to stdout/stderr. Only tracebacks are attached to requests: keep a write that
@@ -458,24 +344,6 @@ impl Correlator {
         }
     }
 
-    /// The process exited: the kernel closed its sockets (no close records come for them), so
-    /// its connections end now; the process is forgotten once its requests are written
-    /// ([`Self::forget_exited`]).
-    fn on_exit(&mut self, o: Origin) {
-        tracing::debug!(pid = o.tgid, "Process exited");
-        self.exited.insert(o.tgid);
-        let mut ids: Vec<u64> = self
-            .conns
-            .iter()
-            .filter(|(_, c)| c.facts.pid == o.tgid)
-            .map(|(id, _)| *id)
-            .collect();
-        ids.sort_unstable();
-        for id in ids {
-            self.close_conn(id, o.ts_ns);
-        }
-    }
-
     /// Removes exited processes of which nothing is pending any more: no connection, no
     /// request still to be written, no call still to be attributed. Their written requests
     /// carry the process description taken while they were alive.
@@ -486,7 +354,7 @@ impl Correlator {
             .iter()
             .copied()
             .filter(|&pid| {
-                !conns.values().any(|c| c.facts.pid == pid)
+                !conns.any_of(pid)
                     && !inbound.iter().any(|r| r.tgid == pid && !r.finalized)
                     && !outbound.iter().any(|o| o.tgid == pid)
             })
@@ -499,84 +367,11 @@ impl Correlator {
         }
     }
 
-    /// The kernel tied an `SSL*` to a socket: the connection's streams become the plaintext.
-    fn on_tls_bind(&mut self, b: &TlsBind) {
-        let (tgid, conn_id, ssl) = (b.origin.tgid, b.conn_id, b.ssl);
-        self.ssl_conns.insert((tgid, ssl), conn_id);
-        let side = match b.role {
-            Role::Server => Side::Server,
-            Role::Client => Side::Client,
-        };
-        let c = self.conns.entry(conn_id).or_insert_with(|| {
-            let facts = ConnFacts {
-                pid: tgid,
-                fd: b.fd,
-                conn_id,
-                ..ConnFacts::default()
-            };
-            Conn::new(facts, side, 0, false)
-        });
-        if c.ssl != Some(ssl) {
-            c.switch_to_tls(ssl);
-        }
-        for (egress, chunk) in self.pending_tls.remove(&(tgid, ssl)).unwrap_or_default() {
-            c.streams[usize::from(egress)].push(chunk);
-        }
-        self.counters.inc(Counter::TlsConnections);
-    }
-
-    fn close_conn(&mut self, conn_id: u64, ts_ns: u64) {
-        let Some(mut c) = self.conns.remove(&conn_id) else {
-            return;
-        };
-        if let Some(ssl) = c.ssl {
-            self.ssl_conns.remove(&(c.facts.pid, ssl));
-        }
-        if self.db_sessions.contains_key(&conn_id) {
-            // Kept a while: requests that used the connection are finalized later.
-            self.closed_db.push_back((conn_id, ts_ns));
-        }
-        let mut events = Vec::new();
-        // Both directions in time order (see `merge_by_time`).
-        let (mut ing, mut eg) = (Vec::new(), Vec::new());
-        c.streams[0].flush(&mut ing);
-        c.streams[1].flush(&mut eg);
-        for (egress, s) in merge_by_time(ing, eg) {
-            c.feed(egress, s, &self.opts, &mut events, &self.counters);
-        }
-        c.release_held(&self.opts, &mut events, &self.counters);
-        if let Proto::Known(p) = &mut c.proto {
-            p.close(ts_ns, &mut events);
-        }
-        let facts = c.facts.clone();
-        let side = c.side;
-        let connect_ns = c.connect_ns;
-        for e in events {
-            self.on_event(&facts, side, connect_ns, e);
-        }
-    }
-
     /// Moves data through reassembly and parsing; call after each drain.
     pub fn pump(&mut self, now_ns: u64) {
-        let mut out: Vec<(ConnFacts, Side, u64, ProtoEvent)> = Vec::new();
-        let mut events = Vec::new();
-        for c in self.conns.values_mut() {
-            // Both directions in time order (see `merge_by_time`): feeding all of a drain's
-            // ingress before its egress handed the database parsers responses before the
-            // requests they answer (PostgreSQL calls paired with the wrong response).
-            let (mut ing, mut eg) = (Vec::new(), Vec::new());
-            c.streams[0].pop_ready(now_ns, self.opts.gap_timeout_ns, &mut ing);
-            c.streams[1].pop_ready(now_ns, self.opts.gap_timeout_ns, &mut eg);
-            for (egress, s) in merge_by_time(ing, eg) {
-                c.feed(egress, s, &self.opts, &mut events, &self.counters);
-            }
-            for e in events.drain(..) {
-                out.push((c.facts.clone(), c.side, c.connect_ns, e));
-            }
-        }
-        for (facts, side, connect_ns, e) in out {
-            self.on_event(&facts, side, connect_ns, e);
-        }
+        let mut out = Vec::new();
+        self.conns.pump(now_ns, &mut out);
+        self.absorb(out);
     }
 
     fn on_event(&mut self, facts: &ConnFacts, side: Side, connect_ns: u64, e: ProtoEvent) {
@@ -1043,7 +838,7 @@ impl Correlator {
         self.py.gc(horizon);
         let (conns, inbound) = (&self.conns, &self.inbound);
         self.py_base
-            .retain(|id, _| conns.contains_key(id) || inbound.has_conn(*id));
+            .retain(|id, _| conns.contains(*id) || inbound.has_conn(*id));
         while let Some(&(id, ts)) = self.closed_db.front() {
             if ts >= horizon {
                 break;
@@ -1056,11 +851,9 @@ impl Correlator {
 
     /// Ends everything (tracing stops): closes every connection and finalizes every request.
     pub fn finish(&mut self) -> Vec<RecordedRequest> {
-        let ids: Vec<u64> = self.conns.keys().copied().collect();
-        let now = monotonic_ns();
-        for id in ids {
-            self.close_conn(id, now);
-        }
+        let mut out = Vec::new();
+        self.conns.close_all(monotonic_ns(), &mut out);
+        self.absorb(out);
         self.take_ready(u64::MAX / 2)
     }
 
@@ -1074,16 +867,6 @@ impl Correlator {
     #[must_use]
     pub fn open_connections(&self) -> usize {
         self.conns.len()
-    }
-}
-
-/// A positioned chunk of a stream, as reassembly takes it.
-fn chunk(o: Origin, pos: u64, payload: &[u8]) -> Chunk {
-    Chunk {
-        pos,
-        data: Bytes::copy_from_slice(payload),
-        ts_ns: o.ts_ns,
-        tid: o.tid,
     }
 }
 
@@ -1175,229 +958,9 @@ fn timings_of(ex: &Exchange, connect_ns: u64) -> Timings {
     }
 }
 
-impl Conn {
-    /// `from_start`: the accept/connect was seen, so both streams begin at position 0;
-    /// otherwise (open before tracing) at the first position observed.
-    fn new(facts: ConnFacts, side: Side, connect_ns: u64, from_start: bool) -> Self {
-        let stream = || {
-            if from_start {
-                Stream::starting_at(0, DEFAULT_LIMIT)
-            } else {
-                Stream::new()
-            }
-        };
-        Self {
-            facts,
-            ssl: None,
-            side,
-            streams: [stream(), stream()],
-            proto: Proto::Unknown,
-            held: Vec::new(),
-            held_bytes: [Vec::new(), Vec::new()],
-            connect_ns,
-        }
-    }
-
-    /// The connection carries TLS from now on: read the server name from the ClientHello seen
-    /// so far, drop the ciphertext state, and start fresh plaintext streams (positions of an
-    /// `SSL*`'s plaintext start at 0 when the kernel first sees it).
-    fn switch_to_tls(&mut self, ssl: u64) {
-        let mut first: [Vec<u8>; 2] = [
-            std::mem::take(&mut self.held_bytes[0]),
-            std::mem::take(&mut self.held_bytes[1]),
-        ];
-        let mut segs = Vec::new();
-        for (dir, bytes) in first.iter_mut().enumerate() {
-            self.streams[dir].flush(&mut segs);
-            for s in segs.drain(..) {
-                if let Segment::Data(c) = s
-                    && bytes.len() < 4096
-                {
-                    bytes.extend_from_slice(&c.data[..c.data.len().min(4096 - bytes.len())]);
-                }
-            }
-        }
-        // The ClientHello travels client → server: egress on our client side, ingress on our
-        // server side.
-        let hello = if self.side == Side::Client {
-            &first[1]
-        } else {
-            &first[0]
-        };
-        self.facts.server_name =
-            crate::capture::tls::parse_sni(hello).or(self.facts.server_name.take());
-        self.facts.tls = true;
-        self.ssl = Some(ssl);
-        self.proto = Proto::Unknown;
-        self.held.clear();
-        self.streams = [
-            Stream::starting_at(0, DEFAULT_LIMIT),
-            Stream::starting_at(0, DEFAULT_LIMIT),
-        ];
-    }
-
-    /// Feeds one in-order segment of a direction to the protocol parser, deciding the protocol
-    /// from the first bytes of both directions (the port is never used).
-    fn feed(
-        &mut self,
-        egress: bool,
-        seg: Segment,
-        opts: &CorrelateOptions,
-        out: &mut Vec<ProtoEvent>,
-        counters: &Counters,
-    ) {
-        match &mut self.proto {
-            Proto::Known(p) => p.feed(egress, seg, out),
-            Proto::Other => {
-                if let Segment::Data(c) = &seg {
-                    counters.add(Counter::UnparsedBytes, c.data.len() as u64);
-                }
-            }
-            Proto::Unknown => {
-                if let Segment::Data(c) = &seg {
-                    let hb = &mut self.held_bytes[usize::from(egress)];
-                    if hb.len() < 4096 {
-                        hb.extend_from_slice(&c.data[..c.data.len().min(4096 - hb.len())]);
-                    }
-                }
-                self.held.push((egress, seg));
-                if let Some(proto) = self.decide(opts) {
-                    tracing::debug!(
-                        conn_id = self.facts.conn_id,
-                        pid = self.facts.pid,
-                        remote = ?self.facts.remote,
-                        side = ?self.side,
-                        proto = match &proto {
-                            Proto::Known(p) => p.protocol().name(),
-                            Proto::Other | Proto::Unknown => "other",
-                        },
-                        "Connection protocol decided"
-                    );
-                    self.proto = proto;
-                    self.release_held(opts, out, counters);
-                }
-            }
-        }
-    }
-
-    /// Which protocol the first bytes seen so far show (the registry decides), or `None` to
-    /// wait for more; after 4 KiB of a direction without a decision, none of ours.
-    fn decide(&self, opts: &CorrelateOptions) -> Option<Proto> {
-        let [ingress, egress] = &self.held_bytes;
-        match crate::protocols::detect(egress, ingress, self.side) {
-            Detection::Found(spec) => Some(Proto::Known((spec.parser)(self.side, &limits(opts)))),
-            Detection::NoneOfOurs => Some(Proto::Other),
-            Detection::NeedMore if egress.len() >= 4096 || ingress.len() >= 4096 => {
-                Some(Proto::Other)
-            }
-            Detection::NeedMore => None,
-        }
-    }
-
-    fn release_held(
-        &mut self,
-        opts: &CorrelateOptions,
-        out: &mut Vec<ProtoEvent>,
-        counters: &Counters,
-    ) {
-        if matches!(self.proto, Proto::Unknown) {
-            // Closed before we could tell: try HTTP anyway, the parser skips what it can't use.
-            self.proto = Proto::Known((crate::protocols::http::SPEC.parser)(
-                self.side,
-                &limits(opts),
-            ));
-        }
-        for (egress, seg) in std::mem::take(&mut self.held) {
-            self.feed(egress, seg, opts, out, counters);
-        }
-    }
-}
-
-/// The parsers' limits from the recording's options.
-fn limits(opts: &CorrelateOptions) -> Limits {
-    Limits {
-        max_body: opts.max_body,
-    }
-}
-
-/// Interleaves the ready segments of both directions of a connection by syscall time (ties:
-/// egress first), keeping each direction's own order; a gap goes right after the segment
-/// before it. Parsers see the conversation in the order it happened.
-fn merge_by_time(ingress: Vec<Segment>, egress: Vec<Segment>) -> Vec<(bool, Segment)> {
-    let keyed = |v: Vec<Segment>| -> VecDeque<(u64, Segment)> {
-        let mut last = 0;
-        v.into_iter()
-            .map(|s| {
-                if let Segment::Data(c) = &s {
-                    last = last.max(c.ts_ns);
-                }
-                (last, s)
-            })
-            .collect()
-    };
-    let (mut i, mut e) = (keyed(ingress), keyed(egress));
-    let mut out = Vec::with_capacity(i.len() + e.len());
-    loop {
-        let take_egress = match (i.front(), e.front()) {
-            (None, None) => return out,
-            (Some(_), None) => false,
-            (None, Some(_)) => true,
-            (Some(a), Some(b)) => b.0 <= a.0,
-        };
-        let q = if take_egress { &mut e } else { &mut i };
-        if let Some((_, s)) = q.pop_front() {
-            out.push((take_egress, s));
-        }
-    }
-}
-
-#[cfg(test)]
-mod merge_tests {
-    use super::*;
-
-    fn data(ts_ns: u64, pos: u64) -> Segment {
-        Segment::Data(Chunk {
-            pos,
-            data: Bytes::from_static(b"x"),
-            ts_ns,
-            tid: 1,
-        })
-    }
-
-    #[test]
-    fn directions_interleaved_by_time() {
-        // A drain holding request 1 (egress, t=10), its response (t=20), request 2 (t=30), a
-        // lost ingress range, and response 2 (t=40): fed in the order it happened.
-        let ing = vec![data(20, 0), Segment::Gap { pos: 1, len: 1 }, data(40, 2)];
-        let eg = vec![data(10, 0), data(30, 1)];
-        let order: Vec<(bool, Option<u64>)> = merge_by_time(ing, eg)
-            .into_iter()
-            .map(|(e, s)| {
-                (
-                    e,
-                    match s {
-                        Segment::Data(c) => Some(c.ts_ns),
-                        Segment::Gap { .. } => None,
-                    },
-                )
-            })
-            .collect();
-        assert_eq!(
-            order,
-            [
-                (true, Some(10)),
-                (false, Some(20)),
-                (false, None),
-                (true, Some(30)),
-                (false, Some(40)),
-            ]
-        );
-    }
-}
-
 #[cfg(test)]
 mod exit_tests {
-    use timetracer_common::{Accept, Data, Direction, Exit, Fork};
+    use timetracer_common::{Accept, Data, Direction, Exit, Fork, Origin, SockAddr};
 
     use super::*;
     use crate::capture::procfs::FixedFacts;
