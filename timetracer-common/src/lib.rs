@@ -4,10 +4,24 @@
 //! says what follows. All structs are `#[repr(C)]`, padding-free (checked by the `const`
 //! asserts below) and 8-byte aligned so they can be reserved directly in a `BPF_MAP_TYPE_RINGBUF`.
 //!
-//! The user side decodes with [`decode`], which never trusts lengths from the buffer.
+//! What each header field holds for each kind is defined once, in [`record`]: the kernel builds
+//! headers with its per-kind constructors ([`EventHeader::data`], [`EventHeader::tls_bind`], ...)
+//! and the agent decodes records into the typed [`Record`] with [`decode`], which never trusts
+//! lengths from the buffer.
 #![no_std]
 
+#[cfg(any(test, feature = "alloc"))]
+extern crate alloc;
+
 use core::mem::size_of;
+
+pub mod record;
+
+pub use record::{
+    Accept, Close, Connect, Data, DataLost, DecodeError, Direction, EncodeError, Exit, Fork,
+    Origin, PyCopy, PyStamp, PyTask, Record, Role, StampedWrite, Stdio, TlsBind, TlsData,
+    TlsDataLost, decode,
+};
 
 /// Name of the ring buffer map.
 pub const MAP_EVENTS: &str = "EVENTS";
@@ -31,47 +45,44 @@ pub const MAX_IOVECS: u32 = 16;
 /// Default ring buffer size in bytes (a power of two multiple of the page size).
 pub const RING_BYTES: u32 = 32 * 1024 * 1024;
 
-/// Event kinds (`EventHeader::kind`).
+/// Event kinds (`EventHeader::kind`); the decoded form of each is the [`Record`] variant of the
+/// same name.
 #[repr(u32)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// A chunk of socket payload; followed by `len` bytes.
+    /// A chunk of socket payload ([`Data`]); followed by `len` bytes.
     Data = 1,
     /// Bytes of a socket syscall that were not copied (cap reached, or `sendfile` whose
-    /// bytes never pass through user memory); `pos`/`total` say which.
+    /// bytes never pass through user memory) ([`DataLost`]).
     DataLost = 2,
-    /// The target connected a socket (outbound); followed by [`SockAddr`].
+    /// The target connected a socket (outbound) ([`Connect`]); followed by [`SockAddr`].
     Connect = 3,
-    /// The target accepted a socket (inbound); followed by [`SockAddr`].
+    /// The target accepted a socket (inbound) ([`Accept`]); followed by [`SockAddr`].
     Accept = 4,
-    /// A traced socket was closed.
+    /// A traced socket was closed ([`Close`]).
     Close = 5,
-    /// A traced process forked a child process (`conn_id` holds the child tgid).
+    /// A traced process forked a child process ([`Fork`]).
     Fork = 6,
-    /// A traced process exited.
+    /// A traced process exited ([`Exit`]).
     Exit = 7,
-    /// A write of the target to its stdout (fd 1) or stderr (fd 2); followed by `len` bytes.
+    /// A write of the target to its stdout (fd 1) or stderr (fd 2) ([`Stdio`]); followed by
+    /// `len` bytes.
     Stdio = 8,
-    /// TLS plaintext read or written through OpenSSL; followed by `len` bytes. `conn_id` holds
-    /// the `SSL*` (not a connection id), `pos` the byte position in that `SSL*`'s plaintext
-    /// stream of direction `dir`, `fd` the socket when already known, else -1.
+    /// TLS plaintext read or written through OpenSSL ([`TlsData`]); followed by `len` bytes.
     TlsData = 9,
-    /// An `SSL*` was tied to a socket: `conn_id` is the socket's connection id, `pos` holds the
-    /// `SSL*`, `fd` the socket, `dir` the socket's role. From now on the socket's ciphertext is
+    /// An `SSL*` was tied to a socket ([`TlsBind`]). From now on the socket's ciphertext is
     /// not copied.
     TlsBind = 10,
-    /// Python attribution stamp, emitted right before the data records of an outbound socket
-    /// write of a CPython process: `pos` holds the thread's current `contextvars` context
-    /// (`PyThreadState->context`, 0 when none), `total` the `PyThreadState*` (0 when the thread
-    /// state was not found), `conn_id`/`fd` the socket.
+    /// Python attribution stamp ([`PyStamp`]), emitted right before the data records of an
+    /// outbound socket write of a CPython process.
     PyStamp = 11,
-    /// An asyncio task was created (`_asyncio.Task.__init__` returned 0); followed by `len`
-    /// bytes of the coroutine's `__qualname__`. `conn_id` holds the `TaskObj*`, `pos` the task's
-    /// own context (`task->task_context`), `total` the context current at `__init__` entry.
+    /// An asyncio task was created ([`PyTask`]); followed by `len` bytes of the coroutine's
+    /// `__qualname__`.
     PyTask = 12,
-    /// `PyContext_CopyCurrent` returned: `conn_id` holds the new `PyContext*`, `pos` the
-    /// context that was current (the one copied).
+    /// `PyContext_CopyCurrent` returned ([`PyCopy`]).
     PyCopy = 13,
+    /// TLS plaintext bytes of an SSL call that were not copied ([`TlsDataLost`]).
+    TlsDataLost = 14,
 }
 
 impl Kind {
@@ -92,6 +103,7 @@ impl Kind {
             11 => Self::PyStamp,
             12 => Self::PyTask,
             13 => Self::PyCopy,
+            14 => Self::TlsDataLost,
             _ => return None,
         })
     }
@@ -180,7 +192,9 @@ impl Drop {
     }
 }
 
-/// Header of every ring-buffer record. 64 bytes, no padding.
+/// Header of every ring-buffer record. 64 bytes, no padding. Generic fields: what `conn_id`,
+/// `fd`, `dir`, `pos`, `total` and `flags` hold depends on `kind` (table in [`record`]); build
+/// headers with the per-kind constructors and read them through [`decode`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct EventHeader {
@@ -194,16 +208,15 @@ pub struct EventHeader {
     pub tgid: u32,
     /// Thread id.
     pub tid: u32,
-    /// Connection id, unique per (process, fd, open): bumped on every accept/connect.
-    /// For [`Kind::Fork`] it holds the child tgid.
+    /// Connection id, unique per (process, fd, open), for socket kinds; see [`record`].
     pub conn_id: u64,
     /// File descriptor.
     pub fd: i32,
-    /// [`DIR_INGRESS`] or [`DIR_EGRESS`] for data; role for connect/accept; exit code otherwise.
+    /// [`DIR_INGRESS`] or [`DIR_EGRESS`] for data kinds; see [`record`].
     pub dir: u32,
-    /// Byte position of this chunk in its direction's stream.
+    /// Byte position of this chunk in its direction's stream for data kinds; see [`record`].
     pub pos: u64,
-    /// Total bytes moved by the syscall (or the syscall's return value for connect/accept).
+    /// Total bytes moved by the syscall for data kinds; see [`record`].
     pub total: i64,
     /// Payload bytes following the header in this record.
     pub len: u32,
@@ -343,10 +356,13 @@ pub struct PyProc {
     pub context_entered: u32,
 }
 
-/// `EventHeader::flags` of [`Kind::PyStamp`], [`Kind::PyCopy`] and [`Kind::PyTask`]: the
-/// (current / copied / creating) context is entered (`ctx_entered != 0`). A context that is not
-/// entered is a thread's base context and is never owned by a request.
+/// `EventHeader::flags` of [`Kind::PyStamp`] and [`Kind::PyCopy`]: the (current / copied)
+/// context is entered (`ctx_entered != 0`). A context that is not entered is a thread's base
+/// context and is never owned by a request.
 pub const PY_CTX_ENTERED: u32 = 4;
+/// `EventHeader::flags` of [`Kind::PyStamp`]: the stamped write is TLS plaintext (`conn_id`
+/// holds the `SSL*`, not a connection id).
+pub const PY_STAMP_TLS: u32 = 8;
 
 /// Counters of the Python probes (per-CPU array `PY_HITS`).
 #[repr(u32)]
@@ -499,29 +515,6 @@ mod pod {
     unsafe impl aya::Pod for super::PyProc {}
 }
 
-/// A decoded ring-buffer record, borrowing its payload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Decoded<'a> {
-    /// Data, stdio or lost-data records.
-    Data {
-        header: EventHeader,
-        payload: &'a [u8],
-    },
-    /// Connect / accept.
-    Conn { header: EventHeader, addr: SockAddr },
-    /// Close, fork, exit.
-    Other { header: EventHeader },
-}
-
-/// Why a record could not be decoded.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DecodeError {
-    /// Shorter than its header or its declared payload.
-    Short { have: usize, need: usize },
-    /// Unknown kind.
-    UnknownKind(u32),
-}
-
 fn read_u32(b: &[u8], off: usize) -> u32 {
     let mut a = [0u8; 4];
     a.copy_from_slice(&b[off..off + 4]);
@@ -588,46 +581,5 @@ impl SockAddr {
         o[4..8].copy_from_slice(&self._pad.to_ne_bytes());
         o[8..24].copy_from_slice(&self.addr);
         o
-    }
-}
-
-/// Decodes one ring-buffer record.
-pub fn decode(b: &[u8]) -> Result<Decoded<'_>, DecodeError> {
-    let header = EventHeader::from_bytes(b)?;
-    let kind = Kind::from_u32(header.kind).ok_or(DecodeError::UnknownKind(header.kind))?;
-    match kind {
-        Kind::Data | Kind::Stdio | Kind::DataLost | Kind::TlsData | Kind::PyTask => {
-            let need = 64 + header.len as usize;
-            if b.len() < need {
-                return Err(DecodeError::Short {
-                    have: b.len(),
-                    need,
-                });
-            }
-            Ok(Decoded::Data {
-                header,
-                payload: &b[64..need],
-            })
-        }
-        Kind::Connect | Kind::Accept => {
-            if b.len() < 88 {
-                return Err(DecodeError::Short {
-                    have: b.len(),
-                    need: 88,
-                });
-            }
-            let mut addr = [0u8; 16];
-            addr.copy_from_slice(&b[72..88]);
-            let a = SockAddr {
-                family: u16::from_ne_bytes([b[64], b[65]]),
-                port: u16::from_ne_bytes([b[66], b[67]]),
-                _pad: read_u32(b, 68),
-                addr,
-            };
-            Ok(Decoded::Conn { header, addr: a })
-        }
-        Kind::Close | Kind::Fork | Kind::Exit | Kind::TlsBind | Kind::PyStamp | Kind::PyCopy => {
-            Ok(Decoded::Other { header })
-        }
     }
 }

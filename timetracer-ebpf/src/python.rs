@@ -2,11 +2,11 @@
 //!
 //! Only for processes the agent put in [`PY_PROCS`] after discovering their runtime:
 //! - every outbound socket write (and TLS plaintext write) is preceded by a
-//!   [`Kind::PyStamp`] record carrying the thread's current `contextvars` context,
+//!   `PyStamp` record carrying the thread's current `contextvars` context,
 //!   `PyThreadState->context`, read at the syscall (no per-step probe);
-//! - `_asyncio.Task.__init__` entry + return: [`Kind::PyTask`] with the task, its own context
+//! - `_asyncio.Task.__init__` entry + return: `PyTask` with the task, its own context
 //!   and the context current at creation, plus the coroutine's qualname;
-//! - `PyContext_CopyCurrent` return: [`Kind::PyCopy`], how worker threads (`to_thread`, anyio)
+//! - `PyContext_CopyCurrent` return: `PyCopy`, how worker threads (`to_thread`, anyio)
 //!   and callbacks inherit a task's context.
 //!
 //! The decisions (which task is a request's root, who owns a context, address reuse) are made
@@ -31,13 +31,12 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::{debug, warn};
 use timetracer_common::{
-    DIR_EGRESS, Kind, PY_CTX_ENTERED, PY_HIT_SLOTS, PY_MAX_THREADS, PyHit, PyProc, PyTaskRecord,
-    SockAddr,
+    EventHeader, PY_HIT_SLOTS, PY_MAX_THREADS, PyHit, PyProc, PyTaskRecord, SockAddr, StampedWrite,
 };
 
 use crate::{
     maps::{EVENTS, count_drop},
-    syscalls::{emit_conn, header},
+    syscalls::{emit_conn, origin},
 };
 
 /// CPython processes whose contexts are followed: tgid -> runtime description.
@@ -155,34 +154,34 @@ fn tstate_of(id: u64, p: &PyProc) -> u64 {
 }
 
 /// The current thread's `contextvars` context (0 when it has none), its thread state, and
-/// [`PY_CTX_ENTERED`] when that context is entered (`ctx_entered`). A thread's base context —
+/// whether that context is entered (`ctx_entered`). A thread's base context —
 /// created lazily by CPython, never entered, unseen by the probes — can sit at an address a
 /// request's context had before; the flag tells the agent not to trust that binding.
 #[inline(always)]
-fn current_context(id: u64, p: &PyProc) -> (u64, u64, u32) {
+fn current_context(id: u64, p: &PyProc) -> (u64, u64, bool) {
     let t = tstate_of(id, p);
     if t == 0 {
-        return (0, 0, 0);
+        return (0, 0, false);
     }
     let ctx = read_u64(t + p.tstate_context as u64);
-    (ctx, t, entered_flag(ctx, p))
+    (ctx, t, entered(ctx, p))
 }
 
 #[inline(always)]
-fn entered_flag(ctx: u64, p: &PyProc) -> u32 {
+fn entered(ctx: u64, p: &PyProc) -> bool {
     if ctx == 0 {
-        return 0;
+        return false;
     }
     // SAFETY: bpf_probe_read_user copes with any address; a failure gives 0.
     let e =
         unsafe { bpf_probe_read_user((ctx + p.context_entered as u64) as *const u32) }.unwrap_or(0);
-    if e != 0 { PY_CTX_ENTERED } else { 0 }
+    e != 0
 }
 
-/// Emits a [`Kind::PyStamp`] for an outbound write of the current thread on `conn_id`/`fd`
-/// (a socket connection id, or an `SSL*` for TLS plaintext) when the process is followed.
+/// Emits a `PyStamp` record for an outbound write of the current thread (`write`, on `fd`)
+/// when the process is followed.
 #[inline(always)]
-pub(crate) fn stamp(id: u64, conn_id: u64, fd: i32) {
+pub(crate) fn stamp(id: u64, write: StampedWrite, fd: i32) {
     let Some(p) = proc_of((id >> 32) as u32) else {
         return;
     };
@@ -198,18 +197,7 @@ pub(crate) fn stamp(id: u64, conn_id: u64, fd: i32) {
             fd
         );
     }
-    let mut h = header(
-        Kind::PyStamp,
-        0,
-        id,
-        conn_id,
-        fd,
-        DIR_EGRESS,
-        ctx,
-        t as i64,
-        0,
-    );
-    h.flags = entered;
+    let h = EventHeader::py_stamp(origin(id), ctx, t, entered, fd, write);
     emit_conn(h, SockAddr::default());
 }
 
@@ -224,7 +212,7 @@ pub(crate) fn py_task_init(ctx: ProbeContext) -> u32 {
     let task: u64 = ctx.arg(0).unwrap_or(0);
     let (cur, _, entered) = current_context(id, &p);
     // A base (never entered) context is reported as none.
-    let cur = if entered != 0 { cur } else { 0 };
+    let cur = if entered { cur } else { 0 };
     let _ = PY_TASK_INFLIGHT.insert(id, [task, cur], 0);
     0
 }
@@ -280,17 +268,7 @@ pub(crate) fn py_task_init_ret(ctx: RetProbeContext) -> u32 {
             }
         }
     }
-    rec.header = header(
-        Kind::PyTask,
-        0,
-        id,
-        task,
-        0,
-        0,
-        task_ctx,
-        parent as i64,
-        len,
-    );
+    rec.header = EventHeader::py_task(origin(id), task, task_ctx, parent, len);
     e.submit(BPF_RB_NO_WAKEUP as u64);
     let _ = ctx.as_ptr();
     0
@@ -314,8 +292,7 @@ pub(crate) fn py_ctx_copy_ret(ctx: RetProbeContext) -> u32 {
         return 0;
     }
     let (cur, _, entered) = current_context(id, &p);
-    let mut h = header(Kind::PyCopy, 0, id, new, 0, 0, cur, 0, 0);
-    h.flags = entered;
+    let h = EventHeader::py_copy(origin(id), new, cur, entered);
     emit_conn(h, SockAddr::default());
     0
 }

@@ -14,9 +14,9 @@ use aya_ebpf::{
 };
 use aya_log_ebpf::{debug, info, trace, warn};
 use timetracer_common::{
-    ConnEvent, DIR_EGRESS, DIR_INGRESS, Drop, EventHeader, FLAG_LAST_CHUNK, Kind, LARGE_CHUNK,
-    LargeData, MAX_CHUNKS_PER_SYSCALL, MAX_IOVECS, ROLE_CLIENT, ROLE_SERVER, SMALL_CHUNK, SOCK_TLS,
-    SmallData, SockState, sys,
+    ConnEvent, Direction, Drop, EventHeader, LARGE_CHUNK, LargeData, MAX_CHUNKS_PER_SYSCALL,
+    MAX_IOVECS, Origin, ROLE_CLIENT, ROLE_SERVER, SMALL_CHUNK, SOCK_TLS, SmallData, SockState,
+    StampedWrite, sys,
 };
 
 use crate::{
@@ -209,7 +209,7 @@ pub(crate) fn sys_enter_close(ctx: TracePointContext) -> u32 {
         &ctx,
         "Closed: pid {} fd {} (connection {:x})", tgid, fd, conn_id
     );
-    let h = header(Kind::Close, sys::CLOSE, id, conn_id, fd, 0, 0, 0, 0);
+    let h = EventHeader::close(origin(id), conn_id, fd);
     emit_conn(h, timetracer_common::SockAddr::default());
     0
 }
@@ -270,17 +270,7 @@ fn on_connect_exit(id: u64, a: &Args, r: i64) {
             "Skipped: pid {} fd {} connect to port {} failed with {}", tgid, a.fd, addr.port, r
         );
     }
-    let h = header(
-        Kind::Connect,
-        sys::CONNECT,
-        id,
-        conn_id,
-        a.fd,
-        ROLE_CLIENT,
-        0,
-        r,
-        0,
-    );
+    let h = EventHeader::connect(origin(id), conn_id, a.fd, r);
     emit_conn(h, addr);
 }
 
@@ -321,17 +311,7 @@ fn on_accept_exit(id: u64, a: &Args, r: i64) {
         ssl: 0,
     };
     track_socket(sock_key(tgid, fd), &st);
-    let h = header(
-        Kind::Accept,
-        sys::ACCEPT,
-        id,
-        conn_id,
-        fd,
-        ROLE_SERVER,
-        0,
-        r,
-        0,
-    );
+    let h = EventHeader::accept(origin(id), conn_id, fd);
     emit_conn(h, addr);
 }
 
@@ -356,16 +336,14 @@ fn on_sendfile_exit(id: u64, a: &Args, r: i64) {
     unsafe { (*s).tx_pos = pos + r as u64 };
     // SAFETY: as above.
     let conn_id = unsafe { (*s).conn_id };
-    let h = header(
-        Kind::DataLost,
+    let h = EventHeader::data_lost(
+        origin(id),
         sys::SENDFILE,
-        id,
         conn_id,
         a.fd,
-        DIR_EGRESS,
+        Direction::Egress,
         pos,
-        r,
-        0,
+        r as u64,
     );
     emit_conn(h, timetracer_common::SockAddr::default());
 }
@@ -377,14 +355,15 @@ fn on_data_exit(id: u64, a: &Args, r: i64) {
     }
     let tgid = (id >> 32) as u32;
     let egress = matches!(a.sys, sys::WRITE | sys::WRITEV | sys::SENDTO | sys::SENDMSG);
-    let dir = if egress { DIR_EGRESS } else { DIR_INGRESS };
+    let dir = Direction::of_egress(egress);
     let total = r as u64;
     let vectored = matches!(
         a.sys,
         sys::READV | sys::WRITEV | sys::RECVMSG | sys::SENDMSG
     );
     let key = sock_key(tgid, a.fd);
-    let (kind, conn_id, pos, cap) = match SOCKS.get_ptr_mut(key) {
+    // (connection id, position) of a socket's data; `None` for stdout/stderr.
+    let (sock, cap) = match SOCKS.get_ptr_mut(key) {
         Some(s) => {
             // TLS: tie an `SSL*` to this socket when this syscall is the ciphertext of a
             // plaintext call we saw (see tls.rs); a TLS socket's ciphertext is not copied.
@@ -424,17 +403,12 @@ fn on_data_exit(id: u64, a: &Args, r: i64) {
             // SAFETY: as above.
             if egress && unsafe { (*s).role } == ROLE_CLIENT {
                 // Python processes: which asyncio context wrote this (issue #7).
-                crate::python::stamp(id, conn_id, a.fd);
+                crate::python::stamp(id, StampedWrite::Socket { conn_id }, a.fd);
             }
-            (
-                Kind::Data,
-                conn_id,
-                pos,
-                config().max_bytes_per_syscall as u64,
-            )
+            (Some((conn_id, pos)), config().max_bytes_per_syscall as u64)
         }
         // Only stdout/stderr writes get here (see data_enter); a traceback fits in 64 KiB.
-        None => (Kind::Stdio, 0, 0, 4 * LARGE_CHUNK as u64),
+        None => (None, 4 * LARGE_CHUNK as u64),
     };
     let (vec_ptr, vec_cnt) = match a.sys {
         sys::READV | sys::WRITEV => (a.ptr, a.count),
@@ -446,7 +420,12 @@ fn on_data_exit(id: u64, a: &Args, r: i64) {
     } else {
         Source::Buf(a.ptr)
     };
-    let h = header(kind, a.sys, id, conn_id, a.fd, dir, pos, r, 0);
+    let h = match sock {
+        Some((conn_id, pos)) => {
+            EventHeader::data(origin(id), a.sys, conn_id, a.fd, dir, pos, total)
+        }
+        None => EventHeader::stdio(origin(id), a.sys, a.fd, total),
+    };
     emit_payload(h, src, total, cap);
 }
 
@@ -459,9 +438,11 @@ pub(crate) enum Source {
     Vec(u64, u64),
 }
 
-/// Copies `total` bytes (at most `cap`) from `src` into ring records stamped with `h`, whose
+/// Copies `total` bytes (at most `cap`) from `src` into ring records made from the template
+/// `h` ([`EventHeader::data`], [`EventHeader::tls_data`] or [`EventHeader::stdio`]), whose
 /// `pos` is the position of the first byte. Bytes beyond the cap are counted and, for socket
-/// and TLS data, reported in a [`Kind::DataLost`] record. Returns the bytes walked.
+/// and TLS data, reported in a loss record ([`EventHeader::lost_after`]). Returns the bytes
+/// walked.
 #[inline(always)]
 pub(crate) fn emit_payload(h: EventHeader, src: Source, total: u64, cap: u64) -> u64 {
     let Some(stp) = LOOP.get_ptr_mut(0) else {
@@ -538,12 +519,7 @@ pub(crate) fn emit_payload(h: EventHeader, src: Source, total: u64, cap: u64) ->
                 MAX_IOVECS
             );
         }
-        if h.kind != Kind::Stdio as u32 {
-            let mut l = h;
-            l.kind = Kind::DataLost as u32;
-            l.pos = h.pos + walked;
-            l.total = lost as i64;
-            l.len = 0;
+        if let Some(l) = h.lost_after(h.pos + walked, lost) {
             emit_conn(l, timetracer_common::SockAddr::default());
         }
     }
@@ -599,15 +575,9 @@ unsafe extern "C" fn chunk_cb(_i: u32, _ctx: *mut c_void) -> i64 {
     if n > LARGE_CHUNK as u64 {
         n = LARGE_CHUNK as u64;
     }
-    let mut h = st.hdr;
-    h.len = n as u32;
-    h.flags = if n == st.remaining {
-        FLAG_LAST_CHUNK
-    } else {
-        0
-    };
     // SAFETY: helper without arguments.
-    h.ts_ns = unsafe { bpf_ktime_get_ns() };
+    let ts_ns = unsafe { bpf_ktime_get_ns() };
+    let h = st.hdr.chunk(ts_ns, n as u32, n == st.remaining);
     if n <= SMALL_CHUNK as u64 {
         emit_chunk::<SmallData, SMALL_CHUNK>(&h, st.base, n as usize);
     } else {
@@ -671,34 +641,11 @@ fn emit_chunk<T: DataRecord + 'static, const N: usize>(h: &EventHeader, src: u64
     }
 }
 
+/// Who and when, for a record made now by the current task (`pid_tgid`).
 #[inline(always)]
-#[expect(clippy::too_many_arguments, reason = "a header has this many fields")]
-pub(crate) fn header(
-    kind: Kind,
-    syscall: u32,
-    id: u64,
-    conn_id: u64,
-    fd: i32,
-    dir: u32,
-    pos: u64,
-    total: i64,
-    len: u32,
-) -> EventHeader {
-    EventHeader {
-        kind: kind as u32,
-        syscall,
-        // SAFETY: helper without arguments.
-        ts_ns: unsafe { bpf_ktime_get_ns() },
-        tgid: (id >> 32) as u32,
-        tid: id as u32,
-        conn_id,
-        fd,
-        dir,
-        pos,
-        total,
-        len,
-        flags: 0,
-    }
+pub(crate) fn origin(id: u64) -> Origin {
+    // SAFETY: helper without arguments.
+    Origin::of_pid_tgid(id, unsafe { bpf_ktime_get_ns() })
 }
 
 #[inline(always)]
@@ -740,7 +687,7 @@ pub(crate) fn task_newtask(ctx: TracePointContext) -> u32 {
         (id >> 32) as u32,
         child
     );
-    let h = header(Kind::Fork, 0, id, child as u64, 0, 0, 0, 0, 0);
+    let h = EventHeader::fork(origin(id), child as u32);
     emit_conn(h, timetracer_common::SockAddr::default());
     0
 }
@@ -754,7 +701,7 @@ pub(crate) fn sched_process_exit(ctx: TracePointContext) -> u32 {
         return 0;
     }
     let _ = TARGETS.remove(tgid);
-    let h = header(Kind::Exit, 0, id, 0, 0, 0, 0, 0, 0);
+    let h = EventHeader::exit(origin(id));
     emit_conn(h, timetracer_common::SockAddr::default());
     let _ = ctx.as_ptr();
     0

@@ -23,11 +23,13 @@ use aya_ebpf::{
     programs::{ProbeContext, RetProbeContext},
 };
 use aya_log_ebpf::{debug, info, trace};
-use timetracer_common::{DIR_EGRESS, DIR_INGRESS, Kind, SOCK_TLS, SockState};
+use timetracer_common::{
+    DIR_EGRESS, DIR_INGRESS, Direction, EventHeader, Role, SOCK_TLS, SockState, StampedWrite,
+};
 
 use crate::{
     maps::{SOCKS, config, is_target, sock_key},
-    syscalls::{Source, emit_conn, emit_payload, header},
+    syscalls::{Source, emit_conn, emit_payload, origin},
 };
 
 /// How long after a plaintext write (or before a plaintext read) the socket I/O of the same
@@ -230,20 +232,17 @@ pub(crate) fn ssl_exit(ctx: RetProbeContext) -> u32 {
             n
         );
     }
-    let h = header(
-        Kind::TlsData,
-        0,
-        id,
+    let h = EventHeader::tls_data(
+        origin(id),
         call.ssl,
         fd,
-        call.dir,
+        Direction::of_egress(egress),
         pos,
-        n as i64,
-        0,
+        n,
     );
     if egress {
         // Python processes: which asyncio context wrote this (issue #7).
-        crate::python::stamp(id, call.ssl, fd);
+        crate::python::stamp(id, StampedWrite::Tls { ssl: call.ssl }, fd);
     }
     emit_payload(
         h,
@@ -352,7 +351,7 @@ fn bind(id: u64, ssl: u64, s: *mut SockState, fd: i32) {
             let _ = SSL_STATE.insert(key, fresh, 0);
         }
     }
-    let h = header(Kind::TlsBind, 0, id, conn_id, fd, role, ssl, 0, 0);
+    let h = EventHeader::tls_bind(origin(id), ssl, conn_id, fd, Role::of_sock_role(role));
     emit_conn(h, timetracer_common::SockAddr::default());
 }
 

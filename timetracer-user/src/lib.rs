@@ -2,9 +2,9 @@
 //! dependency call it made, into one cassette — from the kernel, with eBPF.
 //!
 //! The agent is a pipeline (see `docs/ARCHITECTURE.md`):
-//! `capture` (ring buffer) → `reassembly` (per connection and direction, by byte position)
-//! → `protocols` (detect, parse, stitch) → `correlate` (attribute outbound calls to inbound
-//! requests) → `record::sink` (filters, cassette files, index, S3, live view); `record` runs
+//! `capture` (ring buffer) → `conn` (the connection layer: `reassembly` per connection and
+//! direction, by byte position, → `protocols`: detect, parse, stitch) → `correlate` (attribute
+//! outbound calls to inbound requests) → `record::sink` (filters, cassette files, index, S3, live view); `record` runs
 //! the whole pipeline for a target, as `replay` runs a replay.
 
 pub mod analysis;
@@ -13,6 +13,7 @@ pub mod capture;
 pub mod cassette;
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod correlate;
 pub mod index;
 pub mod live;

@@ -1,8 +1,54 @@
 //! What /proc tells about a target at attach time: its descendants, its open TCP sockets
 //! (connections open before tracing started) and a description of the process.
+//!
+//! The correlator asks its questions through [`ProcFacts`]: [`Procfs`] reads /proc,
+//! [`FixedFacts`] answers from tables (tests and tools replaying records).
 use std::{collections::HashMap, fs, net::SocketAddr, path::Path};
 
 use crate::correlate::model::ProcessInfo;
+
+/// What the pipeline asks /proc while it runs.
+pub trait ProcFacts: Send {
+    /// Describes process `pid` (an empty command line when it is gone).
+    fn process_info(&self, pid: u32) -> ProcessInfo;
+    /// Local and remote address of socket `fd` of process `pid`, if it is an IPv4/IPv6 TCP
+    /// socket that is still open.
+    fn socket_addrs(&self, pid: u32, fd: i32) -> Option<(SocketAddr, SocketAddr)>;
+}
+
+/// [`ProcFacts`] from the live /proc.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Procfs;
+
+impl ProcFacts for Procfs {
+    fn process_info(&self, pid: u32) -> ProcessInfo {
+        process_info(pid)
+    }
+    fn socket_addrs(&self, pid: u32, fd: i32) -> Option<(SocketAddr, SocketAddr)> {
+        socket_addrs(pid, fd)
+    }
+}
+
+/// [`ProcFacts`] from fixed tables: processes not listed are gone (empty description but
+/// their pid), sockets not listed have no address.
+#[derive(Clone, Debug, Default)]
+pub struct FixedFacts {
+    pub processes: HashMap<u32, ProcessInfo>,
+    /// (pid, fd) → (local, remote).
+    pub sockets: HashMap<(u32, i32), (SocketAddr, SocketAddr)>,
+}
+
+impl ProcFacts for FixedFacts {
+    fn process_info(&self, pid: u32) -> ProcessInfo {
+        self.processes.get(&pid).cloned().unwrap_or(ProcessInfo {
+            pid,
+            ..ProcessInfo::default()
+        })
+    }
+    fn socket_addrs(&self, pid: u32, fd: i32) -> Option<(SocketAddr, SocketAddr)> {
+        self.sockets.get(&(pid, fd)).copied()
+    }
+}
 
 /// `true` when `/proc/PID` exists.
 #[must_use]

@@ -1,9 +1,11 @@
-//! Connection table and attribution of outbound calls to inbound requests.
+//! Attribution of outbound calls to inbound requests.
 //!
-//! [`Correlator`] receives decoded kernel records in arrival order, keeps one
-//! [`reassembly::Stream`] per connection and direction and one parser from the protocol registry per connection, and
-//! turns completed inbound exchanges into [`RecordedRequest`]s once a short grace period has
-//! passed (late ring-buffer records from other CPUs, tracebacks logged after the response).
+//! [`Correlator`] receives decoded kernel records in arrival order. Records about sockets and
+//! TLS go to the connection layer ([`ConnTable`]: streams, protocol detection, parsers), whose
+//! protocol events come back with their connection's facts; stdout/stderr, process and Python
+//! context records are handled here. Completed inbound exchanges become [`RecordedRequest`]s
+//! once a short grace period has passed (late ring-buffer records from other CPUs, tracebacks
+//! logged after the response).
 //!
 //! Attribution rules (this stage; concurrent asyncio tasks are decided by issue #7's engine):
 //! - an outbound request whose first byte was written while exactly one inbound request of the
@@ -20,23 +22,23 @@ pub mod model;
 pub mod python;
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{HashMap, HashSet, VecDeque},
     net::SocketAddr,
 };
 
-use bytes::Bytes;
-use timetracer_common::{DIR_EGRESS, Decoded, EventHeader, Kind, ROLE_SERVER};
+use timetracer_common::{Record, Stdio};
 
 use self::model::{
     Attribution, ConnFacts, DbSession, DepCall, DepKind, ProcessInfo, RecordedRequest, Timings,
 };
 use crate::{
+    capture::procfs::ProcFacts,
+    conn::{ConnOptions, ConnTable, Output},
     protocols::{
-        Detection, Limits, Parser, ProtoEvent,
+        ProtoEvent,
         db::{DbCall, DbEvent},
         http::types::{Exchange, HttpEvent, Side},
     },
-    reassembly::{Chunk, DEFAULT_LIMIT, Segment, Stream},
     telemetry::{Counter, Counters},
 };
 
@@ -66,28 +68,6 @@ impl Default for CorrelateOptions {
             asyncio_grace_ns: 3_000_000_000,
         }
     }
-}
-
-enum Proto {
-    /// Not decided yet; holds the first bytes seen per direction.
-    Unknown,
-    /// The registry's parser for the protocol its detection found.
-    Known(Box<dyn Parser>),
-    /// No registered protocol: further bytes are counted and dropped.
-    Other,
-}
-
-struct Conn {
-    facts: ConnFacts,
-    /// The `SSL*` once the connection is known to carry TLS: its streams are then plaintext.
-    ssl: Option<u64>,
-    side: Side,
-    streams: [Stream; 2],
-    proto: Proto,
-    /// Segments held until the protocol is known.
-    held: Vec<(bool, Segment)>,
-    held_bytes: [Vec<u8>; 2],
-    connect_ns: u64,
 }
 
 /// How a Python traceback starts.
@@ -168,21 +148,22 @@ struct StdioWrite {
 /// The correlating stage.
 pub struct Correlator {
     opts: CorrelateOptions,
-    conns: HashMap<u64, Conn>,
+    /// The connection layer.
+    conns: ConnTable,
     inbound: inbound::Inbounds,
     outbound: VecDeque<Outbound>,
     stdio: VecDeque<StdioWrite>,
     /// (tgid, tid) → time of its latest kept stdio write, while it writes a traceback.
     traceback_writers: HashMap<(u32, u32), u64>,
     processes: HashMap<u32, ProcessInfo>,
+    /// Processes that exited, removed from `processes` once nothing of theirs is pending.
+    exited: HashSet<u32>,
+    /// What /proc says (processes, socket addresses).
+    facts: Box<dyn ProcFacts>,
     /// Latest database session facts per connection id.
     db_sessions: HashMap<u64, DbSession>,
     /// Closed database connections (id, close time), forgotten a minute later.
     closed_db: VecDeque<(u64, u64)>,
-    /// (tgid, `SSL*`) → connection id, from the kernel's bind records.
-    ssl_conns: HashMap<(u32, u64), u64>,
-    /// TLS plaintext of an `SSL*` not tied to a socket yet, per (tgid, `SSL*`).
-    pending_tls: HashMap<(u32, u64), Vec<(bool, Chunk)>>,
     mono_to_unix_ns: i128,
     /// The attribution engine of CPython processes (issue #7).
     pub py: python::PyEngine,
@@ -221,18 +202,24 @@ pub fn mono_to_unix_offset() -> i128 {
 }
 
 impl Correlator {
+    /// A correlator that asks `facts` about processes and sockets (`capture::procfs::Procfs`
+    /// while recording).
     #[must_use]
-    pub fn new(opts: CorrelateOptions, counters: Counters) -> Self {
+    pub fn new(opts: CorrelateOptions, counters: Counters, facts: Box<dyn ProcFacts>) -> Self {
+        let conn_opts = ConnOptions {
+            max_body: opts.max_body,
+            gap_timeout_ns: opts.gap_timeout_ns,
+        };
         Self {
+            conns: ConnTable::new(conn_opts, counters.clone()),
             opts,
-            conns: HashMap::new(),
             inbound: inbound::Inbounds::default(),
             outbound: VecDeque::new(),
             stdio: VecDeque::new(),
             traceback_writers: HashMap::new(),
             processes: HashMap::new(),
-            ssl_conns: HashMap::new(),
-            pending_tls: HashMap::new(),
+            exited: HashSet::new(),
+            facts,
             db_sessions: HashMap::new(),
             closed_db: VecDeque::new(),
             mono_to_unix_ns: mono_to_unix_offset(),
@@ -257,283 +244,134 @@ impl Correlator {
         local: SocketAddr,
         remote: SocketAddr,
     ) {
-        let facts = ConnFacts {
-            pid: tgid,
-            fd,
-            conn_id,
-            local: Some(local),
-            remote: Some(remote),
-            preexisting: true,
-            ..ConnFacts::default()
-        };
-        self.conns.insert(
-            conn_id,
-            Conn::new(
-                facts,
-                if server { Side::Server } else { Side::Client },
-                0,
-                false,
-            ),
-        );
+        self.conns
+            .add_preexisting(tgid, fd, conn_id, server, local, remote);
     }
 
     /// Handles one decoded kernel record.
-    pub fn handle(&mut self, rec: Decoded<'_>) {
+    pub fn handle(&mut self, rec: Record<'_>) {
+        let mut out = Vec::new();
         match rec {
-            Decoded::Data { header, payload } => self.on_data(&header, payload),
-            Decoded::Conn { header, addr } => {
-                let remote = crate::capture::to_socket_addr(&addr);
-                let kind = Kind::from_u32(header.kind);
-                if kind == Some(Kind::Connect) && header.conn_id == 0 {
-                    self.counters.inc(Counter::ConnectFailed);
-                    return;
-                }
-                let side = if header.dir == ROLE_SERVER {
-                    Side::Server
-                } else {
-                    Side::Client
-                };
-                let local =
-                    crate::capture::procfs::socket_addrs(header.tgid, header.fd).map(|(l, _)| l);
-                let facts = ConnFacts {
-                    pid: header.tgid,
-                    fd: header.fd,
-                    conn_id: header.conn_id,
-                    local,
-                    remote,
-                    ..ConnFacts::default()
-                };
-                tracing::debug!(
-                    conn_id = header.conn_id,
-                    pid = header.tgid,
-                    fd = header.fd,
-                    ?remote,
-                    ?side,
-                    "Connection opened"
-                );
-                match side {
-                    Side::Server => self.counters.inc(Counter::Accepted),
-                    Side::Client => self.counters.inc(Counter::Connected),
-                }
-                self.conns
-                    .insert(header.conn_id, Conn::new(facts, side, header.ts_ns, true));
+            Record::Data(_)
+            | Record::DataLost(_)
+            | Record::TlsData(_)
+            | Record::TlsDataLost(_)
+            | Record::TlsBind(_)
+            | Record::Accept(_)
+            | Record::Connect(_)
+            | Record::Close(_) => self.conns.handle(&rec, &*self.facts, &mut out),
+            Record::Stdio(w) => self.on_stdio(&w),
+            Record::Fork(f) => {
+                self.exited.remove(&f.child);
+                self.processes
+                    .insert(f.child, self.facts.process_info(f.child));
             }
-            Decoded::Other { header } => match Kind::from_u32(header.kind) {
-                Some(Kind::Close) => self.close_conn(header.conn_id, header.ts_ns),
-                Some(Kind::TlsBind) => self.on_tls_bind(&header),
-                Some(Kind::PyStamp) => self.py.on_stamp(
-                    header.tgid,
-                    header.tid,
-                    header.ts_ns,
-                    header.pos,
-                    header.total as u64,
-                    header.flags & timetracer_common::PY_CTX_ENTERED != 0,
-                ),
-                Some(Kind::PyCopy) => self.py.on_copy(
-                    header.tgid,
-                    header.conn_id,
-                    header.pos,
-                    header.flags & timetracer_common::PY_CTX_ENTERED != 0,
-                ),
-                Some(Kind::Fork) => {
-                    let child = header.conn_id as u32;
-                    self.processes
-                        .insert(child, crate::capture::procfs::process_info(child));
-                }
-                _ => {}
-            },
+            Record::Exit(e) => {
+                // The connection layer ends its connections; the process is forgotten once
+                // its requests are written (`forget_exited`).
+                tracing::debug!(pid = e.origin.tgid, "Process exited");
+                self.exited.insert(e.origin.tgid);
+                self.conns.handle(&rec, &*self.facts, &mut out);
+            }
+            Record::PyStamp(p) => self.py.on_stamp(
+                p.origin.tgid,
+                p.origin.tid,
+                p.origin.ts_ns,
+                p.ctx,
+                p.tstate,
+                p.entered,
+            ),
+            Record::PyTask(t) => self.py.on_task(
+                t.origin.tgid,
+                t.origin.tid,
+                t.task_ctx,
+                t.parent_ctx,
+                std::str::from_utf8(t.qualname).unwrap_or(""),
+            ),
+            Record::PyCopy(c) => {
+                self.py
+                    .on_copy(c.origin.tgid, c.new_ctx, c.copied_ctx, c.entered);
+            }
         }
+        self.absorb(out);
     }
 
-    fn on_data(&mut self, h: &EventHeader, payload: &[u8]) {
-        match Kind::from_u32(h.kind) {
-            Some(Kind::Stdio) => {
-                // Only tracebacks are attached to requests: keep a write that starts one, and
-                // the writes of that thread right after it (the rest of its lines). Access
-                // logs and prints are not kept (they would push a traceback out of the queue
-                // and cost a scan per finished request).
-                let text = String::from_utf8_lossy(payload);
-                let key = (h.tgid, h.tid);
-                if text.contains(TRACEBACK) {
-                    self.traceback_writers.insert(key, h.ts_ns);
-                } else if self
-                    .traceback_writers
-                    .get(&key)
-                    .is_none_or(|&t| h.ts_ns.saturating_sub(t) >= TRACEBACK_TAIL_NS)
-                {
-                    return;
+    /// Takes what the connection layer reported, in order.
+    fn absorb(&mut self, out: Vec<Output>) {
+        for o in out {
+            match o {
+                Output::ServerRead { origin, conn_id } => {
+                    self.py
+                        .on_server_read(origin.tgid, origin.tid, conn_id, origin.ts_ns);
                 }
-                self.traceback_writers.insert(key, h.ts_ns);
-                self.stdio.push_back(StdioWrite {
-                    tgid: h.tgid,
-                    tid: h.tid,
-                    ts_ns: h.ts_ns,
-                    text: text.into_owned(),
-                });
-                if self.stdio.len() > 4096 {
-                    self.stdio.pop_front();
-                }
-            }
-            Some(Kind::DataLost) => {
-                if h.syscall == timetracer_common::sys::SENDFILE {
-                    self.counters.add(Counter::SendfileBytes, h.total as u64);
-                }
-                if let Some(c) = self.conns.get_mut(&h.conn_id) {
-                    c.streams[usize::from(h.dir == DIR_EGRESS)].lost(h.pos, h.total as u64);
-                }
-            }
-            Some(Kind::PyTask) => self.py.on_task(
-                h.tgid,
-                h.tid,
-                h.pos,
-                h.total as u64,
-                std::str::from_utf8(payload).unwrap_or(""),
-            ),
-            Some(Kind::TlsData) => {
-                self.counters.add(Counter::Bytes, payload.len() as u64);
-                let key = (h.tgid, h.conn_id);
-                let chunk = Chunk {
-                    pos: h.pos,
-                    data: Bytes::copy_from_slice(payload),
-                    ts_ns: h.ts_ns,
-                    tid: h.tid,
-                };
-                let egress = h.dir == DIR_EGRESS;
-                if !egress
-                    && let Some(id) = self.ssl_conns.get(&key)
-                    && self.conns.get(id).is_some_and(|c| c.side == Side::Server)
-                {
-                    // A request read through TLS: the server read the asyncio engine needs.
-                    self.py.on_server_read(h.tgid, h.tid, *id, h.ts_ns);
-                }
-                match self
-                    .ssl_conns
-                    .get(&key)
-                    .and_then(|id| self.conns.get_mut(id))
-                {
-                    Some(c) => c.streams[usize::from(egress)].push(chunk),
-                    None => {
-                        let pending = self.pending_tls.entry(key).or_default();
-                        if pending.len() < 4096 {
-                            pending.push((egress, chunk));
-                        } else {
-                            self.counters
-                                .add(Counter::TlsUnboundBytesDropped, payload.len() as u64);
-                        }
+                Output::Closed { conn_id, ts_ns } => {
+                    if self.db_sessions.contains_key(&conn_id) {
+                        // Kept a while: requests that used the connection are finalized later.
+                        self.closed_db.push_back((conn_id, ts_ns));
                     }
                 }
-            }
-            _ => {
-                self.counters.add(Counter::Bytes, payload.len() as u64);
-                if self.conns.get(&h.conn_id).is_some_and(|c| c.ssl.is_some()) {
-                    // Ciphertext that was already in flight when the connection became TLS.
-                    self.counters
-                        .add(Counter::TlsCiphertextIgnored, payload.len() as u64);
-                    return;
-                }
-                let Some(c) = self.conns.get_mut(&h.conn_id) else {
-                    // A socket the kernel tracks but whose accept/connect record we lost.
-                    tracing::debug!(
-                        conn_id = h.conn_id,
-                        fd = h.fd,
-                        pid = h.tgid,
-                        "Data for an unknown connection"
-                    );
-                    self.counters.inc(Counter::DataUnknownConn);
-                    return;
-                };
-                if c.side == Side::Server && h.dir != DIR_EGRESS {
-                    self.py.on_server_read(h.tgid, h.tid, h.conn_id, h.ts_ns);
-                }
-                c.streams[usize::from(h.dir == DIR_EGRESS)].push(Chunk {
-                    pos: h.pos,
-                    data: Bytes::copy_from_slice(payload),
-                    ts_ns: h.ts_ns,
-                    tid: h.tid,
-                });
+                Output::Event(e) => self.on_event(&e.facts, e.side, e.connect_ns, e.event),
             }
         }
     }
 
-    /// The kernel tied an `SSL*` to a socket: the connection's streams become the plaintext.
-    fn on_tls_bind(&mut self, h: &EventHeader) {
-        let (tgid, conn_id, ssl) = (h.tgid, h.conn_id, h.pos);
-        self.ssl_conns.insert((tgid, ssl), conn_id);
-        let side = if h.dir == ROLE_SERVER {
-            Side::Server
-        } else {
-            Side::Client
-        };
-        let c = self.conns.entry(conn_id).or_insert_with(|| {
-            let facts = ConnFacts {
-                pid: tgid,
-                fd: h.fd,
-                conn_id,
-                ..ConnFacts::default()
-            };
-            Conn::new(facts, side, 0, false)
-        });
-        if c.ssl != Some(ssl) {
-            c.switch_to_tls(ssl);
-        }
-        for (egress, chunk) in self.pending_tls.remove(&(tgid, ssl)).unwrap_or_default() {
-            c.streams[usize::from(egress)].push(chunk);
-        }
-        self.counters.inc(Counter::TlsConnections);
-    }
-
-    fn close_conn(&mut self, conn_id: u64, ts_ns: u64) {
-        let Some(mut c) = self.conns.remove(&conn_id) else {
+    /// A write to stdout/stderr. Only tracebacks are attached to requests: keep a write that
+    /// starts one, and the writes of that thread right after it (the rest of its lines).
+    /// Access logs and prints are not kept (they would push a traceback out of the queue and
+    /// cost a scan per finished request).
+    fn on_stdio(&mut self, w: &Stdio<'_>) {
+        let o = w.origin;
+        let text = String::from_utf8_lossy(w.payload);
+        let key = (o.tgid, o.tid);
+        if text.contains(TRACEBACK) {
+            self.traceback_writers.insert(key, o.ts_ns);
+        } else if self
+            .traceback_writers
+            .get(&key)
+            .is_none_or(|&t| o.ts_ns.saturating_sub(t) >= TRACEBACK_TAIL_NS)
+        {
             return;
-        };
-        if let Some(ssl) = c.ssl {
-            self.ssl_conns.remove(&(c.facts.pid, ssl));
         }
-        if self.db_sessions.contains_key(&conn_id) {
-            // Kept a while: requests that used the connection are finalized later.
-            self.closed_db.push_back((conn_id, ts_ns));
+        self.traceback_writers.insert(key, o.ts_ns);
+        self.stdio.push_back(StdioWrite {
+            tgid: o.tgid,
+            tid: o.tid,
+            ts_ns: o.ts_ns,
+            text: text.into_owned(),
+        });
+        if self.stdio.len() > 4096 {
+            self.stdio.pop_front();
         }
-        let mut events = Vec::new();
-        // Both directions in time order (see `merge_by_time`).
-        let (mut ing, mut eg) = (Vec::new(), Vec::new());
-        c.streams[0].flush(&mut ing);
-        c.streams[1].flush(&mut eg);
-        for (egress, s) in merge_by_time(ing, eg) {
-            c.feed(egress, s, &self.opts, &mut events, &self.counters);
-        }
-        c.release_held(&self.opts, &mut events, &self.counters);
-        if let Proto::Known(p) = &mut c.proto {
-            p.close(ts_ns, &mut events);
-        }
-        let facts = c.facts.clone();
-        let side = c.side;
-        let connect_ns = c.connect_ns;
-        for e in events {
-            self.on_event(&facts, side, connect_ns, e);
+    }
+
+    /// Removes exited processes of which nothing is pending any more: no connection, no
+    /// request still to be written, no call still to be attributed. Their written requests
+    /// carry the process description taken while they were alive.
+    fn forget_exited(&mut self) {
+        let (conns, inbound, outbound) = (&self.conns, &self.inbound, &self.outbound);
+        let done: Vec<u32> = self
+            .exited
+            .iter()
+            .copied()
+            .filter(|&pid| {
+                !conns.any_of(pid)
+                    && !inbound.iter().any(|r| r.tgid == pid && !r.finalized)
+                    && !outbound.iter().any(|o| o.tgid == pid)
+            })
+            .collect();
+        for pid in done {
+            tracing::debug!(pid, "Exited process forgotten");
+            self.exited.remove(&pid);
+            self.processes.remove(&pid);
+            self.py.forget(pid);
         }
     }
 
     /// Moves data through reassembly and parsing; call after each drain.
     pub fn pump(&mut self, now_ns: u64) {
-        let mut out: Vec<(ConnFacts, Side, u64, ProtoEvent)> = Vec::new();
-        let mut events = Vec::new();
-        for c in self.conns.values_mut() {
-            // Both directions in time order (see `merge_by_time`): feeding all of a drain's
-            // ingress before its egress handed the database parsers responses before the
-            // requests they answer (PostgreSQL calls paired with the wrong response).
-            let (mut ing, mut eg) = (Vec::new(), Vec::new());
-            c.streams[0].pop_ready(now_ns, self.opts.gap_timeout_ns, &mut ing);
-            c.streams[1].pop_ready(now_ns, self.opts.gap_timeout_ns, &mut eg);
-            for (egress, s) in merge_by_time(ing, eg) {
-                c.feed(egress, s, &self.opts, &mut events, &self.counters);
-            }
-            for e in events.drain(..) {
-                out.push((c.facts.clone(), c.side, c.connect_ns, e));
-            }
-        }
-        for (facts, side, connect_ns, e) in out {
-            self.on_event(&facts, side, connect_ns, e);
-        }
+        let mut out = Vec::new();
+        self.conns.pump(now_ns, &mut out);
+        self.absorb(out);
     }
 
     fn on_event(&mut self, facts: &ConnFacts, side: Side, connect_ns: u64, e: ProtoEvent) {
@@ -782,7 +620,7 @@ impl Correlator {
             .get(&pid)
             .is_none_or(|p| p.cmdline.iter().any(|a| a == "__exec-held") || p.cmdline.is_empty());
         if stale {
-            let fresh = crate::capture::procfs::process_info(pid);
+            let fresh = self.facts.process_info(pid);
             if !fresh.cmdline.is_empty() {
                 self.processes.insert(pid, fresh);
             } else if let Some(p) = self.processes.get_mut(&pid) {
@@ -1000,7 +838,7 @@ impl Correlator {
         self.py.gc(horizon);
         let (conns, inbound) = (&self.conns, &self.inbound);
         self.py_base
-            .retain(|id, _| conns.contains_key(id) || inbound.has_conn(*id));
+            .retain(|id, _| conns.contains(*id) || inbound.has_conn(*id));
         while let Some(&(id, ts)) = self.closed_db.front() {
             if ts >= horizon {
                 break;
@@ -1008,15 +846,14 @@ impl Correlator {
             self.db_sessions.remove(&id);
             self.closed_db.pop_front();
         }
+        self.forget_exited();
     }
 
     /// Ends everything (tracing stops): closes every connection and finalizes every request.
     pub fn finish(&mut self) -> Vec<RecordedRequest> {
-        let ids: Vec<u64> = self.conns.keys().copied().collect();
-        let now = monotonic_ns();
-        for id in ids {
-            self.close_conn(id, now);
-        }
+        let mut out = Vec::new();
+        self.conns.close_all(monotonic_ns(), &mut out);
+        self.absorb(out);
         self.take_ready(u64::MAX / 2)
     }
 
@@ -1121,222 +958,84 @@ fn timings_of(ex: &Exchange, connect_ns: u64) -> Timings {
     }
 }
 
-impl Conn {
-    /// `from_start`: the accept/connect was seen, so both streams begin at position 0;
-    /// otherwise (open before tracing) at the first position observed.
-    fn new(facts: ConnFacts, side: Side, connect_ns: u64, from_start: bool) -> Self {
-        let stream = || {
-            if from_start {
-                Stream::starting_at(0, DEFAULT_LIMIT)
-            } else {
-                Stream::new()
-            }
-        };
-        Self {
-            facts,
-            ssl: None,
-            side,
-            streams: [stream(), stream()],
-            proto: Proto::Unknown,
-            held: Vec::new(),
-            held_bytes: [Vec::new(), Vec::new()],
-            connect_ns,
-        }
-    }
-
-    /// The connection carries TLS from now on: read the server name from the ClientHello seen
-    /// so far, drop the ciphertext state, and start fresh plaintext streams (positions of an
-    /// `SSL*`'s plaintext start at 0 when the kernel first sees it).
-    fn switch_to_tls(&mut self, ssl: u64) {
-        let mut first: [Vec<u8>; 2] = [
-            std::mem::take(&mut self.held_bytes[0]),
-            std::mem::take(&mut self.held_bytes[1]),
-        ];
-        let mut segs = Vec::new();
-        for (dir, bytes) in first.iter_mut().enumerate() {
-            self.streams[dir].flush(&mut segs);
-            for s in segs.drain(..) {
-                if let Segment::Data(c) = s
-                    && bytes.len() < 4096
-                {
-                    bytes.extend_from_slice(&c.data[..c.data.len().min(4096 - bytes.len())]);
-                }
-            }
-        }
-        // The ClientHello travels client → server: egress on our client side, ingress on our
-        // server side.
-        let hello = if self.side == Side::Client {
-            &first[1]
-        } else {
-            &first[0]
-        };
-        self.facts.server_name =
-            crate::capture::tls::parse_sni(hello).or(self.facts.server_name.take());
-        self.facts.tls = true;
-        self.ssl = Some(ssl);
-        self.proto = Proto::Unknown;
-        self.held.clear();
-        self.streams = [
-            Stream::starting_at(0, DEFAULT_LIMIT),
-            Stream::starting_at(0, DEFAULT_LIMIT),
-        ];
-    }
-
-    /// Feeds one in-order segment of a direction to the protocol parser, deciding the protocol
-    /// from the first bytes of both directions (the port is never used).
-    fn feed(
-        &mut self,
-        egress: bool,
-        seg: Segment,
-        opts: &CorrelateOptions,
-        out: &mut Vec<ProtoEvent>,
-        counters: &Counters,
-    ) {
-        match &mut self.proto {
-            Proto::Known(p) => p.feed(egress, seg, out),
-            Proto::Other => {
-                if let Segment::Data(c) = &seg {
-                    counters.add(Counter::UnparsedBytes, c.data.len() as u64);
-                }
-            }
-            Proto::Unknown => {
-                if let Segment::Data(c) = &seg {
-                    let hb = &mut self.held_bytes[usize::from(egress)];
-                    if hb.len() < 4096 {
-                        hb.extend_from_slice(&c.data[..c.data.len().min(4096 - hb.len())]);
-                    }
-                }
-                self.held.push((egress, seg));
-                if let Some(proto) = self.decide(opts) {
-                    tracing::debug!(
-                        conn_id = self.facts.conn_id,
-                        pid = self.facts.pid,
-                        remote = ?self.facts.remote,
-                        side = ?self.side,
-                        proto = match &proto {
-                            Proto::Known(p) => p.protocol().name(),
-                            Proto::Other | Proto::Unknown => "other",
-                        },
-                        "Connection protocol decided"
-                    );
-                    self.proto = proto;
-                    self.release_held(opts, out, counters);
-                }
-            }
-        }
-    }
-
-    /// Which protocol the first bytes seen so far show (the registry decides), or `None` to
-    /// wait for more; after 4 KiB of a direction without a decision, none of ours.
-    fn decide(&self, opts: &CorrelateOptions) -> Option<Proto> {
-        let [ingress, egress] = &self.held_bytes;
-        match crate::protocols::detect(egress, ingress, self.side) {
-            Detection::Found(spec) => Some(Proto::Known((spec.parser)(self.side, &limits(opts)))),
-            Detection::NoneOfOurs => Some(Proto::Other),
-            Detection::NeedMore if egress.len() >= 4096 || ingress.len() >= 4096 => {
-                Some(Proto::Other)
-            }
-            Detection::NeedMore => None,
-        }
-    }
-
-    fn release_held(
-        &mut self,
-        opts: &CorrelateOptions,
-        out: &mut Vec<ProtoEvent>,
-        counters: &Counters,
-    ) {
-        if matches!(self.proto, Proto::Unknown) {
-            // Closed before we could tell: try HTTP anyway, the parser skips what it can't use.
-            self.proto = Proto::Known((crate::protocols::http::SPEC.parser)(
-                self.side,
-                &limits(opts),
-            ));
-        }
-        for (egress, seg) in std::mem::take(&mut self.held) {
-            self.feed(egress, seg, opts, out, counters);
-        }
-    }
-}
-
-/// The parsers' limits from the recording's options.
-fn limits(opts: &CorrelateOptions) -> Limits {
-    Limits {
-        max_body: opts.max_body,
-    }
-}
-
-/// Interleaves the ready segments of both directions of a connection by syscall time (ties:
-/// egress first), keeping each direction's own order; a gap goes right after the segment
-/// before it. Parsers see the conversation in the order it happened.
-fn merge_by_time(ingress: Vec<Segment>, egress: Vec<Segment>) -> Vec<(bool, Segment)> {
-    let keyed = |v: Vec<Segment>| -> VecDeque<(u64, Segment)> {
-        let mut last = 0;
-        v.into_iter()
-            .map(|s| {
-                if let Segment::Data(c) = &s {
-                    last = last.max(c.ts_ns);
-                }
-                (last, s)
-            })
-            .collect()
-    };
-    let (mut i, mut e) = (keyed(ingress), keyed(egress));
-    let mut out = Vec::with_capacity(i.len() + e.len());
-    loop {
-        let take_egress = match (i.front(), e.front()) {
-            (None, None) => return out,
-            (Some(_), None) => false,
-            (None, Some(_)) => true,
-            (Some(a), Some(b)) => b.0 <= a.0,
-        };
-        let q = if take_egress { &mut e } else { &mut i };
-        if let Some((_, s)) = q.pop_front() {
-            out.push((take_egress, s));
-        }
-    }
-}
-
 #[cfg(test)]
-mod merge_tests {
-    use super::*;
+mod exit_tests {
+    use timetracer_common::{Accept, Data, Direction, Exit, Fork, Origin, SockAddr};
 
-    fn data(ts_ns: u64, pos: u64) -> Segment {
-        Segment::Data(Chunk {
-            pos,
-            data: Bytes::from_static(b"x"),
+    use super::*;
+    use crate::capture::procfs::FixedFacts;
+
+    fn o(ts_ns: u64, tgid: u32) -> Origin {
+        Origin {
             ts_ns,
-            tid: 1,
+            tgid,
+            tid: tgid,
+        }
+    }
+
+    fn data(ts_ns: u64, egress: bool, pos: u64, payload: &[u8]) -> Record<'_> {
+        Record::Data(Data {
+            origin: o(ts_ns, 7),
+            syscall: timetracer_common::sys::READ,
+            conn_id: 1,
+            fd: 5,
+            dir: Direction::of_egress(egress),
+            pos,
+            syscall_bytes: payload.len() as u64,
+            last_chunk: true,
+            payload,
         })
     }
 
+    /// The exit ends the process' connections (the kernel closes them without close
+    /// records); the process stays described until its request is written, then leaves.
     #[test]
-    fn directions_interleaved_by_time() {
-        // A drain holding request 1 (egress, t=10), its response (t=20), request 2 (t=30), a
-        // lost ingress range, and response 2 (t=40): fed in the order it happened.
-        let ing = vec![data(20, 0), Segment::Gap { pos: 1, len: 1 }, data(40, 2)];
-        let eg = vec![data(10, 0), data(30, 1)];
-        let order: Vec<(bool, Option<u64>)> = merge_by_time(ing, eg)
-            .into_iter()
-            .map(|(e, s)| {
-                (
-                    e,
-                    match s {
-                        Segment::Data(c) => Some(c.ts_ns),
-                        Segment::Gap { .. } => None,
-                    },
-                )
-            })
-            .collect();
-        assert_eq!(
-            order,
-            [
-                (true, Some(10)),
-                (false, Some(20)),
-                (false, None),
-                (true, Some(30)),
-                (false, Some(40)),
-            ]
+    fn exited_process_is_forgotten_once_its_requests_are_written() {
+        let described = ProcessInfo {
+            pid: 7,
+            cmdline: vec!["python".into(), "serve.py".into()],
+            ..ProcessInfo::default()
+        };
+        // /proc no longer knows the process when its request is written.
+        let mut c = Correlator::new(
+            CorrelateOptions::default(),
+            Counters::default(),
+            Box::new(FixedFacts::default()),
         );
+        c.add_process(described.clone());
+        let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        // Close-delimited: the response ends when the connection does.
+        let resp = b"HTTP/1.0 200 OK\r\n\r\nhello";
+        for r in [
+            Record::Accept(Accept {
+                origin: o(10, 7),
+                conn_id: 1,
+                fd: 5,
+                addr: SockAddr::default(),
+            }),
+            data(20, false, 0, req),
+            data(30, true, 0, resp),
+            Record::Fork(Fork {
+                origin: o(35, 7),
+                child: 8,
+            }),
+            Record::Exit(Exit { origin: o(38, 8) }),
+            Record::Exit(Exit { origin: o(40, 7) }),
+        ] {
+            c.handle(r);
+        }
+        assert_eq!(c.open_connections(), 0, "the exit closed the connection");
+        c.pump(50);
+        assert!(c.take_ready(50).is_empty(), "within its grace period");
+        // The child had nothing pending: forgotten at once; the parent waits for its request.
+        assert_eq!(c.pids(), [7]);
+        let done = c.take_ready(1_000_000_000);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].process, described);
+        assert_eq!(
+            done[0].inbound.response.as_ref().map(|r| &r.body[..]),
+            Some(&b"hello"[..])
+        );
+        assert!(c.pids().is_empty());
     }
 }

@@ -48,7 +48,10 @@ impl Session {
     pub(super) fn scan_python(&mut self) {
         use crate::capture::python::{Discovery, discover};
         use crate::correlate::python::Runtime;
-        for pid in self.correlator.pids() {
+        let pids = self.correlator.pids();
+        // Exited processes leave the correlator's process map, and their scan state goes too.
+        self.py_scans.retain(|pid, _| pids.contains(pid));
+        for pid in pids {
             let Ok(exe) = std::fs::read_link(format!("/proc/{pid}/exe")) else {
                 continue;
             };

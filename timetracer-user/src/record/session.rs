@@ -77,7 +77,7 @@ impl Session {
             max_body: usize::try_from(plan.max_body).unwrap_or(usize::MAX),
             ..CorrelateOptions::default()
         };
-        let correlator = Correlator::new(opts, counters.clone());
+        let correlator = Correlator::new(opts, counters.clone(), Box::new(procfs::Procfs));
         let live = sinks.live_feed();
         let (tx, rx) = mpsc::sync_channel::<RecordedRequest>(WRITER_QUEUE);
         let ctx = Ctx {
