@@ -4,8 +4,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::live::LiveStats;
 use crate::analysis::format::fmt_bytes;
+use crate::live::LiveStats;
 use crate::telemetry::{Counter, Group, Snapshot};
 
 /// The kernel's drop counters summed over CPUs: (reason, events, bytes).
