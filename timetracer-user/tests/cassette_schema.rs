@@ -20,6 +20,7 @@ use timetracer::cassette::{self, BuildOptions, Compression, Error, body_bytes, s
 use timetracer::correlate::model::{
     Attribution, ConnFacts, DepCall, DepKind, ProcessInfo, RecordedRequest, Timings,
 };
+use timetracer::correlate::python::Proof;
 use timetracer::protocols::http::types::{Exchange, Framing, HttpMessage, Mark, StartLine};
 use timetracer::redact::{REDACTED, RedactionPolicy};
 
@@ -213,7 +214,17 @@ fn login_request() -> RecordedRequest {
             preexisting: false,
         },
         attribution: Attribution::Exact {
-            evidence: "asyncio",
+            evidence: "asyncio/response-writer",
+            proof: Some(Box::new(Proof {
+                tid: 4243,
+                task: 0x7f00_0000_1a00,
+                root_task: 0x7f00_0000_1000,
+                root_coro: Some("RequestHandler._handle_request".into()),
+                hops: 1,
+                request_read_ns: 0,
+                response_write_ns: 0,
+                held: false,
+            })),
         },
         timings: Timings::default(),
     };
@@ -385,7 +396,8 @@ fn json_request_with_dependency_round_trips() {
     assert_eq!(
         e.attribution,
         Some(AttributionInfo::Exact {
-            evidence: "asyncio".into()
+            evidence: "asyncio".into(),
+            facts: None
         })
     );
     let conn = e.connection.as_ref().unwrap();

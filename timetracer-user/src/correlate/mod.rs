@@ -26,7 +26,7 @@ use std::{
     net::SocketAddr,
 };
 
-use timetracer_common::{Record, Stdio};
+use timetracer_common::{Record, StampedWrite, Stdio};
 
 use self::model::{
     Attribution, ConnFacts, DbSession, DepCall, DepKind, ProcessInfo, RecordedRequest, Timings,
@@ -167,9 +167,6 @@ pub struct Correlator {
     mono_to_unix_ns: i128,
     /// The attribution engine of CPython processes (issue #7).
     pub py: python::PyEngine,
-    /// Python processes: per server connection, the parser index of its first request whose
-    /// head arrived after the probes were effective (the engine's claim 0).
-    py_base: HashMap<u64, u64>,
     /// Counters shared with the status line and the cassette footer.
     pub counters: Counters,
 }
@@ -224,7 +221,6 @@ impl Correlator {
             closed_db: VecDeque::new(),
             mono_to_unix_ns: mono_to_unix_offset(),
             py: python::PyEngine::default(),
-            py_base: HashMap::new(),
             counters,
         }
     }
@@ -277,13 +273,18 @@ impl Correlator {
                 p.origin.tgid,
                 p.origin.tid,
                 p.origin.ts_ns,
+                match p.write {
+                    StampedWrite::Socket { conn_id } => Some(conn_id),
+                    StampedWrite::Tls { .. } => None,
+                },
                 p.ctx,
                 p.tstate,
                 p.entered,
             ),
             Record::PyTask(t) => self.py.on_task(
                 t.origin.tgid,
-                t.origin.tid,
+                t.origin.ts_ns,
+                t.task,
                 t.task_ctx,
                 t.parent_ctx,
                 std::str::from_utf8(t.qualname).unwrap_or(""),
@@ -426,14 +427,8 @@ impl Correlator {
                 // Describe the process now, while it is alive (its cassette may be written
                 // after it exited, when /proc no longer has its command line).
                 self.refresh_process(facts.pid);
-                // Claim 0 of a connection accepted while tracing is its first request; on a
-                // connection open before the attach, the first whose head arrived after the
-                // probes became effective.
-                if self.py.runtime(facts.pid).is_some()
-                    && (!facts.preexisting || mark.ts_ns >= self.py.probes_on(facts.pid))
-                {
-                    self.py_base.entry(facts.conn_id).or_insert(index);
-                }
+                self.py
+                    .on_request_head(facts.pid, facts.conn_id, index, mark.ts_ns);
                 self.inbound
                     .push(Inbound::new(facts, index, mark.ts_ns, mark.tid));
             }
@@ -672,9 +667,13 @@ impl Correlator {
                 continue;
             }
             if matches!(o.decision, None | Some(python::Decision::Wait)) {
-                o.decision = Some(self.py.decide(o.tgid, o.tid, o.start_ns, now_ns));
+                let d = self.py.decide(o.tgid, o.tid, o.conn_id, o.start_ns, now_ns);
+                if d != python::Decision::Wait {
+                    self.py.count(&d);
+                }
+                o.decision = Some(d);
             }
-            let decision = o.decision.unwrap_or(python::Decision::Wait);
+            let decision = o.decision.clone().unwrap_or(python::Decision::Wait);
             if !o.complete() || decision == python::Decision::Wait {
                 k += 1;
                 continue;
@@ -685,24 +684,13 @@ impl Correlator {
                     conn,
                     index,
                     evidence,
+                    proof,
                 } => {
-                    // asyncio claims count the requests since the probes were effective.
-                    let index = if evidence == "asyncio" {
-                        match self.py_base.get(&conn) {
-                            Some(b) => b + index,
-                            None => {
-                                k += 1; // the request's head is not parsed yet
-                                continue;
-                            }
-                        }
-                    } else {
-                        index
-                    };
                     // A thread-rule decision about a request that started before the probes
                     // (attach): the thread might have been an event loop's.
                     let t_on = self.py.probes_on(tgid);
                     let latest = self.inbound.latest(conn, index);
-                    if evidence != "asyncio"
+                    if !evidence.starts_with("asyncio")
                         && t_on != 0
                         && latest.is_some_and(|j| self.inbound[j].start_ns < t_on)
                     {
@@ -720,7 +708,8 @@ impl Correlator {
                     let o = self.outbound.remove(k).expect("index checked");
                     match open {
                         Some(j) => {
-                            if let Some(d) = dep_call(o, Attribution::Exact { evidence }) {
+                            let proof = Some(Box::new(proof));
+                            if let Some(d) = dep_call(o, Attribution::Exact { evidence, proof }) {
                                 self.inbound[j].deps.push(d);
                             }
                         }
@@ -836,9 +825,6 @@ impl Correlator {
         self.traceback_writers
             .retain(|_, t| now_ns.saturating_sub(*t) < TRACEBACK_TAIL_NS);
         self.py.gc(horizon);
-        let (conns, inbound) = (&self.conns, &self.inbound);
-        self.py_base
-            .retain(|id, _| conns.contains(*id) || inbound.has_conn(*id));
         while let Some(&(id, ts)) = self.closed_db.front() {
             if ts >= horizon {
                 break;
@@ -909,15 +895,21 @@ fn decide(inbound: &inbound::Inbounds, tgid: u32, tid: u32, ts: u64) -> (Vec<usi
             on_thread,
             Attribution::Exact {
                 evidence: "sequential",
+                proof: None,
             },
         ),
-        (1, _) if distinct_threads(inbound, &open) => {
-            (on_thread, Attribution::Exact { evidence: "thread" })
-        }
+        (1, _) if distinct_threads(inbound, &open) => (
+            on_thread,
+            Attribution::Exact {
+                evidence: "thread",
+                proof: None,
+            },
+        ),
         (0, 1) => (
             open,
             Attribution::Exact {
                 evidence: "sequential",
+                proof: None,
             },
         ),
         (0, 0) => (open, Attribution::Ambiguous { reason: "no-owner" }),
@@ -1011,6 +1003,7 @@ mod exit_tests {
                 origin: o(10, 7),
                 conn_id: 1,
                 fd: 5,
+                listen_fd: 3,
                 addr: SockAddr::default(),
             }),
             data(20, false, 0, req),

@@ -457,6 +457,7 @@ fn run(paths: crate::util::Paths, server: Server, name: &str, total: usize, want
     // The database servers live until the run is scored.
     let _servers = (server == Server::Aiohttp).then(|| {
         let root = h.out.parent().expect("temp dir").join("db");
+        std::fs::create_dir_all(&root).expect("database servers' directory");
         let servers = crate::dbservers::start(needs, &root)
             .unwrap_or_else(|e| panic!("[{name}] database servers: {e:#}"));
         h.extra_env = servers.app_env();
@@ -789,7 +790,13 @@ fn attr_uvicorn_reset_contextvars() {
 #[test]
 fn attr_aiohttp() {
     let paths = require_root!();
-    run(paths, Server::Aiohttp, "attr_aiohttp", requests(), Expect::Recall99);
+    run(
+        paths,
+        Server::Aiohttp,
+        "attr_aiohttp",
+        requests(),
+        Expect::Recall99,
+    );
 }
 
 /// Issue #18: FastAPI under hypercorn (asyncio loop, h11).
