@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use serde_json::{Value, json};
-use timetracer::cassette::format::{AttributionInfo, BodyEncoding, Cassette, ErrorKind};
+use timetracer::cassette::format::{
+    AttributionFacts, AttributionInfo, BodyEncoding, Cassette, ErrorKind,
+};
 use timetracer::cassette::{self, BuildOptions, Compression, Error, body_bytes, sha256_tagged};
 use timetracer::correlate::model::{
     Attribution, ConnFacts, DepCall, DepKind, ProcessInfo, RecordedRequest, Timings,
@@ -396,8 +398,15 @@ fn json_request_with_dependency_round_trips() {
     assert_eq!(
         e.attribution,
         Some(AttributionInfo::Exact {
-            evidence: "asyncio".into(),
-            facts: None
+            evidence: "asyncio/response-writer".into(),
+            facts: Some(AttributionFacts {
+                thread: 4243,
+                task: Some("0x7f0000001a00".into()),
+                root_task: Some("0x7f0000001000".into()),
+                root_coro: Some("RequestHandler._handle_request".into()),
+                hops: Some(1),
+                ..AttributionFacts::default()
+            })
         })
     );
     let conn = e.connection.as_ref().unwrap();

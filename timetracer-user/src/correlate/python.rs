@@ -277,10 +277,6 @@ impl PyEngine {
 
     /// `_asyncio.Task.__init__` returned at `ts`: `task` is the `TaskObj*`, `task_ctx` its own
     /// context, `parent_ctx` the context current when it was created.
-    #[expect(
-        clippy::too_many_arguments,
-        reason = "one call per record field; a struct would only rename them"
-    )]
     pub fn on_task(
         &mut self,
         tgid: u32,
