@@ -530,6 +530,19 @@ impl Correlator {
     /// Requests that are ready (grace period over); call after [`Self::pump`].
     pub fn take_ready(&mut self, now_ns: u64) -> Vec<RecordedRequest> {
         self.route_python(now_ns);
+        // Held Python calls (a timer's task, a task created after the response) and the
+        // request each will be decided for when its hold ends: that request waits for the
+        // decision, or the call would arrive after its cassette was written.
+        let mut held: HashMap<(u32, python::Root), u64> = HashMap::new();
+        for o in &self.outbound {
+            if o.decision != Some(python::Decision::Wait) {
+                continue;
+            }
+            if let Some(root) = self.py.held_for(o.tgid, o.tid, o.conn_id, o.start_ns) {
+                let e = held.entry((o.tgid, root)).or_default();
+                *e = (*e).max(o.start_ns);
+            }
+        }
         let mut ready = Vec::new();
         for i in self.inbound.due_positions(now_ns) {
             let r = &self.inbound[i];
@@ -554,6 +567,16 @@ impl Correlator {
                 !o.complete() && o.start_ns >= r.start_ns && o.start_ns <= end
             });
             if waiting && now_ns < end.saturating_add(self.opts.max_wait_ns) {
+                continue;
+            }
+            // Bounded: only calls started within `max_wait_ns` of the response's end are
+            // waited for, each at most its hold (a periodic timer chain cannot keep the
+            // request open).
+            let held_start = held.get(&(r.tgid, (r.conn_id, r.index))).copied();
+            if held_start.is_some_and(|s| {
+                s <= end.saturating_add(self.opts.max_wait_ns)
+                    && now_ns < s.saturating_add(python::TASK_HOLD_NS)
+            }) {
                 continue;
             }
             ready.push(i);

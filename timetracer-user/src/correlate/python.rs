@@ -34,7 +34,7 @@ const THREAD_HOLD_NS: u64 = 2_000_000_000;
 
 /// How long a task-held message may wait for its chain's root to write its response, or for a
 /// task on its chain that may be another request's root to write one.
-const TASK_HOLD_NS: u64 = 2_000_000_000;
+pub const TASK_HOLD_NS: u64 = 2_000_000_000;
 
 /// Longest chain walked (a cycle through reused addresses cannot loop).
 const MAX_HOPS: usize = 256;
@@ -92,7 +92,7 @@ pub enum Decision {
 }
 
 /// (connection id, request index on the connection).
-type Root = (u64, u64);
+pub type Root = (u64, u64);
 
 /// A task seen created.
 #[derive(Clone, Debug)]
@@ -450,6 +450,17 @@ impl PyEngine {
                 exact(conn, index, evidence, proof)
             }
             d => d,
+        }
+    }
+
+    /// The request a held message (`decide` said `Wait`) will be decided for when its hold
+    /// ends with nothing more seen — so that request stays open for it, not written without
+    /// it. `None` when it would not be `exact`.
+    #[must_use]
+    pub fn held_for(&self, tgid: u32, tid: u32, conn: u64, ts: u64) -> Option<Root> {
+        match self.decide(tgid, tid, conn, ts, u64::MAX / 2) {
+            Decision::Exact { conn, index, .. } => Some((conn, index)),
+            _ => None,
         }
     }
 
