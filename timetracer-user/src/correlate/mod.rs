@@ -129,6 +129,8 @@ struct Outbound {
     connect_ns: u64,
     /// Python processes: the engine's decision (final unless `Wait`).
     decision: Option<python::Decision>,
+    /// Python, `decision` is `Wait`: the request it will be decided for when its hold ends.
+    held_for: Option<python::Root>,
 }
 
 impl Outbound {
@@ -391,6 +393,7 @@ impl Correlator {
                     facts: facts.clone(),
                     connect_ns,
                     decision: None,
+                    held_for: None,
                 });
             }
             ProtoEvent::Db(DbEvent::Session {
@@ -480,6 +483,7 @@ impl Correlator {
                     facts: facts.clone(),
                     connect_ns,
                     decision: None,
+                    held_for: None,
                 });
             }
             (Side::Client, HttpEvent::Exchange(ex)) => {
@@ -505,6 +509,7 @@ impl Correlator {
                         facts: facts.clone(),
                         connect_ns,
                         decision: None,
+                        held_for: None,
                     }),
                 }
             }
@@ -535,10 +540,7 @@ impl Correlator {
         // decision, or the call would arrive after its cassette was written.
         let mut held: HashMap<(u32, python::Root), u64> = HashMap::new();
         for o in &self.outbound {
-            if o.decision != Some(python::Decision::Wait) {
-                continue;
-            }
-            if let Some(root) = self.py.held_for(o.tgid, o.tid, o.conn_id, o.start_ns) {
+            if let Some(root) = o.held_for {
                 let e = held.entry((o.tgid, root)).or_default();
                 *e = (*e).max(o.start_ns);
             }
@@ -690,11 +692,14 @@ impl Correlator {
                 continue;
             }
             if matches!(o.decision, None | Some(python::Decision::Wait)) {
-                let d = self.py.decide(o.tgid, o.tid, o.conn_id, o.start_ns, now_ns);
+                let (d, held_for) = self
+                    .py
+                    .decide_held(o.tgid, o.tid, o.conn_id, o.start_ns, now_ns);
                 if d != python::Decision::Wait {
                     self.py.count(&d);
                 }
                 o.decision = Some(d);
+                o.held_for = held_for;
             }
             let decision = o.decision.clone().unwrap_or(python::Decision::Wait);
             if !o.complete() || decision == python::Decision::Wait {

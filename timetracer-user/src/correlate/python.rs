@@ -395,21 +395,41 @@ impl PyEngine {
     /// `tgid` wrote at `ts` belongs to. `now` decides when a held message stops waiting.
     #[must_use]
     pub fn decide(&self, tgid: u32, tid: u32, conn: u64, ts: u64, now: u64) -> Decision {
+        self.decide_held(tgid, tid, conn, ts, now).0
+    }
+
+    /// [`Self::decide`], and for a message held only to see whether a task on its chain
+    /// answers a request itself, the request it will be decided for if none does — that
+    /// request must stay open until then, or the call arrives after its cassette is written.
+    #[must_use]
+    pub fn decide_held(
+        &self,
+        tgid: u32,
+        tid: u32,
+        conn: u64,
+        ts: u64,
+        now: u64,
+    ) -> (Decision, Option<Root>) {
         let Some(p) = self.procs.get(&tgid) else {
-            return Decision::Wait;
+            return (Decision::Wait, None);
         };
-        match p.runtime {
-            Some(Runtime::Supported) => {}
-            _ => {
-                return Decision::Ambiguous {
-                    reason: "unsupported-runtime",
-                    background: false,
-                };
-            }
+        if p.runtime != Some(Runtime::Supported) {
+            let d = Decision::Ambiguous {
+                reason: "unsupported-runtime",
+                background: false,
+            };
+            return (d, None);
         }
         let stamp = stamp_of(p, tid, conn, ts);
+        if let Some(Stamp::Task(n)) = stamp {
+            return task_rule(p, n, tid, ts, now);
+        }
+        (Self::decide_other(p, stamp, tid, ts, now), None)
+    }
+
+    /// [`Self::decide`] for a message not written in a task's context.
+    fn decide_other(p: &Proc, stamp: Option<Stamp>, tid: u32, ts: u64, now: u64) -> Decision {
         match stamp {
-            Some(Stamp::Task(n)) => return task_rule(p, n, tid, ts, now),
             // Written before the probes were effective (attach to a running process).
             None => {
                 return Decision::Ambiguous {
@@ -450,17 +470,6 @@ impl PyEngine {
                 exact(conn, index, evidence, proof)
             }
             d => d,
-        }
-    }
-
-    /// The request a held message (`decide` said `Wait`) will be decided for when its hold
-    /// ends with nothing more seen — so that request stays open for it, not written without
-    /// it. `None` when it would not be `exact`.
-    #[must_use]
-    pub fn held_for(&self, tgid: u32, tid: u32, conn: u64, ts: u64) -> Option<Root> {
-        match self.decide(tgid, tid, conn, ts, u64::MAX / 2) {
-            Decision::Exact { conn, index, .. } => Some((conn, index)),
-            _ => None,
         }
     }
 
@@ -513,7 +522,9 @@ fn stamp_of(p: &Proc, tid: u32, conn: u64, ts: u64) -> Option<Stamp> {
 
 /// The asyncio rule (module docs) for a call written at `ts` by `tid` in a context of task
 /// node `m`.
-fn task_rule(p: &Proc, m: u64, tid: u32, ts: u64, now: u64) -> Decision {
+/// Also the request a held call will be decided for when its hold ends (see
+/// [`PyEngine::decide_held`]).
+fn task_rule(p: &Proc, m: u64, tid: u32, ts: u64, now: u64) -> (Decision, Option<Root>) {
     let held = now.saturating_sub(ts) < TASK_HOLD_NS;
     let amb = |reason| Decision::Ambiguous {
         reason,
@@ -538,32 +549,33 @@ fn task_rule(p: &Proc, m: u64, tid: u32, ts: u64, now: u64) -> Decision {
     let Some(w) = root else {
         // Its root has not written its response yet, or the chain belongs to no request
         // (startup, a pool's own task, a connection handler that never answers).
-        return if held {
+        let d = if held {
             Decision::Wait
         } else {
             amb("no-response-writer")
         };
+        return (d, None);
     };
     if w.responses.len() > 1 {
-        return amb("task-served-several-requests");
+        return (amb("task-served-several-requests"), None);
     }
     let ((conn, index), resp_ts) = w.responses[0];
     let Some(&head) = p.heads.get(&(conn, index)) else {
-        return amb("request-not-seen");
+        return (amb("request-not-seen"), None);
     };
     if w.created < head {
         // A connection handler or a worker created before the request arrived.
-        return amb("root-before-request");
+        return (amb("root-before-request"), None);
     }
     // A task created from a callback, or after the root's response started, may be another
     // request's root (created in a context copied from this one, CPython #140947; or a
     // pipelined request's root started by this one): it must not write a response itself.
     let doubtful = path.iter().any(|n| !n.in_task || n.created > resp_ts);
     if doubtful && held {
-        return Decision::Wait;
+        return (Decision::Wait, Some((conn, index)));
     }
     let first = path.first().copied().unwrap_or(w);
-    exact(
+    let d = exact(
         conn,
         index,
         "asyncio/response-writer",
@@ -577,7 +589,8 @@ fn task_rule(p: &Proc, m: u64, tid: u32, ts: u64, now: u64) -> Decision {
             response_write_ns: resp_ts,
             held: doubtful,
         },
-    )
+    );
+    (d, None)
 }
 
 fn insert_sorted(v: &mut Vec<(u64, ThreadEv)>, ts: u64, e: ThreadEv) {
