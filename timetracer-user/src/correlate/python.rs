@@ -429,15 +429,12 @@ impl PyEngine {
 
     /// [`Self::decide`] for a message not written in a task's context.
     fn decide_other(p: &Proc, stamp: Option<Stamp>, tid: u32, ts: u64, now: u64) -> Decision {
-        match stamp {
-            // Written before the probes were effective (attach to a running process).
-            None => {
-                return Decision::Ambiguous {
-                    reason: "before-probes",
-                    background: false,
-                };
-            }
-            Some(_) => {}
+        // Written before the probes were effective (attach to a running process).
+        if stamp.is_none() {
+            return Decision::Ambiguous {
+                reason: "before-probes",
+                background: false,
+            };
         }
         if p.loop_threads.contains(&tid) {
             // An event-loop thread outside any task's context: startup, a protocol callback
