@@ -16,6 +16,7 @@ pub mod config;
 pub mod conn;
 pub mod correlate;
 pub mod index;
+pub mod k8s;
 pub mod live;
 pub mod protocols;
 pub mod reassembly;

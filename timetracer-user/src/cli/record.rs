@@ -18,9 +18,32 @@ use crate::{
     record::{
         self, FlagOnly, Outputs, RecordPlan, Recording, Summary,
         sink::Chain,
-        target::{Launched, Pid},
+        target::{Cgroups, Launched, Pid, Target},
     },
 };
+
+/// What `attach` and `top` trace.
+#[derive(Debug, Args, Clone, Default)]
+pub struct Selection {
+    /// Process id to trace (its child processes are traced too).
+    #[arg(long, required_unless_present = "cgroup", conflicts_with = "cgroup")]
+    pub pid: Option<u32>,
+    /// Trace every process in this cgroup v2 directory and the cgroups below it, including
+    /// processes that start there later (from their first syscall after exec), e.g. a
+    /// container's `/sys/fs/cgroup/…/cri-containerd-<id>.scope`. Repeatable; stops when all
+    /// are gone.
+    #[arg(long, value_name = "DIR")]
+    pub cgroup: Vec<PathBuf>,
+}
+
+impl Selection {
+    fn target(&self) -> Result<Box<dyn Target + Send>, record::Error> {
+        Ok(match self.pid {
+            Some(pid) => Box::new(Pid::new(pid)?),
+            None => Box::new(Cgroups::new(self.cgroup.clone())?),
+        })
+    }
+}
 
 /// Options shared by `attach`, `top` and `record`. Each one with a configuration key overrides
 /// it (flag > `TIMETRACER_*` variable > `timetracer.toml` > default; `timetracer config` shows
@@ -165,12 +188,13 @@ fn print_summary(summary: &Summary) {
     }
 }
 
-pub(super) fn attach(pid: u32, plan: &RecordPlan, cfg: &Config) -> anyhow::Result<ExitCode> {
-    let mut target = Pid::new(pid)?;
+pub(super) fn attach(sel: &Selection, plan: &RecordPlan, cfg: &Config) -> anyhow::Result<ExitCode> {
+    let mut target = sel.target()?;
+    let what = target.describe();
     install_signal_handlers()?;
-    let summary = record::run(plan, &mut target, sinks(plan, cfg, true, None), &STOP)?;
-    if target.gone() {
-        eprintln!("timetracer-agent: pid {pid} exited");
+    let summary = record::run(plan, &mut *target, sinks(plan, cfg, true, None), &STOP)?;
+    if target.finished() {
+        eprintln!("timetracer-agent: {what} is gone");
     }
     print_summary(&summary);
     Ok(ExitCode::SUCCESS)
@@ -180,19 +204,19 @@ pub(super) fn attach(pid: u32, plan: &RecordPlan, cfg: &Config) -> anyhow::Resul
 /// terminal), the recording runs on a worker thread and feeds the terminal UI, which owns the
 /// terminal on this thread until the user quits (or a signal arrives).
 pub(super) fn top(
-    pid: u32,
+    sel: &Selection,
     mut plan: RecordPlan,
     save: bool,
     cfg: &Config,
 ) -> anyhow::Result<ExitCode> {
-    let mut target = Pid::new(pid)?;
+    let mut target = sel.target()?;
     plan.quiet = true;
     let (tx, rx) = mpsc::sync_channel(4096);
-    let recording = Recording::start(&plan, &mut target, sinks(&plan, cfg, save, Some(tx)))?;
+    let recording = Recording::start(&plan, &mut *target, sinks(&plan, cfg, save, Some(tx)))?;
     install_signal_handlers()?;
     let worker = std::thread::Builder::new()
         .name("tt-session".into())
-        .spawn(move || recording.run(&mut target, &STOP))?;
+        .spawn(move || recording.run(&mut *target, &STOP))?;
     let opts = crate::tui::TuiOptions {
         out_dir: plan.out.clone(),
         save_enabled: save,

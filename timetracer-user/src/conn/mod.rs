@@ -247,6 +247,7 @@ impl ConnTable {
             // Not about connections: stdout/stderr, processes, Python contexts.
             Record::Stdio(_)
             | Record::Fork(_)
+            | Record::Join(_)
             | Record::PyStamp(_)
             | Record::PyTask(_)
             | Record::PyCopy(_) => {}

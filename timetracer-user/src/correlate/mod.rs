@@ -261,10 +261,14 @@ impl Correlator {
             | Record::Connect(_)
             | Record::Close(_) => self.conns.handle(&rec, &*self.facts, &mut out),
             Record::Stdio(w) => self.on_stdio(&w),
-            Record::Fork(f) => {
-                self.exited.remove(&f.child);
-                self.processes
-                    .insert(f.child, self.facts.process_info(f.child));
+            Record::Fork(f) => self.process_started(f.child),
+            Record::Join(j) => {
+                tracing::debug!(
+                    pid = j.origin.tgid,
+                    cgroup = j.cgroup,
+                    "Process joined by exec in a traced cgroup"
+                );
+                self.process_started(j.origin.tgid);
             }
             Record::Exit(e) => {
                 // The connection layer ends its connections; the process is forgotten once
@@ -294,6 +298,12 @@ impl Correlator {
             }
         }
         self.absorb(out);
+    }
+
+    /// A process entered the target set (forked by a traced one, or exec'd in a traced cgroup).
+    fn process_started(&mut self, pid: u32) {
+        self.exited.remove(&pid);
+        self.processes.insert(pid, self.facts.process_info(pid));
     }
 
     /// Takes what the connection layer reported, in order.
