@@ -17,6 +17,7 @@ pub mod conn;
 pub mod correlate;
 pub mod index;
 pub mod live;
+pub mod privilege;
 pub mod protocols;
 pub mod reassembly;
 pub mod record;
