@@ -135,6 +135,7 @@ struct Slots {
 }
 
 /// A slot held for a client; released on drop.
+#[derive(Debug)]
 struct Slot<'a> {
     slots: &'a Mutex<Slots>,
     uid: u32,

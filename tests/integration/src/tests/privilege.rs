@@ -16,9 +16,19 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 
 use crate::require_root;
-use crate::util::{self, Paths, ProcGuard};
+use crate::util::{self, ProcGuard};
 
 const USER: &str = "tt-e2e-user";
+
+/// A Python the test user can run (the test venv's interpreter may live in root's home):
+/// the apps and clients here use only the standard library.
+const SYSTEM_PYTHON: &str = "/usr/bin/python3";
+
+fn missing_system_python() -> Option<String> {
+    (!Path::new(SYSTEM_PYTHON).exists()).then(|| {
+        format!("{SYSTEM_PYTHON} not found: install python3 (the test user cannot run the venv's)")
+    })
+}
 
 /// The test user's uid and gid, created when missing (a system user without a home).
 fn test_user() -> (u32, u32) {
@@ -126,6 +136,7 @@ fn proc_uids(pid: i32) -> Vec<u32> {
 #[test]
 fn sudo_record_runs_the_app_as_the_invoking_user() {
     let paths = require_root!();
+    crate::require!(missing_system_python());
     let user = test_user();
     let tmp = traversable_temp("priv-record");
     let work = user_dir(tmp.path(), "work", user);
@@ -134,7 +145,7 @@ fn sudo_record_runs_the_app_as_the_invoking_user() {
     std::os::unix::fs::chown(&app, Some(user.0), Some(user.1)).unwrap();
     let out = work.join("cassettes");
     let port = util::free_port();
-    let python = paths.venv_bin("python");
+    let python = PathBuf::from(SYSTEM_PYTHON);
     let mut cmd = util::command(
         &paths.agent,
         [
@@ -367,7 +378,7 @@ fn service_request(socket: &Path, request: &Value, user: bool) -> Value {
                   print(f.readline(),end='')\n";
     let o = Command::new("setpriv")
         .args(["--reuid", USER, "--regid", USER, "--init-groups", "--"])
-        .args(["python3", "-c", script])
+        .args([SYSTEM_PYTHON, "-c", script])
         .arg(socket)
         .arg(request.to_string())
         .stdin(Stdio::null())
@@ -381,6 +392,7 @@ fn service_request(socket: &Path, request: &Value, user: bool) -> Value {
 #[test]
 fn replay_server_acts_as_each_client() {
     let paths = require_root!();
+    crate::require!(missing_system_python());
     let user = test_user();
     let tmp = traversable_temp("priv-service");
     let socket = tmp.path().join("replay.sock");
