@@ -356,7 +356,10 @@ mod tests {
         assert_eq!((id.uid.as_raw(), id.gid.as_raw()), (65534, 12345));
         assert!(matches!(
             resolve_as(root, None, env_of(&[("SUDO_UID", "bob")])),
-            Err(Error::BadEnv { var: "SUDO_UID", .. })
+            Err(Error::BadEnv {
+                var: "SUDO_UID",
+                ..
+            })
         ));
         assert!(matches!(
             resolve_as(root, Some("no-such-user-tt"), env_of(&[])),

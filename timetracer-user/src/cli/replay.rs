@@ -95,9 +95,10 @@ fn confirm_on_terminal(rec: &RecordedCommand) -> bool {
     eprint!(
         "timetracer-agent: the cassette recorded this command:\n  {}\n  in {}\nRun it? [y/N] ",
         crate::replay::run::shell_line(&rec.argv),
-        rec.cwd
-            .as_deref()
-            .map_or_else(|| "the current directory".to_owned(), |d| d.display().to_string())
+        rec.cwd.as_deref().map_or_else(
+            || "the current directory".to_owned(),
+            |d| d.display().to_string()
+        )
     );
     let mut answer = String::new();
     std::io::stdin().read_line(&mut answer).is_ok()

@@ -167,7 +167,10 @@ pub fn cache_path(dir: &Path) -> Option<PathBuf> {
     let abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
     let digest = sha2::Sha256::digest(abs.as_os_str().as_bytes());
     let name: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
-    Some(base.join("timetracer/index").join(format!("{name}.sqlite3")))
+    Some(
+        base.join("timetracer/index")
+            .join(format!("{name}.sqlite3")),
+    )
 }
 
 /// Outcome of reading one file for the index.

@@ -62,8 +62,11 @@ impl Session {
         // Private when we make it (cassettes and index are 0600 in 0700 directories), and the
         // invoking user's, made with their access rights.
         let mkdir = || {
-            std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
-                .create(&plan.out)
+            std::os::unix::fs::DirBuilderExt::mode(
+                std::fs::DirBuilder::new().recursive(true),
+                0o700,
+            )
+            .create(&plan.out)
         };
         match &plan.owner {
             Some(owner) => owner.with_fs(mkdir),

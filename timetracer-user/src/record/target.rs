@@ -253,13 +253,14 @@ pub fn exec_held(args: &[OsString]) -> ExitCode {
     let mut command = std::process::Command::new(&cmd[0]);
     command.args(&cmd[1..]);
     if let Some((uid, gid)) = user {
-        let id = Identity::from_uid(nix::unistd::Uid::from_raw(uid), Some(nix::unistd::Gid::from_raw(gid)));
-        let dropped = id
-            .map_err(anyhow::Error::from)
-            .and_then(|id| {
-                id.drop_privileges()?;
-                Ok(id)
-            });
+        let id = Identity::from_uid(
+            nix::unistd::Uid::from_raw(uid),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        );
+        let dropped = id.map_err(anyhow::Error::from).and_then(|id| {
+            id.drop_privileges()?;
+            Ok(id)
+        });
         match dropped {
             Ok(id) => {
                 command.envs(id.env());

@@ -84,7 +84,10 @@ impl std::fmt::Display for RecordedCommand {
 /// `argv` as a POSIX shell would need it typed (what a user checks before running it).
 #[must_use]
 pub fn shell_line(argv: &[OsString]) -> String {
-    let words: Vec<String> = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    let words: Vec<String> = argv
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     shlex::try_join(words.iter().map(String::as_str)).unwrap_or_else(|_| format!("{words:?}"))
 }
 
@@ -321,7 +324,8 @@ async fn run_plan(opts: &ReplayOptions, plan: Plan) -> anyhow::Result<Verdict> {
     let run_as = opts.run_as.clone();
     if let Some(id) = &run_as {
         // The app reads the hook, the hosts and the certificate from the work directory.
-        give_tree(&work.0, id).with_context(|| format!("cannot give {} to {}", work.0.display(), id.name))?;
+        give_tree(&work.0, id)
+            .with_context(|| format!("cannot give {} to {}", work.0.display(), id.name))?;
         command.envs(id.env());
     }
     let cwd_c = std::ffi::CString::new(cwd.as_os_str().as_encoded_bytes())

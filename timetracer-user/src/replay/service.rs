@@ -72,8 +72,8 @@ impl Default for ServiceOptions {
 pub fn parse_allowed(cmds: &[String]) -> anyhow::Result<Vec<Vec<String>>> {
     cmds.iter()
         .map(|c| {
-            let words = shlex::split(c)
-                .with_context(|| format!("--allow-cmd {c:?}: unbalanced quotes"))?;
+            let words =
+                shlex::split(c).with_context(|| format!("--allow-cmd {c:?}: unbalanced quotes"))?;
             if words.is_empty() {
                 bail!("--allow-cmd {c:?}: empty command");
             }
@@ -143,7 +143,10 @@ struct Slot<'a> {
 
 impl Drop for Slot<'_> {
     fn drop(&mut self) {
-        let mut s = self.slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut s = self
+            .slots
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         s.total = s.total.saturating_sub(1);
         if let Some(n) = s.per_uid.get_mut(&self.uid) {
             *n = n.saturating_sub(1);
@@ -154,8 +157,14 @@ impl Drop for Slot<'_> {
     }
 }
 
-fn take_slot<'a>(slots: &'a Mutex<Slots>, uid: u32, opts: &ServiceOptions) -> Result<Slot<'a>, String> {
-    let mut s = slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+fn take_slot<'a>(
+    slots: &'a Mutex<Slots>,
+    uid: u32,
+    opts: &ServiceOptions,
+) -> Result<Slot<'a>, String> {
+    let mut s = slots
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mine = s.per_uid.get(&uid).copied().unwrap_or(0);
     if mine >= opts.per_uid {
         return Err(format!(
@@ -207,7 +216,10 @@ fn handle(mut conn: UnixStream, opts: &ServiceOptions, slots: &Mutex<Slots>) {
     let peer = match peer_of(&conn) {
         Ok(p) => p,
         Err(e) => {
-            reply(&mut conn, &error_verdict(&format!("cannot identify the client: {e}")));
+            reply(
+                &mut conn,
+                &error_verdict(&format!("cannot identify the client: {e}")),
+            );
             return;
         }
     };
@@ -216,7 +228,10 @@ fn handle(mut conn: UnixStream, opts: &ServiceOptions, slots: &Mutex<Slots>) {
     let line = match read_request(&conn) {
         Ok(l) => l,
         Err(msg) => {
-            eprintln!("timetracer-agent: replay service: uid {} pid {}: {msg}", peer.uid, peer.pid);
+            eprintln!(
+                "timetracer-agent: replay service: uid {} pid {}: {msg}",
+                peer.uid, peer.pid
+            );
             reply(&mut conn, &error_verdict(&msg));
             return;
         }
@@ -297,10 +312,13 @@ fn run_job(line: &str, peer: Peer, opts: &ServiceOptions) -> anyhow::Result<Verd
     let (argv, cwd) = match &job.cmd {
         Some(c) if !c.is_empty() => (c.clone(), None),
         _ => {
-            let rec = recorded_command(&loaded).context(
-                "the cassettes hold no command line: send the app's command in `cmd`",
-            )?;
-            let argv = rec.argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+            let rec = recorded_command(&loaded)
+                .context("the cassettes hold no command line: send the app's command in `cmd`")?;
+            let argv = rec
+                .argv
+                .iter()
+                .map(|a| a.to_string_lossy().into_owned())
+                .collect();
             (argv, rec.cwd)
         }
     };
@@ -315,7 +333,12 @@ fn run_job(line: &str, peer: Peer, opts: &ServiceOptions) -> anyhow::Result<Verd
             } else {
                 opts.allow_cmds
                     .iter()
-                    .map(|c| format!("`{}`", shell_line(&c.iter().map(OsString::from).collect::<Vec<_>>())))
+                    .map(|c| {
+                        format!(
+                            "`{}`",
+                            shell_line(&c.iter().map(OsString::from).collect::<Vec<_>>())
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join(", ")
             }
@@ -386,7 +409,11 @@ mod tests {
             ..ServiceOptions::default()
         };
         let a = take_slot(&slots, 1000, &opts).unwrap();
-        assert!(take_slot(&slots, 1000, &opts).unwrap_err().contains("limit per user"));
+        assert!(
+            take_slot(&slots, 1000, &opts)
+                .unwrap_err()
+                .contains("limit per user")
+        );
         let b = take_slot(&slots, 1001, &opts).unwrap();
         assert!(take_slot(&slots, 1002, &opts).unwrap_err().contains("busy"));
         drop(a);
@@ -398,7 +425,9 @@ mod tests {
     #[test]
     fn requests_are_bounded_and_timed() {
         let (client, server) = UnixStream::pair().unwrap();
-        server.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        server
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .unwrap();
         // Silent client: the read times out instead of blocking the service.
         assert!(read_request(&server).unwrap_err().contains("timeout"));
         let mut c = &client;

@@ -126,7 +126,11 @@ fn proc_uids(pid: i32) -> Vec<u32> {
     status
         .lines()
         .find_map(|l| l.strip_prefix("Uid:"))
-        .map(|l| l.split_whitespace().filter_map(|n| n.parse().ok()).collect())
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|n| n.parse().ok())
+                .collect()
+        })
         .unwrap_or_default()
 }
 
@@ -203,7 +207,12 @@ fn sudo_record_runs_the_app_as_the_invoking_user() {
         .map(|(p, _, _)| p)
         .filter(|p| p.to_string_lossy().ends_with(".json"))
         .collect();
-    assert_eq!(cassettes.len(), 1, "one cassette: {entries:?}\n{}", agent.diagnostics());
+    assert_eq!(
+        cassettes.len(),
+        1,
+        "one cassette: {entries:?}\n{}",
+        agent.diagnostics()
+    );
     assert!(
         entries
             .iter()
@@ -244,8 +253,26 @@ fn sudo_record_runs_the_app_as_the_invoking_user() {
         let runs: Vec<(&str, Vec<OsString>)> = vec![
             ("show", vec!["show".into(), cassette.into()]),
             ("list", vec!["list".into(), "--dir".into(), d.clone()]),
-            ("search", vec!["search".into(), "--dir".into(), d.clone(), "--endpoint".into(), "/whoami".into()]),
-            ("dashboard", vec!["dashboard".into(), "--dir".into(), d.clone(), "--out".into(), html.clone().into()]),
+            (
+                "search",
+                vec![
+                    "search".into(),
+                    "--dir".into(),
+                    d.clone(),
+                    "--endpoint".into(),
+                    "/whoami".into(),
+                ],
+            ),
+            (
+                "dashboard",
+                vec![
+                    "dashboard".into(),
+                    "--dir".into(),
+                    d.clone(),
+                    "--out".into(),
+                    html.clone().into(),
+                ],
+            ),
         ];
         for (what, args) in runs {
             let o = as_user(cli, &args, &cache);
@@ -264,7 +291,12 @@ fn sudo_record_runs_the_app_as_the_invoking_user() {
             }
         }
         let m = std::fs::metadata(&html).unwrap();
-        assert_eq!((m.uid(), m.mode() & 0o777), (user.0, 0o600), "{}", html.display());
+        assert_eq!(
+            (m.uid(), m.mode() & 0o777),
+            (user.0, 0o600),
+            "{}",
+            html.display()
+        );
     }
     // The read-only copy is unchanged; its index went to the user's cache.
     assert!(!ro.join(".timetracer-index.sqlite3").exists());
@@ -329,7 +361,10 @@ fn replay_shows_and_refuses_the_recorded_command() {
             cmd.env_remove("SUDO_UID").env_remove("SUDO_GID");
         }
         let o = cmd.output().expect("run replay");
-        (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+        (
+            o.status.code(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
     };
 
     let (code, err) = replay(&[], true);
@@ -418,7 +453,11 @@ fn replay_server_acts_as_each_client() {
     let t = Instant::now();
     while !socket.exists() {
         assert!(service.try_status().is_none(), "{}", service.diagnostics());
-        assert!(t.elapsed() < Duration::from_secs(20), "{}", service.diagnostics());
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "{}",
+            service.diagnostics()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let m = std::fs::metadata(&socket).unwrap();
@@ -431,10 +470,18 @@ fn replay_server_acts_as_each_client() {
     let private = tmp.path().join("private");
     std::fs::create_dir(&private).unwrap();
     std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let secret = cassette_with_command(&private, &["touch", refused.to_str().unwrap()], util::free_port());
+    let secret = cassette_with_command(
+        &private,
+        &["touch", refused.to_str().unwrap()],
+        util::free_port(),
+    );
     std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
     let started = Instant::now();
-    let v = service_request(&socket, &serde_json::json!({"cassettes": [secret], "cmd": null}), true);
+    let v = service_request(
+        &socket,
+        &serde_json::json!({"cassettes": [secret], "cmd": null}),
+        true,
+    );
     assert!(
         started.elapsed() < Duration::from_secs(30),
         "the idle client must not hold the second one back"
@@ -454,10 +501,17 @@ fn replay_server_acts_as_each_client() {
     let readable = cassette_with_command(&mine, &["touch", refused.to_str().unwrap()], port);
     std::os::unix::fs::chown(&readable, Some(user.0), Some(user.1)).unwrap();
     for cmd in [Value::Null, serde_json::json!(["touch", refused])] {
-        let v = service_request(&socket, &serde_json::json!({"cassettes": [readable], "cmd": cmd}), true);
+        let v = service_request(
+            &socket,
+            &serde_json::json!({"cassettes": [readable], "cmd": cmd}),
+            true,
+        );
         let summary = v["summary"].as_str().unwrap_or_default();
         assert!(summary.contains("is not allowed"), "{v}");
-        assert!(summary.contains(&format!("touch {}", refused.display())), "{summary}");
+        assert!(
+            summary.contains(&format!("touch {}", refused.display())),
+            "{summary}"
+        );
         assert!(!refused.exists(), "{} created", refused.display());
     }
 
@@ -468,16 +522,26 @@ fn replay_server_acts_as_each_client() {
         true,
     );
     let m = std::fs::metadata(&allowed).unwrap_or_else(|e| {
-        panic!("the allowed command did not run ({e}): {v}\n{}", service.diagnostics())
+        panic!(
+            "the allowed command did not run ({e}): {v}\n{}",
+            service.diagnostics()
+        )
     });
     let _ = std::fs::remove_file(&allowed);
     assert_eq!(m.uid(), user.0, "the replay must run as the client's uid");
 
     // The idle client is answered too, once its request arrives.
     drop(idle);
-    let v = service_request(&socket, &serde_json::json!({"cassettes": ["relative.json"]}), false);
+    let v = service_request(
+        &socket,
+        &serde_json::json!({"cassettes": ["relative.json"]}),
+        false,
+    );
     assert!(
-        v["summary"].as_str().unwrap_or_default().contains("absolute"),
+        v["summary"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("absolute"),
         "{v}"
     );
     service.signal(Signal::SIGTERM).ok();
