@@ -767,3 +767,48 @@ async fn send(input: &Input, app: SocketAddr, target: &str) -> anyhow::Result<Ac
         body,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/cassettes/ours/POST__login_caf__e92ca5c8.json")
+    }
+
+    /// A cassette's command line is shown and refused unless the user said to run it; the
+    /// refusal comes before anything is set up or started.
+    #[test]
+    fn recorded_command_is_refused_without_consent() {
+        let opts = ReplayOptions {
+            inputs: vec![fixture()],
+            confirm_recorded: Some(|rec| {
+                assert_eq!(shell_line(&rec.argv), "python -m uvicorn app:app");
+                false
+            }),
+            ..ReplayOptions::default()
+        };
+        let e = format!("{:#}", run(&opts).unwrap_err());
+        assert!(
+            e.contains("python -m uvicorn app:app in /srv/app")
+                && e.contains("--run-recorded-command"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn commands_are_shown_as_shell_words() {
+        let rec = RecordedCommand {
+            argv: ["sh", "-c", "touch /tmp/x; rm -rf ~"]
+                .iter()
+                .map(OsString::from)
+                .collect(),
+            cwd: Some(PathBuf::from("/srv/app")),
+        };
+        assert_eq!(
+            rec.to_string(),
+            "sh -c 'touch /tmp/x; rm -rf ~' in /srv/app"
+        );
+    }
+}

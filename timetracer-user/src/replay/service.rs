@@ -127,7 +127,7 @@ pub fn error_verdict(msg: &str) -> serde_json::Value {
     })
 }
 
-/// Replays running now, in all and per uid.
+/// Connections (or replays) open now, in all and per uid.
 #[derive(Debug, Default)]
 struct Slots {
     total: usize,
@@ -157,25 +157,50 @@ impl Drop for Slot<'_> {
     }
 }
 
-fn take_slot<'a>(
-    slots: &'a Mutex<Slots>,
-    uid: u32,
-    opts: &ServiceOptions,
-) -> Result<Slot<'a>, String> {
+/// The two limits of a [`Slots`]: per uid and in all, and what is counted (for messages).
+#[derive(Clone, Copy, Debug)]
+struct Limit {
+    per_uid: usize,
+    total: usize,
+    what: &'static str,
+}
+
+impl Limit {
+    /// Replays running at once.
+    fn running(opts: &ServiceOptions) -> Self {
+        Self {
+            per_uid: opts.per_uid,
+            total: opts.max_clients,
+            what: "replay(s) running",
+        }
+    }
+
+    /// Connections open at once (running or still sending their request): a few more than
+    /// the replays, so an idle connection does not make the same user's next one wait.
+    fn connected(opts: &ServiceOptions) -> Self {
+        Self {
+            per_uid: opts.per_uid + 3,
+            total: opts.max_clients * 4,
+            what: "connection(s) open",
+        }
+    }
+}
+
+fn take_slot(slots: &Mutex<Slots>, uid: u32, limit: Limit) -> Result<Slot<'_>, String> {
     let mut s = slots
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mine = s.per_uid.get(&uid).copied().unwrap_or(0);
-    if mine >= opts.per_uid {
+    if mine >= limit.per_uid {
         return Err(format!(
-            "uid {uid} already has {mine} replay(s) running (the limit per user is {}); try again when it is done",
-            opts.per_uid
+            "uid {uid} already has {mine} {} (the limit per user is {}); try again when one is done",
+            limit.what, limit.per_uid
         ));
     }
-    if s.total >= opts.max_clients {
+    if s.total >= limit.total {
         return Err(format!(
-            "the replay service is busy ({} replays running); try again later",
-            s.total
+            "the replay service is busy ({} {}); try again later",
+            s.total, limit.what
         ));
     }
     s.total += 1;
@@ -185,7 +210,8 @@ fn take_slot<'a>(
 
 /// Serves `listener` until it fails: one thread per client.
 pub fn serve(listener: &UnixListener, opts: &ServiceOptions) {
-    let slots = Mutex::new(Slots::default());
+    let running = Mutex::new(Slots::default());
+    let connected = Mutex::new(Slots::default());
     let opts = Arc::new(opts.clone());
     std::thread::scope(|s| {
         for conn in listener.incoming() {
@@ -196,10 +222,10 @@ pub fn serve(listener: &UnixListener, opts: &ServiceOptions) {
                     continue;
                 }
             };
-            let (opts, slots) = (Arc::clone(&opts), &slots);
+            let (opts, running, connected) = (Arc::clone(&opts), &running, &connected);
             let spawned = std::thread::Builder::new()
                 .name("tt-replay-client".into())
-                .spawn_scoped(s, move || handle(conn, &opts, slots));
+                .spawn_scoped(s, move || handle(conn, &opts, running, connected));
             if let Err(e) = spawned {
                 eprintln!("timetracer-agent: replay service: cannot start a client thread: {e}");
             }
@@ -209,7 +235,12 @@ pub fn serve(listener: &UnixListener, opts: &ServiceOptions) {
 
 /// One client: who it is, its request (within the timeout and size limit), the replay as that
 /// client, the verdict line back.
-fn handle(mut conn: UnixStream, opts: &ServiceOptions, slots: &Mutex<Slots>) {
+fn handle(
+    mut conn: UnixStream,
+    opts: &ServiceOptions,
+    running: &Mutex<Slots>,
+    connected: &Mutex<Slots>,
+) {
     let reply = |conn: &mut UnixStream, v: &serde_json::Value| {
         let _ = writeln!(conn, "{v}");
     };
@@ -220,6 +251,13 @@ fn handle(mut conn: UnixStream, opts: &ServiceOptions, slots: &Mutex<Slots>) {
                 &mut conn,
                 &error_verdict(&format!("cannot identify the client: {e}")),
             );
+            return;
+        }
+    };
+    let _connection = match take_slot(connected, peer.uid, Limit::connected(opts)) {
+        Ok(s) => s,
+        Err(msg) => {
+            reply(&mut conn, &error_verdict(&msg));
             return;
         }
     };
@@ -236,7 +274,7 @@ fn handle(mut conn: UnixStream, opts: &ServiceOptions, slots: &Mutex<Slots>) {
             return;
         }
     };
-    let _slot = match take_slot(slots, peer.uid, opts) {
+    let _slot = match take_slot(running, peer.uid, Limit::running(opts)) {
         Ok(s) => s,
         Err(msg) => {
             reply(&mut conn, &error_verdict(&msg));
@@ -408,18 +446,28 @@ mod tests {
             per_uid: 1,
             ..ServiceOptions::default()
         };
-        let a = take_slot(&slots, 1000, &opts).unwrap();
+        let limit = Limit::running(&opts);
+        let a = take_slot(&slots, 1000, limit).unwrap();
         assert!(
-            take_slot(&slots, 1000, &opts)
+            take_slot(&slots, 1000, limit)
                 .unwrap_err()
                 .contains("limit per user")
         );
-        let b = take_slot(&slots, 1001, &opts).unwrap();
-        assert!(take_slot(&slots, 1002, &opts).unwrap_err().contains("busy"));
+        let b = take_slot(&slots, 1001, limit).unwrap();
+        assert!(take_slot(&slots, 1002, limit).unwrap_err().contains("busy"));
         drop(a);
-        let _c = take_slot(&slots, 1000, &opts).unwrap();
+        let _c = take_slot(&slots, 1000, limit).unwrap();
         drop(b);
         assert_eq!(slots.lock().unwrap().total, 1);
+        // Connections: an idle one leaves room for the same user's next ones.
+        let conns = Mutex::new(Slots::default());
+        let limit = Limit::connected(&opts);
+        let held: Vec<_> = (0..4)
+            .map(|_| take_slot(&conns, 7, limit).unwrap())
+            .collect();
+        assert!(take_slot(&conns, 7, limit).is_err());
+        drop(held);
+        assert_eq!(conns.lock().unwrap().total, 0);
     }
 
     #[test]
