@@ -21,8 +21,8 @@ pub const DEFAULT_SOCKET: &str = "/run/timetracer/replay.sock";
 #[derive(Debug, Args, Clone)]
 #[command(after_help = "\
 Examples:
-  sudo timetracer-agent replay cassettes/2026-11-22/GET__users_42__e92ca5c8.json
   sudo timetracer-agent replay cassettes/ -- uvicorn app:app --port 8000
+  sudo timetracer-agent replay cassettes/2026-11-22/GET__users_42__e92ca5c8.json --run-recorded-command
   sudo timetracer-agent replay c.json --mock postgres,redis      # HTTP stays live
   sudo timetracer-agent replay c.json --live auth.internal:443 --keep-running
 

@@ -193,7 +193,9 @@ async fn run_plan(opts: &ReplayOptions, plan: Plan) -> anyhow::Result<Verdict> {
         )?;
         if !opts.run_recorded_command && !opts.confirm_recorded.is_some_and(|ask| ask(&rec)) {
             bail!(
-                "not running the command recorded in the cassette: {rec}. A cassette's command                  line is data from a file, not a command you gave: check it, then pass                  --run-recorded-command, or give the app's command after `--`"
+                "not running the command recorded in the cassette: {rec}. A cassette's command \
+                 line is data from a file, not a command you gave: check it, then pass \
+                 --run-recorded-command, or give the app's command after `--`"
             );
         }
         (rec.argv, rec.cwd)
