@@ -18,6 +18,7 @@ pub mod correlate;
 pub mod index;
 pub mod k8s;
 pub mod live;
+pub mod privilege;
 pub mod protocols;
 pub mod reassembly;
 pub mod record;

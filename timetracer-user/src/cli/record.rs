@@ -91,6 +91,11 @@ pub struct RecordArgs {
     /// debug, trace. Also a `timetracer::ebpf=LEVEL` directive in TIMETRACER_LOG. Default off.
     #[arg(long, env = "TIMETRACER_EBPF_LOG", value_name = "LEVEL")]
     pub ebpf_log: Option<crate::capture::EbpfLogLevel>,
+    /// Run the app as USER[:GROUP] (a name or numeric id), who also owns the cassettes,
+    /// their directories and the index. Default: the user who ran `sudo` (`SUDO_UID`/
+    /// `SUDO_GID`). The agent never runs the app as root unless told: `--user root`.
+    #[arg(long, env = "TIMETRACER_USER", value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
 }
 
 /// `--errors-only[=BOOL]`, with the configuration's boolean words.
@@ -137,7 +142,13 @@ impl RecordArgs {
             redact_keys: self.redact_keys.clone(),
             ebpf_log: self.ebpf_log,
         };
-        Ok(RecordPlan::from_config(&cfg, &only)?)
+        let mut plan = RecordPlan::from_config(&cfg, &only)?;
+        match crate::privilege::resolve(self.user.as_deref(), |k| std::env::var(k).ok()) {
+            Ok(owner) => plan.owner = owner,
+            Err(crate::privilege::Error::ImplicitRoot) => plan.owner_unspecified = true,
+            Err(e) => return Err(e.into()),
+        }
+        Ok(plan)
     }
 }
 
@@ -221,6 +232,7 @@ pub(super) fn top(
         out_dir: plan.out.clone(),
         save_enabled: save,
         compression: plan.compression,
+        owner: plan.owner.clone(),
     };
     let ui = crate::tui::run(rx, opts, &STOP);
     STOP.store(true, Ordering::SeqCst);
@@ -238,7 +250,10 @@ pub(super) fn launch(
     plan: &RecordPlan,
     cfg: &Config,
 ) -> anyhow::Result<ExitCode> {
-    let mut target = Launched::spawn(cmd)?;
+    if plan.owner_unspecified {
+        return Err(crate::privilege::Error::ImplicitRoot.into());
+    }
+    let mut target = Launched::spawn(cmd, plan.owner.as_ref())?;
     CHILD_PID.store(target.pid() as i32, Ordering::SeqCst);
     install_signal_handlers()?;
     let summary = record::run(plan, &mut target, sinks(plan, cfg, true, None), &STOP)?;

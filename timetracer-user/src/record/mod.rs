@@ -56,6 +56,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the output directory {} is not writable by {user}, who the cassettes belong to: \
+         give it to them (chown -R), choose another --out, or pass --user",
+        path.display()
+    )]
+    OutputNotWritable {
+        path: std::path::PathBuf,
+        user: String,
+    },
     #[error("no process with pid {pid} (check `ps -p {pid}`)")]
     NoProcess { pid: u32 },
     #[error("cannot trace pid {pid}")]

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use crate::capture::EbpfLogLevel;
 use crate::cassette::{BuildOptions, Compression};
 use crate::config::{Config, Source};
+use crate::privilege::Identity;
 use crate::redact::RedactionPolicy;
 
 /// A value that cannot be used, with where it came from.
@@ -77,6 +78,13 @@ pub struct RecordPlan {
     pub quiet: bool,
     /// Kernel-side diagnostics: `--ebpf-log`, else a `timetracer::ebpf` directive in `log`.
     pub ebpf_log: EbpfLogLevel,
+    /// The invoking user (`--user`, else `sudo`'s): owns every directory and file the
+    /// recording writes, and is who a launched app runs as ([`crate::privilege`]). `None`: the
+    /// agent's own user.
+    pub owner: Option<Identity>,
+    /// The agent is root and nothing named a user: `record` refuses to launch the app (as
+    /// root) until `--user root` says so; `attach`/`top` write as root.
+    pub owner_unspecified: bool,
 }
 
 impl RecordPlan {
@@ -160,6 +168,8 @@ impl RecordPlan {
             build,
             quiet: false,
             ebpf_log: EbpfLogLevel::resolve(flags.ebpf_log, cfg.str("log")),
+            owner: None,
+            owner_unspecified: false,
         })
     }
 }

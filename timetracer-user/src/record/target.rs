@@ -13,6 +13,7 @@ use std::path::Path;
 use std::process::{Child, ExitCode, ExitStatus};
 
 use crate::capture::procfs;
+use crate::privilege::Identity;
 
 use super::Error;
 use super::session::Session;
@@ -135,8 +136,9 @@ pub struct Launched {
 }
 
 impl Launched {
-    /// Starts the held child for `cmd` (not running `cmd` yet).
-    pub fn spawn(cmd: &[OsString]) -> Result<Self, Error> {
+    /// Starts the held child for `cmd` (not running `cmd` yet); `user`: the command runs as
+    /// that user (the held child drops root's privileges right before `exec`).
+    pub fn spawn(cmd: &[OsString], user: Option<&Identity>) -> Result<Self, Error> {
         let hold_err = |call| move |source| Error::Hold { call, source };
         let (rd, wr) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(hold_err("pipe2"))?;
@@ -150,7 +152,7 @@ impl Launched {
         let program = cmd.first().cloned().unwrap_or_default();
         let child = std::process::Command::new(me)
             .arg(HELD_EXEC)
-            .arg(rd_fd.to_string())
+            .arg(held_arg(rd_fd, user))
             .arg("--")
             .args(cmd)
             .spawn()
@@ -219,15 +221,35 @@ impl Target for Launched {
     }
 }
 
-/// The held child's side (`timetracer-agent __exec-held FD -- CMD...`): waits for the agent's
-/// go (one byte on `FD`), then becomes CMD.
+/// The held child's first argument: the pipe's fd, then the user to become (`FD[,UID,GID]`;
+/// one argument, so the command line keeps its shape for `procfs::strip_exec_held`).
+fn held_arg(fd: i32, user: Option<&Identity>) -> String {
+    match user {
+        Some(u) => format!("{fd},{},{}", u.uid, u.gid),
+        None => fd.to_string(),
+    }
+}
+
+/// The held child's side (`timetracer-agent __exec-held FD[,UID,GID] -- CMD...`): waits for
+/// the agent's go (one byte on `FD`), becomes the user UID (group GID, the user's supplementary
+/// groups, `HOME`/`USER`/`LOGNAME`) when given, then becomes CMD.
 #[must_use]
 pub fn exec_held(args: &[OsString]) -> ExitCode {
-    let fd: i32 = args
+    let mut held = args
         .first()
         .and_then(|a| a.to_str())
-        .and_then(|s| s.parse().ok())
+        .unwrap_or("")
+        .split(',')
+        .map(|s| s.parse::<u32>().ok());
+    let fd: i32 = held
+        .next()
+        .flatten()
+        .and_then(|f| i32::try_from(f).ok())
         .unwrap_or(-1);
+    let user = match (held.next(), held.next()) {
+        (Some(Some(uid)), Some(Some(gid))) => Some((uid, gid)),
+        _ => None,
+    };
     let cmd = args.get(2..).unwrap_or_default();
     if fd < 0 || cmd.is_empty() {
         eprintln!("timetracer-agent: {HELD_EXEC} is internal to `record`");
@@ -245,7 +267,31 @@ pub fn exec_held(args: &[OsString]) -> ExitCode {
         );
         return ExitCode::from(125);
     }
-    let err = std::process::Command::new(&cmd[0]).args(&cmd[1..]).exec();
+    let mut command = std::process::Command::new(&cmd[0]);
+    command.args(&cmd[1..]);
+    if let Some((uid, gid)) = user {
+        let id = Identity::from_uid(
+            nix::unistd::Uid::from_raw(uid),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        );
+        let dropped = id.map_err(anyhow::Error::from).and_then(|id| {
+            id.drop_privileges()?;
+            Ok(id)
+        });
+        match dropped {
+            Ok(id) => {
+                command.envs(id.env());
+            }
+            Err(e) => {
+                eprintln!(
+                    "timetracer-agent: cannot become uid {uid} gid {gid}: {e:#}; not running {:?}",
+                    cmd[0]
+                );
+                return ExitCode::from(126);
+            }
+        }
+    }
+    let err = command.exec();
     eprintln!(
         "timetracer-agent: cannot run {:?}: {err} (is it on PATH?)",
         cmd[0]

@@ -298,8 +298,12 @@ impl DbRun {
 
     /// `timetracer-agent replay --json OUT <args>` (recorded command line) with `env`.
     fn replay(&self, env: &[(String, String)], args: &[&str], extra: &[(&str, &str)]) -> Replayed {
-        let mut all: Vec<OsString> =
-            vec!["replay".into(), "--json".into(), self.out.clone().into()];
+        let mut all: Vec<OsString> = vec![
+            "replay".into(),
+            "--json".into(),
+            "--run-recorded-command".into(),
+            self.out.clone().into(),
+        ];
         all.extend(args.iter().map(OsString::from));
         let mut cmd = util::command(&self.paths.agent, all);
         cmd.current_dir(&self.paths.apps)

@@ -9,6 +9,7 @@ mod concurrency;
 mod config;
 mod db;
 mod ebpf_log;
+mod privilege;
 mod record;
 mod replay;
 mod scenario;

@@ -601,11 +601,16 @@ impl Harness {
         self.app_port
     }
 
-    /// `timetracer-agent replay --json <args>` with the app's environment (the recorded
-    /// command line is used unless `args` has `-- CMD`). Returns the exit code, the JSON
+    /// `timetracer-agent replay --json --run-recorded-command <args>` with the app's
+    /// environment (the recorded command line is used unless `args` has `-- CMD`). Returns the exit code, the JSON
     /// verdict and stderr.
     pub(crate) fn replay(&self, args: &[OsString], env: &[(&str, &str)]) -> Replayed {
-        let mut all: Vec<OsString> = vec!["replay".into(), "--json".into()];
+        // The cassettes are this test's own recording: their command is the one it launched.
+        let mut all: Vec<OsString> = vec![
+            "replay".into(),
+            "--json".into(),
+            "--run-recorded-command".into(),
+        ];
         all.extend(args.iter().cloned());
         let mut cmd = util::command(&self.paths.agent, all);
         self.app_env(&mut cmd);
