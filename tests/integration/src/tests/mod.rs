@@ -10,6 +10,7 @@ mod config;
 mod db;
 mod ebpf_log;
 mod record;
+mod redact;
 mod replay;
 mod scenario;
 mod sendfile;

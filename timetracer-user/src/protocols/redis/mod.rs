@@ -2,6 +2,7 @@
 //! per command with its arguments and reply. See `docs/protocols/redis.md`.
 mod conn;
 pub mod detect;
+pub mod redact;
 mod input;
 pub mod resp;
 #[cfg(test)]
@@ -29,5 +30,6 @@ pub static SPEC: Spec = Spec {
             max_bytes: limits.max_body,
         }))
     },
+    redact: super::redact::Redaction::Hook(redact::redact),
     replay: Replay::Mocked,
 };
