@@ -18,7 +18,7 @@ fn table() -> ConnTable {
         ConnOptions {
             max_body: 1 << 20,
             gap_timeout_ns: 300_000_000,
-            redaction: crate::redact::RedactionPolicy::default(),
+            redaction: RedactionPolicy::default(),
         },
         Counters::default(),
     )

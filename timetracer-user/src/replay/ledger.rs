@@ -531,6 +531,7 @@ mod tests {
             d.usage(0),
             Usage {
                 matched: 3,
+                redacted: 0,
                 unused: 1
             }
         );

@@ -33,16 +33,19 @@ fn doc(b: &mut [u8], at: usize, depth: u32, all: bool, secret: &dyn Fn(&str) -> 
     if depth > MAX_DEPTH {
         return None;
     }
+    // A document cut at the capture cap is walked as far as its bytes go: what is there of
+    // a secret value is blanked too.
     let end = at.checked_add(len_at(b, at)?)?;
-    if end > b.len() || end < at + 5 {
+    if end < at + 5 {
         return None;
     }
+    let end = end.min(b.len() + 1);
     let mut p = at + 4;
     let mut n = 0;
     while p < end - 1 {
         let ty = b[p];
         p += 1;
-        let klen = b.get(p..end)?.iter().position(|&c| c == 0)?;
+        let klen = b.get(p..end.min(b.len()))?.iter().position(|&c| c == 0)?;
         let is_secret = !all && std::str::from_utf8(&b[p..p + klen]).is_ok_and(secret);
         p += klen + 1;
         let blank_it = all || is_secret;
@@ -74,8 +77,8 @@ fn doc(b: &mut [u8], at: usize, depth: u32, all: bool, secret: &dyn Fn(&str) -> 
                 p.checked_add(l)?
             }
             0x0B => {
-                let a = b.get(p..end)?.iter().position(|&c| c == 0)?;
-                let c = b.get(p + a + 1..end)?.iter().position(|&c| c == 0)?;
+                let a = b.get(p..end.min(b.len()))?.iter().position(|&c| c == 0)?;
+                let c = b.get(p + a + 1..end.min(b.len()))?.iter().position(|&c| c == 0)?;
                 if blank_it {
                     blank(b, p, a, b'*');
                 }
@@ -226,5 +229,98 @@ pub fn redact(e: &mut ProtoEvent, p: &RedactionPolicy) -> Applied {
     }
     Applied {
         values: values.max(wire),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::protocols::Protocol;
+    use crate::protocols::redact::{REDACTED, absent, test_call, test_parts};
+
+    const PW: &str = "Pw-7Qx2Lm9Rz4Kv8";
+
+    /// A BSON document of `(key, type, value bytes)`.
+    fn bson(fields: &[(&str, u8, Vec<u8>)]) -> Vec<u8> {
+        let mut body = Vec::new();
+        for (k, t, v) in fields {
+            body.push(*t);
+            body.extend_from_slice(k.as_bytes());
+            body.push(0);
+            body.extend_from_slice(v);
+        }
+        let mut d = i32::try_from(body.len() + 5).unwrap().to_le_bytes().to_vec();
+        d.extend_from_slice(&body);
+        d.push(0);
+        d
+    }
+
+    fn string(s: &str) -> Vec<u8> {
+        let mut v = i32::try_from(s.len() + 1).unwrap().to_le_bytes().to_vec();
+        v.extend_from_slice(s.as_bytes());
+        v.push(0);
+        v
+    }
+
+    fn op_msg(doc: &[u8], checksum: bool) -> Vec<u8> {
+        let len = 16 + 4 + 1 + doc.len() + if checksum { 4 } else { 0 };
+        let mut m = i32::try_from(len).unwrap().to_le_bytes().to_vec();
+        m.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]);
+        m.extend_from_slice(&OP_MSG.to_le_bytes());
+        m.extend_from_slice(&u32::from(checksum).to_le_bytes());
+        m.push(0);
+        m.extend_from_slice(doc);
+        if checksum {
+            let crc = crc32c(&m);
+            m.extend_from_slice(&crc.to_le_bytes());
+        }
+        m
+    }
+
+    #[test]
+    fn fields_by_key_at_any_depth_with_checksum() {
+        let user = bson(&[
+            ("name", 0x02, string("alice")),
+            ("password", 0x02, string(PW)),
+            ("token", 0x10, 424_242i32.to_le_bytes().to_vec()),
+        ]);
+        let docs = bson(&[("0", 0x03, user)]);
+        let cmd = bson(&[("insert", 0x02, string("users")), ("documents", 0x04, docs)]);
+        let req = op_msg(&cmd, true);
+        let detail = json!({"op": "OP_MSG", "command": {"insert": "users",
+            "documents": [{"name": "alice", "password": PW, "token": 424_242}]}});
+        let mut e = test_call(Protocol::Mongodb, "insert", detail, &req, &[]);
+        let a = redact(&mut e, &RedactionPolicy::default());
+        let (d, rq, _) = test_parts(&e);
+        assert_eq!(rq.len(), req.len());
+        assert!(absent(rq, PW) && !absent(rq, "alice"));
+        assert!(!rq.windows(4).any(|w| w == 424_242i32.to_le_bytes()));
+        let n = rq.len();
+        assert_eq!(crc32c(&rq[..n - 4]).to_le_bytes(), rq[n - 4..], "checksum recomputed");
+        assert_eq!(d["command"]["documents"][0]["password"], REDACTED);
+        assert_eq!(d["command"]["documents"][0]["token"], REDACTED);
+        assert_eq!(d["redacted"]["fields"], json!(["password", "token"]));
+        assert_eq!(a.values, 2);
+    }
+
+    #[test]
+    fn cut_messages_never_panic_nor_leak() {
+        let cmd = bson(&[("find", 0x02, string("users")), ("password", 0x02, string(PW))]);
+        let req = op_msg(&cmd, false);
+        for cut in 0..req.len() {
+            let mut e = test_call(
+                Protocol::Mongodb,
+                "find",
+                json!({"command": {"find": "users", "password": PW}}),
+                &req[..cut],
+                &[],
+            );
+            redact(&mut e, &RedactionPolicy::default());
+            let rq = test_parts(&e).1;
+            assert_eq!(rq.len(), cut);
+            assert!(absent(rq, &PW[..PW.len().min(6)]), "cut at {cut}");
+        }
     }
 }

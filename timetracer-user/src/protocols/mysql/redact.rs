@@ -313,3 +313,144 @@ pub fn redact(e: &mut ProtoEvent, p: &RedactionPolicy) -> Applied {
     );
     Applied { values }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::protocols::Protocol;
+    use crate::protocols::redact::{REDACTED, absent, test_call, test_parts};
+
+    const PW: &str = "Pw-7Qx2Lm9Rz4Kv8";
+    const TOK: &str = "Tok-5Hd3Wy6Pb0Js";
+
+    fn pkt(seq: u8, payload: &[u8]) -> Vec<u8> {
+        let n = payload.len();
+        let mut v = vec![
+            u8::try_from(n & 0xff).unwrap(),
+            u8::try_from((n >> 8) & 0xff).unwrap(),
+            u8::try_from(n >> 16).unwrap(),
+            seq,
+        ];
+        v.extend_from_slice(payload);
+        v
+    }
+
+    fn lenenc(s: &[u8]) -> Vec<u8> {
+        let mut v = vec![u8::try_from(s.len()).unwrap()];
+        v.extend_from_slice(s);
+        v
+    }
+
+    fn column(name: &str, type_code: u8) -> Vec<u8> {
+        let mut p = Vec::new();
+        for s in ["def", "app", "accounts", "accounts", name, name] {
+            p.extend_from_slice(&lenenc(s.as_bytes()));
+        }
+        p.push(0x0c);
+        p.extend_from_slice(&33u16.to_le_bytes());
+        p.extend_from_slice(&255u32.to_le_bytes());
+        p.push(type_code);
+        p.extend_from_slice(&[0, 0, 0, 0, 0]);
+        p
+    }
+
+    fn eof() -> Vec<u8> {
+        vec![0xfe, 0, 0, 0x22, 0]
+    }
+
+    #[test]
+    fn literals_and_text_rows_pymysql() {
+        let sql = format!("SELECT name, password, token FROM accounts WHERE password = '{PW}'");
+        let req = pkt(0, &[&[COM_QUERY][..], sql.as_bytes()].concat());
+        let resp = [
+            pkt(1, &[3]),
+            pkt(2, &column("name", 0xfd)),
+            pkt(3, &column("password", 0xfd)),
+            pkt(4, &column("token", 0xfd)),
+            pkt(5, &eof()),
+            pkt(6, &[lenenc(b"alice"), lenenc(PW.as_bytes()), vec![0xfb]].concat()),
+            pkt(7, &[lenenc(b"bob"), lenenc(PW.as_bytes()), lenenc(TOK.as_bytes())].concat()),
+            pkt(8, &eof()),
+        ]
+        .concat();
+        let detail = json!({
+            "command": "COM_QUERY", "sql": sql,
+            "columns": [{"name": "name"}, {"name": "password"}, {"name": "token"}],
+            "rows": [["alice", PW, null], ["bob", PW, TOK]],
+        });
+        let mut e = test_call(Protocol::Mysql, "SELECT", detail, &req, &resp);
+        let a = redact(&mut e, &RedactionPolicy::default());
+        let (d, rq, rs) = test_parts(&e);
+        assert_eq!((rq.len(), rs.len()), (req.len(), resp.len()));
+        for hay in [rq, rs, d.to_string().as_bytes()] {
+            assert!(absent(hay, PW) && absent(hay, TOK), "{}", String::from_utf8_lossy(hay));
+        }
+        assert!(!absent(rs, "alice") && !absent(rs, "bob"));
+        assert_eq!(d["rows"][1], json!(["bob", REDACTED, REDACTED]));
+        assert_eq!(d["rows"][0][2], Value::Null);
+        assert_eq!(a.values, 1 + 3, "the literal and three row values");
+        let red = crate::protocols::postgres::redact::RecordedRedaction::of(Some(d));
+        assert!(red.sql_matches(
+            d["sql"].as_str().unwrap(),
+            &sql.replace(PW, "x"),
+            Dialect::Mysql
+        ));
+    }
+
+    #[test]
+    fn prepared_statement_parameters_and_binary_rows() {
+        let sql = "SELECT id, token FROM accounts WHERE name = ? AND password = ?";
+        // COM_STMT_EXECUTE: id 1, flags 0, iterations 1, null bitmap, bound, types, values.
+        let mut p = vec![COM_STMT_EXECUTE, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1];
+        p.extend_from_slice(&[0xfe, 0, 0xfe, 0]);
+        p.extend_from_slice(&lenenc(b"alice"));
+        p.extend_from_slice(&lenenc(PW.as_bytes()));
+        let req = pkt(0, &p);
+        let mut row = vec![0, 0]; // header, null bitmap (2 columns + 2 bits)
+        row.extend_from_slice(&7u32.to_le_bytes());
+        row.extend_from_slice(&lenenc(TOK.as_bytes()));
+        let resp = [
+            pkt(1, &[2]),
+            pkt(2, &column("id", 0x03)),
+            pkt(3, &column("token", 0xfd)),
+            pkt(4, &eof()),
+            pkt(5, &row),
+            pkt(6, &eof()),
+        ]
+        .concat();
+        let detail = json!({
+            "command": "COM_STMT_EXECUTE", "sql": sql,
+            "params": [{"type_code": 254, "value": "alice"}, {"type_code": 254, "value": PW}],
+            "columns": [{"name": "id"}, {"name": "token"}], "rows": [[7, TOK]],
+        });
+        let mut e = test_call(Protocol::Mysql, "SELECT", detail, &req, &resp);
+        redact(&mut e, &RedactionPolicy::default());
+        let (d, rq, rs) = test_parts(&e);
+        assert_eq!((rq.len(), rs.len()), (req.len(), resp.len()));
+        for hay in [rq, rs, d.to_string().as_bytes()] {
+            assert!(absent(hay, PW) && absent(hay, TOK), "{}", String::from_utf8_lossy(hay));
+        }
+        assert!(!absent(rq, "alice"));
+        assert_eq!(d["params"][1]["value"], REDACTED);
+        assert_eq!(d["redacted"]["params"], json!([1]));
+        assert_eq!(d["rows"][0], json!([7, REDACTED]));
+        // The id (not secret) is intact in the binary row.
+        assert!(rs.windows(4).any(|w| w == 7u32.to_le_bytes()));
+    }
+
+    #[test]
+    fn cut_packets_never_panic() {
+        let sql = "INSERT INTO u (password) VALUES (?)";
+        let mut p = vec![COM_STMT_EXECUTE, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0xfe, 0];
+        p.extend_from_slice(&lenenc(PW.as_bytes()));
+        let full = pkt(0, &p);
+        for cut in 0..full.len() {
+            let detail = json!({"command": "COM_STMT_EXECUTE", "sql": sql,
+                                "params": [{"type_code": 254, "value": PW}]});
+            let mut e = test_call(Protocol::Mysql, "INSERT", detail, &full[..cut], &full[..cut]);
+            redact(&mut e, &RedactionPolicy::default());
+        }
+    }
+}

@@ -52,7 +52,11 @@ struct Cur<'a> {
 impl Cur<'_> {
     fn cstr(&mut self) -> Option<std::ops::Range<usize>> {
         let s = self.i;
-        let n = self.b[s..self.end].iter().position(|&c| c == 0)?;
+        let n = self
+            .b
+            .get(s..self.end.min(self.b.len()))?
+            .iter()
+            .position(|&c| c == 0)?;
         self.i = s + n + 1;
         Some(s..s + n)
     }
@@ -155,7 +159,7 @@ pub fn redact(e: &mut ProtoEvent, p: &RedactionPolicy) -> Applied {
                 b'Q' => Some(s..e),
                 b'P' => {
                     let mut c = Cur { b, i: s, end: e };
-                    c.cstr().and_then(|_| c.cstr().or(Some(c.i..e)))
+                    c.cstr().and_then(|_| c.cstr().or(Some(c.i.min(e)..e)))
                 }
                 _ => None,
             };
@@ -307,6 +311,162 @@ impl RecordedRedaction {
             recorded == actual
         } else {
             sql::matches_redacted(recorded, &self.sql, actual, d)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::protocols::Protocol;
+    use crate::protocols::redact::{REDACTED, absent, test_call, test_parts};
+
+    fn msg(t: u8, payload: &[u8]) -> Vec<u8> {
+        let mut m = vec![t];
+        m.extend_from_slice(&u32::try_from(payload.len() + 4).unwrap().to_be_bytes());
+        m.extend_from_slice(payload);
+        m
+    }
+
+    fn cstr(s: &str) -> Vec<u8> {
+        let mut v = s.as_bytes().to_vec();
+        v.push(0);
+        v
+    }
+
+    fn values(vals: &[&str]) -> Vec<u8> {
+        let mut p = i16::try_from(vals.len()).unwrap().to_be_bytes().to_vec();
+        for v in vals {
+            p.extend_from_slice(&i32::try_from(v.len()).unwrap().to_be_bytes());
+            p.extend_from_slice(v.as_bytes());
+        }
+        p
+    }
+
+    fn bind(vals: &[&str]) -> Vec<u8> {
+        let mut p = [cstr(""), cstr("stmt1")].concat();
+        p.extend_from_slice(&1i16.to_be_bytes());
+        p.extend_from_slice(&1i16.to_be_bytes()); // binary
+        p.extend_from_slice(&values(vals));
+        p.extend_from_slice(&0i16.to_be_bytes());
+        msg(b'B', &p)
+    }
+
+    fn row_description(names: &[&str]) -> Vec<u8> {
+        let mut p = i16::try_from(names.len()).unwrap().to_be_bytes().to_vec();
+        for n in names {
+            p.extend_from_slice(&cstr(n));
+            p.extend_from_slice(&[0; 18]);
+        }
+        msg(b'T', &p)
+    }
+
+    const PW: &str = "Pw-7Qx2Lm9Rz4Kv8";
+    const TOK: &str = "Tok-5Hd3Wy6Pb0Js";
+
+    #[test]
+    fn literals_of_a_simple_query_psycopg2() {
+        let sql = format!(
+            "INSERT INTO accounts (name, password, token) VALUES ('alice', '{PW}', '{TOK}')"
+        );
+        let req = msg(b'Q', &cstr(&sql));
+        let resp = [msg(b'C', &cstr("INSERT 0 1")), msg(b'Z', b"I")].concat();
+        let mut e = test_call(
+            Protocol::Postgres,
+            "INSERT",
+            json!({"kind": "query", "sql": sql}),
+            &req,
+            &resp,
+        );
+        let a = redact(&mut e, &RedactionPolicy::default());
+        assert_eq!(a.values, 2);
+        let (d, rq, rs) = test_parts(&e);
+        assert_eq!(rq.len(), req.len(), "same length");
+        assert_eq!(rs, resp.as_slice());
+        for hay in [rq, d.to_string().as_bytes()] {
+            assert!(absent(hay, PW) && absent(hay, TOK));
+        }
+        assert!(!absent(rq, "'alice'"), "other literals kept");
+        // Replay: the recorded statement matches the live one whatever the secrets.
+        let red = RecordedRedaction::of(Some(d));
+        let recorded = d["sql"].as_str().unwrap();
+        let live = sql.replace(PW, "another-password");
+        assert!(red.sql_matches(recorded, &live, Dialect::Postgres));
+        assert!(!red.sql_matches(recorded, &live.replace("alice", "bob"), Dialect::Postgres));
+    }
+
+    #[test]
+    fn bound_parameters_and_binary_rows_asyncpg() {
+        let sql = "SELECT name, password FROM accounts WHERE name = $1 AND password = $2";
+        let req = [bind(&["alice", PW]), msg(b'E', &[0, 0, 0, 0, 0]), msg(b'S', b"")].concat();
+        let resp = [
+            msg(b'2', b""),
+            row_description(&["name", "password"]),
+            msg(b'D', &values(&["alice", PW])),
+            msg(b'C', &cstr("SELECT 1")),
+            msg(b'Z', b"I"),
+        ]
+        .concat();
+        let detail = json!({
+            "kind": "extended", "sql": sql,
+            "params": [{"value": "alice"}, {"value": PW}],
+            "columns": [{"name": "name"}, {"name": "password"}],
+            "rows": [["alice", PW]],
+        });
+        let mut e = test_call(Protocol::Postgres, "SELECT", detail, &req, &resp);
+        let a = redact(&mut e, &RedactionPolicy::default());
+        let (d, rq, rs) = test_parts(&e);
+        assert_eq!((rq.len(), rs.len()), (req.len(), resp.len()));
+        for hay in [rq, rs, d.to_string().as_bytes()] {
+            assert!(absent(hay, PW), "{}", String::from_utf8_lossy(hay));
+        }
+        assert!(!absent(rq, "alice") && !absent(rs, "alice"));
+        assert_eq!(d["params"][1]["value"], REDACTED);
+        assert_eq!(d["rows"][0], json!(["alice", REDACTED]));
+        assert_eq!(d["redacted"]["params"], json!([1]));
+        assert_eq!(d["redacted"]["columns"], json!(["password"]));
+        assert_eq!(a.values, 1 + 1, "one row value and one parameter");
+        // Redacting twice changes nothing more.
+        let again = e.clone();
+        redact(&mut e, &RedactionPolicy::default());
+        assert_eq!(test_parts(&e).1, test_parts(&again).1);
+    }
+
+    #[test]
+    fn rows_by_the_detail_columns_when_the_description_was_earlier() {
+        // asyncpg: the RowDescription came with the prepare; the execution has DataRows only.
+        let resp = [msg(b'D', &values(&[TOK])), msg(b'C', &cstr("SELECT 1"))].concat();
+        let detail = json!({"kind": "extended", "sql": "SELECT token FROM s",
+                            "columns": [{"name": "token"}], "rows": [[TOK]]});
+        let mut e = test_call(Protocol::Postgres, "SELECT", detail, &[], &resp);
+        redact(&mut e, &RedactionPolicy::default());
+        let (d, _, rs) = test_parts(&e);
+        assert!(absent(rs, TOK) && absent(d.to_string().as_bytes(), TOK));
+    }
+
+    #[test]
+    fn startup_and_cut_messages_are_left_alone_without_panicking() {
+        let mut e = test_call(
+            Protocol::Postgres,
+            "STARTUP",
+            json!({"kind": "startup"}),
+            b"\0\0\0\x08\x04\xd2\x16\x2f",
+            b"N",
+        );
+        assert_eq!(redact(&mut e, &RedactionPolicy::default()).values, 0);
+        let full = [bind(&["alice", PW]), msg(b'E', &[0; 5])].concat();
+        for cut in 0..full.len() {
+            let mut e = test_call(
+                Protocol::Postgres,
+                "SELECT",
+                json!({"kind": "extended", "sql": "SELECT 1 WHERE password = $2"}),
+                &full[..cut],
+                &[],
+            );
+            redact(&mut e, &RedactionPolicy::default());
+            assert_eq!(test_parts(&e).1.len(), cut);
         }
     }
 }

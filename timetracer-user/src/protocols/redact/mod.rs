@@ -187,9 +187,67 @@ fn class(pat: &[u8], p: usize, c: u8) -> Option<usize> {
     (hit != negate).then_some((j + 1).min(pat.len()))
 }
 
+/// A database call event for the hooks' tests.
+#[cfg(test)]
+pub(crate) fn test_call(
+    protocol: super::Protocol,
+    method: &str,
+    detail: Value,
+    request: &[u8],
+    response: &[u8],
+) -> ProtoEvent {
+    use super::http::types::Mark;
+    ProtoEvent::Db(DbEvent::Call(Box::new(DbCall {
+        protocol,
+        index: 0,
+        method: method.to_owned(),
+        detail,
+        error: None,
+        raw_request: bytes::Bytes::copy_from_slice(request),
+        raw_response: bytes::Bytes::copy_from_slice(response),
+        raw_truncated: false,
+        session_level: false,
+        request_first: Mark::default(),
+        request_last: Mark::default(),
+        response_first: None,
+        response_last: None,
+    })))
+}
+
+/// The call of a test event.
+#[cfg(test)]
+pub(crate) fn test_parts(e: &ProtoEvent) -> (&Value, &[u8], &[u8]) {
+    match e {
+        ProtoEvent::Db(DbEvent::Call(c)) => (&c.detail, &c.raw_request, &c.raw_response),
+        _ => panic!("not a call"),
+    }
+}
+
+/// `needle` nowhere in `hay`.
+#[cfg(test)]
+pub(crate) fn absent(hay: &[u8], needle: &str) -> bool {
+    !hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn disabled_policy_runs_no_hook() {
+        let mut e = test_call(
+            super::super::Protocol::Redis,
+            "SET",
+            json!({"command": "SET", "args": ["session:1", "v"]}),
+            b"*3\r\n$3\r\nSET\r\n$9\r\nsession:1\r\n$1\r\nv\r\n",
+            b"+OK\r\n",
+        );
+        let before = e.clone();
+        let hook = super::super::Protocol::Redis.spec().redact;
+        assert_eq!(hook.apply(&mut e, &RedactionPolicy::disabled()), Applied::default());
+        assert_eq!(e, before);
+        assert_eq!(hook.apply(&mut e, &RedactionPolicy::default()).values, 1);
+    }
 
     #[test]
     fn globs() {

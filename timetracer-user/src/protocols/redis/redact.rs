@@ -406,3 +406,120 @@ pub fn redacted_args(detail: Option<&Value>) -> Vec<usize> {
         })
         .unwrap_or_default()
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::protocols::Protocol;
+    use crate::protocols::redact::{REDACTED, absent, test_call, test_parts};
+    use crate::protocols::redis::resp::encode_command;
+
+    const TOK: &str = "Tok-5Hd3Wy6Pb0Js";
+
+    fn run(method: &str, args: &[&str], reply: &[u8], detail_reply: Value) -> (ProtoEvent, u64) {
+        let raw: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        let req = encode_command(&raw);
+        let words = method.split(' ').count();
+        let detail = json!({"command": method, "args": args[words..], "reply": detail_reply});
+        let mut e = test_call(Protocol::Redis, method, detail, &req, reply);
+        let n = redact(&mut e, &RedactionPolicy::default()).values;
+        let (_, rq, rs) = test_parts(&e);
+        assert_eq!((rq.len(), rs.len()), (req.len(), reply.len()), "same lengths");
+        (e, n)
+    }
+
+    #[test]
+    fn values_of_keys_matching_the_globs() {
+        let (e, n) = run("SET", &["SET", "session:alice", TOK, "EX", "300"], b"+OK\r\n", json!("OK"));
+        let (d, rq, _) = test_parts(&e);
+        assert!(absent(rq, TOK) && absent(d.to_string().as_bytes(), TOK));
+        assert!(!absent(rq, "session:alice") && !absent(rq, "300"));
+        assert_eq!(d["args"], json!(["session:alice", REDACTED, "EX", "300"]));
+        assert_eq!(d["redacted"]["args"], json!([1]));
+        assert_eq!(n, 1);
+
+        let reply = format!("${}\r\n{TOK}\r\n", TOK.len());
+        let (e, _) = run("GET", &["GET", "session:alice"], reply.as_bytes(), json!(TOK));
+        let (d, _, rs) = test_parts(&e);
+        assert!(absent(rs, TOK) && d["reply"] == REDACTED && d["redacted"]["reply"] == true);
+
+        // A key no glob matches is left alone.
+        let (e, n) = run("SET", &["SET", "cache:alice", TOK], b"+OK\r\n", json!("OK"));
+        assert!(!absent(test_parts(&e).1, TOK) && n == 0);
+        assert!(test_parts(&e).0.get("redacted").is_none());
+    }
+
+    #[test]
+    fn mget_elements_and_hash_fields() {
+        let reply = format!("*2\r\n$3\r\none\r\n${}\r\n{TOK}\r\n", TOK.len());
+        let (e, _) = run(
+            "MGET",
+            &["MGET", "cache:1", "user_token:1"],
+            reply.as_bytes(),
+            json!(["one", TOK]),
+        );
+        let (d, _, rs) = test_parts(&e);
+        assert!(absent(rs, TOK) && !absent(rs, "one"));
+        assert_eq!(d["reply"], json!(["one", REDACTED]));
+
+        let (e, _) = run(
+            "HSET",
+            &["HSET", "user:1", "name", "alice", "password", TOK],
+            b":2\r\n",
+            json!(2),
+        );
+        let (d, rq, _) = test_parts(&e);
+        assert!(absent(rq, TOK) && !absent(rq, "alice"));
+        assert_eq!(d["args"], json!(["user:1", "name", "alice", "password", REDACTED]));
+
+        // HGETALL, RESP2 (flat) and RESP3 (map).
+        let flat = format!("*4\r\n$4\r\nname\r\n$5\r\nalice\r\n$8\r\npassword\r\n${}\r\n{TOK}\r\n", TOK.len());
+        let (e, _) = run(
+            "HGETALL",
+            &["HGETALL", "user:1"],
+            flat.as_bytes(),
+            json!(["name", "alice", "password", TOK]),
+        );
+        let (d, _, rs) = test_parts(&e);
+        assert!(absent(rs, TOK) && !absent(rs, "alice"));
+        assert_eq!(d["reply"], json!(["name", "alice", "password", REDACTED]));
+        let map = flat.replacen("*4", "%2", 1);
+        let (e, _) = run(
+            "HGETALL",
+            &["HGETALL", "user:1"],
+            map.as_bytes(),
+            json!([["name", "alice"], ["password", TOK]]),
+        );
+        let (d, _, rs) = test_parts(&e);
+        assert!(absent(rs, TOK));
+        assert_eq!(d["reply"], json!([["name", "alice"], ["password", REDACTED]]));
+    }
+
+    #[test]
+    fn configured_globs_and_inline_commands() {
+        let mut p = RedactionPolicy::default();
+        p.add_configured("", "acct:*:otp", &["k?y".to_owned()]);
+        let req = b"SET acct:42:otp 123456\r\n";
+        let detail = json!({"command": "SET", "args": ["acct:42:otp", "123456"]});
+        let mut e = test_call(Protocol::Redis, "SET", detail, req, b"+OK\r\n");
+        redact(&mut e, &p);
+        let (d, rq, _) = test_parts(&e);
+        assert_eq!(rq, b"SET acct:42:otp ******\r\n");
+        assert_eq!(d["args"][1], REDACTED);
+        assert!(plan("SET", &[b"SET".to_vec(), b"KEY".to_vec(), b"v".to_vec()], &p).args == [2]);
+    }
+
+    #[test]
+    fn cut_replies_never_panic() {
+        let reply = format!("*2\r\n$3\r\none\r\n${}\r\n{TOK}\r\n", TOK.len());
+        for cut in 0..reply.len() {
+            let detail = json!({"command": "MGET", "args": ["a", "session:b"], "reply": ["one", TOK]});
+            let req = encode_command(&[b"MGET", b"a", b"session:b"]);
+            let mut e = test_call(Protocol::Redis, "MGET", detail, &req, &reply.as_bytes()[..cut]);
+            redact(&mut e, &RedactionPolicy::default());
+            assert_eq!(test_parts(&e).2.len(), cut);
+        }
+    }
+}
