@@ -64,25 +64,31 @@ pub(super) enum DbApp {
     FastApi,
     /// `gunicorn -k gthread db_flask_app:app` (psycopg2, psycopg 3, PyMySQL, redis).
     Flask,
-    /// `gunicorn -k gthread secrets_app:app` (psycopg2, asyncpg, PyMySQL, redis; the
-    /// redaction test, `redact.rs`).
+    /// `gunicorn -k gthread secrets_app:app` (psycopg2, PyMySQL, redis; the redaction
+    /// test, `redact.rs`).
     Secrets,
+    /// `uvicorn secrets_async_app:app` (asyncpg, redis.asyncio; `redact.rs`).
+    SecretsAsync,
 }
 
 impl DbApp {
     fn needs(self) -> Needs {
         Needs {
             postgres: true,
-            mariadb: self != Self::FastApi,
+            mariadb: matches!(self, Self::Flask | Self::Secrets),
             redis: true,
         }
     }
 
     fn argv(self, paths: &Paths, port: u16) -> Vec<OsString> {
         match self {
-            Self::FastApi => vec![
+            Self::FastApi | Self::SecretsAsync => vec![
                 paths.venv_bin("uvicorn").into(),
-                "db_fastapi_app:app".into(),
+                if self == Self::FastApi {
+                    "db_fastapi_app:app".into()
+                } else {
+                    "secrets_async_app:app".into()
+                },
                 "--host".into(),
                 "127.0.0.1".into(),
                 "--port".into(),

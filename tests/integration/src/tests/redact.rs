@@ -1,9 +1,10 @@
 //! Issue 19, item 4 end to end: redaction of every database protocol before disk.
 //!
 //! `secrets_app.py` (Flask/gunicorn gthread) sends a password and a token to PostgreSQL
-//! (psycopg2: literals; asyncpg: bound parameters, binary rows) and MariaDB (PyMySQL:
-//! literals), stores them in rows and reads them back, and keeps a session token in Redis (a
-//! `session:*` key and a hash's `password` field). Recorded with the default policy:
+//! (psycopg2: literals) and MariaDB (PyMySQL: literals), stores them in rows and reads them
+//! back, and keeps a session token in Redis (a `session:*` key and a hash's `password`
+//! field); `secrets_async_app.py` (FastAPI/uvicorn) does the same with asyncpg (bound
+//! parameters, binary rows) and redis.asyncio. Recorded with the default policy:
 //!
 //! - neither secret appears in any file of the cassette directory: raw, base64 (at the three
 //!   alignments) or hex;
@@ -85,10 +86,22 @@ fn leaks(dir: &Path, secrets: &[&str]) -> Vec<String> {
 }
 
 #[test]
-fn secrets_never_reach_disk_and_replay_still_matches() {
+fn secrets_never_reach_disk_psycopg2_pymysql_redis() {
     let paths = require_root!();
+    check(paths, DbApp::Secrets, "redact_sync", &["postgres", "mysql", "redis"]);
+}
+
+#[test]
+fn secrets_never_reach_disk_asyncpg_redis_asyncio() {
+    let paths = require_root!();
+    check(paths, DbApp::SecretsAsync, "redact_async", &["postgres", "redis"]);
+}
+
+/// Records two requests of `app`, checks the cassettes (no secret in any form, `db.redacted`
+/// on calls of each of `libs`, `policies.redaction`), then replays them without servers.
+fn check(paths: crate::util::Paths, app: DbApp, name: &str, libs: &[&str]) {
     let extra = [("SECRET_PASSWORD", PASSWORD), ("SECRET_TOKEN", TOKEN)];
-    let Some(mut run) = DbRun::start_with_env(paths, DbApp::Secrets, "redact_e2e", &extra) else {
+    let Some(mut run) = DbRun::start_with_env(paths, app, name, &extra) else {
         return;
     };
     let mut conn = HttpConn::connect(run.port).expect("connect to the app");
@@ -99,7 +112,7 @@ fn secrets_never_reach_disk_and_replay_still_matches() {
             .request("GET", &target, None)
             .unwrap_or_else(|e| run.fail(&[format!("GET {target}: {e}")], None));
         let body: Value = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
-        if resp.status != 200 || body["session_found"] != true || body["asyncpg_hit"] != 1 {
+        if resp.status != 200 || body["session_found"] != true || body["hit"] != 1 {
             run.fail(
                 &[format!(
                     "GET {target}: {} {}",
@@ -130,7 +143,7 @@ fn secrets_never_reach_disk_and_replay_still_matches() {
                 .filter(|e| e["signature"]["lib"] == lib && e["db"]["redacted"].is_object())
                 .count()
         };
-        for lib in ["postgres", "mysql", "redis"] {
+        for lib in libs {
             if redacted(lib) == 0 {
                 errors.push(format!(
                     "{}: no {lib} call has db.redacted",
@@ -140,7 +153,7 @@ fn secrets_never_reach_disk_and_replay_still_matches() {
         }
         let pol = &c.json["policies"]["redaction"];
         let by = &pol["applied_by_protocol"];
-        for lib in ["postgres", "mysql", "redis"] {
+        for lib in libs {
             if by[lib].as_u64().unwrap_or(0) == 0 {
                 errors.push(format!(
                     "{}: policies.redaction.applied_by_protocol.{lib} = {} ({pol})",
@@ -173,7 +186,7 @@ fn secrets_never_reach_disk_and_replay_still_matches() {
     let report = r.verdict["report"].as_str().unwrap_or_default();
     for q in r.verdict["requests"].as_array().into_iter().flatten() {
         assert!(
-            q["dependencies"]["redacted"].as_u64().unwrap_or(0) >= 3,
+            q["dependencies"]["redacted"].as_u64().unwrap_or(0) >= libs.len() as u64,
             "calls recorded with redacted values are counted: {q}\n{}",
             r.explain()
         );
