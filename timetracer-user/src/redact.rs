@@ -158,7 +158,10 @@ impl RedactionPolicy {
                 self.body_keys.push(k);
             }
         }
-        for g in list(redis_globs).into_iter().chain(flag_globs.iter().cloned()) {
+        for g in list(redis_globs)
+            .into_iter()
+            .chain(flag_globs.iter().cloned())
+        {
             if !self.redis_key_patterns.contains(&g) {
                 self.redis_key_patterns.push(g);
             }

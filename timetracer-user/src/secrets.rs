@@ -53,7 +53,7 @@ pub fn luhn(digits: &[u8]) -> bool {
         }
         sum += v;
     }
-    !digits.is_empty() && sum % 10 == 0
+    !digits.is_empty() && sum.is_multiple_of(10)
 }
 
 /// Shannon entropy of `s` in bits per character.
@@ -125,7 +125,10 @@ pub fn scan_text(s: &str) -> Vec<(&'static str, String)> {
 
 /// Keys whose string values are digests or opaque ids by design.
 fn skipped(key: &str) -> bool {
-    matches!(key, "sha256" | "hash" | "body_hash" | "id" | "trace_id" | "eid")
+    matches!(
+        key,
+        "sha256" | "hash" | "body_hash" | "id" | "trace_id" | "eid"
+    )
 }
 
 /// Keys whose string values are base64: scanned decoded.
@@ -206,10 +209,16 @@ mod tests {
         let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U";
         assert_eq!(kinds(&format!("Bearer {jwt}")), ["jwt"]);
         assert_eq!(kinds("key=AKIAIOSFODNN7EXAMPLE;"), ["aws-access-key"]);
-        assert_eq!(kinds("-----BEGIN RSA PRIVATE KEY-----\nMIIE"), ["pem-private-key"]);
+        assert_eq!(
+            kinds("-----BEGIN RSA PRIVATE KEY-----\nMIIE"),
+            ["pem-private-key"]
+        );
         assert_eq!(kinds("card 4111 1111 1111 1111 ok"), ["credit-card"]);
         assert!(kinds("card 4111 1111 1111 1112").is_empty(), "Luhn fails");
-        assert_eq!(kinds("sk_live_9fQ2xZ7LmP4kR8tW1vB6nY3cJ5hD0gE"), ["high-entropy"]);
+        assert_eq!(
+            kinds("sk_live_9fQ2xZ7LmP4kR8tW1vB6nY3cJ5hD0gE"),
+            ["high-entropy"]
+        );
         // Digests, UUIDs, words, timestamps, order numbers.
         for clean in [
             "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
@@ -233,13 +242,19 @@ mod tests {
         });
         let f = scan(&doc);
         assert_eq!(
-            f.iter().map(|f| (f.path.as_str(), f.kind)).collect::<Vec<_>>(),
+            f.iter()
+                .map(|f| (f.path.as_str(), f.kind))
+                .collect::<Vec<_>>(),
             [
                 ("$.events[0].wire.request_b64 (decoded)", "aws-access-key"),
                 ("$.events[0].db.sql", "credit-card"),
             ]
         );
-        assert!(!f[0].sample.contains("IOSFODNN7EXAMP"), "masked: {}", f[0].sample);
+        assert!(
+            !f[0].sample.contains("IOSFODNN7EXAMP"),
+            "masked: {}",
+            f[0].sample
+        );
         assert!(scan(&json!({"a": "hello", "n": 4_111_111_111_111_111_u64})).is_empty());
     }
 }

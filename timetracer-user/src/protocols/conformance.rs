@@ -364,7 +364,11 @@ fn redaction_hooks_keep_lengths_and_are_idempotent() {
                 }
             }
         }
-        assert!(applied > 0, "{}: no value redacted in any conversation", spec.name);
+        assert!(
+            applied > 0,
+            "{}: no value redacted in any conversation",
+            spec.name
+        );
     }
 }
 

@@ -310,7 +310,12 @@ impl DbRun {
     }
 
     /// `timetracer-agent replay --json OUT <args>` (recorded command line) with `env`.
-    pub(super) fn replay(&self, env: &[(String, String)], args: &[&str], extra: &[(&str, &str)]) -> Replayed {
+    pub(super) fn replay(
+        &self,
+        env: &[(String, String)],
+        args: &[&str],
+        extra: &[(&str, &str)],
+    ) -> Replayed {
         let mut all: Vec<OsString> =
             vec!["replay".into(), "--json".into(), self.out.clone().into()];
         all.extend(args.iter().map(OsString::from));

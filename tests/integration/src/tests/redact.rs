@@ -88,18 +88,28 @@ fn leaks(dir: &Path, secrets: &[&str]) -> Vec<String> {
 #[test]
 fn secrets_never_reach_disk_psycopg2_pymysql_redis() {
     let paths = require_root!();
-    check(paths, DbApp::Secrets, "redact_sync", &["postgres", "mysql", "redis"]);
+    check(
+        paths,
+        DbApp::Secrets,
+        "redact_sync",
+        &["postgres", "mysql", "redis"],
+    );
 }
 
 #[test]
 fn secrets_never_reach_disk_asyncpg_redis_asyncio() {
     let paths = require_root!();
-    check(paths, DbApp::SecretsAsync, "redact_async", &["postgres", "redis"]);
+    check(
+        paths,
+        DbApp::SecretsAsync,
+        "redact_async",
+        &["postgres", "redis"],
+    );
 }
 
 /// Records two requests of `app`, checks the cassettes (no secret in any form, `db.redacted`
 /// on calls of each of `libs`, `policies.redaction`), then replays them without servers.
-fn check(paths: crate::util::Paths, app: DbApp, name: &str, libs: &[&str]) {
+fn check(paths: util::Paths, app: DbApp, name: &str, libs: &[&str]) {
     let extra = [("SECRET_PASSWORD", PASSWORD), ("SECRET_TOKEN", TOKEN)];
     let Some(mut run) = DbRun::start_with_env(paths, app, name, &extra) else {
         return;
@@ -180,7 +190,11 @@ fn check(paths: crate::util::Paths, app: DbApp, name: &str, libs: &[&str]) {
     // Replay without the servers: every call matches, those with redacted values "matched
     // (redacted)", and the app answers exactly as recorded.
     let mut env = run.stop_servers();
-    env.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    env.extend(
+        extra
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
     let r = run.replay(&env, &[], &[]);
     r.assert_all_same(2);
     let report = r.verdict["report"].as_str().unwrap_or_default();

@@ -29,7 +29,13 @@ fn len_at(b: &[u8], at: usize) -> Option<usize> {
 /// Blanks, in the document at `at`, the values of fields `secret` says are secret (`all`:
 /// every value, inside a secret field). Returns how many fields were secret, or `None` when
 /// the document does not parse (what was blanked stays blanked).
-fn doc(b: &mut [u8], at: usize, depth: u32, all: bool, secret: &dyn Fn(&str) -> bool) -> Option<u64> {
+fn doc(
+    b: &mut [u8],
+    at: usize,
+    depth: u32,
+    all: bool,
+    secret: &dyn Fn(&str) -> bool,
+) -> Option<u64> {
     if depth > MAX_DEPTH {
         return None;
     }
@@ -78,7 +84,10 @@ fn doc(b: &mut [u8], at: usize, depth: u32, all: bool, secret: &dyn Fn(&str) -> 
             }
             0x0B => {
                 let a = b.get(p..end.min(b.len()))?.iter().position(|&c| c == 0)?;
-                let c = b.get(p + a + 1..end.min(b.len()))?.iter().position(|&c| c == 0)?;
+                let c = b
+                    .get(p + a + 1..end.min(b.len()))?
+                    .iter()
+                    .position(|&c| c == 0)?;
                 if blank_it {
                     blank(b, p, a, b'*');
                 }
@@ -106,7 +115,7 @@ fn fixed(b: &mut [u8], p: usize, n: usize, blank_it: bool) -> Option<usize> {
 }
 
 /// Blanks secret fields in every message of `b` (requests or replies, back to back).
-fn messages(b: &mut Vec<u8>, secret: &dyn Fn(&str) -> bool) -> u64 {
+fn messages(b: &mut [u8], secret: &dyn Fn(&str) -> bool) -> u64 {
     let mut n = 0;
     let mut i = 0usize;
     while i + 16 <= b.len() {
@@ -137,7 +146,9 @@ fn messages(b: &mut Vec<u8>, secret: &dyn Fn(&str) -> bool) -> u64 {
                             };
                             let mut q = p + 4 + id + 1;
                             while q < sec_end {
-                                let Some(l) = len_at(b, q).filter(|&l| l >= 5) else { break };
+                                let Some(l) = len_at(b, q).filter(|&l| l >= 5) else {
+                                    break;
+                                };
                                 n += doc(&mut b[..sec_end], q, 0, false, secret).unwrap_or(0);
                                 q += l;
                             }
@@ -251,7 +262,10 @@ mod tests {
             body.push(0);
             body.extend_from_slice(v);
         }
-        let mut d = i32::try_from(body.len() + 5).unwrap().to_le_bytes().to_vec();
+        let mut d = i32::try_from(body.len() + 5)
+            .unwrap()
+            .to_le_bytes()
+            .to_vec();
         d.extend_from_slice(&body);
         d.push(0);
         d
@@ -298,7 +312,11 @@ mod tests {
         assert!(absent(rq, PW) && !absent(rq, "alice"));
         assert!(!rq.windows(4).any(|w| w == 424_242i32.to_le_bytes()));
         let n = rq.len();
-        assert_eq!(crc32c(&rq[..n - 4]).to_le_bytes(), rq[n - 4..], "checksum recomputed");
+        assert_eq!(
+            crc32c(&rq[..n - 4]).to_le_bytes(),
+            rq[n - 4..],
+            "checksum recomputed"
+        );
         assert_eq!(d["command"]["documents"][0]["password"], REDACTED);
         assert_eq!(d["command"]["documents"][0]["token"], REDACTED);
         assert_eq!(d["redacted"]["fields"], json!(["password", "token"]));
@@ -307,7 +325,10 @@ mod tests {
 
     #[test]
     fn cut_messages_never_panic_nor_leak() {
-        let cmd = bson(&[("find", 0x02, string("users")), ("password", 0x02, string(PW))]);
+        let cmd = bson(&[
+            ("find", 0x02, string("users")),
+            ("password", 0x02, string(PW)),
+        ]);
         let req = op_msg(&cmd, false);
         for cut in 0..req.len() {
             let mut e = test_call(

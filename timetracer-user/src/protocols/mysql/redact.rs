@@ -16,9 +16,8 @@ use serde_json::Value;
 
 use super::parse::{self, ColumnDef, Reader};
 use crate::protocols::ProtoEvent;
-use crate::protocols::postgres::redact::record;
-use crate::protocols::redact::sql::{self, Dialect, SqlSecrets};
-use crate::protocols::redact::{Applied, blank, db_call, redact_rows, redact_value, rewrite};
+use crate::protocols::redact::sql::{self, Dialect};
+use crate::protocols::redact::{Applied, blank, db_call, rewrite, sql_detail};
 use crate::redact::RedactionPolicy;
 
 const COM_QUERY: u8 = 0x03;
@@ -68,13 +67,7 @@ fn is_text_type(t: u8) -> bool {
 
 /// Blanks the parameters `secret` of a `COM_STMT_EXECUTE` payload `s..e`; `types` are the
 /// ones `detail.params` recorded (used when the packet does not carry them).
-fn execute_params(
-    b: &mut [u8],
-    s: usize,
-    e: usize,
-    types: &[u8],
-    secret: &BTreeSet<usize>,
-) -> u64 {
+fn execute_params(b: &mut [u8], s: usize, e: usize, types: &[u8], secret: &BTreeSet<usize>) -> u64 {
     let n = types.len();
     // cmd, statement id, flags, iteration count.
     let mut i = s + 10;
@@ -95,7 +88,9 @@ fn execute_params(
     }
     let mut done = 0;
     for (k, &t) in tys.iter().enumerate() {
-        if b.get(bitmap + k / 8).is_none_or(|m| m & (1 << (k % 8)) != 0) {
+        if b.get(bitmap + k / 8)
+            .is_none_or(|m| m & (1 << (k % 8)) != 0)
+        {
             continue; // NULL
         }
         let Some((vs, len, next)) = binary_span(&b[..e], i, t) else {
@@ -135,7 +130,9 @@ fn result_rows(b: &mut [u8], binary: bool, key: &dyn Fn(&str) -> bool) -> u64 {
                 if matches!(p.first(), Some(0x00 | 0xff | 0xfb | 0xfe) | None) {
                     continue;
                 }
-                let Some(n) = Reader::new(p).lenenc().and_then(|n| usize::try_from(n).ok())
+                let Some(n) = Reader::new(p)
+                    .lenenc()
+                    .and_then(|n| usize::try_from(n).ok())
                 else {
                     return done;
                 };
@@ -146,7 +143,11 @@ fn result_rows(b: &mut [u8], binary: bool, key: &dyn Fn(&str) -> bool) -> u64 {
                 if let Some(c) = parse::parse_column_def(p) {
                     cols.push(c);
                 }
-                st = if left <= 1 { St::AfterColumns } else { St::Columns(left - 1) };
+                st = if left <= 1 {
+                    St::AfterColumns
+                } else {
+                    St::Columns(left - 1)
+                };
             }
             St::AfterColumns if terminator => {
                 let eof_of_columns = p.len() == 5 && pkts.get(n + 1).is_some();
@@ -173,7 +174,9 @@ fn row(b: &mut [u8], s: usize, e: usize, cols: &[ColumnDef], secret: &[bool], bi
         let mut i = bitmap + (cols.len() + 9) / 8;
         for (k, c) in cols.iter().enumerate() {
             let bit = k + 2;
-            if b.get(bitmap + bit / 8).is_none_or(|m| m & (1 << (bit % 8)) != 0) {
+            if b.get(bitmap + bit / 8)
+                .is_none_or(|m| m & (1 << (bit % 8)) != 0)
+            {
                 continue;
             }
             let Some((vs, len, next)) = binary_span(&b[..e], i, c.type_code) else {
@@ -269,46 +272,12 @@ pub fn redact(e: &mut ProtoEvent, p: &RedactionPolicy) -> Applied {
             result_rows(b, binary, &key);
         });
     }
-    let mut literals = Vec::new();
-    if let Some(text) = detail_sql
-        && !secrets.literals.is_empty()
-    {
-        let mut bytes = text.into_bytes();
-        sql::fill(&mut bytes, 0, &secrets.literals);
-        if let Ok(s) = String::from_utf8(bytes) {
-            call.detail["sql"] = Value::String(s);
-            values += secrets.literals.len() as u64;
-            literals.clone_from(&secrets.literals);
-        }
-    }
-    let mut params = BTreeSet::new();
-    if let Some(ps) = call.detail.get_mut("params").and_then(Value::as_array_mut) {
-        for &k in &secrets.params {
-            if let Some(v) = ps.get_mut(k).and_then(|p| p.get_mut("value")) {
-                redact_value(v);
-                params.insert(k);
-            }
-        }
-    }
-    if command == "COM_STMT_PREPARE" {
-        // The statement's parameters are redacted in each execution.
-        params = secrets.params.clone();
-    }
-    let (mut columns, n) = redact_rows(&mut call.detail, p);
-    values += n;
-    if let Some(results) = call.detail.get_mut("results").and_then(Value::as_array_mut) {
-        for r in results {
-            let (c, n) = redact_rows(r, p);
-            values += n;
-            columns.extend(c);
-        }
-    }
-    columns.sort();
-    columns.dedup();
-    record(
+    let values = sql_detail(
         &mut call.detail,
-        &SqlSecrets { literals, params },
-        &columns,
+        detail_sql,
+        &secrets,
+        &secrets.params,
+        p,
         values,
     );
     Applied { values }
@@ -370,8 +339,19 @@ mod tests {
             pkt(3, &column("password", 0xfd)),
             pkt(4, &column("token", 0xfd)),
             pkt(5, &eof()),
-            pkt(6, &[lenenc(b"alice"), lenenc(PW.as_bytes()), vec![0xfb]].concat()),
-            pkt(7, &[lenenc(b"bob"), lenenc(PW.as_bytes()), lenenc(TOK.as_bytes())].concat()),
+            pkt(
+                6,
+                &[lenenc(b"alice"), lenenc(PW.as_bytes()), vec![0xfb]].concat(),
+            ),
+            pkt(
+                7,
+                &[
+                    lenenc(b"bob"),
+                    lenenc(PW.as_bytes()),
+                    lenenc(TOK.as_bytes()),
+                ]
+                .concat(),
+            ),
             pkt(8, &eof()),
         ]
         .concat();
@@ -385,7 +365,11 @@ mod tests {
         let (d, rq, rs) = test_parts(&e);
         assert_eq!((rq.len(), rs.len()), (req.len(), resp.len()));
         for hay in [rq, rs, d.to_string().as_bytes()] {
-            assert!(absent(hay, PW) && absent(hay, TOK), "{}", String::from_utf8_lossy(hay));
+            assert!(
+                absent(hay, PW) && absent(hay, TOK),
+                "{}",
+                String::from_utf8_lossy(hay)
+            );
         }
         assert!(!absent(rs, "alice") && !absent(rs, "bob"));
         assert_eq!(d["rows"][1], json!(["bob", REDACTED, REDACTED]));
@@ -430,7 +414,11 @@ mod tests {
         let (d, rq, rs) = test_parts(&e);
         assert_eq!((rq.len(), rs.len()), (req.len(), resp.len()));
         for hay in [rq, rs, d.to_string().as_bytes()] {
-            assert!(absent(hay, PW) && absent(hay, TOK), "{}", String::from_utf8_lossy(hay));
+            assert!(
+                absent(hay, PW) && absent(hay, TOK),
+                "{}",
+                String::from_utf8_lossy(hay)
+            );
         }
         assert!(!absent(rq, "alice"));
         assert_eq!(d["params"][1]["value"], REDACTED);
@@ -449,7 +437,13 @@ mod tests {
         for cut in 0..full.len() {
             let detail = json!({"command": "COM_STMT_EXECUTE", "sql": sql,
                                 "params": [{"type_code": 254, "value": PW}]});
-            let mut e = test_call(Protocol::Mysql, "INSERT", detail, &full[..cut], &full[..cut]);
+            let mut e = test_call(
+                Protocol::Mysql,
+                "INSERT",
+                detail,
+                &full[..cut],
+                &full[..cut],
+            );
             redact(&mut e, &RedactionPolicy::default());
         }
     }

@@ -14,16 +14,19 @@
 //! the keys that apply); the replay mock lets those match any value.
 use std::collections::BTreeSet;
 
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::protocols::ProtoEvent;
-use crate::protocols::redact::sql::{self, Dialect, SqlSecrets};
-use crate::protocols::redact::{Applied, blank, db_call, note, redact_rows, redact_value, rewrite};
+use crate::protocols::redact::sql::{self, Dialect};
+use crate::protocols::redact::{Applied, blank, db_call, rewrite, sql_detail};
 use crate::redact::RedactionPolicy;
 
 /// Call kinds whose bytes are typed messages with SQL (not the startup phase).
 fn is_statement_kind(kind: &str) -> bool {
-    !matches!(kind, "startup" | "ssl_request" | "gssenc_request" | "cancel")
+    !matches!(
+        kind,
+        "startup" | "ssl_request" | "gssenc_request" | "cancel"
+    )
 }
 
 /// Typed messages of `b`: `(type, payload start, payload end)`; the last one may be cut (its
@@ -61,12 +64,18 @@ impl Cur<'_> {
         Some(s..s + n)
     }
     fn i16(&mut self) -> Option<i16> {
-        let v = self.b.get(self.i..self.i + 2).filter(|_| self.i + 2 <= self.end)?;
+        let v = self
+            .b
+            .get(self.i..self.i + 2)
+            .filter(|_| self.i + 2 <= self.end)?;
         self.i += 2;
         Some(i16::from_be_bytes([v[0], v[1]]))
     }
     fn i32(&mut self) -> Option<i32> {
-        let v = self.b.get(self.i..self.i + 4).filter(|_| self.i + 4 <= self.end)?;
+        let v = self
+            .b
+            .get(self.i..self.i + 4)
+            .filter(|_| self.i + 4 <= self.end)?;
         self.i += 4;
         Some(i32::from_be_bytes([v[0], v[1], v[2], v[3]]))
     }
@@ -133,7 +142,11 @@ pub fn redact(e: &mut ProtoEvent, p: &RedactionPolicy) -> Applied {
     let Some(call) = db_call(e) else {
         return Applied::default();
     };
-    let kind = call.detail.get("kind").and_then(Value::as_str).unwrap_or("");
+    let kind = call
+        .detail
+        .get("kind")
+        .and_then(Value::as_str)
+        .unwrap_or("");
     if !is_statement_kind(kind) {
         return Applied::default();
     }
@@ -211,58 +224,8 @@ pub fn redact(e: &mut ProtoEvent, p: &RedactionPolicy) -> Applied {
         }
     });
 
-    // detail: the SQL text, the parameters, the rows.
-    let mut literals = Vec::new();
-    if let Some(text) = detail_sql
-        && !secrets.literals.is_empty()
-    {
-        let mut bytes = text.into_bytes();
-        sql::fill(&mut bytes, 0, &secrets.literals);
-        // Only ASCII bytes were written between ASCII delimiters: still UTF-8.
-        if let Ok(s) = String::from_utf8(bytes) {
-            call.detail["sql"] = Value::String(s);
-            values += secrets.literals.len() as u64;
-            literals.clone_from(&secrets.literals);
-        }
-    }
-    if let Some(ps) = call.detail.get_mut("params").and_then(Value::as_array_mut) {
-        for &k in &params {
-            if let Some(v) = ps.get_mut(k).and_then(|p| p.get_mut("value")) {
-                redact_value(v);
-            }
-        }
-    }
-    let (mut columns, n) = redact_rows(&mut call.detail, p);
-    values += n;
-    if let Some(results) = call.detail.get_mut("results").and_then(Value::as_array_mut) {
-        for r in results {
-            let (c, n) = redact_rows(r, p);
-            values += n;
-            columns.extend(c);
-        }
-    }
-    columns.sort();
-    columns.dedup();
-    record(&mut call.detail, &SqlSecrets { literals, params }, &columns, values);
+    let values = sql_detail(&mut call.detail, detail_sql, &secrets, &params, p, values);
     Applied { values }
-}
-
-/// `detail.redacted` of a SQL call (PostgreSQL and MySQL).
-pub(crate) fn record(detail: &mut Value, s: &SqlSecrets, columns: &[String], values: u64) {
-    if values == 0 && s.is_empty() && columns.is_empty() {
-        return;
-    }
-    if !s.literals.is_empty() {
-        let spans: Vec<Value> = s.literals.iter().map(|r| json!([r.start, r.end])).collect();
-        note(detail, "sql", Value::Array(spans));
-    }
-    if !s.params.is_empty() {
-        note(detail, "params", json!(s.params));
-    }
-    if !columns.is_empty() {
-        note(detail, "columns", json!(columns));
-    }
-    note(detail, "values", json!(values));
 }
 
 /// What a recorded call's `detail.redacted` says (for replay).
@@ -400,7 +363,12 @@ mod tests {
     #[test]
     fn bound_parameters_and_binary_rows_asyncpg() {
         let sql = "SELECT name, password FROM accounts WHERE name = $1 AND password = $2";
-        let req = [bind(&["alice", PW]), msg(b'E', &[0, 0, 0, 0, 0]), msg(b'S', b"")].concat();
+        let req = [
+            bind(&["alice", PW]),
+            msg(b'E', &[0, 0, 0, 0, 0]),
+            msg(b'S', b""),
+        ]
+        .concat();
         let resp = [
             msg(b'2', b""),
             row_description(&["name", "password"]),

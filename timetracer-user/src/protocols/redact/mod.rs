@@ -95,6 +95,77 @@ pub(crate) fn redact_rows(result: &mut Value, p: &RedactionPolicy) -> (Vec<Strin
     (cols.into_iter().map(|(_, c)| c).collect(), n)
 }
 
+/// Applies a statement's secrets to a SQL call's `detail` (PostgreSQL and MySQL): the literals
+/// of `detail.sql` (`text`, as recorded), `params[i].value` for `params`, the row values of
+/// secret columns in `rows` and `results[*].rows`; then records `detail.redacted`. `wire`:
+/// values the hook already replaced in the wire bytes only (bound parameters). Returns the
+/// total replaced.
+pub(crate) fn sql_detail(
+    detail: &mut Value,
+    text: Option<String>,
+    secrets: &sql::SqlSecrets,
+    params: &std::collections::BTreeSet<usize>,
+    p: &RedactionPolicy,
+    wire: u64,
+) -> u64 {
+    let mut values = wire;
+    let mut literals = Vec::new();
+    if let Some(text) = text
+        && !secrets.literals.is_empty()
+    {
+        let mut bytes = text.into_bytes();
+        sql::fill(&mut bytes, 0, &secrets.literals);
+        // Only ASCII bytes were written between ASCII delimiters: still UTF-8.
+        if let Ok(s) = String::from_utf8(bytes) {
+            detail["sql"] = Value::String(s);
+            values += secrets.literals.len() as u64;
+            literals.clone_from(&secrets.literals);
+        }
+    }
+    if let Some(ps) = detail.get_mut("params").and_then(Value::as_array_mut) {
+        for &k in params {
+            if let Some(v) = ps.get_mut(k).and_then(|p| p.get_mut("value")) {
+                redact_value(v);
+            }
+        }
+    }
+    let (mut columns, n) = redact_rows(detail, p);
+    values += n;
+    if let Some(results) = detail.get_mut("results").and_then(Value::as_array_mut) {
+        for r in results {
+            let (c, n) = redact_rows(r, p);
+            values += n;
+            columns.extend(c);
+        }
+    }
+    columns.sort();
+    columns.dedup();
+    let found = sql::SqlSecrets {
+        literals,
+        params: params.clone(),
+    };
+    record(detail, &found, &columns, values);
+    values
+}
+
+/// `detail.redacted` of a SQL call (PostgreSQL and MySQL).
+fn record(detail: &mut Value, s: &sql::SqlSecrets, columns: &[String], values: u64) {
+    if values == 0 && s.is_empty() && columns.is_empty() {
+        return;
+    }
+    if !s.literals.is_empty() {
+        let spans: Vec<Value> = s.literals.iter().map(|r| json!([r.start, r.end])).collect();
+        note(detail, "sql", Value::Array(spans));
+    }
+    if !s.params.is_empty() {
+        note(detail, "params", json!(s.params));
+    }
+    if !columns.is_empty() {
+        note(detail, "columns", json!(columns));
+    }
+    note(detail, "values", json!(values));
+}
+
 /// Records in `detail.redacted` what a hook did (merged with what is there).
 pub(crate) fn note(detail: &mut Value, key: &str, what: Value) {
     let Some(d) = detail.as_object_mut() else {
@@ -244,7 +315,10 @@ mod tests {
         );
         let before = e.clone();
         let hook = super::super::Protocol::Redis.spec().redact;
-        assert_eq!(hook.apply(&mut e, &RedactionPolicy::disabled()), Applied::default());
+        assert_eq!(
+            hook.apply(&mut e, &RedactionPolicy::disabled()),
+            Applied::default()
+        );
         assert_eq!(e, before);
         assert_eq!(hook.apply(&mut e, &RedactionPolicy::default()).values, 1);
     }

@@ -204,8 +204,10 @@ fn lex(b: &[u8], d: Dialect) -> Vec<Tok> {
             }
             let word = &b[i..e];
             // A prefixed string: E'…' / B'…' / X'…' / N'…', MySQL's `_charset'…'`.
-            let prefix = matches!(word, [b'e' | b'E' | b'b' | b'B' | b'x' | b'X' | b'n' | b'N'])
-                || (d == Dialect::Mysql && word.first() == Some(&b'_'));
+            let prefix = matches!(
+                word,
+                [b'e' | b'E' | b'b' | b'B' | b'x' | b'X' | b'n' | b'N']
+            ) || (d == Dialect::Mysql && word.first() == Some(&b'_'));
             if prefix && b.get(e) == Some(&b'\'') {
                 let backslash = d == Dialect::Mysql || matches!(word, [b'e' | b'E']);
                 let (ce, te) = string_end(b, e + 1, b'\'', backslash);
@@ -281,7 +283,7 @@ pub fn analyse(sql: &[u8], d: Dialect, key: &dyn Fn(&str) -> bool) -> SqlSecrets
                     mark(&toks[v], &mut s);
                 }
             } else if matches!(left.kind, Kind::Str | Kind::Num | Kind::Param(_))
-                && toks.get(i + 1).is_some_and(|r| secret_name(r))
+                && toks.get(i + 1).is_some_and(&secret_name)
                 && !toks.get(i + 2).is_some_and(|n| n.kind == Kind::Punct(b'.'))
             {
                 mark(left, &mut s);
@@ -320,7 +322,9 @@ fn insert_values(
     secret_name: &dyn Fn(&Tok) -> bool,
     mark: &mut dyn FnMut(&Tok),
 ) {
-    let word = |t: &Tok, w: &str| t.kind == Kind::Word && sql[t.span.clone()].eq_ignore_ascii_case(w.as_bytes());
+    let word = |t: &Tok, w: &str| {
+        t.kind == Kind::Word && sql[t.span.clone()].eq_ignore_ascii_case(w.as_bytes())
+    };
     let at = |i: usize| toks.get(i);
     while at(i).is_some_and(|t| {
         ["into", "ignore", "low_priority", "delayed", "high_priority"]
@@ -330,7 +334,9 @@ fn insert_values(
         i += 1;
     }
     // The table name: names and dots, then an optional alias.
-    while at(i).is_some_and(|t| matches!(t.kind, Kind::Word | Kind::QuotedIdent | Kind::Punct(b'.'))) {
+    while at(i)
+        .is_some_and(|t| matches!(t.kind, Kind::Word | Kind::QuotedIdent | Kind::Punct(b'.')))
+    {
         i += 1;
     }
     if at(i).is_none_or(|t| t.kind != Kind::Punct(b'(')) {
@@ -451,7 +457,10 @@ pub fn matches_redacted(recorded: &str, spans: &[Range<usize>], actual: &str, d:
             }
             Some(b'$') if d == Dialect::Postgres => {
                 // The closing tag is the opening one: `$tag$` ending at s.start.
-                let open = r[..s.start - 1].iter().rposition(|&c| c == b'$').unwrap_or(0);
+                let open = r[..s.start - 1]
+                    .iter()
+                    .rposition(|&c| c == b'$')
+                    .unwrap_or(0);
                 let tag = &r[open..s.start];
                 find(a, tag, pa).unwrap_or(a.len())
             }
@@ -496,16 +505,31 @@ mod tests {
         );
         assert_eq!(found("SET token = %s", pg), (vec![], vec![0]));
         assert_eq!(
-            found("SELECT * FROM t WHERE a = ? AND `Password` = ? AND b = ?", my),
+            found(
+                "SELECT * FROM t WHERE a = ? AND `Password` = ? AND b = ?",
+                my
+            ),
             (vec![], vec![1])
         );
-        assert_eq!(found("SELECT * FROM t WHERE $2 = password", pg), (vec![], vec![1]));
+        assert_eq!(
+            found("SELECT * FROM t WHERE $2 = password", pg),
+            (vec![], vec![1])
+        );
         // `u.password`: the last part names the column.
-        assert_eq!(found("SELECT 1 FROM users u WHERE u.password = $1", pg), (vec![], vec![0]));
+        assert_eq!(
+            found("SELECT 1 FROM users u WHERE u.password = $1", pg),
+            (vec![], vec![0])
+        );
         // A function of the value is not the value.
-        assert_eq!(found("SELECT 1 FROM u WHERE password = crypt($1, salt)", pg), (vec![], vec![]));
+        assert_eq!(
+            found("SELECT 1 FROM u WHERE password = crypt($1, salt)", pg),
+            (vec![], vec![])
+        );
         // `%(name)s` never reaches the wire; `passwords` is not `password`.
-        assert_eq!(found("SELECT 1 WHERE passwords = %s AND token = %(t)s", pg), (vec![], vec![]));
+        assert_eq!(
+            found("SELECT 1 WHERE passwords = %s AND token = %(t)s", pg),
+            (vec![], vec![])
+        );
     }
 
     #[test]
@@ -513,27 +537,45 @@ mod tests {
         let pg = Dialect::Postgres;
         let my = Dialect::Mysql;
         assert_eq!(
-            found("SELECT 1 FROM u WHERE password = 'it''s' AND name = 'password'", pg),
+            found(
+                "SELECT 1 FROM u WHERE password = 'it''s' AND name = 'password'",
+                pg
+            ),
             (vec!["it''s"], vec![])
         );
         assert_eq!(
-            found(r"SELECT 1 FROM u WHERE password = E'a\'b' OR token = $$x'y$$", pg),
+            found(
+                r"SELECT 1 FROM u WHERE password = E'a\'b' OR token = $$x'y$$",
+                pg
+            ),
             (vec![r"a\'b", "x'y"], vec![])
         );
         assert_eq!(
-            found(r#"UPDATE u SET password = 'a\'b', token = "t1", n = 5 WHERE secret = 42"#, my),
+            found(
+                r#"UPDATE u SET password = 'a\'b', token = "t1", n = 5 WHERE secret = 42"#,
+                my
+            ),
             (vec![r"a\'b", "t1", "42"], vec![])
         );
         assert_eq!(
-            found("SELECT 1 FROM u WHERE token IN ('a', 'b') AND x IN ('c')", pg),
+            found(
+                "SELECT 1 FROM u WHERE token IN ('a', 'b') AND x IN ('c')",
+                pg
+            ),
             (vec!["a", "b"], vec![])
         );
         // Comments and quoted identifiers.
         assert_eq!(
-            found("SELECT 1 -- password = 'no'\nFROM u WHERE \"Token\" = 'yes' /* secret = 'no' */", pg),
+            found(
+                "SELECT 1 -- password = 'no'\nFROM u WHERE \"Token\" = 'yes' /* secret = 'no' */",
+                pg
+            ),
             (vec!["yes"], vec![])
         );
-        assert_eq!(found("SELECT 1 FROM u # password = 'no'\nWHERE token = -7", my), (vec!["7"], vec![]));
+        assert_eq!(
+            found("SELECT 1 FROM u # password = 'no'\nWHERE token = -7", my),
+            (vec!["7"], vec![])
+        );
     }
 
     #[test]
@@ -541,7 +583,10 @@ mod tests {
         let pg = Dialect::Postgres;
         let my = Dialect::Mysql;
         assert_eq!(
-            found("INSERT INTO users (name, password, token) VALUES ($1, $2, $3) RETURNING id", pg),
+            found(
+                "INSERT INTO users (name, password, token) VALUES ($1, $2, $3) RETURNING id",
+                pg
+            ),
             (vec![], vec![1, 2])
         );
         assert_eq!(
@@ -552,7 +597,10 @@ mod tests {
             (vec!["p1", "p2"], vec![])
         );
         assert_eq!(
-            found("INSERT INTO `users` (`name`, `token`) VALUES ('a', _utf8mb4'tok'), (lower('B'), NULL)", my),
+            found(
+                "INSERT INTO `users` (`name`, `token`) VALUES ('a', _utf8mb4'tok'), (lower('B'), NULL)",
+                my
+            ),
             (vec!["tok"], vec![])
         );
         assert_eq!(
@@ -561,10 +609,16 @@ mod tests {
         );
         // A computed value is left alone; the next column still lines up.
         assert_eq!(
-            found("INSERT INTO u (password, token) VALUES (md5('x'), $2::text)", pg),
+            found(
+                "INSERT INTO u (password, token) VALUES (md5('x'), $2::text)",
+                pg
+            ),
             (vec![], vec![1])
         );
-        assert_eq!(found("INSERT INTO u (name) VALUES ('password')", pg), (vec![], vec![]));
+        assert_eq!(
+            found("INSERT INTO u (name) VALUES ('password')", pg),
+            (vec![], vec![])
+        );
     }
 
     #[test]
@@ -584,7 +638,10 @@ mod tests {
                 }
             }
         }
-        assert_eq!(found("SELECT 1 WHERE password = 'abc", Dialect::Postgres).0, ["abc"]);
+        assert_eq!(
+            found("SELECT 1 WHERE password = 'abc", Dialect::Postgres).0,
+            ["abc"]
+        );
     }
 
     #[test]
@@ -609,7 +666,12 @@ mod tests {
         // Dollar quotes and MySQL backslashes.
         let sql = "SELECT 1 WHERE token = $q$abc$q$ AND 1 = 1";
         let s = analyse(sql.as_bytes(), pg, &keys);
-        assert!(matches_redacted(sql, &s.literals, "SELECT 1 WHERE token = $q$zz$q$ AND 1 = 1", pg));
+        assert!(matches_redacted(
+            sql,
+            &s.literals,
+            "SELECT 1 WHERE token = $q$zz$q$ AND 1 = 1",
+            pg
+        ));
         let sql = r"SELECT 1 WHERE token = 'a\'b' AND 1 = 1";
         let s = analyse(sql.as_bytes(), Dialect::Mysql, &keys);
         assert!(matches_redacted(

@@ -2,8 +2,8 @@
 //! per command with its arguments and reply. See `docs/protocols/redis.md`.
 mod conn;
 pub mod detect;
-pub mod redact;
 mod input;
+pub mod redact;
 pub mod resp;
 #[cfg(test)]
 mod tests;

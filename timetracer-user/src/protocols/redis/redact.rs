@@ -37,7 +37,10 @@ enum Shape {
 
 fn shape(method: &str) -> Option<Shape> {
     use Shape::{Hash, HashPairs, HashRead, KeyValues, MultiRead, Pairs, Read};
-    let all = |from| KeyValues { from, to: usize::MAX };
+    let all = |from| KeyValues {
+        from,
+        to: usize::MAX,
+    };
     let one = |i| KeyValues { from: i, to: i + 1 };
     Some(match method {
         "SET" | "SETNX" | "GETSET" | "APPEND" | "LPUSHX" | "RPUSHX" => one(2),
@@ -99,7 +102,12 @@ fn plan(method: &str, args: &[Vec<u8>], p: &RedactionPolicy) -> Plan {
             }
         }
         Shape::Pairs => {
-            out.args.extend((1..args.len()).step_by(2).filter(|&i| key(i)).map(|i| i + 1));
+            out.args.extend(
+                (1..args.len())
+                    .step_by(2)
+                    .filter(|&i| key(i))
+                    .map(|i| i + 1),
+            );
         }
         Shape::Hash => {
             let whole = key(1);
@@ -125,9 +133,16 @@ fn plan(method: &str, args: &[Vec<u8>], p: &RedactionPolicy) -> Plan {
             if key(1) {
                 out.reply = Reply::All;
             } else {
-                let e: Vec<usize> = (2..args.len()).filter(|&i| field(i)).map(|i| i - 2).collect();
+                let e: Vec<usize> = (2..args.len())
+                    .filter(|&i| field(i))
+                    .map(|i| i - 2)
+                    .collect();
                 if !e.is_empty() {
-                    out.reply = if method == "HGET" { Reply::All } else { Reply::Elements(e) };
+                    out.reply = if method == "HGET" {
+                        Reply::All
+                    } else {
+                        Reply::Elements(e)
+                    };
                 }
             }
         }
@@ -172,28 +187,51 @@ fn node(b: &[u8], pos: usize, depth: u32) -> Option<Node> {
         b'$' | b'=' | b'!' => {
             let n = num()?;
             let Ok(n) = usize::try_from(n) else {
-                return Some(Node { content: None, children: Vec::new(), end: after });
+                return Some(Node {
+                    content: None,
+                    children: Vec::new(),
+                    end: after,
+                });
             };
             // A verbatim string's `txt:` prefix is its format, not content.
             let skip = if ty == b'=' { 4.min(n) } else { 0 };
-            let content = (ty != b'!').then(|| (after + skip).min(b.len())..(after + n).min(b.len()));
-            Some(Node { content, children: Vec::new(), end: after + n + 2 })
+            let content =
+                (ty != b'!').then(|| (after + skip).min(b.len())..(after + n).min(b.len()));
+            Some(Node {
+                content,
+                children: Vec::new(),
+                end: after + n + 2,
+            })
         }
         b'*' | b'~' | b'>' | b'%' | b'|' if depth < 32 => {
             let n = num()?;
             let Ok(n) = usize::try_from(n) else {
-                return Some(Node { content: None, children: Vec::new(), end: after });
+                return Some(Node {
+                    content: None,
+                    children: Vec::new(),
+                    end: after,
+                });
             };
-            let count = if matches!(ty, b'%' | b'|') { n.saturating_mul(2) } else { n };
+            let count = if matches!(ty, b'%' | b'|') {
+                n.saturating_mul(2)
+            } else {
+                n
+            };
             let mut children = Vec::new();
             let mut i = after;
             for _ in 0..count {
-                let Some(c) = node(b, i, depth + 1) else { break };
+                let Some(c) = node(b, i, depth + 1) else {
+                    break;
+                };
                 i = c.end;
                 children.push(c);
             }
             let attribute = ty == b'|';
-            let mut me = Node { content: None, children, end: i };
+            let mut me = Node {
+                content: None,
+                children,
+                end: i,
+            };
             if attribute {
                 // Attributes precede the value they describe: the node is that value.
                 let v = node(b, i, depth + 1)?;
@@ -222,9 +260,9 @@ fn blank_all(b: &mut [u8], n: &Node) -> u64 {
 fn redact_json_all(v: &mut Value) -> u64 {
     match v {
         Value::Array(a) => a.iter_mut().map(redact_json_all).sum(),
-        Value::Object(o) if o.contains_key("verbatim") => o
-            .get_mut("text")
-            .map_or(0, |t| u64::from(redact_value(t))),
+        Value::Object(o) if o.contains_key("verbatim") => {
+            o.get_mut("text").map_or(0, |t| u64::from(redact_value(t)))
+        }
         Value::Object(o) if o.contains_key("value") => {
             o.get_mut("value").map_or(0, redact_json_all)
         }
@@ -255,7 +293,11 @@ pub fn redact(e: &mut ProtoEvent, p: &RedactionPolicy) -> Applied {
         Some(n) if !n.children.is_empty() => n
             .children
             .iter()
-            .map(|c| c.content.clone().map_or_else(Vec::new, |r| call.raw_request[r].to_vec()))
+            .map(|c| {
+                c.content
+                    .clone()
+                    .map_or_else(Vec::new, |r| call.raw_request[r].to_vec())
+            })
             .collect(),
         _ => call
             .raw_request
@@ -350,7 +392,9 @@ pub fn redact(e: &mut ProtoEvent, p: &RedactionPolicy) -> Applied {
 /// Elements `e` of a JSON reply (an array, or a map as `[[k, v], …]` counted flat).
 fn redact_reply_elements(r: &mut Value, e: &[usize]) -> u64 {
     let Some(a) = r.as_array_mut() else { return 0 };
-    let pairs = a.iter().all(|x| x.as_array().is_some_and(|kv| kv.len() == 2));
+    let pairs = a
+        .iter()
+        .all(|x| x.as_array().is_some_and(|kv| kv.len() == 2));
     let mut done = 0;
     for &i in e {
         let slot = if pairs && !a.is_empty() {
@@ -426,13 +470,22 @@ mod tests {
         let mut e = test_call(Protocol::Redis, method, detail, &req, reply);
         let n = redact(&mut e, &RedactionPolicy::default()).values;
         let (_, rq, rs) = test_parts(&e);
-        assert_eq!((rq.len(), rs.len()), (req.len(), reply.len()), "same lengths");
+        assert_eq!(
+            (rq.len(), rs.len()),
+            (req.len(), reply.len()),
+            "same lengths"
+        );
         (e, n)
     }
 
     #[test]
     fn values_of_keys_matching_the_globs() {
-        let (e, n) = run("SET", &["SET", "session:alice", TOK, "EX", "300"], b"+OK\r\n", json!("OK"));
+        let (e, n) = run(
+            "SET",
+            &["SET", "session:alice", TOK, "EX", "300"],
+            b"+OK\r\n",
+            json!("OK"),
+        );
         let (d, rq, _) = test_parts(&e);
         assert!(absent(rq, TOK) && absent(d.to_string().as_bytes(), TOK));
         assert!(!absent(rq, "session:alice") && !absent(rq, "300"));
@@ -441,7 +494,12 @@ mod tests {
         assert_eq!(n, 1);
 
         let reply = format!("${}\r\n{TOK}\r\n", TOK.len());
-        let (e, _) = run("GET", &["GET", "session:alice"], reply.as_bytes(), json!(TOK));
+        let (e, _) = run(
+            "GET",
+            &["GET", "session:alice"],
+            reply.as_bytes(),
+            json!(TOK),
+        );
         let (d, _, rs) = test_parts(&e);
         assert!(absent(rs, TOK) && d["reply"] == REDACTED && d["redacted"]["reply"] == true);
 
@@ -472,10 +530,16 @@ mod tests {
         );
         let (d, rq, _) = test_parts(&e);
         assert!(absent(rq, TOK) && !absent(rq, "alice"));
-        assert_eq!(d["args"], json!(["user:1", "name", "alice", "password", REDACTED]));
+        assert_eq!(
+            d["args"],
+            json!(["user:1", "name", "alice", "password", REDACTED])
+        );
 
         // HGETALL, RESP2 (flat) and RESP3 (map).
-        let flat = format!("*4\r\n$4\r\nname\r\n$5\r\nalice\r\n$8\r\npassword\r\n${}\r\n{TOK}\r\n", TOK.len());
+        let flat = format!(
+            "*4\r\n$4\r\nname\r\n$5\r\nalice\r\n$8\r\npassword\r\n${}\r\n{TOK}\r\n",
+            TOK.len()
+        );
         let (e, _) = run(
             "HGETALL",
             &["HGETALL", "user:1"],
@@ -494,7 +558,10 @@ mod tests {
         );
         let (d, _, rs) = test_parts(&e);
         assert!(absent(rs, TOK));
-        assert_eq!(d["reply"], json!([["name", "alice"], ["password", REDACTED]]));
+        assert_eq!(
+            d["reply"],
+            json!([["name", "alice"], ["password", REDACTED]])
+        );
     }
 
     #[test]
@@ -508,16 +575,31 @@ mod tests {
         let (d, rq, _) = test_parts(&e);
         assert_eq!(rq, b"SET acct:42:otp ******\r\n");
         assert_eq!(d["args"][1], REDACTED);
-        assert!(plan("SET", &[b"SET".to_vec(), b"KEY".to_vec(), b"v".to_vec()], &p).args == [2]);
+        assert!(
+            plan(
+                "SET",
+                &[b"SET".to_vec(), b"KEY".to_vec(), b"v".to_vec()],
+                &p
+            )
+            .args
+                == [2]
+        );
     }
 
     #[test]
     fn cut_replies_never_panic() {
         let reply = format!("*2\r\n$3\r\none\r\n${}\r\n{TOK}\r\n", TOK.len());
         for cut in 0..reply.len() {
-            let detail = json!({"command": "MGET", "args": ["a", "session:b"], "reply": ["one", TOK]});
+            let detail =
+                json!({"command": "MGET", "args": ["a", "session:b"], "reply": ["one", TOK]});
             let req = encode_command(&[b"MGET", b"a", b"session:b"]);
-            let mut e = test_call(Protocol::Redis, "MGET", detail, &req, &reply.as_bytes()[..cut]);
+            let mut e = test_call(
+                Protocol::Redis,
+                "MGET",
+                detail,
+                &req,
+                &reply.as_bytes()[..cut],
+            );
             redact(&mut e, &RedactionPolicy::default());
             assert_eq!(test_parts(&e).2.len(), cut);
         }

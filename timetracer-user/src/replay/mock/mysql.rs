@@ -23,9 +23,9 @@ use bytes::{Buf as _, BytesMut};
 use serde_json::Value;
 
 use super::Io;
+use crate::protocols::mysql::parse::{self as my, cap, com};
 use crate::protocols::postgres::redact::RecordedRedaction;
 use crate::protocols::redact::sql::Dialect;
-use crate::protocols::mysql::parse::{self as my, cap, com};
 use crate::replay::ledger::{Destination, Diff, Miss, RecordedCall, one_line};
 
 /// `ER_UNKNOWN_ERROR`: a replay miss.

@@ -33,8 +33,8 @@ use serde_json::Value;
 
 use super::Io;
 use crate::protocols::postgres::parse::{self as pg, Frame, Kind};
-use crate::protocols::postgres::types::decode_value;
 use crate::protocols::postgres::redact::RecordedRedaction;
+use crate::protocols::postgres::types::decode_value;
 use crate::protocols::redact::sql::Dialect;
 use crate::replay::ledger::{Destination, Diff, Miss, RecordedCall, one_line};
 
