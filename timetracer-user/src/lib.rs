@@ -25,6 +25,7 @@ pub mod record;
 pub mod redact;
 pub mod replay;
 pub mod s3;
+pub mod secrets;
 pub mod telemetry;
 pub mod tui;
 pub mod urls;

@@ -78,9 +78,16 @@ pub struct RecordArgs {
     /// Extra header names to redact (repeatable).
     #[arg(long = "redact-header", value_name = "NAME")]
     pub redact_headers: Vec<String>,
-    /// Extra body/query keys to redact, matched on the whole key (repeatable).
+    /// Extra keys to redact, matched on the whole key, any case (repeatable): body/query
+    /// fields, SQL columns and placeholders bound to them, MongoDB document fields, Redis hash
+    /// fields [key `redact_keys`, TIMETRACER_REDACT_KEYS, added to].
     #[arg(long = "redact-key", value_name = "KEY")]
     pub redact_keys: Vec<String>,
+    /// Extra Redis key glob patterns whose values are redacted (`*`, `?`, `[a-z]`, any
+    /// case; repeatable; the defaults `*session*`, `*token*`, … stay) [key
+    /// `redact_redis_keys`, TIMETRACER_REDACT_REDIS_KEYS, added to].
+    #[arg(long = "redact-redis-key", value_name = "GLOB")]
+    pub redact_redis_keys: Vec<String>,
     /// Service name written in each cassette [key `service`, TIMETRACER_SERVICE].
     #[arg(long)]
     pub service: Option<String>,
@@ -140,6 +147,7 @@ impl RecordArgs {
             no_redact: self.no_redact,
             redact_headers: self.redact_headers.clone(),
             redact_keys: self.redact_keys.clone(),
+            redact_redis_keys: self.redact_redis_keys.clone(),
             ebpf_log: self.ebpf_log,
         };
         let mut plan = RecordPlan::from_config(&cfg, &only)?;

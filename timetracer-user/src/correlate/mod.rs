@@ -56,6 +56,8 @@ pub struct CorrelateOptions {
     pub max_wait_ns: u64,
     /// Grace period of requests served by asyncio tasks (post-response work).
     pub asyncio_grace_ns: u64,
+    /// Applied by the connection layer to every database / cache event (`conn/`).
+    pub redaction: crate::redact::RedactionPolicy,
 }
 
 impl Default for CorrelateOptions {
@@ -66,6 +68,7 @@ impl Default for CorrelateOptions {
             grace_ns: 300_000_000,
             max_wait_ns: 3_000_000_000,
             asyncio_grace_ns: 3_000_000_000,
+            redaction: crate::redact::RedactionPolicy::default(),
         }
     }
 }
@@ -209,6 +212,7 @@ impl Correlator {
         let conn_opts = ConnOptions {
             max_body: opts.max_body,
             gap_timeout_ns: opts.gap_timeout_ns,
+            redaction: opts.redaction.clone(),
         };
         Self {
             conns: ConnTable::new(conn_opts, counters.clone()),

@@ -58,6 +58,8 @@ pub struct FlagOnly {
     pub redact_headers: Vec<String>,
     /// `--redact-key`, added to the default list.
     pub redact_keys: Vec<String>,
+    /// `--redact-redis-key` (added to the defaults and `redact_redis_keys`).
+    pub redact_redis_keys: Vec<String>,
     /// `--ebpf-log` (or `TIMETRACER_EBPF_LOG`).
     pub ebpf_log: Option<EbpfLogLevel>,
 }
@@ -143,6 +145,11 @@ impl RecordPlan {
         redaction
             .body_keys
             .extend(flags.redact_keys.iter().map(|k| k.to_ascii_lowercase()));
+        redaction.add_configured(
+            cfg.str("redact_keys").unwrap_or_default(),
+            cfg.str("redact_redis_keys").unwrap_or_default(),
+            &flags.redact_redis_keys,
+        );
         let text = |key: &str, default: &str| cfg.str(key).unwrap_or(default).to_owned();
         let build = BuildOptions {
             service: text("service", "timetracer-service"),

@@ -94,6 +94,7 @@ impl Session {
         let counters = Counters::default();
         let opts = CorrelateOptions {
             max_body: usize::try_from(plan.max_body).unwrap_or(usize::MAX),
+            redaction: plan.build.redaction.clone(),
             ..CorrelateOptions::default()
         };
         let correlator = Correlator::new(opts, counters.clone(), Box::new(procfs::Procfs));

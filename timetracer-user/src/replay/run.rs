@@ -582,6 +582,7 @@ async fn replay_one(
     for d in destinations {
         let u = d.usage(ci);
         deps.matched += u.matched;
+        deps.redacted += u.redacted;
         deps.unused += u.unused;
         for call in d.unused().into_iter().filter(|call| call.cassette == ci) {
             misses.push(Miss {

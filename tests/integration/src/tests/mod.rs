@@ -11,6 +11,7 @@ mod db;
 mod ebpf_log;
 mod privilege;
 mod record;
+mod redact;
 mod replay;
 mod scenario;
 mod sendfile;
