@@ -90,6 +90,9 @@ pub(crate) fn run(rig: &mut Rig) -> Result<Value> {
     cmd.current_dir(&bench_dir)
         .arg("replay")
         .arg(&out)
+        // The benchmark's app runs as the benchmark does (root, with its venv), as when
+        // recorded: said explicitly, as the agent requires (#19).
+        .args(["--user", "root"])
         .args(["--port", &port.to_string(), "--startup-timeout", "120"])
         .arg("--cwd")
         .arg(&bench_dir)

@@ -420,6 +420,9 @@ impl Agent {
         let mut cmd = pinned(&env.cpus.agent, &env.agent);
         cmd.args(["attach", "--pid", &pid.to_string(), "--out"])
             .arg(out)
+            // The benchmark's own (root's) directory: under `sudo`, the agent would otherwise
+            // write as the invoking user (#19).
+            .args(["--user", "root"])
             .args(extra.iter().map(OsString::from))
             .env_remove("TIMETRACER_DIR")
             .env_remove("TIMETRACER_SAMPLE_RATE")

@@ -18,7 +18,7 @@ use core::mem::size_of;
 pub mod record;
 
 pub use record::{
-    Accept, Close, Connect, Data, DataLost, DecodeError, Direction, EncodeError, Exit, Fork,
+    Accept, Close, Connect, Data, DataLost, DecodeError, Direction, EncodeError, Exit, Fork, Join,
     Origin, PyCopy, PyStamp, PyTask, Record, Role, StampedWrite, Stdio, TlsBind, TlsData,
     TlsDataLost, decode,
 };
@@ -27,6 +27,8 @@ pub use record::{
 pub const MAP_EVENTS: &str = "EVENTS";
 /// Name of the map of traced process ids (tgid -> flags).
 pub const MAP_TARGETS: &str = "TARGETS";
+/// Name of the map of traced cgroups (cgroup v2 id -> 1; node mode).
+pub const MAP_TARGET_CGROUPS: &str = "TARGET_CGROUPS";
 /// Name of the map of traced sockets ((tgid << 32 | fd) -> [`SockState`]).
 pub const MAP_SOCKS: &str = "SOCKS";
 /// Name of the per-CPU drop counters (index = [`Drop`] as u32).
@@ -83,6 +85,8 @@ pub enum Kind {
     PyCopy = 13,
     /// TLS plaintext bytes of an SSL call that were not copied ([`TlsDataLost`]).
     TlsDataLost = 14,
+    /// A process entered the target set by `exec` inside a traced cgroup ([`Join`]).
+    Join = 15,
 }
 
 impl Kind {
@@ -104,6 +108,7 @@ impl Kind {
             12 => Self::PyTask,
             13 => Self::PyCopy,
             14 => Self::TlsDataLost,
+            15 => Self::Join,
             _ => return None,
         })
     }

@@ -21,6 +21,7 @@
 //! | `Close` | connection | socket | – | – | – | – | – |
 //! | `Fork` | child tgid | – | – | – | – | – | – |
 //! | `Exit` | – | – | – | – | – | – | – |
+//! | `Join` | cgroup id | – | – | – | – | – | – |
 //! | `PyStamp` | connection or `SSL*` | socket or -1 | egress | context | thread state | entered, TLS | – |
 //! | `PyTask` | `TaskObj*` | – | – | task context | creating context | – | qualname |
 //! | `PyCopy` | new context | – | – | copied context | – | entered | – |
@@ -279,6 +280,15 @@ pub struct Fork {
     pub child: u32,
 }
 
+/// A process that was not traced called `exec` inside one of the traced cgroups (node mode):
+/// it is traced from now on, its children follow as for any traced process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Join {
+    pub origin: Origin,
+    /// The cgroup v2 id (the inode of its directory) that matched.
+    pub cgroup: u64,
+}
+
 /// A traced process exited (its main thread did). The `sched_process_exit` tracepoint does not
 /// carry the exit code, so the record has none.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -341,6 +351,7 @@ pub enum Record<'a> {
     Accept(Accept),
     Close(Close),
     Fork(Fork),
+    Join(Join),
     Exit(Exit),
     PyStamp(PyStamp),
     PyTask(PyTask<'a>),
@@ -608,6 +619,13 @@ impl EventHeader {
         Self::raw(Kind::Fork, 0, o, child as u64, 0, 0, 0, 0, 0)
     }
 
+    /// The process joined the target set by `exec` in traced cgroup `cgroup`.
+    #[must_use]
+    #[inline(always)]
+    pub const fn join(o: Origin, cgroup: u64) -> Self {
+        Self::raw(Kind::Join, 0, o, cgroup, 0, 0, 0, 0, 0)
+    }
+
     /// The process exited.
     #[must_use]
     #[inline(always)]
@@ -712,6 +730,7 @@ impl Record<'_> {
             Self::Close(_) => Kind::Close,
             Self::Fork(_) => Kind::Fork,
             Self::Exit(_) => Kind::Exit,
+            Self::Join(_) => Kind::Join,
             Self::PyStamp(_) => Kind::PyStamp,
             Self::PyTask(_) => Kind::PyTask,
             Self::PyCopy(_) => Kind::PyCopy,
@@ -732,6 +751,7 @@ impl Record<'_> {
             Self::Accept(r) => r.origin,
             Self::Close(r) => r.origin,
             Self::Fork(r) => r.origin,
+            Self::Join(r) => r.origin,
             Self::Exit(r) => r.origin,
             Self::PyStamp(r) => r.origin,
             Self::PyTask(r) => r.origin,
@@ -801,6 +821,7 @@ impl Record<'_> {
             Self::Close(r) => (EventHeader::close(r.origin, r.conn_id, r.fd), &[]),
             Self::Fork(r) => (EventHeader::fork(r.origin, r.child), &[]),
             Self::Exit(r) => (EventHeader::exit(r.origin), &[]),
+            Self::Join(r) => (EventHeader::join(r.origin, r.cgroup), &[]),
             Self::PyStamp(r) => (
                 EventHeader::py_stamp(r.origin, r.ctx, r.tstate, r.entered, r.fd, r.write),
                 &[],
@@ -1010,6 +1031,10 @@ pub fn decode(b: &[u8]) -> Result<Record<'_>, DecodeError> {
             child: h.conn_id as u32,
         }),
         Kind::Exit => Record::Exit(Exit { origin: o }),
+        Kind::Join => Record::Join(Join {
+            origin: o,
+            cgroup: h.conn_id,
+        }),
         Kind::PyStamp => Record::PyStamp(PyStamp {
             origin: o,
             ctx: h.pos,

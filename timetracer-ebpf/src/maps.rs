@@ -15,6 +15,11 @@ pub(crate) static EVENTS: RingBuf = RingBuf::with_byte_size(RING_BYTES, 0);
 #[map]
 pub(crate) static TARGETS: HashMap<u32, u32> = HashMap::with_max_entries(8192, 0);
 
+/// Traced cgroups (cgroup v2 id -> 1), node mode: a process that calls `exec` in one of them
+/// joins `TARGETS`. Filled by the agent from the selected containers' cgroup directories.
+#[map]
+pub(crate) static TARGET_CGROUPS: HashMap<u64, u32> = HashMap::with_max_entries(4096, 0);
+
 /// Traced sockets: (tgid << 32 | fd) -> state. LRU so dead processes' sockets age out.
 #[map]
 pub(crate) static SOCKS: LruHashMap<u64, SockState> = LruHashMap::with_max_entries(65536, 0);

@@ -8,7 +8,9 @@ use core::ffi::c_void;
 use aya_ebpf::{
     EbpfContext as _,
     bindings::BPF_RB_NO_WAKEUP,
-    helpers::{bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_loop},
+    helpers::{
+        bpf_get_current_cgroup_id, bpf_get_current_pid_tgid, bpf_ktime_get_ns, generated::bpf_loop,
+    },
     macros::tracepoint,
     programs::TracePointContext,
 };
@@ -21,8 +23,8 @@ use timetracer_common::{
 
 use crate::{
     maps::{
-        ARGS, Args, EVENTS, LOOP, SOCKS, TARGETS, add_target, config, count_drop, is_target,
-        next_conn_id, sock_key, track_socket,
+        ARGS, Args, EVENTS, LOOP, SOCKS, TARGET_CGROUPS, TARGETS, add_target, config, count_drop,
+        is_target, next_conn_id, sock_key, track_socket,
     },
     read::{copy_user, iovec_at, is_stream_family, msghdr_iov, sockaddr},
 };
@@ -691,6 +693,34 @@ pub(crate) fn task_newtask(ctx: TracePointContext) -> u32 {
     );
     let h = EventHeader::fork(origin(id), child as u32);
     emit_conn(h, timetracer_common::SockAddr::default());
+    0
+}
+
+/// A process called `exec`. In node mode one that is not traced yet joins the target set when
+/// its cgroup is a traced one, so a container's processes (`runc` moves its init into the
+/// container's cgroup, then execs the app; `ctr exec`/`kubectl exec` join the cgroup, then exec)
+/// are traced from their first syscall after `exec`. One map lookup for every other exec.
+#[tracepoint]
+pub(crate) fn sched_process_exec(ctx: TracePointContext) -> u32 {
+    let id = bpf_get_current_pid_tgid();
+    let tgid = (id >> 32) as u32;
+    if is_target(tgid) {
+        return 0;
+    }
+    // SAFETY: helper without arguments.
+    let cgroup = unsafe { bpf_get_current_cgroup_id() };
+    if TARGET_CGROUPS.get_ptr(cgroup).is_none() {
+        return 0;
+    }
+    add_target(tgid);
+    info!(
+        &ctx,
+        "Following: pid {} exec'd in traced cgroup {}", tgid, cgroup
+    );
+    emit_conn(
+        EventHeader::join(origin(id), cgroup),
+        timetracer_common::SockAddr::default(),
+    );
     0
 }
 

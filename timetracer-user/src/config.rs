@@ -130,6 +130,22 @@ pub const KEYS: &[Key] = &[
         help: "paths not recorded (exact, prefix + `/`, or `/x/*`)",
     },
     Key {
+        name: "redact_keys",
+        env: "TIMETRACER_REDACT_KEYS",
+        default: None,
+        kind: Kind::List,
+        used_by: "agent",
+        help: "extra keys redacted: body/query fields, SQL columns, MongoDB fields (`--redact-key` adds)",
+    },
+    Key {
+        name: "redact_redis_keys",
+        env: "TIMETRACER_REDACT_REDIS_KEYS",
+        default: None,
+        kind: Kind::List,
+        used_by: "agent",
+        help: "extra Redis key globs whose values are redacted (`--redact-redis-key` adds)",
+    },
+    Key {
         name: "max_body_kb",
         env: "TIMETRACER_MAX_BODY_KB",
         default: Some("1024"),

@@ -61,14 +61,28 @@ pub const DEFAULT_BODY_KEYS: &[&str] = &[
     "csrf_token",
 ];
 
+/// Redis keys whose values are redacted by default (glob patterns, any case).
+pub const DEFAULT_REDIS_KEY_PATTERNS: &[&str] = &[
+    "*session*",
+    "*token*",
+    "*secret*",
+    "*password*",
+    "*passwd*",
+    "*api_key*",
+    "*apikey*",
+    "*credential*",
+];
+
 /// Which values to redact. `enabled: false` is `--no-redact`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RedactionPolicy {
     pub enabled: bool,
     /// Header names, lowercase.
     pub header_names: Vec<String>,
-    /// Body / query keys, lowercase.
+    /// Body / query keys, lowercase; also SQL column names and MongoDB field names.
     pub body_keys: Vec<String>,
+    /// Glob patterns of Redis keys whose values are redacted (`--redact-redis-key`).
+    pub redis_key_patterns: Vec<String>,
 }
 
 impl Default for RedactionPolicy {
@@ -80,6 +94,10 @@ impl Default for RedactionPolicy {
                 .map(|s| (*s).to_owned())
                 .collect(),
             body_keys: DEFAULT_BODY_KEYS.iter().map(|s| (*s).to_owned()).collect(),
+            redis_key_patterns: DEFAULT_REDIS_KEY_PATTERNS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
         }
     }
 }
@@ -120,7 +138,44 @@ impl RedactionPolicy {
             enabled: false,
             header_names: Vec::new(),
             body_keys: Vec::new(),
+            redis_key_patterns: Vec::new(),
         }
+    }
+
+    /// Adds the configured lists (`redact_keys`, `redact_redis_keys`: comma-separated) and
+    /// the `--redact-redis-key` patterns to the defaults.
+    pub fn add_configured(&mut self, keys: &str, redis_globs: &str, flag_globs: &[String]) {
+        let list = |v: &str| {
+            v.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        };
+        for k in list(keys) {
+            let k = k.to_ascii_lowercase();
+            if !self.body_keys.contains(&k) {
+                self.body_keys.push(k);
+            }
+        }
+        for g in list(redis_globs)
+            .into_iter()
+            .chain(flag_globs.iter().cloned())
+        {
+            if !self.redis_key_patterns.contains(&g) {
+                self.redis_key_patterns.push(g);
+            }
+        }
+    }
+
+    /// The Redis key matches one of the patterns (glob, any case).
+    #[must_use]
+    pub fn redis_key_matches(&self, key: &[u8]) -> bool {
+        self.enabled
+            && self
+                .redis_key_patterns
+                .iter()
+                .any(|p| crate::protocols::redact::glob_match(p.as_bytes(), key))
     }
 
     /// The header name is on the list (whole name, any case).

@@ -113,6 +113,10 @@ fn every_kind(payload: &[u8]) -> Vec<Record<'_>> {
             origin: O,
             child: 5000,
         }),
+        Record::Join(Join {
+            origin: O,
+            cgroup: 0x1_0000_2a31,
+        }),
         Record::Exit(Exit { origin: O }),
         Record::PyStamp(PyStamp {
             origin: O,
@@ -158,7 +162,7 @@ fn every_kind_round_trips() {
     kinds.dedup();
     assert_eq!(
         kinds,
-        (1..=14).collect::<Vec<u32>>(),
+        (1..=15).collect::<Vec<u32>>(),
         "every kind is covered"
     );
     for r in records {
@@ -212,6 +216,7 @@ fn wire_layout_of_each_kind() {
             Record::Accept(_) => (PREEXISTING_CONN_ID_BASE | 3, 15, ROLE_SERVER, 4, 15, 0, 0),
             Record::Close(_) => (79, 13, 0, 0, 0, 0, 0),
             Record::Fork(_) => (5000, 0, 0, 0, 0, 0, 0),
+            Record::Join(_) => (0x1_0000_2a31, 0, 0, 0, 0, 0, 0),
             Record::Exit(_) => (0, 0, 0, 0, 0, 0, 0),
             Record::PyStamp(s) if s.entered => (79, 13, DIR_EGRESS, 0x7f11, 0x7f22, 4, 0),
             Record::PyStamp(_) => (0x7f00_dead_beef, -1, DIR_EGRESS, 0x7f11, 0, 8, 0),
@@ -427,7 +432,7 @@ fn fields() -> impl Strategy<Value = Fields> {
         proptest::collection::vec(any::<u8>(), LARGE_CHUNK - 4..=LARGE_CHUNK),
     ];
     (
-        0u8..14,
+        0u8..15,
         origin,
         (any::<u64>(), any::<u64>(), any::<u64>()),
         any::<i32>(),
@@ -538,6 +543,10 @@ fn record(f: &Fields) -> Record<'_> {
             child: f.small,
         }),
         10 => Record::Exit(Exit { origin: o }),
+        14 => Record::Join(Join {
+            origin: o,
+            cgroup: f.a,
+        }),
         11 => Record::PyStamp(PyStamp {
             origin: o,
             ctx: f.a,
@@ -594,7 +603,7 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_never_panic(
-        kind in 0u32..16,
+        kind in 0u32..17,
         mut bytes in proptest::collection::vec(any::<u8>(), 0..700),
     ) {
         // Mostly valid kinds, so the per-kind paths are exercised, not just the kind check.

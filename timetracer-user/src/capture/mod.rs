@@ -23,8 +23,8 @@ use aya::{
 pub use ebpf_log::EbpfLogLevel;
 use timetracer_common::{
     Config, DROP_SLOTS, Drop, MAP_CONFIG, MAP_DROPS, MAP_EVENTS, MAP_PY_HITS, MAP_PY_PROCS,
-    MAP_SOCKS, MAP_TARGETS, PREEXISTING_CONN_ID_BASE, PY_HIT_SLOTS, PyHit, PyProc, ROLE_CLIENT,
-    ROLE_SERVER, SockState,
+    MAP_SOCKS, MAP_TARGET_CGROUPS, MAP_TARGETS, PREEXISTING_CONN_ID_BASE, PY_HIT_SLOTS, PyHit,
+    PyProc, ROLE_CLIENT, ROLE_SERVER, SockState,
 };
 
 /// The compiled kernel object (empty when built without eBPF, see build.rs).
@@ -119,6 +119,7 @@ const PROGRAMS: &[(&str, &[(&str, &str)])] = &[
     ),
     ("task_newtask", &[("task", "task_newtask")]),
     ("sched_process_exit", &[("sched", "sched_process_exit")]),
+    ("sched_process_exec", &[("sched", "sched_process_exec")]),
 ];
 
 /// Capture options that reach the kernel.
@@ -383,6 +384,33 @@ impl Capture {
             name: MAP_TARGETS,
             source,
         })
+    }
+
+    /// Traces every process that calls `exec` in the cgroup v2 whose id is `cgroup` (node mode;
+    /// processes already in it are added with [`Self::add_target`]).
+    pub fn add_cgroup(&mut self, cgroup: u64) -> Result<(), LoadError> {
+        let map = self
+            .ebpf
+            .map_mut(MAP_TARGET_CGROUPS)
+            .ok_or(LoadError::MissingMap(MAP_TARGET_CGROUPS))?;
+        let mut m: HashMap<_, u64, u32> =
+            HashMap::try_from(map).map_err(|source| LoadError::Map {
+                name: MAP_TARGET_CGROUPS,
+                source,
+            })?;
+        m.insert(cgroup, 1, 0).map_err(|source| LoadError::Map {
+            name: MAP_TARGET_CGROUPS,
+            source,
+        })
+    }
+
+    /// Stops following cgroup `cgroup` (best effort: a missing entry is fine).
+    pub fn remove_cgroup(&mut self, cgroup: u64) {
+        if let Some(map) = self.ebpf.map_mut(MAP_TARGET_CGROUPS)
+            && let Ok(mut m) = HashMap::<_, u64, u32>::try_from(map)
+        {
+            let _ = m.remove(&cgroup);
+        }
     }
 
     /// Tells the kernel about a socket that was open before tracing started. Returns the

@@ -107,6 +107,27 @@ impl Builder<'_> {
             drops: Some(drops),
         };
 
+        // Values the connection layer's hooks redacted in the database / cache calls.
+        let http_applied = self.applied;
+        let mut by_protocol = BTreeMap::new();
+        if http_applied > 0 {
+            by_protocol.insert("http".to_owned(), http_applied);
+        }
+        for d in &rec.deps {
+            if let DepKind::Db(call) = &d.kind {
+                let n = call
+                    .detail
+                    .pointer("/redacted/values")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(0);
+                if n > 0 {
+                    *by_protocol
+                        .entry(call.protocol.name().to_owned())
+                        .or_insert(0) += n;
+                    self.applied += n;
+                }
+            }
+        }
         let pol = &self.opts.redaction;
         let policies = Policies {
             redaction: RedactionInfo {
@@ -121,7 +142,13 @@ impl Builder<'_> {
                 } else {
                     Vec::new()
                 }),
+                redis_key_patterns: Some(if pol.enabled {
+                    pol.redis_key_patterns.clone()
+                } else {
+                    Vec::new()
+                }),
                 applied: Some(self.applied),
+                applied_by_protocol: Some(by_protocol),
                 rules: None,
             },
             capture: CaptureInfo {

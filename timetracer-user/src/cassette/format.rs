@@ -422,9 +422,16 @@ pub struct RedactionInfo {
     pub header_names: Option<Vec<String>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub body_keys: Option<Vec<String>>,
+    /// Glob patterns of Redis keys whose values are redacted (2.x; absent before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis_key_patterns: Option<Vec<String>>,
     /// How many values were redacted in this cassette.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub applied: Option<u64>,
+    /// `applied` per protocol (`http`, `postgres`, `mysql`, `redis`, `mongodb`; only those
+    /// with redacted values; 2.x, absent before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_by_protocol: Option<BTreeMap<String, u64>>,
     /// 1.0 only (hard-coded there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rules: Option<Vec<String>>,

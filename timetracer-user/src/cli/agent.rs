@@ -5,7 +5,7 @@ use std::{ffi::OsString, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
-use super::record::{RecordArgs, attach, launch, top};
+use super::record::{RecordArgs, Selection, attach, launch, top};
 use crate::{config::Config, record::target::HELD_EXEC};
 
 /// Record every inbound HTTP request of an unmodified Python process, with each dependency
@@ -19,13 +19,13 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Trace a running process and its descendants until Ctrl-C / SIGTERM.
+    /// Trace a running process and its descendants, or every process of some cgroups (a
+    /// container), until Ctrl-C / SIGTERM.
     ///
     /// Example: sudo timetracer-agent attach --pid $(pgrep -f 'uvicorn app:app') --out ./cassettes
     Attach {
-        /// Process id to trace (its child processes are traced too).
-        #[arg(long)]
-        pid: u32,
+        #[command(flatten)]
+        sel: Selection,
         /// Watch requests live in a terminal UI while recording (see `top`).
         #[arg(long)]
         tui: bool,
@@ -39,9 +39,8 @@ pub enum Command {
     ///
     /// Example: sudo timetracer-agent top --pid $(pgrep -of gunicorn) --no-save
     Top {
-        /// Process id to trace (its child processes are traced too).
-        #[arg(long)]
-        pid: u32,
+        #[command(flatten)]
+        sel: Selection,
         /// Do not write cassettes; press `s` to save the selected request.
         #[arg(long)]
         no_save: bool,
@@ -88,18 +87,20 @@ pub fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(crate::capture::ebpf_log::log_filter(cfg.str("log")))
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: logs redirected to a file or a pod's log stay plain text.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let res = match cli.command {
-        Command::Attach { pid, tui, opts } => opts.plan(cfg.clone()).and_then(|p| {
+        Command::Attach { sel, tui, opts } => opts.plan(cfg.clone()).and_then(|p| {
             if tui {
-                top(pid, p, true, &cfg)
+                top(&sel, p, true, &cfg)
             } else {
-                attach(pid, &p, &cfg)
+                attach(&sel, &p, &cfg)
             }
         }),
-        Command::Top { pid, no_save, opts } => opts
+        Command::Top { sel, no_save, opts } => opts
             .plan(cfg.clone())
-            .and_then(|p| top(pid, p, !no_save, &cfg)),
+            .and_then(|p| top(&sel, p, !no_save, &cfg)),
         Command::Record { opts, cmd } => {
             opts.plan(cfg.clone()).and_then(|p| launch(&cmd, &p, &cfg))
         }
@@ -134,7 +135,38 @@ mod tests {
         assert!(matches!(c.command, Command::Record { .. }));
         let c = Cli::try_parse_from(["timetracer-agent", "attach", "--pid", "12", "--errors-only"])
             .unwrap();
-        assert!(matches!(c.command, Command::Attach { pid: 12, .. }));
+        assert!(matches!(
+            c.command,
+            Command::Attach {
+                sel: Selection { pid: Some(12), .. },
+                ..
+            }
+        ));
+        let c = Cli::try_parse_from([
+            "timetracer-agent",
+            "attach",
+            "--cgroup",
+            "/sys/fs/cgroup/a",
+            "--cgroup",
+            "/sys/fs/cgroup/b",
+        ])
+        .unwrap();
+        assert!(
+            matches!(c.command, Command::Attach { sel: Selection { pid: None, ref cgroup }, .. } if cgroup.len() == 2)
+        );
+        // One of --pid / --cgroup, not both, not neither.
+        assert!(Cli::try_parse_from(["timetracer-agent", "attach"]).is_err());
+        assert!(
+            Cli::try_parse_from([
+                "timetracer-agent",
+                "attach",
+                "--pid",
+                "1",
+                "--cgroup",
+                "/sys/fs/cgroup/a"
+            ])
+            .is_err()
+        );
         assert!(Cli::try_parse_from(["timetracer-agent", "record"]).is_err());
         assert!(
             Cli::try_parse_from([

@@ -18,9 +18,32 @@ use crate::{
     record::{
         self, FlagOnly, Outputs, RecordPlan, Recording, Summary,
         sink::Chain,
-        target::{Launched, Pid},
+        target::{Cgroups, Launched, Pid, Target},
     },
 };
+
+/// What `attach` and `top` trace.
+#[derive(Debug, Args, Clone, Default)]
+pub struct Selection {
+    /// Process id to trace (its child processes are traced too).
+    #[arg(long, required_unless_present = "cgroup", conflicts_with = "cgroup")]
+    pub pid: Option<u32>,
+    /// Trace every process in this cgroup v2 directory and the cgroups below it, including
+    /// processes that start there later (from their first syscall after exec), e.g. a
+    /// container's `/sys/fs/cgroup/…/cri-containerd-<id>.scope`. Repeatable; stops when all
+    /// are gone.
+    #[arg(long, value_name = "DIR")]
+    pub cgroup: Vec<PathBuf>,
+}
+
+impl Selection {
+    fn target(&self) -> Result<Box<dyn Target + Send>, record::Error> {
+        Ok(match self.pid {
+            Some(pid) => Box::new(Pid::new(pid)?),
+            None => Box::new(Cgroups::new(self.cgroup.clone())?),
+        })
+    }
+}
 
 /// Options shared by `attach`, `top` and `record`. Each one with a configuration key overrides
 /// it (flag > `TIMETRACER_*` variable > `timetracer.toml` > default; `timetracer config` shows
@@ -55,9 +78,16 @@ pub struct RecordArgs {
     /// Extra header names to redact (repeatable).
     #[arg(long = "redact-header", value_name = "NAME")]
     pub redact_headers: Vec<String>,
-    /// Extra body/query keys to redact, matched on the whole key (repeatable).
+    /// Extra keys to redact, matched on the whole key, any case (repeatable): body/query
+    /// fields, SQL columns and placeholders bound to them, MongoDB document fields, Redis hash
+    /// fields [key `redact_keys`, TIMETRACER_REDACT_KEYS, added to].
     #[arg(long = "redact-key", value_name = "KEY")]
     pub redact_keys: Vec<String>,
+    /// Extra Redis key glob patterns whose values are redacted (`*`, `?`, `[a-z]`, any
+    /// case; repeatable; the defaults `*session*`, `*token*`, … stay) [key
+    /// `redact_redis_keys`, TIMETRACER_REDACT_REDIS_KEYS, added to].
+    #[arg(long = "redact-redis-key", value_name = "GLOB")]
+    pub redact_redis_keys: Vec<String>,
     /// Service name written in each cassette [key `service`, TIMETRACER_SERVICE].
     #[arg(long)]
     pub service: Option<String>,
@@ -68,6 +98,11 @@ pub struct RecordArgs {
     /// debug, trace. Also a `timetracer::ebpf=LEVEL` directive in TIMETRACER_LOG. Default off.
     #[arg(long, env = "TIMETRACER_EBPF_LOG", value_name = "LEVEL")]
     pub ebpf_log: Option<crate::capture::EbpfLogLevel>,
+    /// Run the app as USER[:GROUP] (a name or numeric id), who also owns the cassettes,
+    /// their directories and the index. Default: the user who ran `sudo` (`SUDO_UID`/
+    /// `SUDO_GID`). The agent never runs the app as root unless told: `--user root`.
+    #[arg(long, env = "TIMETRACER_USER", value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
 }
 
 /// `--errors-only[=BOOL]`, with the configuration's boolean words.
@@ -112,9 +147,16 @@ impl RecordArgs {
             no_redact: self.no_redact,
             redact_headers: self.redact_headers.clone(),
             redact_keys: self.redact_keys.clone(),
+            redact_redis_keys: self.redact_redis_keys.clone(),
             ebpf_log: self.ebpf_log,
         };
-        Ok(RecordPlan::from_config(&cfg, &only)?)
+        let mut plan = RecordPlan::from_config(&cfg, &only)?;
+        match crate::privilege::resolve(self.user.as_deref(), |k| std::env::var(k).ok()) {
+            Ok(owner) => plan.owner = owner,
+            Err(crate::privilege::Error::ImplicitRoot) => plan.owner_unspecified = true,
+            Err(e) => return Err(e.into()),
+        }
+        Ok(plan)
     }
 }
 
@@ -165,12 +207,13 @@ fn print_summary(summary: &Summary) {
     }
 }
 
-pub(super) fn attach(pid: u32, plan: &RecordPlan, cfg: &Config) -> anyhow::Result<ExitCode> {
-    let mut target = Pid::new(pid)?;
+pub(super) fn attach(sel: &Selection, plan: &RecordPlan, cfg: &Config) -> anyhow::Result<ExitCode> {
+    let mut target = sel.target()?;
+    let what = target.describe();
     install_signal_handlers()?;
-    let summary = record::run(plan, &mut target, sinks(plan, cfg, true, None), &STOP)?;
-    if target.gone() {
-        eprintln!("timetracer-agent: pid {pid} exited");
+    let summary = record::run(plan, &mut *target, sinks(plan, cfg, true, None), &STOP)?;
+    if target.finished() {
+        eprintln!("timetracer-agent: {what} is gone");
     }
     print_summary(&summary);
     Ok(ExitCode::SUCCESS)
@@ -180,23 +223,24 @@ pub(super) fn attach(pid: u32, plan: &RecordPlan, cfg: &Config) -> anyhow::Resul
 /// terminal), the recording runs on a worker thread and feeds the terminal UI, which owns the
 /// terminal on this thread until the user quits (or a signal arrives).
 pub(super) fn top(
-    pid: u32,
+    sel: &Selection,
     mut plan: RecordPlan,
     save: bool,
     cfg: &Config,
 ) -> anyhow::Result<ExitCode> {
-    let mut target = Pid::new(pid)?;
+    let mut target = sel.target()?;
     plan.quiet = true;
     let (tx, rx) = mpsc::sync_channel(4096);
-    let recording = Recording::start(&plan, &mut target, sinks(&plan, cfg, save, Some(tx)))?;
+    let recording = Recording::start(&plan, &mut *target, sinks(&plan, cfg, save, Some(tx)))?;
     install_signal_handlers()?;
     let worker = std::thread::Builder::new()
         .name("tt-session".into())
-        .spawn(move || recording.run(&mut target, &STOP))?;
+        .spawn(move || recording.run(&mut *target, &STOP))?;
     let opts = crate::tui::TuiOptions {
         out_dir: plan.out.clone(),
         save_enabled: save,
         compression: plan.compression,
+        owner: plan.owner.clone(),
     };
     let ui = crate::tui::run(rx, opts, &STOP);
     STOP.store(true, Ordering::SeqCst);
@@ -214,7 +258,10 @@ pub(super) fn launch(
     plan: &RecordPlan,
     cfg: &Config,
 ) -> anyhow::Result<ExitCode> {
-    let mut target = Launched::spawn(cmd)?;
+    if plan.owner_unspecified {
+        return Err(crate::privilege::Error::ImplicitRoot.into());
+    }
+    let mut target = Launched::spawn(cmd, plan.owner.as_ref())?;
     CHILD_PID.store(target.pid() as i32, Ordering::SeqCst);
     install_signal_handlers()?;
     let summary = record::run(plan, &mut target, sinks(plan, cfg, true, None), &STOP)?;

@@ -1,6 +1,5 @@
 //! `timetracer-agent replay` and `timetracer-agent replay-server`.
 use std::ffi::OsString;
-use std::io::{BufRead as _, BufReader, Write as _};
 use std::os::unix::fs::PermissionsExt as _;
 use std::os::unix::net::UnixListener;
 use std::path::PathBuf;
@@ -9,11 +8,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use serde::Deserialize;
 
 use crate::replay::plan::Selection;
-use crate::replay::run::{ReplayOptions, run};
-use crate::replay::verdict::{EXIT_ERROR, Verdict};
+use crate::replay::run::{RecordedCommand, ReplayOptions, run};
+use crate::replay::service;
+use crate::replay::verdict::EXIT_ERROR;
 
 /// Default socket of the replay service.
 pub const DEFAULT_SOCKET: &str = "/run/timetracer/replay.sock";
@@ -22,8 +21,8 @@ pub const DEFAULT_SOCKET: &str = "/run/timetracer/replay.sock";
 #[derive(Debug, Args, Clone)]
 #[command(after_help = "\
 Examples:
-  sudo timetracer-agent replay cassettes/2026-11-22/GET__users_42__e92ca5c8.json
   sudo timetracer-agent replay cassettes/ -- uvicorn app:app --port 8000
+  sudo timetracer-agent replay cassettes/2026-11-22/GET__users_42__e92ca5c8.json --run-recorded-command
   sudo timetracer-agent replay c.json --mock postgres,redis      # HTTP stays live
   sudo timetracer-agent replay c.json --live auth.internal:443 --keep-running
 
@@ -72,9 +71,38 @@ pub struct ReplayArgs {
     /// Also write the JSON verdict to FILE.
     #[arg(long, value_name = "FILE")]
     pub json_out: Option<PathBuf>,
-    /// The app's command, after `--` (default: the recorded command line).
+    /// Run the app as USER[:GROUP] (a name or numeric id). Default: the user who ran `sudo`
+    /// (`SUDO_UID`/`SUDO_GID`). The app never runs as root unless told: `--user root`.
+    #[arg(long, env = "TIMETRACER_USER", value_name = "USER[:GROUP]")]
+    pub user: Option<String>,
+    /// Without `-- CMD`, run the command line recorded in the cassette (shown first). Without
+    /// this flag it is shown and refused, or asked about when stdin is a terminal: a cassette
+    /// is a file anyone may have written, not a command you gave.
+    #[arg(long)]
+    pub run_recorded_command: bool,
+    /// The app's command, after `--` (default: the recorded command line, with
+    /// --run-recorded-command).
     #[arg(last = true, value_name = "CMD")]
     pub cmd: Vec<OsString>,
+}
+
+/// Shows the recorded command and asks whether to run it (stdin and stderr are a terminal).
+fn confirm_on_terminal(rec: &RecordedCommand) -> bool {
+    use std::io::IsTerminal as _;
+    if !std::io::stdin().is_terminal() || !std::io::stderr().is_terminal() {
+        return false;
+    }
+    eprint!(
+        "timetracer-agent: the cassette recorded this command:\n  {}\n  in {}\nRun it? [y/N] ",
+        crate::replay::run::shell_line(&rec.argv),
+        rec.cwd.as_deref().map_or_else(
+            || "the current directory".to_owned(),
+            |d| d.display().to_string()
+        )
+    );
+    let mut answer = String::new();
+    std::io::stdin().read_line(&mut answer).is_ok()
+        && matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes")
 }
 
 fn env_list(name: &str) -> Vec<String> {
@@ -109,14 +137,23 @@ impl ReplayArgs {
             startup_timeout: Duration::from_secs(self.startup_timeout),
             request_timeout: Duration::from_secs(self.request_timeout),
             show_app_output: self.show_app_output,
+            run_as: crate::privilege::resolve(self.user.as_deref(), |k| std::env::var(k).ok())?,
+            run_recorded_command: self.run_recorded_command,
+            confirm_recorded: Some(confirm_on_terminal),
         })
     }
 }
 
 /// Runs `replay`: prints the verdict and returns its exit code (3 when it could not run).
 pub fn replay(args: &ReplayArgs) -> ExitCode {
-    let res = args.options().and_then(|o| run(&o));
-    match res {
+    let opts = match args.options() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("timetracer-agent replay: error: {e:#}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    match run(&opts) {
         Ok(v) => {
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
@@ -124,9 +161,17 @@ pub fn replay(args: &ReplayArgs) -> ExitCode {
                 print!("{}", v.report);
             }
             if let Some(p) = &args.json_out
-                && let Err(e) = std::fs::write(p, serde_json::to_vec_pretty(&v).unwrap_or_default())
+                && let Err(e) = {
+                    // The invoking user's file, written with their access rights.
+                    let json = serde_json::to_vec_pretty(&v).unwrap_or_default();
+                    let write = || crate::atomic_file::write(p, &json);
+                    match &opts.run_as {
+                        Some(user) => user.with_fs(write),
+                        None => write(),
+                    }
+                }
             {
-                eprintln!("timetracer-agent: cannot write {}: {e}", p.display());
+                eprintln!("timetracer-agent: {:#}", anyhow::Error::from(e));
             }
             ExitCode::from(v.exit_code)
         }
@@ -143,7 +188,14 @@ pub fn replay(args: &ReplayArgs) -> ExitCode {
 Protocol: a client writes one JSON line {\"cassettes\": [\"/abs/c.json\"], \"cmd\": null}
 (`cmd` null = the recorded command; optional \"mock\", \"live\": [..], \"port\": N) and reads one
 JSON line back: the verdict, as `replay --json` prints it (\"verdict\": \"error\" with
-\"summary\" when the replay could not run).")]
+\"summary\" when the replay could not run).
+
+Trust: each client is identified by the kernel (SO_PEERCRED); its replay runs as its uid, reads
+only cassettes that uid can read, and runs only a command allowed here (docs/replay.md).
+
+Example:
+  sudo timetracer-agent replay-server --group developers \\
+      --allow-cmd 'uvicorn app:app --port 8000'")]
 pub struct ReplayServerArgs {
     /// Unix socket to listen on.
     #[arg(long, env = "TIMETRACER_REPLAY_SOCKET", default_value = DEFAULT_SOCKET)]
@@ -151,63 +203,29 @@ pub struct ReplayServerArgs {
     /// Let members of this group use the socket (mode 0660); default: root only (0600).
     #[arg(long, value_name = "GROUP")]
     pub group: Option<String>,
+    /// A command line replays may run (POSIX shell words, matched word for word against the
+    /// request's command or the one recorded in the cassette). Repeatable. Without it no
+    /// replay runs.
+    #[arg(long = "allow-cmd", value_name = "CMD")]
+    pub allow_cmd: Vec<String>,
+    /// Replays running at once, all clients together.
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    pub max_clients: u16,
+    /// Replays running at once per client user.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    pub per_user: u16,
+    /// Seconds a client may take to send its request.
+    #[arg(long, value_name = "SECS", default_value_t = 10)]
+    pub read_timeout: u64,
 }
 
-/// One replay asked of the service.
-#[derive(Debug, Deserialize)]
-struct Job {
-    cassettes: Vec<PathBuf>,
-    #[serde(default)]
-    cmd: Option<Vec<String>>,
-    #[serde(default)]
-    mock: Vec<String>,
-    #[serde(default)]
-    live: Vec<String>,
-    #[serde(default)]
-    port: Option<u16>,
-}
-
-fn error_verdict(msg: &str) -> serde_json::Value {
-    serde_json::json!({
-        "verdict": "error", "exit_code": EXIT_ERROR, "summary": msg, "requests": [],
-        "startup_misses": [], "blocked": [], "notes": [], "report": format!("timetracer replay — error: {msg}\n"),
-    })
-}
-
-fn run_job(line: &str) -> serde_json::Value {
-    let job: Job = match serde_json::from_str(line) {
-        Ok(j) => j,
-        Err(e) => return error_verdict(&format!("bad request line: {e}")),
-    };
-    let opts = (|| -> anyhow::Result<Verdict> {
-        let selection = Selection::parse(&job.mock, &job.live)?;
-        let opts = ReplayOptions {
-            inputs: job.cassettes.clone(),
-            selection,
-            port: job.port,
-            cmd: job
-                .cmd
-                .unwrap_or_default()
-                .into_iter()
-                .map(OsString::from)
-                .collect(),
-            startup_timeout: Duration::from_secs(30),
-            request_timeout: Duration::from_secs(30),
-            ..ReplayOptions::default()
-        };
-        run(&opts)
-    })();
-    match opts {
-        Ok(v) => serde_json::to_value(&v).unwrap_or_else(|e| error_verdict(&e.to_string())),
-        Err(e) => error_verdict(&format!("{e:#}")),
-    }
-}
-
-/// Runs the replay service until killed. Replays run one at a time.
+/// Runs the replay service until killed; clients are served concurrently
+/// ([`crate::replay::service`]).
 ///
 /// # Errors
-/// The socket cannot be created.
+/// The socket cannot be created, or an `--allow-cmd` cannot be parsed.
 pub fn server(args: &ReplayServerArgs) -> anyhow::Result<ExitCode> {
+    let allow_cmds = service::parse_allowed(&args.allow_cmd)?;
     if let Some(dir) = args.socket.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
@@ -232,27 +250,22 @@ pub fn server(args: &ReplayServerArgs) -> anyhow::Result<ExitCode> {
         0o600
     };
     std::fs::set_permissions(&args.socket, std::fs::Permissions::from_mode(mode))?;
+    if allow_cmds.is_empty() {
+        eprintln!(
+            "timetracer-agent: no --allow-cmd: every replay will be refused until a command is allowed"
+        );
+    }
     eprintln!(
         "timetracer-agent: replay service on {} (mode {mode:o}); Ctrl-C to stop",
         args.socket.display()
     );
-    for conn in listener.incoming() {
-        let Ok(mut conn) = conn else { continue };
-        let mut line = String::new();
-        let mut reader = BufReader::new(match conn.try_clone() {
-            Ok(c) => c,
-            Err(_) => continue,
-        });
-        if reader.read_line(&mut line).is_err() {
-            continue;
-        }
-        let verdict = run_job(line.trim());
-        eprintln!(
-            "timetracer-agent: replayed {}: {}",
-            line.trim(),
-            verdict["summary"].as_str().unwrap_or("")
-        );
-        let _ = writeln!(conn, "{verdict}");
-    }
+    let opts = service::ServiceOptions {
+        allow_cmds,
+        max_clients: usize::from(args.max_clients),
+        per_uid: usize::from(args.per_user),
+        read_timeout: Duration::from_secs(args.read_timeout.max(1)),
+        ..service::ServiceOptions::default()
+    };
+    service::serve(&listener, &opts);
     Ok(ExitCode::SUCCESS)
 }

@@ -28,8 +28,9 @@ use timetracer_common::{Origin, Record, Role, SockAddr, TlsBind};
 use crate::{
     capture::procfs::ProcFacts,
     correlate::model::ConnFacts,
-    protocols::{Detection, Limits, Parser, ProtoEvent, http::types::Side},
+    protocols::{Detection, Limits, Parser, ProtoEvent, db::DbEvent, http::types::Side},
     reassembly::{Chunk, DEFAULT_LIMIT, Segment, Stream},
+    redact::RedactionPolicy,
     telemetry::{Counter, Counters},
 };
 
@@ -40,6 +41,9 @@ pub struct ConnOptions {
     pub max_body: usize,
     /// How long a hole in a stream may stay open before it is declared a gap.
     pub gap_timeout_ns: u64,
+    /// The user's redaction policy: each protocol's hook ([`crate::protocols::Spec::redact`])
+    /// applies it to every event before the event leaves this layer.
+    pub redaction: RedactionPolicy,
 }
 
 /// A parser event of one connection, with the connection's facts.
@@ -247,6 +251,7 @@ impl ConnTable {
             // Not about connections: stdout/stderr, processes, Python contexts.
             Record::Stdio(_)
             | Record::Fork(_)
+            | Record::Join(_)
             | Record::PyStamp(_)
             | Record::PyTask(_)
             | Record::PyCopy(_) => {}
@@ -377,7 +382,7 @@ impl ConnTable {
         if let Proto::Known(p) = &mut c.proto {
             p.close(ts_ns, &mut events);
         }
-        out.extend(events.into_iter().map(|e| c.event(e)));
+        out.extend(events.into_iter().map(|e| c.event(e, &self.opts.redaction)));
     }
 
     /// Moves data through reassembly and parsing; call after each drain.
@@ -394,7 +399,7 @@ impl ConnTable {
                 c.feed(egress, s, &self.opts, &mut events, &self.counters);
             }
             for e in events.drain(..) {
-                out.push(c.event(e));
+                out.push(c.event(e, &self.opts.redaction));
             }
         }
     }
@@ -444,8 +449,13 @@ fn chunk(o: Origin, pos: u64, payload: &[u8]) -> Chunk {
 }
 
 impl Conn {
-    /// `e`, with this connection's facts.
-    fn event(&self, e: ProtoEvent) -> Output {
+    /// `e`, redacted by its protocol's hook, with this connection's facts. Every event
+    /// leaves the layer through here: nothing unredacted reaches attribution, sinks or disk.
+    fn event(&self, mut e: ProtoEvent, policy: &RedactionPolicy) -> Output {
+        if let ProtoEvent::Db(DbEvent::Call(call)) = &e {
+            let hook = call.protocol.spec().redact;
+            hook.apply(&mut e, policy);
+        }
         Output::Event(Event {
             facts: self.facts.clone(),
             side: self.side,

@@ -18,6 +18,7 @@ fn table() -> ConnTable {
         ConnOptions {
             max_body: 1 << 20,
             gap_timeout_ns: 300_000_000,
+            redaction: RedactionPolicy::default(),
         },
         Counters::default(),
     )

@@ -56,6 +56,8 @@ pub struct CorrelateOptions {
     pub max_wait_ns: u64,
     /// Grace period of requests served by asyncio tasks (post-response work).
     pub asyncio_grace_ns: u64,
+    /// Applied by the connection layer to every database / cache event (`conn/`).
+    pub redaction: crate::redact::RedactionPolicy,
 }
 
 impl Default for CorrelateOptions {
@@ -66,6 +68,7 @@ impl Default for CorrelateOptions {
             grace_ns: 300_000_000,
             max_wait_ns: 3_000_000_000,
             asyncio_grace_ns: 3_000_000_000,
+            redaction: crate::redact::RedactionPolicy::default(),
         }
     }
 }
@@ -208,6 +211,7 @@ impl Correlator {
         let conn_opts = ConnOptions {
             max_body: opts.max_body,
             gap_timeout_ns: opts.gap_timeout_ns,
+            redaction: opts.redaction.clone(),
         };
         Self {
             conns: ConnTable::new(conn_opts, counters.clone()),
@@ -259,10 +263,14 @@ impl Correlator {
             | Record::Connect(_)
             | Record::Close(_) => self.conns.handle(&rec, &*self.facts, &mut out),
             Record::Stdio(w) => self.on_stdio(&w),
-            Record::Fork(f) => {
-                self.exited.remove(&f.child);
-                self.processes
-                    .insert(f.child, self.facts.process_info(f.child));
+            Record::Fork(f) => self.process_started(f.child),
+            Record::Join(j) => {
+                tracing::debug!(
+                    pid = j.origin.tgid,
+                    cgroup = j.cgroup,
+                    "Process joined by exec in a traced cgroup"
+                );
+                self.process_started(j.origin.tgid);
             }
             Record::Exit(e) => {
                 // The connection layer ends its connections; the process is forgotten once
@@ -297,6 +305,12 @@ impl Correlator {
             }
         }
         self.absorb(out);
+    }
+
+    /// A process entered the target set (forked by a traced one, or exec'd in a traced cgroup).
+    fn process_started(&mut self, pid: u32) {
+        self.exited.remove(&pid);
+        self.processes.insert(pid, self.facts.process_info(pid));
     }
 
     /// Takes what the connection layer reported, in order.

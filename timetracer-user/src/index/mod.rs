@@ -149,6 +149,30 @@ CREATE INDEX IF NOT EXISTS deps_rel ON deps(rel);
 CREATE INDEX IF NOT EXISTS deps_host ON deps(host);
 ";
 
+/// Where the index of `dir` goes when `dir` is not writable:
+/// `$XDG_CACHE_HOME/timetracer/index/<sha256 of the directory's absolute path>.sqlite3` (else
+/// `~/.cache/…`). `None` without a cache or home directory.
+#[must_use]
+pub fn cache_path(dir: &Path) -> Option<PathBuf> {
+    use sha2::Digest as _;
+    use std::os::unix::ffi::OsStrExt as _;
+    let base = std::env::var_os("XDG_CACHE_HOME")
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .or_else(|| {
+            std::env::var_os("HOME")
+                .filter(|d| !d.is_empty())
+                .map(|h| PathBuf::from(h).join(".cache"))
+        })?;
+    let abs = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
+    let digest = sha2::Sha256::digest(abs.as_os_str().as_bytes());
+    let name: String = digest[..16].iter().map(|b| format!("{b:02x}")).collect();
+    Some(
+        base.join("timetracer/index")
+            .join(format!("{name}.sqlite3")),
+    )
+}
+
 /// Outcome of reading one file for the index.
 enum Parsed {
     Ok(Box<Summary>),
@@ -181,13 +205,48 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 impl Index {
-    /// Open (or create) the index of `dir`.
+    /// Open (or create) the index of `dir`: `DIR/.timetracer-index.sqlite3`, or, when the
+    /// directory is not writable by this user (a read-only copy, another user's recording) or
+    /// its index cannot be opened, an index of that directory in the user's cache directory
+    /// ([`cache_path`]). Reading cassettes never needs write access to them.
     pub fn open(dir: &Path) -> Result<Self, Error> {
         if !dir.is_dir() {
             return Err(Error::NoDir(dir.to_path_buf()));
         }
         let db_path = dir.join(INDEX_FILE);
-        Self::open_at(dir, &db_path)
+        if !crate::privilege::writable_dir(dir) {
+            return Self::open_cached(dir, None);
+        }
+        match Self::open_at(dir, &db_path) {
+            Ok(idx) => Ok(idx),
+            Err(e) => Self::open_cached(dir, Some(e)),
+        }
+    }
+
+    /// The index of `dir` kept in the user's cache directory; `first`: why the directory's own
+    /// index could not be used (returned when the cache cannot be used either).
+    fn open_cached(dir: &Path, first: Option<Error>) -> Result<Self, Error> {
+        let cached = || -> Result<Self, Error> {
+            let db_path = cache_path(dir).ok_or_else(|| Error::ReadDir {
+                path: dir.to_path_buf(),
+                source: std::io::Error::other(
+                    "the directory is not writable and there is no cache directory for its index (set XDG_CACHE_HOME or HOME)",
+                ),
+            })?;
+            if let Some(parent) = db_path.parent() {
+                use std::os::unix::fs::DirBuilderExt as _;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(parent)
+                    .map_err(|source| Error::ReadDir {
+                        path: parent.to_path_buf(),
+                        source,
+                    })?;
+            }
+            Self::open_at(dir, &db_path)
+        };
+        cached().map_err(|e| first.unwrap_or(e))
     }
 
     /// Open an index stored at `db_path` for the cassettes under `dir` (`:memory:` works).

@@ -303,6 +303,75 @@ fn limits_are_honoured_and_cuts_are_marked() {
     }
 }
 
+/// The raw bytes of a database call.
+fn raw(e: &ProtoEvent) -> Option<(usize, usize)> {
+    match e {
+        ProtoEvent::Db(DbEvent::Call(c)) => Some((c.raw_request.len(), c.raw_response.len())),
+        _ => None,
+    }
+}
+
+/// The wire bytes of a database call.
+fn wire(e: &ProtoEvent) -> Option<(Bytes, Bytes)> {
+    match e {
+        ProtoEvent::Db(DbEvent::Call(c)) => Some((c.raw_request.clone(), c.raw_response.clone())),
+        _ => None,
+    }
+}
+
+/// Redaction hooks on real conversations: with a broad policy (common column / field names
+/// secret, every Redis key matching), each hook redacts something, keeps every wire message's
+/// length, changes no more bytes when run again, and a disabled policy changes nothing. Also
+/// when the bytes were cut at a small capture cap.
+#[test]
+fn redaction_hooks_keep_lengths_and_are_idempotent() {
+    use super::redact::Redaction;
+    let mut broad = crate::redact::RedactionPolicy::default();
+    broad.add_configured(
+        "id,name,value,note,title,email,v,k,x,n,a,b,c,count,data,body,msg,key,field,val",
+        "*",
+        &[],
+    );
+    for spec in REGISTRY {
+        let Redaction::Hook(_) = spec.redact else {
+            continue;
+        };
+        let mut applied = 0;
+        for c in conversations(spec.protocol) {
+            for limits in [Limits::default(), Limits { max_body: 64 }] {
+                for e in clean(spec, &limits, &c) {
+                    let mut once = e.clone();
+                    applied += spec.redact.apply(&mut once, &broad).values;
+                    // A compressed MongoDB message holding a secret cannot be changed in place:
+                    // it keeps only its header (documented).
+                    let compressed = matches!(&once, ProtoEvent::Db(DbEvent::Call(c))
+                        if c.detail.get("compressed").is_some());
+                    if !compressed {
+                        assert_eq!(raw(&once), raw(&e), "{}: lengths changed", c.name);
+                    }
+                    let mut twice = once.clone();
+                    spec.redact.apply(&mut twice, &broad);
+                    assert_eq!(
+                        wire(&twice),
+                        wire(&once),
+                        "{}: a second run changed more bytes",
+                        c.name
+                    );
+                    let mut off = e.clone();
+                    spec.redact
+                        .apply(&mut off, &crate::redact::RedactionPolicy::disabled());
+                    assert_eq!(off, e, "{}: --no-redact changed an event", c.name);
+                }
+            }
+        }
+        assert!(
+            applied > 0,
+            "{}: no value redacted in any conversation",
+            spec.name
+        );
+    }
+}
+
 fn cut_strategy() -> impl Strategy<Value = Vec<usize>> {
     proptest::collection::vec(0usize..4096, 0..6)
 }

@@ -10,9 +10,13 @@
 //! names every `match` that must learn it: the replay mocks), and the conformance suite
 //! (`protocols/conformance.rs`) runs it through the shared properties.
 //!
-//! Redaction stays where it acts today: HTTP messages are redacted by the cassette builder with
-//! the user's policy; credentials of the database protocols are removed by their parsers
-//! before an event leaves them (AUTH arguments, password messages, SASL payloads).
+//! Redaction: each spec names where its secrets are redacted ([`redact::Redaction`]). The
+//! database protocols have a hook the connection layer runs on every event before it leaves
+//! that layer (values bound to secret columns, secret rows, Redis values of secret keys,
+//! document fields — in `detail` and, same length, in the wire bytes); HTTP messages are
+//! redacted by the cassette builder, which has their message model. Credentials (AUTH
+//! arguments, password messages, SASL payloads) are removed by the parsers themselves,
+//! whatever the policy says.
 pub(crate) mod cursor;
 pub mod db;
 pub mod detect;
@@ -20,6 +24,7 @@ pub mod http;
 pub mod mongodb;
 pub mod mysql;
 pub mod postgres;
+pub mod redact;
 pub mod redis;
 
 #[cfg(test)]
@@ -120,6 +125,8 @@ pub struct Spec {
     pub detect: fn(first_egress: &[u8], first_ingress: &[u8], side: Side) -> Option<bool>,
     /// A parser for one connection.
     pub parser: fn(side: Side, limits: &Limits) -> Box<dyn Parser>,
+    /// Where the user's redaction policy is applied to this protocol's events.
+    pub redact: redact::Redaction,
     pub replay: Replay,
 }
 

@@ -56,6 +56,15 @@ pub enum Error {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "the output directory {} is not writable by {user}, who the cassettes belong to: \
+         give it to them (chown -R), choose another --out, or pass --user",
+        path.display()
+    )]
+    OutputNotWritable {
+        path: std::path::PathBuf,
+        user: String,
+    },
     #[error("no process with pid {pid} (check `ps -p {pid}`)")]
     NoProcess { pid: u32 },
     #[error("cannot trace pid {pid}")]
@@ -64,6 +73,20 @@ pub enum Error {
         #[source]
         source: crate::capture::LoadError,
     },
+    #[error("cannot trace the cgroup {}", dir.display())]
+    AddCgroup {
+        dir: std::path::PathBuf,
+        #[source]
+        source: Box<crate::capture::LoadError>,
+    },
+    #[error("{} is not a cgroup v2 directory (give a directory under {}, e.g. the container's \
+             `…/cri-containerd-<id>.scope`)", dir.display(), mount.display())]
+    NotACgroup {
+        dir: std::path::PathBuf,
+        mount: std::path::PathBuf,
+    },
+    #[error("cannot read the cgroup hierarchy")]
+    CgroupFs(#[source] std::io::Error),
     #[error("cannot start {program:?}")]
     Spawn {
         program: std::ffi::OsString,

@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use crate::capture::EbpfLogLevel;
 use crate::cassette::{BuildOptions, Compression};
 use crate::config::{Config, Source};
+use crate::privilege::Identity;
 use crate::redact::RedactionPolicy;
 
 /// A value that cannot be used, with where it came from.
@@ -57,6 +58,8 @@ pub struct FlagOnly {
     pub redact_headers: Vec<String>,
     /// `--redact-key`, added to the default list.
     pub redact_keys: Vec<String>,
+    /// `--redact-redis-key` (added to the defaults and `redact_redis_keys`).
+    pub redact_redis_keys: Vec<String>,
     /// `--ebpf-log` (or `TIMETRACER_EBPF_LOG`).
     pub ebpf_log: Option<EbpfLogLevel>,
 }
@@ -77,6 +80,13 @@ pub struct RecordPlan {
     pub quiet: bool,
     /// Kernel-side diagnostics: `--ebpf-log`, else a `timetracer::ebpf` directive in `log`.
     pub ebpf_log: EbpfLogLevel,
+    /// The invoking user (`--user`, else `sudo`'s): owns every directory and file the
+    /// recording writes, and is who a launched app runs as ([`crate::privilege`]). `None`: the
+    /// agent's own user.
+    pub owner: Option<Identity>,
+    /// The agent is root and nothing named a user: `record` refuses to launch the app (as
+    /// root) until `--user root` says so; `attach`/`top` write as root.
+    pub owner_unspecified: bool,
 }
 
 impl RecordPlan {
@@ -135,6 +145,11 @@ impl RecordPlan {
         redaction
             .body_keys
             .extend(flags.redact_keys.iter().map(|k| k.to_ascii_lowercase()));
+        redaction.add_configured(
+            cfg.str("redact_keys").unwrap_or_default(),
+            cfg.str("redact_redis_keys").unwrap_or_default(),
+            &flags.redact_redis_keys,
+        );
         let text = |key: &str, default: &str| cfg.str(key).unwrap_or(default).to_owned();
         let build = BuildOptions {
             service: text("service", "timetracer-service"),
@@ -160,6 +175,8 @@ impl RecordPlan {
             build,
             quiet: false,
             ebpf_log: EbpfLogLevel::resolve(flags.ebpf_log, cfg.str("log")),
+            owner: None,
+            owner_unspecified: false,
         })
     }
 }

@@ -59,13 +59,32 @@ impl Session {
         mut sinks: Chain,
         target: String,
     ) -> Result<Self, Error> {
-        // Private when we make it (cassettes and index are 0600 in 0700 directories).
-        std::os::unix::fs::DirBuilderExt::mode(std::fs::DirBuilder::new().recursive(true), 0o700)
+        // Private when we make it (cassettes and index are 0600 in 0700 directories), and the
+        // invoking user's, made with their access rights.
+        let mkdir = || {
+            std::os::unix::fs::DirBuilderExt::mode(
+                std::fs::DirBuilder::new().recursive(true),
+                0o700,
+            )
             .create(&plan.out)
-            .map_err(|source| Error::OutputDir {
+        };
+        match &plan.owner {
+            Some(owner) => owner.with_fs(mkdir),
+            None => mkdir(),
+        }
+        .map_err(|source| Error::OutputDir {
+            path: plan.out.clone(),
+            source,
+        })?;
+        // A directory made by an earlier root run: say so now, not once per cassette.
+        if let Some(owner) = &plan.owner
+            && !owner.with_fs(|| crate::privilege::writable_dir(&plan.out))
+        {
+            return Err(Error::OutputNotWritable {
                 path: plan.out.clone(),
-                source,
-            })?;
+                user: owner.name.clone(),
+            });
+        }
         let per_syscall =
             u32::try_from(plan.max_body.saturating_add(64 * 1024)).unwrap_or(u32::MAX);
         let capture = Capture::load(CaptureOptions {
@@ -75,6 +94,7 @@ impl Session {
         let counters = Counters::default();
         let opts = CorrelateOptions {
             max_body: usize::try_from(plan.max_body).unwrap_or(usize::MAX),
+            redaction: plan.build.redaction.clone(),
             ..CorrelateOptions::default()
         };
         let correlator = Correlator::new(opts, counters.clone(), Box::new(procfs::Procfs));
@@ -85,9 +105,16 @@ impl Session {
             build: plan.build.clone(),
             quiet: plan.quiet,
         };
+        let owner = plan.owner.clone();
         let writer = std::thread::Builder::new()
             .name("tt-writer".into())
-            .spawn(move || write_loop(&rx, &mut sinks, &ctx))
+            .spawn(move || {
+                // Every file and directory the sinks create is the invoking user's.
+                if let Some(owner) = &owner {
+                    owner.enter_fs();
+                }
+                write_loop(&rx, &mut sinks, &ctx);
+            })
             .map_err(|source| Error::Thread {
                 what: "writer",
                 source,

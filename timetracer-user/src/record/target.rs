@@ -13,6 +13,7 @@ use std::path::Path;
 use std::process::{Child, ExitCode, ExitStatus};
 
 use crate::capture::procfs;
+use crate::privilege::Identity;
 
 use super::Error;
 use super::session::Session;
@@ -48,6 +49,23 @@ impl Seeder<'_> {
     /// has (attach to a running process).
     pub fn add_process(&mut self, pid: u32, open_connections: bool) -> Result<(), Error> {
         self.session.add_process(pid, open_connections)
+    }
+
+    /// Traces every process that calls `exec` in the cgroup v2 `id` from now on (the kernel
+    /// adds it before its first syscall after `exec`).
+    pub fn add_cgroup(&mut self, id: u64, dir: &Path) -> Result<(), Error> {
+        self.session
+            .capture
+            .add_cgroup(id)
+            .map_err(|source| Error::AddCgroup {
+                dir: dir.to_path_buf(),
+                source: Box::new(source),
+            })
+    }
+
+    /// Stops following cgroup `id` (its directory is gone).
+    pub fn remove_cgroup(&mut self, id: u64) {
+        self.session.capture.remove_cgroup(id);
     }
 }
 
@@ -118,8 +136,9 @@ pub struct Launched {
 }
 
 impl Launched {
-    /// Starts the held child for `cmd` (not running `cmd` yet).
-    pub fn spawn(cmd: &[OsString]) -> Result<Self, Error> {
+    /// Starts the held child for `cmd` (not running `cmd` yet); `user`: the command runs as
+    /// that user (the held child drops root's privileges right before `exec`).
+    pub fn spawn(cmd: &[OsString], user: Option<&Identity>) -> Result<Self, Error> {
         let hold_err = |call| move |source| Error::Hold { call, source };
         let (rd, wr) =
             nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(hold_err("pipe2"))?;
@@ -133,7 +152,7 @@ impl Launched {
         let program = cmd.first().cloned().unwrap_or_default();
         let child = std::process::Command::new(me)
             .arg(HELD_EXEC)
-            .arg(rd_fd.to_string())
+            .arg(held_arg(rd_fd, user))
             .arg("--")
             .args(cmd)
             .spawn()
@@ -202,15 +221,35 @@ impl Target for Launched {
     }
 }
 
-/// The held child's side (`timetracer-agent __exec-held FD -- CMD...`): waits for the agent's
-/// go (one byte on `FD`), then becomes CMD.
+/// The held child's first argument: the pipe's fd, then the user to become (`FD[,UID,GID]`;
+/// one argument, so the command line keeps its shape for `procfs::strip_exec_held`).
+fn held_arg(fd: i32, user: Option<&Identity>) -> String {
+    match user {
+        Some(u) => format!("{fd},{},{}", u.uid, u.gid),
+        None => fd.to_string(),
+    }
+}
+
+/// The held child's side (`timetracer-agent __exec-held FD[,UID,GID] -- CMD...`): waits for
+/// the agent's go (one byte on `FD`), becomes the user UID (group GID, the user's supplementary
+/// groups, `HOME`/`USER`/`LOGNAME`) when given, then becomes CMD.
 #[must_use]
 pub fn exec_held(args: &[OsString]) -> ExitCode {
-    let fd: i32 = args
+    let mut held = args
         .first()
         .and_then(|a| a.to_str())
-        .and_then(|s| s.parse().ok())
+        .unwrap_or("")
+        .split(',')
+        .map(|s| s.parse::<u32>().ok());
+    let fd: i32 = held
+        .next()
+        .flatten()
+        .and_then(|f| i32::try_from(f).ok())
         .unwrap_or(-1);
+    let user = match (held.next(), held.next()) {
+        (Some(Some(uid)), Some(Some(gid))) => Some((uid, gid)),
+        _ => None,
+    };
     let cmd = args.get(2..).unwrap_or_default();
     if fd < 0 || cmd.is_empty() {
         eprintln!("timetracer-agent: {HELD_EXEC} is internal to `record`");
@@ -228,7 +267,31 @@ pub fn exec_held(args: &[OsString]) -> ExitCode {
         );
         return ExitCode::from(125);
     }
-    let err = std::process::Command::new(&cmd[0]).args(&cmd[1..]).exec();
+    let mut command = std::process::Command::new(&cmd[0]);
+    command.args(&cmd[1..]);
+    if let Some((uid, gid)) = user {
+        let id = Identity::from_uid(
+            nix::unistd::Uid::from_raw(uid),
+            Some(nix::unistd::Gid::from_raw(gid)),
+        );
+        let dropped = id.map_err(anyhow::Error::from).and_then(|id| {
+            id.drop_privileges()?;
+            Ok(id)
+        });
+        match dropped {
+            Ok(id) => {
+                command.envs(id.env());
+            }
+            Err(e) => {
+                eprintln!(
+                    "timetracer-agent: cannot become uid {uid} gid {gid}: {e:#}; not running {:?}",
+                    cmd[0]
+                );
+                return ExitCode::from(126);
+            }
+        }
+    }
+    let err = command.exec();
     eprintln!(
         "timetracer-agent: cannot run {:?}: {err} (is it on PATH?)",
         cmd[0]
@@ -238,4 +301,131 @@ pub fn exec_held(args: &[OsString]) -> ExitCode {
     } else {
         126
     })
+}
+
+/// Every process in a set of cgroup v2 directories and their sub-cgroups (node mode: the
+/// selected pods' containers; `attach --cgroup`). Processes already there are seeded; processes
+/// that `exec` there later are added by the kernel before their first syscall after `exec`
+/// (`sched_process_exec` and the `TARGET_CGROUPS` map); processes forked by traced ones follow
+/// as always. A rescan every second adds sub-cgroups created later and any process that entered
+/// without `exec`. Finished when every directory is gone (the containers were removed).
+#[derive(Debug)]
+pub struct Cgroups {
+    dirs: Vec<std::path::PathBuf>,
+    /// Followed cgroups: id -> directory.
+    followed: std::collections::HashMap<u64, std::path::PathBuf>,
+    /// Processes already added.
+    seen: std::collections::HashSet<u32>,
+    last_scan: Option<std::time::Instant>,
+}
+
+impl Cgroups {
+    /// The cgroup v2 directories `dirs` (each must exist under the v2 mount).
+    pub fn new(dirs: Vec<std::path::PathBuf>) -> Result<Self, Error> {
+        let mount = crate::k8s::cgroup::host_v2_mount().map_err(Error::CgroupFs)?;
+        for d in &dirs {
+            let canon = std::fs::canonicalize(d).unwrap_or_else(|_| d.clone());
+            if !canon.starts_with(&mount) || !canon.join("cgroup.procs").is_file() {
+                return Err(Error::NotACgroup {
+                    dir: d.clone(),
+                    mount,
+                });
+            }
+        }
+        Ok(Self {
+            dirs,
+            followed: std::collections::HashMap::new(),
+            seen: std::collections::HashSet::new(),
+            last_scan: None,
+        })
+    }
+
+    /// Follows new cgroups, adds new processes and forgets removed cgroups.
+    fn scan(&mut self, seeder: &mut Seeder<'_>) -> Result<(), Error> {
+        self.last_scan = Some(std::time::Instant::now());
+        let mut present = std::collections::HashMap::new();
+        for d in &self.dirs {
+            walk_cgroups(d, &mut present);
+        }
+        for (id, dir) in &present {
+            if !self.followed.contains_key(id) {
+                seeder.add_cgroup(*id, dir)?;
+                tracing::debug!(cgroup = %dir.display(), id, "Following cgroup");
+                self.followed.insert(*id, dir.clone());
+            }
+        }
+        self.followed.retain(|id, dir| {
+            let keep = present.contains_key(id);
+            if !keep {
+                tracing::debug!(cgroup = %dir.display(), "Cgroup removed");
+                seeder.remove_cgroup(*id);
+            }
+            keep
+        });
+        let mut live = std::collections::HashSet::new();
+        for dir in present.values() {
+            let Ok(procs) = std::fs::read_to_string(dir.join("cgroup.procs")) else {
+                continue;
+            };
+            for pid in procs.lines().filter_map(|l| l.trim().parse::<u32>().ok()) {
+                live.insert(pid);
+                if self.seen.insert(pid) {
+                    // A process that exited since the read is not an error.
+                    if procfs::exists(pid) {
+                        seeder.add_process(pid, true)?;
+                    }
+                }
+            }
+        }
+        // Forget exited processes so a reused pid is seeded again.
+        self.seen.retain(|p| live.contains(p));
+        Ok(())
+    }
+}
+
+/// `dir` and every cgroup below it, by id.
+fn walk_cgroups(dir: &Path, out: &mut std::collections::HashMap<u64, std::path::PathBuf>) {
+    let Ok(id) = crate::k8s::cgroup::cgroup_id(dir) else {
+        return;
+    };
+    out.insert(id, dir.to_path_buf());
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_type().is_ok_and(|t| t.is_dir()) {
+            walk_cgroups(&e.path(), out);
+        }
+    }
+}
+
+impl Target for Cgroups {
+    fn describe(&self) -> String {
+        match self.dirs.as_slice() {
+            [one] => format!("cgroup {}", one.display()),
+            many => format!("{} cgroups", many.len()),
+        }
+    }
+    fn seed(&mut self, seeder: &mut Seeder<'_>) -> Result<(), Error> {
+        self.scan(seeder)
+    }
+    fn ready_message(&self, out: &Path) -> String {
+        format!(
+            "attached to {}; writing cassettes to {}; Ctrl-C to stop",
+            self.describe(),
+            out.display()
+        )
+    }
+    fn poll(&mut self, seeder: &mut Seeder<'_>) -> Result<(), Error> {
+        if self
+            .last_scan
+            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1))
+        {
+            self.scan(seeder)?;
+        }
+        Ok(())
+    }
+    fn finished(&mut self) -> bool {
+        self.dirs.iter().all(|d| !d.exists())
+    }
 }

@@ -90,6 +90,15 @@ impl RecordedCall {
         })
     }
 
+    /// The recording had values redacted (`detail.redacted` of a database / cache call).
+    #[must_use]
+    pub fn was_redacted(&self) -> bool {
+        self.event
+            .db
+            .as_ref()
+            .is_some_and(|d| d.get("redacted").is_some())
+    }
+
     /// A one-line description for verdicts: `GET /x?y=1`, `SELECT … WHERE id = $1 [42]`, `GET k`.
     #[must_use]
     pub fn describe(&self) -> String {
@@ -267,6 +276,9 @@ struct State {
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Usage {
     pub matched: u32,
+    /// Of `matched`: calls whose recording had values redacted (`detail.redacted`), which
+    /// matched whatever the app sent in their place: "matched (redacted)".
+    pub redacted: u32,
     pub unused: u32,
 }
 
@@ -445,6 +457,7 @@ impl Destination {
             }
             if st.answered[i] > 0 {
                 u.matched += 1;
+                u.redacted += u32::from(st.calls[i].was_redacted());
             } else if !st.calls[i].session_level {
                 u.unused += 1;
             }
@@ -518,6 +531,7 @@ mod tests {
             d.usage(0),
             Usage {
                 matched: 3,
+                redacted: 0,
                 unused: 1
             }
         );

@@ -13,4 +13,5 @@ pub mod mock;
 pub mod plan;
 pub mod redirect;
 pub mod run;
+pub mod service;
 pub mod verdict;

@@ -152,16 +152,7 @@ pub struct Plan {
 /// # Errors
 /// A path that does not exist, a cassette that cannot be read, or no cassette at all.
 pub fn load_inputs(paths: &[PathBuf]) -> anyhow::Result<Vec<Input>> {
-    let mut files = Vec::new();
-    for p in paths {
-        if p.is_dir() {
-            collect(p, &mut files)?;
-        } else if p.exists() {
-            files.push(p.clone());
-        } else {
-            bail!("{}: no such file or directory", p.display());
-        }
-    }
+    let files = cassette_files(paths)?;
     let mut inputs = Vec::new();
     for f in files {
         let cassette = cassette::read(&f).with_context(|| {
@@ -182,6 +173,23 @@ pub fn load_inputs(paths: &[PathBuf]) -> anyhow::Result<Vec<Input>> {
             .cmp(&b.cassette.session.recorded_at)
     });
     Ok(inputs)
+}
+
+/// The cassette files `paths` name: files as given, directories walked (hidden entries
+/// skipped; `.json`, `.json.zst`, `.json.gz`), in path order.
+///
+/// # Errors
+/// A path that does not exist or a directory that cannot be read.
+pub fn cassette_files(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for p in paths {
+        match std::fs::metadata(p) {
+            Ok(m) if m.is_dir() => collect(p, &mut files)?,
+            Ok(_) => files.push(p.clone()),
+            Err(e) => bail!("{}: {e}", p.display()),
+        }
+    }
+    Ok(files)
 }
 
 fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {

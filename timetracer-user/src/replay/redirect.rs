@@ -27,36 +27,11 @@ const PROGRAMS: [&str; 4] = [
     "replay_getpeername6",
 ];
 
-/// Finds the cgroup v2 mount in `/proc/self/mounts` (it is not always `/sys/fs/cgroup`:
-/// hybrid hierarchies mount it at `/sys/fs/cgroup/unified`).
+/// The cgroup v2 mount (it is not always `/sys/fs/cgroup`: hybrid hierarchies mount it at
+/// `/sys/fs/cgroup/unified`).
 #[must_use]
 pub fn cgroup2_mount() -> Option<PathBuf> {
-    let mounts = fs::read_to_string("/proc/self/mounts").ok()?;
-    mounts.lines().find_map(|l| {
-        let mut f = l.split_whitespace();
-        let (_src, dir, kind) = (f.next()?, f.next()?, f.next()?);
-        (kind == "cgroup2").then(|| PathBuf::from(unescape_mount(dir)))
-    })
-}
-
-/// `/proc/mounts` escapes spaces and friends as octal (`\040`).
-fn unescape_mount(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\'
-            && i + 3 < b.len()
-            && let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8)
-        {
-            out.push(v);
-            i += 4;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    crate::k8s::cgroup::host_v2_mount().ok()
 }
 
 /// A cgroup with the replay programs attached. Dropping it kills what is left in the cgroup
@@ -279,6 +254,5 @@ mod tests {
             addr_of(&key_of("[::ffff:127.0.0.1]:80".parse().unwrap())),
             "127.0.0.1:80".parse::<SocketAddr>().unwrap()
         );
-        assert_eq!(unescape_mount("/a\\040b"), "/a b");
     }
 }

@@ -27,6 +27,7 @@ use super::plan::{self, Input, Plan, Selection, loopback_twin};
 use super::redirect::Redirect;
 use super::verdict::{Blocked, DepCounts, Outcome, RequestVerdict, Verdict};
 use crate::cassette::body_bytes;
+use crate::privilege::Identity;
 
 /// What to replay and how.
 #[derive(Clone, Debug, Default)]
@@ -52,6 +53,48 @@ pub struct ReplayOptions {
     pub request_timeout: Duration,
     /// Show the app's stdout/stderr instead of keeping it in a log file.
     pub show_app_output: bool,
+    /// Who the app runs as (`None`: as the agent). See [`crate::privilege`].
+    pub run_as: Option<Identity>,
+    /// Run the command line recorded in the cassette when no `cmd` is given. A recorded
+    /// command is data from a file, not a command the user gave: without this (or
+    /// `confirm_recorded` saying yes) it is shown and refused.
+    pub run_recorded_command: bool,
+    /// Asks whether to run the recorded command (`replay` on a terminal).
+    pub confirm_recorded: Option<fn(&RecordedCommand) -> bool>,
+}
+
+/// The command line and working directory a cassette recorded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RecordedCommand {
+    pub argv: Vec<OsString>,
+    pub cwd: Option<PathBuf>,
+}
+
+impl std::fmt::Display for RecordedCommand {
+    /// `uvicorn app:app --port 8000` (quoted for a POSIX shell) `in /srv/app`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", shell_line(&self.argv))?;
+        match &self.cwd {
+            Some(d) => write!(f, " in {}", d.display()),
+            None => write!(f, " (no recorded directory)"),
+        }
+    }
+}
+
+/// `argv` as a POSIX shell would need it typed (what a user checks before running it).
+#[must_use]
+pub fn shell_line(argv: &[OsString]) -> String {
+    let words: Vec<String> = argv
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    shlex::try_join(words.iter().map(String::as_str)).unwrap_or_else(|_| format!("{words:?}"))
+}
+
+/// The command line recorded in `inputs` (the first cassette that has one).
+#[must_use]
+pub fn recorded_command(inputs: &[Input]) -> Option<RecordedCommand> {
+    recorded_cmd(inputs).map(|(argv, cwd)| RecordedCommand { argv, cwd })
 }
 
 /// A private directory under the temp dir, removed on drop.
@@ -109,6 +152,21 @@ fn recorded_cmd(inputs: &[Input]) -> Option<(Vec<OsString>, Option<PathBuf>)> {
     })
 }
 
+/// Gives `dir` and everything in it (the replay's private work directory, made by us) to `id`.
+fn give_tree(dir: &Path, id: &Identity) -> std::io::Result<()> {
+    let (uid, gid) = (Some(id.uid.as_raw()), Some(id.gid.as_raw()));
+    std::os::unix::fs::lchown(dir, uid, gid)?;
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            give_tree(&entry.path(), id)?;
+        } else {
+            std::os::unix::fs::lchown(entry.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
 /// Where the app listened when recorded (`connection.local`).
 fn recorded_listen(inputs: &[Input]) -> Option<SocketAddr> {
     inputs.iter().find_map(|i| {
@@ -130,9 +188,17 @@ async fn run_plan(opts: &ReplayOptions, plan: Plan) -> anyhow::Result<Verdict> {
         mut notes,
     } = plan;
     let (cmd, recorded_cwd) = if opts.cmd.is_empty() {
-        recorded_cmd(&inputs).context(
+        let rec = recorded_command(&inputs).context(
             "the cassettes hold no command line (recorded by the Python tool or imported); give the app's command after `--`",
-        )?
+        )?;
+        if !opts.run_recorded_command && !opts.confirm_recorded.is_some_and(|ask| ask(&rec)) {
+            bail!(
+                "not running the command recorded in the cassette: {rec}. A cassette's command \
+                 line is data from a file, not a command you gave: check it, then pass \
+                 --run-recorded-command, or give the app's command after `--`"
+            );
+        }
+        (rec.argv, rec.cwd)
     } else {
         (opts.cmd.clone(), None)
     };
@@ -215,7 +281,10 @@ async fn run_plan(opts: &ReplayOptions, plan: Plan) -> anyhow::Result<Verdict> {
     fs::write(&hosts_path, serde_json::to_vec_pretty(&hosts)?)?;
     let log_path = work.0.join("app.log");
     let mut command = Command::new(&cmd[0]);
-    command.args(&cmd[1..]).current_dir(&cwd);
+    command.args(&cmd[1..]);
+    if opts.run_as.is_none() {
+        command.current_dir(&cwd);
+    }
     let mut pythonpath = hook_dir.clone().into_os_string();
     if let Some(old) = std::env::var_os("PYTHONPATH").filter(|p| !p.is_empty()) {
         pythonpath.push(":");
@@ -226,7 +295,12 @@ async fn run_plan(opts: &ReplayOptions, plan: Plan) -> anyhow::Result<Verdict> {
         .env("TIMETRACER_REPLAY", "1")
         .env("TIMETRACER_REPLAY_HOSTS", &hosts_path);
     if let Some(ca) = &ca {
-        command.env("TIMETRACER_REPLAY_CA", &ca.cert_path);
+        // The app may run as a user who cannot read the agent's data directory: it gets its
+        // own copy of the (public) certificate.
+        let cert = work.0.join("mock-ca.pem");
+        fs::copy(&ca.cert_path, &cert)
+            .with_context(|| format!("cannot copy {}", ca.cert_path.display()))?;
+        command.env("TIMETRACER_REPLAY_CA", &cert);
     }
     if opts.freeze_time
         && let Some(t) = inputs
@@ -249,6 +323,15 @@ async fn run_plan(opts: &ReplayOptions, plan: Plan) -> anyhow::Result<Verdict> {
         .open(redirect.cgroup().join("cgroup.procs"))
         .context("cannot open the replay cgroup's cgroup.procs")?;
     let procs_fd = procs.as_raw_fd();
+    let run_as = opts.run_as.clone();
+    if let Some(id) = &run_as {
+        // The app reads the hook, the hosts and the certificate from the work directory.
+        give_tree(&work.0, id)
+            .with_context(|| format!("cannot give {} to {}", work.0.display(), id.name))?;
+        command.envs(id.env());
+    }
+    let cwd_c = std::ffi::CString::new(cwd.as_os_str().as_encoded_bytes())
+        .context("the working directory contains a NUL byte")?;
     let into_cgroup = move || -> std::io::Result<()> {
         nix::unistd::setpgid(nix::unistd::Pid::from_raw(0), nix::unistd::Pid::from_raw(0))?;
         // Writing "0" moves the writing process (the child, before exec) into the cgroup, so
@@ -258,9 +341,16 @@ async fn run_plan(opts: &ReplayOptions, plan: Plan) -> anyhow::Result<Verdict> {
         if n != 1 {
             return Err(std::io::Error::last_os_error());
         }
+        // Then the app's user (the agent keeps its privileges; the app has none of them),
+        // entering its directory as that user.
+        if let Some(id) = &run_as {
+            id.drop_privileges()?;
+            nix::unistd::chdir(cwd_c.as_c_str())?;
+        }
         Ok(())
     };
-    // SAFETY: the hook only makes async-signal-safe syscalls (setpgid, write).
+    // SAFETY: the hook only makes async-signal-safe syscalls (setpgid, write, setgroups,
+    // setgid, setuid, chdir) on data prepared before the fork; it allocates nothing.
     unsafe { command.pre_exec(into_cgroup) };
     let mut child = command.spawn().with_context(|| {
         format!(
@@ -492,6 +582,7 @@ async fn replay_one(
     for d in destinations {
         let u = d.usage(ci);
         deps.matched += u.matched;
+        deps.redacted += u.redacted;
         deps.unused += u.unused;
         for call in d.unused().into_iter().filter(|call| call.cassette == ci) {
             misses.push(Miss {
@@ -678,4 +769,49 @@ async fn send(input: &Input, app: SocketAddr, target: &str) -> anyhow::Result<Ac
         headers,
         body,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fixture() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/cassettes/ours/POST__login_caf__e92ca5c8.json")
+    }
+
+    /// A cassette's command line is shown and refused unless the user said to run it; the
+    /// refusal comes before anything is set up or started.
+    #[test]
+    fn recorded_command_is_refused_without_consent() {
+        let opts = ReplayOptions {
+            inputs: vec![fixture()],
+            confirm_recorded: Some(|rec| {
+                assert_eq!(shell_line(&rec.argv), "python -m uvicorn app:app");
+                false
+            }),
+            ..ReplayOptions::default()
+        };
+        let e = format!("{:#}", run(&opts).unwrap_err());
+        assert!(
+            e.contains("python -m uvicorn app:app in /srv/app")
+                && e.contains("--run-recorded-command"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn commands_are_shown_as_shell_words() {
+        let rec = RecordedCommand {
+            argv: ["sh", "-c", "touch /tmp/x; rm -rf ~"]
+                .iter()
+                .map(OsString::from)
+                .collect(),
+            cwd: Some(PathBuf::from("/srv/app")),
+        };
+        assert_eq!(
+            rec.to_string(),
+            "sh -c 'touch /tmp/x; rm -rf ~' in /srv/app"
+        );
+    }
 }

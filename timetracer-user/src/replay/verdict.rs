@@ -40,6 +40,8 @@ impl Outcome {
 #[derive(Clone, Copy, Debug, Default, Serialize)]
 pub struct DepCounts {
     pub matched: u32,
+    /// Of `matched`: recorded with redacted values, matched whatever the app sent there.
+    pub redacted: u32,
     pub missed: u32,
     pub unused: u32,
 }
@@ -179,9 +181,15 @@ impl Verdict {
             );
             let _ = writeln!(
                 s,
-                "    {}  ·  dependencies: {} matched, {} missed, {} not made  ·  {:.1} ms",
+                "    {}  ·  dependencies: {} matched{}, {} missed, {} not made  ·  {:.1} ms",
                 r.cassette,
                 r.dependencies.matched,
+                if r.dependencies.redacted > 0 {
+                    // Of the matched: recorded with redacted values, any live value accepted.
+                    format!(", of which {} matched (redacted)", r.dependencies.redacted)
+                } else {
+                    String::new()
+                },
                 r.dependencies.missed,
                 r.dependencies.unused,
                 r.duration_ms

@@ -13,7 +13,7 @@
 //! let (tx, rx) = mpsc::sync_channel(1024);
 //! # drop(tx);
 //! let stop = AtomicBool::new(false);
-//! let opts = TuiOptions { out_dir: "cassettes".into(), save_enabled: false, compression: Compression::None };
+//! let opts = TuiOptions { out_dir: "cassettes".into(), save_enabled: false, compression: Compression::None, owner: None };
 //! tui::run(rx, opts, &stop)?;
 //! # Ok::<(), std::io::Error>(())
 //! ```
@@ -49,6 +49,8 @@ pub struct TuiOptions {
     /// saves any request that has no file yet either way.
     pub save_enabled: bool,
     pub compression: Compression,
+    /// Who owns the saved files (the invoking user; see [`crate::privilege`]).
+    pub owner: Option<crate::privilege::Identity>,
 }
 
 /// Runs the UI on the current thread until the user quits (`q`, Ctrl-C) or `stop` becomes
@@ -132,7 +134,12 @@ fn save(state: &mut State, seq: u64, opts: &TuiOptions) {
         state.save_failed(seq, "the request is no longer in memory");
         return;
     };
-    match cassette::write(&opts.out_dir, c, opts.compression) {
+    let write = || cassette::write(&opts.out_dir, c, opts.compression);
+    let written = match &opts.owner {
+        Some(owner) => owner.with_fs(write),
+        None => write(),
+    };
+    match written {
         Ok(path) => state.saved(seq, path),
         Err(e) => {
             let mut msg = e.to_string();

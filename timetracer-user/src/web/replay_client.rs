@@ -17,7 +17,10 @@
 //! ```
 //!
 //! `cmd` is always `null` here: the service replays the command line recorded in the
-//! cassette. The web UI never sends a command of its own to a service that runs as root.
+//! cassette — only when its operator allowed that command (`replay-server --allow-cmd`), as
+//! the uid of the process that connects (this server's), and only with cassettes that uid can
+//! read (`replay::service`). The web UI never sends a command of its own; a refused command
+//! comes back as an `error` verdict that names it.
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 

@@ -979,9 +979,17 @@ fn replay_button_returns_a_real_verdict() {
     // `timetracer-agent replay` gets it in replay.rs. The upstream is stopped, so `same` means
     // the dependency call was answered from the cassette.
     h.stop_upstream();
+    // The service runs only commands its operator allowed: this recording's own.
+    let allowed = recorded_command_line(&files[0]);
     let mut cmd = util::command(
         &paths.agent,
-        ["replay-server", "--socket", socket.to_str().unwrap()],
+        [
+            "replay-server",
+            "--socket",
+            socket.to_str().unwrap(),
+            "--allow-cmd",
+            &allowed,
+        ],
     );
     h.app_env(&mut cmd);
     let mut service =
@@ -1046,6 +1054,25 @@ fn replay_button_returns_a_real_verdict() {
     });
     drop(serve.proc);
     drop(service);
+}
+
+/// The command line a cassette recorded (`session.cmdline`, without the agent's held-child
+/// prefix), as shell words for `--allow-cmd`.
+fn recorded_command_line(cassette: &Path) -> String {
+    let c: Value = serde_json::from_slice(&std::fs::read(cassette).unwrap()).unwrap();
+    let mut argv: Vec<String> = c["session"]["cmdline"]
+        .as_array()
+        .expect("session.cmdline")
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    if argv.get(1).is_some_and(|a| a == "__exec-held") {
+        argv.drain(..4);
+    }
+    argv.iter()
+        .map(|a| format!("'{}'", a.replace('\'', "'\\''")))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 fn walk_json(dir: &Path) -> Vec<PathBuf> {

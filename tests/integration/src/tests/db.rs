@@ -59,33 +59,42 @@ mod shape {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum DbApp {
+pub(super) enum DbApp {
     /// `uvicorn db_fastapi_app:app` (asyncpg pool, redis.asyncio).
     FastApi,
     /// `gunicorn -k gthread db_flask_app:app` (psycopg2, psycopg 3, PyMySQL, redis).
     Flask,
+    /// `gunicorn -k gthread secrets_app:app` (psycopg2, PyMySQL, redis; the redaction
+    /// test, `redact.rs`).
+    Secrets,
+    /// `uvicorn secrets_async_app:app` (asyncpg, redis.asyncio; `redact.rs`).
+    SecretsAsync,
 }
 
 impl DbApp {
     fn needs(self) -> Needs {
         Needs {
             postgres: true,
-            mariadb: self == Self::Flask,
+            mariadb: matches!(self, Self::Flask | Self::Secrets),
             redis: true,
         }
     }
 
     fn argv(self, paths: &Paths, port: u16) -> Vec<OsString> {
         match self {
-            Self::FastApi => vec![
+            Self::FastApi | Self::SecretsAsync => vec![
                 paths.venv_bin("uvicorn").into(),
-                "db_fastapi_app:app".into(),
+                if self == Self::FastApi {
+                    "db_fastapi_app:app".into()
+                } else {
+                    "secrets_async_app:app".into()
+                },
                 "--host".into(),
                 "127.0.0.1".into(),
                 "--port".into(),
                 port.to_string().into(),
             ],
-            Self::Flask => {
+            Self::Flask | Self::Secrets => {
                 let mut v: Vec<OsString> = vec![
                     paths.venv_bin("gunicorn").into(),
                     "-w".into(),
@@ -104,7 +113,11 @@ impl DbApp {
                 if gunicorn_has_control_socket(paths) {
                     v.push("--no-control-socket".into());
                 }
-                v.push("db_flask_app:app".into());
+                v.push(if self == Self::Flask {
+                    "db_flask_app:app".into()
+                } else {
+                    "secrets_app:app".into()
+                });
                 v
             }
         }
@@ -130,12 +143,12 @@ struct Sent {
 }
 
 /// Servers + agent recording the app, for one test.
-struct DbRun {
+pub(super) struct DbRun {
     name: String,
     paths: Paths,
     dir: Option<tempfile::TempDir>,
-    out: PathBuf,
-    port: u16,
+    pub(super) out: PathBuf,
+    pub(super) port: u16,
     agent: Option<ProcGuard>,
     servers: Option<DbServers>,
 }
@@ -148,7 +161,7 @@ impl DbRun {
     }
 
     /// [`DbRun::start`] with extra environment for the app.
-    fn start_with_env(
+    pub(super) fn start_with_env(
         paths: Paths,
         app: DbApp,
         name: &str,
@@ -232,7 +245,7 @@ impl DbRun {
         }
     }
 
-    fn stop_agent(&mut self) {
+    pub(super) fn stop_agent(&mut self) {
         let agent = self.agent.as_mut().expect("agent running");
         if let Err(e) = agent.signal(Signal::SIGINT) {
             let msg = format!("{e:#}");
@@ -248,7 +261,7 @@ impl DbRun {
         }
     }
 
-    fn fail(&self, errors: &[String], dir: Option<&CassetteDir>) -> ! {
+    pub(super) fn fail(&self, errors: &[String], dir: Option<&CassetteDir>) -> ! {
         if let Some(a) = &self.agent {
             eprintln!("{}", a.diagnostics());
         }
@@ -286,7 +299,7 @@ impl DbRun {
 
 impl DbRun {
     /// Stops the database servers (replay must not need them); returns the app's environment.
-    fn stop_servers(&mut self) -> Vec<(String, String)> {
+    pub(super) fn stop_servers(&mut self) -> Vec<(String, String)> {
         let env = self
             .servers
             .as_ref()
@@ -297,9 +310,18 @@ impl DbRun {
     }
 
     /// `timetracer-agent replay --json OUT <args>` (recorded command line) with `env`.
-    fn replay(&self, env: &[(String, String)], args: &[&str], extra: &[(&str, &str)]) -> Replayed {
-        let mut all: Vec<OsString> =
-            vec!["replay".into(), "--json".into(), self.out.clone().into()];
+    pub(super) fn replay(
+        &self,
+        env: &[(String, String)],
+        args: &[&str],
+        extra: &[(&str, &str)],
+    ) -> Replayed {
+        let mut all: Vec<OsString> = vec![
+            "replay".into(),
+            "--json".into(),
+            "--run-recorded-command".into(),
+            self.out.clone().into(),
+        ];
         all.extend(args.iter().map(OsString::from));
         let mut cmd = util::command(&self.paths.agent, all);
         cmd.current_dir(&self.paths.apps)

@@ -118,6 +118,7 @@ fn replay_keep_running_answers_manual_requests() {
         [
             OsString::from("replay"),
             "--keep-running".into(),
+            "--run-recorded-command".into(),
             h.out_dir().into(),
         ],
     );

@@ -45,7 +45,7 @@ impl App {
     }
 
     /// Program and arguments that serve the app on 127.0.0.1:`port`.
-    fn argv(self, paths: &Paths, port: u16) -> Vec<OsString> {
+    pub(crate) fn argv(self, paths: &Paths, port: u16) -> Vec<OsString> {
         let port = port.to_string();
         match self {
             Self::LazySsl => vec![
@@ -355,7 +355,7 @@ impl Harness {
         self.client_port = port;
     }
 
-    fn root(&self) -> PathBuf {
+    pub(crate) fn root(&self) -> PathBuf {
         self.dir.as_ref().expect("temp dir").path().to_path_buf()
     }
 
@@ -417,16 +417,22 @@ impl Harness {
     /// `timetracer-agent attach --pid <app> --out D --max-body N`; waits for "attached".
     pub(crate) fn attach(&mut self) {
         let pid = self.app.as_ref().expect("start_app first").pid();
-        let args: Vec<OsString> = vec![
-            "attach".into(),
-            "--pid".into(),
-            pid.to_string().into(),
+        self.attach_to(&["--pid".into(), pid.to_string().into()], &[]);
+    }
+
+    /// `timetracer-agent attach <selection> --out D --max-body N` with `env` added; waits for
+    /// "attached".
+    pub(crate) fn attach_to(&mut self, selection: &[OsString], env: &[(&str, &str)]) {
+        let mut args: Vec<OsString> = vec!["attach".into()];
+        args.extend_from_slice(selection);
+        args.extend([
             "--out".into(),
             self.out.clone().into(),
             "--max-body".into(),
             MAX_BODY.to_string().into(),
-        ];
-        let cmd = util::command(&self.paths.agent, args);
+        ]);
+        let mut cmd = util::command(&self.paths.agent, args);
+        cmd.envs(env.iter().copied());
         let agent = ProcGuard::spawn("agent", cmd, &self.root()).expect("spawn agent");
         let agent = self.agent.insert(agent);
         if let Err(e) = agent.wait_for_stderr("attached", ATTACH_TIMEOUT) {
@@ -601,11 +607,16 @@ impl Harness {
         self.app_port
     }
 
-    /// `timetracer-agent replay --json <args>` with the app's environment (the recorded
-    /// command line is used unless `args` has `-- CMD`). Returns the exit code, the JSON
+    /// `timetracer-agent replay --json --run-recorded-command <args>` with the app's
+    /// environment (the recorded command line is used unless `args` has `-- CMD`). Returns the exit code, the JSON
     /// verdict and stderr.
     pub(crate) fn replay(&self, args: &[OsString], env: &[(&str, &str)]) -> Replayed {
-        let mut all: Vec<OsString> = vec!["replay".into(), "--json".into()];
+        // The cassettes are this test's own recording: their command is the one it launched.
+        let mut all: Vec<OsString> = vec![
+            "replay".into(),
+            "--json".into(),
+            "--run-recorded-command".into(),
+        ];
         all.extend(args.iter().cloned());
         let mut cmd = util::command(&self.paths.agent, all);
         self.app_env(&mut cmd);

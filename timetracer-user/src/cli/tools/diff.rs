@@ -170,7 +170,7 @@ pub fn run(ctx: &mut Ctx, a: &DiffArgs, out: &mut dyn Write) -> anyhow::Result<E
         }
     }
     if let Some(p) = &a.out {
-        std::fs::write(p, &text).with_context(|| format!("cannot write {}", p.display()))?;
+        crate::atomic_file::write(p, &text)?;
     }
     Ok(if report.is_regression {
         Exit::Regression

@@ -1,4 +1,5 @@
-//! `timetracer validate FILE|DIR...`: check cassettes against `docs/cassette.schema.json`.
+//! `timetracer validate FILE|DIR...`: check cassettes against `docs/cassette.schema.json`;
+//! with `--secrets`, also report values that look like secrets (`crate::secrets`).
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -14,9 +15,10 @@ pub const CASSETTE_SCHEMA: &str = include_str!("../../../../docs/cassette.schema
 Examples:
   timetracer validate cassettes/
   timetracer validate GET__users_42__e92ca5c8.json.zst --quiet
+  timetracer validate --secrets cassettes/
 
-Each problem is printed as FILE: $.json.path: message. Exit 0 when every file is valid, 1 when
-some file is invalid or unreadable.")]
+Each problem is printed as FILE: $.json.path: message. Exit 0 when every file is valid (and,
+with --secrets, holds nothing that looks like a secret), 1 otherwise.")]
 pub struct ValidateArgs {
     /// Cassette files or directories (searched recursively).
     #[arg(required = true)]
@@ -24,6 +26,11 @@ pub struct ValidateArgs {
     /// Print only problems, not the `ok` lines.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Also scan every value for what looks like a secret redaction missed: JWTs, AWS
+    /// access keys, PEM private keys, credit-card numbers (valid Luhn digit), high-entropy
+    /// tokens; base64 wire bytes and bodies are scanned decoded.
+    #[arg(long)]
+    pub secrets: bool,
 }
 
 /// JSON pointer `/a/0/b` → `$.a[0].b`.
@@ -84,6 +91,14 @@ pub fn run(ctx: &mut Ctx, a: &ValidateArgs, out: &mut dyn Write) -> anyhow::Resu
                 };
                 if let Some(e) = reread {
                     p.push(("$".to_owned(), crate::index::error_chain(&e)));
+                }
+                if a.secrets {
+                    p.extend(crate::secrets::scan(&doc).into_iter().map(|f| {
+                        (
+                            f.path,
+                            format!("looks like a secret ({}): {}", f.kind, f.sample),
+                        )
+                    }));
                 }
                 p
             }

@@ -32,6 +32,7 @@ pub static SPEC: Spec = Spec {
             },
         ))
     },
+    redact: super::redact::Redaction::CassetteBuilder,
     replay: Replay::Mocked,
 };
 

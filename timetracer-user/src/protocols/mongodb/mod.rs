@@ -4,6 +4,7 @@
 pub mod bson;
 mod conn;
 pub mod detect;
+pub mod redact;
 #[cfg(test)]
 mod tests;
 
@@ -29,5 +30,6 @@ pub static SPEC: Spec = Spec {
             max_bytes: limits.max_body,
         }))
     },
+    redact: super::redact::Redaction::Hook(redact::redact),
     replay: Replay::NotReplayable("no MongoDB mock yet: its calls are listed as not replayable"),
 };

@@ -3,6 +3,7 @@
 //! the handshake, with auth responses redacted. Format of `detail`: `docs/protocols/mysql.md`.
 pub mod detect;
 pub mod parse;
+pub mod redact;
 pub mod stitch;
 
 pub use stitch::{MysqlOptions, MysqlParser};
@@ -29,5 +30,6 @@ pub static SPEC: Spec = Spec {
             ..MysqlOptions::default()
         }))
     },
+    redact: super::redact::Redaction::Hook(redact::redact),
     replay: Replay::Mocked,
 };

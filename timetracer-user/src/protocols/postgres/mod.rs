@@ -3,6 +3,7 @@
 //! plus startup/authentication and session facts. Format of `detail`: `docs/protocols/postgres.md`.
 pub mod detect;
 pub mod parse;
+pub mod redact;
 pub mod stitch;
 pub mod types;
 
@@ -30,5 +31,6 @@ pub static SPEC: Spec = Spec {
             ..PgOptions::default()
         }))
     },
+    redact: super::redact::Redaction::Hook(redact::redact),
     replay: Replay::Mocked,
 };

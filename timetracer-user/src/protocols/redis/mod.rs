@@ -3,6 +3,7 @@
 mod conn;
 pub mod detect;
 mod input;
+pub mod redact;
 pub mod resp;
 #[cfg(test)]
 mod tests;
@@ -29,5 +30,6 @@ pub static SPEC: Spec = Spec {
             max_bytes: limits.max_body,
         }))
     },
+    redact: super::redact::Redaction::Hook(redact::redact),
     replay: Replay::Mocked,
 };

@@ -24,6 +24,8 @@ use serde_json::Value;
 
 use super::Io;
 use crate::protocols::mysql::parse::{self as my, cap, com};
+use crate::protocols::postgres::redact::RecordedRedaction;
+use crate::protocols::redact::sql::Dialect;
 use crate::replay::ledger::{Destination, Diff, Miss, RecordedCall, one_line};
 
 /// `ER_UNKNOWN_ERROR`: a replay miss.
@@ -155,10 +157,13 @@ fn compare(app: &Cmd<'_>, app_byte: u8, c: &RecordedCall) -> Result<(), Diff> {
             my::command_name(app_byte),
         ));
     }
+    // What the recording hook redacted (`detail.redacted`): those literals and parameters
+    // match any value.
+    let red = RecordedRedaction::of(c.event.db.as_ref());
     match app {
         Cmd::Query(sql) | Cmd::Prepare(sql) => {
             let r = sql_of(rec);
-            if r == *sql {
+            if red.sql_matches(&r, sql, Dialect::Mysql) {
                 Ok(())
             } else {
                 let depth = Diff::text_depth(&r, sql);
@@ -168,7 +173,7 @@ fn compare(app: &Cmd<'_>, app_byte: u8, c: &RecordedCall) -> Result<(), Diff> {
         Cmd::Execute { sql, params } => {
             let db = c.event.db.as_ref();
             let rsql = db.and_then(|d| d.get("sql")).and_then(Value::as_str);
-            if rsql != Some(sql) {
+            if !rsql.is_some_and(|r| red.sql_matches(r, sql, Dialect::Mysql)) {
                 let r = rsql.unwrap_or("(statement prepared before the recording)");
                 return Err(Diff::new("sql", r, sql).at_depth(Diff::text_depth(r, sql)));
             }
@@ -181,7 +186,8 @@ fn compare(app: &Cmd<'_>, app_byte: u8, c: &RecordedCall) -> Result<(), Diff> {
                     .get(i)
                     .map(|p| p.get("value").cloned().unwrap_or(Value::Null));
                 let a = params.get(i);
-                if r.as_ref() != a {
+                let redacted = red.params.contains(&i) && a.is_some_and(|a| !a.is_null());
+                if r.as_ref() != a && !redacted {
                     let show =
                         |v: Option<&Value>| v.map_or_else(|| "(absent)".into(), Value::to_string);
                     let depth = Diff::PARAMS_DEPTH

@@ -33,7 +33,9 @@ use serde_json::Value;
 
 use super::Io;
 use crate::protocols::postgres::parse::{self as pg, Frame, Kind};
+use crate::protocols::postgres::redact::RecordedRedaction;
 use crate::protocols::postgres::types::decode_value;
+use crate::protocols::redact::sql::Dialect;
 use crate::replay::ledger::{Destination, Diff, Miss, RecordedCall, one_line};
 
 /// SQLSTATE of a replay miss: `internal_error`, which every driver maps to an error it raises
@@ -242,6 +244,9 @@ struct Rec {
     sql: Option<String>,
     /// Parameter type OIDs (for showing values in a diff).
     param_types: Vec<u32>,
+    /// What the recording hook redacted (`detail.redacted`): those literals and parameters
+    /// match any value.
+    red: RecordedRedaction,
 }
 
 impl Rec {
@@ -288,6 +293,7 @@ impl Rec {
             segs,
             sql,
             param_types,
+            red: RecordedRedaction::of(db),
         })
     }
 
@@ -364,12 +370,22 @@ fn compare(app: &Unit<'_>, rec: &Rec, partial: bool) -> Result<(), Diff> {
     let unknown = "(statement prepared before the recording)";
     let sql_diff = |r: &str, a: &str| Err(Diff::new("sql", r, a).at_depth(Diff::text_depth(r, a)));
     match (app.query(), rec.query()) {
-        (Some(a), Some(r)) => return if a == r { Ok(()) } else { sql_diff(r, a) },
+        (Some(a), Some(r)) => {
+            return if rec.red.sql_matches(r, a, Dialect::Postgres) {
+                Ok(())
+            } else {
+                sql_diff(r, a)
+            };
+        }
         (Some(a), None) => return sql_diff(rec.sql.as_deref().unwrap_or(unknown), a),
         (None, Some(r)) => return sql_diff(r, app.sql.unwrap_or(unknown)),
         (None, None) => {}
     }
-    if app.sql != rec.sql.as_deref() {
+    let same_sql = match (app.sql, rec.sql.as_deref()) {
+        (Some(a), Some(r)) => rec.red.sql_matches(r, a, Dialect::Postgres),
+        (a, r) => a == r,
+    };
+    if !same_sql {
         return sql_diff(
             rec.sql.as_deref().unwrap_or(unknown),
             app.sql.unwrap_or(unknown),
@@ -401,7 +417,8 @@ fn compare(app: &Unit<'_>, rec: &Rec, partial: bool) -> Result<(), Diff> {
         for (i, (av, rv)) in a.params.iter().zip(&r.params).enumerate() {
             let fa = pg::format_of(&a.param_formats, i);
             let fr = pg::format_of(&r.param_formats, i);
-            if fa != fr || av != rv {
+            let redacted = rec.red.params.contains(&i) && av.is_some() && rv.is_some();
+            if fa != fr || (av != rv && !redacted) {
                 let oid = rec.param_types.get(i).copied().unwrap_or(0);
                 let mut expected = show_param(oid, fr, rv.as_deref());
                 let mut actual = show_param(oid, fa, av.as_deref());

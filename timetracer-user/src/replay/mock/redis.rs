@@ -129,7 +129,7 @@ fn show(a: Option<&Vec<u8>>) -> String {
 
 /// The first difference between the app's command and a recorded one. A recorded
 /// `[REDACTED]` argument matches anything.
-fn compare(app: &[Vec<u8>], rec: &[Vec<u8>]) -> Result<(), Diff> {
+fn compare(app: &[Vec<u8>], rec: &[Vec<u8>], redacted: &[usize]) -> Result<(), Diff> {
     let (an, rn) = (command_name(app), command_name(rec));
     if an != rn {
         return Err(Diff::new("command", rn, an));
@@ -138,7 +138,8 @@ fn compare(app: &[Vec<u8>], rec: &[Vec<u8>]) -> Result<(), Diff> {
     let (aa, ra) = (&app[skip..], &rec[skip..]);
     for i in 0..aa.len().max(ra.len()) {
         let (a, r) = (aa.get(i), ra.get(i));
-        if r.is_some_and(|r| r == REDACTED.as_bytes()) && a.is_some() {
+        // The recording hook redacted this value (`detail.redacted.args`): any value matches.
+        if (redacted.contains(&i) || r.is_some_and(|r| r == REDACTED.as_bytes())) && a.is_some() {
             continue;
         }
         if a != r {
@@ -215,7 +216,11 @@ impl Session {
     fn command(&mut self, args: &[Vec<u8>]) {
         let name = command_name(args);
         let cmp = |c: &RecordedCall| match recorded_args(c) {
-            Some(r) => compare(args, &r),
+            Some(r) => compare(
+                args,
+                &r,
+                &crate::protocols::redis::redact::redacted_args(c.event.db.as_ref()),
+            ),
             None => Err(Diff::new("command", "(undecodable recording)", &name)),
         };
         let setup = matches!(
