@@ -223,8 +223,8 @@ fn login_request() -> RecordedRequest {
                 root_task: 0x7f00_0000_1000,
                 root_coro: Some("RequestHandler._handle_request".into()),
                 hops: 1,
-                request_read_ns: 0,
-                response_write_ns: 0,
+                request_read_ns: T0,
+                response_write_ns: T0 + 4_750_000,
                 held: false,
             })),
         },
@@ -405,6 +405,8 @@ fn json_request_with_dependency_round_trips() {
                 root_task: Some("0x7f0000001000".into()),
                 root_coro: Some("RequestHandler._handle_request".into()),
                 hops: Some(1),
+                request_read_ms: Some(0.0),
+                response_write_ms: Some(4.75),
                 ..AttributionFacts::default()
             })
         })

@@ -357,8 +357,12 @@ pub struct Timing {
 }
 
 /// `events[].attribution`: how sure the agent is that the call belongs to this request.
+///
+/// Read through [`RawAttribution`], not serde's internally tagged form: that form buffers the
+/// content, and with serde_json's `arbitrary_precision` (on in this workspace) a buffered number
+/// is a map, so every number in `facts` would fail to read.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "lowercase")]
+#[serde(tag = "status", rename_all = "lowercase", try_from = "RawAttribution")]
 pub enum AttributionInfo {
     Exact {
         evidence: String,
@@ -369,6 +373,34 @@ pub enum AttributionInfo {
     Ambiguous {
         reason: String,
     },
+}
+
+/// The flat shape `attribution` is read from (see [`AttributionInfo`]).
+#[derive(Deserialize)]
+struct RawAttribution {
+    status: String,
+    evidence: Option<String>,
+    reason: Option<String>,
+    facts: Option<AttributionFacts>,
+}
+
+impl TryFrom<RawAttribution> for AttributionInfo {
+    type Error = String;
+
+    fn try_from(raw: RawAttribution) -> Result<Self, String> {
+        match raw.status.as_str() {
+            "exact" => Ok(Self::Exact {
+                evidence: raw.evidence.ok_or("attribution: `exact` without `evidence`")?,
+                facts: raw.facts,
+            }),
+            "ambiguous" => Ok(Self::Ambiguous {
+                reason: raw.reason.ok_or("attribution: `ambiguous` without `reason`")?,
+            }),
+            other => Err(format!(
+                "attribution: unknown status `{other}` (expected `exact` or `ambiguous`)"
+            )),
+        }
+    }
 }
 
 /// `events[].attribution.facts`: what an `exact` decision rests on, so a wrong result can be
