@@ -390,11 +390,15 @@ impl TryFrom<RawAttribution> for AttributionInfo {
     fn try_from(raw: RawAttribution) -> Result<Self, String> {
         match raw.status.as_str() {
             "exact" => Ok(Self::Exact {
-                evidence: raw.evidence.ok_or("attribution: `exact` without `evidence`")?,
+                evidence: raw
+                    .evidence
+                    .ok_or("attribution: `exact` without `evidence`")?,
                 facts: raw.facts,
             }),
             "ambiguous" => Ok(Self::Ambiguous {
-                reason: raw.reason.ok_or("attribution: `ambiguous` without `reason`")?,
+                reason: raw
+                    .reason
+                    .ok_or("attribution: `ambiguous` without `reason`")?,
             }),
             other => Err(format!(
                 "attribution: unknown status `{other}` (expected `exact` or `ambiguous`)"

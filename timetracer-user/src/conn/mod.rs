@@ -276,22 +276,27 @@ impl ConnTable {
         };
         let remote = crate::capture::to_socket_addr(addr);
         // /proc is read after the fact: a short-lived connection may be closed by then and
-        // its fd reused by another socket, so its answer counts only when its peer is the
-        // one the kernel reported. Failing that, an accepted connection's local address is
-        // its listening socket's bound address (checked to be a listening socket), unless
-        // that is a wildcard (the local IP would be a guess).
+        // its fd reused by another socket, so its answer counts only when it is provably this
+        // connection's: its peer is the one the kernel reported or, when the kernel reported
+        // none (uvloop accepts with a NULL address), its local port is the listening socket's.
+        // Failing that, an accepted connection's local address is its listening socket's bound
+        // address, unless that is a wildcard (the local IP would be a guess).
+        let listening = listen
+            .and_then(|l| facts.socket_addrs(o.tgid, l))
+            .filter(|(_, r)| r.port() == 0 && r.ip().is_unspecified())
+            .map(|(l, _)| l);
+        let same_ip = |a: SocketAddr, b: SocketAddr| a.ip().to_canonical() == b.ip().to_canonical();
         let local = facts
             .socket_addrs(o.tgid, fd)
-            .filter(|(_, r)| {
-                remote.is_none_or(|p| {
-                    p.port() == r.port() && p.ip().to_canonical() == r.ip().to_canonical()
-                })
+            .filter(|&(l, r)| match (remote, listening) {
+                (Some(p), _) => p.port() == r.port() && same_ip(p, r),
+                (None, Some(b)) => {
+                    l.port() == b.port() && (b.ip().is_unspecified() || same_ip(l, b))
+                }
+                (None, None) => side == Side::Client,
             })
             .map(|(l, _)| l)
-            .or_else(|| {
-                let (l, r) = facts.socket_addrs(o.tgid, listen?)?;
-                (r.port() == 0 && r.ip().is_unspecified() && !l.ip().is_unspecified()).then_some(l)
-            });
+            .or_else(|| listening.filter(|l| !l.ip().is_unspecified()));
         if local.is_none() {
             self.counters.inc(Counter::LocalAddrUnknown);
         }

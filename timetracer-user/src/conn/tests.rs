@@ -457,4 +457,35 @@ fn local_address_of_short_lived_connections() {
         t.conns[&3].facts.local,
         Some("127.0.0.1:8000".parse().unwrap())
     );
+    // uvloop accepts with a NULL address: no peer to check, so /proc's answer counts only when
+    // its local port is the listening socket's — here fd 5 is an outbound socket now.
+    let nameless = |listen_fd, conn_id| {
+        let Record::Accept(a) = on(listen_fd, conn_id) else {
+            unreachable!()
+        };
+        Record::Accept(Accept {
+            addr: SockAddr::default(),
+            ..a
+        })
+    };
+    t.handle(&nameless(listen, 4), &f, &mut out);
+    assert_eq!(
+        t.conns[&4].facts.local,
+        Some("127.0.0.1:8000".parse().unwrap())
+    );
+    t.handle(&nameless(wild, 5), &f, &mut out);
+    assert_eq!(t.conns[&5].facts.local, None);
+    // ...and when it is, it is this connection's.
+    f.sockets.insert(
+        (7, 5),
+        (
+            "127.0.0.1:9000".parse().unwrap(),
+            "127.0.0.1:40001".parse().unwrap(),
+        ),
+    );
+    t.handle(&nameless(wild, 6), &f, &mut out);
+    assert_eq!(
+        t.conns[&6].facts.local,
+        Some("127.0.0.1:9000".parse().unwrap())
+    );
 }
