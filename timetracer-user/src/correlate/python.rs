@@ -25,7 +25,7 @@
 //! Threads (no context owner; gunicorn sync/gthread, any thread-per-request server): the
 //! thread-plus-response rule, see [`PyEngine::decide`].
 use std::{
-    collections::{BTreeMap, HashMap, HashSet, VecDeque},
+    collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque},
     sync::Arc,
 };
 
@@ -35,6 +35,11 @@ const THREAD_HOLD_NS: u64 = 2_000_000_000;
 /// How long a task-held message may wait for its chain's root to write its response, or for a
 /// task on its chain that may be another request's root to write one.
 pub const TASK_HOLD_NS: u64 = 2_000_000_000;
+
+/// How long a call may wait while a request it may belong to is still unanswered (a slow
+/// handler: its root, or its thread, has not written the response yet). Bounded so a request
+/// that is never answered (a long poll, a dead client) cannot hold calls forever.
+const OPEN_REQUEST_WAIT_NS: u64 = 30_000_000_000;
 
 /// Longest chain walked (a cycle through reused addresses cannot loop).
 const MAX_HOPS: usize = 256;
@@ -153,6 +158,8 @@ struct Proc {
     next_node: u64,
     /// When each request's head was read (first byte).
     heads: HashMap<Root, u64>,
+    /// Requests read and not answered yet, by head time.
+    unanswered: BTreeSet<(u64, Root)>,
     /// Threads whose tasks wrote responses (event-loop threads).
     loop_threads: HashSet<u32>,
     /// Per thread: stamps (ts, connection id — `None` for TLS plaintext, stamped by `SSL*` —,
@@ -238,6 +245,7 @@ impl PyEngine {
     pub fn on_request_head(&mut self, tgid: u32, conn: u64, index: u64, ts: u64) {
         if let Some(p) = self.procs.get_mut(&tgid) {
             p.heads.insert((conn, index), ts);
+            p.unanswered.insert((ts, (conn, index)));
         }
     }
 
@@ -251,6 +259,9 @@ impl PyEngine {
             ts,
             ThreadEv::RespStart((conn, index)),
         );
+        if let Some(&head) = p.heads.get(&(conn, index)) {
+            p.unanswered.remove(&(head, (conn, index)));
+        }
         // The task whose context wrote that byte is the request's root.
         if let Some(Stamp::Task(n)) = stamp_of(p, tid, conn, ts)
             && let Some(node) = p.nodes.get_mut(&n)
@@ -490,6 +501,7 @@ impl PyEngine {
             }
             p.gc_at = horizon;
             p.heads.retain(|_, t| *t >= horizon);
+            p.unanswered.retain(|(t, _)| *t >= horizon);
             // A task not used since the horizon: its requests are written. A chain that
             // reaches a forgotten task ends there (its calls are then ambiguous, never wrong).
             p.nodes.retain(|_, n| n.seen >= horizon);
@@ -545,8 +557,11 @@ fn task_rule(p: &Proc, m: u64, tid: u32, ts: u64, now: u64) -> (Decision, Option
     }
     let Some(w) = root else {
         // Its root has not written its response yet, or the chain belongs to no request
-        // (startup, a pool's own task, a connection handler that never answers).
-        let d = if held {
+        // (startup, a pool's own task, a connection handler that never answers). While a
+        // request read before the call is unanswered, its root may be on this chain.
+        let open = p.unanswered.first().is_some_and(|&(head, _)| head <= ts)
+            && now.saturating_sub(ts) < OPEN_REQUEST_WAIT_NS;
+        let d = if held || open {
             Decision::Wait
         } else {
             amb("no-response-writer")
@@ -598,7 +613,7 @@ fn insert_sorted(v: &mut Vec<(u64, ThreadEv)>, ts: u64, e: ThreadEv) {
 /// The thread-plus-response rule (study §6.4a), for a message written by a thread at `ts`:
 /// - the thread is writing a response (started, not complete): that request (`thread`);
 /// - the thread read from a server connection since its last response completed: the request
-///   whose response it writes next (`thread`);
+///   whose response it writes next (`thread`), waiting up to [`OPEN_REQUEST_WAIT_NS`] for it;
 /// - otherwise the message is held until the thread's next server event: a response write
 ///   with no read before it means the request was already buffered (pipelined, or moved to
 ///   this thread by gthread): that request (`thread`); a read means the message was work
@@ -635,9 +650,10 @@ fn thread_rule(tl: &[(u64, ThreadEv)], tid: u32, ts: u64, now: u64) -> Decision 
         _ => None,
     });
     if read_since {
+        // The thread has a request it has not answered: a slow handler may take long.
         return match next_resp {
             Some((conn, index)) => exact(conn, index, "thread"),
-            None if now.saturating_sub(ts) > THREAD_HOLD_NS => idle(),
+            None if now.saturating_sub(ts) > OPEN_REQUEST_WAIT_NS => idle(),
             None => Decision::Wait,
         };
     }
@@ -773,6 +789,47 @@ mod tests {
         e.on_stamp(1, T, 70, Some(10), 0xc0, 1, true);
         assert_eq!(e.decide(1, T, 10, 70, 71), Decision::Wait);
         assert_eq!(e.decide(1, T, 10, 70, 70 + HOLD), amb("no-response-writer"));
+    }
+
+    /// A slow handler: its root answers 5 s after the call. The call waits while a request read
+    /// before it is unanswered (bounded), and is exact when the root answers; with every earlier
+    /// request answered, a writer-less call is ambiguous after the hold. Threads alike.
+    #[test]
+    fn slow_handlers_wait_for_their_response() {
+        const S: u64 = 1_000_000_000;
+        let mut e = engine();
+        e.on_request_head(1, 100, 0, 10);
+        e.on_task(1, 11, 0x1, 0xa0, 0, "run_asgi");
+        e.on_stamp(1, T, 20, Some(7), 0xa0, 1, true);
+        assert_eq!(e.decide(1, T, 7, 20, 20 + 4 * S), Decision::Wait);
+        respond(&mut e, 100, 0, 0xa0, 5 * S);
+        assert_eq!(to(&e.decide(1, T, 7, 20, 5 * S + 1)), Some((100, 0, RW)));
+        // A chain that never answers, started while a request is unanswered: bounded.
+        e.on_request_head(1, 101, 0, 6 * S);
+        e.on_task(1, 6 * S + 1, 0x2, 0xb0, 0, "periodic");
+        e.on_stamp(1, T, 6 * S + 2, Some(8), 0xb0, 1, true);
+        assert_eq!(e.decide(1, T, 8, 6 * S + 2, 10 * S), Decision::Wait);
+        assert_eq!(
+            e.decide(1, T, 8, 6 * S + 2, 6 * S + 2 + OPEN_REQUEST_WAIT_NS),
+            amb("no-response-writer")
+        );
+        // ... and once every earlier request is answered, the plain hold.
+        respond(&mut e, 101, 0, 0xc0, 7 * S);
+        e.on_stamp(1, T, 8 * S, Some(9), 0xb0, 1, true);
+        assert_eq!(
+            e.decide(1, T, 9, 8 * S, 8 * S + HOLD),
+            amb("no-response-writer")
+        );
+        // A thread that read a request and calls out, answering 5 s later.
+        let (c, t2) = (500, 2);
+        e.on_server_read(1, t2, c, 20 * S);
+        e.on_stamp(1, t2, 20 * S + 1, Some(1), 0, 1, false);
+        assert_eq!(e.decide(1, t2, 1, 20 * S + 1, 24 * S), Decision::Wait);
+        e.on_response_start(1, t2, c, 0, 25 * S);
+        assert_eq!(
+            to(&e.decide(1, t2, 1, 20 * S + 1, 25 * S + 1)),
+            Some((c, 0, "thread"))
+        );
     }
 
     /// A hand-written server whose workers, created at startup, answer every request: a task

@@ -50,6 +50,38 @@ enum Server {
     /// `attr_unknown_app.py`: a hand-written `asyncio.start_server` server whose connection
     /// handlers and startup worker pool serve every request: no wrong `exact` (issue #18).
     Unknown,
+    /// `attr_app.py` (FastAPI) under daphne (Twisted on the asyncio reactor; issue #18).
+    Daphne,
+    /// `attr_sanic_app.py` under Sanic's own server, `--single-process` (issue #18).
+    Sanic,
+    /// `attr_quart_app.py` under hypercorn (Quart's handler task inside hypercorn's app task).
+    Quart,
+    /// `attr_django_app.py` as ASGI under uvicorn: an async view (issue #18).
+    DjangoAsgi,
+    /// `attr_django_app.py` under Django's threaded `runserver`: a sync view (issue #18).
+    DjangoRunserver,
+    /// `attr_flask_app.py` under waitress (a thread pool; the main thread's asyncore loop reads
+    /// requests and sends responses for the worker threads; issue #18).
+    Waitress,
+}
+
+impl Server {
+    /// The calls a plain `/r/<rid>` request of this server's app makes (besides the FastAPI
+    /// app's extras).
+    fn plain_expect(self) -> Vec<&'static str> {
+        match self {
+            Self::Aiohttp => vec!["a", "b", "r", "p", "m"],
+            Self::Unknown => vec!["h", "w1", "w2"],
+            Self::Uvicorn { .. }
+            | Self::Hypercorn
+            | Self::Daphne
+            | Self::Sanic
+            | Self::Quart
+            | Self::DjangoAsgi
+            | Self::Stdlib(_) => vec!["a", "b", "c", "t"],
+            Self::Gunicorn { .. } | Self::Waitress | Self::DjangoRunserver => vec!["a", "b"],
+        }
+    }
 }
 
 /// One inbound request the client sends.
@@ -88,14 +120,13 @@ impl Rng {
 }
 
 fn make_call(server: Server, rid: String, rng: &mut Rng, kind: u64) -> Call {
-    let fastapi = matches!(server, Server::Uvicorn { .. } | Server::Hypercorn);
+    let fastapi = matches!(
+        server,
+        Server::Uvicorn { .. } | Server::Hypercorn | Server::Daphne
+    );
     if let Server::Aiohttp | Server::Unknown = server {
         let bg = server == Server::Aiohttp && rng.below(3) == 0;
-        let mut expect = if server == Server::Aiohttp {
-            vec!["a", "b", "r", "p", "m"]
-        } else {
-            vec!["h", "w1", "w2"]
-        };
+        let mut expect = server.plain_expect();
         if bg {
             expect.push("bg");
         }
@@ -108,28 +139,18 @@ fn make_call(server: Server, rid: String, rng: &mut Rng, kind: u64) -> Call {
             pool: false,
         };
     }
-    if matches!(server, Server::Stdlib(_)) {
-        return Call {
-            target: format!("/r/{rid}"),
-            rid,
-            method: "GET",
-            body: Vec::new(),
-            expect: vec!["a", "b", "c", "t"],
-            pool: false,
-        };
-    }
     let mut c = Call {
         target: format!("/r/{rid}"),
         rid,
         method: "GET",
         body: Vec::new(),
-        expect: if fastapi {
-            vec!["a", "b", "c", "t"]
-        } else {
-            vec!["a", "b"]
-        },
+        expect: server.plain_expect(),
         pool: false,
     };
+    // Apps with only the plain route.
+    if !fastapi && !matches!(server, Server::Gunicorn { .. } | Server::Waitress) {
+        return c;
+    }
     match kind {
         // Raw executor without context copy.
         0 => {
@@ -167,7 +188,7 @@ fn plan(server: Server, total: usize, rng: &mut Rng) -> Vec<Session> {
         make_call(server, format!("q{}", *n), rng, kind)
     };
     let keepalive = !matches!(server, Server::Gunicorn { gthread: false });
-    if let Server::Stdlib(_) = server {
+    if let Server::Stdlib(_) | Server::DjangoRunserver = server {
         // Singles and keep-alive sequences (its responses are not ordered for pipelining).
         while n < total {
             let k = 1 + rng.below(3) as usize;
@@ -182,12 +203,7 @@ fn plan(server: Server, total: usize, rng: &mut Rng) -> Vec<Session> {
     big.method = "POST";
     big.target = format!("/r/{}", big.rid);
     big.pool = false;
-    big.expect = match server {
-        Server::Uvicorn { .. } | Server::Hypercorn => vec!["a", "b", "c", "t"],
-        Server::Aiohttp => vec!["a", "b", "r", "p", "m"],
-        Server::Unknown => vec!["h", "w1", "w2"],
-        _ => vec!["a", "b"],
-    };
+    big.expect = server.plain_expect();
     big.body = vec![b'x'; 100_000];
     let mut first = vec![big];
     if keepalive {
@@ -343,6 +359,62 @@ fn argv(h: &Harness, server: Server) -> Vec<OsString> {
             port.into(),
             "127.0.0.1".into(),
             h.upstream_port.to_string().into(),
+        ],
+        Server::Daphne => vec![
+            h.paths.venv_bin("daphne").into(),
+            "-b".into(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.into(),
+            "attr_app:app".into(),
+        ],
+        Server::Sanic => vec![
+            h.paths.venv_bin("sanic").into(),
+            "attr_sanic_app:app".into(),
+            "--host".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            port.into(),
+            "--single-process".into(),
+            "--no-access-logs".into(),
+            "--no-motd".into(),
+        ],
+        Server::Quart => vec![
+            h.paths.venv_bin("hypercorn").into(),
+            "attr_quart_app:app".into(),
+            "--bind".into(),
+            format!("127.0.0.1:{port}").into(),
+            "--backlog".into(),
+            "512".into(),
+        ],
+        Server::DjangoAsgi => vec![
+            h.paths.venv_bin("uvicorn").into(),
+            "attr_django_app:application".into(),
+            "--host".into(),
+            "127.0.0.1".into(),
+            "--port".into(),
+            port.into(),
+            "--no-access-log".into(),
+            "--backlog".into(),
+            "512".into(),
+        ],
+        Server::DjangoRunserver => vec![
+            h.paths.venv_bin("python").into(),
+            h.paths.apps.join("attr_django_app.py").into(),
+            "runserver".into(),
+            format!("127.0.0.1:{port}").into(),
+            "--noreload".into(),
+            "--skip-checks".into(),
+        ],
+        Server::Waitress => vec![
+            h.paths.venv_bin("waitress-serve").into(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}").into(),
+            "--threads".into(),
+            "8".into(),
+            "--backlog".into(),
+            "512".into(),
+            "attr_flask_app:app".into(),
         ],
         Server::Gunicorn { gthread } => {
             let mut v: Vec<OsString> = vec![h.paths.venv_bin("gunicorn").into(), "-w".into()];
@@ -823,6 +895,63 @@ fn attr_unknown_layout() {
         "attr_unknown_layout",
         requests(),
         Expect::NoWrongExact,
+    );
+}
+
+/// Issue #18: the servers in the issue's list beyond uvicorn, hypercorn, aiohttp and gunicorn.
+/// Each runs the whole mix; what each must show is what its layout lets the kernel prove
+/// (docs/attribution.md, "Servers").
+#[test]
+fn attr_daphne() {
+    let paths = require_root!();
+    run(paths, Server::Daphne, "attr_daphne", requests(), Expect::Recall99);
+}
+
+#[test]
+fn attr_sanic() {
+    let paths = require_root!();
+    run(paths, Server::Sanic, "attr_sanic", requests(), Expect::Recall99);
+}
+
+#[test]
+fn attr_quart() {
+    let paths = require_root!();
+    run(paths, Server::Quart, "attr_quart", requests(), Expect::Recall99);
+}
+
+#[test]
+fn attr_django_asgi() {
+    let paths = require_root!();
+    run(
+        paths,
+        Server::DjangoAsgi,
+        "attr_django_asgi",
+        requests(),
+        Expect::Recall99,
+    );
+}
+
+#[test]
+fn attr_django_runserver() {
+    let paths = require_root!();
+    run(
+        paths,
+        Server::DjangoRunserver,
+        "attr_django_runserver",
+        requests(),
+        Expect::Recall99,
+    );
+}
+
+#[test]
+fn attr_waitress() {
+    let paths = require_root!();
+    run(
+        paths,
+        Server::Waitress,
+        "attr_waitress",
+        requests(),
+        Expect::Recall99,
     );
 }
 
