@@ -63,7 +63,7 @@ if ASGI:
         await dep(rid, "a")
         await asyncio.gather(dep(rid, "b"), dep(rid, "c"))
         await asyncio.to_thread(blocking_dep, rid, "t")
-        return HttpResponse(f"{rid} {len(body)}\n", content_type="text/plain")
+        return sized(f"{rid} {len(body)}\n")
 
 else:
     import requests
@@ -81,7 +81,15 @@ else:
         body = request.body
         dep(rid, "a")
         dep(rid, "b")
-        return HttpResponse(f"{rid} {len(body)}\n", content_type="text/plain")
+        return sized(f"{rid} {len(body)}\n")
+
+
+def sized(text):
+    # Django's ASGI handler streams a response without Content-Length (chunked); the test's
+    # client reads Content-Length framing, as for every other server.
+    r = HttpResponse(text, content_type="text/plain")
+    r["Content-Length"] = str(len(r.content))
+    return r
 
 
 urlpatterns = [path("r/<str:rid>", handle)]
