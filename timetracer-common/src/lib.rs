@@ -75,8 +75,8 @@ pub enum Kind {
     /// An `SSL*` was tied to a socket ([`TlsBind`]). From now on the socket's ciphertext is
     /// not copied.
     TlsBind = 10,
-    /// Python attribution stamp ([`PyStamp`]), emitted right before the data records of an
-    /// outbound socket write of a CPython process.
+    /// Python attribution stamp ([`PyStamp`]), emitted right before the data records of a
+    /// socket write (outbound request or inbound response) of a CPython process.
     PyStamp = 11,
     /// An asyncio task was created ([`PyTask`]); followed by `len` bytes of the coroutine's
     /// `__qualname__`.

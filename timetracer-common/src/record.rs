@@ -17,7 +17,7 @@
 //! | `TlsDataLost` | `SSL*` | socket or -1 | direction | first lost byte | lost bytes | – | – |
 //! | `TlsBind` | connection | socket | role | `SSL*` | – | – | – |
 //! | `Connect` | connection (0: untracked) | socket | client | – | return value | – | address |
-//! | `Accept` | connection | socket | server | – | socket (return value) | – | address |
+//! | `Accept` | connection | socket | server | listening socket | socket (return value) | – | address |
 //! | `Close` | connection | socket | – | – | – | – | – |
 //! | `Fork` | child tgid | – | – | – | – | – | – |
 //! | `Exit` | – | – | – | – | – | – | – |
@@ -257,6 +257,9 @@ pub struct Accept {
     pub conn_id: u64,
     /// The accepted socket (`accept`'s return value).
     pub fd: i32,
+    /// The listening socket it was accepted on (`accept`'s first argument): its bound address
+    /// is the connection's local address when that is not a wildcard.
+    pub listen_fd: i32,
     /// The peer, as `accept` filled it in (family 0 when the caller passed no address).
     pub addr: SockAddr,
 }
@@ -293,8 +296,8 @@ pub struct Exit {
     pub origin: Origin,
 }
 
-/// Python attribution stamp, emitted right before the data records of an outbound write of a
-/// CPython process.
+/// Python attribution stamp, emitted right before the data records of a socket write (an
+/// outbound request, or an inbound request's response) of a CPython process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PyStamp {
     pub origin: Origin,
@@ -588,7 +591,7 @@ impl EventHeader {
     /// ([`ConnEvent`]).
     #[must_use]
     #[inline(always)]
-    pub const fn accept(o: Origin, conn_id: u64, fd: i32) -> Self {
+    pub const fn accept(o: Origin, conn_id: u64, fd: i32, listen_fd: i32) -> Self {
         Self::raw(
             Kind::Accept,
             sys::ACCEPT,
@@ -596,7 +599,7 @@ impl EventHeader {
             conn_id,
             fd,
             ROLE_SERVER,
-            0,
+            listen_fd as u32 as u64,
             fd as i64,
             0,
         )
@@ -811,7 +814,10 @@ impl Record<'_> {
                 EventHeader::connect(r.origin, r.conn_id.unwrap_or(0), r.fd, r.ret),
                 &[],
             ),
-            Self::Accept(r) => (EventHeader::accept(r.origin, r.conn_id, r.fd), &[]),
+            Self::Accept(r) => (
+                EventHeader::accept(r.origin, r.conn_id, r.fd, r.listen_fd),
+                &[],
+            ),
             Self::Close(r) => (EventHeader::close(r.origin, r.conn_id, r.fd), &[]),
             Self::Fork(r) => (EventHeader::fork(r.origin, r.child), &[]),
             Self::Exit(r) => (EventHeader::exit(r.origin), &[]),
@@ -1010,6 +1016,7 @@ pub fn decode(b: &[u8]) -> Result<Record<'_>, DecodeError> {
                     origin: o,
                     conn_id: h.conn_id,
                     fd: h.fd,
+                    listen_fd: h.pos as u32 as i32,
                     addr,
                 })
             }

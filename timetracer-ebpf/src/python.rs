@@ -178,7 +178,7 @@ fn entered(ctx: u64, p: &PyProc) -> bool {
     e != 0
 }
 
-/// Emits a `PyStamp` record for an outbound write of the current thread (`write`, on `fd`)
+/// Emits a `PyStamp` record for a socket write of the current thread (`write`, on `fd`)
 /// when the process is followed.
 #[inline(always)]
 pub(crate) fn stamp(id: u64, write: StampedWrite, fd: i32) {

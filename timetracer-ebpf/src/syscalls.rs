@@ -313,7 +313,7 @@ fn on_accept_exit(id: u64, a: &Args, r: i64) {
         ssl: 0,
     };
     track_socket(sock_key(tgid, fd), &st);
-    let h = EventHeader::accept(origin(id), conn_id, fd);
+    let h = EventHeader::accept(origin(id), conn_id, fd, a.fd);
     emit_conn(h, addr);
 }
 
@@ -403,8 +403,10 @@ fn on_data_exit(id: u64, a: &Args, r: i64) {
             // SAFETY: as above.
             let conn_id = unsafe { (*s).conn_id };
             // SAFETY: as above.
-            if egress && unsafe { (*s).role } == ROLE_CLIENT {
-                // Python processes: which asyncio context wrote this (issue #7).
+            if egress {
+                // Python processes: which asyncio context wrote this — an outbound request
+                // (issue #7), or an inbound request's response: its writer is the request's
+                // root task (issue #18).
                 crate::python::stamp(id, StampedWrite::Socket { conn_id }, a.fd);
             }
             (Some((conn_id, pos)), config().max_bytes_per_syscall as u64)

@@ -78,6 +78,9 @@ counters! {
     Accepted = "accepted", Detail;
     /// Outbound connections established.
     Connected = "connected", Detail;
+    /// Connections whose local address could not be read (closed before /proc was read, and
+    /// an inbound one accepted on a wildcard-bound socket).
+    LocalAddrUnknown = "local_addr_unknown", Detail;
     /// Outbound connections that failed.
     ConnectFailed = "connect_failed", Detail;
     /// Connections that switched to TLS plaintext.

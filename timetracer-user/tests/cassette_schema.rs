@@ -15,11 +15,14 @@ use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use serde_json::{Value, json};
-use timetracer::cassette::format::{AttributionInfo, BodyEncoding, Cassette, ErrorKind};
+use timetracer::cassette::format::{
+    AttributionFacts, AttributionInfo, BodyEncoding, Cassette, ErrorKind,
+};
 use timetracer::cassette::{self, BuildOptions, Compression, Error, body_bytes, sha256_tagged};
 use timetracer::correlate::model::{
     Attribution, ConnFacts, DepCall, DepKind, ProcessInfo, RecordedRequest, Timings,
 };
+use timetracer::correlate::python::Proof;
 use timetracer::protocols::http::types::{Exchange, Framing, HttpMessage, Mark, StartLine};
 use timetracer::redact::{REDACTED, RedactionPolicy};
 
@@ -213,7 +216,17 @@ fn login_request() -> RecordedRequest {
             preexisting: false,
         },
         attribution: Attribution::Exact {
-            evidence: "asyncio",
+            evidence: "asyncio/response-writer",
+            proof: Some(Box::new(Proof {
+                tid: 4243,
+                task: 0x7f00_0000_1a00,
+                root_task: 0x7f00_0000_1000,
+                root_coro: Some("RequestHandler._handle_request".into()),
+                hops: 1,
+                request_read_ns: T0,
+                response_write_ns: T0 + 4_750_000,
+                held: false,
+            })),
         },
         timings: Timings::default(),
     };
@@ -385,7 +398,17 @@ fn json_request_with_dependency_round_trips() {
     assert_eq!(
         e.attribution,
         Some(AttributionInfo::Exact {
-            evidence: "asyncio".into()
+            evidence: "asyncio/response-writer".into(),
+            facts: Some(AttributionFacts {
+                thread: 4243,
+                task: Some("0x7f0000001a00".into()),
+                root_task: Some("0x7f0000001000".into()),
+                root_coro: Some("RequestHandler._handle_request".into()),
+                hops: Some(1),
+                request_read_ms: Some(0.0),
+                response_write_ms: Some(4.75),
+                ..AttributionFacts::default()
+            })
         })
     );
     let conn = e.connection.as_ref().unwrap();

@@ -101,6 +101,7 @@ fn every_kind(payload: &[u8]) -> Vec<Record<'_>> {
             origin: O,
             conn_id: PREEXISTING_CONN_ID_BASE | 3,
             fd: 15,
+            listen_fd: 4,
             addr: addr4([127, 0, 0, 1], 50_000),
         }),
         Record::Close(Close {
@@ -212,7 +213,7 @@ fn wire_layout_of_each_kind() {
             Record::TlsBind(_) => (78, 12, ROLE_SERVER, 0x7f00_dead_beef, 0, 0, 0),
             Record::Connect(c) if c.conn_id.is_some() => (79, 13, ROLE_CLIENT, 0, -115, 0, 0),
             Record::Connect(_) => (0, 14, ROLE_CLIENT, 0, -111, 0, 0),
-            Record::Accept(_) => (PREEXISTING_CONN_ID_BASE | 3, 15, ROLE_SERVER, 0, 15, 0, 0),
+            Record::Accept(_) => (PREEXISTING_CONN_ID_BASE | 3, 15, ROLE_SERVER, 4, 15, 0, 0),
             Record::Close(_) => (79, 13, 0, 0, 0, 0, 0),
             Record::Fork(_) => (5000, 0, 0, 0, 0, 0, 0),
             Record::Join(_) => (0x1_0000_2a31, 0, 0, 0, 0, 0, 0),
@@ -529,6 +530,7 @@ fn record(f: &Fields) -> Record<'_> {
             origin: o,
             conn_id: f.a,
             fd: f.fd,
+            listen_fd: f.ret as i32,
             addr: f.addr,
         }),
         8 => Record::Close(Close {

@@ -10,10 +10,10 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use super::format::{
-    AttributionInfo, Body, CaptureInfo, Cassette, Connection, DbSessionInfo, ErrorInfo, ErrorKind,
-    Event, EventRequest, EventResult, GENERATOR_NAME, Generator, HeaderList, JsonMap, Policies,
-    RedactionInfo, Request, Response, SCHEMA_VERSION, SamplingInfo, Session, Signature, Stats,
-    Timing, Wire,
+    AttributionFacts, AttributionInfo, Body, CaptureInfo, Cassette, Connection, DbSessionInfo,
+    ErrorInfo, ErrorKind, Event, EventRequest, EventResult, GENERATOR_NAME, Generator, HeaderList,
+    JsonMap, Policies, RedactionInfo, Request, Response, SCHEMA_VERSION, SamplingInfo, Session,
+    Signature, Stats, Timing, Wire,
 };
 use crate::correlate::model::{Attribution, ConnFacts, DepCall, DepKind, RecordedRequest, Timings};
 use crate::protocols::db::DbCall;
@@ -357,7 +357,7 @@ impl Builder<'_> {
             result,
             connection: Some(connection(&dep.conn)),
             timing: Some(timing),
-            attribution: Some(attribution_info(&dep.attribution)),
+            attribution: Some(attribution_info(&dep.attribution, t0)),
             db: None,
             session_level: false,
             wire: None,
@@ -400,7 +400,7 @@ impl Builder<'_> {
             },
             connection: Some(connection(&dep.conn)),
             timing: Some(timing),
-            attribution: Some(attribution_info(&dep.attribution)),
+            attribution: Some(attribution_info(&dep.attribution, t0)),
             db: Some(call.detail.clone()),
             session_level: call.session_level,
             wire: Some(Wire {
@@ -412,10 +412,24 @@ impl Builder<'_> {
     }
 }
 
-fn attribution_info(a: &Attribution) -> AttributionInfo {
+/// `attribution`, with the facts of the proof as offsets from the request start `t0`.
+fn attribution_info(a: &Attribution, t0: u64) -> AttributionInfo {
+    let off = |ns: u64| -> Option<f64> {
+        (ns != 0 && t0 != 0).then(|| (i128::from(ns) - i128::from(t0)) as f64 / 1e6)
+    };
     match a {
-        Attribution::Exact { evidence } => AttributionInfo::Exact {
+        Attribution::Exact { evidence, proof } => AttributionInfo::Exact {
             evidence: (*evidence).to_owned(),
+            facts: proof.as_deref().map(|p| AttributionFacts {
+                thread: p.tid,
+                task: (p.task != 0).then(|| format!("{:#x}", p.task)),
+                root_task: (p.root_task != 0).then(|| format!("{:#x}", p.root_task)),
+                root_coro: p.root_coro.as_deref().map(str::to_owned),
+                hops: (p.root_task != 0).then_some(p.hops),
+                request_read_ms: off(p.request_read_ns),
+                response_write_ms: off(p.response_write_ns),
+                held: p.held,
+            }),
         },
         Attribution::Ambiguous { reason } => AttributionInfo::Ambiguous {
             reason: (*reason).to_owned(),

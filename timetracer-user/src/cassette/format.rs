@@ -357,11 +357,84 @@ pub struct Timing {
 }
 
 /// `events[].attribution`: how sure the agent is that the call belongs to this request.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "status", rename_all = "lowercase")]
+///
+/// Read through [`RawAttribution`], not serde's internally tagged form: that form buffers the
+/// content, and with serde_json's `arbitrary_precision` (on in this workspace) a buffered number
+/// is a map, so every number in `facts` would fail to read.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "lowercase", try_from = "RawAttribution")]
 pub enum AttributionInfo {
-    Exact { evidence: String },
-    Ambiguous { reason: String },
+    Exact {
+        evidence: String,
+        /// 2.x: the facts the rule used (Python processes; absent for other rules).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        facts: Option<AttributionFacts>,
+    },
+    Ambiguous {
+        reason: String,
+    },
+}
+
+/// The flat shape `attribution` is read from (see [`AttributionInfo`]).
+#[derive(Deserialize)]
+struct RawAttribution {
+    status: String,
+    evidence: Option<String>,
+    reason: Option<String>,
+    facts: Option<AttributionFacts>,
+}
+
+impl TryFrom<RawAttribution> for AttributionInfo {
+    type Error = String;
+
+    fn try_from(raw: RawAttribution) -> Result<Self, String> {
+        match raw.status.as_str() {
+            "exact" => Ok(Self::Exact {
+                evidence: raw
+                    .evidence
+                    .ok_or("attribution: `exact` without `evidence`")?,
+                facts: raw.facts,
+            }),
+            "ambiguous" => Ok(Self::Ambiguous {
+                reason: raw
+                    .reason
+                    .ok_or("attribution: `ambiguous` without `reason`")?,
+            }),
+            other => Err(format!(
+                "attribution: unknown status `{other}` (expected `exact` or `ambiguous`)"
+            )),
+        }
+    }
+}
+
+/// `events[].attribution.facts`: what an `exact` decision rests on, so a wrong result can be
+/// diagnosed from the cassette alone. Offsets in ms from the inbound request start.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct AttributionFacts {
+    /// Thread id (kernel tid) that wrote the call's first byte.
+    pub thread: u32,
+    /// asyncio: the `Task` (Python `id()`, hex) whose context wrote the call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub task: Option<String>,
+    /// asyncio: the request's root task (wrote the response's first byte).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_task: Option<String>,
+    /// asyncio: the root task's coroutine `__qualname__`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_coro: Option<String>,
+    /// asyncio: task creations from the call's task up to the root (0: the root itself).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hops: Option<u32>,
+    /// The request's first byte was read (asyncio: the root was created after it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_read_ms: Option<f64>,
+    /// The response's first byte was written (by the root task / by the thread).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_write_ms: Option<f64>,
+    /// asyncio: a task on the chain could have been another request's root; it wrote no
+    /// response within the hold (2 s) before the decision.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub held: bool,
 }
 
 /// `policies`: what the recorder did to the data (truthful, unlike 1.0's hard-coded values).

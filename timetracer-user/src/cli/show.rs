@@ -194,7 +194,7 @@ pub fn render(c: &Cassette, path: &Path, events: bool, out: &mut dyn Write) -> s
                 size(e.result.body.as_ref())
             )?;
             match &e.attribution {
-                Some(AttributionInfo::Exact { evidence }) => {
+                Some(AttributionInfo::Exact { evidence, .. }) => {
                     writeln!(out, "     Attribution: exact ({evidence})")?
                 }
                 Some(AttributionInfo::Ambiguous { reason }) => {

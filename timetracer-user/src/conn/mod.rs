@@ -240,10 +240,10 @@ impl ConnTable {
             }
             Record::TlsBind(b) => self.on_tls_bind(&b),
             Record::Accept(a) => {
-                self.on_open(a.origin, a.conn_id, a.fd, &a.addr, Side::Server, facts);
+                self.on_open(a.origin, a.conn_id, a.fd, Some(a.listen_fd), &a.addr, facts);
             }
             Record::Connect(c) => match c.conn_id {
-                Some(id) => self.on_open(c.origin, id, c.fd, &c.addr, Side::Client, facts),
+                Some(id) => self.on_open(c.origin, id, c.fd, None, &c.addr, facts),
                 None => self.counters.inc(Counter::ConnectFailed),
             },
             Record::Close(c) => self.close(c.conn_id, c.origin.ts_ns, out),
@@ -258,19 +258,48 @@ impl ConnTable {
         }
     }
 
-    /// The process accepted (`Server`) or connected (`Client`) socket `fd`, connection
-    /// `conn_id`, with peer `addr`.
+    /// The process accepted on `listen` (`Server`) or connected (`Client`, `listen` None)
+    /// socket `fd`, connection `conn_id`, with peer `addr`.
     fn on_open(
         &mut self,
         o: Origin,
         conn_id: u64,
         fd: i32,
+        listen: Option<i32>,
         addr: &SockAddr,
-        side: Side,
         facts: &dyn ProcFacts,
     ) {
+        let side = if listen.is_some() {
+            Side::Server
+        } else {
+            Side::Client
+        };
         let remote = crate::capture::to_socket_addr(addr);
-        let local = facts.socket_addrs(o.tgid, fd).map(|(l, _)| l);
+        // /proc is read after the fact: a short-lived connection may be closed by then and
+        // its fd reused by another socket, so its answer counts only when it is provably this
+        // connection's: its peer is the one the kernel reported or, when the kernel reported
+        // none (uvloop accepts with a NULL address), its local port is the listening socket's.
+        // Failing that, an accepted connection's local address is its listening socket's bound
+        // address, unless that is a wildcard (the local IP would be a guess).
+        let listening = listen
+            .and_then(|l| facts.socket_addrs(o.tgid, l))
+            .filter(|(_, r)| r.port() == 0 && r.ip().is_unspecified())
+            .map(|(l, _)| l);
+        let same_ip = |a: SocketAddr, b: SocketAddr| a.ip().to_canonical() == b.ip().to_canonical();
+        let local = facts
+            .socket_addrs(o.tgid, fd)
+            .filter(|&(l, r)| match (remote, listening) {
+                (Some(p), _) => p.port() == r.port() && same_ip(p, r),
+                (None, Some(b)) => {
+                    l.port() == b.port() && (b.ip().is_unspecified() || same_ip(l, b))
+                }
+                (None, None) => side == Side::Client,
+            })
+            .map(|(l, _)| l)
+            .or_else(|| listening.filter(|l| !l.ip().is_unspecified()));
+        if local.is_none() {
+            self.counters.inc(Counter::LocalAddrUnknown);
+        }
         let facts = ConnFacts {
             pid: o.tgid,
             fd,

@@ -47,6 +47,7 @@ fn accept(ts_ns: u64, tgid: u32, conn_id: u64, fd: i32) -> Record<'static> {
         origin: o(ts_ns, tgid),
         conn_id,
         fd,
+        listen_fd: 3,
         addr,
     })
 }
@@ -412,4 +413,79 @@ mod merge {
             ]
         );
     }
+}
+
+/// The local address of an accepted connection: /proc's answer only when its peer is the
+/// accepted one (the fd may be reused by the time it is read); else the listening socket's
+/// bound address when that is not a wildcard; else unknown (counted).
+#[test]
+fn local_address_of_short_lived_connections() {
+    let (listen, wild) = (3, 4);
+    let mut f = FixedFacts::default();
+    // fd 5 was closed and reused by an outbound connection before /proc was read.
+    f.sockets.insert(
+        (7, 5),
+        (
+            "127.0.0.1:46872".parse().unwrap(),
+            "10.0.0.9:5432".parse().unwrap(),
+        ),
+    );
+    let any4 = "0.0.0.0:0".parse().unwrap();
+    f.sockets
+        .insert((7, listen), ("127.0.0.1:8000".parse().unwrap(), any4));
+    f.sockets
+        .insert((7, wild), ("0.0.0.0:9000".parse().unwrap(), any4));
+    let mut t = table();
+    let mut out = Vec::new();
+    let on = |listen_fd, conn_id| {
+        let Record::Accept(a) = accept(10, 7, conn_id, 5) else {
+            unreachable!()
+        };
+        Record::Accept(Accept { listen_fd, ..a })
+    };
+    t.handle(&on(listen, 1), &f, &mut out);
+    t.handle(&on(wild, 2), &f, &mut out);
+    assert_eq!(
+        t.conns[&1].facts.local,
+        Some("127.0.0.1:8000".parse().unwrap())
+    );
+    assert_eq!(t.conns[&2].facts.local, None);
+    assert_eq!(t.counters.get(Counter::LocalAddrUnknown), 1);
+    // /proc's answer is kept when its peer is the accepted one.
+    t.handle(&accept(20, 7, 3, 5), &facts(), &mut out);
+    assert_eq!(
+        t.conns[&3].facts.local,
+        Some("127.0.0.1:8000".parse().unwrap())
+    );
+    // uvloop accepts with a NULL address: no peer to check, so /proc's answer counts only when
+    // its local port is the listening socket's — here fd 5 is an outbound socket now.
+    let nameless = |listen_fd, conn_id| {
+        let Record::Accept(a) = on(listen_fd, conn_id) else {
+            unreachable!()
+        };
+        Record::Accept(Accept {
+            addr: SockAddr::default(),
+            ..a
+        })
+    };
+    t.handle(&nameless(listen, 4), &f, &mut out);
+    assert_eq!(
+        t.conns[&4].facts.local,
+        Some("127.0.0.1:8000".parse().unwrap())
+    );
+    t.handle(&nameless(wild, 5), &f, &mut out);
+    assert_eq!(t.conns[&5].facts.local, None);
+    // ...and when it is, it is this connection's.
+    f.sockets.insert(
+        (7, 5),
+        (
+            "127.0.0.1:9000".parse().unwrap(),
+            "127.0.0.1:40001".parse().unwrap(),
+        ),
+    );
+    t.handle(&nameless(wild, 6), &f, &mut out);
+    assert_eq!(
+        t.conns[&6].facts.local,
+        Some("127.0.0.1:9000".parse().unwrap())
+    );
 }

@@ -124,7 +124,8 @@ impl Inbounds {
         self.due.remove(&(r.due_ns, self.base + i as u64));
     }
 
-    /// True while some held request came from this connection.
+    /// True while some held request came from this connection (checked by the property test).
+    #[cfg(test)]
     pub(super) fn has_conn(&self, conn_id: u64) -> bool {
         self.per_conn.contains_key(&conn_id)
     }

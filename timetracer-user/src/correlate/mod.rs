@@ -26,7 +26,7 @@ use std::{
     net::SocketAddr,
 };
 
-use timetracer_common::{Record, Stdio};
+use timetracer_common::{Record, StampedWrite, Stdio};
 
 use self::model::{
     Attribution, ConnFacts, DbSession, DepCall, DepKind, ProcessInfo, RecordedRequest, Timings,
@@ -132,6 +132,8 @@ struct Outbound {
     connect_ns: u64,
     /// Python processes: the engine's decision (final unless `Wait`).
     decision: Option<python::Decision>,
+    /// Python, `decision` is `Wait`: the request it will be decided for when its hold ends.
+    held_for: Option<python::Root>,
 }
 
 impl Outbound {
@@ -170,9 +172,6 @@ pub struct Correlator {
     mono_to_unix_ns: i128,
     /// The attribution engine of CPython processes (issue #7).
     pub py: python::PyEngine,
-    /// Python processes: per server connection, the parser index of its first request whose
-    /// head arrived after the probes were effective (the engine's claim 0).
-    py_base: HashMap<u64, u64>,
     /// Counters shared with the status line and the cassette footer.
     pub counters: Counters,
 }
@@ -228,7 +227,6 @@ impl Correlator {
             closed_db: VecDeque::new(),
             mono_to_unix_ns: mono_to_unix_offset(),
             py: python::PyEngine::default(),
-            py_base: HashMap::new(),
             counters,
         }
     }
@@ -285,13 +283,18 @@ impl Correlator {
                 p.origin.tgid,
                 p.origin.tid,
                 p.origin.ts_ns,
+                match p.write {
+                    StampedWrite::Socket { conn_id } => Some(conn_id),
+                    StampedWrite::Tls { .. } => None,
+                },
                 p.ctx,
                 p.tstate,
                 p.entered,
             ),
             Record::PyTask(t) => self.py.on_task(
                 t.origin.tgid,
-                t.origin.tid,
+                t.origin.ts_ns,
+                t.task,
                 t.task_ctx,
                 t.parent_ctx,
                 std::str::from_utf8(t.qualname).unwrap_or(""),
@@ -404,6 +407,7 @@ impl Correlator {
                     facts: facts.clone(),
                     connect_ns,
                     decision: None,
+                    held_for: None,
                 });
             }
             ProtoEvent::Db(DbEvent::Session {
@@ -440,14 +444,8 @@ impl Correlator {
                 // Describe the process now, while it is alive (its cassette may be written
                 // after it exited, when /proc no longer has its command line).
                 self.refresh_process(facts.pid);
-                // Claim 0 of a connection accepted while tracing is its first request; on a
-                // connection open before the attach, the first whose head arrived after the
-                // probes became effective.
-                if self.py.runtime(facts.pid).is_some()
-                    && (!facts.preexisting || mark.ts_ns >= self.py.probes_on(facts.pid))
-                {
-                    self.py_base.entry(facts.conn_id).or_insert(index);
-                }
+                self.py
+                    .on_request_head(facts.pid, facts.conn_id, index, mark.ts_ns);
                 self.inbound
                     .push(Inbound::new(facts, index, mark.ts_ns, mark.tid));
             }
@@ -499,6 +497,7 @@ impl Correlator {
                     facts: facts.clone(),
                     connect_ns,
                     decision: None,
+                    held_for: None,
                 });
             }
             (Side::Client, HttpEvent::Exchange(ex)) => {
@@ -524,6 +523,7 @@ impl Correlator {
                         facts: facts.clone(),
                         connect_ns,
                         decision: None,
+                        held_for: None,
                     }),
                 }
             }
@@ -549,6 +549,16 @@ impl Correlator {
     /// Requests that are ready (grace period over); call after [`Self::pump`].
     pub fn take_ready(&mut self, now_ns: u64) -> Vec<RecordedRequest> {
         self.route_python(now_ns);
+        // Held Python calls (a timer's task, a task created after the response) and the
+        // request each will be decided for when its hold ends: that request waits for the
+        // decision, or the call would arrive after its cassette was written.
+        let mut held: HashMap<(u32, python::Root), u64> = HashMap::new();
+        for o in &self.outbound {
+            if let Some(root) = o.held_for {
+                let e = held.entry((o.tgid, root)).or_default();
+                *e = (*e).max(o.start_ns);
+            }
+        }
         let mut ready = Vec::new();
         for i in self.inbound.due_positions(now_ns) {
             let r = &self.inbound[i];
@@ -573,6 +583,16 @@ impl Correlator {
                 !o.complete() && o.start_ns >= r.start_ns && o.start_ns <= end
             });
             if waiting && now_ns < end.saturating_add(self.opts.max_wait_ns) {
+                continue;
+            }
+            // Bounded: only calls started within `max_wait_ns` of the response's end are
+            // waited for, each at most its hold (a periodic timer chain cannot keep the
+            // request open).
+            let held_start = held.get(&(r.tgid, (r.conn_id, r.index))).copied();
+            if held_start.is_some_and(|s| {
+                s <= end.saturating_add(self.opts.max_wait_ns)
+                    && now_ns < s.saturating_add(python::TASK_HOLD_NS)
+            }) {
                 continue;
             }
             ready.push(i);
@@ -686,9 +706,16 @@ impl Correlator {
                 continue;
             }
             if matches!(o.decision, None | Some(python::Decision::Wait)) {
-                o.decision = Some(self.py.decide(o.tgid, o.tid, o.start_ns, now_ns));
+                let (d, held_for) = self
+                    .py
+                    .decide_held(o.tgid, o.tid, o.conn_id, o.start_ns, now_ns);
+                if d != python::Decision::Wait {
+                    self.py.count(&d);
+                }
+                o.decision = Some(d);
+                o.held_for = held_for;
             }
-            let decision = o.decision.unwrap_or(python::Decision::Wait);
+            let decision = o.decision.clone().unwrap_or(python::Decision::Wait);
             if !o.complete() || decision == python::Decision::Wait {
                 k += 1;
                 continue;
@@ -699,24 +726,13 @@ impl Correlator {
                     conn,
                     index,
                     evidence,
+                    proof,
                 } => {
-                    // asyncio claims count the requests since the probes were effective.
-                    let index = if evidence == "asyncio" {
-                        match self.py_base.get(&conn) {
-                            Some(b) => b + index,
-                            None => {
-                                k += 1; // the request's head is not parsed yet
-                                continue;
-                            }
-                        }
-                    } else {
-                        index
-                    };
                     // A thread-rule decision about a request that started before the probes
                     // (attach): the thread might have been an event loop's.
                     let t_on = self.py.probes_on(tgid);
                     let latest = self.inbound.latest(conn, index);
-                    if evidence != "asyncio"
+                    if !evidence.starts_with("asyncio")
                         && t_on != 0
                         && latest.is_some_and(|j| self.inbound[j].start_ns < t_on)
                     {
@@ -734,7 +750,8 @@ impl Correlator {
                     let o = self.outbound.remove(k).expect("index checked");
                     match open {
                         Some(j) => {
-                            if let Some(d) = dep_call(o, Attribution::Exact { evidence }) {
+                            let proof = Some(Box::new(proof));
+                            if let Some(d) = dep_call(o, Attribution::Exact { evidence, proof }) {
                                 self.inbound[j].deps.push(d);
                             }
                         }
@@ -850,9 +867,6 @@ impl Correlator {
         self.traceback_writers
             .retain(|_, t| now_ns.saturating_sub(*t) < TRACEBACK_TAIL_NS);
         self.py.gc(horizon);
-        let (conns, inbound) = (&self.conns, &self.inbound);
-        self.py_base
-            .retain(|id, _| conns.contains(*id) || inbound.has_conn(*id));
         while let Some(&(id, ts)) = self.closed_db.front() {
             if ts >= horizon {
                 break;
@@ -923,15 +937,21 @@ fn decide(inbound: &inbound::Inbounds, tgid: u32, tid: u32, ts: u64) -> (Vec<usi
             on_thread,
             Attribution::Exact {
                 evidence: "sequential",
+                proof: None,
             },
         ),
-        (1, _) if distinct_threads(inbound, &open) => {
-            (on_thread, Attribution::Exact { evidence: "thread" })
-        }
+        (1, _) if distinct_threads(inbound, &open) => (
+            on_thread,
+            Attribution::Exact {
+                evidence: "thread",
+                proof: None,
+            },
+        ),
         (0, 1) => (
             open,
             Attribution::Exact {
                 evidence: "sequential",
+                proof: None,
             },
         ),
         (0, 0) => (open, Attribution::Ambiguous { reason: "no-owner" }),
@@ -1025,6 +1045,7 @@ mod exit_tests {
                 origin: o(10, 7),
                 conn_id: 1,
                 fd: 5,
+                listen_fd: 3,
                 addr: SockAddr::default(),
             }),
             data(20, false, 0, req),

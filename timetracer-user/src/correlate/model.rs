@@ -23,8 +23,12 @@ pub struct ConnFacts {
 /// How sure the agent is that a dependency call belongs to its request.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Attribution {
-    /// Proven; `evidence` says by which rule (`thread`, `sequential`, `asyncio`, ...).
-    Exact { evidence: &'static str },
+    /// Proven; `evidence` says by which rule (`thread`, `sequential`,
+    /// `asyncio/response-writer`, ...), `proof` the facts it used (Python processes).
+    Exact {
+        evidence: &'static str,
+        proof: Option<Box<super::python::Proof>>,
+    },
     /// Not provable; `reason` says why (`concurrent-requests`, `no-owner`, ...).
     Ambiguous { reason: &'static str },
 }

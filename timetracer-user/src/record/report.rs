@@ -81,6 +81,8 @@ pub struct Summary {
     pub python_probes: Vec<(&'static str, u64)>,
     /// CPython attribution engine: tasks, roots, context copies, stamps.
     pub python_engine: [u64; 4],
+    /// CPython attribution engine: how often each rule decided a call.
+    pub python_rules: Vec<(String, u64)>,
 }
 
 impl Summary {
@@ -125,6 +127,17 @@ impl Summary {
                 py.join(", "),
             ));
         }
+        if !self.python_rules.is_empty() {
+            let rules: Vec<String> = self
+                .python_rules
+                .iter()
+                .map(|(k, n)| format!("{k}={n}"))
+                .collect();
+            out.push(format!(
+                "timetracer-agent: python rules: {}",
+                rules.join(", ")
+            ));
+        }
         let agent: Vec<String> = Counter::ALL
             .iter()
             .filter(|k| k.group() != Group::Total)
@@ -155,6 +168,7 @@ mod tests {
             kernel_drops: kernel.clone(),
             python_probes: Vec::new(),
             python_engine: [0; 4],
+            python_rules: Vec::new(),
         };
         format!(
             "{}\n{:?}\n{:?}\n{}",
@@ -218,6 +232,7 @@ mod tests {
             kernel_drops: kernel.clone(),
             python_probes: vec![("task", 0)],
             python_engine: [0; 4],
+            python_rules: Vec::new(),
         };
         assert_eq!(
             summary.lines(),

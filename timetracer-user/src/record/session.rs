@@ -278,6 +278,7 @@ impl Session {
             kernel_drops: self.capture.drops(),
             python_probes: self.capture.py_hits(),
             python_engine: [py.tasks, py.roots, py.copies, py.stamps],
+            python_rules: py.rules.iter().map(|(k, n)| (k.clone(), *n)).collect(),
         }
     }
 }

@@ -705,7 +705,9 @@ fn event_view(e: &Event, scale: f64) -> EventView {
         ));
     }
     let (ambiguous, attribution) = match &e.attribution {
-        Some(AttributionInfo::Exact { evidence }) => (false, Some(format!("exact ({evidence})"))),
+        Some(AttributionInfo::Exact { evidence, .. }) => {
+            (false, Some(format!("exact ({evidence})")))
+        }
         Some(AttributionInfo::Ambiguous { reason }) => (true, Some(format!("ambiguous: {reason}"))),
         None => (false, None),
     };

@@ -7,7 +7,7 @@
 //! at most `LARGE_CHUNK` bytes (each stamped with its own time, the last one flagged), the
 //! per-syscall capture cap with its loss record (socket data: `DataLost`, TLS plaintext:
 //! `TlsDataLost`), `TlsData` records whose `fd` is -1 until the `SSL*` is tied, and the
-//! `PyStamp` that precedes an outbound write of a followed CPython process.
+//! `PyStamp` that precedes a socket write of a followed CPython process.
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
@@ -138,6 +138,7 @@ impl Script {
             origin,
             conn_id,
             fd,
+            listen_fd: 3,
             addr: sockaddr(peer),
         }));
         Sock { fd, conn_id }
@@ -187,10 +188,10 @@ impl Script {
         self.socket_io(t, s, true, sys::SENDTO, bytes);
     }
 
-    /// A socket write of a server connection (responses are not stamped: only client
-    /// sockets are).
+    /// A socket write of a server connection: stamped like any write (its writer is the
+    /// request's root task, issue #18).
     pub(crate) fn respond(&mut self, t: Thread, s: Sock, bytes: &[u8]) {
-        self.socket_io(t, s, true, sys::SENDTO, bytes);
+        self.write(t, s, bytes);
     }
 
     fn socket_io(&mut self, t: Thread, s: Sock, egress: bool, syscall: u32, bytes: &[u8]) {

@@ -71,6 +71,7 @@ pub(crate) fn http_event(eid: u64, start: f64, dur: f64, url: &str, status: i64)
         },
         attribution: Some(AttributionInfo::Exact {
             evidence: "thread".into(),
+            facts: None,
         }),
         ..Event::default()
     }
@@ -91,6 +92,7 @@ pub(crate) fn sql_event(eid: u64, start: f64, dur: f64, sql: &str) -> Event {
         db: Some(json!({"sql": sql, "params": ["42"], "command_tag": "SELECT 1"})),
         attribution: Some(AttributionInfo::Exact {
             evidence: "thread".into(),
+            facts: None,
         }),
         ..Event::default()
     }

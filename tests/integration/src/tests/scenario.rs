@@ -248,6 +248,8 @@ pub(crate) struct Harness {
     /// Port the test client connects to (the app, or the tunnel in front of it).
     pub(crate) client_port: u16,
     tunnel: Option<ProcGuard>,
+    /// More environment for the app (database servers' `PG_*`, `REDIS_*`, ...).
+    pub(crate) extra_env: Vec<(String, String)>,
 }
 
 impl Harness {
@@ -298,6 +300,7 @@ impl Harness {
             upstream_tls,
             app_tls: false,
             client_port: app_port,
+            extra_env: Vec::new(),
             tunnel: None,
         }
     }
@@ -363,6 +366,9 @@ impl Harness {
             .env("UPSTREAM_URL", self.upstream_url(""));
         if let Some(p) = &self.pki {
             cmd.env("UPSTREAM_CA", &p.ca);
+        }
+        for (k, v) in &self.extra_env {
+            cmd.env(k, v);
         }
     }
 

@@ -124,6 +124,7 @@ pub fn upgrade(mut c: Cassette) -> Cassette {
         e.timing.get_or_insert_with(Timing::default);
         e.attribution.get_or_insert_with(|| AttributionInfo::Exact {
             evidence: "python-contextvar".to_owned(),
+            facts: None,
         });
         e.signature.url.get_or_insert_with(String::new);
     }
