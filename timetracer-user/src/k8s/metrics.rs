@@ -43,6 +43,8 @@ pub struct Shared {
     /// Selected pods and followed container cgroups now.
     pub attached_pods: AtomicU64,
     pub attached_containers: AtomicU64,
+    /// Pods of this node the watcher reported (selected or not) and not deleted.
+    pub known_pods: AtomicU64,
     /// Requests of no selected pod (their process's cgroup names no selected container).
     pub unattributed: AtomicU64,
     /// Watch errors after which kube's watcher re-established the watch.
@@ -69,6 +71,7 @@ impl Default for Shared {
             pods: Mutex::default(),
             attached_pods: AtomicU64::new(0),
             attached_containers: AtomicU64::new(0),
+            known_pods: AtomicU64::new(0),
             unattributed: AtomicU64::new(0),
             watch_restarts: AtomicU64::new(0),
             watch_relists: AtomicU64::new(0),
@@ -220,6 +223,18 @@ impl Shared {
                 "Container cgroups followed.",
                 "gauge",
                 load(&self.attached_containers),
+            ),
+            (
+                "timetracer_k8s_known_pods",
+                "Pods of this node known from the API server (selected or not).",
+                "gauge",
+                load(&self.known_pods),
+            ),
+            (
+                "timetracer_k8s_known_containers",
+                "Container ids held for selected pods (released ones for a grace period).",
+                "gauge",
+                self.containers.read().map_or(0, |m| m.len() as u64),
             ),
             (
                 "timetracer_unattributed_requests_total",

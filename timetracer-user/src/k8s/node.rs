@@ -368,16 +368,13 @@ impl Pods {
         self.shared
             .attached_containers
             .store(self.cgroups.dirs().len() as u64, Ordering::Relaxed);
+        self.shared
+            .known_pods
+            .store(self.pods.len() as u64, Ordering::Relaxed);
         let drops = seeder.kernel_drops();
         if let Ok(mut k) = self.shared.kernel_drops.lock() {
             *k = drops;
         }
-    }
-
-    /// Pod states held (for the leak test: released pods are freed).
-    #[must_use]
-    pub fn held(&self) -> (usize, usize) {
-        (self.pods.len(), self.releasing.len())
     }
 }
 

@@ -68,9 +68,11 @@ impl Seeder<'_> {
         self.session.capture.remove_cgroup(id);
     }
 
-    /// Stops tracing `pid` (it left the target: node mode's pod was released).
+    /// Stops tracing `pid` (it left the target: node mode's pod was released); the correlator
+    /// ends it as if it had exited.
     pub fn remove_process(&mut self, pid: u32) {
         self.session.capture.remove_target(pid);
+        self.session.correlator.release_process(pid);
     }
 
     /// The recording's counters (node mode's `/metrics`).
