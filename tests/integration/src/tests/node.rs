@@ -275,7 +275,10 @@ fn node_mode() {
                     &format!("127.0.0.1:{metrics_port}"),
                 ],
             );
-            c.env("TIMETRACER_LOG", "info,timetracer::k8s=debug");
+            c.env(
+                "TIMETRACER_LOG",
+                "info,timetracer::k8s=debug,timetracer::correlate=debug",
+            );
             c.env_remove("KUBECONFIG");
             c
         },
@@ -342,6 +345,19 @@ fn node_mode() {
     late_app
         .wait_for_port(late_port, Duration::from_secs(60))
         .expect("late app");
+    // Traced from its first syscall after exec: the kernel added it (a Join record), not a
+    // rescan.
+    let joined = format!("pid={}", late_app.pid());
+    if !agent
+        .stderr_text()
+        .lines()
+        .any(|l| l.contains("joined by exec") && l.contains(&joined))
+    {
+        errs.push(format!(
+            "the late pod's process (pid {}) was not added by the kernel at exec",
+            late_app.pid()
+        ));
+    }
     for ep in ["pg/select", "redis/basic"] {
         let t = format!("/{ep}?req=late-{}", ep.replace('/', "-"));
         assert_eq!(get(late_port, &t).status, 200, "late app {t}");
