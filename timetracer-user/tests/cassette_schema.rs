@@ -139,6 +139,7 @@ fn recorded(inbound: Exchange, deps: Vec<DepCall>, traceback: Option<&str>) -> R
             exe: "/usr/bin/python3.11".into(),
             python_version: Some("3.11.7".into()),
             framework: Some("uvicorn".into()),
+            cgroup: None,
         },
         inbound,
         conn: inbound_conn(),
@@ -437,6 +438,30 @@ fn json_request_with_dependency_round_trips() {
         !text.contains("hunter2") && !text.contains("tok-123") && !text.contains("Bearer secret")
     );
     assert!(!text.contains("\"r1\"") && !text.contains("sid=abc"));
+}
+
+/// Node mode's `session.k8s` validates, round-trips, and puts the file under its pod.
+#[test]
+fn k8s_facts_validate_and_name_the_directory() {
+    let mut c = cassette::build(&login_request(), &BuildOptions::default());
+    c.session.k8s = Some(cassette::format::K8s {
+        namespace: "shop".into(),
+        pod: "api-7d9f".into(),
+        pod_uid: "0b7c5a3e-1d2f-4a6b-8c9d-0e1f2a3b4c5d".into(),
+        container: "web".into(),
+        node: "node-1".into(),
+        labels: [("app".to_owned(), "api".to_owned())].into(),
+    });
+    let (d, path) = round_trip(&c, Compression::None);
+    let rel = path.strip_prefix(d.path()).unwrap();
+    assert!(rel.starts_with("shop/api-7d9f/"), "{}", rel.display());
+    let doc: Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    assert_eq!(doc["session"]["k8s"]["labels"]["app"], "api");
+    assert_eq!(doc["session"]["k8s"]["container"], "web");
+    // Without it the key is absent (not null).
+    let plain = cassette::build(&login_request(), &BuildOptions::default());
+    let text = serde_json::to_string(&plain).unwrap();
+    assert!(!text.contains("\"k8s\""), "{text}");
 }
 
 #[test]

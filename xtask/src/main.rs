@@ -148,6 +148,8 @@ const APT_PACKAGES: &[&str] = &[
     // Headless browser and its WebDriver for the UI tests (timeline, dashboard, serve).
     "chromium",
     "chromium-driver",
+    // `promtool check metrics` for node mode's /metrics (the test never starts the server).
+    "prometheus",
 ];
 
 /// End-to-end tests excluded from `cargo xtask test`, each with the reason printed at run time.

@@ -26,6 +26,7 @@ use hyper_util as _;
 use tokio as _;
 
 pub mod dbservers;
+pub mod fakeapi;
 pub mod prereq;
 pub mod util;
 

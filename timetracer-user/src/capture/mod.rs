@@ -386,6 +386,16 @@ impl Capture {
         })
     }
 
+    /// Stops tracing a process (node mode: its pod was deleted or is no longer selected; best
+    /// effort: a process that already exited is no longer in the set).
+    pub fn remove_target(&mut self, tgid: u32) {
+        if let Some(map) = self.ebpf.map_mut(MAP_TARGETS)
+            && let Ok(mut m) = HashMap::<_, u32, u32>::try_from(map)
+        {
+            let _ = m.remove(&tgid);
+        }
+    }
+
     /// Traces every process that calls `exec` in the cgroup v2 whose id is `cgroup` (node mode;
     /// processes already in it are added with [`Self::add_target`]).
     pub fn add_cgroup(&mut self, cgroup: u64) -> Result<(), LoadError> {

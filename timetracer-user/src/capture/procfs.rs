@@ -247,7 +247,11 @@ pub fn process_info(pid: u32) -> ProcessInfo {
     let cwd = fs::read_link(format!("/proc/{pid}/cwd"))
         .ok()
         .map(|p| p.to_string_lossy().into_owned());
+    let cgroup = fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .ok()
+        .and_then(|c| crate::k8s::cgroup::v2_path(&c).map(str::to_owned));
     ProcessInfo {
+        cgroup,
         cwd,
         pid,
         python_version: python_version(&exe, &maps),

@@ -193,6 +193,7 @@ impl Builder<'_> {
                 pid: Some(p.pid),
                 cmdline: Some(p.cmdline.clone()),
                 cwd: p.cwd.clone(),
+                k8s: None,
             },
             request,
             response,

@@ -94,6 +94,28 @@ pub struct Session {
     /// Its working directory (2.0; `replay` starts the recorded command there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
+    /// The Kubernetes pod and container the process ran in (node mode; omitted elsewhere).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k8s: Option<K8s>,
+}
+
+/// `session.k8s`: where in the cluster the request was served (`timetracer-agent node`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct K8s {
+    pub namespace: String,
+    pub pod: String,
+    /// `metadata.uid` of the pod.
+    #[serde(default)]
+    pub pod_uid: String,
+    /// The container's name in the pod spec.
+    #[serde(default)]
+    pub container: String,
+    /// The node (`spec.nodeName`).
+    #[serde(default)]
+    pub node: String,
+    /// The pod's labels when the request was recorded.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// `request`: the inbound request as the app received it.

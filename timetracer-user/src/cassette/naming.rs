@@ -1,4 +1,5 @@
-//! File naming: `YYYY-MM-DD/METHOD__route__id8.json[.zst]`, like the Python tool.
+//! File naming: `YYYY-MM-DD/METHOD__route__id8.json[.zst]`, like the Python tool; in node mode
+//! (`session.k8s`) under `NAMESPACE/POD/`.
 use std::path::PathBuf;
 
 use super::format::Cassette;
@@ -90,7 +91,9 @@ pub fn id8(id: &str) -> String {
     }
 }
 
-/// Relative path of a cassette inside the cassette directory.
+/// Relative path of a cassette inside the cassette directory:
+/// `[NAMESPACE/POD/]YYYY-MM-DD/METHOD__route__id8.json[.zst]` (the pod's directories when the
+/// cassette carries `session.k8s`).
 #[must_use]
 pub fn relative_path(c: &Cassette, compression: Compression) -> PathBuf {
     let name = format!(
@@ -100,7 +103,35 @@ pub fn relative_path(c: &Cassette, compression: Compression) -> PathBuf {
         id8(&c.session.id),
         compression.extension()
     );
-    PathBuf::from(date_dir(&c.session.recorded_at)).join(name)
+    let mut p = PathBuf::new();
+    if let Some(k) = &c.session.k8s {
+        p.push(k8s_component(&k.namespace));
+        p.push(k8s_component(&k.pod));
+    }
+    p.push(date_dir(&c.session.recorded_at));
+    p.join(name)
+}
+
+/// A namespace or pod name as a directory: Kubernetes names are DNS labels/subdomains
+/// (lowercase letters, digits, `-`, `.`), kept as they are; anything else (a hand-made
+/// cassette) becomes `_`, and `.`/`..`/empty become `_`, so no path can escape the directory.
+fn k8s_component(name: &str) -> String {
+    let s: String = name
+        .chars()
+        .take(253)
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    if s.is_empty() || s.chars().all(|c| c == '.') {
+        "_".to_owned()
+    } else {
+        s
+    }
 }
 
 #[cfg(test)]
@@ -132,5 +163,31 @@ mod tests {
         assert_eq!(date_dir("yesterday"), "undated");
         assert_eq!(id8("e92ca5c8-474d-408a-82e3-0a1420f6e065"), "e92ca5c8");
         assert_eq!(id8("../../"), "00000000");
+    }
+
+    #[test]
+    fn pods_get_their_directories() {
+        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/cassettes/ours/POST__login_caf__e92ca5c8.json");
+        let mut c = crate::cassette::read(&fixture).unwrap();
+        c.request.method = "GET".into();
+        c.request.path = "/users/42".into();
+        c.session.recorded_at = "2026-12-07T10:00:00.000000+00:00".into();
+        assert_eq!(
+            relative_path(&c, Compression::None),
+            PathBuf::from("2026-12-07/GET__users_42__e92ca5c8.json")
+        );
+        c.session.k8s = Some(crate::cassette::format::K8s {
+            namespace: "shop".into(),
+            pod: "api-7d9f-x2x".into(),
+            ..Default::default()
+        });
+        assert_eq!(
+            relative_path(&c, Compression::Zstd),
+            PathBuf::from("shop/api-7d9f-x2x/2026-12-07/GET__users_42__e92ca5c8.json.zst")
+        );
+        assert_eq!(k8s_component(".."), "_");
+        assert_eq!(k8s_component(""), "_");
+        assert_eq!(k8s_component("a/../b"), "a_.._b");
     }
 }

@@ -57,6 +57,17 @@ pub enum Command {
         #[arg(last = true, required = true, value_name = "CMD")]
         cmd: Vec<OsString>,
     },
+    /// Kubernetes node mode (a DaemonSet): record the selected pods of this node, including
+    /// pods started later, until SIGTERM. Cassettes go to `OUT/NAMESPACE/POD/YYYY-MM-DD/`
+    /// and carry the pod's facts (`session.k8s`).
+    ///
+    /// Example: timetracer-agent node -n shop -l 'app=api,tier in (web,edge),!canary' --out /var/lib/timetracer
+    Node {
+        #[command(flatten)]
+        node: super::node::NodeArgs,
+        #[command(flatten)]
+        opts: RecordArgs,
+    },
     /// Replay cassettes: run the unmodified app with every dependency answered from the
     /// recording, send the recorded requests, and say what changed.
     ///
@@ -104,6 +115,7 @@ pub fn main() -> ExitCode {
         Command::Record { opts, cmd } => {
             opts.plan(cfg.clone()).and_then(|p| launch(&cmd, &p, &cfg))
         }
+        Command::Node { node, opts } => super::node::run(&node, &opts, cfg),
         Command::Replay(args) => return super::replay::replay(&args),
         Command::ReplayServer(args) => super::replay::server(&args),
     };
@@ -168,6 +180,43 @@ mod tests {
             .is_err()
         );
         assert!(Cli::try_parse_from(["timetracer-agent", "record"]).is_err());
+        let c = Cli::try_parse_from([
+            "timetracer-agent",
+            "node",
+            "-n",
+            "shop,pay",
+            "-n",
+            "ops",
+            "-l",
+            "app=api,tier in (web,edge),!canary",
+            "--node-name",
+            "n1",
+            "--out",
+            "/tmp/x",
+            "--sample-rate",
+            "0.5",
+        ])
+        .unwrap();
+        let Command::Node { node, opts } = c.command else {
+            panic!("node");
+        };
+        let o = node.options().unwrap();
+        assert_eq!(o.selection.namespaces, ["ops", "pay", "shop"]);
+        assert_eq!(o.node, "n1");
+        assert_eq!(
+            o.metrics_addr.to_string(),
+            super::super::node::DEFAULT_METRICS_ADDR
+        );
+        assert_eq!(opts.sample_rate, Some(0.5));
+        let bad = Cli::try_parse_from(["timetracer-agent", "node", "-l", "tier in web"]).unwrap();
+        let Command::Node { node, .. } = bad.command else {
+            panic!("node");
+        };
+        let e = node.options().unwrap_err().to_string();
+        assert!(
+            e.contains("character 9") && e.contains("expected `(`"),
+            "{e}"
+        );
         assert!(
             Cli::try_parse_from([
                 "timetracer-agent",

@@ -172,7 +172,12 @@ extern "C" fn on_signal(sig: libc::c_int) {
     }
 }
 
-fn install_signal_handlers() -> anyhow::Result<()> {
+/// Set by SIGINT / SIGTERM: the recording flushes and stops.
+pub(super) fn stop_flag() -> &'static AtomicBool {
+    &STOP
+}
+
+pub(super) fn install_signal_handlers() -> anyhow::Result<()> {
     use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
     let act = SigAction::new(
         SigHandler::Handler(on_signal),
@@ -201,7 +206,7 @@ fn sinks(
     Chain::standard(plan, Outputs { save, s3, live })
 }
 
-fn print_summary(summary: &Summary) {
+pub(super) fn print_summary(summary: &Summary) {
     for line in summary.lines() {
         eprintln!("{line}");
     }

@@ -233,7 +233,24 @@ impl Correlator {
 
     /// Records what /proc says about a traced process.
     pub fn add_process(&mut self, info: ProcessInfo) {
+        // Traced again after a release (node mode: its pod was selected again).
+        self.exited.remove(&info.pid);
         self.processes.insert(info.pid, info);
+    }
+
+    /// A live process left the target set (node mode released its pod): no record will come
+    /// for it any more, so it ends as if it had exited: its connections close and it is
+    /// forgotten once its requests are written.
+    pub fn release_process(&mut self, pid: u32) {
+        if !self.processes.contains_key(&pid) {
+            return;
+        }
+        let origin = timetracer_common::Origin {
+            ts_ns: monotonic_ns(),
+            tgid: pid,
+            tid: pid,
+        };
+        self.handle(Record::Exit(timetracer_common::Exit { origin }));
     }
 
     /// Registers a connection that was open before tracing started.

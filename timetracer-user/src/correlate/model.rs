@@ -94,6 +94,10 @@ pub struct ProcessInfo {
     pub python_version: Option<String>,
     /// `uvicorn`, `gunicorn`, `flask`, ... guessed from the command line / loaded modules.
     pub framework: Option<String>,
+    /// Its cgroup v2 path (`/proc/PID/cgroup`), read with the rest while it is alive: node
+    /// mode finds the container and pod from it, also for a process gone by the time its
+    /// request is written.
+    pub cgroup: Option<String>,
 }
 
 /// One inbound request with everything attributed to it.

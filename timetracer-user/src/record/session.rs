@@ -28,7 +28,7 @@ const WRITER_QUEUE: usize = 1024;
 pub(crate) struct Session {
     pub(super) capture: Capture,
     pub(super) correlator: Correlator,
-    counters: Counters,
+    pub(super) counters: Counters,
     writer: Option<JoinHandle<()>>,
     tx: Option<SyncSender<RecordedRequest>>,
     /// The live view's feed for counter snapshots.

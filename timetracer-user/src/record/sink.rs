@@ -42,6 +42,9 @@ pub struct Finished {
     pub fate: Fate,
     /// Where the cassette was written, once it was.
     pub written: Option<PathBuf>,
+    /// Node mode: the pod and container that served it (`session.k8s`, the cassette's
+    /// `NAMESPACE/POD/` directory); set before the cassette is built.
+    pub pod: Option<crate::k8s::metrics::Attached>,
     cassette: Option<Cassette>,
 }
 
@@ -52,21 +55,34 @@ impl Finished {
             request,
             fate: Fate::Store,
             written: None,
+            pod: None,
             cassette: None,
         }
     }
 
+    fn build(&self, build: &BuildOptions) -> Cassette {
+        let mut c = cassette::build(&self.request, build);
+        if let Some(a) = &self.pod {
+            c.session.k8s = Some(a.pod.cassette(&a.container));
+        }
+        c
+    }
+
     /// The cassette, built on first use (redacted, bodies capped).
     pub fn cassette(&mut self, build: &BuildOptions) -> &Cassette {
-        self.cassette
-            .get_or_insert_with(|| cassette::build(&self.request, build))
+        let c = match self.cassette.take() {
+            Some(c) => c,
+            None => self.build(build),
+        };
+        self.cassette.insert(c)
     }
 
     /// The cassette, moved out (for the last sink that needs it).
     pub fn take_cassette(&mut self, build: &BuildOptions) -> Cassette {
-        self.cassette
-            .take()
-            .unwrap_or_else(|| cassette::build(&self.request, build))
+        match self.cassette.take() {
+            Some(c) => c,
+            None => self.build(build),
+        }
     }
 
     /// The request's path, without the query.
@@ -258,7 +274,7 @@ impl Sample {
 
 /// A uniform number in [0, 1): 53 of the random bits of a v4 UUID (the OS's randomness;
 /// sampling needs no more).
-fn random_unit() -> f64 {
+pub(crate) fn random_unit() -> f64 {
     // The low 64 bits of a v4 UUID hold the 2 variant bits at the top, then 62 random bits.
     let bits = uuid::Uuid::new_v4().as_u128() as u64 & ((1 << 53) - 1);
     bits as f64 / (1u64 << 53) as f64
@@ -461,7 +477,7 @@ impl Sink for Live {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::sync::{Arc, Mutex, mpsc};
 
     use super::*;
@@ -487,7 +503,8 @@ mod tests {
         }
     }
 
-    fn finished(target: &str, status: Option<u16>) -> Finished {
+    /// A finished request for `target` answered with `status` (none: no response).
+    pub(crate) fn finished(target: &str, status: Option<u16>) -> Finished {
         Finished::new(RecordedRequest {
             id: uuid::Uuid::new_v4(),
             process: ProcessInfo::default(),

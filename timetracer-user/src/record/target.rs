@@ -67,6 +67,24 @@ impl Seeder<'_> {
     pub fn remove_cgroup(&mut self, id: u64) {
         self.session.capture.remove_cgroup(id);
     }
+
+    /// Stops tracing `pid` (it left the target: node mode's pod was released); the correlator
+    /// ends it as if it had exited.
+    pub fn remove_process(&mut self, pid: u32) {
+        self.session.capture.remove_target(pid);
+        self.session.correlator.release_process(pid);
+    }
+
+    /// The recording's counters (node mode's `/metrics`).
+    #[must_use]
+    pub fn counters(&self) -> crate::telemetry::Counters {
+        self.session.counters.clone()
+    }
+
+    /// The kernel's drop counters now: (reason, events, bytes).
+    pub fn kernel_drops(&mut self) -> super::report::KernelDrops {
+        self.session.capture.drops()
+    }
 }
 
 /// `pid 1234 (uvicorn app:app --port 8000)`.
@@ -338,6 +356,65 @@ impl Cgroups {
             seen: std::collections::HashSet::new(),
             last_scan: None,
         })
+    }
+
+    /// No directory yet (node mode adds and removes them as pods come and go); checks that
+    /// the cgroup v2 hierarchy is mounted.
+    pub fn empty() -> Result<Self, Error> {
+        crate::k8s::cgroup::host_v2_mount().map_err(Error::CgroupFs)?;
+        Ok(Self {
+            dirs: Vec::new(),
+            followed: std::collections::HashMap::new(),
+            seen: std::collections::HashSet::new(),
+            last_scan: None,
+        })
+    }
+
+    /// The directories followed.
+    #[must_use]
+    pub fn dirs(&self) -> &[std::path::PathBuf] {
+        &self.dirs
+    }
+
+    /// Follows `dir` (and the cgroups below it) from the next poll on.
+    pub fn add_dir(&mut self, dir: std::path::PathBuf) {
+        if !self.dirs.contains(&dir) {
+            self.dirs.push(dir);
+            // Seed it at the next poll, not up to a second later.
+            self.last_scan = None;
+        }
+    }
+
+    /// Stops following `dir`: its cgroups leave the kernel's `TARGET_CGROUPS` and the
+    /// processes in them leave `TARGETS` (a released pod whose processes still run).
+    pub fn remove_dir(&mut self, dir: &Path, seeder: &mut Seeder<'_>) {
+        let Some(i) = self.dirs.iter().position(|d| d == dir) else {
+            return;
+        };
+        self.dirs.remove(i);
+        let mut gone = std::collections::HashMap::new();
+        walk_cgroups(dir, &mut gone);
+        for (id, d) in &gone {
+            for pid in std::fs::read_to_string(d.join("cgroup.procs"))
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| l.trim().parse::<u32>().ok())
+            {
+                seeder.remove_process(pid);
+                self.seen.remove(&pid);
+            }
+            if self.followed.remove(id).is_some() {
+                seeder.remove_cgroup(*id);
+            }
+        }
+        // Cgroups already deleted are no longer walkable: forget what was under the path.
+        self.followed.retain(|id, d| {
+            let keep = !d.starts_with(dir);
+            if !keep {
+                seeder.remove_cgroup(*id);
+            }
+            keep
+        });
     }
 
     /// Follows new cgroups, adds new processes and forgets removed cgroups.

@@ -60,6 +60,7 @@ fn process(pid: u32, cmdline: &[&str], framework: &str) -> ProcessInfo {
         exe: "/usr/bin/python3.12".to_owned(),
         python_version: Some("3.12".to_owned()),
         framework: Some(framework.to_owned()),
+        cgroup: None,
     }
 }
 

@@ -9,6 +9,7 @@ mod concurrency;
 mod config;
 mod db;
 mod ebpf_log;
+mod node;
 mod privilege;
 mod record;
 mod redact;

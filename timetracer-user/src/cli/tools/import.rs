@@ -267,6 +267,7 @@ pub fn from_har(har: &Value, service: &str) -> anyhow::Result<Vec<Cassette>> {
                 pid: Some(0),
                 cmdline: Some(Vec::new()),
                 cwd: None,
+                k8s: None,
             },
             request: Request {
                 method: req
