@@ -106,6 +106,14 @@ pub const KEYS: &[Key] = &[
         help: "compression of written cassettes (agent, import, s3 download keeps the original)",
     },
     Key {
+        name: "encrypt_to",
+        env: "TIMETRACER_ENCRYPT_TO",
+        default: None,
+        kind: Kind::Str,
+        used_by: "agent",
+        help: "encrypt cassettes for these age recipients (age1…, or files of them; comma-separated)",
+    },
+    Key {
         name: "sample_rate",
         env: "TIMETRACER_SAMPLE_RATE",
         default: Some("1.0"),

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 
 pub mod body;
 pub mod build;
+pub mod crypt;
 pub mod format;
 pub mod naming;
 pub mod reader;
@@ -25,7 +26,7 @@ pub use body::{body_bytes, sha256_tagged};
 pub use build::{BuildOptions, build};
 pub use format::Cassette;
 pub use reader::read;
-pub use writer::{Compression, write};
+pub use writer::{Compression, write, write_sealed};
 
 /// Cassette I/O errors; every variant names the file.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +57,12 @@ pub enum Error {
         format: &'static str,
         #[source]
         source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    Encrypted {
+        path: PathBuf,
+        #[source]
+        source: crypt::OpenError,
     },
     #[error("{}: larger than {limit} bytes once decompressed", path.display())]
     TooLarge { path: PathBuf, limit: u64 },

@@ -1,13 +1,13 @@
-//! Cassette reader: plain, gzip or zstd (detected by magic bytes), schema 2.x and the Python
-//! tool's 1.0 / 0.1, through size-capped decoders.
+//! Cassette reader: plain, gzip or zstd, any of them age-encrypted (detected by magic bytes),
+//! schema 2.x and the Python tool's 1.0 / 0.1, through size-capped decoders.
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
 use serde::Deserialize;
 
-use super::Error;
 use super::format::Cassette;
+use super::{Error, crypt};
 
 /// Largest decompressed (or plain) cassette accepted.
 pub const MAX_CASSETTE_BYTES: u64 = 256 * 1024 * 1024;
@@ -18,37 +18,68 @@ const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
 /// Schema versions this reader understands (`2.x` minor versions are accepted too).
 pub const SUPPORTED: &[&str] = &["0.1", "1.0", "2.0"];
 
-/// Read a cassette file (`.json`, `.json.gz`, `.json.zst`).
+/// Read a cassette file (`.json`, `.json.gz`, `.json.zst`, each optionally `.age`).
 pub fn read(path: &Path) -> Result<Cassette, Error> {
     let bytes = read_decompressed(path, MAX_CASSETTE_BYTES)?;
     parse(path, &bytes)
 }
 
-/// Read and decompress a file, failing with [`Error::TooLarge`] past `limit` bytes.
+/// Read, decrypt and decompress a file, failing with [`Error::TooLarge`] past `limit` bytes.
 pub fn read_decompressed(path: &Path, limit: u64) -> Result<Vec<u8>, Error> {
     let read_err = |source| Error::Read {
         path: path.to_path_buf(),
         source,
     };
-    let mut file = BufReader::new(File::open(path).map_err(read_err)?);
-    let mut magic = [0u8; 4];
+    let file = BufReader::new(File::open(path).map_err(read_err)?);
+    let (magic, raw) = sniff(file).map_err(read_err)?;
+    if magic.starts_with(crypt::MAGIC) {
+        let plain = crypt::open(raw).map_err(|source| Error::Encrypted {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let (magic, plain) = sniff(BufReader::new(plain)).map_err(|source| Error::Decompress {
+            path: path.to_path_buf(),
+            format: "age",
+            source,
+        })?;
+        return decode(path, &magic, plain, limit, "age");
+    }
+    decode(path, &magic, raw, limit, "plain")
+}
+
+/// The first bytes of `r` (enough for every magic number) and a reader that still yields them.
+fn sniff<R: Read>(mut r: R) -> std::io::Result<(Vec<u8>, impl Read)> {
+    let mut magic = vec![0u8; crypt::MAGIC.len()];
     let mut n = 0;
     while n < magic.len() {
-        let got = file.read(&mut magic[n..]).map_err(read_err)?;
+        let got = r.read(&mut magic[n..])?;
         if got == 0 {
             break;
         }
         n += got;
     }
-    let head = std::io::Cursor::new(magic[..n].to_vec());
-    let raw = head.chain(file);
-    if n >= 4 && magic == ZSTD_MAGIC {
-        let dec = zstd::stream::read::Decoder::new(raw).map_err(read_err)?;
+    magic.truncate(n);
+    Ok((magic.clone(), std::io::Cursor::new(magic).chain(r)))
+}
+
+/// Decompresses `raw` by its magic; `plain` names an uncompressed stream in errors.
+fn decode(
+    path: &Path,
+    magic: &[u8],
+    raw: impl Read,
+    limit: u64,
+    plain: &'static str,
+) -> Result<Vec<u8>, Error> {
+    if magic.starts_with(&ZSTD_MAGIC) {
+        let dec = zstd::stream::read::Decoder::new(raw).map_err(|source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         capped(path, dec, "zstd", limit)
-    } else if n >= 2 && magic[..2] == GZIP_MAGIC {
+    } else if magic.starts_with(&GZIP_MAGIC) {
         capped(path, flate2::read::GzDecoder::new(raw), "gzip", limit)
     } else {
-        capped(path, raw, "plain", limit)
+        capped(path, raw, plain, limit)
     }
 }
 

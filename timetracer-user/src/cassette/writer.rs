@@ -2,11 +2,12 @@
 //! linked into place once complete, else [`crate::atomic_file`]'s temporary name + rename
 //! (fsync with `TIMETRACER_FSYNC=1`).
 use std::fs::{self, DirBuilder, File, OpenOptions};
-use std::io::{BufWriter, Write as _};
+use std::io::{BufWriter, Write};
 use std::os::unix::fs::{DirBuilderExt as _, OpenOptionsExt as _};
 use std::path::{Path, PathBuf};
 
 use super::Error;
+use super::crypt::{self, Recipients};
 use super::format::Cassette;
 use super::naming::relative_path;
 use crate::atomic_file::{self, AtomicFile};
@@ -40,7 +41,21 @@ impl Compression {
 /// `TIMETRACER_FSYNC=1`), then given its name.
 /// Directories are created 0700. Returns the final path.
 pub fn write(dir: &Path, c: &Cassette, compression: Compression) -> Result<PathBuf, Error> {
-    let final_path = dir.join(relative_path(c, compression));
+    write_sealed(dir, c, compression, None)
+}
+
+/// [`write`], encrypted for `recipients` when given (`….json[.zst].age`; compressed first).
+pub fn write_sealed(
+    dir: &Path,
+    c: &Cassette,
+    compression: Compression,
+    recipients: Option<&Recipients>,
+) -> Result<PathBuf, Error> {
+    let mut rel = relative_path(c, compression).into_os_string();
+    if recipients.is_some() {
+        rel.push(crypt::SUFFIX);
+    }
+    let final_path = dir.join(rel);
     let parent = final_path.parent().unwrap_or(dir).to_path_buf();
     // Preferred: an unnamed file (O_TMPFILE) that gets its name only once complete. Else the
     // crate's one atomic-write helper: a hidden temporary name renamed at the end. Either way a
@@ -71,21 +86,17 @@ pub fn write(dir: &Path, c: &Cassette, compression: Compression) -> Result<PathB
         Target::Unnamed(f) => f,
         Target::Named(a) => a.file(),
     };
-    match compression {
-        Compression::None => {
-            let mut w = BufWriter::new(&mut *file);
-            serde_json::to_writer_pretty(&mut w, c).map_err(Error::Serialize)?;
-            w.write_all(b"\n").map_err(io_err)?;
-            w.flush().map_err(io_err)?;
+    let mut out = BufWriter::new(&mut *file);
+    match recipients {
+        Some(r) => {
+            let mut sealed = r.wrap(&mut out).map_err(io_err)?;
+            encode(&mut sealed, c, compression).map_err(|e| e.into_error(io_err))?;
+            sealed.finish().map_err(io_err)?;
         }
-        Compression::Zstd => {
-            let mut enc = zstd::stream::write::Encoder::new(BufWriter::new(&mut *file), ZSTD_LEVEL)
-                .map_err(io_err)?;
-            serde_json::to_writer_pretty(&mut enc, c).map_err(Error::Serialize)?;
-            enc.write_all(b"\n").map_err(io_err)?;
-            enc.finish().map_err(io_err)?.flush().map_err(io_err)?;
-        }
+        None => encode(&mut out, c, compression).map_err(|e| e.into_error(io_err))?,
     }
+    out.flush().map_err(io_err)?;
+    drop(out);
     match target {
         Target::Unnamed(file) => {
             if durable() {
@@ -115,6 +126,38 @@ pub fn write(dir: &Path, c: &Cassette, compression: Compression) -> Result<PathB
         let _ = d.sync_all();
     }
     Ok(final_path)
+}
+
+/// A failure of [`encode`]: serializing, or the writer.
+enum EncodeError {
+    Serialize(serde_json::Error),
+    Io(std::io::Error),
+}
+
+impl EncodeError {
+    fn into_error(self, io_err: impl Fn(std::io::Error) -> Error) -> Error {
+        match self {
+            Self::Serialize(e) => Error::Serialize(e),
+            Self::Io(e) => io_err(e),
+        }
+    }
+}
+
+/// Writes `c` as pretty JSON (and a newline) into `w`, compressed as asked.
+fn encode(w: &mut impl Write, c: &Cassette, compression: Compression) -> Result<(), EncodeError> {
+    match compression {
+        Compression::None => {
+            serde_json::to_writer_pretty(&mut *w, c).map_err(EncodeError::Serialize)?;
+            w.write_all(b"\n").map_err(EncodeError::Io)
+        }
+        Compression::Zstd => {
+            let mut enc =
+                zstd::stream::write::Encoder::new(w, ZSTD_LEVEL).map_err(EncodeError::Io)?;
+            serde_json::to_writer_pretty(&mut enc, c).map_err(EncodeError::Serialize)?;
+            enc.write_all(b"\n").map_err(EncodeError::Io)?;
+            enc.finish().map(drop).map_err(EncodeError::Io)
+        }
+    }
 }
 
 /// Where a cassette is written before it gets its name.

@@ -13,6 +13,10 @@ use crate::{config::Config, record::target::HELD_EXEC};
 #[derive(Debug, Parser)]
 #[command(name = "timetracer-agent", version, about, long_about = None)]
 pub struct Cli {
+    /// Identity file (age) that opens encrypted cassettes (`replay`); also
+    /// TIMETRACER_IDENTITY.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub identity: Option<std::path::PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -86,6 +90,9 @@ pub fn main() -> ExitCode {
         return crate::record::target::exec_held(&raw[2..]);
     }
     let cli = Cli::parse();
+    if let Some(id) = &cli.identity {
+        crate::cassette::crypt::set_identity_file(id);
+    }
     // The same configuration as `timetracer` (and `timetracer config` shows it); an invalid
     // file or variable stops the agent with a message naming it and the key.
     let cfg = match Config::load() {

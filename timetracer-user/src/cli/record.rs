@@ -72,6 +72,11 @@ pub struct RecordArgs {
     /// Compress cassettes [key `compression`, TIMETRACER_COMPRESSION].
     #[arg(long, value_parser = ["zstd", "none"])]
     pub compress: Option<String>,
+    /// Encrypt every cassette for this age recipient (`age1…`, or a file of them, one per
+    /// line; repeatable): files become `….json.age` (`.json.zst.age` with `--compress zstd`),
+    /// read with `--identity FILE` [key `encrypt_to`, TIMETRACER_ENCRYPT_TO, comma-separated].
+    #[arg(long = "encrypt-to", value_name = "RECIPIENT")]
+    pub encrypt_to: Vec<String>,
     /// Do not redact secrets (headers such as Authorization, password/token fields).
     #[arg(long)]
     pub no_redact: bool,
@@ -140,6 +145,11 @@ impl RecordArgs {
             (!self.exclude_paths.is_empty()).then(|| self.exclude_paths.join(",")),
         );
         flag("compression", "--compress", self.compress.clone());
+        flag(
+            "encrypt_to",
+            "--encrypt-to",
+            (!self.encrypt_to.is_empty()).then(|| self.encrypt_to.join(",")),
+        );
         flag("service", "--service", self.service.clone());
         flag("env", "--env", self.env.clone());
         let only = FlagOnly {
@@ -245,6 +255,7 @@ pub(super) fn top(
         out_dir: plan.out.clone(),
         save_enabled: save,
         compression: plan.compression,
+        encrypt_to: plan.encrypt_to.clone(),
         owner: plan.owner.clone(),
     };
     let ui = crate::tui::run(rx, opts, &STOP);

@@ -4,8 +4,16 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::time::UNIX_EPOCH;
 
-/// Cassette file suffixes (compression is detected by magic bytes when reading).
-pub const SUFFIXES: &[&str] = &[".json", ".json.gz", ".json.zst"];
+/// Cassette file suffixes (compression and encryption are detected by magic bytes when
+/// reading).
+pub const SUFFIXES: &[&str] = &[
+    ".json",
+    ".json.gz",
+    ".json.zst",
+    ".json.age",
+    ".json.gz.age",
+    ".json.zst.age",
+];
 
 /// File names that are never cassettes even though they end in `.json` (the Python tool's
 /// index and our own export defaults).

@@ -23,7 +23,7 @@ use crate::cassette::{self, Cassette};
 pub mod files;
 pub mod summary;
 
-pub use files::{FileStamp, is_candidate_name, walk};
+pub use files::{FileStamp, SUFFIXES, is_candidate_name, walk};
 pub use summary::{DepSummary, Summary, summarize};
 
 /// Index file name inside the cassette directory (hidden: never listed as a cassette).

@@ -130,6 +130,7 @@ impl Chain {
             sinks.push(Box::new(sink::Files {
                 dir: plan.out.clone(),
                 compression: plan.compression,
+                encrypt_to: plan.encrypt_to.clone(),
             }));
             sinks.push(Box::new(sink::Index::new(&plan.out)));
             if let Some(uploader) = outputs.s3 {

@@ -2,9 +2,10 @@
 //! (command-line flags, `TIMETRACER_*` variables, `timetracer.toml`, defaults — in that order of
 //! precedence; the front end applies its flags with [`Config::set_flag`]).
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use crate::capture::EbpfLogLevel;
-use crate::cassette::{BuildOptions, Compression};
+use crate::cassette::{BuildOptions, Compression, crypt::Recipients};
 use crate::config::{Config, Source};
 use crate::privilege::Identity;
 use crate::redact::RedactionPolicy;
@@ -24,6 +25,8 @@ pub enum PlanError {
         value: u64,
         source_desc: String,
     },
+    #[error("{source_desc}: `encrypt_to`: {error}")]
+    EncryptTo { error: String, source_desc: String },
 }
 
 /// Which requests are stored (the filter sinks, `record::sink`).
@@ -73,6 +76,8 @@ pub struct RecordPlan {
     /// Bytes of each message body kept.
     pub max_body: u64,
     pub compression: Compression,
+    /// Encrypt cassettes for these age recipients (`--encrypt-to`, key `encrypt_to`).
+    pub encrypt_to: Option<Arc<Recipients>>,
     pub filters: Filters,
     /// How cassettes are built (session, redaction, recorded policies).
     pub build: BuildOptions,
@@ -135,6 +140,17 @@ impl RecordPlan {
             Some("zstd") => Compression::Zstd,
             _ => Compression::None,
         };
+        let encrypt_to = cfg
+            .str("encrypt_to")
+            .filter(|v| !v.trim().is_empty())
+            .map(|v| {
+                Recipients::parse(&[v]).map_err(|e| PlanError::EncryptTo {
+                    error: e.to_string(),
+                    source_desc: source_desc("encrypt_to"),
+                })
+            })
+            .transpose()?
+            .map(Arc::new);
         let mut redaction = RedactionPolicy {
             enabled: !flags.no_redact,
             ..RedactionPolicy::default()
@@ -167,6 +183,7 @@ impl RecordPlan {
             out: PathBuf::from(text("dir", "./cassettes")),
             max_body,
             compression,
+            encrypt_to,
             filters: Filters {
                 sample_rate,
                 errors_only,

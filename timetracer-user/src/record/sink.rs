@@ -314,6 +314,8 @@ impl Sink for ErrorsOnly {
 pub struct Files {
     pub dir: PathBuf,
     pub compression: Compression,
+    /// Encrypt every cassette for these recipients (`--encrypt-to`).
+    pub encrypt_to: Option<std::sync::Arc<cassette::crypt::Recipients>>,
 }
 
 impl Sink for Files {
@@ -324,7 +326,12 @@ impl Sink for Files {
         if item.fate != Fate::Store {
             return;
         }
-        match cassette::write(&self.dir, item.cassette(&ctx.build), self.compression) {
+        match cassette::write_sealed(
+            &self.dir,
+            item.cassette(&ctx.build),
+            self.compression,
+            self.encrypt_to.as_deref(),
+        ) {
             Ok(p) => {
                 ctx.counters.inc(Counter::Cassettes);
                 item.written = Some(p);
@@ -635,6 +642,7 @@ pub(crate) mod tests {
         sinks.push(Box::new(Files {
             dir: d.path().to_path_buf(),
             compression: Compression::None,
+            encrypt_to: None,
         }));
         sinks.push(Box::new(Index::new(d.path())));
         sinks.push(Box::new(Live::new(tx)));

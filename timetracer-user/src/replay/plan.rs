@@ -206,10 +206,7 @@ fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
         }
         if p.is_dir() {
             collect(&p, out)?;
-        } else if name.ends_with(".json")
-            || name.ends_with(".json.zst")
-            || name.ends_with(".json.gz")
-        {
+        } else if crate::index::SUFFIXES.iter().any(|s| name.ends_with(s)) {
             out.push(p);
         }
     }

@@ -13,7 +13,7 @@
 //! let (tx, rx) = mpsc::sync_channel(1024);
 //! # drop(tx);
 //! let stop = AtomicBool::new(false);
-//! let opts = TuiOptions { out_dir: "cassettes".into(), save_enabled: false, compression: Compression::None, owner: None };
+//! let opts = TuiOptions { out_dir: "cassettes".into(), save_enabled: false, compression: Compression::None, encrypt_to: None, owner: None };
 //! tui::run(rx, opts, &stop)?;
 //! # Ok::<(), std::io::Error>(())
 //! ```
@@ -49,6 +49,8 @@ pub struct TuiOptions {
     /// saves any request that has no file yet either way.
     pub save_enabled: bool,
     pub compression: Compression,
+    /// Encrypt saved cassettes for these recipients (`--encrypt-to`).
+    pub encrypt_to: Option<std::sync::Arc<cassette::crypt::Recipients>>,
     /// Who owns the saved files (the invoking user; see [`crate::privilege`]).
     pub owner: Option<crate::privilege::Identity>,
 }
@@ -134,7 +136,14 @@ fn save(state: &mut State, seq: u64, opts: &TuiOptions) {
         state.save_failed(seq, "the request is no longer in memory");
         return;
     };
-    let write = || cassette::write(&opts.out_dir, c, opts.compression);
+    let write = || {
+        cassette::write_sealed(
+            &opts.out_dir,
+            c,
+            opts.compression,
+            opts.encrypt_to.as_deref(),
+        )
+    };
     let written = match &opts.owner {
         Some(owner) => owner.with_fs(write),
         None => write(),

@@ -16,7 +16,7 @@ pub enum PathError {
     Empty,
     #[error("the file must be named relative to the cassette directory, without `..`")]
     NotRelative,
-    #[error("not a cassette file name (*.json, *.json.gz, *.json.zst)")]
+    #[error("not a cassette file name (*.json, *.json.gz, *.json.zst, any of them .age)")]
     NotCassette,
     #[error("no such cassette in the served directory")]
     NotFound,

@@ -202,3 +202,103 @@ fn replay_two_at_once_do_not_share_traffic() {
         b.explain()
     );
 }
+
+/// Issue #19 item 5: cassettes encrypted at rest. `timetracer keygen` makes an identity; the
+/// agent records with `TIMETRACER_ENCRYPT_TO` (and zstd) into `.json.zst.age` files (0600, no
+/// plaintext on disk); `timetracer show` without the identity says how to open them, with
+/// `--identity` shows them; replay with `--identity` answers every call from them.
+#[test]
+fn encrypted_cassettes_replay_with_the_identity() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let paths = require_root!();
+    let mut h = Harness::new(paths.clone(), "replay_encrypted");
+    let key = h.root().join("key.txt");
+    let o = util::command(
+        &paths.cli,
+        [OsString::from("keygen"), "-o".into(), key.clone().into()],
+    )
+    .output()
+    .expect("run timetracer keygen");
+    assert!(
+        o.status.success(),
+        "keygen: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let recipient = String::from_utf8_lossy(&o.stdout).trim().to_owned();
+    assert!(recipient.starts_with("age1"), "{recipient}");
+    let mode = std::fs::metadata(&key)
+        .expect("identity")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "identity file mode {mode:o}");
+    h.extra_env
+        .push(("TIMETRACER_ENCRYPT_TO".into(), recipient));
+    h.extra_env
+        .push(("TIMETRACER_COMPRESSION".into(), "zstd".into()));
+    let endpoints = ["users/7", "text", "echo"];
+    h.start_record(App::FastApi);
+    for (i, ep) in endpoints.iter().enumerate() {
+        h.send_fresh(&Req::new(ep, &format!("r{i}")));
+    }
+    h.stop_agent();
+    let mut files = Vec::new();
+    let mut stack = vec![h.out_dir()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("cassette dir").flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if p.is_dir() && name != "index" {
+                stack.push(p);
+            } else if name.ends_with(".json.zst.age") {
+                files.push(p);
+            } else {
+                assert!(
+                    !name.ends_with(".json") && !name.ends_with(".json.zst"),
+                    "unencrypted cassette {}",
+                    p.display()
+                );
+            }
+        }
+    }
+    assert_eq!(files.len(), endpoints.len(), "{files:?}");
+    for f in &files {
+        let raw = std::fs::read(f).expect("cassette");
+        assert!(
+            raw.starts_with(b"age-encryption.org/v1\n"),
+            "{}",
+            f.display()
+        );
+        assert!(
+            !raw.windows(7).any(|w| w == b"users/7"),
+            "plaintext in {}",
+            f.display()
+        );
+        let mode = std::fs::metadata(f).expect("cassette").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "{}", f.display());
+    }
+    let show = |args: &[OsString]| {
+        let o = util::command(&paths.cli, args.iter().cloned())
+            .env_remove("TIMETRACER_IDENTITY")
+            .output()
+            .expect("run timetracer show");
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stdout).into_owned(),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
+    };
+    let (code, _, err) = show(&["show".into(), files[0].clone().into()]);
+    assert_ne!(code, 0);
+    assert!(err.contains("--identity"), "{err}");
+    let (code, out, err) = show(&[
+        "--identity".into(),
+        key.clone().into(),
+        "show".into(),
+        files[0].clone().into(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("GET /"), "{out}");
+    h.stop_upstream();
+    let r = h.replay(&["--identity".into(), key.into(), h.out_dir().into()], &[]);
+    r.assert_all_same(endpoints.len());
+}

@@ -33,7 +33,8 @@ Examples:
   timetracer show cassettes/2026-11-22/GET__users_42__e92ca5c8.json
   timetracer show cassettes/2026-11-22/GET__users_42__e92ca5c8.json.zst --events")]
 pub struct ShowArgs {
-    /// Cassette file (.json, .json.gz or .json.zst; ours or the Python tool's).
+    /// Cassette file (.json, .json.gz or .json.zst, each optionally encrypted .age; ours or the
+    /// Python tool's).
     pub file: PathBuf,
     /// Also list every dependency call.
     #[arg(short, long)]

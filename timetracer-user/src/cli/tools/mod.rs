@@ -67,6 +67,10 @@ pub struct Cli {
     /// Coloured output: auto (on a terminal, unless NO_COLOR is set), always, never.
     #[arg(long, global = true, value_enum, value_name = "WHEN")]
     pub color: Option<ColorChoice>,
+    /// Identity file (age) that opens encrypted cassettes (`*.age`); also
+    /// TIMETRACER_IDENTITY. Make one with `timetracer keygen`.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub identity: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -88,8 +92,39 @@ pub enum Command {
     Timeline(timeline::TimelineArgs),
     Dashboard(dashboard::DashboardArgs),
     Serve(serve::ServeArgs),
+    Keygen(KeygenArgs),
     Completions(CompletionsArgs),
     Man(ManArgs),
+}
+
+/// Make an age identity for encrypted cassettes: writes the secret key to FILE (0600) and
+/// prints the recipient to pass to `timetracer-agent … --encrypt-to`.
+#[derive(Debug, clap::Args)]
+#[command(after_help = "\
+Examples:
+  timetracer keygen -o ~/.config/timetracer/key.txt
+  sudo timetracer-agent record --encrypt-to age1… -- uvicorn app:app
+  timetracer --identity ~/.config/timetracer/key.txt list")]
+pub struct KeygenArgs {
+    /// Where to write the identity (never overwritten).
+    #[arg(short, long, value_name = "FILE")]
+    pub out: PathBuf,
+}
+
+/// `timetracer keygen`.
+fn keygen(a: &KeygenArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
+    if a.out.exists() {
+        anyhow::bail!(
+            "{} exists: not overwriting an identity (pick another path, or delete it first)",
+            a.out.display()
+        );
+    }
+    let (text, recipient) = cassette::crypt::generate();
+    crate::atomic_file::write_with_mode(&a.out, text.as_bytes(), 0o600)
+        .with_context(|| format!("cannot write {}", a.out.display()))?;
+    eprintln!("timetracer: identity written to {} (0600)", a.out.display());
+    writeln!(out, "{recipient}")?;
+    Ok(Exit::Ok)
 }
 
 /// Print a shell completion script.
@@ -249,6 +284,9 @@ pub fn parse_time(s: &str) -> anyhow::Result<f64> {
 }
 
 fn run_command(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Exit> {
+    if let Some(id) = &cli.identity {
+        cassette::crypt::set_identity_file(id);
+    }
     let cfg = Config::load()?;
     let color_word = match cli.color {
         Some(ColorChoice::Always) => "always",
@@ -271,6 +309,7 @@ fn run_command(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Exit> {
     };
     let code = match cli.command {
         Command::List(a) => list::list(&mut ctx, &a, out)?,
+        Command::Keygen(a) => keygen(&a, out)?,
         Command::Show(a) => list::show(&mut ctx, &a, out)?,
         Command::Search(a) => list::search(&mut ctx, &a, out)?,
         Command::Index(a) => list::index(&mut ctx, &a, out)?,

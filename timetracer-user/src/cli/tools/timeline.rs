@@ -38,10 +38,13 @@ pub fn default_out(file: &Path) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let name = name
+        .strip_suffix(crate::cassette::crypt::SUFFIX)
+        .unwrap_or(&name);
     let stem = [".json.zst", ".json.gz", ".json"]
         .iter()
         .find_map(|s| name.strip_suffix(s))
-        .unwrap_or(&name);
+        .unwrap_or(name);
     file.with_file_name(format!("{stem}.html"))
 }
 
@@ -96,5 +99,9 @@ mod tests {
             Path::new("a/x.html")
         );
         assert_eq!(default_out(Path::new("x.json.gz")), Path::new("x.html"));
+        assert_eq!(
+            default_out(Path::new("x.json.zst.age")),
+            Path::new("x.html")
+        );
     }
 }
