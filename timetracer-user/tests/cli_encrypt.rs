@@ -1,7 +1,12 @@
 //! Issue #19 item 5: encrypted cassettes through the `timetracer` commands — `keygen`, then
 //! `.json.age` / `.json.zst.age` files read by `show`, `list`, `validate` with `--identity` or
 //! `TIMETRACER_IDENTITY`; without an identity, or with another one, a clear error naming the fix.
-mod cli_common;
+#![expect(
+    unused_crate_dependencies,
+    reason = "an integration test links every dependency of the package"
+)]
+
+pub mod cli_common;
 
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::{Path, PathBuf};

@@ -753,6 +753,7 @@ pub fn chain(
     sinks.push(Box::new(sink::Files {
         dir: plan.out.clone(),
         compression: plan.compression,
+        encrypt_to: plan.encrypt_to.clone(),
     }));
     sinks.push(Box::new(sink::Index::new(&plan.out)));
     if let Some(uploader) = s3 {
