@@ -297,7 +297,7 @@ fn encrypted_cassettes_replay_with_the_identity() {
         files[0].clone().into(),
     ]);
     assert_eq!(code, 0, "{err}");
-    assert!(out.contains("GET /"), "{out}");
+    assert!(endpoints.iter().any(|e| out.contains(e)), "{out}");
     h.stop_upstream();
     let r = h.replay(&["--identity".into(), key.into(), h.out_dir().into()], &[]);
     r.assert_all_same(endpoints.len());
