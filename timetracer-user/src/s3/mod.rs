@@ -8,8 +8,9 @@
 //!
 //! Every object is written with one PUT (S3 makes it visible only when complete: no partial
 //! objects); requests are retried with exponential backoff. Downloads go to a temp file that is
-//! renamed into place. The API is blocking (it owns a small tokio runtime), so the agent's
-//! writer thread can call [`Uploader::put`] directly:
+//! renamed into place. The API is blocking (it owns a small tokio runtime). The agent never
+//! calls it on its writer thread: its cassettes go through the [`spool`] (upload workers) and
+//! the on-disk [`backlog`], so a slow or absent bucket never slows the recording.
 //!
 //! ```no_run
 //! # fn f(bytes: Vec<u8>) -> Result<(), timetracer::s3::Error> {
@@ -23,6 +24,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+pub mod backlog;
+pub mod spool;
 
 use futures::StreamExt as _;
 use object_store::aws::AmazonS3Builder;
@@ -157,8 +161,43 @@ fn check_key(key: &str) -> Result<(), Error> {
 }
 
 impl Uploader {
-    /// A client for `settings`.
+    /// A client for `settings`, for the `timetracer s3` commands: each request is retried for
+    /// up to a minute.
     pub fn new(settings: Settings) -> Result<Self, Error> {
+        Self::build(
+            settings,
+            RetryConfig {
+                backoff: BackoffConfig {
+                    init_backoff: Duration::from_millis(100),
+                    max_backoff: Duration::from_secs(5),
+                    base: 2.0,
+                },
+                max_retries: 5,
+                retry_timeout: Duration::from_secs(60),
+            },
+        )
+    }
+
+    /// A client for the agent's upload workers ([`spool`]): a request is retried twice within
+    /// ten seconds, then the cassette goes back to the backlog and the spool's own backoff
+    /// takes over (it knows S3 is down; object_store's retries would hold a worker for a
+    /// minute per cassette).
+    pub fn for_spool(settings: Settings) -> Result<Self, Error> {
+        Self::build(
+            settings,
+            RetryConfig {
+                backoff: BackoffConfig {
+                    init_backoff: Duration::from_millis(100),
+                    max_backoff: Duration::from_secs(2),
+                    base: 2.0,
+                },
+                max_retries: 2,
+                retry_timeout: Duration::from_secs(10),
+            },
+        )
+    }
+
+    fn build(settings: Settings, retry: RetryConfig) -> Result<Self, Error> {
         if settings.bucket.is_empty() {
             return Err(Error::NoBucket);
         }
@@ -182,15 +221,7 @@ impl Uploader {
                 b = b.with_token(t);
             }
         }
-        b = b.with_retry(RetryConfig {
-            backoff: BackoffConfig {
-                init_backoff: Duration::from_millis(100),
-                max_backoff: Duration::from_secs(5),
-                base: 2.0,
-            },
-            max_retries: 5,
-            retry_timeout: Duration::from_secs(60),
-        });
+        b = b.with_retry(retry);
         let store = b.build().map_err(Error::Config)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
