@@ -14,11 +14,12 @@
 //! (`/` is `%2F`). Names sort oldest first. Hidden files (`.tmp-*`, a copy in progress) are
 //! removed when the backlog is opened; files with other names are left alone and logged.
 //!
-//! **Limits** ([`Limits`]). Above `max_bytes` the oldest waiting entries are dropped until the
-//! backlog fits; entries queued longer than `max_age` ago are dropped too. Entries being
-//! uploaded at that moment are not dropped (at most one per worker). Every drop is counted
-//! (`s3_dropped`) and the cassette itself stays in the cassette directory: only its upload is
-//! given up.
+//! **Limits** ([`Limits`]). Above `max_bytes` the oldest entries are dropped until the backlog
+//! fits; entries queued longer than `max_age` ago are dropped too. An entry being uploaded at
+//! that moment is dropped like the others (its file is unlinked; the upload in progress still
+//! reads it): if that upload then succeeds, the cassette did arrive and its drop is taken back
+//! ([`Backlog::done`] says so). Every drop is counted (`s3_dropped`) and the cassette itself
+//! stays in the cassette directory: only its upload is given up.
 //!
 //! ```
 //! use timetracer::s3::backlog::{Backlog, Limits};
@@ -386,7 +387,7 @@ impl Backlog {
         let expired: Vec<String> = self
             .entries
             .iter()
-            .filter(|(_, e)| !e.in_flight && now_ns.saturating_sub(e.queued_ns) > max_age_ns)
+            .filter(|(_, e)| now_ns.saturating_sub(e.queued_ns) > max_age_ns)
             .map(|(n, _)| n.clone())
             .collect();
         let mut dropped = 0;
@@ -395,12 +396,7 @@ impl Backlog {
             dropped += 1;
         }
         while self.bytes > self.limits.max_bytes {
-            let Some(name) = self
-                .entries
-                .iter()
-                .find(|(_, e)| !e.in_flight)
-                .map(|(n, _)| n.clone())
-            else {
+            let Some(name) = self.entries.keys().next().cloned() else {
                 break;
             };
             self.drop_entry(&name, "over s3.backlog_max_bytes");
@@ -442,9 +438,17 @@ impl Backlog {
         })
     }
 
-    /// `job` was uploaded: removed from the backlog (file and entry).
-    pub fn done(&mut self, job: &Job) {
-        self.remove(&job.name);
+    /// `job` was uploaded: removed from the backlog (file and entry). Returns `false` when the
+    /// limits had dropped it meanwhile: its drop is taken back (`s3_dropped` decremented), it
+    /// arrived.
+    pub fn done(&mut self, job: &Job) -> bool {
+        if self.remove(&job.name).is_some() {
+            return true;
+        }
+        if let Some(c) = &self.counters {
+            c.sub(Counter::S3Dropped, 1);
+        }
+        false
     }
 
     /// `job` could not be uploaded (or its file vanished): given up and counted as dropped.
@@ -504,10 +508,11 @@ mod tests {
         assert!(!j2.path.exists(), "an uploaded entry's file is removed");
     }
 
-    /// Over the size limit the oldest waiting entries go (counted), never one being
-    /// uploaded; an entry bigger than the limit alone is dropped itself.
+    /// Over the size limit the oldest entries go (counted), one being uploaded too (if its
+    /// upload succeeds after all, the drop is taken back); an entry bigger than the limit
+    /// alone is dropped itself.
     #[test]
-    fn size_limit_drops_the_oldest_waiting() {
+    fn size_limit_drops_the_oldest() {
         let d = tempfile::tempdir().unwrap();
         let mut b = Backlog::open(&d.path().join("b"), limits(300)).unwrap();
         let c = Counters::default();
@@ -518,21 +523,28 @@ mod tests {
         }
         let uploading = b.next().unwrap();
         assert_eq!(uploading.key, "k0.json");
-        // k3 makes 400 bytes: k1 (the oldest waiting) goes, not k0.
+        // k3 makes 400 bytes: k0, the oldest, goes although it is being uploaded.
         assert_eq!(b.push_bytes("k3.json", &kb, at(3)).unwrap(), 1);
-        assert_eq!(b.keys(), ["k0.json", "k2.json", "k3.json"]);
+        assert_eq!(b.keys(), ["k1.json", "k2.json", "k3.json"]);
         assert_eq!(c.get(Counter::S3Dropped), 1);
         assert_eq!(b.bytes(), 300);
         assert_eq!(c.get(Counter::S3BacklogBytes), 300);
         assert_eq!(c.get(Counter::S3BacklogFiles), 3);
         assert_eq!(c.get(Counter::S3BacklogPeakFiles), 3);
         assert_eq!(c.get(Counter::S3BacklogPeakBytes), 300);
+        // Its upload failed: nothing comes back. Had it succeeded, the drop is taken back.
+        b.retry(&uploading);
+        assert_eq!(b.keys(), ["k1.json", "k2.json", "k3.json"]);
+        assert!(!b.done(&uploading));
+        assert_eq!(c.get(Counter::S3Dropped), 0);
         let big = [b'y'; 301];
-        assert_eq!(b.push_bytes("big.json", &big, at(4)).unwrap(), 3);
-        assert_eq!(b.keys(), ["k0.json"]);
+        assert_eq!(b.push_bytes("big.json", &big, at(4)).unwrap(), 4);
+        assert!(b.is_empty());
         assert_eq!(c.get(Counter::S3Dropped), 4);
+        assert_eq!(c.get(Counter::S3BacklogFiles), 0);
+        assert_eq!(c.get(Counter::S3BacklogBytes), 0);
         let files = fs::read_dir(b.dir()).unwrap().count();
-        assert_eq!(files, 1, "dropped entries' files are removed");
+        assert_eq!(files, 0, "dropped entries' files are removed");
     }
 
     #[test]
