@@ -5,7 +5,7 @@
 //! backlog directory and a map insert); it never waits for S3. Workers take the oldest entry,
 //! PUT it and remove it. When a PUT fails (S3 down, slow, refusing) the cassette goes back to
 //! its place, S3 is considered down, and from then on **one** worker probes it with an
-//! exponential backoff (0.5 s doubling to 8 s) while the others wait; the first success ends
+//! exponential backoff (0.5 s doubling to 5 s) while the others wait; the first success ends
 //! the outage and every worker drains the backlog again. Nothing is lost while the backlog is
 //! within its limits ([`super::backlog::Limits`]); above them the oldest uploads are dropped
 //! and counted (`s3_dropped`).
@@ -27,7 +27,7 @@ use super::backlog::{Backlog, Error, Job};
 const BACKOFF_MIN: Duration = Duration::from_millis(500);
 /// The longest wait between two probes of an S3 that is down: an outage ends at most this long
 /// (plus one request) before uploads resume.
-const BACKOFF_MAX: Duration = Duration::from_secs(8);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// At exit, how long the spool waits for an upload to succeed before it leaves the rest in the
 /// backlog for the next run.
 pub const CLOSE_IDLE: Duration = Duration::from_secs(10);
@@ -352,6 +352,7 @@ mod tests {
     fn backoff_doubles_to_its_cap() {
         assert_eq!(backoff(1), Duration::from_millis(500));
         assert_eq!(backoff(2), Duration::from_secs(1));
+        assert_eq!(backoff(3), Duration::from_secs(2));
         assert_eq!(backoff(4), Duration::from_secs(4));
         assert_eq!(backoff(5), BACKOFF_MAX);
         assert_eq!(backoff(400), BACKOFF_MAX);
