@@ -3,7 +3,7 @@
 //! Every cassette the agent uploads passes through here (see [`super::spool`]): the writer
 //! thread links the written file into the backlog directory ([`Backlog::push_file`], a hard
 //! link, or a copy across file systems), an upload worker takes the oldest waiting entry
-//! ([`Backlog::next`]) and removes it once S3 acknowledged it ([`Backlog::done`]). While S3 is
+//! ([`Backlog::take_oldest`]) and removes it once S3 acknowledged it ([`Backlog::done`]). While S3 is
 //! reachable the backlog holds only what is being uploaded; while it is slow or down it grows,
 //! and the agent never waits for it. A backlog left by a previous run (agent killed, S3 down at
 //! exit) is found again by [`Backlog::open`] and uploaded first.
@@ -31,7 +31,7 @@
 //! let counters = Counters::default();
 //! b.attach(&counters);
 //! b.push_bytes("2026-11-22/GET__users_42__e92ca5c8.json", b"{}", std::time::SystemTime::now())?;
-//! let job = b.next().expect("one entry waits");
+//! let job = b.take_oldest().expect("one entry waits");
 //! assert_eq!(job.key, "2026-11-22/GET__users_42__e92ca5c8.json");
 //! b.done(&job);
 //! assert_eq!(counters.get(Counter::S3BacklogFiles), 0);
@@ -101,7 +101,7 @@ impl Default for Limits {
     }
 }
 
-/// One cassette to upload, taken with [`Backlog::next`].
+/// One cassette to upload, taken with [`Backlog::take_oldest`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Job {
     /// The backlog file's name (its identity in the backlog).
@@ -427,7 +427,7 @@ impl Backlog {
     }
 
     /// The oldest entry not being uploaded, now marked as being uploaded.
-    pub fn next(&mut self) -> Option<Job> {
+    pub fn take_oldest(&mut self) -> Option<Job> {
         let (name, e) = self.entries.iter_mut().find(|(_, e)| !e.in_flight)?;
         e.in_flight = true;
         Some(Job {
@@ -494,14 +494,14 @@ mod tests {
             b.push_bytes(k, k.as_bytes(), at(i as u64)).unwrap();
         }
         assert_eq!(b.keys(), ["z/3.json", "a/1.json", "m/2.json"]);
-        let j1 = b.next().unwrap();
-        let j2 = b.next().unwrap();
+        let j1 = b.take_oldest().unwrap();
+        let j2 = b.take_oldest().unwrap();
         assert_eq!((j1.key.as_str(), j2.key.as_str()), ("z/3.json", "a/1.json"));
         b.retry(&j1);
         b.done(&j2);
-        assert_eq!(b.next().unwrap().key, "z/3.json");
-        assert_eq!(b.next().unwrap().key, "m/2.json");
-        assert!(b.next().is_none(), "both are being uploaded");
+        assert_eq!(b.take_oldest().unwrap().key, "z/3.json");
+        assert_eq!(b.take_oldest().unwrap().key, "m/2.json");
+        assert!(b.take_oldest().is_none(), "both are being uploaded");
         assert_eq!(c.get(Counter::S3BacklogFiles), 2);
         assert_eq!(c.get(Counter::S3BacklogBytes), 16);
         assert_eq!(fs::read(&j1.path).unwrap(), b"z/3.json");
@@ -521,7 +521,7 @@ mod tests {
         for i in 0..3 {
             assert_eq!(b.push_bytes(&format!("k{i}.json"), &kb, at(i)).unwrap(), 0);
         }
-        let uploading = b.next().unwrap();
+        let uploading = b.take_oldest().unwrap();
         assert_eq!(uploading.key, "k0.json");
         // k3 makes 400 bytes: k0, the oldest, goes although it is being uploaded.
         assert_eq!(b.push_bytes("k3.json", &kb, at(3)).unwrap(), 1);
@@ -575,7 +575,7 @@ mod tests {
                 .unwrap();
             b.push_bytes("2026-11-23/GET__c__3.json", b"c", at(3))
                 .unwrap();
-            let taken = b.next().unwrap();
+            let taken = b.take_oldest().unwrap();
             assert_eq!(taken.key, "2026-11-22/GET__a__1.json");
             // The agent dies mid-upload: nothing else happens.
         }
@@ -608,7 +608,7 @@ mod tests {
         // New entries go after the recovered ones even if the clock went back.
         b.push_bytes("late.json", b"l", at(0)).unwrap();
         assert_eq!(b.keys().last().unwrap(), "late.json");
-        let j = b.next().unwrap();
+        let j = b.take_oldest().unwrap();
         assert_eq!(fs::read(&j.path).unwrap(), b"aa");
         drop(b);
         // Reopened with a smaller limit: the oldest are dropped, counted at attach.
@@ -637,8 +637,8 @@ mod tests {
         fs::set_permissions(&public, fs::Permissions::from_mode(0o644)).unwrap();
         b.push_file("a/private.json", &private, at(0)).unwrap();
         b.push_file("a/public.json", &public, at(1)).unwrap();
-        let j1 = b.next().unwrap();
-        let j2 = b.next().unwrap();
+        let j1 = b.take_oldest().unwrap();
+        let j2 = b.take_oldest().unwrap();
         assert_eq!(mode(&j1.path), 0o600);
         assert_eq!(mode(&j2.path), 0o600);
         assert_eq!(
@@ -672,7 +672,7 @@ mod tests {
         assert!(b.is_empty());
         let key = "2026-11-22/GET__caf%C3%A9 x__1.json";
         b.push_bytes(key, b"", at(0)).unwrap();
-        let j = b.next().unwrap();
+        let j = b.take_oldest().unwrap();
         assert!(!j.name.contains('/'));
         assert_eq!(parse_name(&j.name).unwrap().2, key);
         assert_eq!(j.key, key);

@@ -268,7 +268,7 @@ fn work(sh: &Shared) {
                     Some(t) if t > now => Some(t - now),
                     // S3 is down: one probe at a time.
                     _ if st.failures > 0 && st.in_flight > 0 => None,
-                    _ => match st.backlog.next() {
+                    _ => match st.backlog.take_oldest() {
                         Some(job) => {
                             st.in_flight += 1;
                             break job;

@@ -133,8 +133,8 @@ impl Weed {
         self.starts += 1;
         let mut cmd = util::command(&self.bin, args);
         cmd.current_dir(&self.root);
-        let mut g = ProcGuard::spawn(&format!("weed{}", self.starts), cmd, &self.root)
-            .expect("spawn weed");
+        let mut g =
+            ProcGuard::spawn(&format!("weed{}", self.starts), cmd, &self.root).expect("spawn weed");
         if let Err(e) = g.wait_for_port(s3, Duration::from_secs(60)) {
             panic!("SeaweedFS did not start: {e:#}\n{}", g.diagnostics());
         }
@@ -221,7 +221,12 @@ fn local_cassettes(out: &Path) -> BTreeMap<String, u64> {
     dir.cassettes
         .iter()
         .map(|c| {
-            let key = c.path.strip_prefix(out).unwrap().to_string_lossy().into_owned();
+            let key = c
+                .path
+                .strip_prefix(out)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned();
             (key, std::fs::metadata(&c.path).unwrap().len())
         })
         .collect()
@@ -295,7 +300,10 @@ fn s3_outage_loses_nothing() {
                 match conn.as_mut().map(|c| send(c, &req)) {
                     Some(Ok(s)) => sent.lock().unwrap().push(s),
                     Some(Err(e)) => {
-                        failures.lock().unwrap().push(format!("{}: {e}", req.target));
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("{}: {e}", req.target));
                         conn = None;
                     }
                     None => failures.lock().unwrap().push("connect failed".to_owned()),
@@ -383,7 +391,9 @@ fn s3_outage_loses_nothing() {
         errs.push(format!("no failed upload attempt counted: {s3:?}"));
     }
     if get("s3_backlog_peak_files") < 20 || get("s3_backlog_peak_files") == u64::MAX {
-        errs.push(format!("the backlog's peak does not show the outage: {s3:?}"));
+        errs.push(format!(
+            "the backlog's peak does not show the outage: {s3:?}"
+        ));
     }
     for k in ["s3_backlog_files", "s3_backlog_bytes", "s3_dropped"] {
         if get(k) != 0 {
@@ -421,7 +431,12 @@ fn s3_backlog_limits_and_restart() {
     attach_with_s3(
         &mut h,
         &weed,
-        &["--s3-backlog-dir", &backlog_arg, "--s3-backlog-max", &limit_arg],
+        &[
+            "--s3-backlog-dir",
+            &backlog_arg,
+            "--s3-backlog-max",
+            &limit_arg,
+        ],
     );
     let mut sent = Vec::new();
     for i in 0..16 {
@@ -445,7 +460,12 @@ fn s3_backlog_limits_and_restart() {
             .iter()
             .find(|c| c.target() == s.req.target)
             .unwrap_or_else(|| h.fail(&[format!("no cassette for {}", s.req.target)], Some(&dir)));
-        let key = c.path.strip_prefix(&h.out).unwrap().to_string_lossy().into_owned();
+        let key = c
+            .path
+            .strip_prefix(&h.out)
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
         by_time.push((key, std::fs::metadata(&c.path).unwrap().len()));
     }
     let mut kept = Vec::new();
@@ -490,7 +510,9 @@ fn s3_backlog_limits_and_restart() {
         .filter_map(|f| f.split_once('.').map(|(_, k)| k.replace("%2F", "/")))
         .collect();
     if queued != kept {
-        errs.push(format!("backlog holds {queued:?}, want the newest {kept:?}"));
+        errs.push(format!(
+            "backlog holds {queued:?}, want the newest {kept:?}"
+        ));
     }
     let mode = |p: &Path| {
         use std::os::unix::fs::PermissionsExt as _;
@@ -501,7 +523,10 @@ fn s3_backlog_limits_and_restart() {
     }
     for f in &files {
         if mode(&backlog.join(f)) != 0o600 {
-            errs.push(format!("backlog file {f} mode {:o}", mode(&backlog.join(f))));
+            errs.push(format!(
+                "backlog file {f} mode {:o}",
+                mode(&backlog.join(f))
+            ));
         }
     }
 
@@ -510,7 +535,12 @@ fn s3_backlog_limits_and_restart() {
     attach_with_s3(
         &mut h,
         &weed,
-        &["--s3-backlog-dir", &backlog_arg, "--s3-backlog-max", &limit_arg],
+        &[
+            "--s3-backlog-dir",
+            &backlog_arg,
+            "--s3-backlog-max",
+            &limit_arg,
+        ],
     );
     let extra = h.send_fresh(&Req::new("users/after", "after-restart"));
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -541,7 +571,13 @@ fn s3_backlog_limits_and_restart() {
         .cassettes
         .iter()
         .find(|c| c.target() == extra.req.target)
-        .map(|c| c.path.strip_prefix(&h.out).unwrap().to_string_lossy().into_owned());
+        .map(|c| {
+            c.path
+                .strip_prefix(&h.out)
+                .unwrap()
+                .to_string_lossy()
+                .into_owned()
+        });
     let mut want_keys = kept.clone();
     want_keys.extend(new_key);
     let got_keys: Vec<String> = remote.keys().cloned().collect();
@@ -559,7 +595,10 @@ fn s3_backlog_limits_and_restart() {
         }
     }
     if !backlog_files(&backlog).is_empty() {
-        errs.push(format!("backlog not empty after run 2: {:?}", backlog_files(&backlog)));
+        errs.push(format!(
+            "backlog not empty after run 2: {:?}",
+            backlog_files(&backlog)
+        ));
     }
     if !errs.is_empty() {
         eprintln!("{}", weed.diagnostics());
