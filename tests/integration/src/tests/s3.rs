@@ -24,7 +24,6 @@ use nix::sys::signal::Signal;
 use serde_json::Value;
 
 use super::scenario::{App, Harness, Req, Sent, VerifyOpts, send};
-use crate::require_root;
 use crate::util::{self, HttpConn, Paths, ProcGuard};
 
 const BUCKET: &str = "timetracer-e2e";
@@ -256,6 +255,24 @@ fn summary_values(stderr: &str, prefix: &str) -> BTreeMap<String, u64> {
         .collect()
 }
 
+/// The upstream, the S3 server's settings (not started) and a FastAPI app; `None` when
+/// SeaweedFS is missing (skipped).
+fn setup(name: &str) -> Option<(Harness, Weed)> {
+    let paths = Paths::from_env();
+    crate::require!(util::missing_prerequisite(&paths), None);
+    let h = Harness::new(paths.clone(), name);
+    let weed = Weed::new(&paths, &h.root())?;
+    Some((h, weed))
+}
+
+/// Problems where the summary's `s3:` counters differ from `want`.
+fn counter_problems(run: &str, s3: &BTreeMap<String, u64>, want: &[(&str, u64)]) -> Vec<String> {
+    want.iter()
+        .filter(|(k, v)| s3.get(*k) != Some(v))
+        .map(|(k, v)| format!("{run}: {k} is not {v}: {s3:?}"))
+        .collect()
+}
+
 fn attach_with_s3(h: &mut Harness, weed: &Weed, extra: &[&str]) {
     let pid = h.app.as_ref().expect("app").pid();
     let mut sel: Vec<OsString> = vec![
@@ -273,9 +290,7 @@ fn attach_with_s3(h: &mut Harness, weed: &Weed, extra: &[&str]) {
 
 #[test]
 fn s3_outage_loses_nothing() {
-    let paths = require_root!();
-    let mut h = Harness::new(paths.clone(), "s3_outage");
-    let Some(mut weed) = Weed::new(&paths, &h.root()) else {
+    let Some((mut h, mut weed)) = setup("s3_outage") else {
         return;
     };
     weed.start();
@@ -382,6 +397,12 @@ fn s3_outage_loses_nothing() {
     if !stderr.contains("timetracer-agent: kernel drops: none") {
         errs.push("the kernel dropped events".to_owned());
     }
+    for l in stderr
+        .lines()
+        .filter(|l| l.starts_with("timetracer-agent: "))
+    {
+        eprintln!("[s3_outage] {l}");
+    }
     let s3 = summary_values(&stderr, "timetracer-agent: s3: ");
     let get = |k: &str| s3.get(k).copied().unwrap_or(u64::MAX);
     if get("s3_uploaded") != local.len() as u64 {
@@ -417,27 +438,23 @@ fn s3_outage_loses_nothing() {
 
 #[test]
 fn s3_backlog_limits_and_restart() {
-    let paths = require_root!();
-    let mut h = Harness::new(paths.clone(), "s3_backlog_limits");
-    let Some(mut weed) = Weed::new(&paths, &h.root()) else {
+    let Some((mut h, mut weed)) = setup("s3_backlog_limits") else {
         return;
     };
     h.start_app(App::FastApi);
     let backlog = h.root().join("backlog");
-    let limit: u64 = 12 << 10;
+    // Cassettes of this test are ~7 KiB: the limit keeps the newest 7 of 16.
+    let limit: u64 = 48 << 10;
     let limit_arg = format!("{}KiB", limit >> 10);
     let backlog_arg = backlog.display().to_string();
+    let limits = [
+        "--s3-backlog-dir",
+        backlog_arg.as_str(),
+        "--s3-backlog-max",
+        limit_arg.as_str(),
+    ];
     // Run 1: S3 down the whole time.
-    attach_with_s3(
-        &mut h,
-        &weed,
-        &[
-            "--s3-backlog-dir",
-            &backlog_arg,
-            "--s3-backlog-max",
-            &limit_arg,
-        ],
-    );
+    attach_with_s3(&mut h, &weed, &limits);
     let mut sent = Vec::new();
     for i in 0..16 {
         sent.push(h.send_fresh(&Req::new(&format!("users/l{i}"), &format!("limit{i:02}"))));
@@ -496,11 +513,7 @@ fn s3_backlog_limits_and_restart() {
         ("s3_backlog_bytes", total),
         ("s3_recovered", 0),
     ];
-    for (k, v) in want {
-        if s3.get(k) != Some(&v) {
-            errs.push(format!("run 1: {k} is not {v}: {s3:?}"));
-        }
-    }
+    errs.extend(counter_problems("run 1", &s3, &want));
     if !run1.contains(&format!("{} cassettes", kept.len())) || !run1.contains("next run") {
         errs.push("run 1 does not say what waits for the next run".to_owned());
     }
@@ -532,16 +545,7 @@ fn s3_backlog_limits_and_restart() {
 
     // Run 2: S3 up; the backlog of run 1 is uploaded first, then this run's cassettes.
     weed.start();
-    attach_with_s3(
-        &mut h,
-        &weed,
-        &[
-            "--s3-backlog-dir",
-            &backlog_arg,
-            "--s3-backlog-max",
-            &limit_arg,
-        ],
-    );
+    attach_with_s3(&mut h, &weed, &limits);
     let extra = h.send_fresh(&Req::new("users/after", "after-restart"));
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut remote = weed.list();
@@ -558,11 +562,7 @@ fn s3_backlog_limits_and_restart() {
         ("s3_dropped", 0),
         ("s3_backlog_files", 0),
     ];
-    for (k, v) in want {
-        if s3.get(k) != Some(&v) {
-            errs.push(format!("run 2: {k} is not {v}: {s3:?}"));
-        }
-    }
+    errs.extend(counter_problems("run 2", &s3, &want));
     let mut all = sent.clone();
     all.push(extra.clone());
     let (dir, more) = h.verify(&all, VerifyOpts::default());
