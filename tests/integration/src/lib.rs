@@ -27,6 +27,7 @@ use tokio as _;
 
 pub mod dbservers;
 pub mod prereq;
+pub mod seaweed;
 pub mod util;
 
 #[cfg(test)]

