@@ -175,6 +175,7 @@ impl Uploader {
                 max_retries: 5,
                 retry_timeout: Duration::from_secs(60),
             },
+            profile_credentials(),
         )
     }
 
@@ -183,21 +184,40 @@ impl Uploader {
     /// takes over (it knows S3 is down; object_store's retries would hold a worker for a
     /// minute per cassette).
     pub fn for_spool(settings: Settings) -> Result<Self, Error> {
+        Self::build(settings, Self::SPOOL_RETRY, profile_credentials())
+    }
+
+    const SPOOL_RETRY: RetryConfig = RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            base: 2.0,
+        },
+        max_retries: 2,
+        retry_timeout: Duration::from_secs(10),
+    };
+
+    /// [`Self::for_spool`] with fixed keys (tests: no credential chain to consult).
+    #[cfg(test)]
+    pub(crate) fn for_spool_with_keys(
+        settings: Settings,
+        id: &str,
+        secret: &str,
+    ) -> Result<Self, Error> {
         Self::build(
             settings,
-            RetryConfig {
-                backoff: BackoffConfig {
-                    init_backoff: Duration::from_millis(100),
-                    max_backoff: Duration::from_secs(2),
-                    base: 2.0,
-                },
-                max_retries: 2,
-                retry_timeout: Duration::from_secs(10),
-            },
+            Self::SPOOL_RETRY,
+            Some((id.to_owned(), secret.to_owned(), None)),
         )
     }
 
-    fn build(settings: Settings, retry: RetryConfig) -> Result<Self, Error> {
+    /// `keys`: id, secret, session token over the environment's (the shared credentials file's
+    /// profile, or fixed keys in tests).
+    fn build(
+        settings: Settings,
+        retry: RetryConfig,
+        keys: Option<(String, String, Option<String>)>,
+    ) -> Result<Self, Error> {
         if settings.bucket.is_empty() {
             return Err(Error::NoBucket);
         }
@@ -215,7 +235,7 @@ impl Uploader {
                 .with_allow_http(ep.starts_with("http://"))
                 .with_virtual_hosted_style_request(false);
         }
-        if let Some((id, secret, token)) = profile_credentials() {
+        if let Some((id, secret, token)) = keys {
             b = b.with_access_key_id(id).with_secret_access_key(secret);
             if let Some(t) = token {
                 b = b.with_token(t);

@@ -347,6 +347,63 @@ fn finish(sh: &Shared, job: &Job, res: Result<(), (bool, String)>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::s3::Settings;
+    use crate::s3::backlog::Limits;
+
+    /// An S3 that accepts connections and never answers (a hung server): queueing stays a
+    /// file-system operation, every cassette waits in the backlog, and `close` returns after
+    /// its idle time without waiting for the requests in flight, leaving the backlog for the
+    /// next run.
+    #[test]
+    fn a_hung_s3_never_slows_queueing_or_exit() {
+        let hung = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let settings = Settings {
+            bucket: "b".into(),
+            prefix: "p".into(),
+            region: None,
+            endpoint: Some(format!("http://{}", hung.local_addr().unwrap())),
+        };
+        let up = Uploader::for_spool_with_keys(settings, "id", "secret").unwrap();
+        let d = tempfile::tempdir().unwrap();
+        let backlog = Backlog::open(&d.path().join("backlog"), Limits::default()).unwrap();
+        let mut spool = Spool::new(up, backlog, 4);
+        let counters = Counters::default();
+        spool.start(&counters).unwrap();
+        let src = d.path().join("c.json");
+        crate::atomic_file::write(&src, &[b'x'; 4096]).unwrap();
+        let t = Instant::now();
+        let mut slowest = Duration::ZERO;
+        for i in 0..200 {
+            let q = Instant::now();
+            assert_eq!(spool.queue(&format!("d/{i}.json"), &src).unwrap(), 0);
+            slowest = slowest.max(q.elapsed());
+        }
+        let queued = t.elapsed();
+        assert!(
+            queued < Duration::from_secs(2) && slowest < Duration::from_millis(200),
+            "queueing 200 cassettes took {queued:?} (slowest {slowest:?})"
+        );
+        assert_eq!(counters.get(Counter::S3BacklogFiles), 200);
+        assert_eq!(counters.get(Counter::S3BacklogPeakBytes), 200 * 4096);
+        let t = Instant::now();
+        let left = spool.close(Duration::from_millis(300));
+        assert!(
+            t.elapsed() < Duration::from_secs(3),
+            "close took {:?}",
+            t.elapsed()
+        );
+        assert_eq!(
+            left,
+            Left {
+                files: 200,
+                bytes: 200 * 4096
+            }
+        );
+        assert_eq!(counters.get(Counter::S3Uploaded), 0);
+        assert_eq!(counters.get(Counter::S3Dropped), 0);
+        let files = std::fs::read_dir(d.path().join("backlog")).unwrap().count();
+        assert_eq!(files, 200, "every cassette waits for the next run");
+    }
 
     #[test]
     fn backoff_doubles_to_its_cap() {
