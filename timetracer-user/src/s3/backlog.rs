@@ -364,7 +364,8 @@ impl Backlog {
             Entry {
                 key: key.to_owned(),
                 bytes,
-                queued_ns: nanos(now),
+                // The time in its name (`new_name` just set it): never before an older entry's.
+                queued_ns: self.last_ns,
                 in_flight: false,
             },
         );
@@ -378,28 +379,30 @@ impl Backlog {
         dropped
     }
 
-    /// Drops waiting entries over the limits: older than `max_age`, then the oldest while the
-    /// backlog holds more than `max_bytes`. Returns how many were dropped (counted as
+    /// Drops entries over the limits, oldest first: those older than `max_age`, and the oldest
+    /// while the backlog holds more than `max_bytes`. Returns how many were dropped (counted as
     /// `s3_dropped`).
     pub fn enforce(&mut self, now: SystemTime) -> u64 {
         let max_age_ns = self.limits.max_age.as_nanos();
         let now_ns = nanos(now);
-        let expired: Vec<String> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| now_ns.saturating_sub(e.queued_ns) > max_age_ns)
-            .map(|(n, _)| n.clone())
-            .collect();
         let mut dropped = 0;
-        for name in expired {
-            self.drop_entry(&name, "older than s3.backlog_max_age");
-            dropped += 1;
-        }
-        while self.bytes > self.limits.max_bytes {
-            let Some(name) = self.entries.keys().next().cloned() else {
+        // Entries sort by queue time (names start with it, and it never goes back), so the
+        // expired ones are a prefix: this costs what it drops, not the backlog's length (the
+        // workers call it before every upload).
+        while let Some((name, e)) = self.entries.first_key_value() {
+            let over_age = now_ns.saturating_sub(e.queued_ns) > max_age_ns;
+            if !over_age && self.bytes <= self.limits.max_bytes {
                 break;
-            };
-            self.drop_entry(&name, "over s3.backlog_max_bytes");
+            }
+            let name = name.clone();
+            self.drop_entry(
+                &name,
+                if over_age {
+                    "older than s3.backlog_max_age"
+                } else {
+                    "over s3.backlog_max"
+                },
+            );
             dropped += 1;
         }
         dropped
