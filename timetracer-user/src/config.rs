@@ -48,6 +48,10 @@ pub enum Kind {
     List,
     /// One of the listed words.
     Choice(&'static [&'static str]),
+    /// A byte size: `1GiB`, `500MiB`, `64KiB`, `4096` ([`parse_size`]).
+    Size,
+    /// A duration: `24h`, `90s`, `1h 30m` ([`parse_duration`]).
+    Duration,
 }
 
 /// One configuration key.
@@ -223,7 +227,39 @@ pub const KEYS: &[Key] = &[
         default: None,
         kind: Kind::Str,
         used_by: "cli, agent",
-        help: "endpoint URL of an S3-compatible server (MinIO, moto, R2...)",
+        help: "endpoint URL of an S3-compatible server (MinIO, SeaweedFS, R2...)",
+    },
+    Key {
+        name: "s3.backlog_dir",
+        env: "TIMETRACER_S3_BACKLOG_DIR",
+        default: None,
+        kind: Kind::Path,
+        used_by: "agent",
+        help: "where cassettes wait for upload while S3 is slow or down (default: `.s3-backlog` in the cassette directory)",
+    },
+    Key {
+        name: "s3.backlog_max",
+        env: "TIMETRACER_S3_BACKLOG_MAX",
+        default: Some("1GiB"),
+        kind: Kind::Size,
+        used_by: "agent",
+        help: "bytes the S3 backlog may hold; above it the oldest cassettes' uploads are dropped (counted)",
+    },
+    Key {
+        name: "s3.backlog_max_age",
+        env: "TIMETRACER_S3_BACKLOG_MAX_AGE",
+        default: Some("24h"),
+        kind: Kind::Duration,
+        used_by: "agent",
+        help: "how long a cassette may wait for upload; older ones are dropped (counted)",
+    },
+    Key {
+        name: "s3.uploads",
+        env: "TIMETRACER_S3_UPLOADS",
+        default: Some("4"),
+        kind: Kind::Int,
+        used_by: "agent",
+        help: "concurrent S3 uploads of the agent (1-64)",
     },
 ];
 
@@ -324,6 +360,12 @@ fn check(k: &Key, value: &str, src: &Source) -> Result<(), Error> {
             .parse::<u64>()
             .map(|_| ())
             .map_err(|_| bad("a non-negative integer")),
+        Kind::Size => parse_size(value)
+            .map(|_| ())
+            .ok_or_else(|| bad("a size such as 1GiB, 500MiB, 64KiB or a number of bytes")),
+        Kind::Duration => parse_duration(value)
+            .map(|_| ())
+            .ok_or_else(|| bad("a duration such as 24h, 30m, 90s or 1h 30m")),
         Kind::Choice(words) => {
             if words.contains(&value.trim()) {
                 Ok(())
@@ -334,6 +376,36 @@ fn check(k: &Key, value: &str, src: &Source) -> Result<(), Error> {
                 }))
             }
         }
+    }
+}
+
+/// A byte size: a number with an optional binary unit (`B`, `K`/`KiB`, `M`/`MiB`, `G`/`GiB`,
+/// `T`/`TiB`, any case; `KB`, `MB`... are read as binary too, like `ls -h`).
+///
+/// Written here: the tree has no size parser, and these ten lines are all it takes.
+#[must_use]
+pub fn parse_size(s: &str) -> Option<u64> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let shift = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 0,
+        "k" | "kb" | "kib" => 10,
+        "m" | "mb" | "mib" => 20,
+        "g" | "gb" | "gib" => 30,
+        "t" | "tb" | "tib" => 40,
+        _ => return None,
+    };
+    num.parse::<u64>().ok()?.checked_mul(1 << shift)
+}
+
+/// A duration in humantime's syntax (`24h`, `90s`, `1h 30m`, `2days`); a bare number is seconds.
+#[must_use]
+pub fn parse_duration(s: &str) -> Option<std::time::Duration> {
+    let s = s.trim();
+    match s.parse::<u64>() {
+        Ok(secs) => Some(std::time::Duration::from_secs(secs)),
+        Err(_) => humantime::parse_duration(s).ok(),
     }
 }
 
@@ -484,6 +556,18 @@ impl Config {
         self.str(name).and_then(|v| v.trim().parse().ok())
     }
 
+    /// A size value (checked when loaded).
+    #[must_use]
+    pub fn size(&self, name: &str) -> Option<u64> {
+        self.str(name).and_then(parse_size)
+    }
+
+    /// A duration value (checked when loaded).
+    #[must_use]
+    pub fn duration(&self, name: &str) -> Option<std::time::Duration> {
+        self.str(name).and_then(parse_duration)
+    }
+
     /// Every key with its effective value (None = unset) in table order.
     pub fn iter(&self) -> impl Iterator<Item = (&'static Key, Option<&Value>)> {
         KEYS.iter().map(|k| (k, self.values.get(k.name)))
@@ -531,6 +615,41 @@ mod tests {
         );
         assert_eq!(cfg.get("env").unwrap().source, Source::Default);
         assert_eq!(cfg.files, vec![user, proj]);
+    }
+
+    #[test]
+    fn sizes_and_durations() {
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("64KiB"), Some(64 << 10));
+        assert_eq!(parse_size(" 500 MiB "), Some(500 << 20));
+        assert_eq!(parse_size("1g"), Some(1 << 30));
+        assert_eq!(parse_size("1.5GiB"), None);
+        assert_eq!(parse_size("lots"), None);
+        assert_eq!(parse_size("99999999999T"), None, "overflow");
+        assert_eq!(
+            parse_duration("90"),
+            Some(std::time::Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse_duration("1h 30m"),
+            Some(std::time::Duration::from_secs(5400))
+        );
+        assert_eq!(parse_duration("soon"), None);
+        let e = Config::load_from(&Locations::default(), |k| {
+            (k == "TIMETRACER_S3_BACKLOG_MAX").then(|| "big".to_owned())
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("TIMETRACER_S3_BACKLOG_MAX") && e.contains("1GiB"),
+            "{e}"
+        );
+        let cfg = Config::load_from(&Locations::default(), |_| None).unwrap();
+        assert_eq!(cfg.size("s3.backlog_max"), Some(1 << 30));
+        assert_eq!(
+            cfg.duration("s3.backlog_max_age"),
+            Some(std::time::Duration::from_secs(24 * 3600))
+        );
     }
 
     #[test]

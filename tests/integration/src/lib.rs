@@ -28,6 +28,7 @@ use tokio as _;
 pub mod dbservers;
 pub mod fakeapi;
 pub mod prereq;
+pub mod seaweed;
 pub mod util;
 
 #[cfg(test)]

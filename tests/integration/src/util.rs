@@ -627,7 +627,11 @@ pub fn load_cassettes(dir: &Path) -> CassetteDir {
                 continue;
             };
             if meta.is_dir() {
-                stack.push(p);
+                // The agent's S3 backlog (hard links of cassettes waiting for upload), hidden
+                // from every cassette listing.
+                if !p.ends_with(".s3-backlog") {
+                    stack.push(p);
+                }
                 continue;
             }
             let name = p

@@ -111,17 +111,15 @@ pub fn main() -> ExitCode {
     let res = match cli.command {
         Command::Attach { sel, tui, opts } => opts.plan(cfg.clone()).and_then(|p| {
             if tui {
-                top(&sel, p, true, &cfg)
+                top(&sel, p, true)
             } else {
-                attach(&sel, &p, &cfg)
+                attach(&sel, &p)
             }
         }),
-        Command::Top { sel, no_save, opts } => opts
-            .plan(cfg.clone())
-            .and_then(|p| top(&sel, p, !no_save, &cfg)),
-        Command::Record { opts, cmd } => {
-            opts.plan(cfg.clone()).and_then(|p| launch(&cmd, &p, &cfg))
+        Command::Top { sel, no_save, opts } => {
+            opts.plan(cfg.clone()).and_then(|p| top(&sel, p, !no_save))
         }
+        Command::Record { opts, cmd } => opts.plan(cfg.clone()).and_then(|p| launch(&cmd, &p)),
         Command::Node { node, opts } => super::node::run(&node, &opts, cfg),
         Command::Replay(args) => return super::replay::replay(&args),
         Command::ReplayServer(args) => super::replay::server(&args),

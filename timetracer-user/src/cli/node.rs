@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Args;
 
-use super::record::{RecordArgs, install_signal_handlers, print_summary, stop_flag};
+use super::record::{RecordArgs, install_signal_handlers, print_summary, spool, stop_flag};
 use crate::config::Config;
 use crate::k8s::node::{self, NodeOptions, Pods};
 use crate::k8s::pods::Selection;
@@ -42,17 +42,6 @@ pub struct NodeArgs {
     /// Where `/metrics` (Prometheus), `/healthz` and `/readyz` are served.
     #[arg(long, value_name = "ADDR", default_value = DEFAULT_METRICS_ADDR)]
     pub metrics_addr: SocketAddr,
-    /// Also upload each cassette to this S3 bucket, under `PREFIX/NAMESPACE/POD/DATE/`
-    /// [key `s3.bucket`, TIMETRACER_S3_BUCKET].
-    #[arg(long, value_name = "BUCKET")]
-    pub s3_bucket: Option<String>,
-    /// Key prefix in the bucket [key `s3.prefix`, TIMETRACER_S3_PREFIX; default cassettes].
-    #[arg(long, value_name = "PREFIX")]
-    pub s3_prefix: Option<String>,
-    /// `http(s)://host:port` of an S3-compatible server [key `s3.endpoint`,
-    /// TIMETRACER_S3_ENDPOINT].
-    #[arg(long, value_name = "URL")]
-    pub s3_endpoint: Option<String>,
 }
 
 impl NodeArgs {
@@ -84,22 +73,12 @@ impl NodeArgs {
 }
 
 /// `timetracer-agent node`: records until SIGINT/SIGTERM.
-pub(super) fn run(args: &NodeArgs, opts: &RecordArgs, mut cfg: Config) -> anyhow::Result<ExitCode> {
-    for (key, flag, v) in [
-        ("s3.bucket", "--s3-bucket", &args.s3_bucket),
-        ("s3.prefix", "--s3-prefix", &args.s3_prefix),
-        ("s3.endpoint", "--s3-endpoint", &args.s3_endpoint),
-    ] {
-        if let Some(v) = v {
-            cfg.set_flag(key, flag, v.clone());
-        }
-    }
-    let plan = opts.plan(cfg.clone())?;
+/// Cassettes go to `PREFIX/NAMESPACE/POD/DATE/` in the bucket when one is configured (the
+/// record options' `--s3-*`).
+pub(super) fn run(args: &NodeArgs, opts: &RecordArgs, cfg: Config) -> anyhow::Result<ExitCode> {
+    let plan = opts.plan(cfg)?;
     let node_opts = args.options()?;
-    let s3 = crate::s3::Settings::from_config(&cfg)
-        .map(crate::s3::Uploader::new)
-        .transpose()
-        .map_err(|e| anyhow::anyhow!("S3: {e}"))?;
+    let s3 = plan.s3.as_ref().map(|s3| spool(&plan, s3)).transpose()?;
     let mut target = Pods::start(node_opts)?;
     let sinks = node::chain(&plan, &target.shared(), s3);
     install_signal_handlers()?;

@@ -108,6 +108,53 @@ pub struct RecordArgs {
     /// `SUDO_GID`). The agent never runs the app as root unless told: `--user root`.
     #[arg(long, env = "TIMETRACER_USER", value_name = "USER[:GROUP]")]
     pub user: Option<String>,
+    #[command(flatten)]
+    pub s3: S3Args,
+}
+
+/// Uploads to S3. Each flag overrides its configuration key (flag > `TIMETRACER_S3_*` >
+/// `timetracer.toml` `[s3]` > default).
+#[derive(Debug, Args, Clone, Default)]
+#[command(next_help_heading = "S3 upload")]
+pub struct S3Args {
+    /// Upload every written cassette to this bucket [key `s3.bucket`, TIMETRACER_S3_BUCKET].
+    /// Uploads never slow the recording: while S3 is slow or down, cassettes wait in the
+    /// backlog and are uploaded, oldest first, when it answers again.
+    #[arg(long, value_name = "BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// Key prefix inside the bucket [key `s3.prefix`, TIMETRACER_S3_PREFIX; default cassettes].
+    #[arg(long, value_name = "PREFIX")]
+    pub s3_prefix: Option<String>,
+    /// Endpoint URL of an S3-compatible server, e.g. http://127.0.0.1:8333
+    /// [key `s3.endpoint`, TIMETRACER_S3_ENDPOINT].
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// Where cassettes wait for upload (0700; a later run with the same directory uploads what
+    /// is left) [key `s3.backlog_dir`, TIMETRACER_S3_BACKLOG_DIR; default
+    /// `<cassette dir>/.s3-backlog`].
+    #[arg(long, value_name = "DIR")]
+    pub s3_backlog_dir: Option<PathBuf>,
+    /// Most bytes waiting for upload; above it the oldest uploads are dropped and counted
+    /// (`s3_dropped`; the cassettes stay on disk) [key `s3.backlog_max`,
+    /// TIMETRACER_S3_BACKLOG_MAX; default 1GiB].
+    #[arg(long, value_name = "SIZE", value_parser = size_arg)]
+    pub s3_backlog_max: Option<String>,
+    /// Longest wait for upload; older cassettes' uploads are dropped and counted [key
+    /// `s3.backlog_max_age`, TIMETRACER_S3_BACKLOG_MAX_AGE; default 24h].
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+    pub s3_backlog_max_age: Option<String>,
+}
+
+fn size_arg(s: &str) -> Result<String, String> {
+    crate::config::parse_size(s)
+        .map(|_| s.to_owned())
+        .ok_or_else(|| format!("expected a size such as 1GiB, 500MiB, 64KiB or bytes, got {s:?}"))
+}
+
+fn duration_arg(s: &str) -> Result<String, String> {
+    crate::config::parse_duration(s)
+        .map(|_| s.to_owned())
+        .ok_or_else(|| format!("expected a duration such as 24h, 30m or 90s, got {s:?}"))
 }
 
 /// `--errors-only[=BOOL]`, with the configuration's boolean words.
@@ -152,6 +199,25 @@ impl RecordArgs {
         );
         flag("service", "--service", self.service.clone());
         flag("env", "--env", self.env.clone());
+        let s3 = &self.s3;
+        flag("s3.bucket", "--s3-bucket", s3.s3_bucket.clone());
+        flag("s3.prefix", "--s3-prefix", s3.s3_prefix.clone());
+        flag("s3.endpoint", "--s3-endpoint", s3.s3_endpoint.clone());
+        flag(
+            "s3.backlog_dir",
+            "--s3-backlog-dir",
+            s3.s3_backlog_dir.as_ref().map(|p| p.display().to_string()),
+        );
+        flag(
+            "s3.backlog_max",
+            "--s3-backlog-max",
+            s3.s3_backlog_max.clone(),
+        );
+        flag(
+            "s3.backlog_max_age",
+            "--s3-backlog-max-age",
+            s3.s3_backlog_max_age.clone(),
+        );
         let only = FlagOnly {
             max_body: self.max_body,
             no_redact: self.no_redact,
@@ -202,18 +268,32 @@ pub(super) fn install_signal_handlers() -> anyhow::Result<()> {
 }
 
 /// The filters, cassette files and index, S3 when a bucket is configured, and the live view.
+/// A configured bucket that cannot be used stops the agent before it traces anything.
 fn sinks(
     plan: &RecordPlan,
-    cfg: &Config,
     save: bool,
     live: Option<mpsc::SyncSender<crate::live::LiveUpdate>>,
-) -> Chain {
-    let s3 = crate::s3::Settings::from_config(cfg).and_then(|s| {
-        crate::s3::Uploader::new(s)
-            .map_err(|e| eprintln!("timetracer-agent: S3 upload disabled: {e}"))
-            .ok()
-    });
-    Chain::standard(plan, Outputs { save, s3, live })
+) -> anyhow::Result<Chain> {
+    let s3 = match &plan.s3 {
+        Some(s3) if save => Some(spool(plan, s3)?),
+        _ => None,
+    };
+    Ok(Chain::standard(plan, Outputs { save, s3, live }))
+}
+
+/// The S3 client and the backlog (what a previous run left is uploaded first), made by the
+/// cassettes' owner like every file the recording writes.
+pub(super) fn spool(
+    plan: &RecordPlan,
+    s3: &record::S3Plan,
+) -> anyhow::Result<crate::s3::spool::Spool> {
+    let uploader = crate::s3::Uploader::for_spool(s3.settings.clone())?;
+    let open = || crate::s3::backlog::Backlog::open(&s3.backlog_dir, s3.limits);
+    let backlog = match &plan.owner {
+        Some(owner) => owner.with_fs(open),
+        None => open(),
+    }?;
+    Ok(crate::s3::spool::Spool::new(uploader, backlog, s3.uploads))
 }
 
 pub(super) fn print_summary(summary: &Summary) {
@@ -222,11 +302,11 @@ pub(super) fn print_summary(summary: &Summary) {
     }
 }
 
-pub(super) fn attach(sel: &Selection, plan: &RecordPlan, cfg: &Config) -> anyhow::Result<ExitCode> {
+pub(super) fn attach(sel: &Selection, plan: &RecordPlan) -> anyhow::Result<ExitCode> {
     let mut target = sel.target()?;
     let what = target.describe();
     install_signal_handlers()?;
-    let summary = record::run(plan, &mut *target, sinks(plan, cfg, true, None), &STOP)?;
+    let summary = record::run(plan, &mut *target, sinks(plan, true, None)?, &STOP)?;
     if target.finished() {
         eprintln!("timetracer-agent: {what} is gone");
     }
@@ -237,16 +317,11 @@ pub(super) fn attach(sel: &Selection, plan: &RecordPlan, cfg: &Config) -> anyhow
 /// `top` and `attach --tui`: tracing starts here (errors are reported before the UI takes the
 /// terminal), the recording runs on a worker thread and feeds the terminal UI, which owns the
 /// terminal on this thread until the user quits (or a signal arrives).
-pub(super) fn top(
-    sel: &Selection,
-    mut plan: RecordPlan,
-    save: bool,
-    cfg: &Config,
-) -> anyhow::Result<ExitCode> {
+pub(super) fn top(sel: &Selection, mut plan: RecordPlan, save: bool) -> anyhow::Result<ExitCode> {
     let mut target = sel.target()?;
     plan.quiet = true;
     let (tx, rx) = mpsc::sync_channel(4096);
-    let recording = Recording::start(&plan, &mut *target, sinks(&plan, cfg, save, Some(tx)))?;
+    let recording = Recording::start(&plan, &mut *target, sinks(&plan, save, Some(tx))?)?;
     install_signal_handlers()?;
     let worker = std::thread::Builder::new()
         .name("tt-session".into())
@@ -269,18 +344,14 @@ pub(super) fn top(
 }
 
 /// `record -- CMD`: exits with the command's exit code.
-pub(super) fn launch(
-    cmd: &[OsString],
-    plan: &RecordPlan,
-    cfg: &Config,
-) -> anyhow::Result<ExitCode> {
+pub(super) fn launch(cmd: &[OsString], plan: &RecordPlan) -> anyhow::Result<ExitCode> {
     if plan.owner_unspecified {
         return Err(crate::privilege::Error::ImplicitRoot.into());
     }
     let mut target = Launched::spawn(cmd, plan.owner.as_ref())?;
     CHILD_PID.store(target.pid() as i32, Ordering::SeqCst);
     install_signal_handlers()?;
-    let summary = record::run(plan, &mut target, sinks(plan, cfg, true, None), &STOP)?;
+    let summary = record::run(plan, &mut target, sinks(plan, true, None)?, &STOP)?;
     let status = target.wait().context("waiting for the command")?;
     print_summary(&summary);
     Ok(exit_code_of(status))

@@ -740,7 +740,7 @@ impl sink::Sink for PodCassettes {
 pub fn chain(
     plan: &record::RecordPlan,
     shared: &Arc<Shared>,
-    s3: Option<crate::s3::Uploader>,
+    s3: Option<crate::s3::spool::Spool>,
 ) -> sink::Chain {
     let mut sinks: Vec<Box<dyn sink::Sink>> = Vec::new();
     if !plan.filters.exclude_paths.is_empty() {
@@ -756,10 +756,10 @@ pub fn chain(
         encrypt_to: plan.encrypt_to.clone(),
     }));
     sinks.push(Box::new(sink::Index::new(&plan.out)));
-    if let Some(uploader) = s3 {
+    if let Some(spool) = s3 {
         sinks.push(Box::new(sink::S3 {
             dir: plan.out.clone(),
-            uploader,
+            spool,
         }));
     }
     sinks.push(Box::new(PodCassettes(Arc::clone(shared))));

@@ -36,7 +36,7 @@ mod session;
 pub mod sink;
 pub mod target;
 
-pub use plan::{Filters, FlagOnly, PlanError, RecordPlan};
+pub use plan::{Filters, FlagOnly, PlanError, RecordPlan, S3Plan};
 pub use report::Summary;
 pub use sink::Sink;
 pub use target::Target;
@@ -114,8 +114,8 @@ pub enum Error {
 pub struct Outputs {
     /// Write cassette files and index them (false for `top --no-save`).
     pub save: bool,
-    /// Upload each written cassette.
-    pub s3: Option<crate::s3::Uploader>,
+    /// Upload each written cassette (through the backlog, off the writer thread).
+    pub s3: Option<crate::s3::spool::Spool>,
     /// The live view's channel (`top`, `attach --tui`).
     pub live: Option<SyncSender<LiveUpdate>>,
 }
@@ -133,10 +133,10 @@ impl Chain {
                 encrypt_to: plan.encrypt_to.clone(),
             }));
             sinks.push(Box::new(sink::Index::new(&plan.out)));
-            if let Some(uploader) = outputs.s3 {
+            if let Some(spool) = outputs.s3 {
                 sinks.push(Box::new(sink::S3 {
                     dir: plan.out.clone(),
-                    uploader,
+                    spool,
                 }));
             }
         }

@@ -27,6 +27,59 @@ pub enum PlanError {
     },
     #[error("{source_desc}: `encrypt_to`: {error}")]
     EncryptTo { error: String, source_desc: String },
+    #[error("{source_desc}: `{key}` = {value} is out of range: use 1 to 64 concurrent uploads")]
+    S3Uploads {
+        key: &'static str,
+        value: u64,
+        source_desc: String,
+    },
+}
+
+/// Where and how written cassettes are uploaded (the `s3.*` keys), when a bucket is set.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct S3Plan {
+    pub settings: crate::s3::Settings,
+    /// Where cassettes wait for upload: `s3.backlog_dir`, else `.s3-backlog` in the cassette
+    /// directory (hidden: no cassette listing walks it).
+    pub backlog_dir: PathBuf,
+    /// `s3.backlog_max`, `s3.backlog_max_age`.
+    pub limits: crate::s3::backlog::Limits,
+    /// Concurrent uploads (`s3.uploads`).
+    pub uploads: usize,
+}
+
+impl S3Plan {
+    /// The plan for `cfg`, with cassettes in `out`; `None` without a bucket.
+    pub fn from_config(cfg: &Config, out: &std::path::Path) -> Result<Option<Self>, PlanError> {
+        let Some(settings) = crate::s3::Settings::from_config(cfg) else {
+            return Ok(None);
+        };
+        let uploads = cfg.u64("s3.uploads").unwrap_or(4);
+        if !(1..=64).contains(&uploads) {
+            return Err(PlanError::S3Uploads {
+                key: "s3.uploads",
+                value: uploads,
+                source_desc: cfg
+                    .get("s3.uploads")
+                    .map_or_else(|| Source::Default.to_string(), |v| v.source.to_string()),
+            });
+        }
+        let defaults = crate::s3::backlog::Limits::default();
+        Ok(Some(Self {
+            settings,
+            backlog_dir: cfg
+                .str("s3.backlog_dir")
+                .filter(|s| !s.is_empty())
+                .map_or_else(|| out.join(".s3-backlog"), PathBuf::from),
+            limits: crate::s3::backlog::Limits {
+                max_bytes: cfg.size("s3.backlog_max").unwrap_or(defaults.max_bytes),
+                max_age: cfg
+                    .duration("s3.backlog_max_age")
+                    .unwrap_or(defaults.max_age),
+            },
+            uploads: usize::try_from(uploads).unwrap_or(4),
+        }))
+    }
 }
 
 /// Which requests are stored (the filter sinks, `record::sink`).
@@ -89,6 +142,8 @@ pub struct RecordPlan {
     /// recording writes, and is who a launched app runs as ([`crate::privilege`]). `None`: the
     /// agent's own user.
     pub owner: Option<Identity>,
+    /// Uploads to S3 (a bucket is configured).
+    pub s3: Option<S3Plan>,
     /// The agent is root and nothing named a user: `record` refuses to launch the app (as
     /// root) until `--user root` says so; `attach`/`top` write as root.
     pub owner_unspecified: bool,
@@ -179,8 +234,10 @@ impl RecordPlan {
             sample_rate,
             errors_only,
         };
+        let out = PathBuf::from(text("dir", "./cassettes"));
         Ok(Self {
-            out: PathBuf::from(text("dir", "./cassettes")),
+            s3: S3Plan::from_config(cfg, &out)?,
+            out,
             max_body,
             compression,
             encrypt_to,
@@ -247,6 +304,61 @@ mod tests {
         assert_eq!(plan.out, PathBuf::from("/x"));
         assert_eq!(plan.max_body, 100);
         assert_eq!(plan.build.max_body, 100);
+    }
+
+    /// The S3 keys: a bucket turns uploads on; the backlog sits in the cassette directory
+    /// unless placed elsewhere; limits from flags over variables over the file.
+    #[test]
+    fn s3_plan() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("timetracer.toml");
+        std::fs::write(
+            &file,
+            "dir = \"rec\"\n[s3]\nbacklog_max = \"2MiB\"\nbacklog_max_age = \"2h\"\n",
+        )
+        .unwrap();
+        let loc = Locations {
+            project: Some(file.clone()),
+            user: None,
+        };
+        let cfg = Config::load_from(&loc, |_| None).unwrap();
+        assert_eq!(
+            RecordPlan::from_config(&cfg, &FlagOnly::default())
+                .unwrap()
+                .s3,
+            None
+        );
+        let env = |k: &str| match k {
+            "TIMETRACER_S3_BUCKET" => Some("b".to_owned()),
+            "TIMETRACER_S3_BACKLOG_MAX" => Some("3MiB".to_owned()),
+            _ => None,
+        };
+        let mut cfg = Config::load_from(&loc, env).unwrap();
+        let s3 = RecordPlan::from_config(&cfg, &FlagOnly::default())
+            .unwrap()
+            .s3
+            .unwrap();
+        assert_eq!(s3.settings.bucket, "b");
+        assert_eq!(s3.settings.prefix, "cassettes");
+        assert_eq!(s3.backlog_dir, d.path().join("rec").join(".s3-backlog"));
+        assert_eq!(s3.limits.max_bytes, 3 << 20);
+        assert_eq!(s3.limits.max_age, std::time::Duration::from_secs(7200));
+        assert_eq!(s3.uploads, 4);
+        cfg.set_flag("s3.backlog_max", "--s3-backlog-max", "10KiB".to_owned());
+        cfg.set_flag("s3.backlog_dir", "--s3-backlog-dir", "/var/b".to_owned());
+        cfg.set_flag("s3.uploads", "--x", "0".to_owned());
+        let e = RecordPlan::from_config(&cfg, &FlagOnly::default())
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`s3.uploads`") && e.contains("1 to 64"), "{e}");
+        cfg.set_flag("s3.uploads", "--x", "8".to_owned());
+        let s3 = RecordPlan::from_config(&cfg, &FlagOnly::default())
+            .unwrap()
+            .s3
+            .unwrap();
+        assert_eq!(s3.limits.max_bytes, 10 << 10);
+        assert_eq!(s3.backlog_dir, PathBuf::from("/var/b"));
+        assert_eq!(s3.uploads, 8);
     }
 
     #[test]

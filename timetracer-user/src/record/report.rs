@@ -35,6 +35,19 @@ pub fn status_line(counters: &Snapshot, kernel: &KernelDrops, open_connections: 
     }
     let dropped: u64 = drops(counters, kernel).iter().map(|(_, n)| n).sum();
     s.push_str(&format!(" {open_connections} conns | drops {dropped}"));
+    if counters.group(Group::Upload).any(|(_, n)| n > 0) {
+        let g = |c| counters.get(c);
+        s.push_str(&format!(
+            " | s3 {} up, {} waiting ({}), {} dropped",
+            g(Counter::S3Uploaded),
+            g(Counter::S3BacklogFiles),
+            fmt_bytes(g(Counter::S3BacklogBytes)),
+            g(Counter::S3Dropped),
+        ));
+        if g(Counter::S3Errors) > 0 {
+            s.push_str(&format!(", {} failed attempts", g(Counter::S3Errors)));
+        }
+    }
     s
 }
 
@@ -138,9 +151,18 @@ impl Summary {
                 rules.join(", ")
             ));
         }
+        // Uploads: every counter, zeros included (`s3_dropped=0` is the point), once S3 did
+        // anything.
+        if c.group(Group::Upload).any(|(_, n)| n > 0) {
+            let s3: Vec<String> = c
+                .group(Group::Upload)
+                .map(|(k, n)| format!("{}={n}", k.name()))
+                .collect();
+            out.push(format!("timetracer-agent: s3: {}", s3.join(", ")));
+        }
         let agent: Vec<String> = Counter::ALL
             .iter()
-            .filter(|k| k.group() != Group::Total)
+            .filter(|k| k.group() != Group::Total && k.group() != Group::Upload)
             .map(|&k| (k, c.get(k)))
             .filter(|(_, n)| *n > 0)
             .map(|(k, n)| format!("{}={n}", k.name()))
@@ -212,6 +234,41 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// The S3 part of the status line and its summary line, which shows zeros too.
+    #[test]
+    fn s3_status_and_summary() {
+        let mut s = Snapshot::default();
+        s.set(Counter::S3Uploaded, 40);
+        s.set(Counter::S3Errors, 3);
+        s.set(Counter::S3BacklogFiles, 2);
+        s.set(Counter::S3BacklogBytes, 2048);
+        s.set(Counter::S3BacklogPeakFiles, 25);
+        let kernel: KernelDrops = Vec::new();
+        assert!(
+            status_line(&s, &kernel, 0)
+                .ends_with("| s3 40 up, 2 waiting (2.0 KiB), 0 dropped, 3 failed attempts"),
+            "{}",
+            status_line(&s, &kernel, 0)
+        );
+        let summary = Summary {
+            elapsed: Duration::from_secs(1),
+            out: PathBuf::from("/c"),
+            counters: s,
+            kernel_drops: kernel,
+            python_probes: Vec::new(),
+            python_engine: [0; 4],
+            python_rules: Vec::new(),
+        };
+        let lines = summary.lines();
+        assert_eq!(
+            lines[2],
+            "timetracer-agent: s3: s3_uploaded=40, s3_errors=3, s3_backlog_files=2, \
+             s3_backlog_bytes=2048, s3_backlog_peak_files=25, s3_backlog_peak_bytes=0, \
+             s3_dropped=0, s3_recovered=0"
+        );
+        assert_eq!(lines.len(), 3, "{lines:?}");
     }
 
     /// The shapes the benchmark (bench/) and the tests read.

@@ -412,17 +412,24 @@ impl Sink for Index {
     }
 }
 
-/// Uploads each written cassette under its path relative to the cassette directory
-/// (`s3_uploaded`, `s3_errors`; the cassette stays on disk either way).
+/// Queues each written cassette for upload under its path relative to the cassette directory.
+/// The writer thread only links the file into the S3 backlog; the spool's workers upload it
+/// (`s3_uploaded`, `s3_errors`, `s3_backlog_*`, `s3_dropped`; the cassette stays on disk either
+/// way). At the end, waits for the backlog to drain while S3 answers ([`crate::s3::spool`]).
 #[derive(Debug)]
 pub struct S3 {
     pub dir: PathBuf,
-    pub uploader: crate::s3::Uploader,
+    pub spool: crate::s3::spool::Spool,
 }
 
 impl Sink for S3 {
     fn name(&self) -> &'static str {
         "s3"
+    }
+    fn start(&mut self, ctx: &Ctx) {
+        if let Err(e) = self.spool.start(&ctx.counters) {
+            ctx.problem("Cannot start the S3 upload workers", &e);
+        }
     }
     fn accept(&mut self, item: &mut Finished, ctx: &Ctx) {
         let Some(path) = &item.written else { return };
@@ -431,15 +438,22 @@ impl Sink for S3 {
             .unwrap_or(path)
             .to_string_lossy()
             .into_owned();
-        match std::fs::read(path)
-            .map_err(|e| e.to_string())
-            .and_then(|b| self.uploader.put(&key, b).map_err(|e| e.to_string()))
-        {
-            Ok(()) => ctx.counters.inc(Counter::S3Uploaded),
-            Err(e) => {
-                ctx.counters.inc(Counter::S3Errors);
-                tracing::warn!(key, error = %e, "S3 upload failed; the cassette stays on disk");
-            }
+        if let Err(e) = self.spool.queue(&key, path) {
+            ctx.counters.inc(Counter::S3Dropped);
+            ctx.problem("Cannot queue a cassette for S3", &e);
+        }
+    }
+    fn finish(&mut self, ctx: &Ctx) {
+        let left = self.spool.close(crate::s3::spool::CLOSE_IDLE);
+        if left.files > 0 {
+            let msg = format!(
+                "{} cassettes ({}) wait in the S3 backlog for {}: the next run with the same \
+                 backlog directory uploads them",
+                left.files,
+                crate::analysis::format::fmt_bytes(left.bytes),
+                self.spool.destination(),
+            );
+            ctx.problem("S3 is not answering", &msg);
         }
     }
 }

@@ -1,4 +1,4 @@
-//! S3-compatible storage for cassettes (AWS S3, MinIO, R2, moto...), through `object_store`.
+//! S3-compatible storage for cassettes (AWS S3, MinIO, R2, SeaweedFS...), through `object_store`.
 //!
 //! Settings: bucket, prefix, region, endpoint ([`Settings`], from `TIMETRACER_S3_*` or
 //! `timetracer.toml`). Credentials: the standard AWS chain as `object_store` implements it
@@ -8,8 +8,9 @@
 //!
 //! Every object is written with one PUT (S3 makes it visible only when complete: no partial
 //! objects); requests are retried with exponential backoff. Downloads go to a temp file that is
-//! renamed into place. The API is blocking (it owns a small tokio runtime), so the agent's
-//! writer thread can call [`Uploader::put`] directly:
+//! renamed into place. The API is blocking (it owns a small tokio runtime). The agent never
+//! calls it on its writer thread: its cassettes go through the [`spool`] (upload workers) and
+//! the on-disk [`backlog`], so a slow or absent bucket never slows the recording.
 //!
 //! ```no_run
 //! # fn f(bytes: Vec<u8>) -> Result<(), timetracer::s3::Error> {
@@ -23,6 +24,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
+
+pub mod backlog;
+pub mod spool;
 
 use futures::StreamExt as _;
 use object_store::aws::AmazonS3Builder;
@@ -157,8 +161,63 @@ fn check_key(key: &str) -> Result<(), Error> {
 }
 
 impl Uploader {
-    /// A client for `settings`.
+    /// A client for `settings`, for the `timetracer s3` commands: each request is retried for
+    /// up to a minute.
     pub fn new(settings: Settings) -> Result<Self, Error> {
+        Self::build(
+            settings,
+            RetryConfig {
+                backoff: BackoffConfig {
+                    init_backoff: Duration::from_millis(100),
+                    max_backoff: Duration::from_secs(5),
+                    base: 2.0,
+                },
+                max_retries: 5,
+                retry_timeout: Duration::from_secs(60),
+            },
+            profile_credentials(),
+        )
+    }
+
+    /// A client for the agent's upload workers ([`spool`]): a request is retried twice within
+    /// ten seconds, then the cassette goes back to the backlog and the spool's own backoff
+    /// takes over (it knows S3 is down; object_store's retries would hold a worker for a
+    /// minute per cassette).
+    pub fn for_spool(settings: Settings) -> Result<Self, Error> {
+        Self::build(settings, Self::SPOOL_RETRY, profile_credentials())
+    }
+
+    const SPOOL_RETRY: RetryConfig = RetryConfig {
+        backoff: BackoffConfig {
+            init_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+            base: 2.0,
+        },
+        max_retries: 2,
+        retry_timeout: Duration::from_secs(10),
+    };
+
+    /// [`Self::for_spool`] with fixed keys (tests: no credential chain to consult).
+    #[cfg(test)]
+    pub(crate) fn for_spool_with_keys(
+        settings: Settings,
+        id: &str,
+        secret: &str,
+    ) -> Result<Self, Error> {
+        Self::build(
+            settings,
+            Self::SPOOL_RETRY,
+            Some((id.to_owned(), secret.to_owned(), None)),
+        )
+    }
+
+    /// `keys`: id, secret, session token over the environment's (the shared credentials file's
+    /// profile, or fixed keys in tests).
+    fn build(
+        settings: Settings,
+        retry: RetryConfig,
+        keys: Option<(String, String, Option<String>)>,
+    ) -> Result<Self, Error> {
         if settings.bucket.is_empty() {
             return Err(Error::NoBucket);
         }
@@ -176,21 +235,13 @@ impl Uploader {
                 .with_allow_http(ep.starts_with("http://"))
                 .with_virtual_hosted_style_request(false);
         }
-        if let Some((id, secret, token)) = profile_credentials() {
+        if let Some((id, secret, token)) = keys {
             b = b.with_access_key_id(id).with_secret_access_key(secret);
             if let Some(t) = token {
                 b = b.with_token(t);
             }
         }
-        b = b.with_retry(RetryConfig {
-            backoff: BackoffConfig {
-                init_backoff: Duration::from_millis(100),
-                max_backoff: Duration::from_secs(5),
-                base: 2.0,
-            },
-            max_retries: 5,
-            retry_timeout: Duration::from_secs(60),
-        });
+        b = b.with_retry(retry);
         let store = b.build().map_err(Error::Config)?;
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
