@@ -80,6 +80,12 @@ pub struct ConnTable {
     ssl_conns: HashMap<(u32, u64), u64>,
     /// TLS plaintext of an `SSL*` not tied to a socket yet, per (tgid, `SSL*`).
     pending_tls: HashMap<(u32, u64), Vec<(bool, Chunk)>>,
+    /// Listening addresses learnt from accepted connections: per process, and every one seen.
+    /// An accepted socket closed before /proc was read (a fast request of a sync worker) has
+    /// the address its process accepted on before, or the recording's only one: replay needs
+    /// it to know the app's port.
+    server_locals: HashMap<u32, SocketAddr>,
+    all_server_locals: Vec<SocketAddr>,
     counters: Counters,
 }
 
@@ -121,6 +127,8 @@ impl ConnTable {
             conns: HashMap::new(),
             ssl_conns: HashMap::new(),
             pending_tls: HashMap::new(),
+            server_locals: HashMap::new(),
+            all_server_locals: Vec::new(),
             counters,
         }
     }
@@ -270,7 +278,25 @@ impl ConnTable {
         facts: &dyn ProcFacts,
     ) {
         let remote = crate::capture::to_socket_addr(addr);
-        let local = facts.socket_addrs(o.tgid, fd).map(|(l, _)| l);
+        let mut local = facts.socket_addrs(o.tgid, fd).map(|(l, _)| l);
+        if side == Side::Server {
+            match local {
+                Some(l) => {
+                    self.server_locals.insert(o.tgid, l);
+                    if !self.all_server_locals.contains(&l) && self.all_server_locals.len() < 64 {
+                        self.all_server_locals.push(l);
+                    }
+                }
+                None => {
+                    local = self.server_locals.get(&o.tgid).copied().or(
+                        match self.all_server_locals.as_slice() {
+                            [only] => Some(*only),
+                            _ => None,
+                        },
+                    );
+                }
+            }
+        }
         let facts = ConnFacts {
             pid: o.tgid,
             fd,
@@ -298,6 +324,7 @@ impl ConnTable {
     /// Process `o.tgid` exited: the kernel closed its sockets (no close records come for
     /// them), so its connections end now.
     fn exit(&mut self, o: Origin, out: &mut Vec<Output>) {
+        self.server_locals.remove(&o.tgid);
         let mut ids: Vec<u64> = self
             .conns
             .iter()

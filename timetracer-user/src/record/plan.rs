@@ -162,6 +162,7 @@ impl RecordPlan {
             redaction,
             sample_rate,
             errors_only,
+            recording: None,
         };
         Ok(Self {
             out: PathBuf::from(text("dir", "./cassettes")),

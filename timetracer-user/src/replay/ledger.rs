@@ -446,6 +446,17 @@ impl Destination {
             .collect()
     }
 
+    /// Recorded non-session-level calls of cassettes `from..` not asked for yet, and how many
+    /// answers this destination gave so far: what replay watches while the app starts.
+    #[must_use]
+    pub fn progress(&self, from: usize) -> (usize, u64) {
+        let st = self.lock();
+        let left = (0..st.calls.len())
+            .filter(|&i| st.calls[i].cassette >= from && !st.calls[i].session_level && !st.used[i])
+            .count();
+        (left, st.answered.iter().map(|&n| u64::from(n)).sum())
+    }
+
     /// Calls of cassette `cassette` that were answered / never asked for.
     #[must_use]
     pub fn usage(&self, cassette: usize) -> Usage {

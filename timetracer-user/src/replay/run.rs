@@ -181,6 +181,7 @@ fn recorded_listen(inputs: &[Input]) -> Option<SocketAddr> {
 async fn run_plan(opts: &ReplayOptions, plan: Plan) -> anyhow::Result<Verdict> {
     let Plan {
         inputs,
+        startup,
         destinations,
         live,
         hosts,
@@ -363,6 +364,9 @@ async fn run_plan(opts: &ReplayOptions, plan: Plan) -> anyhow::Result<Verdict> {
 
     let verdict = async {
         wait_listening(&mut child, app_addr, opts.startup_timeout, &log_path).await?;
+        if !startup.is_empty() {
+            wait_startup(&destinations, &journal, inputs.len(), opts.startup_timeout).await;
+        }
         let startup_end = Instant::now();
         let mut requests = Vec::new();
         for (ci, input) in inputs.iter().enumerate() {
@@ -370,6 +374,7 @@ async fn run_plan(opts: &ReplayOptions, plan: Plan) -> anyhow::Result<Verdict> {
         }
         // Misses are assigned to the request whose window they fall in.
         let misses = journal.misses();
+        notes.extend(startup_unused(&inputs, &startup, &destinations));
         let startup_misses: Vec<Miss> = misses
             .iter()
             .filter(|m| m.at.is_none_or(|t| t < startup_end))
@@ -521,6 +526,69 @@ fn stop_app(redirect: &Redirect, child: &mut Child) {
     }
     redirect.kill_all(Duration::from_secs(5));
     let _ = child.wait();
+}
+
+/// Waits until the app made the recorded startup calls (cassettes `first..` of the ledger), or
+/// made no call for a second, or `timeout` passed. A server listens before its workers have
+/// booted (gunicorn): a request sent at once would race a worker's startup for identical calls
+/// (a pool's warm-up `GET` and the request's own), each taking the other's recorded answer.
+async fn wait_startup(
+    destinations: &[Arc<Destination>],
+    journal: &super::ledger::Journal,
+    first: usize,
+    timeout: Duration,
+) {
+    const QUIET: Duration = Duration::from_secs(1);
+    let started = Instant::now();
+    let mut last = None;
+    let mut since = Instant::now();
+    loop {
+        let (left, answered) = destinations
+            .iter()
+            .map(|d| d.progress(first))
+            .fold((0, 0), |(l, a), (l2, a2)| (l + l2, a + a2));
+        let now = (answered, journal.misses().len());
+        if left == 0 || started.elapsed() >= timeout {
+            return;
+        }
+        if last == Some(now) {
+            if since.elapsed() >= QUIET {
+                return;
+            }
+        } else {
+            last = Some(now);
+            since = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Recorded startup calls the app did not make (a note: a replay may start fewer workers,
+/// or a pool may warm up lazily).
+fn startup_unused(
+    inputs: &[Input],
+    startup: &[Input],
+    destinations: &[Arc<Destination>],
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (k, s) in startup.iter().enumerate() {
+        let ci = inputs.len() + k;
+        let unused: Vec<String> = destinations
+            .iter()
+            .flat_map(|d| d.unused())
+            .filter(|c| c.cassette == ci)
+            .map(|c| format!("{} {}", c.protocol, c.describe()))
+            .collect();
+        if let Some(first) = unused.first() {
+            notes.push(format!(
+                "{}: {} of its {} startup call(s) were not made in replay (first: {first})",
+                s.path.display(),
+                unused.len(),
+                s.cassette.events.len()
+            ));
+        }
+    }
+    notes
 }
 
 /// How long after the response the request's own later calls may still come

@@ -16,5 +16,6 @@ mod replay;
 mod scenario;
 mod sendfile;
 mod sigkill;
+mod startup;
 mod tls;
 mod tui;

@@ -251,6 +251,7 @@ pub fn from_har(har: &Value, service: &str) -> anyhow::Result<Vec<Cassette>> {
             .find(|(k, _)| k.eq_ignore_ascii_case("user-agent"))
             .map(|x| x.1.clone());
         let c = Cassette {
+            startup: None,
             db_sessions: Vec::new(),
             schema_version: SCHEMA_VERSION.to_owned(),
             generator: generator(),
@@ -266,6 +267,7 @@ pub fn from_har(har: &Value, service: &str) -> anyhow::Result<Vec<Cassette>> {
                 pid: Some(0),
                 cmdline: Some(Vec::new()),
                 cwd: None,
+                recording: None,
             },
             request: Request {
                 method: req
