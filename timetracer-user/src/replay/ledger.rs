@@ -457,6 +457,17 @@ impl Destination {
         (left, st.answered.iter().map(|&n| u64::from(n)).sum())
     }
 
+    /// How many non-session-level calls of cassette `cassette` are not asked for yet.
+    #[must_use]
+    pub fn left_of(&self, cassette: usize) -> usize {
+        let st = self.lock();
+        (0..st.calls.len())
+            .filter(|&i| {
+                st.calls[i].cassette == cassette && !st.calls[i].session_level && !st.used[i]
+            })
+            .count()
+    }
+
     /// Calls of cassette `cassette` that were answered / never asked for.
     #[must_use]
     pub fn usage(&self, cassette: usize) -> Usage {

@@ -591,9 +591,14 @@ fn startup_unused(
     notes
 }
 
-/// How long after the response the request's own later calls may still come
-/// (`BackgroundTasks`): the recorded gap plus slack, at most 5 s.
-fn settle_time(input: &Input) -> Duration {
+/// Slack after the response for a recorded call still on its way (the response and the call
+/// race on loopback; also the whole wait when the recording had no call after its response).
+const LATE_SLACK: Duration = Duration::from_millis(50);
+
+/// The longest the request's own calls may come after its response: how much later than the
+/// response the recording saw its last call end (`BackgroundTasks`), plus [`LATE_SLACK`], at
+/// most 5 s.
+fn late_window(input: &Input) -> Duration {
     let c = &input.cassette;
     let last_call_end = c
         .events
@@ -601,7 +606,22 @@ fn settle_time(input: &Input) -> Duration {
         .map(|e| e.start_offset_ms + e.duration_ms)
         .fold(0.0_f64, f64::max);
     let after = (last_call_end - c.response.duration_ms).max(0.0);
-    Duration::from_millis(150) + Duration::from_secs_f64((after / 1000.0).min(5.0))
+    LATE_SLACK + Duration::from_secs_f64((after / 1000.0).min(5.0))
+}
+
+/// Waits until the app is done with request `ci`: every call recorded for it was made (then
+/// at once: nothing is left to wait for), or its [`late_window`] after the response passed.
+/// Replaces a fixed 150 ms after every response, which made a replay of 1,000 requests take
+/// minutes (issue #26 item 6).
+async fn wait_done(ci: usize, input: &Input, destinations: &[Arc<Destination>]) {
+    let deadline = Instant::now() + late_window(input);
+    loop {
+        let left: usize = destinations.iter().map(|d| d.left_of(ci)).sum();
+        if left == 0 || Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 async fn replay_one(
@@ -630,7 +650,7 @@ async fn replay_one(
     let started = Instant::now();
     let sent = tokio::time::timeout(opts.request_timeout, send(input, app, &target)).await;
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-    tokio::time::sleep(settle_time(input)).await;
+    wait_done(ci, input, destinations).await;
     let (actual, error) = match sent {
         Ok(Ok(a)) => (Some(a), None),
         Ok(Err(e)) => (None, Some(format!("{e:#}"))),
@@ -880,6 +900,39 @@ mod tests {
         assert_eq!(
             rec.to_string(),
             "sh -c 'touch /tmp/x; rm -rf ~' in /srv/app"
+        );
+    }
+
+    /// Issue #26 item 6: no fixed wait after a response. Done at once when every call recorded
+    /// for the request was made; else at most the recorded post-response window + 50 ms.
+    #[tokio::test]
+    async fn done_when_every_recorded_call_was_made() {
+        let input = plan::load_inputs(&[fixture()]).unwrap().remove(0);
+        let window = late_window(&input);
+        assert!(window >= LATE_SLACK && window <= LATE_SLACK + Duration::from_secs(5));
+        let ev = input.cassette.events[0].clone();
+        let journal = Arc::new(super::super::ledger::Journal::default());
+        let d = Arc::new(Destination::new(
+            "127.0.0.1:6379".parse().unwrap(),
+            Protocol::Redis,
+            journal,
+        ));
+        d.push(super::super::ledger::RecordedCall::new(0, Protocol::Redis, ev).unwrap());
+        let dests = vec![d.clone()];
+        let t = Instant::now();
+        wait_done(0, &input, &dests).await;
+        let waited = t.elapsed();
+        assert!(
+            waited >= window,
+            "a call not made yet: the whole window ({waited:?})"
+        );
+        assert!(d.try_take(|_| Ok(())).is_some());
+        let t = Instant::now();
+        wait_done(0, &input, &dests).await;
+        assert!(
+            t.elapsed() < Duration::from_millis(20),
+            "every recorded call made: done at once ({:?})",
+            t.elapsed()
         );
     }
 }
