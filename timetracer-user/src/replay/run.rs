@@ -25,7 +25,7 @@ use super::ledger::{Destination, Miss, Protocol};
 use super::mock;
 use super::plan::{self, Input, Plan, Selection, loopback_twin};
 use super::redirect::Redirect;
-use super::verdict::{Blocked, DepCounts, Outcome, RequestVerdict, Verdict};
+use super::verdict::{Blocked, Crash, DepCounts, Outcome, RequestVerdict, Verdict};
 use crate::cassette::body_bytes;
 use crate::privilege::Identity;
 
@@ -360,7 +360,6 @@ async fn run_plan(opts: &ReplayOptions, plan: Plan) -> anyhow::Result<Verdict> {
             cwd.display()
         )
     })?;
-    drop(procs);
 
     let verdict = async {
         wait_listening(&mut child, app_addr, opts.startup_timeout, &log_path).await?;
@@ -369,9 +368,54 @@ async fn run_plan(opts: &ReplayOptions, plan: Plan) -> anyhow::Result<Verdict> {
         }
         let startup_end = Instant::now();
         let mut requests = Vec::new();
+        let mut crashes: Vec<Crash> = Vec::new();
+        let mut gave_up = false;
         for (ci, input) in inputs.iter().enumerate() {
-            requests.push(replay_one(opts, ci, input, app_addr, &destinations, &journal).await);
+            if gave_up {
+                requests.push(not_judged(input, crashes.len()));
+                continue;
+            }
+            let verdict = replay_one(opts, ci, input, app_addr, &destinations, &journal).await;
+            for d in &destinations {
+                d.retire(ci);
+            }
+            let failed = verdict.error.is_some();
+            requests.push(verdict);
+            // A crash is a finding: say after which request, restart (bounded), go on.
+            let Some(status) = app_gone(&mut child, app_addr, failed).await else {
+                continue;
+            };
+            let restart = crashes.len() < MAX_RESTARTS && ci + 1 < inputs.len();
+            crashes.push(Crash {
+                after: format!("{} {}", input.cassette.request.method, requests[ci].target),
+                cassette: Some(input.path.display().to_string()),
+                status,
+                output_tail: if opts.show_app_output || opts.keep_running {
+                    "(the app's output was shown, not kept)".into()
+                } else {
+                    log_tail(&log_path)
+                },
+                restarted: restart,
+            });
+            if !restart {
+                // Nothing more can be judged: the rest say why.
+                gave_up = true;
+                continue;
+            }
+            stop_app(&redirect, &mut child);
+            // The restarted app starts again: its startup calls are answered again.
+            for d in &destinations {
+                d.reuse_from(inputs.len());
+            }
+            child = command
+                .spawn()
+                .context("cannot start the app again after it crashed")?;
+            wait_listening(&mut child, app_addr, opts.startup_timeout, &log_path).await?;
+            if !startup.is_empty() {
+                wait_startup(&destinations, &journal, inputs.len(), opts.startup_timeout).await;
+            }
         }
+
         // Misses are assigned to the request whose window they fall in.
         let misses = journal.misses();
         notes.extend(startup_unused(&inputs, &startup, &destinations));
@@ -388,12 +432,9 @@ async fn run_plan(opts: &ReplayOptions, plan: Plan) -> anyhow::Result<Verdict> {
                 connects: n,
             })
             .collect();
-        anyhow::Ok(Verdict::new(
-            requests,
-            startup_misses,
-            blocked,
-            notes.clone(),
-        ))
+        anyhow::Ok(
+            Verdict::new(requests, startup_misses, blocked, notes.clone()).with_crashes(crashes),
+        )
     }
     .await;
     let verdict = match verdict {
@@ -589,6 +630,54 @@ fn startup_unused(
         }
     }
     notes
+}
+
+/// How many times replay starts the app again after it crashed.
+const MAX_RESTARTS: usize = 3;
+
+/// Whether the app is gone after a request: it exited (its status), or it stopped listening.
+/// After a failed request (no response) the exit may take a moment: waited for, briefly.
+async fn app_gone(child: &mut Child, app: SocketAddr, failed: bool) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_millis(if failed { 1000 } else { 0 });
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status.to_string());
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if failed && tokio::net::TcpStream::connect(app).await.is_err() {
+        return Some("stopped listening".into());
+    }
+    None
+}
+
+/// A request not sent because the app crashed more than [`MAX_RESTARTS`] times.
+fn not_judged(input: &Input, crashes: usize) -> RequestVerdict {
+    let c = &input.cassette;
+    RequestVerdict {
+        cassette: input.path.display().to_string(),
+        method: c.request.method.clone(),
+        target: c
+            .request
+            .target
+            .clone()
+            .unwrap_or_else(|| c.request.path.clone()),
+        outcome: Outcome::Error,
+        regression: false,
+        expected_status: c.response.status,
+        actual_status: None,
+        differences: Vec::new(),
+        identical_body: false,
+        dependencies: DepCounts::default(),
+        misses: Vec::new(),
+        error: Some(format!(
+            "not sent: the app crashed {crashes} times (restarted at most {MAX_RESTARTS} times)"
+        )),
+        duration_ms: 0.0,
+    }
 }
 
 /// Slack after the response for a recorded call still on its way (the response and the call

@@ -69,6 +69,21 @@ pub struct RequestVerdict {
     pub duration_ms: f64,
 }
 
+/// The app exited (or stopped listening) during replay: a finding, not a cascade.
+#[derive(Clone, Debug, Serialize)]
+pub struct Crash {
+    /// The request after which it happened (`GET /x` and its cassette), or `startup`.
+    pub after: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cassette: Option<String>,
+    /// `exit status: 3`, `signal: 9 (SIGKILL)`, or `stopped listening`.
+    pub status: String,
+    /// The last lines the app wrote (its log), when replay kept it.
+    pub output_tail: String,
+    /// The app was started again to judge the remaining requests.
+    pub restarted: bool,
+}
+
 /// A connect to a destination that is neither recorded nor live (refused with `EPERM`).
 #[derive(Clone, Debug, Serialize)]
 pub struct Blocked {
@@ -88,6 +103,10 @@ pub struct Verdict {
     /// recorded call answered.
     pub startup_misses: Vec<Miss>,
     pub blocked: Vec<Blocked>,
+    /// Times the app exited or stopped listening during replay (issue #26): each names the
+    /// request after which it happened, the exit status and the app's last output.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub crashes: Vec<Crash>,
     pub notes: Vec<String>,
     /// The text verdict, as printed.
     pub report: String,
@@ -147,11 +166,34 @@ impl Verdict {
             requests,
             startup_misses,
             blocked,
+            crashes: Vec::new(),
             notes,
             report: String::new(),
         };
         v.report = v.render();
         v
+    }
+
+    /// Adds the app's crashes: the verdict is at least a mismatch, and they are reported at
+    /// the top.
+    #[must_use]
+    pub fn with_crashes(mut self, crashes: Vec<Crash>) -> Self {
+        if crashes.is_empty() {
+            return self;
+        }
+        self.crashes = crashes;
+        self.exit_code = self.exit_code.max(EXIT_MISMATCH);
+        if self.verdict == Outcome::Same || self.verdict == Outcome::Differs {
+            self.verdict = Outcome::Error;
+        }
+        self.summary = format!(
+            "{}; the app crashed {} time{}",
+            self.summary,
+            self.crashes.len(),
+            if self.crashes.len() == 1 { "" } else { "s" }
+        );
+        self.report = self.render();
+        self
     }
 
     fn render(&self) -> String {
@@ -161,6 +203,25 @@ impl Verdict {
             "timetracer replay — {} (exit {})",
             self.summary, self.exit_code
         );
+        for c in &self.crashes {
+            let _ = writeln!(
+                s,
+                "\n✗ THE APP CRASHED after {} ({}){}",
+                c.after,
+                c.status,
+                if c.restarted {
+                    "; restarted to judge the remaining requests"
+                } else {
+                    ""
+                }
+            );
+            if let Some(p) = &c.cassette {
+                let _ = writeln!(s, "    {p}");
+            }
+            for l in c.output_tail.lines() {
+                let _ = writeln!(s, "    | {l}");
+            }
+        }
         for r in &self.requests {
             let mark = match r.outcome {
                 Outcome::Same => "✓",
