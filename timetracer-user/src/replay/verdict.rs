@@ -313,3 +313,60 @@ fn render_miss(s: &mut String, m: &Miss) {
         let _ = writeln!(s, "        {r}");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn same(target: &str) -> RequestVerdict {
+        RequestVerdict {
+            cassette: format!("c/{target}.json"),
+            method: "GET".into(),
+            target: target.into(),
+            outcome: Outcome::Same,
+            regression: false,
+            expected_status: 200,
+            actual_status: Some(200),
+            differences: Vec::new(),
+            identical_body: true,
+            dependencies: DepCounts::default(),
+            misses: Vec::new(),
+            error: None,
+            duration_ms: 1.0,
+        }
+    }
+
+    /// Issue #26 item 3: a crash fails the verdict and is reported first, with the request,
+    /// the status and the app's last output.
+    #[test]
+    fn crashes_fail_the_verdict_and_come_first() {
+        let v = Verdict::new(vec![same("/a"), same("/b")], vec![], vec![], vec![]);
+        assert_eq!(v.exit_code, EXIT_SAME);
+        let v = v.with_crashes(vec![Crash {
+            after: "GET /a".into(),
+            cassette: Some("c/a.json".into()),
+            status: "exit status: 3".into(),
+            output_tail: "fatal: boom".into(),
+            restarted: true,
+        }]);
+        assert_eq!(v.exit_code, EXIT_MISMATCH);
+        assert_eq!(v.verdict, Outcome::Error);
+        assert!(
+            v.summary.ends_with("the app crashed 1 time"),
+            "{}",
+            v.summary
+        );
+        let lines: Vec<&str> = v.report.lines().collect();
+        assert!(
+            lines[2].starts_with("✗ THE APP CRASHED after GET /a (exit status: 3); restarted"),
+            "{}",
+            v.report
+        );
+        assert!(v.report.contains("    | fatal: boom"), "{}", v.report);
+        let json = serde_json::to_value(&v).unwrap();
+        assert_eq!(json["crashes"][0]["status"], "exit status: 3");
+        // No crash: no `crashes` key.
+        let v = Verdict::new(vec![same("/a")], vec![], vec![], vec![]).with_crashes(vec![]);
+        assert!(serde_json::to_value(&v).unwrap().get("crashes").is_none());
+    }
+}
