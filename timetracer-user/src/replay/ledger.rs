@@ -446,6 +446,51 @@ impl Destination {
             .collect()
     }
 
+    /// Recorded non-session-level calls of cassettes `from..` not asked for yet, and how many
+    /// answers this destination gave so far: what replay watches while the app starts.
+    #[must_use]
+    pub fn progress(&self, from: usize) -> (usize, u64) {
+        let st = self.lock();
+        let left = (0..st.calls.len())
+            .filter(|&i| st.calls[i].cassette >= from && !st.calls[i].session_level && !st.used[i])
+            .count();
+        (left, st.answered.iter().map(|&n| u64::from(n)).sum())
+    }
+
+    /// Makes the calls of cassettes `from..` (the startup cassettes) answerable again: the app
+    /// was started again after a crash and boots anew.
+    pub fn reuse_from(&self, from: usize) {
+        let mut st = self.lock();
+        for i in 0..st.calls.len() {
+            if st.calls[i].cassette >= from {
+                st.used[i] = false;
+            }
+        }
+    }
+
+    /// Request `cassette` was judged: its calls not made (reported as such) can no longer
+    /// answer a later request's identical call, which would leave that request's own unused
+    /// (a crashed request's calls answering the next request's).
+    pub fn retire(&self, cassette: usize) {
+        let mut st = self.lock();
+        for i in 0..st.calls.len() {
+            if st.calls[i].cassette == cassette {
+                st.used[i] = true;
+            }
+        }
+    }
+
+    /// How many non-session-level calls of cassette `cassette` are not asked for yet.
+    #[must_use]
+    pub fn left_of(&self, cassette: usize) -> usize {
+        let st = self.lock();
+        (0..st.calls.len())
+            .filter(|&i| {
+                st.calls[i].cassette == cassette && !st.calls[i].session_level && !st.used[i]
+            })
+            .count()
+    }
+
     /// Calls of cassette `cassette` that were answered / never asked for.
     #[must_use]
     pub fn usage(&self, cassette: usize) -> Usage {

@@ -69,54 +69,61 @@ pub(super) enum DbApp {
     Secrets,
     /// `uvicorn secrets_async_app:app` (asyncpg, redis.asyncio; `redact.rs`).
     SecretsAsync,
+    /// `gunicorn -w 2 startup_flask_app:app` (SQLAlchemy + psycopg2, a psycopg2 pool, PyMySQL,
+    /// redis, all opened at import; `startup.rs`).
+    StartupFlask,
+    /// `uvicorn startup_fastapi_app:app` (an asyncpg pool made in the lifespan; `startup.rs`).
+    StartupFastApi,
 }
 
 impl DbApp {
     fn needs(self) -> Needs {
         Needs {
             postgres: true,
-            mariadb: matches!(self, Self::Flask | Self::Secrets),
+            mariadb: matches!(self, Self::Flask | Self::Secrets | Self::StartupFlask),
             redis: true,
         }
     }
 
     fn argv(self, paths: &Paths, port: u16) -> Vec<OsString> {
         match self {
-            Self::FastApi | Self::SecretsAsync => vec![
+            Self::FastApi | Self::SecretsAsync | Self::StartupFastApi => vec![
                 paths.venv_bin("uvicorn").into(),
-                if self == Self::FastApi {
-                    "db_fastapi_app:app".into()
-                } else {
-                    "secrets_async_app:app".into()
+                match self {
+                    Self::FastApi => "db_fastapi_app:app".into(),
+                    Self::StartupFastApi => "startup_fastapi_app:app".into(),
+                    _ => "secrets_async_app:app".into(),
                 },
                 "--host".into(),
                 "127.0.0.1".into(),
                 "--port".into(),
                 port.to_string().into(),
             ],
-            Self::Flask | Self::Secrets => {
-                let mut v: Vec<OsString> = vec![
-                    paths.venv_bin("gunicorn").into(),
-                    "-w".into(),
-                    "1".into(),
-                    "-k".into(),
-                    "gthread".into(),
-                    "--threads".into(),
-                    "4".into(),
+            Self::Flask | Self::Secrets | Self::StartupFlask => {
+                let workers: &[&str] = if self == Self::StartupFlask {
+                    // Two sync workers, each importing the app (and opening its pools) after
+                    // fork.
+                    &["-w", "2"]
+                } else {
+                    &["-w", "1", "-k", "gthread", "--threads", "4"]
+                };
+                let mut v: Vec<OsString> = vec![paths.venv_bin("gunicorn").into()];
+                v.extend(workers.iter().map(OsString::from));
+                v.extend::<[OsString; 6]>([
                     "--graceful-timeout".into(),
                     "3".into(),
                     "--chdir".into(),
                     paths.apps.clone().into(),
                     "-b".into(),
                     format!("127.0.0.1:{port}").into(),
-                ];
+                ]);
                 if gunicorn_has_control_socket(paths) {
                     v.push("--no-control-socket".into());
                 }
-                v.push(if self == Self::Flask {
-                    "db_flask_app:app".into()
-                } else {
-                    "secrets_app:app".into()
+                v.push(match self {
+                    Self::Flask => "db_flask_app:app".into(),
+                    Self::StartupFlask => "startup_flask_app:app".into(),
+                    _ => "secrets_app:app".into(),
                 });
                 v
             }
@@ -156,7 +163,7 @@ pub(super) struct DbRun {
 impl DbRun {
     /// Starts the servers and `timetracer-agent record --out D -- <app>`, or returns `None`
     /// (test skipped, reason printed) when the servers cannot be provided here.
-    fn start(paths: Paths, app: DbApp, name: &str) -> Option<Self> {
+    pub(super) fn start(paths: Paths, app: DbApp, name: &str) -> Option<Self> {
         Self::start_with_env(paths, app, name, &[])
     }
 
@@ -245,6 +252,32 @@ impl DbRun {
         }
     }
 
+    /// Waits until the app (through the agent's stderr) printed `needle` on `count` lines.
+    pub(super) fn wait_for_lines(&mut self, needle: &str, count: usize) {
+        let deadline = std::time::Instant::now() + START_TIMEOUT;
+        loop {
+            let agent = self.agent.as_ref().expect("agent running");
+            if agent
+                .stderr_text()
+                .lines()
+                .filter(|l| l.contains(needle))
+                .count()
+                >= count
+            {
+                return;
+            }
+            if std::time::Instant::now() >= deadline {
+                self.fail(
+                    &[format!(
+                        "the app did not print {needle:?} {count} times within {START_TIMEOUT:?}"
+                    )],
+                    None,
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub(super) fn stop_agent(&mut self) {
         let agent = self.agent.as_mut().expect("agent running");
         if let Err(e) = agent.signal(Signal::SIGINT) {
@@ -316,11 +349,22 @@ impl DbRun {
         args: &[&str],
         extra: &[(&str, &str)],
     ) -> Replayed {
+        self.replay_input(&self.out, env, args, extra)
+    }
+
+    /// [`DbRun::replay`] of `input` (a cassette file or directory) instead of the whole output.
+    pub(super) fn replay_input(
+        &self,
+        input: &Path,
+        env: &[(String, String)],
+        args: &[&str],
+        extra: &[(&str, &str)],
+    ) -> Replayed {
         let mut all: Vec<OsString> = vec![
             "replay".into(),
             "--json".into(),
             "--run-recorded-command".into(),
-            self.out.clone().into(),
+            input.into(),
         ];
         all.extend(args.iter().map(OsString::from));
         let mut cmd = util::command(&self.paths.agent, all);
