@@ -155,6 +155,19 @@ struct Startup {
     dropped: u64,
 }
 
+impl Startup {
+    /// A request of the process began at `ts_ns`: the phase ends at the earliest one,
+    /// whatever order the connections' reads and heads are handled in.
+    fn saw_request_at(&mut self, ts_ns: u64) {
+        self.first_request_ns = Some(self.first_request_ns.map_or(ts_ns, |f| f.min(ts_ns)));
+    }
+
+    /// Whether a call that started at `start_ns` belongs to the phase: no request had begun.
+    fn owns_call_at(&self, start_ns: u64) -> bool {
+        self.first_request_ns.is_none_or(|f| start_ns < f)
+    }
+}
+
 /// A write to stdout/stderr of a traced process.
 struct StdioWrite {
     tgid: u32,
@@ -384,6 +397,13 @@ impl Correlator {
                 Output::ServerRead { origin, conn_id } => {
                     self.py
                         .on_server_read(origin.tgid, origin.tid, conn_id, origin.ts_ns);
+                    // The startup phase ends at the first byte a process reads from a client.
+                    // Reads are handled in the kernel's order, before reassembly: a request
+                    // head parsed late (a gap, a slow pump) cannot leave its request's calls
+                    // looking older than every request.
+                    if let Some(p) = self.startup.get_mut(&origin.tgid) {
+                        p.saw_request_at(origin.ts_ns);
+                    }
                 }
                 Output::Closed { conn_id, ts_ns } => {
                     if self.db_sessions.contains_key(&conn_id) {
@@ -513,7 +533,7 @@ impl Correlator {
                 self.py
                     .on_request_head(facts.pid, facts.conn_id, index, mark.ts_ns);
                 if let Some(p) = self.startup.get_mut(&facts.pid) {
-                    p.first_request_ns.get_or_insert(mark.ts_ns);
+                    p.saw_request_at(mark.ts_ns);
                 }
                 self.inbound
                     .push(Inbound::new(facts, index, mark.ts_ns, mark.tid));
@@ -770,7 +790,7 @@ impl Correlator {
             let before_first = self
                 .startup
                 .get(&o.tgid)
-                .is_some_and(|p| p.first_request_ns.is_none_or(|f| o.start_ns < f));
+                .is_some_and(|p| p.owns_call_at(o.start_ns));
             if !before_first || !o.complete() {
                 k += 1;
                 continue;
@@ -799,9 +819,10 @@ impl Correlator {
             self.startup
                 .iter()
                 .filter_map(|(&pid, p)| {
-                    let pending = self.outbound.iter().any(|o| {
-                        o.tgid == pid && p.first_request_ns.is_none_or(|f| o.start_ns < f)
-                    });
+                    let pending = self
+                        .outbound
+                        .iter()
+                        .any(|o| o.tgid == pid && p.owns_call_at(o.start_ns));
                     match p.first_request_ns {
                         Some(first) => (!pending
                             || now_ns >= first.saturating_add(self.opts.max_wait_ns))
@@ -863,7 +884,12 @@ impl Correlator {
         let mut k = 0;
         while k < self.outbound.len() {
             let o = &mut self.outbound[k];
-            if self.py.runtime(o.tgid).is_none() {
+            // A call of the startup phase still in flight is the phase's (`route_startup`).
+            let startup = self
+                .startup
+                .get(&o.tgid)
+                .is_some_and(|p| p.owns_call_at(o.start_ns));
+            if startup || self.py.runtime(o.tgid).is_none() {
                 k += 1;
                 continue;
             }
@@ -1332,5 +1358,66 @@ mod exit_tests {
         assert_eq!(c.counters.get(Counter::StartupCalls), 1);
         // A process not seen from its start (attach) has no startup phase.
         assert!(c.take_startup().is_empty());
+    }
+
+    /// Issue #26: a request whose head is not parsed yet (split over reads, or behind a gap)
+    /// when its call completes still ends the startup phase: its first read did.
+    #[test]
+    fn a_request_read_before_its_head_is_parsed_ends_the_startup() {
+        let mut c = Correlator::new(
+            CorrelateOptions::default(),
+            Counters::default(),
+            Box::new(FixedFacts::default()),
+        );
+        c.add_process(ProcessInfo {
+            pid: 7,
+            ..ProcessInfo::default()
+        });
+        c.seen_from_start(7);
+        let redis = SockAddr {
+            family: 2,
+            port: 6379,
+            _pad: 0,
+            addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        };
+        let incr = b"*2\r\n$4\r\nINCR\r\n$4\r\nhits\r\n";
+        let (head1, head2) = (b"GET / HT", b"TP/1.1\r\nHost: x\r\n\r\n");
+        for rec in [
+            Record::Connect(Connect {
+                origin: o(5, 7),
+                conn_id: Some(2),
+                fd: 6,
+                ret: 0,
+                addr: redis,
+            }),
+            Record::Accept(Accept {
+                origin: o(10, 7),
+                conn_id: 1,
+                fd: 5,
+                listen_fd: 3,
+                addr: SockAddr::default(),
+            }),
+            data(20, false, 0, head1),
+            on(2, 6, 22, true, 0, incr),
+            on(2, 6, 23, false, 0, b":1\r\n"),
+        ] {
+            c.handle(rec);
+            c.pump(1);
+        }
+        assert!(c.take_ready(1_000).is_empty());
+        for rec in [
+            data(24, false, head1.len() as u64, head2),
+            data(30, true, 0, b"HTTP/1.0 200 OK\r\n\r\nhello"),
+            Record::Exit(Exit { origin: o(40, 7) }),
+        ] {
+            c.handle(rec);
+            c.pump(1);
+        }
+        c.pump(50);
+        let done = c.take_ready(1_000_000_000);
+        assert!(c.take_startup().is_empty(), "no call before the request");
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].deps.len(), 1, "the request keeps its call");
+        assert_eq!(c.counters.get(Counter::StartupCalls), 0);
     }
 }
