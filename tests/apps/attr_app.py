@@ -14,26 +14,15 @@ Handlers sleep a random 0-30 ms between steps to interleave concurrent requests.
 """
 
 import asyncio
-import http.client
-import os
-import random
 from concurrent.futures import ThreadPoolExecutor
 
-import httpx
+import attr_deps
+from attr_deps import blocking_dep
 from fastapi import BackgroundTasks, FastAPI, Request
 from fastapi.responses import PlainTextResponse
 
-UP = os.environ["UPSTREAM_URL"].rstrip("/")
-UP_HOST, UP_PORT = UP.split("://", 1)[1].split(":")
 app = FastAPI()
-# No connection limit: a call waiting for a pooled connection would start late (see
-# docs/attribution.md, late_calls).
-client = httpx.AsyncClient(
-    base_url=UP,
-    limits=httpx.Limits(max_connections=None, max_keepalive_connections=20),
-    # A loaded 2-core machine can be slow; the test is about attribution, not latency.
-    timeout=30.0,
-)
+client = attr_deps.new_client()
 raw_pool = ThreadPoolExecutor(max_workers=2)
 # The loop keeps only weak references to tasks: keep the call_later ones alive.
 LATER = set()
@@ -46,16 +35,7 @@ def start_later(rid):
 
 
 async def dep(rid, tag):
-    await asyncio.sleep(random.random() * 0.03)
-    r = await client.get(f"/json/dep?rid={rid}&tag={tag}")
-    r.raise_for_status()
-
-
-def blocking_dep(rid, tag):
-    c = http.client.HTTPConnection(UP_HOST, int(UP_PORT), timeout=10)
-    c.request("GET", f"/json/dep?rid={rid}&tag={tag}")
-    c.getresponse().read()
-    c.close()
+    await attr_deps.dep(client, rid, tag)
 
 
 @app.api_route("/r/{rid}", methods=["GET", "POST"])

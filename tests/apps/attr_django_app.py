@@ -8,20 +8,20 @@ The rid rides in every call's query (see attr_app.py).
 """
 
 import asyncio
-import http.client
 import os
 import random
 import sys
 import threading
 import time
 
+import attr_deps
 import django
 from django.conf import settings
 from django.http import HttpResponse
 from django.urls import path
 
-UP = os.environ["UPSTREAM_URL"].rstrip("/")
-UP_HOST, UP_PORT = UP.split("://", 1)[1].split(":")
+from attr_deps import UP, blocking_dep
+
 ASGI = os.environ.get("ATTR_DJANGO_MODE", "asgi") == "asgi"
 
 settings.configure(
@@ -37,26 +37,11 @@ settings.configure(
 django.setup()
 
 
-def blocking_dep(rid, tag):
-    c = http.client.HTTPConnection(UP_HOST, int(UP_PORT), timeout=10)
-    c.request("GET", f"/json/dep?rid={rid}&tag={tag}")
-    c.getresponse().read()
-    c.close()
-
-
 if ASGI:
-    import httpx
-
-    client = httpx.AsyncClient(
-        base_url=UP,
-        limits=httpx.Limits(max_connections=None, max_keepalive_connections=20),
-        timeout=30.0,
-    )
+    client = attr_deps.new_client()
 
     async def dep(rid, tag):
-        await asyncio.sleep(random.random() * 0.03)
-        r = await client.get(f"/json/dep?rid={rid}&tag={tag}")
-        r.raise_for_status()
+        await attr_deps.dep(client, rid, tag)
 
     async def handle(request, rid):
         body = request.body

@@ -6,34 +6,17 @@ Per request `/r/<rid>` (the rid rides in every call's query, see attr_app.py): `
 """
 
 import asyncio
-import http.client
-import os
-import random
 
-import httpx
+import attr_deps
+from attr_deps import blocking_dep
 from quart import Quart, request
 
-UP = os.environ["UPSTREAM_URL"].rstrip("/")
-UP_HOST, UP_PORT = UP.split("://", 1)[1].split(":")
 app = Quart(__name__)
-client = httpx.AsyncClient(
-    base_url=UP,
-    limits=httpx.Limits(max_connections=None, max_keepalive_connections=20),
-    timeout=30.0,
-)
+client = attr_deps.new_client()
 
 
 async def dep(rid, tag):
-    await asyncio.sleep(random.random() * 0.03)
-    r = await client.get(f"/json/dep?rid={rid}&tag={tag}")
-    r.raise_for_status()
-
-
-def blocking_dep(rid, tag):
-    c = http.client.HTTPConnection(UP_HOST, int(UP_PORT), timeout=10)
-    c.request("GET", f"/json/dep?rid={rid}&tag={tag}")
-    c.getresponse().read()
-    c.close()
+    await attr_deps.dep(client, rid, tag)
 
 
 @app.route("/r/<rid>", methods=["GET", "POST"])
