@@ -224,13 +224,56 @@ pub struct Miss {
     pub at: Option<Instant>,
 }
 
+/// Calls of one kind the recording did not hold that a mock answered by a protocol rule
+/// (docs/replay.md "Answered by rule"): named in the verdict, never silent.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct RuleAnswer {
+    pub protocol: Protocol,
+    pub destination: String,
+    /// What the app sent, in one line.
+    pub call: String,
+    /// The rule that answered it.
+    pub rule: String,
+    /// How many times.
+    pub count: u32,
+}
+
 /// Everything the replay records while it runs, shared by all mock servers.
 #[derive(Debug, Default)]
 pub struct Journal {
     misses: Mutex<Vec<Miss>>,
+    rules: Mutex<Vec<RuleAnswer>>,
 }
 
 impl Journal {
+    /// Counts a call answered by `rule` (the same call and rule once, with a count).
+    pub fn ruled(&self, protocol: Protocol, destination: &str, call: &str, rule: &str) {
+        let call = one_line(call, 200);
+        let mut rules = self.rules.lock().unwrap_or_else(PoisonError::into_inner);
+        match rules
+            .iter_mut()
+            .find(|r| r.destination == destination && r.call == call && r.rule == rule)
+        {
+            Some(r) => r.count += 1,
+            None => rules.push(RuleAnswer {
+                protocol,
+                destination: destination.to_owned(),
+                call,
+                rule: rule.to_owned(),
+                count: 1,
+            }),
+        }
+    }
+
+    /// Every call answered by a rule so far, in the order first seen.
+    #[must_use]
+    pub fn rules(&self) -> Vec<RuleAnswer> {
+        self.rules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     pub fn push(&self, miss: Miss) {
         self.misses
             .lock()
@@ -417,6 +460,13 @@ impl Destination {
             .chain((0..n).filter(|&i| !st.calls[i].session_level && st.used[i]))
             .find(|&i| matches(&st.calls[i]))
             .map(|i| st.calls[i].clone())
+    }
+
+    /// Journals that the app's `call` was answered by `rule`, not from the recording.
+    pub fn answered_by_rule(&self, call: &str, rule: &str) {
+        tracing::info!(destination = %self.addr, call = %one_line(call, 200), rule, "Answered by rule");
+        self.journal
+            .ruled(self.protocol, &self.addr.to_string(), call, rule);
     }
 
     /// Journals a miss that is not a mismatch against a recorded call (`reason` says why).

@@ -433,7 +433,9 @@ async fn run_plan(opts: &ReplayOptions, plan: Plan) -> anyhow::Result<Verdict> {
             })
             .collect();
         anyhow::Ok(
-            Verdict::new(requests, startup_misses, blocked, notes.clone()).with_crashes(crashes),
+            Verdict::new(requests, startup_misses, blocked, notes.clone())
+                .with_crashes(crashes)
+                .with_rules(journal.rules()),
         )
     }
     .await;

@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::ledger::{Diff, Miss};
+use super::ledger::{Diff, Miss, RuleAnswer};
 
 /// Exit status: same.
 pub const EXIT_SAME: u8 = 0;
@@ -107,6 +107,10 @@ pub struct Verdict {
     /// request after which it happened, the exit status and the app's last output.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub crashes: Vec<Crash>,
+    /// Calls no recorded call held that a mock answered by a protocol rule (issue #26:
+    /// connect-time statements of a recording made with `attach`; docs/replay.md).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub answered_by_rule: Vec<RuleAnswer>,
     pub notes: Vec<String>,
     /// The text verdict, as printed.
     pub report: String,
@@ -167,6 +171,7 @@ impl Verdict {
             startup_misses,
             blocked,
             crashes: Vec::new(),
+            answered_by_rule: Vec::new(),
             notes,
             report: String::new(),
         };
@@ -192,6 +197,14 @@ impl Verdict {
             self.crashes.len(),
             if self.crashes.len() == 1 { "" } else { "s" }
         );
+        self.report = self.render();
+        self
+    }
+
+    /// Adds the calls answered by rule (listed, they do not change the outcome).
+    #[must_use]
+    pub fn with_rules(mut self, rules: Vec<RuleAnswer>) -> Self {
+        self.answered_by_rule = rules;
         self.report = self.render();
         self
     }
@@ -269,6 +282,32 @@ impl Verdict {
             let _ = writeln!(s, "\nbefore the first request (app startup):");
             for m in &self.startup_misses {
                 render_miss(&mut s, m);
+            }
+            let _ = writeln!(
+                s,
+                "    the recording does not hold what the app does at startup: record it with \
+                 `timetracer-agent record -- CMD` (which sees the app start) rather than `attach`"
+            );
+        }
+        if !self.answered_by_rule.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nanswered by rule (not in the recording; docs/replay.md \"Answered by rule\"):"
+            );
+            for r in &self.answered_by_rule {
+                let _ = writeln!(
+                    s,
+                    "    · {} {}: {} → {}{}",
+                    r.protocol,
+                    r.destination,
+                    r.call,
+                    r.rule,
+                    if r.count > 1 {
+                        format!(" (×{})", r.count)
+                    } else {
+                        String::new()
+                    }
+                );
             }
         }
         if !self.blocked.is_empty() {
