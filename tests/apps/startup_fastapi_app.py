@@ -6,6 +6,9 @@ The lifespan, before the first request: an asyncpg pool of two connections, each
 with a JSON type codec (`set_type_codec`: asyncpg's type introspection query runs on each),
 a warm-up query, and a Redis flag set and read. What came back is in BOOT, which every
 response carries.
+
+STARTUP_WARM=connect: the pool and the Redis client only (a PING), no data read at startup: what
+a recording made with `attach` after startup must answer by rule at replay.
 """
 
 import json
@@ -36,7 +39,9 @@ async def lifespan(_app):
         max_size=2,
         init=_init,
     )
-    BOOT["items"] = await state["pg"].fetchval("SELECT count(*) FROM items")
+    data = os.environ.get("STARTUP_WARM", "data") == "data"
+    if data:
+        BOOT["items"] = await state["pg"].fetchval("SELECT count(*) FROM items")
     state["redis"] = aioredis.Redis(
         host="127.0.0.1",
         port=int(os.environ["REDIS_PORT"]),
@@ -44,8 +49,11 @@ async def lifespan(_app):
         protocol=2,
         decode_responses=True,
     )
-    await state["redis"].set("startup:aflag", "on")
-    BOOT["redis_flag"] = await state["redis"].get("startup:aflag")
+    if data:
+        await state["redis"].set("startup:aflag", "on")
+        BOOT["redis_flag"] = await state["redis"].get("startup:aflag")
+    else:
+        BOOT["redis_ping"] = await state["redis"].ping()
     try:
         yield
     finally:

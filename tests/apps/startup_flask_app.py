@@ -11,6 +11,10 @@ At import, in each gunicorn worker (no --preload: every worker imports the app a
 - redis-py sets and reads a flag.
 What came back is in BOOT, which every response carries: a replay that answers the startup
 calls wrongly (or not at all) changes every response (or kills the worker).
+
+STARTUP_WARM=connect: open every connection at import but read no data (SQLAlchemy's
+first-connect introspection, the pool's connection, PyMySQL's handshake, a Redis PING): what a
+recording made with `attach` after startup must answer by rule at replay.
 """
 
 import os
@@ -27,32 +31,39 @@ PG = dict(host=os.environ.get("PG_HOST", "127.0.0.1"), port=int(os.environ["PG_P
           user=os.environ["PG_USER"], password=os.environ["PG_PASSWORD"], dbname=os.environ["PG_DB"])
 
 BOOT = {}
+DATA = os.environ.get("STARTUP_WARM", "data") == "data"
 
 ENGINE = create_engine(
     "postgresql+psycopg2://{user}:{password}@{host}:{port}/{dbname}".format(**PG),
     pool_size=1, max_overflow=0)
 with ENGINE.connect() as c:
-    BOOT["sqla_items"] = c.execute(text("SELECT count(*) FROM items")).scalar()
+    if DATA:
+        BOOT["sqla_items"] = c.execute(text("SELECT count(*) FROM items")).scalar()
 
 POOL = psycopg2.pool.ThreadedConnectionPool(1, 1, **PG)
-_conn = POOL.getconn()
-_conn.autocommit = True
-with _conn.cursor() as cur:
-    cur.execute("SELECT name FROM items WHERE id = %s", (1,))
-    BOOT["pool_first"] = cur.fetchone()[0]
-POOL.putconn(_conn)
+if DATA:
+    _conn = POOL.getconn()
+    _conn.autocommit = True
+    with _conn.cursor() as cur:
+        cur.execute("SELECT name FROM items WHERE id = %s", (1,))
+        BOOT["pool_first"] = cur.fetchone()[0]
+    POOL.putconn(_conn)
 
 MY = pymysql.connect(host=os.environ.get("MYSQL_HOST", "127.0.0.1"), port=int(os.environ["MYSQL_PORT"]),
                      user=os.environ["MYSQL_USER"], password=os.environ["MYSQL_PASSWORD"],
                      database=os.environ["MYSQL_DB"], autocommit=True)
-with MY.cursor() as cur:
-    cur.execute("SELECT COUNT(*) FROM items")
-    BOOT["mysql_items"] = cur.fetchone()[0]
+if DATA:
+    with MY.cursor() as cur:
+        cur.execute("SELECT COUNT(*) FROM items")
+        BOOT["mysql_items"] = cur.fetchone()[0]
 
 R = redis.Redis(host="127.0.0.1", port=int(os.environ["REDIS_PORT"]),
                 password=os.environ["REDIS_PASSWORD"], protocol=2, decode_responses=True)
-R.set("startup:flag", "on")
-BOOT["redis_flag"] = R.get("startup:flag")
+if DATA:
+    R.set("startup:flag", "on")
+    BOOT["redis_flag"] = R.get("startup:flag")
+else:
+    BOOT["redis_ping"] = R.ping()
 
 app = Flask(__name__)
 # The test sends its requests once every worker got here (gunicorn listens before its workers

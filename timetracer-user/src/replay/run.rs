@@ -1,6 +1,7 @@
 //! `timetracer-agent replay`: start the mocks, redirect the app's cgroup to them, launch the
 //! app, send the recorded requests, compare, and report.
 use std::ffi::OsString;
+use std::fmt::Write as _;
 use std::fs;
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream as StdTcpStream};
@@ -362,7 +363,14 @@ async fn run_plan(opts: &ReplayOptions, plan: Plan) -> anyhow::Result<Verdict> {
     })?;
 
     let verdict = async {
-        wait_listening(&mut child, app_addr, opts.startup_timeout, &log_path).await?;
+        wait_listening(
+            &mut child,
+            app_addr,
+            opts.startup_timeout,
+            &log_path,
+            &journal,
+        )
+        .await?;
         if !startup.is_empty() {
             wait_startup(&destinations, &journal, inputs.len(), opts.startup_timeout).await;
         }
@@ -410,7 +418,14 @@ async fn run_plan(opts: &ReplayOptions, plan: Plan) -> anyhow::Result<Verdict> {
             child = command
                 .spawn()
                 .context("cannot start the app again after it crashed")?;
-            wait_listening(&mut child, app_addr, opts.startup_timeout, &log_path).await?;
+            wait_listening(
+                &mut child,
+                app_addr,
+                opts.startup_timeout,
+                &log_path,
+                &journal,
+            )
+            .await?;
             if !startup.is_empty() {
                 wait_startup(&destinations, &journal, inputs.len(), opts.startup_timeout).await;
             }
@@ -523,10 +538,31 @@ async fn wait_listening(
     addr: SocketAddr,
     timeout: Duration,
     log: &Path,
+    journal: &super::ledger::Journal,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait()? {
+            // The calls of its startup no recording answered: most likely why.
+            let mut unanswered = String::new();
+            for m in journal.misses() {
+                let _ = write!(
+                    unanswered,
+                    "\n    ✗ {} {}: {}",
+                    m.protocol, m.destination, m.call
+                );
+                if let Some(r) = &m.reason {
+                    let _ = write!(unanswered, " ({r})");
+                }
+            }
+            if !unanswered.is_empty() {
+                bail!(
+                    "the app exited ({status}) before listening on {addr}: its startup made calls no recorded call answers:{unanswered}\n\
+                     the recording does not hold what the app does at startup: record it with \
+                     `timetracer-agent record -- CMD` (which sees the app start) rather than `attach`; its last output:\n{}",
+                    log_tail(log)
+                );
+            }
             bail!(
                 "the app exited ({status}) before listening on {addr}; its last output:\n{}",
                 log_tail(log)

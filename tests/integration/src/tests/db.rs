@@ -157,6 +157,8 @@ pub(super) struct DbRun {
     pub(super) out: PathBuf,
     pub(super) port: u16,
     agent: Option<ProcGuard>,
+    /// The app, when it runs on its own and the agent attaches to it ([`DbRun::start_attached`]).
+    app: Option<ProcGuard>,
     servers: Option<DbServers>,
 }
 
@@ -217,6 +219,7 @@ impl DbRun {
             out,
             port,
             agent: Some(agent),
+            app: None,
             servers: Some(servers),
         };
         let started = run
@@ -225,6 +228,70 @@ impl DbRun {
             .map(|a| a.wait_for_port(port, START_TIMEOUT));
         if let Some(Err(e)) = started {
             run.fail(&[format!("app under `record` did not start: {e:#}")], None);
+        }
+        Some(run)
+    }
+
+    /// Starts the servers and the app on its own; once it printed `ready` on `count` lines,
+    /// `timetracer-agent attach --pid APP --out D`: the recording does not see the app's
+    /// startup (issue #26 item 2).
+    pub(super) fn start_attached(
+        paths: Paths,
+        app: DbApp,
+        name: &str,
+        extra: &[(&str, &str)],
+        ready: (&str, usize),
+    ) -> Option<Self> {
+        crate::require!(dbservers::missing_prerequisite(app.needs()), None);
+        let dir = util::temp_dir(name);
+        let root = dir.path().to_path_buf();
+        let servers = dbservers::start(app.needs(), &root)
+            .unwrap_or_else(|e| panic!("[{name}] database servers: {e:#}"));
+        let out = root.join("cassettes");
+        let port = util::free_port();
+        let argv = app.argv(&paths, port);
+        let mut cmd = util::command(&argv[0], &argv[1..]);
+        cmd.current_dir(&paths.apps).env("PWD", &paths.apps);
+        for (k, v) in servers.app_env() {
+            cmd.env(k, v);
+        }
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let app_guard = ProcGuard::spawn("app", cmd, &root).expect("spawn app");
+        let pid = app_guard.pid();
+        let mut run = Self {
+            name: name.to_owned(),
+            paths,
+            dir: Some(dir),
+            out,
+            port,
+            agent: None,
+            app: Some(app_guard),
+            servers: Some(servers),
+        };
+        let started = run
+            .app
+            .as_mut()
+            .map(|a| a.wait_for_port(port, START_TIMEOUT));
+        if let Some(Err(e)) = started {
+            run.fail(&[format!("app did not start: {e:#}")], None);
+        }
+        run.wait_for_lines(ready.0, ready.1);
+        let cmd = util::command(
+            &run.paths.agent,
+            [
+                OsString::from("attach"),
+                "--pid".into(),
+                pid.to_string().into(),
+                "--out".into(),
+                run.out.clone().into(),
+            ],
+        );
+        let agent = ProcGuard::spawn("agent", cmd, &run.root()).expect("spawn agent");
+        let agent = run.agent.insert(agent);
+        if let Err(e) = agent.wait_for_stderr("attached", START_TIMEOUT) {
+            run.fail(&[format!("agent attach not ready: {e:#}")], None);
         }
         Some(run)
     }
@@ -256,7 +323,12 @@ impl DbRun {
     pub(super) fn wait_for_lines(&mut self, needle: &str, count: usize) {
         let deadline = std::time::Instant::now() + START_TIMEOUT;
         loop {
-            let agent = self.agent.as_ref().expect("agent running");
+            // The app's output: its own, or through `record`'s.
+            let agent = self
+                .app
+                .as_ref()
+                .or(self.agent.as_ref())
+                .expect("app running");
             if agent
                 .stderr_text()
                 .lines()
@@ -295,7 +367,7 @@ impl DbRun {
     }
 
     pub(super) fn fail(&self, errors: &[String], dir: Option<&CassetteDir>) -> ! {
-        if let Some(a) = &self.agent {
+        for a in self.app.iter().chain(&self.agent) {
             eprintln!("{}", a.diagnostics());
         }
         let loaded;
@@ -338,6 +410,8 @@ impl DbRun {
             .as_ref()
             .map(DbServers::app_env)
             .unwrap_or_default();
+        // An app the agent attached to goes too: replay starts its own.
+        drop(self.app.take());
         drop(self.servers.take());
         env
     }
@@ -388,6 +462,7 @@ impl DbRun {
 impl Drop for DbRun {
     fn drop(&mut self) {
         drop(self.agent.take());
+        drop(self.app.take());
         drop(self.servers.take());
         if std::env::var("TIMETRACER_KEEP_ARTIFACTS").is_ok_and(|v| v == "1")
             && let Some(d) = self.dir.take()

@@ -24,18 +24,49 @@ fn call_text(e: &Value) -> String {
     }
 }
 
+/// How the app is recorded.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// `timetracer-agent record -- APP`: the startup is seen and kept.
+    Record,
+    /// `timetracer-agent attach --pid` once the app has started (opening its connections
+    /// but reading no data at startup, `STARTUP_WARM=connect`): replay answers what the app
+    /// sends when it connects by rule, and lists it (issue #26 item 2).
+    Attach,
+}
+
 /// Records `requests` GETs of `/item` on fresh connections (so both workers serve some),
 /// checks the startup cassettes (`per_process` lines in each, `processes` of them at least),
-/// then replays the directory and one cassette alone with every server stopped.
-fn record_and_replay(app: DbApp, name: &str, processes: usize, per_process: &[&str]) {
+/// then replays the directory and one cassette alone with every server stopped. Under
+/// [`Mode::Attach`] there is no startup cassette, and the verdict lists the calls answered by
+/// rule, among them every one of `per_process`.
+fn record_and_replay(app: DbApp, mode: Mode, name: &str, processes: usize, per_process: &[&str]) {
     let paths = require_root!();
-    let Some(mut run) = DbRun::start(paths.clone(), app, name) else {
+    // gunicorn listens before its workers have imported the app.
+    let ready = (
+        "timetracer-test: startup complete",
+        if app == DbApp::StartupFlask {
+            processes
+        } else {
+            0
+        },
+    );
+    let run = match mode {
+        Mode::Record => DbRun::start(paths.clone(), app, name).map(|mut run| {
+            run.wait_for_lines(ready.0, ready.1);
+            run
+        }),
+        Mode::Attach => DbRun::start_attached(
+            paths.clone(),
+            app,
+            name,
+            &[("STARTUP_WARM", "connect")],
+            ready,
+        ),
+    };
+    let Some(mut run) = run else {
         return;
     };
-    if app == DbApp::StartupFlask {
-        // gunicorn listens before its workers have imported the app.
-        run.wait_for_lines("timetracer-test: startup complete", processes);
-    }
     let requests = 6;
     let mut errs = Vec::new();
     for i in 0..requests {
@@ -73,6 +104,41 @@ fn record_and_replay(app: DbApp, name: &str, processes: usize, per_process: &[&s
         errs.push(format!(
             "every request cassette names the same session.recording: {recordings:?}"
         ));
+    }
+    if mode == Mode::Attach {
+        if !dir.startup.is_empty() {
+            errs.push(format!(
+                "{} startup cassettes from an attach (its startup was not seen)",
+                dir.startup.len()
+            ));
+        }
+        if !errs.is_empty() {
+            run.fail(&errs, Some(&dir));
+        }
+        let env = run.stop_servers();
+        let r = run.replay(&env, &[], &[("STARTUP_WARM", "connect")]);
+        r.assert_all_same(requests);
+        let rules: Vec<String> = r.verdict["answered_by_rule"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| format!("{} → {}", a["call"], a["rule"]))
+            .collect();
+        for want in per_process {
+            assert!(
+                rules.iter().any(|l| l.contains(want)),
+                "the verdict lists {want:?} as answered by rule: {rules:#?}\n{}",
+                r.explain()
+            );
+        }
+        assert!(
+            r.verdict["report"]
+                .as_str()
+                .is_some_and(|t| t.contains("answered by rule")),
+            "{}",
+            r.explain()
+        );
+        return;
     }
     // One startup cassette per process that made calls before its first request, each with
     // every startup call of the app.
@@ -146,6 +212,7 @@ fn record_and_replay(app: DbApp, name: &str, processes: usize, per_process: &[&s
 fn startup_flask_sqlalchemy_pools_at_import_gunicorn_2_workers() {
     record_and_replay(
         DbApp::StartupFlask,
+        Mode::Record,
         "startup_flask",
         2,
         &[
@@ -163,8 +230,34 @@ fn startup_flask_sqlalchemy_pools_at_import_gunicorn_2_workers() {
 fn startup_fastapi_asyncpg_pool_in_lifespan() {
     record_and_replay(
         DbApp::StartupFastApi,
+        Mode::Record,
         "startup_fastapi",
         1,
         &["SELECT count(*) FROM items", "SET [\"startup:aflag\""],
+    );
+}
+
+/// The Flask app recorded with `attach` after its workers connected: SQLAlchemy's
+/// first-connect introspection and the Redis setup are answered by rule at replay.
+#[test]
+fn startup_flask_attach_answers_connect_time_calls_by_rule() {
+    record_and_replay(
+        DbApp::StartupFlask,
+        Mode::Attach,
+        "startup_flask_attach",
+        2,
+        &["version()", "hstore", "PING"],
+    );
+}
+
+/// The FastAPI app recorded with `attach` after its lifespan made the asyncpg pool.
+#[test]
+fn startup_fastapi_attach_replays() {
+    record_and_replay(
+        DbApp::StartupFastApi,
+        Mode::Attach,
+        "startup_fastapi_attach",
+        1,
+        &["PING"],
     );
 }

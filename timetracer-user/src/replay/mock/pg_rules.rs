@@ -99,9 +99,11 @@ pub(super) fn answer(
         "set" => no_data(SESSION, "SET", None),
         "reset" => no_data(SESSION, "RESET", None),
         "discard" => match w(1) {
-            "all" | "plans" | "sequences" => {
-                no_data(SESSION, &format!("DISCARD {}", w(1).to_ascii_uppercase()), None)
-            }
+            "all" | "plans" | "sequences" => no_data(
+                SESSION,
+                &format!("DISCARD {}", w(1).to_ascii_uppercase()),
+                None,
+            ),
             "temp" | "temporary" => no_data(SESSION, "DISCARD TEMP", None),
             _ => return None,
         },
@@ -357,13 +359,19 @@ mod tests {
 
     fn server() -> Vec<(String, String)> {
         vec![
-            ("server_version".into(), "15.14 (Debian 15.14-0+deb12u1)".into()),
+            (
+                "server_version".into(),
+                "15.14 (Debian 15.14-0+deb12u1)".into(),
+            ),
             ("standard_conforming_strings".into(), "on".into()),
         ]
     }
 
     fn client() -> Vec<(String, String)> {
-        vec![("user".into(), "app".into()), ("database".into(), "shop".into())]
+        vec![
+            ("user".into(), "app".into()),
+            ("database".into(), "shop".into()),
+        ]
     }
 
     fn ans(sql: &str) -> Option<Answer> {
@@ -383,14 +391,21 @@ mod tests {
         assert_eq!(i.columns[0].name, "transaction_isolation");
         assert_eq!(i.rows[0][0], "read committed");
         assert_eq!(i.tag, "SHOW");
-        assert_eq!(ans("show standard_conforming_strings").unwrap().rows[0][0], "on");
+        assert_eq!(
+            ans("show standard_conforming_strings").unwrap().rows[0][0],
+            "on"
+        );
         let h = ans(
             "SELECT t.oid, typarray\nFROM pg_type t JOIN pg_namespace ns\n    ON typnamespace = ns.oid\nWHERE typname = 'hstore';\n",
         )
         .unwrap();
         assert!(h.rows.is_empty());
         assert_eq!(h.tag, "SELECT 0");
-        let names: Vec<_> = h.columns.iter().map(|c| (c.name.as_str(), c.type_oid)).collect();
+        let names: Vec<_> = h
+            .columns
+            .iter()
+            .map(|c| (c.name.as_str(), c.type_oid))
+            .collect();
         assert_eq!(names, [("oid", OID), ("typarray", OID)]);
         // psycopg 3's TypeInfo.fetch (a parameter names the type).
         let typeinfo = "SELECT typname AS name, oid, typarray AS array_oid, oid::regtype::text AS regtype, typdelim AS delimiter FROM pg_type t WHERE t.oid = to_regtype($1) ORDER BY t.oid";
@@ -405,7 +420,12 @@ mod tests {
     #[test]
     fn transaction_control_and_session_settings() {
         assert_eq!(ans("BEGIN").unwrap().tx, Some(b'T'));
-        assert_eq!(ans("start transaction isolation level serializable").unwrap().tag, "START TRANSACTION");
+        assert_eq!(
+            ans("start transaction isolation level serializable")
+                .unwrap()
+                .tag,
+            "START TRANSACTION"
+        );
         assert_eq!(ans("COMMIT").unwrap().tx, Some(b'I'));
         assert_eq!(ans("ROLLBACK").unwrap().tx, Some(b'I'));
         assert_eq!(ans("ROLLBACK TO SAVEPOINT sa_1").unwrap().tx, None);
@@ -423,11 +443,17 @@ mod tests {
         assert!(ans("SELECT 1; SELECT pg_catalog.version()").is_none());
         assert!(ans("show some_unknown_setting").is_none());
         assert!(ans("select typname from pg_type").is_none());
-        assert!(answer("select version()", &[], &[], &[]).is_none(), "no recorded version");
+        assert!(
+            answer("select version()", &[], &[], &[]).is_none(),
+            "no recorded version"
+        );
         // asyncpg's lookup of a built-in type by name (`set_type_codec('json')`).
         let by_name = "SELECT t.oid, t.typelem AS elemtype, t.typtype AS kind FROM pg_catalog.pg_type AS t INNER JOIN pg_catalog.pg_namespace AS ns ON (ns.oid = t.typnamespace) WHERE t.typname = $1 AND ns.nspname = $2";
         let bound = ["json".to_owned(), "pg_catalog".to_owned()];
         assert!(answer(by_name, &server(), &client(), &bound).is_none());
-        assert!(answer(by_name, &server(), &client(), &[]).is_none(), "names unknown");
+        assert!(
+            answer(by_name, &server(), &client(), &[]).is_none(),
+            "names unknown"
+        );
     }
 }

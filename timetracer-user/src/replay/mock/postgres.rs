@@ -960,7 +960,8 @@ impl Session {
                     Ok(Some(rule_rec(&msgs, &rule, self.tx)))
                 }
                 (Err(m), _) => Err(m.unwrap_or_else(|| {
-                    self.dest.miss(&actual, "no recorded call and no rule answers it")
+                    self.dest
+                        .miss(&actual, "no recorded call and no rule answers it")
                 })),
             }
         } else if sql.is_some() {
@@ -1191,7 +1192,11 @@ fn describe_from_detail(kind: u8, db: Option<&Value>) -> Vec<u8> {
 /// A recorded-call shape for a rule's answer to the app's extended-protocol `msgs`, so it is
 /// sent like a recording: one answer per message.
 fn rule_rec(msgs: &[Front], rule: &pg_rules::Answer, tx: u8) -> Rec {
-    let msgs: Vec<Front> = msgs.iter().filter(|m| **m != Front::Flush).cloned().collect();
+    let msgs: Vec<Front> = msgs
+        .iter()
+        .filter(|m| **m != Front::Flush)
+        .cloned()
+        .collect();
     let mut formats: Vec<i16> = Vec::new();
     let mut sql = None;
     let mut param_types: Vec<u32> = Vec::new();
@@ -1220,7 +1225,11 @@ fn rule_rec(msgs: &[Front], rule: &pg_rules::Answer, tx: u8) -> Rec {
                 let mut p = i16::try_from(n).unwrap_or(0).to_be_bytes().to_vec();
                 for i in 0..n {
                     // An unspecified type is `text`: rules answer lookups by name.
-                    let t = param_types.get(i).copied().filter(|&t| t != 0).unwrap_or(25);
+                    let t = param_types
+                        .get(i)
+                        .copied()
+                        .filter(|&t| t != 0)
+                        .unwrap_or(25);
                     p.extend_from_slice(&t.to_be_bytes());
                 }
                 push_msg(&mut seg, b't', &p);

@@ -436,7 +436,10 @@ fn rule_tags_and_session_statements() {
 /// A startup message of protocol 3.0 from user `app` for database `shop`.
 fn startup_message() -> Vec<u8> {
     let body = b"user\0app\0database\0shop\0\0";
-    let mut v = i32::try_from(body.len() + 8).unwrap().to_be_bytes().to_vec();
+    let mut v = i32::try_from(body.len() + 8)
+        .unwrap()
+        .to_be_bytes()
+        .to_vec();
     v.extend_from_slice(&196_608i32.to_be_bytes());
     v.extend_from_slice(body);
     v
