@@ -9,6 +9,7 @@ describing exactly the bytes it received (ground truth from the app's side).
 
 import hashlib
 import os
+import sys
 from contextlib import asynccontextmanager
 
 import httpx
@@ -31,6 +32,19 @@ async def lifespan(_app):
 
 
 app = FastAPI(lifespan=lifespan)
+
+# Replay's crash handling (issue 26 item 3): with CRASH_ON_PATH set, a request to that path
+# kills the process before answering, as a segfaulting extension or an OOM kill would.
+CRASH_ON_PATH = os.environ.get("CRASH_ON_PATH")
+if CRASH_ON_PATH:
+
+    @app.middleware("http")
+    async def crash_on_path(request: Request, call_next):
+        if request.url.path == CRASH_ON_PATH:
+            sys.stderr.write("fatal: simulated crash on %s\n" % request.url.path)
+            sys.stderr.flush()
+            os._exit(3)
+        return await call_next(request)
 
 
 def observed(resp, body):

@@ -105,6 +105,11 @@ counters! {
     BackgroundCalls = "background_calls", Detail;
     /// Calls decided after their request was written.
     LateCalls = "late_calls", Detail;
+    /// Dependency calls a process made before its first inbound request (its startup
+    /// cassette).
+    StartupCalls = "startup_calls", Detail;
+    /// Startup cassettes written (one per process whose startup made calls).
+    StartupCassettes = "startup_cassettes", Detail;
     /// Ambiguous calls with no open request to list them in.
     AmbiguousUnpinnedCalls = "ambiguous_unpinned_calls", Detail;
     /// Requests not recorded because their path is excluded.

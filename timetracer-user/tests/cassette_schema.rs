@@ -929,3 +929,76 @@ fn our_fixture_is_current() {
     assert_valid(&fixture);
     assert_eq!(cassette::read(&fixture).unwrap(), c);
 }
+
+/// Issue #26: a startup cassette (a process's calls before its first request) is built by the
+/// same builder (redaction included), written under `.startup/`, valid against the schema,
+/// and reads back equal; request cassettes of the recording name the same `recording`.
+#[test]
+fn startup_cassette_round_trips() {
+    use timetracer::correlate::model::{StartupEnd, StartupRecord};
+    let login = login_request();
+    let mut dep = login.deps[0].clone();
+    dep.attribution = Attribution::Exact {
+        evidence: "startup",
+        proof: None,
+    };
+    let opts = BuildOptions {
+        recording: Some("0b6f3c1e-2f7d-4c4e-9a55-5d1f0e7a9c10".into()),
+        ..BuildOptions::default()
+    };
+    let rec = StartupRecord {
+        id: uuid::Uuid::parse_str("6a1d5c1c-0b4e-4a8f-8f0e-2b1a9d3c4e5f").unwrap(),
+        process: ProcessInfo {
+            pid: 4242,
+            cmdline: vec!["gunicorn".into(), "-w".into(), "2".into(), "app:app".into()],
+            cwd: Some("/srv/app".into()),
+            ..ProcessInfo::default()
+        },
+        started_ns: T0 - 2_000_000_000,
+        first_request_ns: Some(T0),
+        ended_by: StartupEnd::FirstRequest,
+        deps: vec![dep],
+        dropped_calls: 0,
+        db_sessions: Vec::new(),
+        mono_to_unix_ns: MONO_TO_UNIX,
+        drops: vec![("ring_full".into(), 0)],
+    };
+    let c = cassette::build_startup(&rec, &opts);
+    assert!(c.is_startup());
+    let st = c.startup.as_ref().unwrap();
+    assert_eq!(st.pid, 4242);
+    assert_eq!(st.ended_by, "first-request");
+    assert_eq!(st.started_at, "2026-11-22T23:28:06.792058+00:00");
+    assert_eq!(
+        st.first_request_at.as_deref(),
+        Some("2026-11-22T23:28:08.792058+00:00")
+    );
+    assert_eq!(c.session.recording, opts.recording);
+    assert_eq!(c.events.len(), 1);
+    let e = &c.events[0];
+    // Offsets from the process start; redaction as in any cassette.
+    assert!(
+        (e.start_offset_ms - 2001.0).abs() < 1e-6,
+        "{}",
+        e.start_offset_ms
+    );
+    assert_eq!(
+        e.attribution,
+        Some(AttributionInfo::Exact {
+            evidence: "startup".into(),
+            facts: None,
+        })
+    );
+    let text = serde_json::to_string(&c).unwrap();
+    assert!(!text.contains("\"T\"") && text.contains(REDACTED), "{text}");
+    assert!(c.connection.is_none() && c.timing.is_none() && c.error.is_none());
+    let (dir, path) = round_trip(&c, Compression::None);
+    assert_eq!(
+        path.strip_prefix(dir.path()).unwrap(),
+        Path::new(".startup/STARTUP__pid4242__6a1d5c1c.json")
+    );
+    // The request cassettes of the same recording carry its id.
+    let req = cassette::build(&login, &opts);
+    assert_eq!(req.session.recording, opts.recording);
+    assert!(!req.is_startup());
+}

@@ -591,6 +591,8 @@ impl Cassette {
 pub struct CassetteDir {
     /// Parsed `*.json` cassettes.
     pub cassettes: Vec<Cassette>,
+    /// Parsed startup cassettes (those with a `startup` object, under `.startup/`).
+    pub startup: Vec<Cassette>,
     /// Problems: unparseable `.json`, wrong mode, unexpected files.
     pub problems: Vec<String>,
     /// Leftover temp files (names starting with `.tmp-`).
@@ -660,6 +662,11 @@ pub fn load_cassettes(dir: &Path) -> CassetteDir {
                 .map_err(anyhow::Error::from)
                 .and_then(|b| serde_json::from_slice::<Value>(&b).map_err(anyhow::Error::from))
             {
+                // Startup cassettes (`.startup/`, issue 26): a process's calls before its
+                // first request, not a request.
+                Ok(json) if json.get("startup").is_some() => {
+                    out.startup.push(Cassette { path: p, json });
+                }
                 Ok(json) => out.cassettes.push(Cassette { path: p, json }),
                 Err(e) => out
                     .problems
@@ -668,6 +675,7 @@ pub fn load_cassettes(dir: &Path) -> CassetteDir {
         }
     }
     out.cassettes.sort_by(|a, b| a.path.cmp(&b.path));
+    out.startup.sort_by(|a, b| a.path.cmp(&b.path));
     out
 }
 

@@ -181,6 +181,7 @@ mod tests {
             "/x/{id}"
         );
         let mut c = Cassette {
+            startup: None,
             schema_version: "2.0".into(),
             generator: None,
             session: crate::cassette::format::Session::default(),

@@ -13,9 +13,12 @@ use super::format::{
     AttributionFacts, AttributionInfo, Body, CaptureInfo, Cassette, Connection, DbSessionInfo,
     ErrorInfo, ErrorKind, Event, EventRequest, EventResult, GENERATOR_NAME, Generator, HeaderList,
     JsonMap, Policies, RedactionInfo, Request, Response, SCHEMA_VERSION, SamplingInfo, Session,
-    Signature, Stats, Timing, Wire,
+    Signature, StartupInfo, Stats, Timing, Wire,
 };
-use crate::correlate::model::{Attribution, ConnFacts, DepCall, DepKind, RecordedRequest, Timings};
+use crate::correlate::model::{
+    Attribution, ConnFacts, DbSession, DepCall, DepKind, ProcessInfo, RecordedRequest,
+    StartupRecord, Timings,
+};
 use crate::protocols::db::DbCall;
 use crate::protocols::http::types::{Exchange, HttpMessage, StartLine};
 use crate::redact::RedactionPolicy;
@@ -39,6 +42,9 @@ pub struct BuildOptions {
     /// Recorded in `policies.sampling` (sampling itself is the caller's job).
     pub sample_rate: f64,
     pub errors_only: bool,
+    /// `session.recording`: the id of this recording (one agent run), on every cassette it
+    /// writes, so replay finds the recording's startup cassettes.
+    pub recording: Option<String>,
 }
 
 impl Default for BuildOptions {
@@ -51,6 +57,7 @@ impl Default for BuildOptions {
             redaction: RedactionPolicy::default(),
             sample_rate: 1.0,
             errors_only: false,
+            recording: None,
         }
     }
 }
@@ -60,6 +67,81 @@ impl Default for BuildOptions {
 pub fn build(rec: &RecordedRequest, opts: &BuildOptions) -> Cassette {
     let mut b = Builder { opts, applied: 0 };
     b.cassette(rec)
+}
+
+/// Build the startup cassette of one process (redacted, bodies capped): its calls before its
+/// first inbound request, `request` and `response` empty.
+#[must_use]
+pub fn build_startup(rec: &StartupRecord, opts: &BuildOptions) -> Cassette {
+    let mut b = Builder { opts, applied: 0 };
+    let t0 = rec
+        .deps
+        .iter()
+        .map(|d| d.timings.request_start_ns)
+        .filter(|&t| t > 0)
+        .fold(rec.started_ns, u64::min);
+    let events = b.events(&rec.deps, t0);
+    let stats = stats(&events, &rec.drops, 0.0);
+    let policies = b.policies(&rec.deps);
+    let at = |ns: u64| rfc3339_utc(i128::from(ns) + rec.mono_to_unix_ns);
+    Cassette {
+        schema_version: SCHEMA_VERSION.to_owned(),
+        generator: Some(generator()),
+        session: b.session(&rec.id, at(t0), &rec.process),
+        startup: Some(StartupInfo {
+            pid: rec.process.pid,
+            started_at: at(t0),
+            first_request_at: rec.first_request_ns.map(at),
+            ended_by: rec.ended_by.name().to_owned(),
+            dropped_calls: rec.dropped_calls,
+        }),
+        request: Request::default(),
+        response: Response::default(),
+        error: None,
+        events,
+        db_sessions: db_session_infos(&rec.db_sessions),
+        connection: None,
+        timing: None,
+        policies,
+        stats,
+    }
+}
+
+fn generator() -> Generator {
+    Generator {
+        name: GENERATOR_NAME.to_owned(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+    }
+}
+
+fn stats(events: &[Event], drops_in: &[(String, u64)], total_duration_ms: f64) -> Stats {
+    let mut event_counts = BTreeMap::new();
+    for e in events {
+        *event_counts.entry(e.kind.clone()).or_insert(0) += 1;
+    }
+    let mut drops = BTreeMap::new();
+    for (k, n) in drops_in {
+        *drops.entry(k.clone()).or_insert(0) += n;
+    }
+    Stats {
+        event_counts,
+        total_events: events.len() as u64,
+        total_duration_ms,
+        drops: Some(drops),
+    }
+}
+
+fn db_session_infos(sessions: &[DbSession]) -> Vec<DbSessionInfo> {
+    sessions
+        .iter()
+        .map(|d| DbSessionInfo {
+            protocol: d.protocol.name().to_owned(),
+            conn_id: d.conn.conn_id,
+            remote: d.conn.remote.map(|a| a.to_string()),
+            facts: d.facts.clone(),
+            missing: d.missing.clone(),
+        })
+        .collect()
 }
 
 struct Builder<'a> {
@@ -82,38 +164,65 @@ impl Builder<'_> {
 
         let request = self.request(&inbound.request, &rec.conn);
         let response = self.response(inbound.response.as_ref(), &timing);
-        let events: Vec<Event> = rec
-            .deps
-            .iter()
-            .enumerate()
-            .map(|(i, d)| self.event(i, d, t0))
-            .collect();
+        let events = self.events(&rec.deps, t0);
 
         let status = response.status;
         let error = error_info(status, inbound.response.is_none(), rec.traceback.as_deref());
 
-        let mut event_counts = BTreeMap::new();
-        for e in &events {
-            *event_counts.entry(e.kind.clone()).or_insert(0) += 1;
+        let stats = stats(&events, &rec.drops, response.duration_ms);
+        let policies = self.policies(&rec.deps);
+        let unix_ns = i128::from(t0) + rec.mono_to_unix_ns;
+        Cassette {
+            db_sessions: db_session_infos(&rec.db_sessions),
+            schema_version: SCHEMA_VERSION.to_owned(),
+            generator: Some(generator()),
+            session: self.session(&rec.id, rfc3339_utc(unix_ns), &rec.process),
+            startup: None,
+            request,
+            response,
+            error,
+            events,
+            connection: Some(connection(&rec.conn)),
+            timing: Some(timing),
+            policies,
+            stats,
         }
-        let mut drops = BTreeMap::new();
-        for (k, n) in &rec.drops {
-            *drops.entry(k.clone()).or_insert(0) += n;
-        }
-        let stats = Stats {
-            event_counts,
-            total_events: events.len() as u64,
-            total_duration_ms: response.duration_ms,
-            drops: Some(drops),
-        };
+    }
 
-        // Values the connection layer's hooks redacted in the database / cache calls.
+    fn events(&mut self, deps: &[DepCall], t0: u64) -> Vec<Event> {
+        deps.iter()
+            .enumerate()
+            .map(|(i, d)| self.event(i, d, t0))
+            .collect()
+    }
+
+    fn session(&self, id: &uuid::Uuid, recorded_at: String, p: &ProcessInfo) -> Session {
+        Session {
+            id: id.hyphenated().to_string(),
+            recorded_at,
+            service: self.opts.service.clone(),
+            env: self.opts.env.clone(),
+            framework: p.framework.clone(),
+            timetracer_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
+            python_version: p.python_version.clone(),
+            git_sha: self.opts.git_sha.clone(),
+            pid: Some(p.pid),
+            cmdline: Some(p.cmdline.clone()),
+            cwd: p.cwd.clone(),
+            recording: self.opts.recording.clone(),
+            k8s: None,
+        }
+    }
+
+    /// `policies`, counting the values the connection layer's hooks redacted in the database /
+    /// cache calls `deps` on top of those this builder redacted.
+    fn policies(&mut self, deps: &[DepCall]) -> Policies {
         let http_applied = self.applied;
         let mut by_protocol = BTreeMap::new();
         if http_applied > 0 {
             by_protocol.insert("http".to_owned(), http_applied);
         }
-        for d in &rec.deps {
+        for d in deps {
             if let DepKind::Db(call) = &d.kind {
                 let n = call
                     .detail
@@ -129,7 +238,7 @@ impl Builder<'_> {
             }
         }
         let pol = &self.opts.redaction;
-        let policies = Policies {
+        Policies {
             redaction: RedactionInfo {
                 mode: if pol.enabled { "default" } else { "off" }.to_owned(),
                 header_names: Some(if pol.enabled {
@@ -159,50 +268,6 @@ impl Builder<'_> {
                 rate: self.opts.sample_rate,
                 errors_only: self.opts.errors_only,
             },
-        };
-
-        let unix_ns = i128::from(t0) + rec.mono_to_unix_ns;
-        let p = &rec.process;
-        let db_sessions = rec
-            .db_sessions
-            .iter()
-            .map(|d| DbSessionInfo {
-                protocol: d.protocol.name().to_owned(),
-                conn_id: d.conn.conn_id,
-                remote: d.conn.remote.map(|a| a.to_string()),
-                facts: d.facts.clone(),
-                missing: d.missing.clone(),
-            })
-            .collect();
-        Cassette {
-            db_sessions,
-            schema_version: SCHEMA_VERSION.to_owned(),
-            generator: Some(Generator {
-                name: GENERATOR_NAME.to_owned(),
-                version: env!("CARGO_PKG_VERSION").to_owned(),
-            }),
-            session: Session {
-                id: rec.id.hyphenated().to_string(),
-                recorded_at: rfc3339_utc(unix_ns),
-                service: self.opts.service.clone(),
-                env: self.opts.env.clone(),
-                framework: p.framework.clone(),
-                timetracer_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
-                python_version: p.python_version.clone(),
-                git_sha: self.opts.git_sha.clone(),
-                pid: Some(p.pid),
-                cmdline: Some(p.cmdline.clone()),
-                cwd: p.cwd.clone(),
-                k8s: None,
-            },
-            request,
-            response,
-            error,
-            events,
-            connection: Some(connection(&rec.conn)),
-            timing: Some(timing),
-            policies,
-            stats,
         }
     }
 

@@ -29,6 +29,11 @@ pub struct Cassette {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generator: Option<Generator>,
     pub session: Session,
+    /// Present in a **startup cassette** (2.x, added): the dependency calls one process made
+    /// before its first inbound request. Its `request` and `response` are empty, its `events`
+    /// are those calls with offsets from the process's start. See docs/cassette-format.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub startup: Option<StartupInfo>,
     pub request: Request,
     pub response: Response,
     /// Present when the app errored (status >= 500, no response, or a traceback).
@@ -58,6 +63,29 @@ impl Cassette {
     pub fn is_python_legacy(&self) -> bool {
         !self.schema_version.starts_with("2.")
     }
+
+    /// A startup cassette (the calls of a process's startup, no request).
+    #[must_use]
+    pub fn is_startup(&self) -> bool {
+        self.startup.is_some()
+    }
+}
+
+/// `startup`: what a startup cassette covers (2.x, added).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartupInfo {
+    /// The process whose startup this is (also `session.pid`).
+    pub pid: u32,
+    /// When tracing saw it start (RFC 3339 UTC): the origin of the events' offsets.
+    pub started_at: String,
+    /// Its first inbound request's first byte, or null when it served none.
+    #[serde(default)]
+    pub first_request_at: Option<String>,
+    /// `first-request`, `exit` or `end-of-recording`.
+    pub ended_by: String,
+    /// Calls left out past the per-process cap (10,000).
+    #[serde(default)]
+    pub dropped_calls: u64,
 }
 
 /// `generator`: the program that wrote the cassette.
@@ -94,6 +122,10 @@ pub struct Session {
     /// Its working directory (2.0; `replay` starts the recorded command there).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
+    /// The recording (one agent run) this cassette belongs to (2.x, added): replay finds the
+    /// recording's startup cassettes by it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<String>,
     /// The Kubernetes pod and container the process ran in (node mode; omitted elsewhere).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub k8s: Option<K8s>,

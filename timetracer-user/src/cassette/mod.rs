@@ -23,7 +23,7 @@ pub mod reader;
 pub mod writer;
 
 pub use body::{body_bytes, sha256_tagged};
-pub use build::{BuildOptions, build};
+pub use build::{BuildOptions, build, build_startup};
 pub use format::Cassette;
 pub use reader::read;
 pub use writer::{Compression, write, write_sealed};

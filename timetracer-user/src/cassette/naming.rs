@@ -1,9 +1,13 @@
 //! File naming: `YYYY-MM-DD/METHOD__route__id8.json[.zst]`, like the Python tool; in node mode
-//! (`session.k8s`) under `NAMESPACE/POD/`.
+//! (`session.k8s`) under `NAMESPACE/POD/`; startup cassettes
+//! `.startup/STARTUP__pidPID__id8.json[.zst]`.
 use std::path::PathBuf;
 
 use super::format::Cassette;
 use super::writer::Compression;
+
+/// Directory of startup cassettes, directly under the cassette directory.
+pub const STARTUP_DIR: &str = ".startup";
 
 /// Longest route part of a file name.
 const MAX_ROUTE: usize = 80;
@@ -96,6 +100,16 @@ pub fn id8(id: &str) -> String {
 /// cassette carries `session.k8s`).
 #[must_use]
 pub fn relative_path(c: &Cassette, compression: Compression) -> PathBuf {
+    if let Some(st) = &c.startup {
+        // Hidden, so tools that list a directory's requests (index, replay DIR) skip it;
+        // replay finds it by `session.recording` (docs/cassette-format.md).
+        return PathBuf::from(STARTUP_DIR).join(format!(
+            "STARTUP__pid{}__{}{}",
+            st.pid,
+            id8(&c.session.id),
+            compression.extension()
+        ));
+    }
     let name = format!(
         "{}__{}__{}{}",
         sanitize_method(&c.request.method),

@@ -80,6 +80,12 @@ pub struct ConnTable {
     ssl_conns: HashMap<(u32, u64), u64>,
     /// TLS plaintext of an `SSL*` not tied to a socket yet, per (tgid, `SSL*`).
     pending_tls: HashMap<(u32, u64), Vec<(bool, Chunk)>>,
+    /// Listening addresses learnt from accepted connections: per process, and every one seen.
+    /// An accepted socket closed before /proc was read (a fast request of a sync worker) has
+    /// the address its process accepted on before, or the recording's only one: replay needs
+    /// it to know the app's port.
+    server_locals: HashMap<u32, SocketAddr>,
+    all_server_locals: Vec<SocketAddr>,
     counters: Counters,
 }
 
@@ -121,6 +127,8 @@ impl ConnTable {
             conns: HashMap::new(),
             ssl_conns: HashMap::new(),
             pending_tls: HashMap::new(),
+            server_locals: HashMap::new(),
+            all_server_locals: Vec::new(),
             counters,
         }
     }
@@ -286,7 +294,7 @@ impl ConnTable {
             .filter(|(_, r)| r.port() == 0 && r.ip().is_unspecified())
             .map(|(l, _)| l);
         let same_ip = |a: SocketAddr, b: SocketAddr| a.ip().to_canonical() == b.ip().to_canonical();
-        let local = facts
+        let mut local = facts
             .socket_addrs(o.tgid, fd)
             .filter(|&(l, r)| match (remote, listening) {
                 (Some(p), _) => p.port() == r.port() && same_ip(p, r),
@@ -297,6 +305,29 @@ impl ConnTable {
             })
             .map(|(l, _)| l)
             .or_else(|| listening.filter(|l| !l.ip().is_unspecified()));
+        if side == Side::Server {
+            match local {
+                Some(l) => {
+                    self.server_locals.insert(o.tgid, l);
+                    if !self.all_server_locals.contains(&l) && self.all_server_locals.len() < 64 {
+                        self.all_server_locals.push(l);
+                    }
+                }
+                None => {
+                    // Closed before /proc was read, on a wildcard (or unknown) listening
+                    // socket: the address this process's earlier connections had on that
+                    // port, or the recording's only server address.
+                    let port_ok = |l: &SocketAddr| listening.is_none_or(|b| b.port() == l.port());
+                    local =
+                        self.server_locals.get(&o.tgid).copied().filter(port_ok).or(
+                            match self.all_server_locals.as_slice() {
+                                [only] if port_ok(only) => Some(*only),
+                                _ => None,
+                            },
+                        );
+                }
+            }
+        }
         if local.is_none() {
             self.counters.inc(Counter::LocalAddrUnknown);
         }
@@ -327,6 +358,7 @@ impl ConnTable {
     /// Process `o.tgid` exited: the kernel closed its sockets (no close records come for
     /// them), so its connections end now.
     fn exit(&mut self, o: Origin, out: &mut Vec<Output>) {
+        self.server_locals.remove(&o.tgid);
         let mut ids: Vec<u64> = self
             .conns
             .iter()

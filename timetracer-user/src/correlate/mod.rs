@@ -13,7 +13,10 @@
 //! - ... or, when no open request is on that thread, while exactly one was open in the process
 //!   → `exact/sequential` (worker threads of a sequential server);
 //! - several candidates → written to each candidate's cassette as `ambiguous/concurrent-requests`;
-//! - none → background traffic, counted, not written.
+//! - none → background traffic, counted, not written; except calls a process seen from its
+//!   start made before its first inbound request: its **startup phase**, kept per process and
+//!   written as a startup cassette ([`StartupRecord`], docs/cassette-format.md) so replay can
+//!   answer what the app does at import, in a lifespan or at worker boot.
 //!
 //! Calls are assigned by the *request* bytes' writer (thread, time); responses are paired to
 //! requests by protocol order on the connection, never by who read them.
@@ -29,7 +32,8 @@ use std::{
 use timetracer_common::{Record, StampedWrite, Stdio};
 
 use self::model::{
-    Attribution, ConnFacts, DbSession, DepCall, DepKind, ProcessInfo, RecordedRequest, Timings,
+    Attribution, ConnFacts, DbSession, DepCall, DepKind, ProcessInfo, RecordedRequest, StartupEnd,
+    StartupRecord, Timings,
 };
 use crate::{
     capture::procfs::ProcFacts,
@@ -142,6 +146,28 @@ impl Outbound {
     }
 }
 
+/// The startup phase of a process seen from its start: its calls before its first request.
+struct Startup {
+    id: uuid::Uuid,
+    started_ns: u64,
+    first_request_ns: Option<u64>,
+    deps: Vec<DepCall>,
+    dropped: u64,
+}
+
+impl Startup {
+    /// A request of the process began at `ts_ns`: the phase ends at the earliest one,
+    /// whatever order the connections' reads and heads are handled in.
+    fn saw_request_at(&mut self, ts_ns: u64) {
+        self.first_request_ns = Some(self.first_request_ns.map_or(ts_ns, |f| f.min(ts_ns)));
+    }
+
+    /// Whether a call that started at `start_ns` belongs to the phase: no request had begun.
+    fn owns_call_at(&self, start_ns: u64) -> bool {
+        self.first_request_ns.is_none_or(|f| start_ns < f)
+    }
+}
+
 /// A write to stdout/stderr of a traced process.
 struct StdioWrite {
     tgid: u32,
@@ -172,6 +198,11 @@ pub struct Correlator {
     mono_to_unix_ns: i128,
     /// The attribution engine of CPython processes (issue #7).
     pub py: python::PyEngine,
+    /// Processes seen from their start, still in their startup phase (no inbound request yet,
+    /// or calls that started before it still in flight).
+    startup: HashMap<u32, Startup>,
+    /// Startup phases ended, waiting for [`Self::take_startup`].
+    startup_ready: Vec<StartupRecord>,
     /// Counters shared with the status line and the cassette footer.
     pub counters: Counters,
 }
@@ -227,6 +258,8 @@ impl Correlator {
             closed_db: VecDeque::new(),
             mono_to_unix_ns: mono_to_unix_offset(),
             py: python::PyEngine::default(),
+            startup: HashMap::new(),
+            startup_ready: Vec::new(),
             counters,
         }
     }
@@ -251,6 +284,32 @@ impl Correlator {
             tid: pid,
         };
         self.handle(Record::Exit(timetracer_common::Exit { origin }));
+    }
+
+    /// Tracing sees process `pid` from its start (`record`'s launched command): its calls
+    /// before its first inbound request are its startup phase. Processes it forks (and those
+    /// that `exec` in a traced cgroup) are seen from their start too, without this call.
+    pub fn seen_from_start(&mut self, pid: u32) {
+        self.start_phase(pid, monotonic_ns());
+    }
+
+    fn start_phase(&mut self, pid: u32, ts_ns: u64) {
+        self.startup.insert(
+            pid,
+            Startup {
+                id: uuid::Uuid::new_v4(),
+                started_ns: ts_ns,
+                first_request_ns: None,
+                deps: Vec::new(),
+                dropped: 0,
+            },
+        );
+    }
+
+    /// Startup phases that ended (first request served, process exited, recording ended) with
+    /// at least one call.
+    pub fn take_startup(&mut self) -> Vec<StartupRecord> {
+        std::mem::take(&mut self.startup_ready)
     }
 
     /// Registers a connection that was open before tracing started.
@@ -280,14 +339,14 @@ impl Correlator {
             | Record::Connect(_)
             | Record::Close(_) => self.conns.handle(&rec, &*self.facts, &mut out),
             Record::Stdio(w) => self.on_stdio(&w),
-            Record::Fork(f) => self.process_started(f.child),
+            Record::Fork(f) => self.process_started(f.child, f.origin.ts_ns),
             Record::Join(j) => {
                 tracing::debug!(
                     pid = j.origin.tgid,
                     cgroup = j.cgroup,
                     "Process joined by exec in a traced cgroup"
                 );
-                self.process_started(j.origin.tgid);
+                self.process_started(j.origin.tgid, j.origin.ts_ns);
             }
             Record::Exit(e) => {
                 // The connection layer ends its connections; the process is forgotten once
@@ -325,8 +384,9 @@ impl Correlator {
     }
 
     /// A process entered the target set (forked by a traced one, or exec'd in a traced cgroup).
-    fn process_started(&mut self, pid: u32) {
+    fn process_started(&mut self, pid: u32, ts_ns: u64) {
         self.exited.remove(&pid);
+        self.start_phase(pid, ts_ns);
         self.processes.insert(pid, self.facts.process_info(pid));
     }
 
@@ -337,6 +397,13 @@ impl Correlator {
                 Output::ServerRead { origin, conn_id } => {
                     self.py
                         .on_server_read(origin.tgid, origin.tid, conn_id, origin.ts_ns);
+                    // The startup phase ends at the first byte a process reads from a client.
+                    // Reads are handled in the kernel's order, before reassembly: a request
+                    // head parsed late (a gap, a slow pump) cannot leave its request's calls
+                    // looking older than every request.
+                    if let Some(p) = self.startup.get_mut(&origin.tgid) {
+                        p.saw_request_at(origin.ts_ns);
+                    }
                 }
                 Output::Closed { conn_id, ts_ns } => {
                     if self.db_sessions.contains_key(&conn_id) {
@@ -382,7 +449,8 @@ impl Correlator {
     /// request still to be written, no call still to be attributed. Their written requests
     /// carry the process description taken while they were alive.
     fn forget_exited(&mut self) {
-        let (conns, inbound, outbound) = (&self.conns, &self.inbound, &self.outbound);
+        let (conns, inbound, outbound, startup) =
+            (&self.conns, &self.inbound, &self.outbound, &self.startup);
         let done: Vec<u32> = self
             .exited
             .iter()
@@ -391,6 +459,7 @@ impl Correlator {
                 !conns.any_of(pid)
                     && !inbound.iter().any(|r| r.tgid == pid && !r.finalized)
                     && !outbound.iter().any(|o| o.tgid == pid)
+                    && !startup.contains_key(&pid)
             })
             .collect();
         for pid in done {
@@ -463,6 +532,9 @@ impl Correlator {
                 self.refresh_process(facts.pid);
                 self.py
                     .on_request_head(facts.pid, facts.conn_id, index, mark.ts_ns);
+                if let Some(p) = self.startup.get_mut(&facts.pid) {
+                    p.saw_request_at(mark.ts_ns);
+                }
                 self.inbound
                     .push(Inbound::new(facts, index, mark.ts_ns, mark.tid));
             }
@@ -565,6 +637,7 @@ impl Correlator {
 
     /// Requests that are ready (grace period over); call after [`Self::pump`].
     pub fn take_ready(&mut self, now_ns: u64) -> Vec<RecordedRequest> {
+        self.route_startup(now_ns);
         self.route_python(now_ns);
         // Held Python calls (a timer's task, a task created after the response) and the
         // request each will be decided for when its hold ends: that request waits for the
@@ -628,16 +701,8 @@ impl Correlator {
             let timings = timings_of(&exchange, 0);
             let mut deps = std::mem::take(&mut r.deps);
             deps.sort_by_key(|d| d.timings.request_start_ns);
-            let mut db_conns: Vec<u64> = deps
-                .iter()
-                .filter(|d| matches!(d.kind, DepKind::Db(_)))
-                .map(|d| d.conn.conn_id)
-                .collect();
-            db_conns.dedup();
-            let db_sessions = db_conns
-                .iter()
-                .filter_map(|id| self.db_sessions.get(id).cloned())
-                .collect();
+            let traceback = (!r.traceback.is_empty()).then(|| r.traceback.concat());
+            let db_sessions = self.sessions_of(&deps);
             out.push(RecordedRequest {
                 id: uuid::Uuid::new_v4(),
                 process,
@@ -645,7 +710,7 @@ impl Correlator {
                 conn,
                 timings,
                 deps,
-                traceback: (!r.traceback.is_empty()).then(|| r.traceback.concat()),
+                traceback,
                 mono_to_unix_ns: self.mono_to_unix_ns,
                 drops: Vec::new(),
                 db_sessions,
@@ -711,6 +776,107 @@ impl Correlator {
         }
     }
 
+    /// Startup phases: every complete call a process in its startup phase started before its
+    /// first inbound request is its startup's (no request can own it: none had started). A
+    /// phase ends once its first request arrived and no call that started before it is still
+    /// in flight (bounded by `max_wait_ns`), or when the process exited.
+    fn route_startup(&mut self, now_ns: u64) {
+        if self.startup.is_empty() {
+            return;
+        }
+        let mut k = 0;
+        while k < self.outbound.len() {
+            let o = &self.outbound[k];
+            let before_first = self
+                .startup
+                .get(&o.tgid)
+                .is_some_and(|p| p.owns_call_at(o.start_ns));
+            if !before_first || !o.complete() {
+                k += 1;
+                continue;
+            }
+            let o = self.outbound.remove(k).expect("index checked");
+            let Some(p) = self.startup.get_mut(&o.tgid) else {
+                continue;
+            };
+            if p.deps.len() >= StartupRecord::MAX_CALLS {
+                p.dropped += 1;
+                self.counters.inc(Counter::BackgroundCalls);
+                continue;
+            }
+            if let Some(d) = dep_call(
+                o,
+                Attribution::Exact {
+                    evidence: "startup",
+                    proof: None,
+                },
+            ) {
+                p.deps.push(d);
+                self.counters.inc(Counter::StartupCalls);
+            }
+        }
+        let ended: Vec<(u32, StartupEnd)> =
+            self.startup
+                .iter()
+                .filter_map(|(&pid, p)| {
+                    let pending = self
+                        .outbound
+                        .iter()
+                        .any(|o| o.tgid == pid && p.owns_call_at(o.start_ns));
+                    match p.first_request_ns {
+                        Some(first) => (!pending
+                            || now_ns >= first.saturating_add(self.opts.max_wait_ns))
+                        .then_some((pid, StartupEnd::FirstRequest)),
+                        None => (self.exited.contains(&pid) && !pending)
+                            .then_some((pid, StartupEnd::Exit)),
+                    }
+                })
+                .collect();
+        for (pid, end) in ended {
+            self.close_startup(pid, end);
+        }
+    }
+
+    /// Ends `pid`'s startup phase; one with calls becomes a [`StartupRecord`].
+    fn close_startup(&mut self, pid: u32, ended_by: StartupEnd) {
+        let Some(p) = self.startup.remove(&pid) else {
+            return;
+        };
+        if p.deps.is_empty() {
+            return;
+        }
+        let mut deps = p.deps;
+        deps.sort_by_key(|d| d.timings.request_start_ns);
+        let db_sessions = self.sessions_of(&deps);
+        let process = self.process(pid);
+        self.startup_ready.push(StartupRecord {
+            id: p.id,
+            process,
+            started_ns: p.started_ns,
+            first_request_ns: p.first_request_ns,
+            ended_by,
+            deps,
+            dropped_calls: p.dropped,
+            db_sessions,
+            mono_to_unix_ns: self.mono_to_unix_ns,
+            drops: Vec::new(),
+        });
+    }
+
+    /// Session facts of the database connections `deps` used, each once.
+    fn sessions_of(&self, deps: &[DepCall]) -> Vec<DbSession> {
+        let mut db_conns: Vec<u64> = deps
+            .iter()
+            .filter(|d| matches!(d.kind, DepKind::Db(_)))
+            .map(|d| d.conn.conn_id)
+            .collect();
+        db_conns.dedup();
+        db_conns
+            .iter()
+            .filter_map(|id| self.db_sessions.get(id).cloned())
+            .collect()
+    }
+
     /// Python processes: hands every complete outbound call whose request is decided to that
     /// request (or, ambiguous, to every request open when it started; background calls to
     /// none).
@@ -718,7 +884,12 @@ impl Correlator {
         let mut k = 0;
         while k < self.outbound.len() {
             let o = &mut self.outbound[k];
-            if self.py.runtime(o.tgid).is_none() {
+            // A call of the startup phase still in flight is the phase's (`route_startup`).
+            let startup = self
+                .startup
+                .get(&o.tgid)
+                .is_some_and(|p| p.owns_call_at(o.start_ns));
+            if startup || self.py.runtime(o.tgid).is_none() {
                 k += 1;
                 continue;
             }
@@ -899,7 +1070,19 @@ impl Correlator {
         let mut out = Vec::new();
         self.conns.close_all(monotonic_ns(), &mut out);
         self.absorb(out);
-        self.take_ready(u64::MAX / 2)
+        let ready = self.take_ready(u64::MAX / 2);
+        let pids: Vec<u32> = self.startup.keys().copied().collect();
+        for pid in pids {
+            let end = if self.exited.contains(&pid) {
+                StartupEnd::Exit
+            } else if self.startup[&pid].first_request_ns.is_some() {
+                StartupEnd::FirstRequest
+            } else {
+                StartupEnd::EndOfRecording
+            };
+            self.close_startup(pid, end);
+        }
+        ready
     }
 
     /// Processes seen so far (targets and their children).
@@ -1011,7 +1194,7 @@ fn timings_of(ex: &Exchange, connect_ns: u64) -> Timings {
 
 #[cfg(test)]
 mod exit_tests {
-    use timetracer_common::{Accept, Data, Direction, Exit, Fork, Origin, SockAddr};
+    use timetracer_common::{Accept, Connect, Data, Direction, Exit, Fork, Origin, SockAddr};
 
     use super::*;
     use crate::capture::procfs::FixedFacts;
@@ -1025,11 +1208,16 @@ mod exit_tests {
     }
 
     fn data(ts_ns: u64, egress: bool, pos: u64, payload: &[u8]) -> Record<'_> {
+        on(1, 5, ts_ns, egress, pos, payload)
+    }
+
+    /// Data of process 7's connection `conn_id` (socket `fd`).
+    fn on(conn_id: u64, fd: i32, ts_ns: u64, egress: bool, pos: u64, payload: &[u8]) -> Record<'_> {
         Record::Data(Data {
             origin: o(ts_ns, 7),
             syscall: timetracer_common::sys::READ,
-            conn_id: 1,
-            fd: 5,
+            conn_id,
+            fd,
             dir: Direction::of_egress(egress),
             pos,
             syscall_bytes: payload.len() as u64,
@@ -1089,5 +1277,147 @@ mod exit_tests {
             Some(&b"hello"[..])
         );
         assert!(c.pids().is_empty());
+    }
+
+    /// Issue #26: a process seen from its start keeps the calls it made before its first
+    /// request (a pool warmed up at import) as its startup; calls inside the request stay the
+    /// request's; the phase ends once the first request arrived and nothing older is in flight.
+    #[test]
+    fn calls_before_the_first_request_are_the_startup() {
+        let mut c = Correlator::new(
+            CorrelateOptions::default(),
+            Counters::default(),
+            Box::new(FixedFacts::default()),
+        );
+        c.add_process(ProcessInfo {
+            pid: 7,
+            cmdline: vec!["gunicorn".into(), "app:app".into()],
+            ..ProcessInfo::default()
+        });
+        c.seen_from_start(7);
+        let redis = SockAddr {
+            family: 2,
+            port: 6379,
+            _pad: 0,
+            addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        };
+        let get = b"*2\r\n$3\r\nGET\r\n$4\r\nboot\r\n";
+        let got = b"$2\r\nok\r\n";
+        let incr = b"*2\r\n$4\r\nINCR\r\n$4\r\nhits\r\n";
+        let n = b":1\r\n";
+        let req = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let resp = b"HTTP/1.0 200 OK\r\n\r\nhello";
+        let g = get.len() as u64;
+        let r = got.len() as u64;
+        for rec in [
+            Record::Connect(Connect {
+                origin: o(5, 7),
+                conn_id: Some(2),
+                fd: 6,
+                ret: 0,
+                addr: redis,
+            }),
+            on(2, 6, 6, true, 0, get),
+            on(2, 6, 7, false, 0, got),
+            Record::Accept(Accept {
+                origin: o(10, 7),
+                conn_id: 1,
+                fd: 5,
+                listen_fd: 3,
+                addr: SockAddr::default(),
+            }),
+            data(20, false, 0, req),
+            on(2, 6, 22, true, g, incr),
+            on(2, 6, 23, false, r, n),
+            data(30, true, 0, resp),
+            Record::Exit(Exit { origin: o(40, 7) }),
+        ] {
+            c.handle(rec);
+            c.pump(1);
+        }
+        c.pump(50);
+        let done = c.take_ready(1_000_000_000);
+        let startup = c.take_startup();
+        assert_eq!(startup.len(), 1, "one process with startup calls");
+        let s = &startup[0];
+        assert_eq!(s.process.pid, 7);
+        assert_eq!(s.ended_by, StartupEnd::FirstRequest);
+        assert_eq!(s.first_request_ns, Some(20));
+        assert_eq!(s.deps.len(), 1, "{:?}", s.deps);
+        assert!(matches!(&s.deps[0].kind, DepKind::Db(call) if call.method == "GET"));
+        assert_eq!(
+            s.deps[0].attribution,
+            Attribution::Exact {
+                evidence: "startup",
+                proof: None,
+            }
+        );
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].deps.len(), 1, "the request keeps its own call");
+        assert!(matches!(&done[0].deps[0].kind, DepKind::Db(call) if call.method == "INCR"));
+        assert_eq!(c.counters.get(Counter::StartupCalls), 1);
+        // A process not seen from its start (attach) has no startup phase.
+        assert!(c.take_startup().is_empty());
+    }
+
+    /// Issue #26: a request whose head is not parsed yet (split over reads, or behind a gap)
+    /// when its call completes still ends the startup phase: its first read did.
+    #[test]
+    fn a_request_read_before_its_head_is_parsed_ends_the_startup() {
+        let mut c = Correlator::new(
+            CorrelateOptions::default(),
+            Counters::default(),
+            Box::new(FixedFacts::default()),
+        );
+        c.add_process(ProcessInfo {
+            pid: 7,
+            ..ProcessInfo::default()
+        });
+        c.seen_from_start(7);
+        let redis = SockAddr {
+            family: 2,
+            port: 6379,
+            _pad: 0,
+            addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        };
+        let incr = b"*2\r\n$4\r\nINCR\r\n$4\r\nhits\r\n";
+        let (head1, head2) = (b"GET / HT", b"TP/1.1\r\nHost: x\r\n\r\n");
+        for rec in [
+            Record::Connect(Connect {
+                origin: o(5, 7),
+                conn_id: Some(2),
+                fd: 6,
+                ret: 0,
+                addr: redis,
+            }),
+            Record::Accept(Accept {
+                origin: o(10, 7),
+                conn_id: 1,
+                fd: 5,
+                listen_fd: 3,
+                addr: SockAddr::default(),
+            }),
+            data(20, false, 0, head1),
+            on(2, 6, 22, true, 0, incr),
+            on(2, 6, 23, false, 0, b":1\r\n"),
+        ] {
+            c.handle(rec);
+            c.pump(1);
+        }
+        assert!(c.take_ready(1_000).is_empty());
+        for rec in [
+            data(24, false, head1.len() as u64, head2),
+            data(30, true, 0, b"HTTP/1.0 200 OK\r\n\r\nhello"),
+            Record::Exit(Exit { origin: o(40, 7) }),
+        ] {
+            c.handle(rec);
+            c.pump(1);
+        }
+        c.pump(50);
+        let done = c.take_ready(1_000_000_000);
+        assert!(c.take_startup().is_empty(), "no call before the request");
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].deps.len(), 1, "the request keeps its call");
+        assert_eq!(c.counters.get(Counter::StartupCalls), 0);
     }
 }

@@ -121,3 +121,59 @@ pub struct RecordedRequest {
     /// Session facts of the database connections this request used.
     pub db_sessions: Vec<DbSession>,
 }
+
+/// Why a process's startup phase ended (`startup.ended_by` in the startup cassette).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StartupEnd {
+    /// Its first inbound request arrived.
+    FirstRequest,
+    /// It exited without serving a request.
+    Exit,
+    /// The recording ended first.
+    EndOfRecording,
+}
+
+impl StartupEnd {
+    /// The name written to the cassette.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::FirstRequest => "first-request",
+            Self::Exit => "exit",
+            Self::EndOfRecording => "end-of-recording",
+        }
+    }
+}
+
+/// The dependency calls one process made before its first inbound request (pools opened at
+/// import, ORM first-connect introspection, a lifespan's warm-up), seen because tracing saw the
+/// process start (`record`, or a process forked / exec'd while traced). Becomes a startup
+/// cassette (docs/cassette-format.md, "Startup cassettes").
+#[derive(Clone, Debug, PartialEq)]
+pub struct StartupRecord {
+    /// Unique id (uuid4); the file name carries its first 8 hex digits.
+    pub id: uuid::Uuid,
+    pub process: ProcessInfo,
+    /// When tracing saw the process start (monotonic ns; its fork, or its first call when the
+    /// fork was not seen); the events' offsets count from here.
+    pub started_ns: u64,
+    /// The first inbound request's first byte, when there was one.
+    pub first_request_ns: Option<u64>,
+    pub ended_by: StartupEnd,
+    /// Calls in the order they started.
+    pub deps: Vec<DepCall>,
+    /// Calls left out because the phase held [`StartupRecord::MAX_CALLS`] already.
+    pub dropped_calls: u64,
+    /// Session facts of the database connections the calls used.
+    pub db_sessions: Vec<DbSession>,
+    /// Offset to add to a monotonic ns timestamp to get Unix-epoch ns.
+    pub mono_to_unix_ns: i128,
+    /// Kernel + agent drop counters when the record was written (name -> count).
+    pub drops: Vec<(String, u64)>,
+}
+
+impl StartupRecord {
+    /// Most calls one process's startup keeps (a process that never serves a request and
+    /// polls a dependency forever must not grow the agent without bound).
+    pub const MAX_CALLS: usize = 10_000;
+}

@@ -233,6 +233,7 @@ impl RecordPlan {
             redaction,
             sample_rate,
             errors_only,
+            recording: None,
         };
         let out = PathBuf::from(text("dir", "./cassettes"));
         Ok(Self {

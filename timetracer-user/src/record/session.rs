@@ -10,7 +10,11 @@ use std::time::{Duration, Instant};
 use timetracer_common::decode;
 
 use crate::capture::{Capture, CaptureOptions, procfs};
-use crate::correlate::{CorrelateOptions, Correlator, model::RecordedRequest, monotonic_ns};
+use crate::correlate::{
+    CorrelateOptions, Correlator,
+    model::{RecordedRequest, StartupRecord},
+    monotonic_ns,
+};
 use crate::live::LiveUpdate;
 use crate::telemetry::{Counter, Counters};
 
@@ -25,12 +29,22 @@ use super::target::{Seeder, Target};
 /// buffer fills and the kernel counts `ring_full` drops (never the traced process).
 const WRITER_QUEUE: usize = 1024;
 
+/// What the writer thread receives.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "requests are the common case; boxing them would add an allocation per request"
+)]
+enum ToWriter {
+    Request(RecordedRequest),
+    Startup(StartupRecord),
+}
+
 pub(crate) struct Session {
     pub(super) capture: Capture,
     pub(super) correlator: Correlator,
     pub(super) counters: Counters,
     writer: Option<JoinHandle<()>>,
-    tx: Option<SyncSender<RecordedRequest>>,
+    tx: Option<SyncSender<ToWriter>>,
     /// The live view's feed for counter snapshots.
     live: Option<SyncSender<LiveUpdate>>,
     plan: RecordPlan,
@@ -99,10 +113,14 @@ impl Session {
         };
         let correlator = Correlator::new(opts, counters.clone(), Box::new(procfs::Procfs));
         let live = sinks.live_feed();
-        let (tx, rx) = mpsc::sync_channel::<RecordedRequest>(WRITER_QUEUE);
+        let (tx, rx) = mpsc::sync_channel::<ToWriter>(WRITER_QUEUE);
+        // One id for everything this recording writes: replay finds a cassette's startup
+        // cassettes by it.
+        let mut build = plan.build.clone();
+        build.recording = Some(uuid::Uuid::new_v4().hyphenated().to_string());
         let ctx = Ctx {
             counters: counters.clone(),
-            build: plan.build.clone(),
+            build,
             quiet: plan.quiet,
         };
         let owner = plan.owner.clone();
@@ -149,6 +167,10 @@ impl Session {
         let target_err = |source| Error::AddTarget { pid, source };
         self.capture.add_target(pid).map_err(target_err)?;
         self.correlator.add_process(procfs::process_info(pid));
+        if !seed_sockets {
+            // A launched command (`record`): traced from before its `exec`.
+            self.correlator.seen_from_start(pid);
+        }
         if seed_sockets {
             for s in procfs::open_sockets(pid) {
                 self.preexisting_seq += 1;
@@ -214,12 +236,17 @@ impl Session {
         let now = monotonic_ns();
         self.correlator.pump(now);
         let ready = self.correlator.take_ready(now);
-        if ready.is_empty() {
+        let startup = self.correlator.take_startup();
+        if ready.is_empty() && startup.is_empty() {
             return;
         }
         // One read of the kernel's drop counters per drain (a map lookup per CPU and
         // counter), not per request: it was a tenth of the agent's CPU at 2k req/s.
         let drops = report::drops(&self.counters.snapshot(), &self.capture.drops());
+        for mut s in startup {
+            s.drops.clone_from(&drops);
+            self.send(ToWriter::Startup(s));
+        }
         for mut r in ready {
             r.drops.clone_from(&drops);
             self.submit(r);
@@ -227,10 +254,14 @@ impl Session {
     }
 
     fn submit(&self, r: RecordedRequest) {
+        self.send(ToWriter::Request(r));
+    }
+
+    fn send(&self, item: ToWriter) {
         if let Some(tx) = &self.tx {
             // Blocking send: a slow disk slows the agent (and eventually the kernel counts
             // ring drops), it never blocks the traced app.
-            let _ = tx.send(r);
+            let _ = tx.send(item);
         }
     }
 
@@ -263,6 +294,10 @@ impl Session {
             r.drops.clone_from(&drops);
             self.submit(r);
         }
+        for mut s in self.correlator.take_startup() {
+            s.drops.clone_from(&drops);
+            self.send(ToWriter::Startup(s));
+        }
         drop(self.tx.take());
         if let Some(w) = self.writer.take() {
             let _ = w.join();
@@ -285,7 +320,7 @@ impl Session {
 
 /// The writer thread: every finished request through the sinks; batching sinks flush whenever
 /// the queue is empty.
-fn write_loop(rx: &mpsc::Receiver<RecordedRequest>, sinks: &mut Chain, ctx: &Ctx) {
+fn write_loop(rx: &mpsc::Receiver<ToWriter>, sinks: &mut Chain, ctx: &Ctx) {
     sinks.start(ctx);
     loop {
         let r = match rx.try_recv() {
@@ -299,7 +334,12 @@ fn write_loop(rx: &mpsc::Receiver<RecordedRequest>, sinks: &mut Chain, ctx: &Ctx
             }
             Err(mpsc::TryRecvError::Disconnected) => break,
         };
-        sinks.accept(&mut Finished::new(r), ctx);
+        match r {
+            ToWriter::Request(r) => sinks.accept(&mut Finished::new(r), ctx),
+            ToWriter::Startup(s) => {
+                sinks.startup(&crate::cassette::build_startup(&s, &ctx.build), ctx)
+            }
+        }
     }
     sinks.finish(ctx);
 }

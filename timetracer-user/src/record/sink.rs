@@ -137,6 +137,9 @@ pub trait Sink: Send {
     fn start(&mut self, _ctx: &Ctx) {}
     /// One finished request. Sinks after this one see what it changed.
     fn accept(&mut self, item: &mut Finished, ctx: &Ctx);
+    /// A process's startup cassette (its calls before its first request). Not a request:
+    /// filters do not apply; [`Files`] writes it under `.startup/`.
+    fn startup(&mut self, _cassette: &Cassette, _ctx: &Ctx) {}
     /// The queue is empty for now: a batching sink flushes.
     fn idle(&mut self, _ctx: &Ctx) {}
     /// The recording ended; flush everything.
@@ -201,6 +204,9 @@ impl Sink for Chain {
             }
             s.accept(item, ctx);
         }
+    }
+    fn startup(&mut self, cassette: &Cassette, ctx: &Ctx) {
+        self.0.iter_mut().for_each(|s| s.startup(cassette, ctx));
     }
     fn idle(&mut self, ctx: &Ctx) {
         self.0.iter_mut().for_each(|s| s.idle(ctx));
@@ -339,6 +345,15 @@ impl Sink for Files {
             Err(e) => {
                 ctx.counters.inc(Counter::WriteErrors);
                 ctx.problem("Cannot write a cassette", &e);
+            }
+        }
+    }
+    fn startup(&mut self, cassette: &Cassette, ctx: &Ctx) {
+        match cassette::write(&self.dir, cassette, self.compression) {
+            Ok(_) => ctx.counters.inc(Counter::StartupCassettes),
+            Err(e) => {
+                ctx.counters.inc(Counter::WriteErrors);
+                ctx.problem("Cannot write a startup cassette", &e);
             }
         }
     }

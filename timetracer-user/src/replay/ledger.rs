@@ -224,13 +224,56 @@ pub struct Miss {
     pub at: Option<Instant>,
 }
 
+/// Calls of one kind the recording did not hold that a mock answered by a protocol rule
+/// (docs/replay.md "Answered by rule"): named in the verdict, never silent.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+pub struct RuleAnswer {
+    pub protocol: Protocol,
+    pub destination: String,
+    /// What the app sent, in one line.
+    pub call: String,
+    /// The rule that answered it.
+    pub rule: String,
+    /// How many times.
+    pub count: u32,
+}
+
 /// Everything the replay records while it runs, shared by all mock servers.
 #[derive(Debug, Default)]
 pub struct Journal {
     misses: Mutex<Vec<Miss>>,
+    rules: Mutex<Vec<RuleAnswer>>,
 }
 
 impl Journal {
+    /// Counts a call answered by `rule` (the same call and rule once, with a count).
+    pub fn ruled(&self, protocol: Protocol, destination: &str, call: &str, rule: &str) {
+        let call = one_line(call, 200);
+        let mut rules = self.rules.lock().unwrap_or_else(PoisonError::into_inner);
+        match rules
+            .iter_mut()
+            .find(|r| r.destination == destination && r.call == call && r.rule == rule)
+        {
+            Some(r) => r.count += 1,
+            None => rules.push(RuleAnswer {
+                protocol,
+                destination: destination.to_owned(),
+                call,
+                rule: rule.to_owned(),
+                count: 1,
+            }),
+        }
+    }
+
+    /// Every call answered by a rule so far, in the order first seen.
+    #[must_use]
+    pub fn rules(&self) -> Vec<RuleAnswer> {
+        self.rules
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
     pub fn push(&self, miss: Miss) {
         self.misses
             .lock()
@@ -419,6 +462,13 @@ impl Destination {
             .map(|i| st.calls[i].clone())
     }
 
+    /// Journals that the app's `call` was answered by `rule`, not from the recording.
+    pub fn answered_by_rule(&self, call: &str, rule: &str) {
+        tracing::info!(destination = %self.addr, call = %one_line(call, 200), rule, "Answered by rule");
+        self.journal
+            .ruled(self.protocol, &self.addr.to_string(), call, rule);
+    }
+
     /// Journals a miss that is not a mismatch against a recorded call (`reason` says why).
     pub fn miss(&self, actual: &str, reason: &str) -> Miss {
         let miss = Miss {
@@ -444,6 +494,51 @@ impl Destination {
             .filter(|&i| !st.calls[i].session_level && !st.used[i])
             .map(|i| st.calls[i].clone())
             .collect()
+    }
+
+    /// Recorded non-session-level calls of cassettes `from..` not asked for yet, and how many
+    /// answers this destination gave so far: what replay watches while the app starts.
+    #[must_use]
+    pub fn progress(&self, from: usize) -> (usize, u64) {
+        let st = self.lock();
+        let left = (0..st.calls.len())
+            .filter(|&i| st.calls[i].cassette >= from && !st.calls[i].session_level && !st.used[i])
+            .count();
+        (left, st.answered.iter().map(|&n| u64::from(n)).sum())
+    }
+
+    /// Makes the calls of cassettes `from..` (the startup cassettes) answerable again: the app
+    /// was started again after a crash and boots anew.
+    pub fn reuse_from(&self, from: usize) {
+        let mut st = self.lock();
+        for i in 0..st.calls.len() {
+            if st.calls[i].cassette >= from {
+                st.used[i] = false;
+            }
+        }
+    }
+
+    /// Request `cassette` was judged: its calls not made (reported as such) can no longer
+    /// answer a later request's identical call, which would leave that request's own unused
+    /// (a crashed request's calls answering the next request's).
+    pub fn retire(&self, cassette: usize) {
+        let mut st = self.lock();
+        for i in 0..st.calls.len() {
+            if st.calls[i].cassette == cassette {
+                st.used[i] = true;
+            }
+        }
+    }
+
+    /// How many non-session-level calls of cassette `cassette` are not asked for yet.
+    #[must_use]
+    pub fn left_of(&self, cassette: usize) -> usize {
+        let st = self.lock();
+        (0..st.calls.len())
+            .filter(|&i| {
+                st.calls[i].cassette == cassette && !st.calls[i].session_level && !st.used[i]
+            })
+            .count()
     }
 
     /// Calls of cassette `cassette` that were answered / never asked for.

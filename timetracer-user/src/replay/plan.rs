@@ -135,6 +135,11 @@ pub struct Input {
 pub struct Plan {
     /// In recorded order.
     pub inputs: Vec<Input>,
+    /// The recordings' startup cassettes (calls the app makes before its first request), in
+    /// recorded order. Their calls are answered like the others and come first in each
+    /// destination; not making one is noted, not a failure. Index `k` in the ledger is
+    /// cassette `inputs.len() + k`.
+    pub startup: Vec<Input>,
     /// Mocked destinations.
     pub destinations: Vec<Arc<Destination>>,
     /// Recorded destinations left live (hybrid replay).
@@ -155,24 +160,123 @@ pub fn load_inputs(paths: &[PathBuf]) -> anyhow::Result<Vec<Input>> {
     let files = cassette_files(paths)?;
     let mut inputs = Vec::new();
     for f in files {
-        let cassette = cassette::read(&f).with_context(|| {
-            format!(
-                "{}: not a readable cassette (check it with `timetracer validate`)",
-                f.display()
-            )
-        })?;
-        inputs.push(Input { path: f, cassette });
+        inputs.push(read_input(f)?);
     }
     if inputs.is_empty() {
         bail!("no cassettes found in {paths:?}");
     }
+    sort_recorded(&mut inputs);
+    Ok(inputs)
+}
+
+fn read_input(path: PathBuf) -> anyhow::Result<Input> {
+    let cassette = cassette::read(&path).with_context(|| {
+        format!(
+            "{}: not a readable cassette (check it with `timetracer validate`)",
+            path.display()
+        )
+    })?;
+    Ok(Input { path, cassette })
+}
+
+fn sort_recorded(inputs: &mut [Input]) {
     inputs.sort_by(|a, b| {
         a.cassette
             .session
             .recorded_at
             .cmp(&b.cassette.session.recorded_at)
     });
-    Ok(inputs)
+}
+
+/// How many directories up from a cassette replay looks for its recording's `.startup/`
+/// (`DIR/YYYY-MM-DD/x.json` → `DIR/.startup/` is one up).
+const STARTUP_SEARCH_DEPTH: usize = 3;
+
+/// Splits `inputs` into request cassettes and startup cassettes, adding the startup cassettes
+/// of every recording the request cassettes belong to (`session.recording`), found in a
+/// `.startup/` directory next to a cassette or up to [`STARTUP_SEARCH_DEPTH`] directories
+/// above it: so `replay ONE.json` answers the calls the app makes at startup too.
+///
+/// # Errors
+/// Only request cassettes are an error to lack: no request cassette at all.
+pub fn split_startup(inputs: Vec<Input>) -> anyhow::Result<(Vec<Input>, Vec<Input>, Vec<String>)> {
+    let (mut startup, requests): (Vec<Input>, Vec<Input>) =
+        inputs.into_iter().partition(|i| i.cassette.is_startup());
+    if requests.is_empty() {
+        bail!(
+            "only startup cassettes given: give the request cassettes (or their directory) to replay"
+        );
+    }
+    let recordings: std::collections::BTreeSet<&str> = requests
+        .iter()
+        .filter_map(|i| i.cassette.session.recording.as_deref())
+        .collect();
+    let mut notes = Vec::new();
+    let mut seen: std::collections::BTreeSet<PathBuf> = startup
+        .iter()
+        .filter_map(|i| std::fs::canonicalize(&i.path).ok())
+        .collect();
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    for i in &requests {
+        let abs = std::fs::canonicalize(&i.path).unwrap_or_else(|_| i.path.clone());
+        for dir in abs.ancestors().skip(1).take(STARTUP_SEARCH_DEPTH) {
+            let d = dir.join(cassette::naming::STARTUP_DIR);
+            if !dirs.contains(&d) {
+                dirs.push(d);
+            }
+        }
+    }
+    if !recordings.is_empty() {
+        for d in &dirs {
+            let Ok(entries) = std::fs::read_dir(d) else {
+                continue;
+            };
+            let mut files: Vec<PathBuf> =
+                entries.filter_map(Result::ok).map(|e| e.path()).collect();
+            files.sort();
+            for f in files {
+                let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("");
+                if name.starts_with('.') || !name.contains(".json") {
+                    continue;
+                }
+                let key = std::fs::canonicalize(&f).unwrap_or_else(|_| f.clone());
+                if !seen.insert(key) {
+                    continue;
+                }
+                match read_input(f) {
+                    Ok(i)
+                        if i.cassette.is_startup()
+                            && i.cassette
+                                .session
+                                .recording
+                                .as_deref()
+                                .is_some_and(|r| recordings.contains(r)) =>
+                    {
+                        startup.push(i);
+                    }
+                    Ok(_) => {}
+                    Err(e) => notes.push(format!("{e:#}: skipped")),
+                }
+            }
+        }
+    }
+    sort_recorded(&mut startup);
+    if !startup.is_empty() {
+        let calls: usize = startup.iter().map(|i| i.cassette.events.len()).sum();
+        notes.push(format!(
+            "{calls} startup call(s) of {} process(es) from {} answer what the app does before its first request",
+            startup.len(),
+            startup
+                .iter()
+                .filter_map(|i| i.path.parent())
+                .map(|p| p.display().to_string())
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    Ok((requests, startup, notes))
 }
 
 /// The cassette files `paths` name: files as given, directories walked (hidden entries
@@ -224,13 +328,21 @@ pub fn parse_addr(s: &str) -> Option<SocketAddr> {
 /// # Errors
 /// Corrupt `wire` bytes in a cassette.
 pub fn plan(inputs: Vec<Input>, selection: &Selection) -> anyhow::Result<Plan> {
+    let (inputs, startup, startup_notes) = split_startup(inputs)?;
     let journal = Arc::new(Journal::default());
     let mut dests: BTreeMap<(Protocol, SocketAddr), Destination> = BTreeMap::new();
     let mut live: Vec<(Protocol, SocketAddr)> = Vec::new();
     let mut hosts: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    let mut notes = Vec::new();
+    let mut notes = startup_notes;
     let mut unsupported: BTreeMap<String, usize> = BTreeMap::new();
-    for (ci, input) in inputs.iter().enumerate() {
+    // Startup calls first: the app makes them first, and a request's identical call must not
+    // take a startup call's recorded answer.
+    let ordered = startup
+        .iter()
+        .enumerate()
+        .map(|(k, i)| (inputs.len() + k, i))
+        .chain(inputs.iter().enumerate());
+    for (ci, input) in ordered {
         let c = &input.cassette;
         if c.is_python_legacy() {
             notes.push(format!(
@@ -333,6 +445,7 @@ pub fn plan(inputs: Vec<Input>, selection: &Selection) -> anyhow::Result<Plan> {
     }
     Ok(Plan {
         inputs,
+        startup,
         destinations: dests.into_values().map(Arc::new).collect(),
         live,
         hosts,
@@ -379,5 +492,47 @@ mod tests {
             .to_string();
         assert!(err.contains("unknown protocol"), "{err}");
         assert!(Selection::parse(&[], &["httpx".into()]).is_ok());
+    }
+
+    /// Issue #26: a cassette replayed alone finds its recording's startup cassettes in the
+    /// `.startup/` next to its date directory, and only those of its recording.
+    #[test]
+    fn one_cassette_finds_its_recordings_startup() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/cassettes/ours/POST__login_caf__e92ca5c8.json");
+        let mut req = cassette::read(&fixture).unwrap();
+        req.session.recording = Some("rec-a".into());
+        let dir = tempfile::tempdir().unwrap();
+        let one = cassette::write(dir.path(), &req, cassette::Compression::None).unwrap();
+        let startup = |id: &str, recording: &str| {
+            let mut c = req.clone();
+            c.session.id = id.into();
+            c.session.recording = Some(recording.into());
+            c.startup = Some(cassette::format::StartupInfo {
+                pid: 7,
+                ended_by: "first-request".into(),
+                ..Default::default()
+            });
+            cassette::write(dir.path(), &c, cassette::Compression::None).unwrap()
+        };
+        let mine = startup("aaaaaaaa-0000-4000-8000-000000000000", "rec-a");
+        startup("bbbbbbbb-0000-4000-8000-000000000000", "rec-b");
+        assert!(mine.starts_with(dir.path().join(".startup")));
+        let inputs = load_inputs(std::slice::from_ref(&one)).unwrap();
+        let (requests, found, notes) = split_startup(inputs).unwrap();
+        assert_eq!(requests.len(), 1);
+        assert_eq!(found.len(), 1, "{notes:?}");
+        assert_eq!(found[0].path, std::fs::canonicalize(&mine).unwrap_or(mine));
+        assert!(
+            notes.iter().any(|n| n.contains("startup call")),
+            "{notes:?}"
+        );
+        // The directory itself: `.startup/` is not walked as requests.
+        let inputs = load_inputs(&[dir.path().to_path_buf()]).unwrap();
+        assert_eq!(inputs.len(), 1);
+        // Only startup cassettes: an error naming the fix.
+        let only = load_inputs(&[dir.path().join(".startup")]).unwrap();
+        let e = split_startup(only).unwrap_err().to_string();
+        assert!(e.contains("request cassettes"), "{e}");
     }
 }

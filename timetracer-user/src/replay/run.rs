@@ -1,6 +1,7 @@
 //! `timetracer-agent replay`: start the mocks, redirect the app's cgroup to them, launch the
 //! app, send the recorded requests, compare, and report.
 use std::ffi::OsString;
+use std::fmt::Write as _;
 use std::fs;
 use std::io::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream as StdTcpStream};
@@ -25,7 +26,7 @@ use super::ledger::{Destination, Miss, Protocol};
 use super::mock;
 use super::plan::{self, Input, Plan, Selection, loopback_twin};
 use super::redirect::Redirect;
-use super::verdict::{Blocked, DepCounts, Outcome, RequestVerdict, Verdict};
+use super::verdict::{Blocked, Crash, DepCounts, Outcome, RequestVerdict, Verdict};
 use crate::cassette::body_bytes;
 use crate::privilege::Identity;
 
@@ -181,6 +182,7 @@ fn recorded_listen(inputs: &[Input]) -> Option<SocketAddr> {
 async fn run_plan(opts: &ReplayOptions, plan: Plan) -> anyhow::Result<Verdict> {
     let Plan {
         inputs,
+        startup,
         destinations,
         live,
         hosts,
@@ -359,17 +361,79 @@ async fn run_plan(opts: &ReplayOptions, plan: Plan) -> anyhow::Result<Verdict> {
             cwd.display()
         )
     })?;
-    drop(procs);
 
     let verdict = async {
-        wait_listening(&mut child, app_addr, opts.startup_timeout, &log_path).await?;
+        wait_listening(
+            &mut child,
+            app_addr,
+            opts.startup_timeout,
+            &log_path,
+            &journal,
+        )
+        .await?;
+        if !startup.is_empty() {
+            wait_startup(&destinations, &journal, inputs.len(), opts.startup_timeout).await;
+        }
         let startup_end = Instant::now();
         let mut requests = Vec::new();
+        let mut crashes: Vec<Crash> = Vec::new();
+        let mut gave_up = false;
         for (ci, input) in inputs.iter().enumerate() {
-            requests.push(replay_one(opts, ci, input, app_addr, &destinations, &journal).await);
+            if gave_up {
+                requests.push(not_judged(input, crashes.len()));
+                continue;
+            }
+            let verdict = replay_one(opts, ci, input, app_addr, &destinations, &journal).await;
+            for d in &destinations {
+                d.retire(ci);
+            }
+            let failed = verdict.error.is_some();
+            requests.push(verdict);
+            // A crash is a finding: say after which request, restart (bounded), go on.
+            let Some(status) = app_gone(&mut child, app_addr, failed).await else {
+                continue;
+            };
+            let restart = crashes.len() < MAX_RESTARTS && ci + 1 < inputs.len();
+            crashes.push(Crash {
+                after: format!("{} {}", input.cassette.request.method, requests[ci].target),
+                cassette: Some(input.path.display().to_string()),
+                status,
+                output_tail: if opts.show_app_output || opts.keep_running {
+                    "(the app's output was shown, not kept)".into()
+                } else {
+                    log_tail(&log_path)
+                },
+                restarted: restart,
+            });
+            if !restart {
+                // Nothing more can be judged: the rest say why.
+                gave_up = true;
+                continue;
+            }
+            stop_app(&redirect, &mut child);
+            // The restarted app starts again: its startup calls are answered again.
+            for d in &destinations {
+                d.reuse_from(inputs.len());
+            }
+            child = command
+                .spawn()
+                .context("cannot start the app again after it crashed")?;
+            wait_listening(
+                &mut child,
+                app_addr,
+                opts.startup_timeout,
+                &log_path,
+                &journal,
+            )
+            .await?;
+            if !startup.is_empty() {
+                wait_startup(&destinations, &journal, inputs.len(), opts.startup_timeout).await;
+            }
         }
+
         // Misses are assigned to the request whose window they fall in.
         let misses = journal.misses();
+        notes.extend(startup_unused(&inputs, &startup, &destinations));
         let startup_misses: Vec<Miss> = misses
             .iter()
             .filter(|m| m.at.is_none_or(|t| t < startup_end))
@@ -383,12 +447,11 @@ async fn run_plan(opts: &ReplayOptions, plan: Plan) -> anyhow::Result<Verdict> {
                 connects: n,
             })
             .collect();
-        anyhow::Ok(Verdict::new(
-            requests,
-            startup_misses,
-            blocked,
-            notes.clone(),
-        ))
+        anyhow::Ok(
+            Verdict::new(requests, startup_misses, blocked, notes.clone())
+                .with_crashes(crashes)
+                .with_rules(journal.rules()),
+        )
     }
     .await;
     let verdict = match verdict {
@@ -475,10 +538,31 @@ async fn wait_listening(
     addr: SocketAddr,
     timeout: Duration,
     log: &Path,
+    journal: &super::ledger::Journal,
 ) -> anyhow::Result<()> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(status) = child.try_wait()? {
+            // The calls of its startup no recording answered: most likely why.
+            let mut unanswered = String::new();
+            for m in journal.misses() {
+                let _ = write!(
+                    unanswered,
+                    "\n    ✗ {} {}: {}",
+                    m.protocol, m.destination, m.call
+                );
+                if let Some(r) = &m.reason {
+                    let _ = write!(unanswered, " ({r})");
+                }
+            }
+            if !unanswered.is_empty() {
+                bail!(
+                    "the app exited ({status}) before listening on {addr}: its startup made calls no recorded call answers:{unanswered}\n\
+                     the recording does not hold what the app does at startup: record it with \
+                     `timetracer-agent record -- CMD` (which sees the app start) rather than `attach`; its last output:\n{}",
+                    log_tail(log)
+                );
+            }
             bail!(
                 "the app exited ({status}) before listening on {addr}; its last output:\n{}",
                 log_tail(log)
@@ -523,9 +607,125 @@ fn stop_app(redirect: &Redirect, child: &mut Child) {
     let _ = child.wait();
 }
 
-/// How long after the response the request's own later calls may still come
-/// (`BackgroundTasks`): the recorded gap plus slack, at most 5 s.
-fn settle_time(input: &Input) -> Duration {
+/// Waits until the app made the recorded startup calls (cassettes `first..` of the ledger), or
+/// made no call for a second, or `timeout` passed. A server listens before its workers have
+/// booted (gunicorn): a request sent at once would race a worker's startup for identical calls
+/// (a pool's warm-up `GET` and the request's own), each taking the other's recorded answer.
+async fn wait_startup(
+    destinations: &[Arc<Destination>],
+    journal: &super::ledger::Journal,
+    first: usize,
+    timeout: Duration,
+) {
+    const QUIET: Duration = Duration::from_secs(1);
+    let started = Instant::now();
+    let mut last = None;
+    let mut since = Instant::now();
+    loop {
+        let (left, answered) = destinations
+            .iter()
+            .map(|d| d.progress(first))
+            .fold((0, 0), |(l, a), (l2, a2)| (l + l2, a + a2));
+        let now = (answered, journal.misses().len());
+        if left == 0 || started.elapsed() >= timeout {
+            return;
+        }
+        if last == Some(now) {
+            if since.elapsed() >= QUIET {
+                return;
+            }
+        } else {
+            last = Some(now);
+            since = Instant::now();
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Recorded startup calls the app did not make (a note: a replay may start fewer workers,
+/// or a pool may warm up lazily).
+fn startup_unused(
+    inputs: &[Input],
+    startup: &[Input],
+    destinations: &[Arc<Destination>],
+) -> Vec<String> {
+    let mut notes = Vec::new();
+    for (k, s) in startup.iter().enumerate() {
+        let ci = inputs.len() + k;
+        let unused: Vec<String> = destinations
+            .iter()
+            .flat_map(|d| d.unused())
+            .filter(|c| c.cassette == ci)
+            .map(|c| format!("{} {}", c.protocol, c.describe()))
+            .collect();
+        if let Some(first) = unused.first() {
+            notes.push(format!(
+                "{}: {} of its {} startup call(s) were not made in replay (first: {first})",
+                s.path.display(),
+                unused.len(),
+                s.cassette.events.len()
+            ));
+        }
+    }
+    notes
+}
+
+/// How many times replay starts the app again after it crashed.
+const MAX_RESTARTS: usize = 3;
+
+/// Whether the app is gone after a request: it exited (its status), or it stopped listening.
+/// After a failed request (no response) the exit may take a moment: waited for, briefly.
+async fn app_gone(child: &mut Child, app: SocketAddr, failed: bool) -> Option<String> {
+    let deadline = Instant::now() + Duration::from_millis(if failed { 1000 } else { 0 });
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status.to_string());
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if failed && tokio::net::TcpStream::connect(app).await.is_err() {
+        return Some("stopped listening".into());
+    }
+    None
+}
+
+/// A request not sent because the app crashed more than [`MAX_RESTARTS`] times.
+fn not_judged(input: &Input, crashes: usize) -> RequestVerdict {
+    let c = &input.cassette;
+    RequestVerdict {
+        cassette: input.path.display().to_string(),
+        method: c.request.method.clone(),
+        target: c
+            .request
+            .target
+            .clone()
+            .unwrap_or_else(|| c.request.path.clone()),
+        outcome: Outcome::Error,
+        regression: false,
+        expected_status: c.response.status,
+        actual_status: None,
+        differences: Vec::new(),
+        identical_body: false,
+        dependencies: DepCounts::default(),
+        misses: Vec::new(),
+        error: Some(format!(
+            "not sent: the app crashed {crashes} times (restarted at most {MAX_RESTARTS} times)"
+        )),
+        duration_ms: 0.0,
+    }
+}
+
+/// Slack after the response for a recorded call still on its way (the response and the call
+/// race on loopback; also the whole wait when the recording had no call after its response).
+const LATE_SLACK: Duration = Duration::from_millis(50);
+
+/// The longest the request's own calls may come after its response: how much later than the
+/// response the recording saw its last call end (`BackgroundTasks`), plus [`LATE_SLACK`], at
+/// most 5 s.
+fn late_window(input: &Input) -> Duration {
     let c = &input.cassette;
     let last_call_end = c
         .events
@@ -533,7 +733,22 @@ fn settle_time(input: &Input) -> Duration {
         .map(|e| e.start_offset_ms + e.duration_ms)
         .fold(0.0_f64, f64::max);
     let after = (last_call_end - c.response.duration_ms).max(0.0);
-    Duration::from_millis(150) + Duration::from_secs_f64((after / 1000.0).min(5.0))
+    LATE_SLACK + Duration::from_secs_f64((after / 1000.0).min(5.0))
+}
+
+/// Waits until the app is done with request `ci`: every call recorded for it was made (then
+/// at once: nothing is left to wait for), or its [`late_window`] after the response passed.
+/// Replaces a fixed 150 ms after every response, which made a replay of 1,000 requests take
+/// minutes (issue #26 item 6).
+async fn wait_done(ci: usize, input: &Input, destinations: &[Arc<Destination>]) {
+    let deadline = Instant::now() + late_window(input);
+    loop {
+        let left: usize = destinations.iter().map(|d| d.left_of(ci)).sum();
+        if left == 0 || Instant::now() >= deadline {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 async fn replay_one(
@@ -562,7 +777,7 @@ async fn replay_one(
     let started = Instant::now();
     let sent = tokio::time::timeout(opts.request_timeout, send(input, app, &target)).await;
     let duration_ms = started.elapsed().as_secs_f64() * 1000.0;
-    tokio::time::sleep(settle_time(input)).await;
+    wait_done(ci, input, destinations).await;
     let (actual, error) = match sent {
         Ok(Ok(a)) => (Some(a), None),
         Ok(Err(e)) => (None, Some(format!("{e:#}"))),
@@ -812,6 +1027,39 @@ mod tests {
         assert_eq!(
             rec.to_string(),
             "sh -c 'touch /tmp/x; rm -rf ~' in /srv/app"
+        );
+    }
+
+    /// Issue #26 item 6: no fixed wait after a response. Done at once when every call recorded
+    /// for the request was made; else at most the recorded post-response window + 50 ms.
+    #[tokio::test]
+    async fn done_when_every_recorded_call_was_made() {
+        let input = plan::load_inputs(&[fixture()]).unwrap().remove(0);
+        let window = late_window(&input);
+        assert!(window >= LATE_SLACK && window <= LATE_SLACK + Duration::from_secs(5));
+        let ev = input.cassette.events[0].clone();
+        let journal = Arc::new(super::super::ledger::Journal::default());
+        let d = Arc::new(Destination::new(
+            "127.0.0.1:6379".parse().unwrap(),
+            Protocol::Redis,
+            journal,
+        ));
+        d.push(super::super::ledger::RecordedCall::new(0, Protocol::Redis, ev).unwrap());
+        let dests = vec![d.clone()];
+        let t = Instant::now();
+        wait_done(0, &input, &dests).await;
+        let waited = t.elapsed();
+        assert!(
+            waited >= window,
+            "a call not made yet: the whole window ({waited:?})"
+        );
+        assert!(d.try_take(|_| Ok(())).is_some());
+        let t = Instant::now();
+        wait_done(0, &input, &dests).await;
+        assert!(
+            t.elapsed() < Duration::from_millis(20),
+            "every recorded call made: done at once ({:?})",
+            t.elapsed()
         );
     }
 }

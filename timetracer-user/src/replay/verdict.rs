@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use super::ledger::{Diff, Miss};
+use super::ledger::{Diff, Miss, RuleAnswer};
 
 /// Exit status: same.
 pub const EXIT_SAME: u8 = 0;
@@ -69,6 +69,21 @@ pub struct RequestVerdict {
     pub duration_ms: f64,
 }
 
+/// The app exited (or stopped listening) during replay: a finding, not a cascade.
+#[derive(Clone, Debug, Serialize)]
+pub struct Crash {
+    /// The request after which it happened (`GET /x` and its cassette), or `startup`.
+    pub after: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cassette: Option<String>,
+    /// `exit status: 3`, `signal: 9 (SIGKILL)`, or `stopped listening`.
+    pub status: String,
+    /// The last lines the app wrote (its log), when replay kept it.
+    pub output_tail: String,
+    /// The app was started again to judge the remaining requests.
+    pub restarted: bool,
+}
+
 /// A connect to a destination that is neither recorded nor live (refused with `EPERM`).
 #[derive(Clone, Debug, Serialize)]
 pub struct Blocked {
@@ -88,6 +103,14 @@ pub struct Verdict {
     /// recorded call answered.
     pub startup_misses: Vec<Miss>,
     pub blocked: Vec<Blocked>,
+    /// Times the app exited or stopped listening during replay (issue #26): each names the
+    /// request after which it happened, the exit status and the app's last output.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub crashes: Vec<Crash>,
+    /// Calls no recorded call held that a mock answered by a protocol rule (issue #26:
+    /// connect-time statements of a recording made with `attach`; docs/replay.md).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub answered_by_rule: Vec<RuleAnswer>,
     pub notes: Vec<String>,
     /// The text verdict, as printed.
     pub report: String,
@@ -147,11 +170,43 @@ impl Verdict {
             requests,
             startup_misses,
             blocked,
+            crashes: Vec::new(),
+            answered_by_rule: Vec::new(),
             notes,
             report: String::new(),
         };
         v.report = v.render();
         v
+    }
+
+    /// Adds the app's crashes: the verdict is at least a mismatch, and they are reported at
+    /// the top.
+    #[must_use]
+    pub fn with_crashes(mut self, crashes: Vec<Crash>) -> Self {
+        if crashes.is_empty() {
+            return self;
+        }
+        self.crashes = crashes;
+        self.exit_code = self.exit_code.max(EXIT_MISMATCH);
+        if self.verdict == Outcome::Same || self.verdict == Outcome::Differs {
+            self.verdict = Outcome::Error;
+        }
+        self.summary = format!(
+            "{}; the app crashed {} time{}",
+            self.summary,
+            self.crashes.len(),
+            if self.crashes.len() == 1 { "" } else { "s" }
+        );
+        self.report = self.render();
+        self
+    }
+
+    /// Adds the calls answered by rule (listed, they do not change the outcome).
+    #[must_use]
+    pub fn with_rules(mut self, rules: Vec<RuleAnswer>) -> Self {
+        self.answered_by_rule = rules;
+        self.report = self.render();
+        self
     }
 
     fn render(&self) -> String {
@@ -161,6 +216,25 @@ impl Verdict {
             "timetracer replay — {} (exit {})",
             self.summary, self.exit_code
         );
+        for c in &self.crashes {
+            let _ = writeln!(
+                s,
+                "\n✗ THE APP CRASHED after {} ({}){}",
+                c.after,
+                c.status,
+                if c.restarted {
+                    "; restarted to judge the remaining requests"
+                } else {
+                    ""
+                }
+            );
+            if let Some(p) = &c.cassette {
+                let _ = writeln!(s, "    {p}");
+            }
+            for l in c.output_tail.lines() {
+                let _ = writeln!(s, "    | {l}");
+            }
+        }
         for r in &self.requests {
             let mark = match r.outcome {
                 Outcome::Same => "✓",
@@ -209,6 +283,32 @@ impl Verdict {
             for m in &self.startup_misses {
                 render_miss(&mut s, m);
             }
+            let _ = writeln!(
+                s,
+                "    the recording does not hold what the app does at startup: record it with \
+                 `timetracer-agent record -- CMD` (which sees the app start) rather than `attach`"
+            );
+        }
+        if !self.answered_by_rule.is_empty() {
+            let _ = writeln!(
+                s,
+                "\nanswered by rule (not in the recording; docs/replay.md \"Answered by rule\"):"
+            );
+            for r in &self.answered_by_rule {
+                let _ = writeln!(
+                    s,
+                    "    · {} {}: {} → {}{}",
+                    r.protocol,
+                    r.destination,
+                    r.call,
+                    r.rule,
+                    if r.count > 1 {
+                        format!(" (×{})", r.count)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
         }
         if !self.blocked.is_empty() {
             let _ = writeln!(
@@ -250,5 +350,62 @@ fn render_miss(s: &mut String, m: &Miss) {
     }
     if let Some(r) = &m.reason {
         let _ = writeln!(s, "        {r}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn same(target: &str) -> RequestVerdict {
+        RequestVerdict {
+            cassette: format!("c/{target}.json"),
+            method: "GET".into(),
+            target: target.into(),
+            outcome: Outcome::Same,
+            regression: false,
+            expected_status: 200,
+            actual_status: Some(200),
+            differences: Vec::new(),
+            identical_body: true,
+            dependencies: DepCounts::default(),
+            misses: Vec::new(),
+            error: None,
+            duration_ms: 1.0,
+        }
+    }
+
+    /// Issue #26 item 3: a crash fails the verdict and is reported first, with the request,
+    /// the status and the app's last output.
+    #[test]
+    fn crashes_fail_the_verdict_and_come_first() {
+        let v = Verdict::new(vec![same("/a"), same("/b")], vec![], vec![], vec![]);
+        assert_eq!(v.exit_code, EXIT_SAME);
+        let v = v.with_crashes(vec![Crash {
+            after: "GET /a".into(),
+            cassette: Some("c/a.json".into()),
+            status: "exit status: 3".into(),
+            output_tail: "fatal: boom".into(),
+            restarted: true,
+        }]);
+        assert_eq!(v.exit_code, EXIT_MISMATCH);
+        assert_eq!(v.verdict, Outcome::Error);
+        assert!(
+            v.summary.ends_with("the app crashed 1 time"),
+            "{}",
+            v.summary
+        );
+        let lines: Vec<&str> = v.report.lines().collect();
+        assert!(
+            lines[2].starts_with("✗ THE APP CRASHED after GET /a (exit status: 3); restarted"),
+            "{}",
+            v.report
+        );
+        assert!(v.report.contains("    | fatal: boom"), "{}", v.report);
+        let json = serde_json::to_value(&v).unwrap();
+        assert_eq!(json["crashes"][0]["status"], "exit status: 3");
+        // No crash: no `crashes` key.
+        let v = Verdict::new(vec![same("/a")], vec![], vec![], vec![]).with_crashes(vec![]);
+        assert!(serde_json::to_value(&v).unwrap().get("crashes").is_none());
     }
 }

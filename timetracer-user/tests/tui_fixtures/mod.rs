@@ -22,6 +22,7 @@ pub(crate) fn cassette(
     n: u32,
 ) -> Cassette {
     Cassette {
+        startup: None,
         db_sessions: Vec::new(),
         schema_version: "2.0".into(),
         generator: None,

@@ -69,54 +69,61 @@ pub(super) enum DbApp {
     Secrets,
     /// `uvicorn secrets_async_app:app` (asyncpg, redis.asyncio; `redact.rs`).
     SecretsAsync,
+    /// `gunicorn -w 2 startup_flask_app:app` (SQLAlchemy + psycopg2, a psycopg2 pool, PyMySQL,
+    /// redis, all opened at import; `startup.rs`).
+    StartupFlask,
+    /// `uvicorn startup_fastapi_app:app` (an asyncpg pool made in the lifespan; `startup.rs`).
+    StartupFastApi,
 }
 
 impl DbApp {
     fn needs(self) -> Needs {
         Needs {
             postgres: true,
-            mariadb: matches!(self, Self::Flask | Self::Secrets),
+            mariadb: matches!(self, Self::Flask | Self::Secrets | Self::StartupFlask),
             redis: true,
         }
     }
 
     fn argv(self, paths: &Paths, port: u16) -> Vec<OsString> {
         match self {
-            Self::FastApi | Self::SecretsAsync => vec![
+            Self::FastApi | Self::SecretsAsync | Self::StartupFastApi => vec![
                 paths.venv_bin("uvicorn").into(),
-                if self == Self::FastApi {
-                    "db_fastapi_app:app".into()
-                } else {
-                    "secrets_async_app:app".into()
+                match self {
+                    Self::FastApi => "db_fastapi_app:app".into(),
+                    Self::StartupFastApi => "startup_fastapi_app:app".into(),
+                    _ => "secrets_async_app:app".into(),
                 },
                 "--host".into(),
                 "127.0.0.1".into(),
                 "--port".into(),
                 port.to_string().into(),
             ],
-            Self::Flask | Self::Secrets => {
-                let mut v: Vec<OsString> = vec![
-                    paths.venv_bin("gunicorn").into(),
-                    "-w".into(),
-                    "1".into(),
-                    "-k".into(),
-                    "gthread".into(),
-                    "--threads".into(),
-                    "4".into(),
+            Self::Flask | Self::Secrets | Self::StartupFlask => {
+                let workers: &[&str] = if self == Self::StartupFlask {
+                    // Two sync workers, each importing the app (and opening its pools) after
+                    // fork.
+                    &["-w", "2"]
+                } else {
+                    &["-w", "1", "-k", "gthread", "--threads", "4"]
+                };
+                let mut v: Vec<OsString> = vec![paths.venv_bin("gunicorn").into()];
+                v.extend(workers.iter().map(OsString::from));
+                v.extend::<[OsString; 6]>([
                     "--graceful-timeout".into(),
                     "3".into(),
                     "--chdir".into(),
                     paths.apps.clone().into(),
                     "-b".into(),
                     format!("127.0.0.1:{port}").into(),
-                ];
+                ]);
                 if gunicorn_has_control_socket(paths) {
                     v.push("--no-control-socket".into());
                 }
-                v.push(if self == Self::Flask {
-                    "db_flask_app:app".into()
-                } else {
-                    "secrets_app:app".into()
+                v.push(match self {
+                    Self::Flask => "db_flask_app:app".into(),
+                    Self::StartupFlask => "startup_flask_app:app".into(),
+                    _ => "secrets_app:app".into(),
                 });
                 v
             }
@@ -150,13 +157,15 @@ pub(super) struct DbRun {
     pub(super) out: PathBuf,
     pub(super) port: u16,
     agent: Option<ProcGuard>,
+    /// The app, when it runs on its own and the agent attaches to it ([`DbRun::start_attached`]).
+    app: Option<ProcGuard>,
     servers: Option<DbServers>,
 }
 
 impl DbRun {
     /// Starts the servers and `timetracer-agent record --out D -- <app>`, or returns `None`
     /// (test skipped, reason printed) when the servers cannot be provided here.
-    fn start(paths: Paths, app: DbApp, name: &str) -> Option<Self> {
+    pub(super) fn start(paths: Paths, app: DbApp, name: &str) -> Option<Self> {
         Self::start_with_env(paths, app, name, &[])
     }
 
@@ -210,6 +219,7 @@ impl DbRun {
             out,
             port,
             agent: Some(agent),
+            app: None,
             servers: Some(servers),
         };
         let started = run
@@ -218,6 +228,70 @@ impl DbRun {
             .map(|a| a.wait_for_port(port, START_TIMEOUT));
         if let Some(Err(e)) = started {
             run.fail(&[format!("app under `record` did not start: {e:#}")], None);
+        }
+        Some(run)
+    }
+
+    /// Starts the servers and the app on its own; once it printed `ready` on `count` lines,
+    /// `timetracer-agent attach --pid APP --out D`: the recording does not see the app's
+    /// startup (issue #26 item 2).
+    pub(super) fn start_attached(
+        paths: Paths,
+        app: DbApp,
+        name: &str,
+        extra: &[(&str, &str)],
+        ready: (&str, usize),
+    ) -> Option<Self> {
+        crate::require!(dbservers::missing_prerequisite(app.needs()), None);
+        let dir = util::temp_dir(name);
+        let root = dir.path().to_path_buf();
+        let servers = dbservers::start(app.needs(), &root)
+            .unwrap_or_else(|e| panic!("[{name}] database servers: {e:#}"));
+        let out = root.join("cassettes");
+        let port = util::free_port();
+        let argv = app.argv(&paths, port);
+        let mut cmd = util::command(&argv[0], &argv[1..]);
+        cmd.current_dir(&paths.apps).env("PWD", &paths.apps);
+        for (k, v) in servers.app_env() {
+            cmd.env(k, v);
+        }
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let app_guard = ProcGuard::spawn("app", cmd, &root).expect("spawn app");
+        let pid = app_guard.pid();
+        let mut run = Self {
+            name: name.to_owned(),
+            paths,
+            dir: Some(dir),
+            out,
+            port,
+            agent: None,
+            app: Some(app_guard),
+            servers: Some(servers),
+        };
+        let started = run
+            .app
+            .as_mut()
+            .map(|a| a.wait_for_port(port, START_TIMEOUT));
+        if let Some(Err(e)) = started {
+            run.fail(&[format!("app did not start: {e:#}")], None);
+        }
+        run.wait_for_lines(ready.0, ready.1);
+        let cmd = util::command(
+            &run.paths.agent,
+            [
+                OsString::from("attach"),
+                "--pid".into(),
+                pid.to_string().into(),
+                "--out".into(),
+                run.out.clone().into(),
+            ],
+        );
+        let agent = ProcGuard::spawn("agent", cmd, &run.root()).expect("spawn agent");
+        let agent = run.agent.insert(agent);
+        if let Err(e) = agent.wait_for_stderr("attached", START_TIMEOUT) {
+            run.fail(&[format!("agent attach not ready: {e:#}")], None);
         }
         Some(run)
     }
@@ -245,6 +319,37 @@ impl DbRun {
         }
     }
 
+    /// Waits until the app (through the agent's stderr) printed `needle` on `count` lines.
+    pub(super) fn wait_for_lines(&mut self, needle: &str, count: usize) {
+        let deadline = std::time::Instant::now() + START_TIMEOUT;
+        loop {
+            // The app's output: its own, or through `record`'s.
+            let agent = self
+                .app
+                .as_ref()
+                .or(self.agent.as_ref())
+                .expect("app running");
+            if agent
+                .stderr_text()
+                .lines()
+                .filter(|l| l.contains(needle))
+                .count()
+                >= count
+            {
+                return;
+            }
+            if std::time::Instant::now() >= deadline {
+                self.fail(
+                    &[format!(
+                        "the app did not print {needle:?} {count} times within {START_TIMEOUT:?}"
+                    )],
+                    None,
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub(super) fn stop_agent(&mut self) {
         let agent = self.agent.as_mut().expect("agent running");
         if let Err(e) = agent.signal(Signal::SIGINT) {
@@ -262,7 +367,7 @@ impl DbRun {
     }
 
     pub(super) fn fail(&self, errors: &[String], dir: Option<&CassetteDir>) -> ! {
-        if let Some(a) = &self.agent {
+        for a in self.app.iter().chain(&self.agent) {
             eprintln!("{}", a.diagnostics());
         }
         let loaded;
@@ -305,6 +410,8 @@ impl DbRun {
             .as_ref()
             .map(DbServers::app_env)
             .unwrap_or_default();
+        // An app the agent attached to goes too: replay starts its own.
+        drop(self.app.take());
         drop(self.servers.take());
         env
     }
@@ -316,11 +423,22 @@ impl DbRun {
         args: &[&str],
         extra: &[(&str, &str)],
     ) -> Replayed {
+        self.replay_input(&self.out, env, args, extra)
+    }
+
+    /// [`DbRun::replay`] of `input` (a cassette file or directory) instead of the whole output.
+    pub(super) fn replay_input(
+        &self,
+        input: &Path,
+        env: &[(String, String)],
+        args: &[&str],
+        extra: &[(&str, &str)],
+    ) -> Replayed {
         let mut all: Vec<OsString> = vec![
             "replay".into(),
             "--json".into(),
             "--run-recorded-command".into(),
-            self.out.clone().into(),
+            input.into(),
         ];
         all.extend(args.iter().map(OsString::from));
         let mut cmd = util::command(&self.paths.agent, all);
@@ -344,6 +462,7 @@ impl DbRun {
 impl Drop for DbRun {
     fn drop(&mut self) {
         drop(self.agent.take());
+        drop(self.app.take());
         drop(self.servers.take());
         if std::env::var("TIMETRACER_KEEP_ARTIFACTS").is_ok_and(|v| v == "1")
             && let Some(d) = self.dir.take()

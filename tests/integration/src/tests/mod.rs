@@ -18,5 +18,6 @@ mod s3;
 mod scenario;
 mod sendfile;
 mod sigkill;
+mod startup;
 mod tls;
 mod tui;

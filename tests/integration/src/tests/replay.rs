@@ -302,3 +302,58 @@ fn encrypted_cassettes_replay_with_the_identity() {
     let r = h.replay(&["--identity".into(), key.into(), h.out_dir().into()], &[]);
     r.assert_all_same(endpoints.len());
 }
+
+/// Issue #26 item 3: the app crashing on one request during replay is a finding, not a
+/// cascade. The verdict names the request after which it happened, the exit status and the
+/// app's last output, restarts the app, and judges the requests after it.
+#[test]
+fn replay_app_crash_is_a_finding_and_the_rest_are_judged() {
+    let paths = require_root!();
+    let mut h = Harness::new(paths, "replay_crash");
+    let endpoints = ["users/7", "text", "plain", "multi"];
+    record(&mut h, App::FastApi, &endpoints);
+    h.stop_upstream();
+    let out: OsString = h.out_dir().into();
+    let r = h.replay(std::slice::from_ref(&out), &[("CRASH_ON_PATH", "/text")]);
+    assert_eq!(r.code, 2, "a crash is a failing verdict:\n{}", r.explain());
+    let crashes = r.verdict["crashes"].as_array().cloned().unwrap_or_default();
+    assert_eq!(crashes.len(), 1, "one crash:\n{}", r.explain());
+    let c = &crashes[0];
+    assert!(
+        c["after"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("GET /text")),
+        "the crash is attributed to GET /text:\n{}",
+        r.explain()
+    );
+    assert!(
+        c["status"].as_str().is_some_and(|s| s.contains('3')),
+        "the exit status is named:\n{}",
+        r.explain()
+    );
+    assert!(
+        c["output_tail"]
+            .as_str()
+            .is_some_and(|t| t.contains("fatal: simulated crash on /text")),
+        "the app's last output is shown:\n{}",
+        r.explain()
+    );
+    assert_eq!(c["restarted"], true, "{}", r.explain());
+    let report = r.verdict["report"].as_str().unwrap_or("");
+    assert!(
+        report
+            .lines()
+            .nth(2)
+            .is_some_and(|l| l.contains("THE APP CRASHED after GET /text")),
+        "the crash is at the top of the report:\n{report}"
+    );
+    // Every other request was judged, and is the same.
+    for q in r.verdict["requests"].as_array().into_iter().flatten() {
+        let target = q["target"].as_str().unwrap_or("");
+        if target.starts_with("/text") {
+            assert_eq!(q["outcome"], "error", "{}", r.explain());
+        } else {
+            assert_eq!(q["outcome"], "same", "{target}:\n{}", r.explain());
+        }
+    }
+}

@@ -252,6 +252,7 @@ pub fn from_har(har: &Value, service: &str) -> anyhow::Result<Vec<Cassette>> {
             .find(|(k, _)| k.eq_ignore_ascii_case("user-agent"))
             .map(|x| x.1.clone());
         let c = Cassette {
+            startup: None,
             db_sessions: Vec::new(),
             schema_version: SCHEMA_VERSION.to_owned(),
             generator: generator(),
@@ -268,6 +269,7 @@ pub fn from_har(har: &Value, service: &str) -> anyhow::Result<Vec<Cassette>> {
                 cmdline: Some(Vec::new()),
                 cwd: None,
                 k8s: None,
+                recording: None,
             },
             request: Request {
                 method: req

@@ -71,7 +71,7 @@ async fn handle(
     );
     let matched = dest.take(&actual, |c| compare(c, &method, &path, &query, &body));
     match matched {
-        Ok(call) => respond(&call).map_err(|()| Dropped),
+        Ok(call) => respond(&call, parts.method == hyper::Method::HEAD).map_err(|()| Dropped),
         Err(miss) => Ok(miss_response(&miss)),
     }
 }
@@ -102,8 +102,10 @@ fn compare(
     Ok(())
 }
 
-/// Builds the recorded response. `Err(())` when the call got no response.
-fn respond(call: &RecordedCall) -> Result<Response<Full<Bytes>>, ()> {
+/// Builds the recorded response, with every recorded header. `Err(())` when the call got no
+/// response. `head`: the request was a `HEAD`, whose recorded `Content-Length` describes the
+/// body a `GET` would get (botocore's `head_object` reads the object size from it).
+fn respond(call: &RecordedCall, head: bool) -> Result<Response<Full<Bytes>>, ()> {
     let r = &call.event.result;
     let Some(status) = r.status.filter(|&s| s > 0) else {
         return Err(());
@@ -141,13 +143,16 @@ fn respond(call: &RecordedCall) -> Result<Response<Full<Bytes>>, ()> {
     let chunked = list.iter().any(|(n, v)| {
         n.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked")
     });
+    // Responses that never carry a body (RFC 9110 §6.4.1): their Content-Length is
+    // information, sent as recorded.
+    let bodiless = head || status == 204 || status == 304 || (100..200).contains(&status);
     for (name, value) in &list {
         // Framing is re-done for the bytes we send: hyper writes Content-Length for a
         // full body, or chunks it when the recording was chunked.
-        if name.eq_ignore_ascii_case("content-length") && chunked {
-            continue;
-        }
-        if name.eq_ignore_ascii_case("content-length") && value.trim() != body.len().to_string() {
+        if name.eq_ignore_ascii_case("content-length")
+            && !bodiless
+            && (chunked || value.trim() != body.len().to_string())
+        {
             continue;
         }
         b = b.header(name.as_str(), value.as_str());
@@ -191,4 +196,111 @@ fn miss_response(miss: &Miss) -> Response<Full<Bytes>> {
         hyper::header::HeaderValue::from_static("application/json"),
     );
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cassette::format::{Event, EventResult, Signature};
+    use crate::replay::ledger::{Journal, Protocol};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    fn call(method: &str, status: i64, headers: &[(&str, &str)]) -> RecordedCall {
+        let ev = Event {
+            eid: 1,
+            kind: "http.client".into(),
+            signature: Signature {
+                lib: "botocore".into(),
+                method: method.into(),
+                url: Some("http://s3.local:9000/bucket/key".into()),
+                ..Signature::default()
+            },
+            result: EventResult {
+                status: Some(status),
+                header_list: Some(
+                    headers
+                        .iter()
+                        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+                        .collect(),
+                ),
+                ..EventResult::default()
+            },
+            ..Event::default()
+        };
+        RecordedCall::new(0, Protocol::Http, ev).unwrap()
+    }
+
+    /// What the mock writes on the wire for `request`, answered from `recorded`.
+    async fn wire(recorded: RecordedCall, request: &str) -> String {
+        let dest = Arc::new(Destination::new(
+            "127.0.0.1:9000".parse().unwrap(),
+            Protocol::Http,
+            Arc::new(Journal::default()),
+        ));
+        dest.push(recorded);
+        let (mut app, mock) = tokio::io::duplex(64 * 1024);
+        let server = tokio::spawn(serve(dest, mock));
+        app.write_all(request.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        // The head (and any body) arrive before the mock waits for the next request.
+        while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+            let n = tokio::time::timeout(std::time::Duration::from_secs(5), app.read(&mut buf))
+                .await
+                .expect("the mock answers")
+                .unwrap();
+            assert!(n > 0, "the mock closed without answering");
+            got.extend_from_slice(&buf[..n]);
+        }
+        drop(app);
+        let _ = server.await;
+        String::from_utf8_lossy(&got).to_ascii_lowercase()
+    }
+
+    /// Issue #26 item 5: a HEAD response recorded with `Content-Length: 432` comes back with
+    /// it (botocore's `head_object` raised `KeyError: 'ContentLength'` without it), and with
+    /// every other recorded header.
+    #[tokio::test]
+    async fn head_keeps_every_recorded_header() {
+        let headers = [
+            ("Content-Length", "432"),
+            ("ETag", "\"9b2cf535f27731c974343645a3985328\""),
+            ("Last-Modified", "Mon, 07 Dec 2026 10:00:00 GMT"),
+            ("x-amz-request-id", "tx-1"),
+        ];
+        let got = wire(
+            call("HEAD", 200, &headers),
+            "HEAD /bucket/key HTTP/1.1\r\nHost: s3.local:9000\r\n\r\n",
+        )
+        .await;
+        assert!(got.starts_with("http/1.1 200"), "{got}");
+        for (n, v) in headers {
+            let line = format!("{}: {}\r\n", n.to_ascii_lowercase(), v.to_ascii_lowercase());
+            assert!(got.contains(&line), "missing {line:?} in:\n{got}");
+        }
+        assert_eq!(got.matches("content-length").count(), 1, "{got}");
+    }
+
+    /// A GET's recorded Content-Length that does not match the body sent is not sent (hyper
+    /// frames the body it sends); a 304 keeps its other headers (hyper itself never sends a
+    /// 304's Content-Length).
+    #[tokio::test]
+    async fn content_length_only_dropped_when_it_would_lie() {
+        let got = wire(
+            call("GET", 304, &[("Content-Length", "432"), ("ETag", "\"x\"")]),
+            "GET /bucket/key HTTP/1.1\r\nHost: s3.local:9000\r\n\r\n",
+        )
+        .await;
+        assert!(
+            got.starts_with("http/1.1 304") && got.contains("etag: \"x\"\r\n"),
+            "{got}"
+        );
+        let got = wire(
+            call("GET", 200, &[("Content-Length", "432")]),
+            "GET /bucket/key HTTP/1.1\r\nHost: s3.local:9000\r\n\r\n",
+        )
+        .await;
+        assert!(got.contains("content-length: 0\r\n"), "{got}");
+        assert!(!got.contains("432"), "{got}");
+    }
 }

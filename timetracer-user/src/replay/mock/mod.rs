@@ -11,6 +11,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 pub mod http;
 pub mod mysql;
+mod pg_rules;
 pub mod postgres;
 pub mod redis;
 

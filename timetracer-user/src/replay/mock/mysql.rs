@@ -517,11 +517,8 @@ impl Session {
             match self.dest.try_take(cmp) {
                 Some(c) => Ok(c),
                 None => {
-                    tracing::info!(
-                        destination = %self.dest.addr,
-                        command = %actual,
-                        "Session command not in the recording answered by the protocol rule"
-                    );
+                    self.dest
+                        .answered_by_rule(actual, "OK without data (session command)");
                     by_rule(self);
                     return None;
                 }

@@ -32,6 +32,7 @@ use bytes::BytesMut;
 use serde_json::Value;
 
 use super::Io;
+use super::pg_rules;
 use crate::protocols::postgres::parse::{self as pg, Frame, Kind};
 use crate::protocols::postgres::redact::RecordedRedaction;
 use crate::protocols::postgres::types::decode_value;
@@ -45,35 +46,6 @@ const MISS_SQLSTATE: &str = "XX000";
 /// Reason of a miss on a call whose recording was cut.
 const TRUNCATED: &str =
     "the recorded response was truncated at the capture cap and cannot be replayed";
-
-/// The command tag of a statement whose answer the protocol fixes (no data): `SET`,
-/// `RESET`, `DISCARD ALL`, `DEALLOCATE`, ... Only single statements.
-fn rule_tag(sql: &str) -> Option<String> {
-    let s = sql.trim().trim_end_matches(';').trim();
-    if s.contains(';') || s.contains("--") || s.contains("/*") {
-        return None;
-    }
-    let words: Vec<String> = s
-        .split_whitespace()
-        .take(3)
-        .map(str::to_ascii_uppercase)
-        .collect();
-    let w = |i: usize| words.get(i).map_or("", String::as_str);
-    Some(match w(0) {
-        "SET" => "SET".into(),
-        "RESET" => "RESET".into(),
-        "DISCARD" => match w(1) {
-            "ALL" | "PLANS" | "SEQUENCES" => format!("DISCARD {}", w(1)),
-            "TEMP" | "TEMPORARY" => "DISCARD TEMP".into(),
-            _ => return None,
-        },
-        "DEALLOCATE" if w(1) == "ALL" || (w(1) == "PREPARE" && w(2) == "ALL") => {
-            "DEALLOCATE ALL".into()
-        }
-        "DEALLOCATE" => "DEALLOCATE".into(),
-        _ => return None,
-    })
-}
 
 /// Why a session statement (answered whenever asked, from the recording) has no answer: the
 /// recording lacks it. `None` for request work.
@@ -505,6 +477,10 @@ pub(crate) struct Session {
     tx: u8,
     /// An `ErrorResponse` was sent in the extended protocol: skip to `Sync`.
     errored: bool,
+    /// The app's startup parameters (`user`, `database`, ...).
+    client: Vec<(String, String)>,
+    /// The parameter statuses announced at startup (recorded, else defaults).
+    server: Vec<(String, String)>,
     pub(crate) out: Vec<u8>,
     pub(crate) closed: bool,
 }
@@ -520,6 +496,8 @@ impl Session {
             copy_rest: None,
             tx: b'I',
             errored: false,
+            client: Vec::new(),
+            server: Vec::new(),
             out: Vec::new(),
             closed: false,
         }
@@ -645,6 +623,7 @@ impl Session {
                 "Parameter statuses missing from the recording answered with defaults"
             );
         }
+        self.client = client.to_vec();
         for (k, v) in &params {
             let mut p = Vec::with_capacity(k.len() + v.len() + 2);
             p.extend_from_slice(k.as_bytes());
@@ -662,6 +641,27 @@ impl Session {
         k.extend_from_slice(&rnd[4..8]);
         push_msg(&mut self.out, b'K', &k);
         self.ready(b'I');
+        self.server = params;
+    }
+
+    /// The answer by rule of a statement no recorded call holds (`pg_rules`); `msgs`: the
+    /// extended-protocol unit (its bound values).
+    fn rule(&self, sql: &str, msgs: &[Front]) -> Option<pg_rules::Answer> {
+        let bound: Vec<String> = msgs
+            .iter()
+            .filter_map(|m| match m {
+                Front::Bind(b) => Some(b),
+                _ => None,
+            })
+            .flat_map(|b| b.params.iter().flatten())
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect();
+        pg_rules::answer(sql, &self.server, &self.client, &bound)
+    }
+
+    /// Journals `rule` answering `call`.
+    fn ruled(&self, call: &str, rule: &pg_rules::Answer) {
+        self.dest.answered_by_rule(call, rule.rule);
     }
 
     fn ready(&mut self, status: u8) {
@@ -790,7 +790,7 @@ impl Session {
             Some(r) => compare(&unit, &r, false),
             None => Err(Diff::new("messages", "(undecodable recording)", "Query")),
         };
-        let by_rule = rule_tag(text);
+        let by_rule = self.rule(text, &[]);
         let taken = if by_rule.is_some() {
             self.dest.try_take(cmp).ok_or(None)
         } else if let Some(reason) = session_reason(text) {
@@ -810,19 +810,18 @@ impl Session {
             }
             Ok(call) => self.replay_query(text, &call.response),
             Err(None) => {
-                // A `SET` / `RESET` / `DISCARD` / `DEALLOCATE` the recording does not hold
-                // (the pool connected before the recorded requests): its answer is the
-                // protocol's, the command tag and no data.
-                let tag = by_rule.unwrap_or_default();
-                tracing::info!(
-                    destination = %self.dest.addr,
-                    sql = %one_line(text, 200),
-                    "Session statement not in the recording answered by the protocol rule"
-                );
-                let mut p = tag.into_bytes();
-                p.push(0);
-                push_msg(&mut self.out, b'C', &p);
-                self.ready(self.tx);
+                // A statement the recording does not hold (the pool connected before the
+                // recorded requests) whose answer the protocol fixes.
+                let Some(rule) = by_rule else { return };
+                self.ruled(text, &rule);
+                if !rule.columns.is_empty() {
+                    push_msg(&mut self.out, b'T', &row_description(&rule.columns, &[]));
+                }
+                for row in &rule.rows {
+                    push_msg(&mut self.out, b'D', &data_row(row));
+                }
+                push_msg(&mut self.out, b'C', &cstr(&rule.tag));
+                self.ready(rule.tx.unwrap_or(self.tx));
             }
             Err(Some(miss)) => {
                 self.error_response("ERROR", MISS_SQLSTATE, &miss_message(&miss), Some(&miss));
@@ -944,17 +943,26 @@ impl Session {
                 .map(|r| r.param_types)
                 .unwrap_or_default();
             let actual = describe_unit(&app, &types);
-            let taken = match sql.as_deref().and_then(session_reason) {
-                Some(reason) => self
+            let rule = sql.as_deref().and_then(|q| self.rule(q, &msgs));
+            let taken = match (&rule, sql.as_deref().and_then(session_reason)) {
+                (Some(_), _) => self.dest.try_take(cmp).ok_or(None),
+                (None, Some(reason)) => self
                     .dest
                     .try_take(cmp)
-                    .ok_or_else(|| self.dest.miss(&actual, reason)),
-                None => self.dest.take(&actual, cmp),
+                    .ok_or_else(|| Some(self.dest.miss(&actual, reason))),
+                (None, None) => self.dest.take(&actual, cmp).map_err(Some),
             };
-            match taken {
-                Ok(c) if c.truncated => Err(self.dest.miss(&actual, TRUNCATED)),
-                Ok(c) => Ok(rec_of(&c)),
-                Err(m) => Err(m),
+            match (taken, rule) {
+                (Ok(c), _) if c.truncated => Err(self.dest.miss(&actual, TRUNCATED)),
+                (Ok(c), _) => Ok(rec_of(&c)),
+                (Err(None), Some(rule)) => {
+                    self.ruled(&actual, &rule);
+                    Ok(Some(rule_rec(&msgs, &rule, self.tx)))
+                }
+                (Err(m), _) => Err(m.unwrap_or_else(|| {
+                    self.dest
+                        .miss(&actual, "no recorded call and no rule answers it")
+                })),
             }
         } else if sql.is_some() {
             // A prepare (or the part of a unit before `Flush`): any recorded call of the same
@@ -967,8 +975,11 @@ impl Session {
             } else {
                 None
             };
+            let rule = sql.as_deref().and_then(|q| self.rule(q, &msgs));
             match taken.or_else(|| self.dest.find(partial)) {
                 Some(c) => Ok(rec_of(&c)),
+                // Its execution (the next unit) is journaled as answered by the rule.
+                None if rule.is_some() => Ok(rule.map(|r| rule_rec(&msgs, &r, self.tx))),
                 None => {
                     let cmp = |c: &RecordedCall| match rec_of(c) {
                         Some(r) => compare(&app, &r, true),
@@ -1176,6 +1187,126 @@ fn describe_from_detail(kind: u8, db: Option<&Value>) -> Vec<u8> {
     }
     push_msg(&mut out, b'T', &p);
     out
+}
+
+/// A recorded-call shape for a rule's answer to the app's extended-protocol `msgs`, so it is
+/// sent like a recording: one answer per message.
+fn rule_rec(msgs: &[Front], rule: &pg_rules::Answer, tx: u8) -> Rec {
+    let msgs: Vec<Front> = msgs
+        .iter()
+        .filter(|m| **m != Front::Flush)
+        .cloned()
+        .collect();
+    let mut formats: Vec<i16> = Vec::new();
+    let mut sql = None;
+    let mut param_types: Vec<u32> = Vec::new();
+    let mut segs = Vec::with_capacity(msgs.len());
+    let describe = |seg: &mut Vec<u8>, formats: &[i16]| {
+        if rule.columns.is_empty() {
+            push_msg(seg, b'n', &[]);
+        } else {
+            push_msg(seg, b'T', &row_description(&rule.columns, formats));
+        }
+    };
+    for m in &msgs {
+        let mut seg = Vec::new();
+        match m {
+            Front::Parse(p) => {
+                push_msg(&mut seg, b'1', &[]);
+                sql = Some(p.sql.clone());
+                param_types.clone_from(&p.param_types);
+            }
+            Front::Bind(b) => {
+                push_msg(&mut seg, b'2', &[]);
+                formats.clone_from(&b.result_formats);
+            }
+            Front::Describe(b'S', _) => {
+                let n = sql.as_deref().map_or(param_types.len(), placeholders);
+                let mut p = i16::try_from(n).unwrap_or(0).to_be_bytes().to_vec();
+                for i in 0..n {
+                    // An unspecified type is `text`: rules answer lookups by name.
+                    let t = param_types
+                        .get(i)
+                        .copied()
+                        .filter(|&t| t != 0)
+                        .unwrap_or(25);
+                    p.extend_from_slice(&t.to_be_bytes());
+                }
+                push_msg(&mut seg, b't', &p);
+                describe(&mut seg, &[]);
+            }
+            Front::Describe(..) => describe(&mut seg, &formats),
+            Front::Execute(..) => {
+                for row in &rule.rows {
+                    push_msg(&mut seg, b'D', &data_row(row));
+                }
+                push_msg(&mut seg, b'C', &cstr(&rule.tag));
+            }
+            Front::Close(..) => push_msg(&mut seg, b'3', &[]),
+            Front::Sync => push_msg(&mut seg, b'Z', &[rule.tx.unwrap_or(tx)]),
+            _ => {}
+        }
+        segs.push(seg);
+    }
+    Rec {
+        msgs,
+        segs,
+        sql,
+        param_types,
+        red: RecordedRedaction::default(),
+    }
+}
+
+/// The highest `$n` placeholder of `sql`.
+fn placeholders(sql: &str) -> usize {
+    sql.split('$')
+        .skip(1)
+        .filter_map(|rest| {
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse().ok()
+        })
+        .max()
+        .unwrap_or(0)
+}
+
+/// `RowDescription` of a rule's columns (no table; result formats as the app bound them).
+fn row_description(columns: &[pg_rules::Column], formats: &[i16]) -> Vec<u8> {
+    let mut p = i16::try_from(columns.len())
+        .unwrap_or(0)
+        .to_be_bytes()
+        .to_vec();
+    for (i, c) in columns.iter().enumerate() {
+        p.extend_from_slice(c.name.as_bytes());
+        p.push(0);
+        p.extend_from_slice(&0u32.to_be_bytes());
+        p.extend_from_slice(&0i16.to_be_bytes());
+        p.extend_from_slice(&c.type_oid.to_be_bytes());
+        let size: i16 = if c.type_oid == 26 { 4 } else { -1 };
+        p.extend_from_slice(&size.to_be_bytes());
+        p.extend_from_slice(&(-1i32).to_be_bytes());
+        p.extend_from_slice(&pg::format_of(formats, i).to_be_bytes());
+    }
+    p
+}
+
+/// `DataRow` of text values (a rule's values are `text` / `name`: the same bytes in either
+/// format).
+fn data_row(values: &[String]) -> Vec<u8> {
+    let mut p = i16::try_from(values.len())
+        .unwrap_or(0)
+        .to_be_bytes()
+        .to_vec();
+    for v in values {
+        p.extend_from_slice(&i32::try_from(v.len()).unwrap_or(0).to_be_bytes());
+        p.extend_from_slice(v.as_bytes());
+    }
+    p
+}
+
+fn cstr(s: &str) -> Vec<u8> {
+    let mut v = s.as_bytes().to_vec();
+    v.push(0);
+    v
 }
 
 fn push_msg(out: &mut Vec<u8>, t: u8, payload: &[u8]) {

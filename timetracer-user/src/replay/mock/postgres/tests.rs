@@ -415,15 +415,6 @@ fn executemany_is_one_recorded_call_per_execute() {
 
 #[test]
 fn rule_tags_and_session_statements() {
-    assert_eq!(rule_tag("SET TimeZone TO 'UTC';").as_deref(), Some("SET"));
-    assert_eq!(rule_tag("discard all").as_deref(), Some("DISCARD ALL"));
-    assert_eq!(
-        rule_tag("DEALLOCATE ALL").as_deref(),
-        Some("DEALLOCATE ALL")
-    );
-    assert_eq!(rule_tag("RESET ALL").as_deref(), Some("RESET"));
-    assert_eq!(rule_tag("SET a = 1; SELECT 1"), None);
-    assert_eq!(rule_tag("SELECT 1"), None);
     let (d, j) = destination(Protocol::Postgres, &["flask/pg2_select.json"]);
     let mut s = started(d);
     assert_eq!(types(&feed(&mut s, &msg(b'Q', b"DISCARD ALL\0"))), "CZ");
@@ -439,6 +430,60 @@ fn rule_tags_and_session_statements() {
             .unwrap()
             .contains("not in the recording")
     );
+    assert_eq!(j.rules().len(), 1, "DISCARD ALL answered by rule");
+}
+
+/// A startup message of protocol 3.0 from user `app` for database `shop`.
+fn startup_message() -> Vec<u8> {
+    let body = b"user\0app\0database\0shop\0\0";
+    let mut v = i32::try_from(body.len() + 8)
+        .unwrap()
+        .to_be_bytes()
+        .to_vec();
+    v.extend_from_slice(&196_608i32.to_be_bytes());
+    v.extend_from_slice(body);
+    v
+}
+
+/// Issue #26 item 2: what a driver sends when it opens a connection, absent from a recording
+/// made with `attach`, is answered by rule (simple and extended protocol) and journaled.
+#[test]
+fn connect_time_introspection_answered_by_rule() {
+    let (d, j) = destination(Protocol::Postgres, &["flask/pg2_select.json"]);
+    let mut s = Session::new(d);
+    let hello = feed(&mut s, &startup_message());
+    assert!(types(&hello).ends_with("KZ"), "{}", types(&hello));
+    // SQLAlchemy's first connect (psycopg2: simple protocol).
+    let out = feed(&mut s, &msg(b'Q', b"select pg_catalog.version()\0"));
+    assert_eq!(types(&out), "TDCZ");
+    assert!(String::from_utf8_lossy(&out).contains("PostgreSQL "));
+    assert_eq!(types(&feed(&mut s, &msg(b'Q', b"BEGIN\0"))), "CZ");
+    assert_eq!(s.tx, b'T');
+    let hstore = b"SELECT t.oid, typarray FROM pg_type t JOIN pg_namespace ns ON typnamespace = ns.oid WHERE typname = 'hstore'\0";
+    assert_eq!(types(&feed(&mut s, &msg(b'Q', hstore))), "TCZ");
+    assert_eq!(types(&feed(&mut s, &msg(b'Q', b"ROLLBACK\0"))), "CZ");
+    assert_eq!(s.tx, b'I');
+    // psycopg 3's TypeInfo.fetch: extended protocol, the name as a parameter.
+    let sql = "SELECT typname AS name, oid, typarray AS array_oid FROM pg_type t WHERE t.oid = to_regtype($1)";
+    let mut m = parse("", sql);
+    let mut b = b"\0\0".to_vec();
+    b.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 6]);
+    b.extend_from_slice(b"hstore");
+    b.extend_from_slice(&[0, 0]);
+    m.extend(msg(b'B', &b));
+    m.extend(describe(b'P', ""));
+    m.extend(execute());
+    m.extend(msg(b'S', &[]));
+    assert_eq!(types(&feed(&mut s, &m)), "12TCZ");
+    assert!(j.misses().is_empty(), "{:#?}", j.misses());
+    let rules = j.rules();
+    assert_eq!(rules.len(), 5, "{rules:#?}");
+    assert!(rules.iter().all(|r| r.count == 1));
+    assert!(rules[2].rule.contains("no row"), "{rules:#?}");
+    // Work of the app is never answered by rule.
+    let out = feed(&mut s, &msg(b'Q', b"SELECT secret FROM vault\0"));
+    assert_eq!(types(&out), "EZ");
+    assert_eq!(j.misses().len(), 1);
 }
 
 fn execute_max(portal: &str, max: i32) -> Vec<u8> {
