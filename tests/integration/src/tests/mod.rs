@@ -14,6 +14,7 @@ mod privilege;
 mod record;
 mod redact;
 mod replay;
+mod retain;
 mod s3;
 mod scenario;
 mod sendfile;
