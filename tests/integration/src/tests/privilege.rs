@@ -134,6 +134,31 @@ fn proc_uids(pid: i32) -> Vec<u32> {
         .unwrap_or_default()
 }
 
+/// `/proc/PID/task/TID/status` of the agent's writer thread (`tt-writer`).
+fn writer_thread_status(pid: u32) -> Option<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+        .find(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "tt-writer")
+        })
+        .and_then(|t| std::fs::read_to_string(t.path().join("status")).ok())
+}
+
+/// The test user's groups as a login has them (`id -G`), sorted like `/proc`'s `Groups:`.
+fn user_groups() -> Vec<u32> {
+    let out = Command::new("id")
+        .args(["-G", USER])
+        .output()
+        .expect("id -G");
+    let mut g: Vec<u32> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    g.sort_unstable();
+    g
+}
+
 /// `sudo timetracer-agent record --out DIR -- python app.py` by a user: the app runs as that
 /// user, the directory, cassettes and index are theirs (0700/0600), and `show`, `list`,
 /// `search`, `dashboard` work as that user — on a read-only copy too.
@@ -194,6 +219,27 @@ fn sudo_record_runs_the_app_as_the_invoking_user() {
     assert!(
         body.starts_with(&format!("uid={0} euid={0} gid={1} home=/", user.0, user.1)),
         "the app must run as the user, with the user's HOME: {body}"
+    );
+    // The agent's writer thread writes as the user: file-system uid and gid, and the user's
+    // supplementary groups instead of root's.
+    let writer = writer_thread_status(agent.pid())
+        .unwrap_or_else(|| panic!("no tt-writer thread in the agent\n{}", agent.diagnostics()));
+    let line = |key: &str| -> Vec<u32> {
+        writer
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or("")
+            .split_whitespace()
+            .filter_map(|n| n.parse().ok())
+            .collect()
+    };
+    assert_eq!(line("Uid:")[3], user.0, "writer's fsuid\n{writer}");
+    assert_eq!(line("Gid:")[3], user.1, "writer's fsgid\n{writer}");
+    assert_eq!(line("Uid:")[1], 0, "the agent itself stays root\n{writer}");
+    assert_eq!(
+        line("Groups:"),
+        user_groups(),
+        "writer's supplementary groups must be the user's\n{writer}"
     );
     agent.signal(Signal::SIGINT).expect("SIGINT");
     agent
