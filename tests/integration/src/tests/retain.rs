@@ -184,10 +184,10 @@ fn retain_deletes_old_cassettes_while_recording() {
     assert!(out.join(".timetracer-index.sqlite3").exists());
 
     agent.signal(Signal::SIGINT).expect("SIGINT");
-    let status = agent
+    // (Its exit status is the app's, interrupted by the same signal.)
+    agent
         .wait_timeout(Duration::from_secs(30))
         .unwrap_or_else(|| panic!("agent did not stop\n{}", agent.diagnostics()));
-    assert!(status.success(), "{}", agent.diagnostics());
     // 4 old ones at start + the recorded one.
     let summary = agent.stderr_text();
     assert!(
