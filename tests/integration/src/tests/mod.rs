@@ -3,6 +3,7 @@
 
 mod attach;
 mod attribution;
+mod audit;
 mod boom;
 mod browser;
 mod concurrency;

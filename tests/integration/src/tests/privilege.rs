@@ -18,11 +18,11 @@ use serde_json::Value;
 use crate::require_root;
 use crate::util::{self, ProcGuard};
 
-const USER: &str = "tt-e2e-user";
+pub(super) const USER: &str = "tt-e2e-user";
 
 /// A Python the test user can run (the test venv's interpreter may live in root's home):
 /// the apps and clients here use only the standard library.
-const SYSTEM_PYTHON: &str = "/usr/bin/python3";
+pub(super) const SYSTEM_PYTHON: &str = "/usr/bin/python3";
 
 fn missing_system_python() -> Option<String> {
     (!Path::new(SYSTEM_PYTHON).exists()).then(|| {
@@ -31,7 +31,7 @@ fn missing_system_python() -> Option<String> {
 }
 
 /// The test user's uid and gid, created when missing (a system user without a home).
-fn test_user() -> (u32, u32) {
+pub(super) fn test_user() -> (u32, u32) {
     let id = |flag: &str| -> Option<u32> {
         let out = Command::new("id").args([flag, USER]).output().ok()?;
         String::from_utf8_lossy(&out.stdout).trim().parse().ok()
