@@ -134,19 +134,10 @@ pub fn default_path(
         .map(PathBuf::from)
         .or_else(|| env("HOME").map(|h| Path::new(&h).join(".local/state")))
         .ok_or(AuditError::NoStateDir)?;
-    let name: String = dir
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "root".into())
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
+    let name = super::paths::plain_name(
+        &dir.file_name()
+            .map_or_else(|| "root".into(), |n| n.to_string_lossy().into_owned()),
+    );
     let hash = crate::cassette::sha256_tagged(dir.as_os_str().as_encoded_bytes());
     let hex = hash.strip_prefix("sha256:").unwrap_or(&hash);
     Ok(state

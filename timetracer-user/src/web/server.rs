@@ -809,17 +809,7 @@ fn attachment(path: &Path, ext: Option<&str>) -> String {
         }
         None => name,
     };
-    let safe: String = name
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect();
-    format!("attachment; filename=\"{safe}\"")
+    format!("attachment; filename=\"{}\"", paths::plain_name(&name))
 }
 
 async fn api_compare(

@@ -105,7 +105,7 @@ fn tree(dir: &Path) -> Vec<(PathBuf, u32, u32)> {
 }
 
 /// A stdlib HTTP app that answers with the credentials it runs with.
-const WHOAMI_APP: &str = r#"
+pub(super) const WHOAMI_APP: &str = r#"
 import http.server, os, sys
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):

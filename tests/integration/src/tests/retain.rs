@@ -10,21 +10,6 @@ use nix::sys::signal::Signal;
 use crate::require_root;
 use crate::util::{self, ProcGuard};
 
-/// An HTTP server of the standard library (no dependency call: the cassette is the request).
-const APP: &str = r#"
-import http.server, sys
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        body = b"fresh"
-        self.send_response(200)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *a):
-        pass
-http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
-"#;
-
 fn set_mtime(path: &Path, t: SystemTime) {
     std::fs::File::options()
         .write(true)
@@ -107,7 +92,7 @@ fn retain_deletes_old_cassettes_while_recording() {
     set_mtime(&fresh, SystemTime::now() + Duration::from_secs(3600));
 
     let app = tmp.path().join("app.py");
-    std::fs::write(&app, APP).unwrap();
+    std::fs::write(&app, super::privilege::WHOAMI_APP).unwrap();
     let port = util::free_port();
     let cmd = util::command(
         &paths.agent,
