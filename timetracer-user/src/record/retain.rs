@@ -70,15 +70,15 @@ pub fn is_cassette_file(path: &Path) -> bool {
         .is_ok_and(|bytes| cassette::reader::has_supported_schema(&bytes))
 }
 
+/// Old files (path, size), oldest first, and the paths that could not be listed.
+pub type OldFiles = (Vec<(PathBuf, u64)>, Vec<(PathBuf, io::Error)>);
+
 /// The candidate cassettes under `dir` last modified before `cutoff`, oldest first, with
 /// their sizes, and what could not be listed.
 ///
 /// # Errors
 /// `dir` cannot be listed (errors below it are returned with the listing).
-pub fn old_files(
-    dir: &Path,
-    cutoff: SystemTime,
-) -> io::Result<(Vec<(PathBuf, u64)>, Vec<(PathBuf, io::Error)>)> {
+pub fn old_files(dir: &Path, cutoff: SystemTime) -> io::Result<OldFiles> {
     let cutoff_ns = cutoff
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX));
