@@ -118,6 +118,14 @@ pub const KEYS: &[Key] = &[
         help: "encrypt cassettes for these age recipients (age1…, or files of them; comma-separated)",
     },
     Key {
+        name: "retain",
+        env: "TIMETRACER_RETAIN",
+        default: None,
+        kind: Kind::Duration,
+        used_by: "agent",
+        help: "delete cassettes older than this while recording (`30d`, `12h`; local files only)",
+    },
+    Key {
         name: "sample_rate",
         env: "TIMETRACER_SAMPLE_RATE",
         default: Some("1.0"),

@@ -165,7 +165,15 @@ impl Identity {
     /// the calling thread on Linux; threads it spawns inherit it). Files and directories it
     /// creates belong to the user, and its access is checked as the user's (the file-system
     /// capabilities are cleared). Other threads keep the agent's privileges.
+    ///
+    /// The thread's supplementary groups become the user's too (root's would otherwise still
+    /// open group-readable files of `root`, `disk`, … for it): set first, with the raw system
+    /// call that changes only this thread ([`become_on_this_thread`] explains why not nix's).
     pub fn enter_fs(&self) {
+        let groups: Vec<libc::gid_t> = self.groups.iter().map(|g| g.as_raw()).collect();
+        if let Err(e) = set_thread_groups(&groups) {
+            tracing::warn!(error = %e, user = %self.name, "Cannot give the writer thread the user's groups; it keeps the agent's");
+        }
         nix::unistd::setfsgid(self.gid);
         nix::unistd::setfsuid(self.uid);
     }
@@ -224,13 +232,23 @@ fn become_on_this_thread(uid: u32, gid: u32, groups: &[libc::gid_t]) -> std::io:
             Err(std::io::Error::last_os_error())
         }
     };
-    // SAFETY: setgroups reads `groups.len()` ids from a valid slice; it changes this thread's
-    // credentials only.
-    check(unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) })?;
+    set_thread_groups(groups)?;
     // SAFETY: integer arguments only; this thread's credentials only.
     check(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) })?;
     // SAFETY: as above.
     check(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) })
+}
+
+/// Sets the calling thread's (only) supplementary groups.
+fn set_thread_groups(groups: &[libc::gid_t]) -> std::io::Result<()> {
+    // SAFETY: setgroups reads `groups.len()` ids from a valid slice; it changes this thread's
+    // credentials only.
+    let rc = unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// Who launched apps run as and who owns what is written: `Some(identity)` to switch to,

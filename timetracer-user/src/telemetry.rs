@@ -122,6 +122,12 @@ counters! {
     WriteErrors = "write_errors", Detail;
     /// Cassettes that could not be indexed (`timetracer index` rebuilds the index).
     IndexErrors = "index_errors", Detail;
+    /// Cassettes deleted by retention (`--retain`: older than the duration).
+    RetentionDeleted = "retention_deleted", Detail;
+    /// Bytes of the cassettes deleted by retention.
+    RetentionDeletedBytes = "retention_deleted_bytes", Detail;
+    /// Old cassettes (or directories) retention could not delete or list.
+    RetentionErrors = "retention_errors", Detail;
     /// Cassettes uploaded to S3.
     S3Uploaded = "s3_uploaded", Upload;
     /// S3 upload attempts that failed (the cassette waits in the backlog and is retried).

@@ -6,6 +6,7 @@
 //! Layering: `cli`, `tui` and `web` build on this module; it imports none of them (a test in
 //! `lib.rs` checks that no module outside `cli/` imports `cli`). Nothing here does I/O.
 pub mod diff;
+pub mod export;
 pub mod format;
 pub mod json;
 pub mod stats;

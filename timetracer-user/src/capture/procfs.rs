@@ -145,6 +145,31 @@ fn parse_tcp_table(text: &str, out: &mut HashMap<u64, TcpRow>) {
     }
 }
 
+/// The uid owning the client socket at `peer` of a TCP connection to `server_port` on this
+/// host (the row of `/proc/net/tcp{,6}` whose local address is `peer` and whose remote port is
+/// `server_port`): who connected to a local server. `None` for a client on another host.
+#[must_use]
+pub fn tcp_peer_uid(peer: SocketAddr, server_port: u16) -> Option<u32> {
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().find_map(|t| {
+        let text = fs::read_to_string(t).ok()?;
+        peer_uid_in(&text, peer, server_port)
+    })
+}
+
+/// [`tcp_peer_uid`] over one table's text. IPv4 peers also match their v4-mapped form.
+fn peer_uid_in(text: &str, peer: SocketAddr, server_port: u16) -> Option<u32> {
+    let canon = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+    let peer = canon(peer);
+    text.lines().skip(1).find_map(|line| {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let local = canon(parse_hex_addr(f.get(1)?)?);
+        let remote = parse_hex_addr(f.get(2)?)?;
+        (local == peer && remote.port() == server_port)
+            .then(|| f.get(7)?.parse().ok())
+            .flatten()
+    })
+}
+
 const TCP_ESTABLISHED: u8 = 1;
 const TCP_LISTEN: u8 = 0x0a;
 
@@ -342,6 +367,33 @@ mod tests {
         assert_eq!(
             strip_exec_held(&v(&["python", "x.py"])),
             v(&["python", "x.py"])
+        );
+    }
+
+    /// The client side of a loopback connection names its owner; the server side, another
+    /// port or a missing row do not.
+    #[test]
+    fn peer_uid_of_a_local_client() {
+        let t = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n   1: 0100007F:1F90 0100007F:C350 01 00000000:00000000 00:00000000 00000000     0        0 5678 1 0000000000000000 20 4 30 10 -1\n   2: 0100007F:C350 0100007F:1F90 01 00000000:00000000 00:00000000 00000000  1000        0 5679 1 0000000000000000 20 4 30 10 -1\n";
+        let peer = "127.0.0.1:50000".parse().unwrap();
+        assert_eq!(peer_uid_in(t, peer, 8080), Some(1000));
+        assert_eq!(peer_uid_in(t, peer, 8081), None);
+        assert_eq!(
+            peer_uid_in(t, "127.0.0.1:50001".parse().unwrap(), 8080),
+            None
+        );
+        // The same client seen through an IPv6 socket's v4-mapped address.
+        assert_eq!(
+            peer_uid_in(t, "[::ffff:127.0.0.1]:50000".parse().unwrap(), 8080),
+            Some(1000)
+        );
+        // A real connection of this process: its uid.
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = std::net::TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let _s = l.accept().unwrap();
+        assert_eq!(
+            tcp_peer_uid(c.local_addr().unwrap(), l.local_addr().unwrap().port()),
+            Some(nix::unistd::geteuid().as_raw())
         );
     }
 

@@ -113,6 +113,16 @@ struct Probe {
     schema_version: Option<serde_json::Value>,
 }
 
+/// Whether `bytes` (decompressed, decrypted) are JSON with a `schema_version` this reader
+/// supports: a cassette, as opposed to some other JSON file (retention deletes only those).
+#[must_use]
+pub fn has_supported_schema(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<Probe>(bytes).is_ok_and(|p| {
+        matches!(p.schema_version, Some(serde_json::Value::String(v))
+            if SUPPORTED.contains(&v.as_str()) || v.starts_with("2."))
+    })
+}
+
 /// Parse cassette JSON; `path` is only used in errors.
 pub fn parse(path: &Path, bytes: &[u8]) -> Result<Cassette, Error> {
     let probe: Probe = serde_json::from_slice(bytes).map_err(|source| Error::NotJson {

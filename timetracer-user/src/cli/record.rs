@@ -77,6 +77,12 @@ pub struct RecordArgs {
     /// read with `--identity FILE` [key `encrypt_to`, TIMETRACER_ENCRYPT_TO, comma-separated].
     #[arg(long = "encrypt-to", value_name = "RECIPIENT")]
     pub encrypt_to: Vec<String>,
+    /// Delete cassettes older than this while recording, at start and then periodically
+    /// (`30d`, `12h`, `90m`; by modification time; only files that are cassettes, under the
+    /// directory; objects already uploaded to S3 stay: use a bucket lifecycle rule)
+    /// [key `retain`, TIMETRACER_RETAIN; default: keep everything].
+    #[arg(long, value_name = "DURATION", value_parser = duration_arg)]
+    pub retain: Option<String>,
     /// Do not redact secrets (headers such as Authorization, password/token fields).
     #[arg(long)]
     pub no_redact: bool,
@@ -197,6 +203,7 @@ impl RecordArgs {
             "--encrypt-to",
             (!self.encrypt_to.is_empty()).then(|| self.encrypt_to.join(",")),
         );
+        flag("retain", "--retain", self.retain.clone());
         flag("service", "--service", self.service.clone());
         flag("env", "--env", self.env.clone());
         let s3 = &self.s3;

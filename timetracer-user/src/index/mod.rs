@@ -382,6 +382,26 @@ impl Index {
         Ok(())
     }
 
+    /// [`remove`](Self::remove) for many files in one transaction (retention's sweep).
+    pub fn remove_all(&mut self, paths: &[PathBuf]) -> Result<(), Error> {
+        let rels = paths
+            .iter()
+            .map(|p| self.rel_of(p))
+            .collect::<Result<Vec<_>, _>>()?;
+        let sq = |source| Error::Sqlite {
+            path: self.db_path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(sq)?;
+        for rel in &rels {
+            tx.execute("DELETE FROM files WHERE rel=?1", [rel])
+                .map_err(sq)?;
+            tx.execute("DELETE FROM deps WHERE rel=?1", [rel])
+                .map_err(sq)?;
+        }
+        tx.commit().map_err(sq)
+    }
+
     /// Drop every row, so that the next [`refresh`](Self::refresh) re-reads every file.
     pub fn clear(&mut self) -> Result<(), Error> {
         self.conn

@@ -735,7 +735,7 @@ impl sink::Sink for PodCassettes {
 }
 
 /// Node mode's chain: exclude → pod (facts, per-pod sampling and errors-only) → files →
-/// index → S3 (when configured) → per-pod cassette tallies.
+/// index → retention (`--retain`) → S3 (when configured) → per-pod cassette tallies.
 #[must_use]
 pub fn chain(
     plan: &record::RecordPlan,
@@ -756,6 +756,9 @@ pub fn chain(
         encrypt_to: plan.encrypt_to.clone(),
     }));
     sinks.push(Box::new(sink::Index::new(&plan.out)));
+    if let Some(max_age) = plan.retain {
+        sinks.push(Box::new(record::retain::Retain::new(&plan.out, max_age)));
+    }
     if let Some(spool) = s3 {
         sinks.push(Box::new(sink::S3 {
             dir: plan.out.clone(),

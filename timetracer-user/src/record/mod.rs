@@ -32,6 +32,7 @@ use crate::live::LiveUpdate;
 mod discover;
 pub mod plan;
 pub mod report;
+pub mod retain;
 mod session;
 pub mod sink;
 pub mod target;
@@ -121,7 +122,7 @@ pub struct Outputs {
 }
 
 impl Chain {
-    /// The agent's chain: the plan's filters, then files, index, S3 and the live view as
+    /// The agent's chain: the plan's filters, then files, index, retention, S3 and the live view as
     /// `outputs` asks.
     #[must_use]
     pub fn standard(plan: &RecordPlan, outputs: Outputs) -> Self {
@@ -133,6 +134,9 @@ impl Chain {
                 encrypt_to: plan.encrypt_to.clone(),
             }));
             sinks.push(Box::new(sink::Index::new(&plan.out)));
+            if let Some(max_age) = plan.retain {
+                sinks.push(Box::new(retain::Retain::new(&plan.out, max_age)));
+            }
             if let Some(spool) = outputs.s3 {
                 sinks.push(Box::new(sink::S3 {
                     dir: plan.out.clone(),

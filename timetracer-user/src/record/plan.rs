@@ -27,6 +27,11 @@ pub enum PlanError {
     },
     #[error("{source_desc}: `encrypt_to`: {error}")]
     EncryptTo { error: String, source_desc: String },
+    #[error(
+        "{source_desc}: `retain` = {value} is too short: cassettes would be deleted as they are \
+         written; use at least 1s (e.g. 30d, 12h)"
+    )]
+    Retain { value: String, source_desc: String },
     #[error("{source_desc}: `{key}` = {value} is out of range: use 1 to 64 concurrent uploads")]
     S3Uploads {
         key: &'static str,
@@ -132,6 +137,8 @@ pub struct RecordPlan {
     /// Encrypt cassettes for these age recipients (`--encrypt-to`, key `encrypt_to`).
     pub encrypt_to: Option<Arc<Recipients>>,
     pub filters: Filters,
+    /// Delete cassettes older than this while recording (`--retain`, key `retain`).
+    pub retain: Option<std::time::Duration>,
     /// How cassettes are built (session, redaction, recorded policies).
     pub build: BuildOptions,
     /// A viewer owns the terminal: no status line, messages go to the log.
@@ -206,6 +213,15 @@ impl RecordPlan {
             })
             .transpose()?
             .map(Arc::new);
+        let retain = cfg.duration("retain");
+        if let Some(r) = retain
+            && r < std::time::Duration::from_secs(1)
+        {
+            return Err(PlanError::Retain {
+                value: cfg.str("retain").unwrap_or_default().to_owned(),
+                source_desc: source_desc("retain"),
+            });
+        }
         let mut redaction = RedactionPolicy {
             enabled: !flags.no_redact,
             ..RedactionPolicy::default()
@@ -247,6 +263,7 @@ impl RecordPlan {
                 errors_only,
                 exclude_paths,
             },
+            retain,
             build,
             quiet: false,
             ebpf_log: EbpfLogLevel::resolve(flags.ebpf_log, cfg.str("log")),

@@ -318,6 +318,9 @@ impl Session {
     }
 }
 
+/// How often the idle writer thread calls the sinks' `idle`.
+const IDLE_TICK: Duration = Duration::from_secs(1);
+
 /// The writer thread: every finished request through the sinks; batching sinks flush whenever
 /// the queue is empty.
 fn write_loop(rx: &mpsc::Receiver<ToWriter>, sinks: &mut Chain, ctx: &Ctx) {
@@ -327,9 +330,17 @@ fn write_loop(rx: &mpsc::Receiver<ToWriter>, sinks: &mut Chain, ctx: &Ctx) {
             Ok(r) => r,
             Err(mpsc::TryRecvError::Empty) => {
                 sinks.idle(ctx);
-                match rx.recv() {
-                    Ok(r) => r,
-                    Err(_) => break,
+                // Wake once a second even when nothing arrives: periodic sinks (retention)
+                // work in `idle`.
+                loop {
+                    match rx.recv_timeout(IDLE_TICK) {
+                        Ok(r) => break r,
+                        Err(mpsc::RecvTimeoutError::Timeout) => sinks.idle(ctx),
+                        Err(mpsc::RecvTimeoutError::Disconnected) => {
+                            sinks.finish(ctx);
+                            return;
+                        }
+                    }
                 }
             }
             Err(mpsc::TryRecvError::Disconnected) => break,

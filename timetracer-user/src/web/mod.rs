@@ -25,6 +25,7 @@ use crate::cassette::reader::{MAX_CASSETTE_BYTES, parse, read_decompressed};
 use crate::cassette::{self, Cassette};
 use crate::index::{self, FileError, Index, Query};
 
+pub mod audit;
 pub mod json_view;
 pub mod model;
 pub mod paths;

@@ -59,6 +59,21 @@ pub fn resolve(root: &Path, rel: &str) -> Result<PathBuf, PathError> {
     Ok(canon)
 }
 
+/// `name` with every character but ASCII letters, digits, `-`, `_` and `.` replaced by `_`:
+/// safe as a file name and inside a quoted header parameter.
+#[must_use]
+pub fn plain_name(name: &str) -> String {
+    name.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
 /// `path` relative to `root`, `/`-separated (what [`resolve`] takes back).
 #[must_use]
 pub fn rel_of(root: &Path, path: &Path) -> Option<String> {

@@ -218,6 +218,15 @@ impl Renderer {
             env.add_template(name, src)
                 .unwrap_or_else(|e| panic!("template {name}: {e:#}"));
         }
+        // A query-string value (the cassette links of `serve`).
+        env.add_filter("urlq", |v: String| {
+            const SET: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+                .remove(b'-')
+                .remove(b'_')
+                .remove(b'.')
+                .remove(b'/');
+            percent_encoding::utf8_percent_encode(&v, SET).to_string()
+        });
         env.add_filter("pct", |v: f64| format!("{:.3}%", v.clamp(0.0, 100.0)));
         env.add_filter("json", |v: Value| {
             serde_json::to_string(&v).unwrap_or_else(|_| String::from("?"))

@@ -12,7 +12,9 @@
 //! - cassettes are named relative to the served directory and resolved by [`super::paths`]:
 //!   no `..`, no absolute path, no symlink out, cassette file names only;
 //! - every response carries a strict Content-Security-Policy, `nosniff`, `no-referrer`,
-//!   `DENY` framing and `no-store`.
+//!   `DENY` framing and `no-store`;
+//! - every replay, export, download and view of a cassette is written to the audit log
+//!   ([`super::audit`]: who, what, when) before its response is sent.
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, RwLock};
@@ -20,7 +22,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Query, Request, State};
+use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -29,6 +31,7 @@ use serde::Deserialize;
 
 use crate::analysis::diff::{Report, compare};
 
+use super::audit::{Action, AuditError, AuditLog, What, Who};
 use super::paths::{self, PathError};
 use super::render::{self, PageOpts, Renderer, Unavailable};
 use super::replay_client::{self, ReplayError};
@@ -51,6 +54,8 @@ pub struct ServeConfig {
     pub replay_timeout: Duration,
     /// How often the directory is checked for new cassettes.
     pub refresh: Duration,
+    /// The audit log (`--audit-log`); `None`: [`super::audit::default_path`] of the directory.
+    pub audit_log: Option<PathBuf>,
 }
 
 struct Snapshot {
@@ -60,6 +65,9 @@ struct Snapshot {
 
 struct AppState {
     cfg: ServeConfig,
+    /// The listening address (whose port the audit log's peer lookup needs).
+    addr: SocketAddr,
+    audit: AuditLog,
     token: String,
     cookie: String,
     hosts: Vec<String>,
@@ -101,6 +109,8 @@ pub enum ServeError {
     },
     #[error("cannot make a random token")]
     Token(#[source] std::io::Error),
+    #[error(transparent)]
+    Audit(#[from] AuditError),
 }
 
 fn random_token() -> Result<String, std::io::Error> {
@@ -166,11 +176,18 @@ impl Server {
             SocketAddr::V6(a) => hosts.push(format!("[{}]:{port}", a.ip())),
         }
         let token = random_token().map_err(ServeError::Token)?;
+        let audit_path = match &cfg.audit_log {
+            Some(p) => p.clone(),
+            None => super::audit::default_path(&cfg.dir, |k| std::env::var(k).ok())?,
+        };
+        let audit = AuditLog::open(&audit_path, &cfg.dir)?;
         Ok(Self {
             listener,
             addr,
             state: Arc::new(AppState {
                 cfg,
+                addr,
+                audit,
                 token,
                 cookie: format!("timetracer_token_{port}"),
                 hosts,
@@ -195,6 +212,12 @@ impl Server {
         )
     }
 
+    /// Where replays, exports, downloads and views are logged.
+    #[must_use]
+    pub fn audit_path(&self) -> &Path {
+        self.state.audit.path()
+    }
+
     /// Serves until `shutdown` completes.
     pub async fn run(
         self,
@@ -203,9 +226,12 @@ impl Server {
         let state = self.state.clone();
         let refresher = tokio::spawn(refresh_loop(state.clone()));
         let app = router(state);
-        let r = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let r = axum::serve(
+            self.listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await;
         refresher.abort();
         r
     }
@@ -256,6 +282,8 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/detail", get(api_detail))
         .route("/api/compare", get(api_compare))
         .route("/api/replay", post(api_replay))
+        .route("/api/download", get(api_download))
+        .route("/api/export", get(api_export))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
@@ -453,42 +481,145 @@ fn path_status(e: &PathError) -> StatusCode {
     }
 }
 
+/// A refused or failed request: its response and why (for the audit log).
+struct Failed {
+    resp: Response,
+    why: String,
+}
+
 /// Resolves and reads the cassette `rel`, or the error response.
-async fn load_rel(st: &Arc<AppState>, rel: &str) -> Result<(PathBuf, super::Loaded), Response> {
-    let path = paths::resolve(&st.cfg.dir, rel)
-        .map_err(|e| message_page(st, path_status(&e), "Refused", &format!("{rel}: {e}")))?;
+async fn load_rel(st: &Arc<AppState>, rel: &str) -> Result<(PathBuf, super::Loaded), Failed> {
+    let path = paths::resolve(&st.cfg.dir, rel).map_err(|e| {
+        let why = format!("{rel}: {e}");
+        Failed {
+            resp: message_page(st, path_status(&e), "Refused", &why),
+            why,
+        }
+    })?;
     let p = path.clone();
     let loaded = tokio::task::spawn_blocking(move || super::load(&p))
         .await
-        .map_err(|e| {
-            message_page(
+        .map_err(|e| Failed {
+            resp: message_page(
                 st,
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Error",
                 &e.to_string(),
-            )
+            ),
+            why: e.to_string(),
         })?
         .map_err(|e| {
-            message_page(
-                st,
-                StatusCode::UNPROCESSABLE_ENTITY,
-                "Unreadable cassette",
-                &crate::index::error_chain(&e),
-            )
+            let why = crate::index::error_chain(&e);
+            Failed {
+                resp: message_page(
+                    st,
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "Unreadable cassette",
+                    &why,
+                ),
+                why,
+            }
         })?;
     Ok((path, loaded))
 }
 
-async fn timeline_page(State(st): State<Arc<AppState>>, Query(q): Query<FileQ>) -> Response {
+/// `ok` for a success, `refused` for a client error, `error` otherwise.
+fn result_of(status: StatusCode) -> &'static str {
+    if status.is_success() {
+        "ok"
+    } else if status.is_client_error() && status != StatusCode::UNPROCESSABLE_ENTITY {
+        "refused"
+    } else {
+        "error"
+    }
+}
+
+/// Writes the audit line of `what` done for `peer` (off the async threads: it waits for the
+/// disk), then returns `resp`; when the line cannot be written, a 503 instead, unless the
+/// action already happened (a replay), which is then reported on stderr and in the log.
+async fn audited(st: &Arc<AppState>, peer: SocketAddr, what: What<'_>, resp: Response) -> Response {
+    let st2 = Arc::clone(st);
+    let (action, cassette, other, result, detail) = (
+        what.action,
+        what.cassette.to_owned(),
+        what.other.map(str::to_owned),
+        what.result.to_owned(),
+        what.detail.map(str::to_owned),
+    );
+    let status = what.status;
+    let written = tokio::task::spawn_blocking(move || {
+        let who = Who::of(peer, st2.addr);
+        st2.audit.record(
+            &who,
+            &What {
+                action,
+                cassette: &cassette,
+                other: other.as_deref(),
+                result: &result,
+                status,
+                detail: detail.as_deref(),
+            },
+        )
+    })
+    .await
+    .map_err(std::io::Error::other)
+    .and_then(|r| r);
+    match written {
+        Ok(()) => resp,
+        Err(e) => {
+            let msg = format!(
+                "cannot write the audit log {}: {e}",
+                st.audit.path().display()
+            );
+            tracing::error!(error = %e, path = %st.audit.path().display(), "Cannot write the audit log");
+            eprintln!("timetracer: {msg}");
+            if action == Action::Replay {
+                resp
+            } else {
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("{msg}; nothing was sent (fix the log's disk or permissions)\n"),
+                )
+                    .into_response()
+            }
+        }
+    }
+}
+
+/// The audit record of a response to `action` on `rel`.
+fn what<'a>(action: Action, rel: &'a str, resp: &Response, why: Option<&'a str>) -> What<'a> {
+    What {
+        action,
+        cassette: rel,
+        other: None,
+        result: result_of(resp.status()),
+        status: resp.status().as_u16(),
+        detail: why,
+    }
+}
+
+async fn timeline_page(
+    State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<FileQ>,
+) -> Response {
     let (path, l) = match load_rel(&st, &q.f).await {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(f) => {
+            let w = what(Action::View, &q.f, &f.resp, Some(&f.why));
+            return audited(&st, peer, w, f.resp).await;
+        }
     };
-    let v = super::view("c", &q.f, &q.f, &path, &l);
-    match st.renderer.timeline(&v, &page_opts(&st)) {
+    let resp = timeline_of(&st, &q.f, &path, &l);
+    audited(&st, peer, what(Action::View, &q.f, &resp, None), resp).await
+}
+
+fn timeline_of(st: &AppState, rel: &str, path: &Path, l: &super::Loaded) -> Response {
+    let v = super::view("c", rel, rel, path, l);
+    match st.renderer.timeline(&v, &page_opts(st)) {
         Ok(b) => html(StatusCode::OK, b),
         Err(e) => message_page(
-            &st,
+            st,
             StatusCode::INTERNAL_SERVER_ERROR,
             "Error",
             &crate::index::error_chain(&e),
@@ -527,31 +658,193 @@ async fn api_rows(State(st): State<Arc<AppState>>, Query(q): Query<RowsQ>) -> Re
     }
 }
 
-async fn api_detail(State(st): State<Arc<AppState>>, Query(q): Query<FileQ>) -> Response {
+async fn api_detail(
+    State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<FileQ>,
+) -> Response {
     let (path, l) = match load_rel(&st, &q.f).await {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(f) => {
+            let w = what(Action::View, &q.f, &f.resp, Some(&f.why));
+            return audited(&st, peer, w, f.resp).await;
+        }
     };
     let v = super::view("live", &q.f, &q.f, &path, &l);
-    match st.renderer.detail(&v, true) {
+    let resp = match st.renderer.detail(&v, true) {
         Ok(b) => html(StatusCode::OK, b),
         Err(e) => (
             StatusCode::INTERNAL_SERVER_ERROR,
             crate::index::error_chain(&e),
         )
             .into_response(),
-    }
+    };
+    audited(&st, peer, what(Action::View, &q.f, &resp, None), resp).await
 }
 
-async fn api_compare(State(st): State<Arc<AppState>>, Query(q): Query<PairQ>) -> Response {
-    let (pa, la) = match load_rel(&st, &q.a).await {
-        Ok(x) => x,
-        Err(r) => return r,
+/// `GET /api/download?f=REL`: the cassette file as stored (compressed or encrypted stays so).
+async fn api_download(
+    State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<FileQ>,
+) -> Response {
+    let (resp, why) = match paths::resolve(&st.cfg.dir, &q.f) {
+        Err(e) => {
+            let why = format!("{}: {e}", q.f);
+            (
+                (path_status(&e), format!("{why}\n")).into_response(),
+                Some(why),
+            )
+        }
+        Ok(path) => {
+            let p = path.clone();
+            match tokio::task::spawn_blocking(move || std::fs::read(&p)).await {
+                Ok(Ok(bytes)) => (
+                    (
+                        StatusCode::OK,
+                        [
+                            (header::CONTENT_TYPE, "application/octet-stream".to_owned()),
+                            (header::CONTENT_DISPOSITION, attachment(&path, None)),
+                        ],
+                        bytes,
+                    )
+                        .into_response(),
+                    None,
+                ),
+                Ok(Err(e)) => {
+                    let why = format!("{}: {e}", q.f);
+                    (
+                        (StatusCode::INTERNAL_SERVER_ERROR, format!("{why}\n")).into_response(),
+                        Some(why),
+                    )
+                }
+                Err(e) => {
+                    let why = e.to_string();
+                    (
+                        (StatusCode::INTERNAL_SERVER_ERROR, format!("{why}\n")).into_response(),
+                        Some(why),
+                    )
+                }
+            }
+        }
     };
-    let (pb, lb) = match load_rel(&st, &q.b).await {
+    let w = what(Action::Download, &q.f, &resp, why.as_deref());
+    audited(&st, peer, w, resp).await
+}
+
+#[derive(Deserialize)]
+struct ExportQ {
+    #[serde(default)]
+    f: String,
+    /// `har` (default) or `curl`.
+    #[serde(default)]
+    to: Option<String>,
+}
+
+/// `GET /api/export?f=REL&to=har|curl`: the cassette as HAR 1.2 (its dependency calls
+/// included) or as a curl command for the inbound request, like `timetracer export`.
+async fn api_export(
+    State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<ExportQ>,
+) -> Response {
+    let to = q.to.as_deref().unwrap_or("har");
+    if !matches!(to, "har" | "curl") {
+        let why = format!("to={to}: export formats are har and curl");
+        let resp = (StatusCode::BAD_REQUEST, format!("{why}\n")).into_response();
+        let w = what(Action::Export, &q.f, &resp, Some(&why));
+        return audited(&st, peer, w, resp).await;
+    }
+    let (path, l) = match load_rel(&st, &q.f).await {
         Ok(x) => x,
-        Err(r) => return r,
+        Err(f) => {
+            let w = what(Action::Export, &q.f, &f.resp, Some(&f.why));
+            return audited(&st, peer, w, f.resp).await;
+        }
     };
+    let one = [(path.clone(), l.cassette)];
+    let (body, kind, ext) = if to == "har" {
+        let mut s = serde_json::to_string_pretty(&crate::analysis::export::to_har(&one, true))
+            .unwrap_or_default();
+        s.push('\n');
+        (s, "application/json", "har")
+    } else {
+        (
+            crate::analysis::export::to_curl(&one, false, None),
+            "text/plain; charset=utf-8",
+            "sh",
+        )
+    };
+    let resp = (
+        StatusCode::OK,
+        [
+            (header::CONTENT_TYPE, kind.to_owned()),
+            (header::CONTENT_DISPOSITION, attachment(&path, Some(ext))),
+        ],
+        body,
+    )
+        .into_response();
+    let w = What {
+        detail: Some(to),
+        ..what(Action::Export, &q.f, &resp, None)
+    };
+    audited(&st, peer, w, resp).await
+}
+
+/// `attachment; filename="…"` for the file at `path` (its name, with `ext` replacing the
+/// cassette suffix when given), reduced to characters safe in a header.
+fn attachment(path: &Path, ext: Option<&str>) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let name = match ext {
+        Some(ext) => {
+            let stem = crate::index::SUFFIXES
+                .iter()
+                .rev()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(&name);
+            format!("{stem}.{ext}")
+        }
+        None => name,
+    };
+    format!("attachment; filename=\"{}\"", paths::plain_name(&name))
+}
+
+async fn api_compare(
+    State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Query(q): Query<PairQ>,
+) -> Response {
+    let loaded = match load_rel(&st, &q.a).await {
+        Ok(a) => load_rel(&st, &q.b).await.map(|b| (a, b)),
+        Err(f) => Err(f),
+    };
+    let ((pa, la), (pb, lb)) = match loaded {
+        Ok(x) => x,
+        Err(f) => {
+            let w = What {
+                other: Some(&q.b),
+                ..what(Action::View, &q.a, &f.resp, Some(&f.why))
+            };
+            return audited(&st, peer, w, f.resp).await;
+        }
+    };
+    let resp = compare_of(&st, &q, (&pa, &la), (&pb, &lb));
+    let w = What {
+        other: Some(&q.b),
+        ..what(Action::View, &q.a, &resp, None)
+    };
+    audited(&st, peer, w, resp).await
+}
+
+fn compare_of(
+    st: &AppState,
+    q: &PairQ,
+    (pa, la): (&Path, &super::Loaded),
+    (pb, lb): (&Path, &super::Loaded),
+) -> Response {
     let threshold = 20.0;
     let report = Report::new(
         q.a.clone(),
@@ -566,8 +859,8 @@ async fn api_compare(State(st): State<Arc<AppState>>, Query(q): Query<PairQ>) ->
         threshold,
         compare(&la.cassette, &lb.cassette, threshold, 1.0, &[]),
     );
-    let a = super::view("cmp-a", &q.a, &q.a, &pa, &la);
-    let b = super::view("cmp-b", &q.b, &q.b, &pb, &lb);
+    let a = super::view("cmp-a", &q.a, &q.a, pa, la);
+    let b = super::view("cmp-b", &q.b, &q.b, pb, lb);
     match st.renderer.compare(&a, &b, &report, true) {
         Ok(b) => html(StatusCode::OK, b),
         Err(e) => (
@@ -590,47 +883,71 @@ fn verdict_fragment(st: &AppState, status: StatusCode, u: &Unavailable) -> Respo
     }
 }
 
-async fn api_replay(State(st): State<Arc<AppState>>, body: Bytes) -> Response {
+async fn api_replay(
+    State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> Response {
     let req: ReplayBody = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
-            return verdict_fragment(
+            let why = format!("expected {{\"file\": \"relative/path.json\"}}: {e}");
+            let resp = verdict_fragment(
                 &st,
                 StatusCode::BAD_REQUEST,
                 &Unavailable {
                     title: "Bad request".into(),
-                    message: format!("expected {{\"file\": \"relative/path.json\"}}: {e}"),
+                    message: why.clone(),
                     command: None,
                 },
             );
+            let w = what(Action::Replay, "", &resp, Some(&why));
+            return audited(&st, peer, w, resp).await;
         }
     };
     let path = match paths::resolve(&st.cfg.dir, &req.file) {
         Ok(p) => p,
         Err(e) => {
-            return verdict_fragment(
+            let why = format!("{}: {e}", req.file);
+            let resp = verdict_fragment(
                 &st,
                 path_status(&e),
                 &Unavailable {
                     title: "Refused".into(),
-                    message: format!("{}: {e}", req.file),
+                    message: why.clone(),
                     command: None,
                 },
             );
+            let w = what(Action::Replay, &req.file, &resp, Some(&why));
+            return audited(&st, peer, w, resp).await;
         }
     };
     let socket = st.cfg.replay_socket.clone();
-    match replay_client::replay(&socket, &path, st.cfg.replay_timeout).await {
-        Ok(v) => match st.renderer.verdict("replay", Ok(&v)) {
-            Ok(b) => html(StatusCode::OK, b),
+    let (resp, result, why) =
+        match replay_client::replay(&socket, &path, st.cfg.replay_timeout).await {
+            Ok(v) => {
+                let outcome = v.verdict.clone();
+                let resp = match st.renderer.verdict("replay", Ok(&v)) {
+                    Ok(b) => html(StatusCode::OK, b),
+                    Err(e) => (
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        crate::index::error_chain(&e),
+                    )
+                        .into_response(),
+                };
+                (resp, outcome, Some(v.summary))
+            }
             Err(e) => (
-                StatusCode::INTERNAL_SERVER_ERROR,
-                crate::index::error_chain(&e),
-            )
-                .into_response(),
-        },
-        Err(e) => verdict_fragment(&st, StatusCode::OK, &unavailable(&socket, &e)),
-    }
+                verdict_fragment(&st, StatusCode::OK, &unavailable(&socket, &e)),
+                "error".to_owned(),
+                Some(crate::index::error_chain(&e)),
+            ),
+        };
+    let w = What {
+        result: &result,
+        ..what(Action::Replay, &req.file, &resp, why.as_deref())
+    };
+    audited(&st, peer, w, resp).await
 }
 
 fn unavailable(socket: &Path, e: &ReplayError) -> Unavailable {
@@ -697,6 +1014,7 @@ mod tests {
     #[test]
     fn tokens_hosts_and_paths() {
         let dir = fixture_dir();
+        let state = tempfile::tempdir().unwrap();
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
@@ -710,6 +1028,7 @@ mod tests {
                 replay_socket: dir.path().join("no-such.sock"),
                 replay_timeout: Duration::from_secs(5),
                 refresh: Duration::from_millis(200),
+                audit_log: Some(state.path().join("audit/serve.jsonl")),
             }))
             .unwrap();
         let addr = server.addr;
@@ -792,6 +1111,74 @@ mod tests {
             text.contains("sudo timetracer-agent replay-server --socket"),
             "{text}"
         );
+
+        // Downloads (the file as stored) and exports, each audited like the views and the
+        // replay above.
+        let good = "py/GET__users_42__e92ca5c8.json";
+        let (st, text) = get(&format!("/api/download?f={good}"), &cookie);
+        assert_eq!(st, 200, "{text}");
+        assert!(text.contains("attachment; filename=\"GET__users_42__e92ca5c8.json\""));
+        let stored = std::fs::read_to_string(dir.path().join(good)).unwrap();
+        assert!(text.ends_with(&stored), "the bytes as stored");
+        assert_eq!(get("/api/download?f=../../etc/passwd", &cookie).0, 400);
+        assert_eq!(get(&format!("/api/download?f={good}"), "").0, 401);
+        let (st, har) = get(&format!("/api/export?f={good}&to=har"), &cookie);
+        assert_eq!(st, 200, "{har}");
+        assert!(har.contains("\"log\"") && har.contains("GET__users_42__e92ca5c8.har"));
+        let (st, curl) = get(&format!("/api/export?f={good}&to=curl"), &cookie);
+        assert_eq!(st, 200);
+        assert!(
+            curl.contains("curl ") && curl.contains("/users/42"),
+            "{curl}"
+        );
+        assert_eq!(get(&format!("/api/export?f={good}&to=pdf"), &cookie).0, 400);
+
+        let log_path = state.path().join("audit/serve.jsonl");
+        let text = std::fs::read_to_string(&log_path).unwrap();
+        let lines: Vec<serde_json::Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let find = |action: &str, cassette: &str, result: &str| {
+            lines.iter().find(|l| {
+                l["action"] == action && l["cassette"] == cassette && l["result"] == result
+            })
+        };
+        let me = nix::unistd::geteuid().as_raw();
+        let dl = find("download", good, "ok").expect("download audited");
+        assert_eq!(dl["status"], 200);
+        assert_eq!(dl["uid"], me, "the client's uid, from its socket");
+        assert!(dl["peer"].as_str().unwrap().starts_with("127.0.0.1:"));
+        assert!(dl["time"].as_str().unwrap().ends_with('Z'));
+        assert_eq!(
+            dl["dir"],
+            dir.path().canonicalize().unwrap().display().to_string()
+        );
+        let refused = find("download", "../../etc/passwd", "refused").expect("refusal audited");
+        assert!(refused["detail"].as_str().is_some());
+        assert!(find("export", good, "ok").is_some_and(|l| l["detail"] == "har"));
+        assert!(find("export", good, "ok").is_some());
+        assert!(find("export", good, "refused").is_some(), "to=pdf");
+        assert!(find("view", good, "ok").is_some(), "the detail pane");
+        assert!(find("view", "../../etc/passwd", "refused").is_some());
+        // The replay service is absent: the attempt is still audited, as an error.
+        let rp = find("replay", good, "error").expect("replay audited");
+        assert!(
+            rp["detail"].as_str().unwrap().contains("no-such.sock"),
+            "{rp}"
+        );
+        // Unauthenticated requests never reach a handler: not audited as actions.
+        assert_eq!(
+            lines
+                .iter()
+                .filter(|l| l["action"] == "download" && l["cassette"] == good)
+                .count(),
+            1
+        );
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&log_path).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600);
 
         // New cassettes appear without reload: the version moves.
         let (_, rows) = get("/api/rows", &cookie);

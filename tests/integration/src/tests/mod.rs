@@ -3,6 +3,7 @@
 
 mod attach;
 mod attribution;
+mod audit;
 mod boom;
 mod browser;
 mod concurrency;
@@ -14,6 +15,7 @@ mod privilege;
 mod record;
 mod redact;
 mod replay;
+mod retain;
 mod s3;
 mod scenario;
 mod sendfile;

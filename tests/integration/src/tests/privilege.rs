@@ -18,11 +18,11 @@ use serde_json::Value;
 use crate::require_root;
 use crate::util::{self, ProcGuard};
 
-const USER: &str = "tt-e2e-user";
+pub(super) const USER: &str = "tt-e2e-user";
 
 /// A Python the test user can run (the test venv's interpreter may live in root's home):
 /// the apps and clients here use only the standard library.
-const SYSTEM_PYTHON: &str = "/usr/bin/python3";
+pub(super) const SYSTEM_PYTHON: &str = "/usr/bin/python3";
 
 fn missing_system_python() -> Option<String> {
     (!Path::new(SYSTEM_PYTHON).exists()).then(|| {
@@ -31,7 +31,7 @@ fn missing_system_python() -> Option<String> {
 }
 
 /// The test user's uid and gid, created when missing (a system user without a home).
-fn test_user() -> (u32, u32) {
+pub(super) fn test_user() -> (u32, u32) {
     let id = |flag: &str| -> Option<u32> {
         let out = Command::new("id").args([flag, USER]).output().ok()?;
         String::from_utf8_lossy(&out.stdout).trim().parse().ok()
@@ -105,7 +105,7 @@ fn tree(dir: &Path) -> Vec<(PathBuf, u32, u32)> {
 }
 
 /// A stdlib HTTP app that answers with the credentials it runs with.
-const WHOAMI_APP: &str = r#"
+pub(super) const WHOAMI_APP: &str = r#"
 import http.server, os, sys
 class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
@@ -132,6 +132,31 @@ fn proc_uids(pid: i32) -> Vec<u32> {
                 .collect()
         })
         .unwrap_or_default()
+}
+
+/// `/proc/PID/task/TID/status` of the agent's writer thread (`tt-writer`).
+fn writer_thread_status(pid: u32) -> Option<String> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .flatten()
+        .find(|t| {
+            std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == "tt-writer")
+        })
+        .and_then(|t| std::fs::read_to_string(t.path().join("status")).ok())
+}
+
+/// The test user's groups as a login has them (`id -G`), sorted like `/proc`'s `Groups:`.
+fn user_groups() -> Vec<u32> {
+    let out = Command::new("id")
+        .args(["-G", USER])
+        .output()
+        .expect("id -G");
+    let mut g: Vec<u32> = String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    g.sort_unstable();
+    g
 }
 
 /// `sudo timetracer-agent record --out DIR -- python app.py` by a user: the app runs as that
@@ -194,6 +219,27 @@ fn sudo_record_runs_the_app_as_the_invoking_user() {
     assert!(
         body.starts_with(&format!("uid={0} euid={0} gid={1} home=/", user.0, user.1)),
         "the app must run as the user, with the user's HOME: {body}"
+    );
+    // The agent's writer thread writes as the user: file-system uid and gid, and the user's
+    // supplementary groups instead of root's.
+    let writer = writer_thread_status(agent.pid())
+        .unwrap_or_else(|| panic!("no tt-writer thread in the agent\n{}", agent.diagnostics()));
+    let line = |key: &str| -> Vec<u32> {
+        writer
+            .lines()
+            .find_map(|l| l.strip_prefix(key))
+            .unwrap_or("")
+            .split_whitespace()
+            .filter_map(|n| n.parse().ok())
+            .collect()
+    };
+    assert_eq!(line("Uid:")[3], user.0, "writer's fsuid\n{writer}");
+    assert_eq!(line("Gid:")[3], user.1, "writer's fsgid\n{writer}");
+    assert_eq!(line("Uid:")[1], 0, "the agent itself stays root\n{writer}");
+    assert_eq!(
+        line("Groups:"),
+        user_groups(),
+        "writer's supplementary groups must be the user's\n{writer}"
     );
     agent.signal(Signal::SIGINT).expect("SIGINT");
     agent

@@ -18,7 +18,8 @@ Examples:
 
 Only 127.0.0.1 listens unless --host says otherwise. Every request needs this run's token,
 which the printed URL carries (open that URL; it sets a cookie). Only cassette files under
---dir are ever read. New cassettes appear without reloading. \"Replay now\" asks the
+--dir are ever read. New cassettes appear without reloading. Each replay, export, download
+and view of a cassette is appended to the audit log (--audit-log). \"Replay now\" asks the
 privileged replay service (`sudo timetracer-agent replay-server`, socket
 /run/timetracer/replay.sock or TIMETRACER_REPLAY_SOCKET) to replay the cassette and shows its
 verdict; when the service is not running the page shows the command that starts it.
@@ -43,6 +44,12 @@ pub struct ServeArgs {
     /// Seconds to wait for a replay verdict.
     #[arg(long, value_name = "S", default_value_t = 300)]
     pub replay_timeout: u64,
+    /// Append one JSON line per replay, export, download and view of a cassette (who: peer
+    /// address and, for a local client, its user; what; when) to this file (0600, never
+    /// truncated, synced per line) [default: `$XDG_STATE_HOME/timetracer/audit/<dir>-<hash>.jsonl`,
+    /// else under ~/.local/state].
+    #[arg(long, value_name = "FILE")]
+    pub audit_log: Option<PathBuf>,
     /// Open the page in the default browser (xdg-open, or $BROWSER).
     #[arg(long)]
     pub open: bool,
@@ -68,6 +75,7 @@ pub fn run(ctx: &mut Ctx, a: &ServeArgs, out: &mut dyn Write) -> anyhow::Result<
             .unwrap_or_else(replay_client::default_socket),
         replay_timeout: Duration::from_secs(a.replay_timeout),
         refresh: Duration::from_secs(1),
+        audit_log: a.audit_log.clone(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -77,6 +85,7 @@ pub fn run(ctx: &mut Ctx, a: &ServeArgs, out: &mut dyn Write) -> anyhow::Result<
         let server = Server::bind(cfg.clone()).await?;
         let url = server.url();
         writeln!(out, "Serving {} at {url}", cfg.dir.display())?;
+        writeln!(out, "Audit log: {}", server.audit_path().display())?;
         writeln!(
             out,
             "Replay service socket: {} (start it with: {})",

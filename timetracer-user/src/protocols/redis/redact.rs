@@ -3,9 +3,16 @@
 //! the key list (`HSET user:1 password x`).
 //!
 //! - Writes: the value arguments of `SET k v`, `SETEX k ttl v`, `MSET k v …`, `HSET k f v …`,
-//!   `LPUSH k v …`, `SADD k m …`, …, in `detail.args` and in the command's wire bytes;
-//! - reads: the reply of `GET k`, `GETDEL`, `LRANGE`, `SMEMBERS`, `HGET`, `HGETALL` (values),
-//!   `MGET` (the elements of matching keys), …, in `detail.reply` and in the reply's bytes.
+//!   `LPUSH k v …`, `SADD k m …`, `ZADD k [options] score member …` (members), `ZREM`,
+//!   `ZSCORE`, `ZINCRBY`, …, `XADD k [options] id field value …` (every value of a matching
+//!   stream, else the values of fields on the key list), and the arguments of a script
+//!   (`EVAL`, `EVALSHA`, `FCALL`, their `_RO` forms) one of whose keys matches, in
+//!   `detail.args` and in the command's wire bytes;
+//! - reads: the reply of `GET k`, `GETDEL`, `LRANGE`, `SMEMBERS`, `ZRANGE`, `ZPOPMIN`, …,
+//!   `HGET`, `HGETALL` (values), `MGET` (the elements of matching keys), a script's reply
+//!   when one of its keys matches, the field values of `XRANGE`/`XREVRANGE` entries and of
+//!   the matching streams of `XREAD`/`XREADGROUP` (ids and field names kept), in
+//!   `detail.reply` and in the reply's bytes.
 //!
 //! `AUTH` / `HELLO … AUTH` / `MIGRATE … AUTH` / `CONFIG SET masterauth` arguments are removed
 //! by the parser itself (`conn.rs`), whatever the policy. Wire strings are overwritten with
@@ -33,10 +40,24 @@ enum Shape {
     HashRead,
     /// The key at 1; the reply holds field/value pairs (values at odd positions).
     HashPairs,
+    /// `XADD key [NOMKSTREAM] [MAXLEN|MINID [=|~] n [LIMIT c]] id field value …`.
+    StreamAdd,
+    /// `ZADD key [NX|XX] [GT|LT] [CH] [INCR] score member …`.
+    SortedAdd,
+    /// `EVAL script numkeys key … arg …` (and `EVALSHA`, `FCALL`): every argument and the
+    /// reply when a key matches.
+    Script,
+    /// `XRANGE key …`: the reply is stream entries.
+    StreamRead,
+    /// `XREAD … STREAMS key … id …`: the reply holds each stream's entries.
+    StreamsRead,
 }
 
 fn shape(method: &str) -> Option<Shape> {
-    use Shape::{Hash, HashPairs, HashRead, KeyValues, MultiRead, Pairs, Read};
+    use Shape::{
+        Hash, HashPairs, HashRead, KeyValues, MultiRead, Pairs, Read, Script, SortedAdd, StreamAdd,
+        StreamRead, StreamsRead,
+    };
     let all = |from| KeyValues {
         from,
         to: usize::MAX,
@@ -46,12 +67,20 @@ fn shape(method: &str) -> Option<Shape> {
         "SET" | "SETNX" | "GETSET" | "APPEND" | "LPUSHX" | "RPUSHX" => one(2),
         "SETEX" | "PSETEX" | "SETRANGE" | "LSET" | "LREM" => one(3),
         "LINSERT" => one(4),
-        "LPUSH" | "RPUSH" | "SADD" | "SREM" | "SISMEMBER" | "SMISMEMBER" | "PFADD" => all(2),
+        "LPUSH" | "RPUSH" | "SADD" | "SREM" | "SISMEMBER" | "SMISMEMBER" | "PFADD" | "ZREM"
+        | "ZSCORE" | "ZMSCORE" | "ZRANK" | "ZREVRANK" => all(2),
+        "ZINCRBY" => one(3),
+        "ZADD" => SortedAdd,
+        "XADD" => StreamAdd,
+        "EVAL" | "EVALSHA" | "EVAL_RO" | "EVALSHA_RO" | "FCALL" | "FCALL_RO" => Script,
+        "XRANGE" | "XREVRANGE" => StreamRead,
+        "XREAD" | "XREADGROUP" => StreamsRead,
         "MSET" | "MSETNX" => Pairs,
         "HSET" | "HMSET" | "HSETNX" => Hash,
         "GET" | "GETDEL" | "GETEX" | "GETRANGE" | "SUBSTR" | "LPOP" | "RPOP" | "LRANGE"
         | "LINDEX" | "SMEMBERS" | "SRANDMEMBER" | "SPOP" | "SINTER" | "SUNION" | "SDIFF"
-        | "ZRANGE" | "ZRANGEBYSCORE" | "ZREVRANGE" | "ZRANGEBYLEX" | "HVALS" | "DUMP" => Read,
+        | "ZRANGE" | "ZRANGEBYSCORE" | "ZREVRANGE" | "ZRANGEBYLEX" | "ZREVRANGEBYSCORE"
+        | "ZREVRANGEBYLEX" | "ZPOPMIN" | "ZPOPMAX" | "ZRANDMEMBER" | "HVALS" | "DUMP" => Read,
         "MGET" => MultiRead,
         "HGET" | "HMGET" => HashRead,
         "HGETALL" => HashPairs,
@@ -80,6 +109,55 @@ enum Reply {
     All,
     /// These elements of the top-level aggregate (whole).
     Elements(Vec<usize>),
+    /// The field values of the stream entries the reply is (`XRANGE`).
+    Entries,
+    /// The field values of the entries of these streams (`XREAD`: the reply pairs each
+    /// stream's name with its entries).
+    Streams(Vec<Vec<u8>>),
+}
+
+/// Upper-case `a` equals `word`.
+fn is_word(a: Option<&Vec<u8>>, words: &[&str]) -> bool {
+    a.is_some_and(|a| words.iter().any(|w| a.eq_ignore_ascii_case(w.as_bytes())))
+}
+
+/// `XADD`: the index of the entry id (after the options).
+fn xadd_id(args: &[Vec<u8>]) -> usize {
+    let mut i = 2;
+    loop {
+        if is_word(args.get(i), &["NOMKSTREAM"]) {
+            i += 1;
+        } else if is_word(args.get(i), &["MAXLEN", "MINID"]) {
+            i += 1;
+            if is_word(args.get(i), &["=", "~"]) {
+                i += 1;
+            }
+            i += 1; // the threshold
+            if is_word(args.get(i), &["LIMIT"]) {
+                i += 2;
+            }
+        } else {
+            return i;
+        }
+    }
+}
+
+/// `ZADD`: the index of the first score (after the options).
+fn zadd_first(args: &[Vec<u8>]) -> usize {
+    let mut i = 2;
+    while is_word(args.get(i), &["NX", "XX", "GT", "LT", "CH", "INCR"]) {
+        i += 1;
+    }
+    i
+}
+
+/// `XREAD`/`XREADGROUP`: the stream names (the first half of what follows `STREAMS`).
+fn xread_keys(args: &[Vec<u8>]) -> &[Vec<u8>] {
+    let Some(s) = args.iter().position(|a| a.eq_ignore_ascii_case(b"STREAMS")) else {
+        return &[];
+    };
+    let rest = &args[s + 1..];
+    &rest[..rest.len() / 2]
 }
 
 fn plan(method: &str, args: &[Vec<u8>], p: &RedactionPolicy) -> Plan {
@@ -150,6 +228,47 @@ fn plan(method: &str, args: &[Vec<u8>], p: &RedactionPolicy) -> Plan {
             out.reply = Reply::Elements(Vec::new()); // resolved on the reply (field names)
             if key(1) {
                 out.reply = Reply::All;
+            }
+        }
+        Shape::StreamAdd => {
+            let whole = key(1);
+            out.args.extend(
+                (xadd_id(args) + 1..args.len())
+                    .step_by(2)
+                    .filter(|&i| whole || field(i))
+                    .map(|i| i + 1),
+            );
+        }
+        Shape::SortedAdd => {
+            if key(1) {
+                out.args
+                    .extend((zadd_first(args) + 1..args.len()).step_by(2));
+            }
+        }
+        Shape::Script => {
+            let n = args
+                .get(2)
+                .and_then(|n| std::str::from_utf8(n).ok()?.parse::<usize>().ok())
+                .unwrap_or(0);
+            let keys = 3..(3 + n).min(args.len());
+            if keys.clone().any(key) {
+                out.args.extend(keys.end..args.len());
+                out.reply = Reply::All;
+            }
+        }
+        Shape::StreamRead => {
+            if key(1) {
+                out.reply = Reply::Entries;
+            }
+        }
+        Shape::StreamsRead => {
+            let keys: Vec<Vec<u8>> = xread_keys(args)
+                .iter()
+                .filter(|k| p.redis_key_matches(k))
+                .cloned()
+                .collect();
+            if !keys.is_empty() {
+                out.reply = Reply::Streams(keys);
             }
         }
     }
@@ -346,8 +465,24 @@ pub fn redact(e: &mut ProtoEvent, p: &RedactionPolicy) -> Applied {
         };
         pl.reply = Reply::Elements(hash_pairs(&fields, p));
     }
+    let streams = match &pl.reply {
+        Reply::Entries => Some(None),
+        Reply::Streams(keys) => Some(Some(keys.clone())),
+        _ => None,
+    };
+    if let Some(keys) = &streams {
+        let resp = node(&call.raw_response, 0, 0);
+        rewrite(&mut call.raw_response, |b| {
+            if let Some(n) = &resp {
+                blank_streams(b, n, keys.as_deref());
+            }
+        });
+        if let Some(r) = call.detail.get_mut("reply") {
+            values += redact_json_streams(r, keys.as_deref());
+        }
+    }
     let reply_elems = match &pl.reply {
-        Reply::Keep => None,
+        Reply::Keep | Reply::Entries | Reply::Streams(_) => None,
         Reply::All => Some(None),
         Reply::Elements(e) if e.is_empty() => None,
         Reply::Elements(e) => Some(Some(e.clone())),
@@ -376,17 +511,101 @@ pub fn redact(e: &mut ProtoEvent, p: &RedactionPolicy) -> Applied {
             };
         }
     }
-    if !pl.args.is_empty() || reply_elems.is_some() {
+    if !pl.args.is_empty() || reply_elems.is_some() || streams.is_some() {
         let args: Vec<usize> = pl.args.iter().filter_map(|i| i.checked_sub(skip)).collect();
         if !args.is_empty() {
             note(&mut call.detail, "args", json!(args));
         }
-        if reply_elems.is_some() {
+        if reply_elems.is_some() || streams.is_some() {
             note(&mut call.detail, "reply", json!(true));
         }
         note(&mut call.detail, "values", json!(values));
     }
     Applied { values }
+}
+
+/// The field values of the stream entries in `entries` (`[[id, [field, value, …]], …]`);
+/// how many strings.
+fn blank_entries(b: &mut [u8], entries: &Node) -> u64 {
+    let mut done = 0;
+    for e in &entries.children {
+        if let Some(fields) = e.children.get(1) {
+            for v in fields.children.iter().skip(1).step_by(2) {
+                done += blank_all(b, v);
+            }
+        }
+    }
+    done
+}
+
+/// Wire side of [`Reply::Entries`] (`keys` = `None`) and [`Reply::Streams`]: an `XREAD`
+/// reply pairs each stream's name with its entries, as two-element arrays (RESP2) or as a
+/// flat map (RESP3).
+fn blank_streams(b: &mut [u8], n: &Node, keys: Option<&[Vec<u8>]>) {
+    let Some(keys) = keys else {
+        blank_entries(b, n);
+        return;
+    };
+    let name_matches = |b: &[u8], k: &Node| {
+        k.content.clone().is_some_and(|r| {
+            keys.iter()
+                .any(|key| b.get(r.clone()) == Some(key.as_slice()))
+        })
+    };
+    let flat = n.children.first().is_some_and(|c| c.content.is_some());
+    if flat {
+        for kv in n.children.chunks(2) {
+            if let [k, entries] = kv
+                && name_matches(b, k)
+            {
+                blank_entries(b, entries);
+            }
+        }
+    } else {
+        for pair in &n.children {
+            if let [k, entries] = pair.children.as_slice()
+                && name_matches(b, k)
+            {
+                blank_entries(b, entries);
+            }
+        }
+    }
+}
+
+/// JSON side of [`blank_entries`].
+fn redact_json_entries(entries: &mut Value) -> u64 {
+    let Some(a) = entries.as_array_mut() else {
+        return 0;
+    };
+    let mut done = 0;
+    for e in a {
+        if let Some(fields) = e.get_mut(1).and_then(Value::as_array_mut) {
+            for v in fields.iter_mut().skip(1).step_by(2) {
+                done += redact_json_all(v);
+            }
+        }
+    }
+    done
+}
+
+/// JSON side of [`blank_streams`]: `XREAD`'s reply is `[[name, entries], …]` in either RESP
+/// version.
+fn redact_json_streams(r: &mut Value, keys: Option<&[Vec<u8>]>) -> u64 {
+    let Some(keys) = keys else {
+        return redact_json_entries(r);
+    };
+    let Some(a) = r.as_array_mut() else { return 0 };
+    let mut done = 0;
+    for pair in a {
+        let matches = pair
+            .get(0)
+            .and_then(Value::as_str)
+            .is_some_and(|k| keys.iter().any(|key| key.as_slice() == k.as_bytes()));
+        if matches && let Some(entries) = pair.get_mut(1) {
+            done += redact_json_entries(entries);
+        }
+    }
+    done
 }
 
 /// Elements `e` of a JSON reply (an array, or a map as `[[k, v], …]` counted flat).
@@ -584,6 +803,232 @@ mod tests {
             .args
                 == [2]
         );
+    }
+
+    /// XADD: every value of a matching stream, else the values of secret fields; options
+    /// before the id are skipped, ids and field names kept.
+    #[test]
+    fn stream_writes() {
+        let (e, n) = run(
+            "XADD",
+            &[
+                "XADD",
+                "session:events",
+                "MAXLEN",
+                "~",
+                "1000",
+                "*",
+                "user",
+                "alice",
+                "sid",
+                TOK,
+            ],
+            b"$15\r\n1700000000000-0\r\n",
+            json!("1700000000000-0"),
+        );
+        let (d, rq, rs) = test_parts(&e);
+        assert!(absent(rq, TOK) && absent(rq, "alice"));
+        assert!(!absent(rq, "1000") && !absent(rq, "sid") && !absent(rs, "1700000000000-0"));
+        assert_eq!(
+            d["args"],
+            json!([
+                "session:events",
+                "MAXLEN",
+                "~",
+                "1000",
+                "*",
+                "user",
+                REDACTED,
+                "sid",
+                REDACTED
+            ])
+        );
+        assert_eq!(d["redacted"]["args"], json!([6, 8]));
+        assert_eq!(n, 2);
+        // Another stream: only the field on the key list.
+        let (e, _) = run(
+            "XADD",
+            &[
+                "XADD",
+                "audit",
+                "NOMKSTREAM",
+                "1-1",
+                "user",
+                "alice",
+                "password",
+                TOK,
+            ],
+            b"$3\r\n1-1\r\n",
+            json!("1-1"),
+        );
+        let (d, rq, _) = test_parts(&e);
+        assert!(absent(rq, TOK) && !absent(rq, "alice"));
+        assert_eq!(
+            d["args"],
+            json!([
+                "audit",
+                "NOMKSTREAM",
+                "1-1",
+                "user",
+                "alice",
+                "password",
+                REDACTED
+            ])
+        );
+    }
+
+    /// XRANGE / XREAD replies: field values of matching streams, ids and names kept, in the
+    /// wire bytes (RESP2 arrays and RESP3 maps) and in the detail.
+    #[test]
+    fn stream_reads() {
+        let entries = format!(
+            "*1\r\n*2\r\n$3\r\n1-0\r\n*4\r\n$4\r\nuser\r\n$5\r\nalice\r\n$3\r\nsid\r\n${}\r\n{TOK}\r\n",
+            TOK.len()
+        );
+        let entries_json = json!([["1-0", ["user", "alice", "sid", TOK]]]);
+        let (e, n) = run(
+            "XRANGE",
+            &["XRANGE", "session:events", "-", "+"],
+            entries.as_bytes(),
+            entries_json.clone(),
+        );
+        let (d, _, rs) = test_parts(&e);
+        assert!(absent(rs, TOK) && absent(rs, "alice") && !absent(rs, "1-0") && !absent(rs, "sid"));
+        assert_eq!(
+            d["reply"],
+            json!([["1-0", ["user", REDACTED, "sid", REDACTED]]])
+        );
+        assert_eq!(d["redacted"]["reply"], true);
+        assert_eq!(n, 2);
+        // A stream no glob matches keeps its values.
+        let (e, n) = run(
+            "XRANGE",
+            &["XRANGE", "events", "-", "+"],
+            entries.as_bytes(),
+            entries_json.clone(),
+        );
+        assert!(!absent(test_parts(&e).2, TOK) && n == 0);
+
+        // XREAD over two streams, one secret: RESP2 pairs, then a RESP3 map.
+        let other = "*1\r\n*2\r\n$3\r\n2-0\r\n*2\r\n$1\r\nk\r\n$6\r\npublic\r\n";
+        let resp2 =
+            format!("*2\r\n*2\r\n$6\r\nevents\r\n{other}*2\r\n$14\r\nsession:events\r\n{entries}");
+        let detail = json!([
+            ["events", [["2-0", ["k", "public"]]]],
+            ["session:events", entries_json]
+        ]);
+        let args = [
+            "XREAD",
+            "COUNT",
+            "10",
+            "STREAMS",
+            "events",
+            "session:events",
+            "0",
+            "0",
+        ];
+        let (e, _) = run("XREAD", &args, resp2.as_bytes(), detail.clone());
+        let (d, _, rs) = test_parts(&e);
+        assert!(absent(rs, TOK) && absent(rs, "alice") && !absent(rs, "public"));
+        assert_eq!(
+            d["reply"][1][1][0][1],
+            json!(["user", REDACTED, "sid", REDACTED])
+        );
+        assert_eq!(d["reply"][0][1][0][1], json!(["k", "public"]));
+        let resp3 = format!("%2\r\n$6\r\nevents\r\n{other}$14\r\nsession:events\r\n{entries}");
+        let (e, _) = run("XREAD", &args, resp3.as_bytes(), detail);
+        let (_, _, rs) = test_parts(&e);
+        assert!(absent(rs, TOK) && absent(rs, "alice") && !absent(rs, "public"));
+    }
+
+    /// ZADD members (options and scores kept), ZSCORE's member, ZRANGE's reply; scripts whose
+    /// keys match: every argument and the reply.
+    #[test]
+    fn sorted_sets_and_scripts() {
+        let (e, _) = run(
+            "ZADD",
+            &[
+                "ZADD",
+                "session:active",
+                "NX",
+                "CH",
+                "1700000000",
+                TOK,
+                "1700000001",
+                "other-secret",
+            ],
+            b":2\r\n",
+            json!(2),
+        );
+        let (d, rq, _) = test_parts(&e);
+        assert!(absent(rq, TOK) && absent(rq, "other-secret") && !absent(rq, "1700000001"));
+        assert_eq!(
+            d["args"],
+            json!([
+                "session:active",
+                "NX",
+                "CH",
+                "1700000000",
+                REDACTED,
+                "1700000001",
+                REDACTED
+            ])
+        );
+        let (e, _) = run(
+            "ZSCORE",
+            &["ZSCORE", "session:active", TOK],
+            b"$10\r\n1700000000\r\n",
+            json!("1700000000"),
+        );
+        assert!(absent(test_parts(&e).1, TOK));
+        let reply = format!("*1\r\n${}\r\n{TOK}\r\n", TOK.len());
+        let (e, _) = run(
+            "ZRANGE",
+            &["ZRANGE", "session:active", "0", "-1"],
+            reply.as_bytes(),
+            json!([TOK]),
+        );
+        let (d, _, rs) = test_parts(&e);
+        assert!(absent(rs, TOK) && d["reply"] == json!([REDACTED]));
+        let (e, _) = run(
+            "ZADD",
+            &["ZADD", "leaderboard", "1", "alice"],
+            b":1\r\n",
+            json!(1),
+        );
+        assert!(!absent(test_parts(&e).1, "alice"));
+
+        let script = "return redis.call('SET', KEYS[1], ARGV[1])";
+        let (e, n) = run(
+            "EVAL",
+            &["EVAL", script, "2", "cache:1", "user_token:1", TOK, "60"],
+            b"+OK\r\n",
+            json!("OK"),
+        );
+        let (d, rq, _) = test_parts(&e);
+        assert!(absent(rq, TOK) && !absent(rq, "user_token:1") && !absent(rq, "redis.call"));
+        assert_eq!(
+            d["args"],
+            json!([script, "2", "cache:1", "user_token:1", REDACTED, REDACTED])
+        );
+        assert_eq!(d["redacted"]["reply"], true);
+        assert_eq!(n, 3, "two arguments and the reply");
+        let reply = format!("${}\r\n{TOK}\r\n", TOK.len());
+        let (e, _) = run(
+            "EVALSHA",
+            &["EVALSHA", "abc123", "1", "session:x"],
+            reply.as_bytes(),
+            json!(TOK),
+        );
+        assert!(absent(test_parts(&e).2, TOK));
+        // No key matches: nothing.
+        let (e, n) = run(
+            "FCALL",
+            &["FCALL", "f", "1", "cache:1", TOK],
+            b"+OK\r\n",
+            json!("OK"),
+        );
+        assert!(!absent(test_parts(&e).1, TOK) && n == 0);
     }
 
     #[test]
