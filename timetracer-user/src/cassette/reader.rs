@@ -31,7 +31,17 @@ pub fn read_decompressed(path: &Path, limit: u64) -> Result<Vec<u8>, Error> {
         source,
     };
     let file = BufReader::new(File::open(path).map_err(read_err)?);
-    let (magic, raw) = sniff(file).map_err(read_err)?;
+    decompress(path, file, limit)
+}
+
+/// Decrypt and decompress the bytes of `raw` (a cassette file's contents, sniffed by magic),
+/// failing with [`Error::TooLarge`] past `limit` bytes; `path` is only used in errors.
+pub fn decompress(path: &Path, raw: impl Read, limit: u64) -> Result<Vec<u8>, Error> {
+    let read_err = |source| Error::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let (magic, raw) = sniff(raw).map_err(read_err)?;
     if magic.starts_with(crypt::MAGIC) {
         let plain = crypt::open(raw).map_err(|source| Error::Encrypted {
             path: path.to_path_buf(),
