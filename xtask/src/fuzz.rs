@@ -268,10 +268,32 @@ mod tests {
         assert!((o.secs - 11.0).abs() < 0.1, "{}", o.secs);
     }
 
+    /// Every protocol of the registry (`protocols::REGISTRY`) has its parser target, and every
+    /// target is in the harness's list (`seeds::TARGETS`, which the seed writer walks).
     #[test]
-    fn every_target_is_a_bin_of_the_fuzz_crate() {
+    fn every_registered_protocol_has_a_target() {
         let t = all_targets().expect("fuzz/Cargo.toml");
-        assert!(t.len() >= 14, "{t:?}");
-        assert!(t.iter().all(|n| n != "fuzz-seeds"));
+        let src = fs::read_to_string(root().join("timetracer-user/src/protocols/mod.rs")).unwrap();
+        let registry = src.split("pub static REGISTRY").nth(1).unwrap();
+        let registry = &registry[registry.find("= [").unwrap()..registry.find("];").unwrap()];
+        let protocols: Vec<&str> = registry
+            .split('&')
+            .skip(1)
+            .filter_map(|s| s.split("::SPEC").next())
+            .collect();
+        assert!(protocols.len() >= 5, "{protocols:?}");
+        for p in protocols {
+            assert!(
+                t.contains(&format!("proto_{p}")),
+                "no fuzz target proto_{p}: {t:?}"
+            );
+        }
+        let seeds = fs::read_to_string(root().join("fuzz/src/seeds.rs")).unwrap();
+        for name in &t {
+            assert!(
+                seeds.contains(&format!("\"{name}\",")),
+                "{name} is not in seeds::TARGETS"
+            );
+        }
     }
 }
