@@ -18,7 +18,10 @@ use cli_common::fixtures;
 
 /// Peak resident memory allowed to one command on one hostile file: the reader's cap
 /// (256 MiB of decompressed bytes, held in one growing buffer) with headroom, far below what
-/// an uncapped reader takes on the bomb below (1 GiB of decompressed bytes).
+/// an uncapped reader takes on the bomb below (1 GiB of decompressed bytes). The child's
+/// `ru_maxrss` is an upper bound: Linux carries the spawning process's high-water mark into a
+/// child started with vfork + exec (`exec_mmap` → `setmax_mm_hiwater_rss`), so it includes
+/// this test process's own peak.
 const MAX_RSS_KIB: i64 = 768 * 1024;
 /// Wall time allowed to one command on one hostile file.
 const MAX_SECS: u64 = 60;
