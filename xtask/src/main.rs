@@ -172,6 +172,8 @@ const APT_PACKAGES: &[&str] = &[
     "chromium-driver",
     // `promtool check metrics` for node mode's /metrics (the test never starts the server).
     "prometheus",
+    // libfuzzer-sys compiles libFuzzer, which is C++ (`cargo xtask fuzz`, and clippy of fuzz/).
+    "g++",
 ];
 
 /// End-to-end tests excluded from `cargo xtask test`, each with the reason printed at run time.
