@@ -929,7 +929,15 @@ pub fn decode(b: &[u8]) -> Result<Record<'_>, DecodeError> {
     let h = EventHeader::from_bytes(b)?;
     let kind = Kind::from_u32(h.kind).ok_or(DecodeError::UnknownKind(h.kind))?;
     let o = h.origin();
-    let payload = || -> Result<&[u8], DecodeError> {
+    // A payload longer than the kernel's record of that kind can carry is never written: it
+    // is a corrupt length, not data (and could not be encoded back).
+    let payload = |max: usize| -> Result<&[u8], DecodeError> {
+        if h.len as usize > max {
+            return Err(DecodeError::BadValue {
+                field: "len",
+                value: h.len,
+            });
+        }
         let end = 64usize.saturating_add(h.len as usize);
         need(b, end)?;
         Ok(&b[64..end])
@@ -945,7 +953,7 @@ pub fn decode(b: &[u8]) -> Result<Record<'_>, DecodeError> {
             pos: h.pos,
             syscall_bytes: h.total as u64,
             last_chunk,
-            payload: payload()?,
+            payload: payload(LARGE_CHUNK)?,
         }),
         Kind::DataLost => Record::DataLost(DataLost {
             origin: o,
@@ -963,7 +971,7 @@ pub fn decode(b: &[u8]) -> Result<Record<'_>, DecodeError> {
             offset: h.pos,
             syscall_bytes: h.total as u64,
             last_chunk,
-            payload: payload()?,
+            payload: payload(LARGE_CHUNK)?,
         }),
         Kind::TlsData => Record::TlsData(TlsData {
             origin: o,
@@ -973,7 +981,7 @@ pub fn decode(b: &[u8]) -> Result<Record<'_>, DecodeError> {
             pos: h.pos,
             call_bytes: h.total as u64,
             last_chunk,
-            payload: payload()?,
+            payload: payload(LARGE_CHUNK)?,
         }),
         Kind::TlsDataLost => Record::TlsDataLost(TlsDataLost {
             origin: o,
@@ -1052,7 +1060,7 @@ pub fn decode(b: &[u8]) -> Result<Record<'_>, DecodeError> {
             task: h.conn_id,
             task_ctx: h.pos,
             parent_ctx: h.total as u64,
-            qualname: payload()?,
+            qualname: payload(PY_QUALNAME)?,
         }),
         Kind::PyCopy => Record::PyCopy(PyCopy {
             origin: o,

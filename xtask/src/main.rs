@@ -1,5 +1,6 @@
-//! Project automation: `cargo xtask install | build | lint | toolchain | test | demo | bench`
-//! (`bench` builds and runs the benchmark crate, bench/).
+//! Project automation: `cargo xtask install | build | lint | toolchain | test | fuzz | demo |
+//! bench` (`bench` builds and runs the benchmark crate, bench/; `fuzz` the libFuzzer targets of
+//! fuzz/).
 //!
 //! Every command installs what it needs first, idempotently, so the README's two commands work
 //! on a fresh Debian 12 machine.
@@ -17,6 +18,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod fuzz;
 mod toolchain;
 
 #[derive(Parser)]
@@ -48,11 +50,26 @@ enum Cmd {
         #[arg(long)]
         all: bool,
         /// Long runs: thousands of requests per configuration in the attribution tests
-        /// (`TIMETRACER_ATTR_REQUESTS=3000`; the default keeps CI within minutes).
+        /// (`TIMETRACER_ATTR_REQUESTS=3000`; the default keeps CI within minutes) and ten
+        /// minutes per fuzz target.
         #[arg(long)]
         long: bool,
         /// Extra arguments for the end-to-end test filter.
         filter: Option<String>,
+    },
+    /// Coverage-guided fuzzing (libFuzzer) of every parser and reader of untrusted bytes:
+    /// builds fuzz/ instrumented on the pinned nightly, seeds the corpora from the recorded
+    /// fixtures (target/fuzz/corpus/), runs each target, prints executions and coverage per
+    /// target. Fails on a crash, naming the input. See docs/reliability.md.
+    Fuzz {
+        /// Seconds per target.
+        #[arg(long, default_value_t = fuzz::SMOKE_SECS)]
+        time: u64,
+        /// Ten minutes per target (overrides --time).
+        #[arg(long)]
+        long: bool,
+        /// Only these targets (default: all).
+        targets: Vec<String>,
     },
     /// Install, build, record a bundled sample app, and show the cassettes.
     Demo,
@@ -81,6 +98,11 @@ fn main() -> ExitCode {
             long,
             filter,
         } => test(host_only, all, long, filter.as_deref()),
+        Cmd::Fuzz {
+            time,
+            long,
+            targets,
+        } => fuzz::fuzz(if long { fuzz::LONG_SECS } else { time }, &targets),
         Cmd::Demo => demo(),
         Cmd::Bench { args } => bench(&args),
     };
@@ -150,6 +172,8 @@ const APT_PACKAGES: &[&str] = &[
     "chromium-driver",
     // `promtool check metrics` for node mode's /metrics (the test never starts the server).
     "prometheus",
+    // libfuzzer-sys compiles libFuzzer, which is C++ (`cargo xtask fuzz`, and clippy of fuzz/).
+    "g++",
 ];
 
 /// End-to-end tests excluded from `cargo xtask test`, each with the reason printed at run time.
@@ -269,6 +293,15 @@ fn test(host_only: bool, all: bool, long: bool, filter: Option<&str>) -> Result<
     // Self-check: the eBPF object just built came from the pinned toolchain.
     toolchain::report(&pin)?;
     host_tests()?;
+    // The fuzz smoke: every target, a short run each, 0 crashes (`--long`: ten minutes each).
+    fuzz::fuzz(
+        if long {
+            fuzz::LONG_SECS
+        } else {
+            fuzz::SMOKE_SECS
+        },
+        &[],
+    )?;
     // The Python replay hook (python/): pytest, each test in fresh interpreters of the venv.
     run(strict(
         Command::new(venv_dir().join("bin/python"))

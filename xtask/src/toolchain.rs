@@ -44,7 +44,7 @@ fn installed_components(channel: &str) -> Option<String> {
 
 /// Installs the pinned toolchain with its components, beside whatever other toolchains the
 /// user has (never touching them, nor the default).
-fn install_rust(pin: &Pin) -> Result<()> {
+pub(crate) fn install_rust(pin: &Pin) -> Result<()> {
     match installed_components(&pin.channel) {
         None => run(Command::new("rustup")
             .args(["toolchain", "install", &pin.channel, "--profile", "minimal"])

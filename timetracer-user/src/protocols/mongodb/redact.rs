@@ -141,7 +141,11 @@ fn messages(b: &mut [u8], secret: &dyn Fn(&str) -> bool) -> u64 {
                         1 => {
                             let Some(size) = len_at(b, p) else { break };
                             let sec_end = p.saturating_add(size).min(body_end);
-                            let Some(id) = b[p + 4..sec_end].iter().position(|&c| c == 0) else {
+                            // A declared size below 4 ends the section before its identifier.
+                            let Some(id) = b
+                                .get(p + 4..sec_end)
+                                .and_then(|s| s.iter().position(|&c| c == 0))
+                            else {
                                 break;
                             };
                             let mut q = p + 4 + id + 1;
@@ -342,6 +346,23 @@ mod tests {
             let rq = test_parts(&e).1;
             assert_eq!(rq.len(), cut);
             assert!(absent(rq, &PW[..PW.len().min(6)]), "cut at {cut}");
+        }
+    }
+
+    /// Found by `cargo xtask fuzz` (target `proto_mongodb`, issue #24): an `OP_MSG` document
+    /// sequence (kind 1) whose declared size is below 4 sliced its identifier backwards.
+    #[test]
+    fn sequence_section_smaller_than_its_size_field() {
+        for size in [0i32, 2, 3] {
+            let mut b = Vec::new();
+            b.extend_from_slice(&25i32.to_le_bytes());
+            b.extend_from_slice(&[0; 8]);
+            b.extend_from_slice(&OP_MSG.to_le_bytes());
+            b.extend_from_slice(&0u32.to_le_bytes());
+            b.push(1);
+            b.extend_from_slice(&size.to_le_bytes());
+            assert_eq!(b.len(), 25);
+            assert_eq!(messages(&mut b, &|_| true), 0, "size {size}");
         }
     }
 }

@@ -891,7 +891,8 @@ impl MysqlParser {
             Rs::First => match (c.cmd, h) {
                 (com::STATISTICS, _) => c.st = Rs::Done,
                 (com::STMT_PREPARE, 0x00) => {
-                    let mut r = parse::Reader::new(&pl[1..]);
+                    // `h` is 0 for an empty packet too: nothing after the header byte.
+                    let mut r = parse::Reader::new(pl.get(1..).unwrap_or_default());
                     let id = r.u32().unwrap_or(0);
                     let ncols = u64::from(r.u16().unwrap_or(0));
                     let nparams = u64::from(r.u16().unwrap_or(0));

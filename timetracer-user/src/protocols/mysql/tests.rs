@@ -467,3 +467,18 @@ fn server_gap_resyncs_at_next_response() {
     assert_eq!(c.last().unwrap().method, "INIT_DB");
     assert_eq!(c.last().unwrap().detail["incomplete"], false);
 }
+
+/// Found by `cargo xtask fuzz` (target `proto_mysql`, issue #24): an empty packet answering
+/// `COM_STMT_PREPARE` (its missing header byte reads as 0x00, "OK") sliced past its end.
+#[test]
+fn empty_answer_to_stmt_prepare() {
+    let mut prep = vec![com::STMT_PREPARE];
+    prep.extend_from_slice(b"SELECT ?");
+    let recs = vec![
+        (true, pkt(0, &prep)),
+        (false, pkt(1, &[])),
+        (true, pkt(0, &[com::QUIT])),
+    ];
+    let ev = run(&mut MysqlParser::default(), &recs);
+    assert_eq!(calls(&ev).len(), 1, "{ev:?}");
+}

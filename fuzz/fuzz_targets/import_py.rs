@@ -1,0 +1,8 @@
+#![no_main]
+#![expect(
+    unused_crate_dependencies,
+    reason = "one package's dependencies are every target's; each uses the harness only"
+)]
+use timetracer_fuzz::run_import_py;
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| run_import_py(data));
