@@ -293,15 +293,12 @@ fn test(host_only: bool, all: bool, long: bool, filter: Option<&str>) -> Result<
     // Self-check: the eBPF object just built came from the pinned toolchain.
     toolchain::report(&pin)?;
     host_tests()?;
-    // The fuzz smoke: every target, a short run each, 0 crashes (`--long`: ten minutes each).
-    fuzz::fuzz(
-        if long {
-            fuzz::LONG_SECS
-        } else {
-            fuzz::SMOKE_SECS
-        },
-        &[],
-    )?;
+    // Fuzzing under `--long` only (ten minutes a target, 0 crashes): the instrumented build of
+    // the whole agent crate takes 20–28 minutes cold on a 2-core CI machine, more than the
+    // test command's budget allows (docs/reliability.md); `cargo xtask fuzz` runs it alone.
+    if long {
+        fuzz::fuzz(fuzz::LONG_SECS, &[])?;
+    }
     // The Python replay hook (python/): pytest, each test in fresh interpreters of the venv.
     run(strict(
         Command::new(venv_dir().join("bin/python"))
