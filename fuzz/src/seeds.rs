@@ -242,13 +242,13 @@ fn har_seeds() -> Vec<(String, Vec<u8>)> {
         .into_iter()
         .filter_map(|p| reader::read(&p).ok().map(|c| (p, c)))
         .collect();
-    let har = timetracer::cli::tools::export::to_har(&cs, true);
+    let har = timetracer::analysis::export::to_har(&cs, true);
     let mut out = vec![(
         "all.har".to_owned(),
         serde_json::to_vec(&har).unwrap_or_default(),
     )];
     for (p, c) in cs.into_iter().take(4) {
-        let one = timetracer::cli::tools::export::to_har(&[(p.clone(), c)], false);
+        let one = timetracer::analysis::export::to_har(&[(p.clone(), c)], false);
         out.push((
             format!("{}.har", name_of(&p)),
             serde_json::to_vec(&one).unwrap_or_default(),
