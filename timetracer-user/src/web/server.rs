@@ -51,6 +51,10 @@ pub struct ServeConfig {
     pub replay_timeout: Duration,
     /// How often the directory is checked for new cassettes.
     pub refresh: Duration,
+    /// Only the cassettes of this Kubernetes namespace (`--namespace`).
+    pub namespace: Option<String>,
+    /// Only the cassettes of this pod, a name or a glob (`--pod`).
+    pub pod: Option<String>,
 }
 
 struct Snapshot {
@@ -141,8 +145,9 @@ impl Server {
         })?;
         let dir = cfg.dir.clone();
         let limit = cfg.limit;
+        let (namespace, pod) = (cfg.namespace.clone(), cfg.pod.clone());
         let (collector, snap) = tokio::task::spawn_blocking(move || {
-            let mut c = Collector::open(&dir)?;
+            let mut c = Collector::open(&dir)?.scoped(namespace, pod);
             c.refresh()?;
             let s = build_snapshot(&mut c, limit, 1)?;
             Ok::<_, crate::index::Error>((c, s))
@@ -710,6 +715,8 @@ mod tests {
                 replay_socket: dir.path().join("no-such.sock"),
                 replay_timeout: Duration::from_secs(5),
                 refresh: Duration::from_millis(200),
+                namespace: None,
+                pod: None,
             }))
             .unwrap();
         let addr = server.addr;
