@@ -1,5 +1,5 @@
 //! Project automation: `cargo xtask install | build | lint | toolchain | test | demo | bench |
-//! manifests`
+//! manifests | image`
 //! (`bench` builds and runs the benchmark crate, bench/).
 //!
 //! Every command installs what it needs first, idempotently, so the README's two commands work
@@ -18,6 +18,7 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
+mod image;
 mod toolchain;
 
 #[derive(Parser)]
@@ -60,6 +61,15 @@ enum Cmd {
     /// Regenerate deploy/manifests/ from the Helm chart (deploy/helm/timetracer, default
     /// values) with deploy/render.py; a test fails while they differ.
     Manifests,
+    /// Build the agent's container image (Debian packages via mmdebstrap + the release
+    /// binaries) as target/image/timetracer-VERSION.tar, an OCI layout that is also a docker
+    /// archive: `ctr images import` / `docker load`. Named localhost/timetracer:VERSION, the
+    /// chart's default image.
+    Image {
+        /// Use the binaries already in target/release.
+        #[arg(long)]
+        no_build: bool,
+    },
     /// Benchmarks (issue #11): overhead vs untraced and vs the Python tool, agent and kernel
     /// cost, tools. Needs root; results go to bench-results/. See docs/performance.md.
     /// Installs and builds what it needs, then runs target/release/timetracer-bench (crate
@@ -86,6 +96,7 @@ fn main() -> ExitCode {
             filter,
         } => test(host_only, all, long, filter.as_deref()),
         Cmd::Demo => demo(),
+        Cmd::Image { no_build } => image_cmd(no_build).map(|_| ()),
         Cmd::Manifests => python_venv().and_then(|()| {
             run(Command::new(venv_dir().join("bin/python"))
                 .arg(root().join("deploy/render.py"))
@@ -254,6 +265,19 @@ fn ensure_venv(venv: &Path, req: &Path) -> Result<()> {
     Ok(())
 }
 
+/// `cargo xtask image`: mmdebstrap (installed when missing), the release build, the tarball.
+fn image_cmd(no_build: bool) -> Result<PathBuf> {
+    apt_install(&["mmdebstrap"])?;
+    if !is_root() {
+        bail!("mmdebstrap builds the root file system as root: run `sudo cargo xtask image`");
+    }
+    if !no_build {
+        install()?;
+        build()?;
+    }
+    image::build(&root())
+}
+
 fn build() -> Result<()> {
     // The same check build.rs makes, before cargo starts: a mismatch names the fix at once.
     let found = toolchain::check(&toolchain::load()?)?;
@@ -303,6 +327,14 @@ fn test(host_only: bool, all: bool, long: bool, filter: Option<&str>) -> Result<
             "no:cacheprovider",
             "deploy/tests",
         ]))?;
+    // The container image end-to-end test (tests/integration image.rs) imports the image into
+    // Debian's containerd and runs it with runc: only that test needs them.
+    let image = if is_root() {
+        apt_install(&["containerd", "runc", "mmdebstrap"])?;
+        Some(image::build(&root())?)
+    } else {
+        None
+    };
     // Privileged end-to-end tests: real apps, real kernel programs, one at a time.
     let mut cmd = Command::new("cargo");
     cmd.current_dir(root())
@@ -322,6 +354,9 @@ fn test(host_only: bool, all: bool, long: bool, filter: Option<&str>) -> Result<
             root().join("target/release/timetracer-agent"),
         )
         .env("TIMETRACER_CLI", root().join("target/release/timetracer"));
+    if let Some(image) = image {
+        cmd.env("TIMETRACER_IMAGE", image);
+    }
     if long {
         cmd.env("TIMETRACER_ATTR_REQUESTS", "3000");
     }
