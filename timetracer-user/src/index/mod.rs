@@ -29,8 +29,9 @@ pub use summary::{DepSummary, Summary, summarize};
 /// Index file name inside the cassette directory (hidden: never listed as a cassette).
 pub const INDEX_FILE: &str = ".timetracer-index.sqlite3";
 /// Bumped when the table layout or what a column holds changes; an index of another version
-/// is rebuilt. 2: `deps.host` drops an explicit default port (`http://h:80/` is `h`).
-const LAYOUT_VERSION: &str = "2";
+/// is rebuilt (its tables dropped and made anew). 2: `deps.host` drops an explicit default port
+/// (`http://h:80/` is `h`). 3: `files.k8s_namespace`, `files.k8s_pod` (`session.k8s`).
+const LAYOUT_VERSION: &str = "3";
 
 /// Index errors.
 #[derive(Debug, thiserror::Error)]
@@ -110,6 +111,10 @@ pub struct Query {
     /// At least one dependency call to this host (with or without `:port`).
     pub dep_host: Option<String>,
     pub min_duration_ms: Option<f64>,
+    /// `session.k8s.namespace`, exact.
+    pub namespace: Option<String>,
+    /// `session.k8s.pod`: exact, or a glob (`api-*`) when it contains `*`, `?` or `[`.
+    pub pod: Option<String>,
     /// Newest first; `None` = all.
     pub limit: Option<usize>,
 }
@@ -137,10 +142,12 @@ CREATE TABLE IF NOT EXISTS files(
   not_cassette INTEGER NOT NULL DEFAULT 0,
   schema_version TEXT, id TEXT, recorded_at TEXT, recorded_unix REAL,
   service TEXT, env TEXT, method TEXT, path TEXT, status INTEGER, duration_ms REAL,
-  event_count INTEGER, has_error INTEGER, legacy INTEGER
+  event_count INTEGER, has_error INTEGER, legacy INTEGER,
+  k8s_namespace TEXT, k8s_pod TEXT
 );
 CREATE INDEX IF NOT EXISTS files_time ON files(recorded_unix);
 CREATE INDEX IF NOT EXISTS files_status ON files(status);
+CREATE INDEX IF NOT EXISTS files_k8s ON files(k8s_namespace, k8s_pod);
 CREATE TABLE IF NOT EXISTS deps(
   rel TEXT NOT NULL, eid INTEGER, kind TEXT, lib TEXT, method TEXT, host TEXT, url TEXT,
   status INTEGER, duration_ms REAL
@@ -284,8 +291,11 @@ impl Index {
             .optional()
             .map_err(sq)?;
         if version.as_deref() != Some(LAYOUT_VERSION) {
-            conn.execute_batch("DELETE FROM files; DELETE FROM deps;")
+            // Another layout: its tables may lack columns, so they are made anew (the files
+            // are read again by the next refresh).
+            conn.execute_batch("DROP TABLE IF EXISTS files; DROP TABLE IF EXISTS deps;")
                 .map_err(sq)?;
+            conn.execute_batch(SCHEMA).map_err(sq)?;
             conn.execute(
                 "INSERT OR REPLACE INTO meta(key, value) VALUES('layout', ?1)",
                 [LAYOUT_VERSION],
@@ -506,86 +516,31 @@ impl Index {
         Ok(usize::try_from(n).unwrap_or(0))
     }
 
+    /// How many cassettes match `q` (its `limit` aside).
+    pub fn count_matching(&self, q: &Query) -> Result<usize, Error> {
+        let mut sql =
+            String::from("SELECT count(*) FROM files f WHERE error IS NULL AND not_cassette=0");
+        let args = filter(&mut sql, q);
+        let n: i64 = self
+            .conn
+            .query_row(&sql, rusqlite::params_from_iter(args), |r| r.get(0))
+            .map_err(self.sq())?;
+        Ok(usize::try_from(n).unwrap_or(0))
+    }
+
     /// Cassettes matching `q`, newest first (by `recorded_at`, then path).
     pub fn search(&self, q: &Query) -> Result<Vec<Entry>, Error> {
+        use rusqlite::types::Value as V;
         let mut sql = String::from(
             "SELECT rel, size, schema_version, id, recorded_at, recorded_unix, service, env, \
-             method, path, status, duration_ms, event_count, has_error, legacy \
-             FROM files f WHERE error IS NULL AND not_cassette=0",
+             method, path, status, duration_ms, event_count, has_error, legacy, k8s_namespace, \
+             k8s_pod FROM files f WHERE error IS NULL AND not_cassette=0",
         );
-        let mut args: Vec<rusqlite::types::Value> = Vec::new();
-        use rusqlite::types::Value as V;
-        fn arg(sql: &mut String, args: &mut Vec<V>, clause: &str, v: V) {
-            args.push(v);
-            sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
-        }
-        if let Some(m) = &q.method {
-            arg(
-                &mut sql,
-                &mut args,
-                " AND upper(method) = upper(?)",
-                V::Text(m.clone()),
-            );
-        }
-        if let Some(e) = &q.endpoint {
-            if e.contains(['*', '?', '[']) {
-                arg(&mut sql, &mut args, " AND path GLOB ?", V::Text(e.clone()));
-            } else {
-                arg(
-                    &mut sql,
-                    &mut args,
-                    " AND instr(lower(path), lower(?)) > 0",
-                    V::Text(e.clone()),
-                );
-            }
-        }
-        if let Some(s) = q.status {
-            arg(&mut sql, &mut args, " AND status = ?", V::Integer(s));
-        }
-        if q.errors {
-            sql.push_str(" AND (status = 0 OR status >= 400 OR has_error = 1)");
-        }
-        if let Some(s) = &q.service {
-            arg(&mut sql, &mut args, " AND service = ?", V::Text(s.clone()));
-        }
-        if let Some(s) = &q.env {
-            arg(&mut sql, &mut args, " AND env = ?", V::Text(s.clone()));
-        }
-        if let Some(t) = q.since {
-            arg(&mut sql, &mut args, " AND recorded_unix >= ?", V::Real(t));
-        }
-        if let Some(t) = q.until {
-            arg(&mut sql, &mut args, " AND recorded_unix < ?", V::Real(t));
-        }
-        if let Some(d) = q.min_duration_ms {
-            arg(&mut sql, &mut args, " AND duration_ms >= ?", V::Real(d));
-        }
-        match (&q.dep_type, &q.dep_host) {
-            (None, None) => {}
-            (t, h) => {
-                sql.push_str(" AND EXISTS (SELECT 1 FROM deps d WHERE d.rel = f.rel");
-                if let Some(t) = t {
-                    arg(&mut sql, &mut args, " AND d.kind = ?", V::Text(t.clone()));
-                }
-                if let Some(h) = h {
-                    let h = h.to_ascii_lowercase();
-                    args.push(V::Text(h));
-                    let n = args.len();
-                    sql.push_str(&format!(
-                        " AND (d.host = ?{n} OR d.host GLOB (?{n} || ':[0-9]*'))"
-                    ));
-                }
-                sql.push(')');
-            }
-        }
+        let mut args = filter(&mut sql, q);
         sql.push_str(" ORDER BY recorded_unix DESC, rel DESC");
         if let Some(l) = q.limit {
-            arg(
-                &mut sql,
-                &mut args,
-                " LIMIT ?",
-                V::Integer(i64::try_from(l).unwrap_or(i64::MAX)),
-            );
+            args.push(V::Integer(i64::try_from(l).unwrap_or(i64::MAX)));
+            sql.push_str(&format!(" LIMIT ?{}", args.len()));
         }
         let mut stmt = self.conn.prepare(&sql).map_err(self.sq())?;
         let rows = stmt
@@ -608,6 +563,8 @@ impl Index {
                         event_count: r.get(12)?,
                         has_error: r.get(13)?,
                         legacy: r.get(14)?,
+                        namespace: r.get(15)?,
+                        pod: r.get(16)?,
                         deps: Vec::new(),
                     },
                 })
@@ -615,6 +572,98 @@ impl Index {
             .map_err(self.sq())?;
         rows.collect::<Result<Vec<_>, _>>().map_err(self.sq())
     }
+}
+
+/// Appends `q`'s conditions (all but the limit) to `sql` as ` AND ...` clauses with numbered
+/// parameters; returns their values.
+fn filter(sql: &mut String, q: &Query) -> Vec<rusqlite::types::Value> {
+    use rusqlite::types::Value as V;
+    let mut args: Vec<V> = Vec::new();
+    fn arg(sql: &mut String, args: &mut Vec<V>, clause: &str, v: V) {
+        args.push(v);
+        sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
+    }
+    if let Some(m) = &q.method {
+        arg(
+            sql,
+            &mut args,
+            " AND upper(method) = upper(?)",
+            V::Text(m.clone()),
+        );
+    }
+    if let Some(e) = &q.endpoint {
+        if e.contains(['*', '?', '[']) {
+            arg(sql, &mut args, " AND path GLOB ?", V::Text(e.clone()));
+        } else {
+            arg(
+                sql,
+                &mut args,
+                " AND instr(lower(path), lower(?)) > 0",
+                V::Text(e.clone()),
+            );
+        }
+    }
+    if let Some(s) = q.status {
+        arg(sql, &mut args, " AND status = ?", V::Integer(s));
+    }
+    if q.errors {
+        sql.push_str(" AND (status = 0 OR status >= 400 OR has_error = 1)");
+    }
+    if let Some(s) = &q.service {
+        arg(sql, &mut args, " AND service = ?", V::Text(s.clone()));
+    }
+    if let Some(s) = &q.env {
+        arg(sql, &mut args, " AND env = ?", V::Text(s.clone()));
+    }
+    if let Some(t) = q.since {
+        arg(sql, &mut args, " AND recorded_unix >= ?", V::Real(t));
+    }
+    if let Some(t) = q.until {
+        arg(sql, &mut args, " AND recorded_unix < ?", V::Real(t));
+    }
+    if let Some(d) = q.min_duration_ms {
+        arg(sql, &mut args, " AND duration_ms >= ?", V::Real(d));
+    }
+    match (&q.dep_type, &q.dep_host) {
+        (None, None) => {}
+        (t, h) => {
+            sql.push_str(" AND EXISTS (SELECT 1 FROM deps d WHERE d.rel = f.rel");
+            if let Some(t) = t {
+                arg(sql, &mut args, " AND d.kind = ?", V::Text(t.clone()));
+            }
+            if let Some(h) = h {
+                let h = h.to_ascii_lowercase();
+                args.push(V::Text(h));
+                let n = args.len();
+                sql.push_str(&format!(
+                    " AND (d.host = ?{n} OR d.host GLOB (?{n} || ':[0-9]*'))"
+                ));
+            }
+            sql.push(')');
+        }
+    }
+    if let Some(ns) = &q.namespace {
+        arg(
+            sql,
+            &mut args,
+            " AND k8s_namespace = ?",
+            V::Text(ns.clone()),
+        );
+    }
+    if let Some(p) = &q.pod {
+        let op = if p.contains(['*', '?', '[']) {
+            "GLOB"
+        } else {
+            "="
+        };
+        arg(
+            sql,
+            &mut args,
+            &format!(" AND k8s_pod {op} ?"),
+            V::Text(p.clone()),
+        );
+    }
+    args
 }
 
 fn store(tx: &rusqlite::Transaction<'_>, f: &FileStamp, p: &Parsed) -> rusqlite::Result<()> {
@@ -627,27 +676,30 @@ fn store(tx: &rusqlite::Transaction<'_>, f: &FileStamp, p: &Parsed) -> rusqlite:
             tx.prepare_cached(
                 "INSERT OR REPLACE INTO files(rel, mtime_ns, size, error, not_cassette, \
                  schema_version, id, recorded_at, recorded_unix, service, env, method, path, \
-                 status, duration_ms, event_count, has_error, legacy) \
-                 VALUES(?1, ?2, ?3, NULL, 0, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                 status, duration_ms, event_count, has_error, legacy, k8s_namespace, k8s_pod) \
+                 VALUES(?1, ?2, ?3, NULL, 0, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, \
+                 ?16, ?17, ?18)",
             )?
             .execute(params![
-                    f.rel,
-                    f.mtime_ns,
-                    f.size,
-                    s.schema_version,
-                    s.id,
-                    s.recorded_at,
-                    s.recorded_unix.unwrap_or(f.mtime_ns as f64 / 1e9),
-                    s.service,
-                    s.env,
-                    s.method,
-                    s.path,
-                    s.status,
-                    s.duration_ms,
-                    s.event_count,
-                    s.has_error,
-                    s.legacy,
-                ])?;
+                f.rel,
+                f.mtime_ns,
+                f.size,
+                s.schema_version,
+                s.id,
+                s.recorded_at,
+                s.recorded_unix.unwrap_or(f.mtime_ns as f64 / 1e9),
+                s.service,
+                s.env,
+                s.method,
+                s.path,
+                s.status,
+                s.duration_ms,
+                s.event_count,
+                s.has_error,
+                s.legacy,
+                s.namespace,
+                s.pod,
+            ])?;
             let mut ins = tx.prepare_cached(
                 "INSERT INTO deps(rel, eid, kind, lib, method, host, url, status, duration_ms) \
                  VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",

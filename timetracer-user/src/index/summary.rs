@@ -24,6 +24,12 @@ pub struct Summary {
     pub has_error: bool,
     /// Written by the Python tool (schema 1.0 / 0.1).
     pub legacy: bool,
+    /// `session.k8s.namespace` (node mode), when recorded in a pod.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// `session.k8s.pod`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
     #[serde(skip)]
     pub deps: Vec<DepSummary>,
 }
@@ -66,6 +72,8 @@ pub fn summarize(c: &Cassette) -> Summary {
         event_count: i64::try_from(c.events.len()).unwrap_or(i64::MAX),
         has_error: is_failure(c),
         legacy: c.is_python_legacy(),
+        namespace: c.session.k8s.as_ref().map(|k| k.namespace.clone()),
+        pod: c.session.k8s.as_ref().map(|k| k.pod.clone()),
         deps: c
             .events
             .iter()

@@ -97,6 +97,9 @@ pub struct Object {
     pub size: u64,
     /// RFC 3339.
     pub last_modified: String,
+    /// The server's entity tag (changes when the object is rewritten), when it sends one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub e_tag: Option<String>,
 }
 
 /// A blocking S3 client bound to a bucket and prefix.
@@ -342,6 +345,46 @@ impl Uploader {
         Ok(bytes.len() as u64)
     }
 
+    /// Download several `(key, local file)` pairs, `parallel` at a time, each atomically as
+    /// [`Self::download`] does. Returns per-file results (bytes written) in input order.
+    pub fn download_files(
+        &self,
+        files: &[(String, PathBuf)],
+        parallel: usize,
+    ) -> Vec<Result<u64, Error>> {
+        self.rt.block_on(async {
+            let jobs = files.iter().map(|(key, dest)| {
+                let store = Arc::clone(&self.store);
+                let path = self.full(key);
+                let dest = dest.clone();
+                async move {
+                    let path = path?;
+                    let err = |source| Error::Request {
+                        op: "GET",
+                        key: path.to_string(),
+                        source,
+                    };
+                    let bytes = store
+                        .get(&path)
+                        .await
+                        .map_err(err)?
+                        .bytes()
+                        .await
+                        .map_err(err)?;
+                    tokio::task::spawn_blocking(move || {
+                        write_atomic(&dest, &bytes).map(|()| bytes.len() as u64)
+                    })
+                    .await
+                    .map_err(|e| Error::Runtime(std::io::Error::other(e)))?
+                }
+            });
+            futures::stream::iter(jobs)
+                .buffered(parallel.max(1))
+                .collect()
+                .await
+        })
+    }
+
     /// Every object below the prefix (and below `sub` inside it, when given), sorted by key.
     pub fn list(&self, sub: Option<&str>) -> Result<Vec<Object>, Error> {
         let p = self.settings.prefix.trim_matches('/');
@@ -371,6 +414,7 @@ impl Uploader {
                     key: full.strip_prefix(&strip).unwrap_or(&full).to_owned(),
                     size: m.size,
                     last_modified: m.last_modified.to_rfc3339(),
+                    e_tag: m.e_tag,
                 });
             }
             Ok::<_, Error>(out)

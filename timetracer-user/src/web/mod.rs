@@ -80,6 +80,8 @@ pub struct Collector {
     dir: PathBuf,
     index: Index,
     cache: HashMap<String, ((i64, i64), Row)>,
+    /// The namespace and pod filters every collection applies.
+    scope: Query,
 }
 
 impl std::fmt::Debug for Collector {
@@ -105,7 +107,20 @@ impl Collector {
             dir: dir.to_path_buf(),
             index: Index::open(dir)?,
             cache: HashMap::new(),
+            scope: Query::default(),
         })
+    }
+
+    /// Only the cassettes of this Kubernetes namespace and pod (exact, or a glob) from now on
+    /// (`--namespace` / `--pod`); totals count only those.
+    #[must_use]
+    pub fn scoped(mut self, namespace: Option<String>, pod: Option<String>) -> Self {
+        self.scope = Query {
+            namespace,
+            pod,
+            ..Query::default()
+        };
+        self
     }
 
     /// The directory.
@@ -124,7 +139,7 @@ impl Collector {
     pub fn collect(&mut self, limit: usize) -> Result<Collected, index::Error> {
         let entries = self.index.search(&Query {
             limit: Some(limit),
-            ..Query::default()
+            ..self.scope.clone()
         })?;
         let mut rows = Vec::with_capacity(entries.len());
         let mut seen = HashMap::new();
@@ -150,7 +165,7 @@ impl Collector {
         self.cache = seen;
         Ok(Collected {
             rows,
-            total: self.index.count()?,
+            total: self.index.count_matching(&self.scope)?,
             errors: self.index.errors()?,
         })
     }

@@ -56,6 +56,10 @@ pub struct ServeConfig {
     pub refresh: Duration,
     /// The audit log (`--audit-log`); `None`: [`super::audit::default_path`] of the directory.
     pub audit_log: Option<PathBuf>,
+    /// Only the cassettes of this Kubernetes namespace (`--namespace`).
+    pub namespace: Option<String>,
+    /// Only the cassettes of this pod, a name or a glob (`--pod`).
+    pub pod: Option<String>,
 }
 
 struct Snapshot {
@@ -151,8 +155,9 @@ impl Server {
         })?;
         let dir = cfg.dir.clone();
         let limit = cfg.limit;
+        let (namespace, pod) = (cfg.namespace.clone(), cfg.pod.clone());
         let (collector, snap) = tokio::task::spawn_blocking(move || {
-            let mut c = Collector::open(&dir)?;
+            let mut c = Collector::open(&dir)?.scoped(namespace, pod);
             c.refresh()?;
             let s = build_snapshot(&mut c, limit, 1)?;
             Ok::<_, crate::index::Error>((c, s))
@@ -1029,6 +1034,8 @@ mod tests {
                 replay_timeout: Duration::from_secs(5),
                 refresh: Duration::from_millis(200),
                 audit_log: Some(state.path().join("audit/serve.jsonl")),
+                namespace: None,
+                pod: None,
             }))
             .unwrap();
         let addr = server.addr;

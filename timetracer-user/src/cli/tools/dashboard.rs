@@ -14,6 +14,7 @@ use crate::web::{self, render::Detail, render::PageOpts};
 Examples:
   timetracer dashboard --dir cassettes --open
   timetracer dashboard --dir cassettes -n 2000 -o /tmp/all.html
+  timetracer dashboard --dir team --namespace shop --pod 'api-*'   # node mode's cassettes
 
 The page needs no network. Its table sorts by any column and filters by endpoint, method,
 status class (2xx ... 5xx, exception, no response), duration, time and dependency type;
@@ -33,6 +34,8 @@ pub struct DashboardArgs {
     /// Open the page in the default browser (xdg-open, or $BROWSER).
     #[arg(long)]
     pub open: bool,
+    #[command(flatten)]
+    pub k8s: super::K8sFilter,
 }
 
 pub fn run(ctx: &mut Ctx, a: &DashboardArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
@@ -40,7 +43,7 @@ pub fn run(ctx: &mut Ctx, a: &DashboardArgs, out: &mut dyn Write) -> anyhow::Res
     let canon = dir
         .canonicalize()
         .with_context(|| format!("cassette directory {} does not exist", dir.display()))?;
-    let mut col = web::Collector::open(&canon)?;
+    let mut col = web::Collector::open(&canon)?.scoped(a.k8s.namespace.clone(), a.k8s.pod.clone());
     col.refresh()?;
     let collected = col.collect(a.limit)?;
     for e in &collected.errors {

@@ -13,7 +13,8 @@ use crate::index::{Entry, Index, Query};
 Examples:
   timetracer list                      # the 10 newest under ./cassettes (or TIMETRACER_DIR)
   timetracer list --dir /srv/cassettes -n 50
-  timetracer list -n 0 --json          # all of them, as JSON lines")]
+  timetracer list -n 0 --json          # all of them, as JSON lines
+  timetracer list --namespace shop --pod 'api-*'   # recorded in these pods (node mode)")]
 pub struct ListArgs {
     /// Cassette directory [default: TIMETRACER_DIR, else ./cassettes].
     #[arg(short, long, value_name = "DIR")]
@@ -21,6 +22,8 @@ pub struct ListArgs {
     /// How many to show, newest first (0 = all).
     #[arg(short = 'n', long, default_value_t = 10)]
     pub last: usize,
+    #[command(flatten)]
+    pub k8s: super::K8sFilter,
     /// One JSON object per line instead of a table.
     #[arg(short, long)]
     pub json: bool,
@@ -50,6 +53,7 @@ Examples:
   timetracer search --errors --since 2h --service billing
   timetracer search --dep-type db.query --min-duration 500
   timetracer search --dep-host api.stripe.com --json
+  timetracer search --namespace shop --pod 'api-*' --errors   # cassettes of node mode
 
 The index (DIR/.timetracer-index.sqlite3) is brought up to date first: only new or changed
 files are read. `--endpoint` is a case-insensitive substring, or a glob when it contains * ? [.")]
@@ -90,6 +94,8 @@ pub struct SearchArgs {
     /// Response took at least this many milliseconds.
     #[arg(long, value_name = "MS")]
     pub min_duration: Option<f64>,
+    #[command(flatten)]
+    pub k8s: super::K8sFilter,
     /// At most this many results, newest first (0 = all).
     #[arg(short = 'n', long, default_value_t = 20)]
     pub limit: usize,
@@ -181,22 +187,35 @@ fn json_lines(entries: &[Entry], out: &mut dyn Write) -> anyhow::Result<()> {
 pub fn list(ctx: &mut Ctx, a: &ListArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
     let dir = ctx.dir(a.dir.as_deref());
     let idx = open_fresh(ctx, &dir, true)?;
-    let total = idx.count()?;
-    let entries = idx.search(&Query {
+    let q = Query {
         limit: (a.last > 0).then_some(a.last),
+        namespace: a.k8s.namespace.clone(),
+        pod: a.k8s.pod.clone(),
         ..Query::default()
-    })?;
+    };
+    let total = if a.k8s.is_set() {
+        idx.count_matching(&q)?
+    } else {
+        idx.count()?
+    };
+    let entries = idx.search(&q)?;
     if a.json {
         json_lines(&entries, out)?;
     } else if total == 0 {
-        writeln!(out, "No cassettes found in {}", dir.display())?;
+        writeln!(
+            out,
+            "No cassettes found in {}{}",
+            dir.display(),
+            a.k8s.describe()
+        )?;
     } else {
         table(ctx, &entries, &dir, out)?;
         writeln!(
             out,
-            "\nShowing {} of {total} cassettes in {}",
+            "\nShowing {} of {total} cassettes in {}{}",
             entries.len(),
-            dir.display()
+            dir.display(),
+            a.k8s.describe()
         )?;
     }
     Ok(Exit::Ok)
@@ -233,6 +252,8 @@ pub fn search(ctx: &mut Ctx, a: &SearchArgs, out: &mut dyn Write) -> anyhow::Res
         dep_type: a.dep_type.clone(),
         dep_host: a.dep_host.clone(),
         min_duration_ms: a.min_duration,
+        namespace: a.k8s.namespace.clone(),
+        pod: a.k8s.pod.clone(),
         limit: (a.limit > 0).then_some(a.limit),
     };
     let idx = open_fresh(ctx, &dir, !a.no_refresh)?;

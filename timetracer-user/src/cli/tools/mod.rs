@@ -152,6 +152,39 @@ pub struct ManArgs {
     pub out_dir: Option<PathBuf>,
 }
 
+/// `--namespace` / `--pod`: only cassettes recorded in these pods (node mode's `session.k8s`).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct K8sFilter {
+    /// Only cassettes recorded in this Kubernetes namespace (`session.k8s.namespace`).
+    #[arg(long, value_name = "NAMESPACE")]
+    pub namespace: Option<String>,
+    /// Only cassettes recorded in this pod (`session.k8s.pod`): a name, or a glob (`api-*`).
+    #[arg(long, value_name = "POD|GLOB")]
+    pub pod: Option<String>,
+}
+
+impl K8sFilter {
+    /// Whether a filter is given.
+    #[must_use]
+    pub fn is_set(&self) -> bool {
+        self.namespace.is_some() || self.pod.is_some()
+    }
+
+    /// ` (namespace shop, pod api-*)` for messages; empty without a filter.
+    #[must_use]
+    pub fn describe(&self) -> String {
+        let parts: Vec<String> = [("namespace", &self.namespace), ("pod", &self.pod)]
+            .into_iter()
+            .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k} {v}")))
+            .collect();
+        if parts.is_empty() {
+            String::new()
+        } else {
+            format!(" ({})", parts.join(", "))
+        }
+    }
+}
+
 /// Shared state of one invocation.
 pub struct Ctx {
     pub cfg: Config,

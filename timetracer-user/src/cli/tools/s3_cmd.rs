@@ -75,7 +75,7 @@ pub enum S3Action {
     },
     /// Make the bucket (up) or the directory (down) have every cassette of the other side.
     #[command(
-        after_help = "Examples:\n  timetracer s3 sync up --dir ./cassettes\n  timetracer s3 sync down --dir ./from-prod --dry-run\n\nA file is copied when the other side lacks it or has another size."
+        after_help = "Examples:\n  timetracer s3 sync up --dir ./cassettes\n  timetracer s3 sync down --dir ./from-prod --dry-run\n  timetracer s3 sync down --dir ./team && timetracer search --dir ./team --namespace shop\n\nA file is copied when the other side lacks it or has another size; down, also when the object's ETag changed since the last sync down (remembered in DIR/.timetracer-s3-sync.json). Down keeps the bucket's layout below the prefix (node mode: NAMESPACE/POD/DATE/)."
     )]
     Sync {
         /// up: local -> bucket; down: bucket -> local.
@@ -220,12 +220,12 @@ pub fn run(ctx: &mut Ctx, a: &S3Args, out: &mut dyn Write) -> anyhow::Result<Exi
             dry_run,
         } => {
             let dir = ctx.dir(dir.as_deref());
-            let remote: std::collections::HashMap<String, u64> = up
-                .list(None)?
-                .into_iter()
-                .map(|o| (o.key, o.size))
-                .collect();
             if direction == "up" {
+                let remote: std::collections::HashMap<String, u64> = up
+                    .list(None)?
+                    .into_iter()
+                    .map(|o| (o.key, o.size))
+                    .collect();
                 let (files, errs) = crate::index::walk(&dir)
                     .with_context(|| format!("cannot read {}", dir.display()))?;
                 for (p, e) in errs {
@@ -249,44 +249,119 @@ pub fn run(ctx: &mut Ctx, a: &S3Args, out: &mut dyn Write) -> anyhow::Result<Exi
                     upload(ctx, &up, &todo, out)?;
                 }
             } else {
-                let mut n = 0;
-                let mut keys: Vec<(&String, &u64)> = remote.iter().collect();
-                keys.sort();
-                for (key, size) in keys {
-                    let name = key.rsplit('/').next().unwrap_or(key);
-                    if !crate::index::is_candidate_name(name)
-                        || key.split('/').any(|s| s == ".." || s.is_empty())
-                    {
-                        continue;
-                    }
-                    let dest = dir.join(key);
-                    if std::fs::metadata(&dest).is_ok_and(|m| m.len() == *size) {
-                        continue;
-                    }
-                    if *dry_run {
-                        writeln!(out, "would download {key} -> {}", dest.display())?;
-                    } else {
-                        match up.download(key, &dest) {
-                            Ok(_) => writeln!(out, "downloaded {key} -> {}", dest.display())?,
-                            Err(e) => {
-                                ctx.file_error(&dest, &crate::index::error_chain(&e));
-                                continue;
-                            }
-                        }
-                    }
-                    n += 1;
-                }
-                writeln!(
-                    out,
-                    "{} {n} files",
-                    if *dry_run {
-                        "Would download"
-                    } else {
-                        "Downloaded"
-                    }
-                )?;
+                sync_down(ctx, &up, &dir, *dry_run, out)?;
             }
         }
     }
     Ok(Exit::Ok)
+}
+
+/// What `sync down` remembers of each object it brought (or found) in the directory, so that a
+/// rewritten object of the same size is noticed: `DIR/.timetracer-s3-sync.json` (hidden: never
+/// read as a cassette), keyed by `BUCKET/PREFIX/KEY`.
+const SYNC_STATE: &str = ".timetracer-s3-sync.json";
+
+#[derive(Debug, Default, serde::Serialize, serde::Deserialize)]
+struct SyncState {
+    objects: std::collections::BTreeMap<String, Seen>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Seen {
+    size: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    e_tag: Option<String>,
+}
+
+/// Whether the local copy of `o` at `dest` is current: same size, and the ETag last seen for it
+/// (when one was) is the object's. Cassette names carry the request id, so an object is
+/// normally written once; the ETag catches one rewritten in place.
+fn is_current(o: &crate::s3::Object, dest: &Path, seen: Option<&Seen>) -> bool {
+    let same_size = std::fs::metadata(dest).is_ok_and(|m| m.is_file() && m.len() == o.size);
+    let same_tag = match (seen.and_then(|s| s.e_tag.as_deref()), o.e_tag.as_deref()) {
+        (Some(before), Some(now)) => before == now,
+        _ => true,
+    };
+    same_size && same_tag
+}
+
+/// `timetracer s3 sync down`: the objects below the prefix that are new or changed, 8 at a
+/// time, each to `DIR/KEY` (the bucket's layout kept).
+fn sync_down(
+    ctx: &mut Ctx,
+    up: &Uploader,
+    dir: &Path,
+    dry_run: bool,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    let state_file = dir.join(SYNC_STATE);
+    let mut state: SyncState = match std::fs::read(&state_file) {
+        Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
+            // A damaged state file only costs a comparison by size.
+            ctx.file_error(&state_file, &format!("{e} (ignored; it is rewritten)"));
+            SyncState::default()
+        }),
+        Err(_) => SyncState::default(),
+    };
+    let base = join(&up.settings().bucket, &up.settings().prefix);
+    let mut todo: Vec<(String, PathBuf)> = Vec::new();
+    let mut pending: Vec<(String, Seen)> = Vec::new();
+    let mut current = 0usize;
+    for o in up.list(None)? {
+        let name = o.key.rsplit('/').next().unwrap_or(&o.key);
+        if !crate::index::is_candidate_name(name)
+            || o.key
+                .split('/')
+                .any(|s| s == ".." || s == "." || s.is_empty())
+        {
+            continue;
+        }
+        let id = format!("{base}/{}", o.key);
+        let dest = dir.join(&o.key);
+        let seen = Seen {
+            size: o.size,
+            e_tag: o.e_tag.clone(),
+        };
+        if is_current(&o, &dest, state.objects.get(&id)) {
+            current += 1;
+            state.objects.insert(id, seen);
+            continue;
+        }
+        if dry_run {
+            writeln!(out, "would download {} -> {}", o.key, dest.display())?;
+        }
+        todo.push((o.key, dest));
+        pending.push((id, seen));
+    }
+    if dry_run {
+        writeln!(
+            out,
+            "Would download {} files, {current} already here",
+            todo.len()
+        )?;
+        return Ok(());
+    }
+    let (mut n, mut bytes) = (0usize, 0u64);
+    for (((key, dest), (id, seen)), r) in todo.iter().zip(pending).zip(up.download_files(&todo, 8))
+    {
+        match r {
+            Ok(b) => {
+                writeln!(out, "downloaded {key} -> {}", dest.display())?;
+                n += 1;
+                bytes += b;
+                state.objects.insert(id, seen);
+            }
+            Err(e) => ctx.file_error(dest, &crate::index::error_chain(&e)),
+        }
+    }
+    if n + current > 0 {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        crate::atomic_file::write(&state_file, &serde_json::to_vec_pretty(&state)?)
+            .with_context(|| format!("cannot write {}", state_file.display()))?;
+    }
+    writeln!(
+        out,
+        "Downloaded {n} files ({bytes} bytes), {current} already here"
+    )?;
+    Ok(())
 }

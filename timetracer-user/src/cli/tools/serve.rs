@@ -15,6 +15,7 @@ use crate::web::server::{ServeConfig, Server};
 Examples:
   timetracer serve --dir cassettes --open
   timetracer serve --dir cassettes --port 0        # any free port; the URL is printed
+  timetracer serve --dir team --namespace shop --pod 'api-*'   # node mode's cassettes
 
 Only 127.0.0.1 listens unless --host says otherwise. Every request needs this run's token,
 which the printed URL carries (open that URL; it sets a cookie). Only cassette files under
@@ -53,6 +54,8 @@ pub struct ServeArgs {
     /// Open the page in the default browser (xdg-open, or $BROWSER).
     #[arg(long)]
     pub open: bool,
+    #[command(flatten)]
+    pub k8s: super::K8sFilter,
 }
 
 pub fn run(ctx: &mut Ctx, a: &ServeArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
@@ -76,6 +79,8 @@ pub fn run(ctx: &mut Ctx, a: &ServeArgs, out: &mut dyn Write) -> anyhow::Result<
         replay_timeout: Duration::from_secs(a.replay_timeout),
         refresh: Duration::from_secs(1),
         audit_log: a.audit_log.clone(),
+        namespace: a.k8s.namespace.clone(),
+        pod: a.k8s.pod.clone(),
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -84,7 +89,12 @@ pub fn run(ctx: &mut Ctx, a: &ServeArgs, out: &mut dyn Write) -> anyhow::Result<
     rt.block_on(async {
         let server = Server::bind(cfg.clone()).await?;
         let url = server.url();
-        writeln!(out, "Serving {} at {url}", cfg.dir.display())?;
+        writeln!(
+            out,
+            "Serving {}{} at {url}",
+            cfg.dir.display(),
+            a.k8s.describe()
+        )?;
         writeln!(out, "Audit log: {}", server.audit_path().display())?;
         writeln!(
             out,
