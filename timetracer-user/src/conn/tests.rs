@@ -350,10 +350,12 @@ fn unknown_connections_and_failed_connects_are_counted() {
 #[test]
 fn a_refused_connect_to_an_ip_address_is_reported_with_its_errno() {
     let mut t = table();
-    let mut addr = SockAddr::default();
-    addr.family = 2;
-    addr.port = 6399;
-    addr.addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+    let addr = SockAddr {
+        family: 2,
+        port: 6399,
+        addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        ..SockAddr::default()
+    };
     let out = run(
         &mut t,
         &[Record::Connect(Connect {

@@ -1288,10 +1288,12 @@ mod exit_tests {
             Counters::default(),
             Box::new(FixedFacts::default()),
         );
-        let mut dest = SockAddr::default();
-        dest.family = 2;
-        dest.port = 9;
-        dest.addr[..4].copy_from_slice(&[127, 0, 0, 1]);
+        let dest = SockAddr {
+            family: 2,
+            port: 9,
+            addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            ..SockAddr::default()
+        };
         for r in [
             Record::Accept(Accept {
                 origin: o(10, 7),
