@@ -94,6 +94,33 @@ def plain():
     return jsonify(calls=[], hello="world")
 
 
+# A dependency that is down: nothing listens on this port (the discard port by default).
+REFUSED_URL = os.environ.get("REFUSED_URL", "http://127.0.0.1:9/status")
+
+
+@app.get("/refused")
+def refused():
+    # No timeout: urllib3 connects a blocking socket, so the refusal is connect's own error.
+    try:
+        SESSION.get(REFUSED_URL)
+    except requests.ConnectionError as e:
+        # The socket error sits below requests' and urllib3's wrappers: report its errno.
+        seen, todo, errno = set(), [e], None
+        while todo and errno is None:
+            x = todo.pop()
+            if id(x) in seen:
+                continue
+            seen.add(id(x))
+            if isinstance(x, OSError) and x.errno is not None:
+                errno = x.errno
+            todo += [a for a in (x.__cause__, x.__context__, *x.args) if isinstance(a, BaseException)]
+            reason = getattr(x, "reason", None)
+            if isinstance(reason, BaseException):
+                todo.append(reason)
+        return jsonify(calls=[], error=type(e).__name__, errno=errno), 503
+    return jsonify(calls=[], error=None), 500
+
+
 @app.get("/boom")
 def boom():
     return jsonify(value=1 / 0)

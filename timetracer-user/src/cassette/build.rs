@@ -10,14 +10,14 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 
 use super::format::{
-    AttributionFacts, AttributionInfo, Body, CaptureInfo, Cassette, Connection, DbSessionInfo,
-    ErrorInfo, ErrorKind, Event, EventRequest, EventResult, GENERATOR_NAME, Generator, HeaderList,
-    JsonMap, Policies, RedactionInfo, Request, Response, SCHEMA_VERSION, SamplingInfo, Session,
-    Signature, StartupInfo, Stats, Timing, Wire,
+    AttributionFacts, AttributionInfo, Body, CONNECT_EVENT, CaptureInfo, Cassette, Connection,
+    DbSessionInfo, ErrorInfo, ErrorKind, Event, EventRequest, EventResult, GENERATOR_NAME,
+    Generator, HeaderList, JsonMap, Policies, RedactionInfo, Request, Response, SCHEMA_VERSION,
+    SamplingInfo, Session, Signature, StartupInfo, Stats, Timing, Wire,
 };
 use crate::correlate::model::{
-    Attribution, ConnFacts, DbSession, DepCall, DepKind, ProcessInfo, RecordedRequest,
-    StartupRecord, Timings,
+    Attribution, ConnFacts, DbSession, DepCall, DepKind, FailedConnect, ProcessInfo,
+    RecordedRequest, StartupRecord, Timings,
 };
 use crate::protocols::db::DbCall;
 use crate::protocols::http::types::{Exchange, HttpMessage, StartLine};
@@ -357,6 +357,7 @@ impl Builder<'_> {
         let ex = match &dep.kind {
             DepKind::Http(ex) => ex,
             DepKind::Db(call) => return self.db_event(index, dep, call, t0),
+            DepKind::ConnectFailed(f) => return connect_event(index, dep, *f, t0),
         };
         let req = &ex.request;
         let (method, target) = match &req.start {
@@ -392,6 +393,7 @@ impl Builder<'_> {
                     body: self.body(resp),
                     error: resp.incomplete.then(|| "incomplete".to_owned()),
                     error_type: None,
+                    errno: None,
                 }
             }
             None => EventResult {
@@ -549,6 +551,41 @@ fn error_info(status: i64, no_response: bool, traceback: Option<&str>) -> Option
         kind,
         traceback: traceback.map(str::to_owned),
     })
+}
+
+/// A failed `connect` (`type` `tcp.connect`): the destination, the errno and its name.
+fn connect_event(index: usize, dep: &DepCall, f: FailedConnect, t0: u64) -> Event {
+    let at = (f.ts_ns != 0 && t0 != 0).then(|| (i128::from(f.ts_ns) - i128::from(t0)) as f64 / 1e6);
+    let errno = nix::errno::Errno::from_raw(f.errno);
+    Event {
+        eid: index as u64 + 1,
+        kind: CONNECT_EVENT.to_owned(),
+        start_offset_ms: at.unwrap_or(0.0),
+        duration_ms: 0.0,
+        signature: Signature {
+            lib: "tcp".to_owned(),
+            method: "CONNECT".to_owned(),
+            url: dep.conn.remote.map(|a| format!("tcp://{a}")),
+            ..Signature::default()
+        },
+        request: None,
+        result: EventResult {
+            error: Some(format!("{errno:?}: {}", errno.desc())),
+            errno: Some(f.errno),
+            ..EventResult::default()
+        },
+        connection: Some(connection(&dep.conn)),
+        timing: Some(Timing {
+            request_start: at,
+            request_end: at,
+            response_start: None,
+            response_end: None,
+        }),
+        attribution: Some(attribution_info(&dep.attribution, t0)),
+        db: None,
+        session_level: false,
+        wire: None,
+    }
 }
 
 fn connection(c: &ConnFacts) -> Connection {

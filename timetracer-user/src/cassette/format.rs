@@ -268,6 +268,10 @@ pub enum ErrorKind {
     Unknown,
 }
 
+/// `type` of a failed outbound `connect` (2.x, added): no connection, no bytes; replay
+/// reproduces the failure.
+pub const CONNECT_EVENT: &str = "tcp.connect";
+
 /// One dependency call (`events[]`).
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct Event {
@@ -384,6 +388,10 @@ pub struct EventResult {
     /// 1.0: the exception class name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_type: Option<String>,
+    /// `tcp.connect` (2.x, added): the kernel's error number of the failed `connect`
+    /// (`error` holds its name and text).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errno: Option<i32>,
 }
 
 /// `connection`: facts about a TCP connection.

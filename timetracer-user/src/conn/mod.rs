@@ -70,6 +70,15 @@ pub enum Output {
     Closed { conn_id: u64, ts_ns: u64 },
     /// A parser event.
     Event(Event),
+    /// A client `connect` to `remote` failed at once with `errno` (refused, unreachable,
+    /// timed out): a dependency call that never got a connection. A non-blocking connect
+    /// that fails later (`EINPROGRESS`, then `SO_ERROR`) is not seen here.
+    ConnectFailed {
+        origin: Origin,
+        fd: i32,
+        remote: SocketAddr,
+        errno: i32,
+    },
 }
 
 /// Every connection being tracked.
@@ -252,7 +261,21 @@ impl ConnTable {
             }
             Record::Connect(c) => match c.conn_id {
                 Some(id) => self.on_open(c.origin, id, c.fd, None, &c.addr, facts),
-                None => self.counters.inc(Counter::ConnectFailed),
+                None => {
+                    self.counters.inc(Counter::ConnectFailed);
+                    // A Unix-socket or unknown-family destination has no address a replay
+                    // could refuse: counted only.
+                    if let Some(remote) = crate::capture::to_socket_addr(&c.addr)
+                        && c.ret < 0
+                    {
+                        out.push(Output::ConnectFailed {
+                            origin: c.origin,
+                            fd: c.fd,
+                            remote,
+                            errno: i32::try_from(-c.ret).unwrap_or(i32::MAX),
+                        });
+                    }
+                }
             },
             Record::Close(c) => self.close(c.conn_id, c.origin.ts_ns, out),
             Record::Exit(e) => self.exit(e.origin, out),

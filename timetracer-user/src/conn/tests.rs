@@ -347,6 +347,43 @@ fn unknown_connections_and_failed_connects_are_counted() {
     assert_eq!(t.counters.get(Counter::ConnectFailed), 1);
 }
 
+#[test]
+fn a_refused_connect_to_an_ip_address_is_reported_with_its_errno() {
+    let mut t = table();
+    let addr = SockAddr {
+        family: 2,
+        port: 6399,
+        addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+        ..SockAddr::default()
+    };
+    let out = run(
+        &mut t,
+        &[Record::Connect(Connect {
+            origin: o(11, 7),
+            conn_id: None,
+            fd: 6,
+            ret: -111,
+            addr,
+        })],
+    );
+    assert!(t.is_empty(), "a failed connect opens no connection");
+    assert_eq!(t.counters.get(Counter::ConnectFailed), 1);
+    match out.as_slice() {
+        [
+            Output::ConnectFailed {
+                origin,
+                fd: 6,
+                remote,
+                errno: 111,
+            },
+        ] => {
+            assert_eq!(origin.ts_ns, 11);
+            assert_eq!(*remote, "127.0.0.1:6399".parse().unwrap());
+        }
+        other => panic!("expected one ConnectFailed, got {other:?}"),
+    }
+}
+
 /// Closed before the first bytes told the protocol: parsed as HTTP anyway.
 #[test]
 fn closed_before_detection_is_tried_as_http() {

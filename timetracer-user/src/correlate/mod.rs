@@ -32,8 +32,8 @@ use std::{
 use timetracer_common::{Record, StampedWrite, Stdio};
 
 use self::model::{
-    Attribution, ConnFacts, DbSession, DepCall, DepKind, ProcessInfo, RecordedRequest, StartupEnd,
-    StartupRecord, Timings,
+    Attribution, ConnFacts, DbSession, DepCall, DepKind, FailedConnect, ProcessInfo,
+    RecordedRequest, StartupEnd, StartupRecord, Timings,
 };
 use crate::{
     capture::procfs::ProcFacts,
@@ -132,6 +132,8 @@ struct Outbound {
     exchange: Option<Exchange>,
     /// A database / cache call (complete when recorded).
     db: Option<Box<DbCall>>,
+    /// A connect that failed (complete when recorded; no connection, `conn_id` 0).
+    failed: Option<FailedConnect>,
     facts: ConnFacts,
     connect_ns: u64,
     /// Python processes: the engine's decision (final unless `Wait`).
@@ -142,7 +144,7 @@ struct Outbound {
 
 impl Outbound {
     fn complete(&self) -> bool {
-        self.exchange.is_some() || self.db.is_some()
+        self.exchange.is_some() || self.db.is_some() || self.failed.is_some()
     }
 }
 
@@ -412,6 +414,33 @@ impl Correlator {
                     }
                 }
                 Output::Event(e) => self.on_event(&e.facts, e.side, e.connect_ns, e.event),
+                Output::ConnectFailed {
+                    origin,
+                    fd,
+                    remote,
+                    errno,
+                } => self.outbound.push_back(Outbound {
+                    tgid: origin.tgid,
+                    conn_id: 0,
+                    index: 0,
+                    tid: origin.tid,
+                    start_ns: origin.ts_ns,
+                    exchange: None,
+                    db: None,
+                    failed: Some(FailedConnect {
+                        errno,
+                        ts_ns: origin.ts_ns,
+                    }),
+                    facts: ConnFacts {
+                        pid: origin.tgid,
+                        fd,
+                        remote: Some(remote),
+                        ..ConnFacts::default()
+                    },
+                    connect_ns: origin.ts_ns,
+                    decision: None,
+                    held_for: None,
+                }),
             }
         }
     }
@@ -490,6 +519,7 @@ impl Correlator {
                     start_ns: call.request_first.ts_ns,
                     exchange: None,
                     db: Some(call),
+                    failed: None,
                     facts: facts.clone(),
                     connect_ns,
                     decision: None,
@@ -583,6 +613,7 @@ impl Correlator {
                     start_ns: mark.ts_ns,
                     exchange: None,
                     db: None,
+                    failed: None,
                     facts: facts.clone(),
                     connect_ns,
                     decision: None,
@@ -609,6 +640,7 @@ impl Correlator {
                         start_ns: start,
                         exchange: Some(ex),
                         db: None,
+                        failed: None,
                         facts: facts.clone(),
                         connect_ns,
                         decision: None,
@@ -894,9 +926,16 @@ impl Correlator {
                 continue;
             }
             if matches!(o.decision, None | Some(python::Decision::Wait)) {
-                let (d, held_for) = self
-                    .py
-                    .decide_held(o.tgid, o.tid, o.conn_id, o.start_ns, now_ns);
+                let (d, held_for) = if o.failed.is_some() {
+                    // No bytes were written: no stamp to follow, only the thread.
+                    (
+                        self.py.decide_unwritten(o.tgid, o.tid, o.start_ns, now_ns),
+                        None,
+                    )
+                } else {
+                    self.py
+                        .decide_held(o.tgid, o.tid, o.conn_id, o.start_ns, now_ns)
+                };
                 if d != python::Decision::Wait {
                     self.py.count(&d);
                 }
@@ -1119,7 +1158,21 @@ fn dep_call(o: Outbound, attribution: Attribution) -> Option<DepCall> {
             conn: o.facts,
             attribution,
         },
-        (None, None) => return None,
+        (None, None) => {
+            let f = o.failed?;
+            DepCall {
+                timings: Timings {
+                    request_start_ns: f.ts_ns,
+                    request_end_ns: f.ts_ns,
+                    response_start_ns: 0,
+                    response_end_ns: 0,
+                    connect_ns: f.ts_ns,
+                },
+                kind: DepKind::ConnectFailed(f),
+                conn: o.facts,
+                attribution,
+            }
+        }
     })
 }
 
@@ -1224,6 +1277,63 @@ mod exit_tests {
             last_chunk: true,
             payload,
         })
+    }
+
+    /// A connect refused while the request was served is a call of that request: the
+    /// destination and the errno, attributed to the thread serving it.
+    #[test]
+    fn a_refused_connect_is_a_call_of_the_request_that_made_it() {
+        let mut c = Correlator::new(
+            CorrelateOptions::default(),
+            Counters::default(),
+            Box::new(FixedFacts::default()),
+        );
+        let dest = SockAddr {
+            family: 2,
+            port: 9,
+            addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            ..SockAddr::default()
+        };
+        for r in [
+            Record::Accept(Accept {
+                origin: o(10, 7),
+                conn_id: 1,
+                fd: 5,
+                listen_fd: 3,
+                addr: SockAddr::default(),
+            }),
+            data(20, false, 0, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Record::Connect(Connect {
+                origin: o(25, 7),
+                conn_id: None,
+                fd: 9,
+                ret: -111,
+                addr: dest,
+            }),
+            data(30, true, 0, b"HTTP/1.1 503 No\r\nContent-Length: 0\r\n\r\n"),
+        ] {
+            c.handle(r);
+        }
+        c.pump(40);
+        let done = c.take_ready(1_000_000_000);
+        assert_eq!(done.len(), 1);
+        let deps = &done[0].deps;
+        assert_eq!(deps.len(), 1, "{deps:?}");
+        assert_eq!(
+            deps[0].kind,
+            DepKind::ConnectFailed(FailedConnect {
+                errno: 111,
+                ts_ns: 25
+            })
+        );
+        assert_eq!(deps[0].conn.remote, Some("127.0.0.1:9".parse().unwrap()));
+        assert_eq!(deps[0].conn.fd, 9);
+        assert!(
+            matches!(deps[0].attribution, Attribution::Exact { .. }),
+            "{:?}",
+            deps[0].attribution
+        );
+        assert_eq!(c.counters.get(Counter::ConnectFailed), 1);
     }
 
     /// The exit ends the process' connections (the kernel closes them without close

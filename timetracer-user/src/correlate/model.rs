@@ -59,6 +59,18 @@ pub enum DepKind {
     Http(Exchange),
     /// A database or cache call (PostgreSQL, MySQL, Redis, MongoDB).
     Db(Box<crate::protocols::db::DbCall>),
+    /// A `connect` that failed at once (no connection, no bytes): the destination is in
+    /// [`DepCall::conn`]'s `remote`.
+    ConnectFailed(FailedConnect),
+}
+
+/// A failed outbound `connect`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FailedConnect {
+    /// The kernel's error (`ECONNREFUSED` = 111, `ETIMEDOUT`, `ENETUNREACH`, ...).
+    pub errno: i32,
+    /// When `connect` returned (monotonic ns).
+    pub ts_ns: u64,
 }
 
 /// A dependency call attributed to (or considered for) an inbound request.

@@ -438,6 +438,30 @@ impl PyEngine {
         (Self::decide_other(p, stamp, tid, ts, now), None)
     }
 
+    /// A call that wrote nothing (a `connect` that failed at once): no write stamp says its
+    /// context, so only the thread can: a thread that serves one request at a time (a sync
+    /// worker) gets the thread rule; on an event-loop thread it is ambiguous between the
+    /// requests open then (never background: the app may well have made it for one).
+    #[must_use]
+    pub fn decide_unwritten(&self, tgid: u32, tid: u32, ts: u64, now: u64) -> Decision {
+        let Some(p) = self.procs.get(&tgid) else {
+            return Decision::Wait;
+        };
+        if p.runtime != Some(Runtime::Supported) {
+            return Decision::Ambiguous {
+                reason: "unsupported-runtime",
+                background: false,
+            };
+        }
+        if p.loop_threads.contains(&tid) {
+            return Decision::Ambiguous {
+                reason: "unwritten-on-event-loop",
+                background: false,
+            };
+        }
+        Self::decide_other(p, Some(Stamp::NoOwner), tid, ts, now)
+    }
+
     /// [`Self::decide`] for a message not written in a task's context.
     fn decide_other(p: &Proc, stamp: Option<Stamp>, tid: u32, ts: u64, now: u64) -> Decision {
         // Written before the probes were effective (attach to a running process).

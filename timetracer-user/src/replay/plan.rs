@@ -8,6 +8,7 @@ use std::sync::Arc;
 use anyhow::{Context as _, bail};
 
 use super::ledger::{Destination, Journal, Protocol, RecordedCall};
+use crate::cassette::format::{CONNECT_EVENT, Event};
 use crate::cassette::{self, Cassette};
 use crate::urls;
 
@@ -146,6 +147,9 @@ pub struct Plan {
     pub live: Vec<(Protocol, SocketAddr)>,
     /// Recorded hostname → addresses (for the Python hook).
     pub hosts: BTreeMap<String, Vec<String>>,
+    /// Destinations whose recorded connects were refused (`tcp.connect`, `ECONNREFUSED`) and
+    /// that no mocked call answers: replay refuses them the same way.
+    pub refused: Vec<SocketAddr>,
     pub journal: Arc<Journal>,
     /// Things the user should know (recorded with attach, unsupported events ...).
     pub notes: Vec<String>,
@@ -335,6 +339,7 @@ pub fn plan(inputs: Vec<Input>, selection: &Selection) -> anyhow::Result<Plan> {
     let mut hosts: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut notes = startup_notes;
     let mut unsupported: BTreeMap<String, usize> = BTreeMap::new();
+    let mut refused: Vec<SocketAddr> = Vec::new();
     // Startup calls first: the app makes them first, and a request's identical call must not
     // take a startup call's recorded answer.
     let ordered = startup
@@ -363,6 +368,21 @@ pub fn plan(inputs: Vec<Input>, selection: &Selection) -> anyhow::Result<Plan> {
             }
         }
         for ev in &c.events {
+            if ev.kind == CONNECT_EVENT {
+                match refused_destination(ev) {
+                    Some(a) if !refused.contains(&a) => refused.push(a),
+                    Some(_) => {}
+                    None => {
+                        *unsupported
+                            .entry(format!(
+                                "{CONNECT_EVENT} failing with {}",
+                                ev.result.error.as_deref().unwrap_or("an unknown error")
+                            ))
+                            .or_default() += 1;
+                    }
+                }
+                continue;
+            }
             let Some(proto) = super::ledger::mocked_protocol(ev) else {
                 *unsupported
                     .entry(format!("{} {}", ev.kind, ev.signature.lib))
@@ -443,15 +463,34 @@ pub fn plan(inputs: Vec<Input>, selection: &Selection) -> anyhow::Result<Plan> {
             "{n} recorded call(s) of {what} cannot be mocked and are left out"
         ));
     }
+    // A destination that also answered (the service came up later) is mocked: its calls
+    // need answers, and a refusal could not be told from a later success by address alone.
+    refused.retain(|a| !dests.keys().any(|(_, d)| d == a));
     Ok(Plan {
         inputs,
         startup,
         destinations: dests.into_values().map(Arc::new).collect(),
         live,
         hosts,
+        refused,
         journal,
         notes,
     })
+}
+
+/// The destination of a recorded `tcp.connect` that was refused (`ECONNREFUSED`), in the
+/// form the mocks are keyed by; `None` for other errors (unreachable, timed out), which replay
+/// cannot reproduce yet, or an event without an address.
+fn refused_destination(ev: &Event) -> Option<SocketAddr> {
+    if ev.result.errno != Some(nix::errno::Errno::ECONNREFUSED as i32) {
+        return None;
+    }
+    let a = ev
+        .connection
+        .as_ref()
+        .and_then(|k| k.remote.as_deref())
+        .and_then(parse_addr)?;
+    Some(SocketAddr::new(canonical(a.ip()), a.port()))
 }
 
 /// The loopback twin of a loopback address (`127.0.0.1` ↔ `::1`): apps resolving `localhost`

@@ -186,6 +186,7 @@ async fn run_plan(opts: &ReplayOptions, plan: Plan) -> anyhow::Result<Verdict> {
         destinations,
         live,
         hosts,
+        refused,
         journal,
         mut notes,
     } = plan;
@@ -262,6 +263,21 @@ async fn run_plan(opts: &ReplayOptions, plan: Plan) -> anyhow::Result<Verdict> {
             _ => None,
         };
         tokio::spawn(accept_loop(listener, d.clone(), tls));
+    }
+    // Recorded refused connects: a port bound and never listened on answers a SYN with a
+    // reset, so the app's connect fails with ECONNREFUSED exactly as recorded, blocking or
+    // not (a BPF deny would give EPERM, a different error).
+    let mut closed_ports = Vec::with_capacity(refused.len());
+    for addr in &refused {
+        let sock = tokio::net::TcpSocket::new_v4()?;
+        sock.bind(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))?;
+        let local = sock.local_addr()?;
+        redirect.redirect(*addr, local)?;
+        if let Some(twin) = loopback_twin(*addr) {
+            redirect.redirect(twin, local)?;
+        }
+        notes.push(format!("connects to {addr} are refused, as recorded"));
+        closed_ports.push(sock);
     }
     for (_, addr) in &live {
         redirect.allow(*addr)?;

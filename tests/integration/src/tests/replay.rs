@@ -357,3 +357,113 @@ fn replay_app_crash_is_a_finding_and_the_rest_are_judged() {
         }
     }
 }
+
+/// Issue 26, item 4: a dependency that is down. The Flask app's `/refused` calls a port nothing
+/// listens on (blocking connect, refused at once) and answers with the socket error's errno.
+/// The recorder keeps the failed connect as a `tcp.connect` call of that request (destination
+/// and errno); replay, with the upstream stopped, refuses the same destination the same way
+/// (`ECONNREFUSED`, not the `EPERM` of an unknown destination), so the app answers the same.
+#[test]
+fn replay_refused_connect_as_refused() {
+    let paths = require_root!();
+    // The recorded failure must be a real refusal: nothing may listen on the discard port.
+    assert!(
+        std::net::TcpStream::connect_timeout(
+            &"127.0.0.1:9".parse().expect("address"),
+            Duration::from_millis(200)
+        )
+        .is_err(),
+        "something listens on 127.0.0.1:9; the test needs it closed"
+    );
+    let mut h = Harness::new(paths.clone(), "replay_refused");
+    h.start_record(App::Flask);
+    let refused = h.send_fresh(&Req::new("refused", "r0"));
+    let users = h.send_fresh(&Req::new("users/3", "r1"));
+    h.stop_agent();
+    let body: serde_json::Value =
+        serde_json::from_slice(&refused.resp.body).unwrap_or(serde_json::Value::Null);
+    let dir = util::load_cassettes(&h.out_dir());
+    let mut errs: Vec<String> = dir.problems.clone();
+    if refused.resp.status != 503 || body["errno"] != 111 {
+        errs.push(format!(
+            "/refused: the app saw {} {body} (want 503 with errno 111)",
+            refused.resp.status
+        ));
+    }
+    if users.resp.status != 200 {
+        errs.push(format!("/users/3: status {}", users.resp.status));
+    }
+    for c in &dir.cassettes {
+        errs.extend(util::schema_problems(&paths, c));
+    }
+    let of = |t: &str| {
+        dir.cassettes.iter().find(|c| {
+            c.json["request"]["target"]
+                .as_str()
+                .is_some_and(|x| x.starts_with(t))
+        })
+    };
+    match of("/refused") {
+        None => errs.push("no cassette for /refused".into()),
+        Some(c) => {
+            let events: Vec<&serde_json::Value> =
+                c.json["events"].as_array().into_iter().flatten().collect();
+            match events.as_slice() {
+                [e] => {
+                    let want = [
+                        (&e["type"], serde_json::json!("tcp.connect")),
+                        (&e["result"]["errno"], serde_json::json!(111)),
+                        (&e["connection"]["remote"], serde_json::json!("127.0.0.1:9")),
+                        (
+                            &e["signature"]["url"],
+                            serde_json::json!("tcp://127.0.0.1:9"),
+                        ),
+                        (&e["attribution"]["status"], serde_json::json!("exact")),
+                    ];
+                    for (got, want) in want {
+                        if *got != want {
+                            errs.push(format!("/refused event: {got} (want {want}): {e:#}"));
+                        }
+                    }
+                    if !e["result"]["error"]
+                        .as_str()
+                        .is_some_and(|s| s.starts_with("ECONNREFUSED"))
+                    {
+                        errs.push(format!("/refused event: result.error {}", e["result"]));
+                    }
+                }
+                other => errs.push(format!(
+                    "/refused: want exactly one event (the refused connect), got {other:#?}"
+                )),
+            }
+        }
+    }
+    match of("/users/3") {
+        Some(c)
+            if c.json["events"]
+                .as_array()
+                .is_some_and(|e| e.len() == 1 && e[0]["type"] == "http.client") => {}
+        other => errs.push(format!(
+            "/users/3: want one http.client event, got {:?}",
+            other.map(|c| &c.json["events"])
+        )),
+    }
+    if !errs.is_empty() {
+        h.fail(&errs, Some(&dir));
+    }
+    h.stop_upstream();
+    let r = h.replay(&[h.out_dir().into()], &[]);
+    r.assert_all_same(2);
+    assert!(
+        r.verdict["notes"]
+            .to_string()
+            .contains("connects to 127.0.0.1:9 are refused, as recorded"),
+        "the verdict says which destination is refused:\n{}",
+        r.explain()
+    );
+    assert!(
+        r.verdict["blocked"].as_array().is_none_or(Vec::is_empty),
+        "the refused destination is not an unexpected one: {}",
+        r.explain()
+    );
+}

@@ -145,6 +145,11 @@ impl Req {
                 r.method = "POST";
                 r.body = Some(format!(r#"{{"msg":"hello {tag}","n":42,"ok":true}}"#).into_bytes());
             }
+            // Flask only: a call to a port nothing listens on, answered 503 with its errno.
+            "refused" => {
+                r.status = 503;
+                r.calls = vec![];
+            }
             other => panic!("unknown endpoint {other}"),
         }
         r
