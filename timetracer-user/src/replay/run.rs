@@ -676,6 +676,8 @@ fn not_judged(input: &Input, crashes: usize) -> RequestVerdict {
         error: Some(format!(
             "not sent: the app crashed {crashes} times (restarted at most {MAX_RESTARTS} times)"
         )),
+        not_sent: true,
+        recording: c.session.recording.clone(),
         duration_ms: 0.0,
     }
 }
@@ -808,6 +810,8 @@ async fn replay_one(
         dependencies: deps,
         misses,
         error,
+        not_sent: false,
+        recording: c.session.recording.clone(),
         duration_ms,
     }
 }
