@@ -393,10 +393,13 @@ mod tests {
     use super::*;
     use quick_xml::Reader;
 
+    /// An element: name, attributes, text.
+    type El = (String, Vec<(String, String)>, String);
+
     /// Every start/empty tag with its attributes, and the text of the elements, parsed back.
-    fn parse(xml: &[u8]) -> Vec<(String, Vec<(String, String)>, String)> {
+    fn parse(xml: &[u8]) -> Vec<El> {
         let mut r = Reader::from_reader(xml);
-        let mut out: Vec<(String, Vec<(String, String)>, String)> = Vec::new();
+        let mut out: Vec<El> = Vec::new();
         let mut buf = Vec::new();
         loop {
             match r.read_event_into(&mut buf).unwrap() {
@@ -442,7 +445,7 @@ mod tests {
         out
     }
 
-    fn attr<'a>(el: &'a (String, Vec<(String, String)>, String), k: &str) -> &'a str {
+    fn attr<'a>(el: &'a El, k: &str) -> &'a str {
         el.1.iter().find(|(n, _)| n == k).map_or("", |(_, v)| v)
     }
 
@@ -503,9 +506,7 @@ mod tests {
             "markup escaped by the writer, read back unchanged"
         );
         assert_eq!(attr(cases[2], "classname"), "cass/2026-12-07");
-        let idx = |e: &(String, Vec<(String, String)>, String)| {
-            els.iter().position(|x| std::ptr::eq(x, e)).unwrap()
-        };
+        let idx = |e: &El| els.iter().position(|x| std::ptr::eq(x, e)).unwrap();
         // The crash after GET /a fails its test case, with the app's output.
         let f = &els[idx(cases[1]) + 1];
         assert_eq!(f.0, "failure");

@@ -73,6 +73,11 @@ pub struct RequestVerdict {
     /// The recording (`session.recording`) the cassette belongs to, when it says.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub recording: Option<String>,
+    /// When it was sent, ms after the replay's first request was (absent when not sent):
+    /// with `duration_ms`, the gap replay leaves between requests (`cargo xtask bench` paces
+    /// its live baseline by it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at_ms: Option<f64>,
     pub duration_ms: f64,
 }
 
@@ -353,6 +358,7 @@ pub(crate) mod tests {
             error: None,
             not_sent: false,
             recording: None,
+            sent_at_ms: Some(0.0),
             duration_ms: 1.0,
         }
     }
