@@ -10,6 +10,8 @@
 //! - `s3_backlog_limits_and_restart`: with S3 down, a size-limited backlog keeps the newest
 //!   cassettes that fit and drops (and counts) the oldest; the agent exits leaving them; a
 //!   second agent run, with S3 up, uploads exactly those first (`s3_recovered`).
+//! - `s3_boto3_head_and_get_object_replay_with_content_length` (issue #26 item 5): boto3
+//!   `head_object`/`get_object` recorded with `record`, replayed with SeaweedFS stopped.
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
