@@ -773,16 +773,21 @@ fn replay_md(res: &Value, md: &mut String) {
     if r["measured"].as_bool() == Some(true) {
         let _ = writeln!(
             md,
-            "| | live p50 ms | replayed p50 ms |\n|---|---|---|\n| `/plain` (no call) | {} | {} |\n\
+            "| | live p50 ms (paced like replay) | replayed p50 ms |\n|---|---|---|\n| `/plain` (no call) | {} | {} |\n\
              | `/dep` (one call) | {} | {} |\n\n\
-             Replay adds {} µs to every request and **{} µs per mocked call**; {} requests \
-             replayed ({}). Method: {}.\n",
+             Replay adds {} µs to every request and **{} µs per mocked call** (over 5 blocks \
+             of rounds: {} to {} µs; against a back-to-back baseline: {} µs); gap between \
+             requests {} ms; {} requests replayed ({}). Method: {}.\n",
             fmt(num(&r["live_plain_p50_ms"]), 3),
             fmt(num(&r["replay_plain_p50_ms"]), 3),
             fmt(num(&r["live_p50_ms"]), 3),
             fmt(num(&r["replay_p50_ms"]), 3),
             fmt(num(&r["added_us_per_request"]), 0),
             fmt(num(&r["added_us_per_mocked_call"]), 0),
+            fmt(num(&r["added_us_per_mocked_call_blocks"]["min"]), 0),
+            fmt(num(&r["added_us_per_mocked_call_blocks"]["max"]), 0),
+            fmt(num(&r["added_us_per_mocked_call_back_to_back"]), 0),
+            fmt(num(&r["replay_gap_ms"]), 2),
             r["requests"],
             r["summary"].as_str().unwrap_or("?"),
             r["note"].as_str().unwrap_or("")

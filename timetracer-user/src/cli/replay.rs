@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::Args;
 
+use crate::replay::junit;
 use crate::replay::plan::Selection;
 use crate::replay::run::{RecordedCommand, ReplayOptions, run};
 use crate::replay::service;
@@ -25,6 +26,7 @@ Examples:
   sudo timetracer-agent replay cassettes/2026-11-22/GET__users_42__e92ca5c8.json --run-recorded-command
   sudo timetracer-agent replay c.json --mock postgres,redis      # HTTP stays live
   sudo timetracer-agent replay c.json --live auth.internal:443 --keep-running
+  sudo timetracer-agent replay cassettes/ --junit replay-junit.xml -- gunicorn app:app  # CI
 
 Exit status: 0 same responses, 1 a response differs, 2 a dependency call did not match (or was
 not made, or the app now fails), 3 the replay could not run.")]
@@ -71,6 +73,10 @@ pub struct ReplayArgs {
     /// Also write the JSON verdict to FILE.
     #[arg(long, value_name = "FILE")]
     pub json_out: Option<PathBuf>,
+    /// Also write the verdict as a JUnit XML report to FILE (one test case per replayed
+    /// request), for CI systems to show.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
     /// Run the app as USER[:GROUP] (a name or numeric id). Default: the user who ran `sudo`
     /// (`SUDO_UID`/`SUDO_GID`). The app never runs as root unless told: `--user root`.
     #[arg(long, env = "TIMETRACER_USER", value_name = "USER[:GROUP]")]
@@ -172,6 +178,19 @@ pub fn replay(args: &ReplayArgs) -> ExitCode {
                 }
             {
                 eprintln!("timetracer-agent: {:#}", anyhow::Error::from(e));
+            }
+            if let Some(p) = &args.junit
+                && let Err(e) = {
+                    // Likewise the invoking user's file.
+                    let write = || junit::write(&v, p);
+                    match &opts.run_as {
+                        Some(user) => user.with_fs(write),
+                        None => write(),
+                    }
+                }
+            {
+                eprintln!("timetracer-agent: --junit: {e:#}");
+                return ExitCode::from(EXIT_ERROR);
             }
             ExitCode::from(v.exit_code)
         }

@@ -394,12 +394,22 @@ async fn run_plan(opts: &ReplayOptions, plan: Plan) -> anyhow::Result<Verdict> {
         let mut requests = Vec::new();
         let mut crashes: Vec<Crash> = Vec::new();
         let mut gave_up = false;
+        let mut first_sent: Option<Instant> = None;
         for (ci, input) in inputs.iter().enumerate() {
             if gave_up {
                 requests.push(not_judged(input, crashes.len()));
                 continue;
             }
-            let verdict = replay_one(opts, ci, input, app_addr, &destinations, &journal).await;
+            let verdict = replay_one(
+                opts,
+                ci,
+                input,
+                app_addr,
+                &destinations,
+                &journal,
+                *first_sent.get_or_insert_with(Instant::now),
+            )
+            .await;
             for d in &destinations {
                 d.retire(ci);
             }
@@ -730,6 +740,9 @@ fn not_judged(input: &Input, crashes: usize) -> RequestVerdict {
         error: Some(format!(
             "not sent: the app crashed {crashes} times (restarted at most {MAX_RESTARTS} times)"
         )),
+        not_sent: true,
+        recording: c.session.recording.clone(),
+        sent_at_ms: None,
         duration_ms: 0.0,
     }
 }
@@ -774,6 +787,7 @@ async fn replay_one(
     app: SocketAddr,
     destinations: &[Arc<Destination>],
     journal: &super::ledger::Journal,
+    first_sent: Instant,
 ) -> RequestVerdict {
     let c = &input.cassette;
     let target = c.request.target.clone().unwrap_or_else(|| {
@@ -862,6 +876,9 @@ async fn replay_one(
         dependencies: deps,
         misses,
         error,
+        not_sent: false,
+        recording: c.session.recording.clone(),
+        sent_at_ms: Some(started.duration_since(first_sent).as_secs_f64() * 1000.0),
         duration_ms,
     }
 }

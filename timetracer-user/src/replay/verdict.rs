@@ -26,7 +26,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn label(self) -> &'static str {
+    pub(crate) fn label(self) -> &'static str {
         match self {
             Outcome::Same => "same",
             Outcome::Differs => "differs",
@@ -66,6 +66,18 @@ pub struct RequestVerdict {
     /// Sending the request failed (connection refused, reset, timeout).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Not sent at all: the app had crashed more often than replay restarts it (a JUnit
+    /// `skipped` test case).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub not_sent: bool,
+    /// The recording (`session.recording`) the cassette belongs to, when it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recording: Option<String>,
+    /// When it was sent, ms after the replay's first request was (absent when not sent):
+    /// with `duration_ms`, the gap replay leaves between requests (`cargo xtask bench` paces
+    /// its live baseline by it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sent_at_ms: Option<f64>,
     pub duration_ms: f64,
 }
 
@@ -217,66 +229,12 @@ impl Verdict {
             self.summary, self.exit_code
         );
         for c in &self.crashes {
-            let _ = writeln!(
-                s,
-                "\n✗ THE APP CRASHED after {} ({}){}",
-                c.after,
-                c.status,
-                if c.restarted {
-                    "; restarted to judge the remaining requests"
-                } else {
-                    ""
-                }
-            );
-            if let Some(p) = &c.cassette {
-                let _ = writeln!(s, "    {p}");
-            }
-            for l in c.output_tail.lines() {
-                let _ = writeln!(s, "    | {l}");
-            }
+            s.push('\n');
+            render_crash(&mut s, c);
         }
         for r in &self.requests {
-            let mark = match r.outcome {
-                Outcome::Same => "✓",
-                Outcome::Differs => "~",
-                _ => "✗",
-            };
-            let status = r
-                .actual_status
-                .map_or_else(|| "---".to_owned(), |s| s.to_string());
-            let _ = writeln!(
-                s,
-                "\n{mark} {} {}  → {status} (recorded {})  {}{}",
-                r.method,
-                r.target,
-                r.expected_status,
-                r.outcome.label(),
-                if r.regression { ", regression" } else { "" }
-            );
-            let _ = writeln!(
-                s,
-                "    {}  ·  dependencies: {} matched{}, {} missed, {} not made  ·  {:.1} ms",
-                r.cassette,
-                r.dependencies.matched,
-                if r.dependencies.redacted > 0 {
-                    // Of the matched: recorded with redacted values, any live value accepted.
-                    format!(", of which {} matched (redacted)", r.dependencies.redacted)
-                } else {
-                    String::new()
-                },
-                r.dependencies.missed,
-                r.dependencies.unused,
-                r.duration_ms
-            );
-            if let Some(e) = &r.error {
-                let _ = writeln!(s, "    error: {e}");
-            }
-            for d in &r.differences {
-                let _ = writeln!(s, "    response {}: {} → {}", d.field, d.expected, d.actual);
-            }
-            for m in &r.misses {
-                render_miss(&mut s, m);
-            }
+            s.push('\n');
+            render_request(&mut s, r);
         }
         if !self.startup_misses.is_empty() {
             let _ = writeln!(s, "\nbefore the first request (app startup):");
@@ -335,7 +293,73 @@ impl Verdict {
     }
 }
 
-fn render_miss(s: &mut String, m: &Miss) {
+/// The lines of one crash in the text verdict (also a JUnit failure's text).
+pub(crate) fn render_crash(s: &mut String, c: &Crash) {
+    let _ = writeln!(
+        s,
+        "✗ THE APP CRASHED after {} ({}){}",
+        c.after,
+        c.status,
+        if c.restarted {
+            "; restarted to judge the remaining requests"
+        } else {
+            ""
+        }
+    );
+    if let Some(p) = &c.cassette {
+        let _ = writeln!(s, "    {p}");
+    }
+    for l in c.output_tail.lines() {
+        let _ = writeln!(s, "    | {l}");
+    }
+}
+
+/// The lines of one request in the text verdict (also a JUnit test case's failure text).
+pub(crate) fn render_request(s: &mut String, r: &RequestVerdict) {
+    let mark = match r.outcome {
+        Outcome::Same => "✓",
+        Outcome::Differs => "~",
+        _ => "✗",
+    };
+    let status = r
+        .actual_status
+        .map_or_else(|| "---".to_owned(), |s| s.to_string());
+    let _ = writeln!(
+        s,
+        "{mark} {} {}  → {status} (recorded {})  {}{}",
+        r.method,
+        r.target,
+        r.expected_status,
+        r.outcome.label(),
+        if r.regression { ", regression" } else { "" }
+    );
+    let _ = writeln!(
+        s,
+        "    {}  ·  dependencies: {} matched{}, {} missed, {} not made  ·  {:.1} ms",
+        r.cassette,
+        r.dependencies.matched,
+        if r.dependencies.redacted > 0 {
+            // Of the matched: recorded with redacted values, any live value accepted.
+            format!(", of which {} matched (redacted)", r.dependencies.redacted)
+        } else {
+            String::new()
+        },
+        r.dependencies.missed,
+        r.dependencies.unused,
+        r.duration_ms
+    );
+    if let Some(e) = &r.error {
+        let _ = writeln!(s, "    error: {e}");
+    }
+    for d in &r.differences {
+        let _ = writeln!(s, "    response {}: {} → {}", d.field, d.expected, d.actual);
+    }
+    for m in &r.misses {
+        render_miss(s, m);
+    }
+}
+
+pub(crate) fn render_miss(s: &mut String, m: &Miss) {
     let _ = writeln!(s, "    ✗ {} {}: {}", m.protocol, m.destination, m.call);
     if let Some(e) = &m.expected {
         let _ = writeln!(s, "        expected  {e}");
@@ -354,10 +378,10 @@ fn render_miss(s: &mut String, m: &Miss) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn same(target: &str) -> RequestVerdict {
+    pub(crate) fn same(target: &str) -> RequestVerdict {
         RequestVerdict {
             cassette: format!("c/{target}.json"),
             method: "GET".into(),
@@ -371,6 +395,9 @@ mod tests {
             dependencies: DepCounts::default(),
             misses: Vec::new(),
             error: None,
+            not_sent: false,
+            recording: None,
+            sent_at_ms: Some(0.0),
             duration_ms: 1.0,
         }
     }
