@@ -223,12 +223,17 @@ fn select(
 /// `citext`, `vector`, ...): no row, as on a database without that extension. The app then
 /// goes on without it, as it would against such a database.
 fn type_lookup(s: &str, lower: &str, bound: &[String]) -> Option<Answer> {
-    if !lower.contains("pg_type") || !lower.contains("where") {
+    // A lookup by name: its last `WHERE` compares `typname`, or a name cast to a type
+    // (`to_regtype`, `::regtype`). A lookup by oid (asyncpg's introspection of the types a
+    // statement uses) must find what the server has: not a rule's.
+    let at = lower.rfind("where")?;
+    let filter = &lower[at..];
+    if !lower.contains("pg_type") || !(filter.contains("typname") || filter.contains("regtype")) {
         return None;
     }
     // The names it looks for: `typname = 'x'`, `to_regtype('x')`, `'x'::regtype`, or a
     // bound parameter. A built-in type is found on every server: not a rule's to answer.
-    let names: Vec<String> = s
+    let names: Vec<String> = s[at..]
         .split('\'')
         .skip(1)
         .step_by(2)
@@ -455,5 +460,10 @@ mod tests {
             answer(by_name, &server(), &client(), &[]).is_none(),
             "names unknown"
         );
+        let hstore = ["hstore".to_owned(), "public".to_owned()];
+        assert!(answer(by_name, &server(), &client(), &hstore).is_some());
+        // asyncpg's introspection of the types a statement uses (by oid).
+        let by_oid = "WITH RECURSIVE typeinfo_tree(oid, ns, name, kind) AS (SELECT ti.oid, ti.ns, ti.name, ti.kind FROM pg_catalog.pg_type ti WHERE ti.typtype = 'c' AND ti.oid = any($1::oid[])) SELECT * FROM typeinfo_tree WHERE kind <> 'x'";
+        assert!(answer(by_oid, &server(), &client(), &["{16386}".into()]).is_none());
     }
 }
