@@ -187,46 +187,20 @@ impl DbRun {
         extra: &[(&str, &str)],
         max_body: usize,
     ) -> Option<Self> {
-        crate::require!(dbservers::missing_prerequisite(app.needs()), None);
-        let dir = util::temp_dir(name);
-        let root = dir.path().to_path_buf();
-        let servers = dbservers::start(app.needs(), &root)
-            .unwrap_or_else(|e| panic!("[{name}] database servers: {e:#}"));
-        let out = root.join("cassettes");
-        let port = util::free_port();
-        let mut args: Vec<OsString> = vec![
+        let mut run = Self::prepare(paths, app, name)?;
+        let mut argv: Vec<OsString> = vec![
+            run.paths.agent.clone().into(),
             "record".into(),
             "--out".into(),
-            out.clone().into(),
+            run.out.clone().into(),
             "--max-body".into(),
             max_body.to_string().into(),
             "--".into(),
         ];
-        args.extend(app.argv(&paths, port));
-        let mut cmd = util::command(&paths.agent, args);
-        cmd.current_dir(&paths.apps).env("PWD", &paths.apps);
-        for (k, v) in servers.app_env() {
-            cmd.env(k, v);
-        }
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
-        let agent = ProcGuard::spawn("agent", cmd, &root).expect("spawn agent");
-        let mut run = Self {
-            name: name.to_owned(),
-            paths,
-            dir: Some(dir),
-            out,
-            port,
-            agent: Some(agent),
-            app: None,
-            servers: Some(servers),
-        };
-        let started = run
-            .agent
-            .as_mut()
-            .map(|a| a.wait_for_port(port, START_TIMEOUT));
-        if let Some(Err(e)) = started {
+        argv.extend(app.argv(&run.paths, run.port));
+        let agent = run.spawn_app("agent", &argv, extra);
+        let agent = run.agent.insert(agent);
+        if let Err(e) = agent.wait_for_port(run.port, START_TIMEOUT) {
             run.fail(&[format!("app under `record` did not start: {e:#}")], None);
         }
         Some(run)
@@ -242,39 +216,12 @@ impl DbRun {
         extra: &[(&str, &str)],
         ready: (&str, usize),
     ) -> Option<Self> {
-        crate::require!(dbservers::missing_prerequisite(app.needs()), None);
-        let dir = util::temp_dir(name);
-        let root = dir.path().to_path_buf();
-        let servers = dbservers::start(app.needs(), &root)
-            .unwrap_or_else(|e| panic!("[{name}] database servers: {e:#}"));
-        let out = root.join("cassettes");
-        let port = util::free_port();
-        let argv = app.argv(&paths, port);
-        let mut cmd = util::command(&argv[0], &argv[1..]);
-        cmd.current_dir(&paths.apps).env("PWD", &paths.apps);
-        for (k, v) in servers.app_env() {
-            cmd.env(k, v);
-        }
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
-        let app_guard = ProcGuard::spawn("app", cmd, &root).expect("spawn app");
+        let mut run = Self::prepare(paths, app, name)?;
+        let argv = app.argv(&run.paths, run.port);
+        let app_guard = run.spawn_app("app", &argv, extra);
         let pid = app_guard.pid();
-        let mut run = Self {
-            name: name.to_owned(),
-            paths,
-            dir: Some(dir),
-            out,
-            port,
-            agent: None,
-            app: Some(app_guard),
-            servers: Some(servers),
-        };
-        let started = run
-            .app
-            .as_mut()
-            .map(|a| a.wait_for_port(port, START_TIMEOUT));
-        if let Some(Err(e)) = started {
+        let app_guard = run.app.insert(app_guard);
+        if let Err(e) = app_guard.wait_for_port(run.port, START_TIMEOUT) {
             run.fail(&[format!("app did not start: {e:#}")], None);
         }
         run.wait_for_lines(ready.0, ready.1);
@@ -294,6 +241,44 @@ impl DbRun {
             run.fail(&[format!("agent attach not ready: {e:#}")], None);
         }
         Some(run)
+    }
+
+    /// The test's directory and database servers, nothing running yet; `None` (test skipped,
+    /// reason printed) when the servers cannot be provided here.
+    fn prepare(paths: Paths, app: DbApp, name: &str) -> Option<Self> {
+        crate::require!(dbservers::missing_prerequisite(app.needs()), None);
+        let dir = util::temp_dir(name);
+        let servers = dbservers::start(app.needs(), dir.path())
+            .unwrap_or_else(|e| panic!("[{name}] database servers: {e:#}"));
+        Some(Self {
+            name: name.to_owned(),
+            out: dir.path().join("cassettes"),
+            paths,
+            dir: Some(dir),
+            port: util::free_port(),
+            agent: None,
+            app: None,
+            servers: Some(servers),
+        })
+    }
+
+    /// Spawns `argv` in the apps' directory with the servers' environment and `extra`.
+    fn spawn_app(&self, what: &str, argv: &[OsString], extra: &[(&str, &str)]) -> ProcGuard {
+        let mut cmd = util::command(&argv[0], &argv[1..]);
+        cmd.current_dir(&self.paths.apps)
+            .env("PWD", &self.paths.apps);
+        for (k, v) in self
+            .servers
+            .as_ref()
+            .map(DbServers::app_env)
+            .unwrap_or_default()
+        {
+            cmd.env(k, v);
+        }
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        ProcGuard::spawn(what, cmd, &self.root()).expect("spawn")
     }
 
     fn root(&self) -> PathBuf {
