@@ -180,6 +180,8 @@ fn walk(v: &Value, path: &str, key: Option<&str>, out: &mut Vec<Finding>, depth:
             }
         }
         Value::Object(m) => {
+            // A body whose `data` is base64 (`encoding: "base64"`) is scanned decoded.
+            let base64_body = m.get("encoding").and_then(Value::as_str) == Some("base64");
             for (k, x) in m {
                 let p = if k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') && !k.is_empty()
                 {
@@ -187,7 +189,12 @@ fn walk(v: &Value, path: &str, key: Option<&str>, out: &mut Vec<Finding>, depth:
                 } else {
                     format!("{path}[{k:?}]")
                 };
-                walk(x, &p, Some(k), out, depth + 1);
+                let key = if base64_body && k == "data" {
+                    "base64"
+                } else {
+                    k.as_str()
+                };
+                walk(x, &p, Some(key), out, depth + 1);
             }
         }
         _ => {}
