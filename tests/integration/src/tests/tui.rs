@@ -15,18 +15,18 @@ use std::{
 use super::scenario::{App, Harness, Req};
 use crate::require_root;
 
-struct Tmux {
-    bin: PathBuf,
-    socket: String,
+pub(super) struct Tmux {
+    pub(super) bin: PathBuf,
+    pub(super) socket: String,
 }
 
 impl Tmux {
-    fn cmd(&self) -> Command {
+    pub(super) fn cmd(&self) -> Command {
         let mut c = Command::new(&self.bin);
         c.args(["-L", &self.socket]);
         c
     }
-    fn keys(&self, keys: &[&str]) {
+    pub(super) fn keys(&self, keys: &[&str]) {
         let st = self
             .cmd()
             .args(["send-keys", "-t", "tt"])
@@ -35,7 +35,7 @@ impl Tmux {
             .expect("tmux send-keys");
         assert!(st.success(), "tmux send-keys {keys:?}");
     }
-    fn screen(&self) -> String {
+    pub(super) fn screen(&self) -> String {
         let out = self
             .cmd()
             .args(["capture-pane", "-t", "tt", "-p"])
@@ -44,7 +44,7 @@ impl Tmux {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
     /// Polls the screen until `pred` holds (10 s), returning the last screen either way.
-    fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    pub(super) fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
         let t = Instant::now();
         loop {
             let s = self.screen();
