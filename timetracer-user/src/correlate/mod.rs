@@ -743,33 +743,38 @@ impl Correlator {
         for i in ready {
             self.attribute_calls(i);
             self.attach_traceback(i);
-            let process = self.process(self.inbound[i].tgid);
             self.inbound.finalize(i);
             let r = &mut self.inbound[i];
             let Some(exchange) = r.exchange.take() else {
                 continue;
             };
-            let (id, conn) = (r.id, r.conn.clone());
-            let timings = timings_of(&exchange, 0);
-            let mut deps = std::mem::take(&mut r.deps);
-            deps.sort_by_key(|d| d.timings.request_start_ns);
-            let traceback = (!r.traceback.is_empty()).then(|| r.traceback.concat());
-            let db_sessions = self.sessions_of(&deps);
-            out.push(RecordedRequest {
-                id,
-                process,
-                inbound: exchange,
-                conn,
-                timings,
-                deps,
-                traceback,
-                mono_to_unix_ns: self.mono_to_unix_ns,
-                drops: Vec::new(),
-                db_sessions,
-            });
+            let deps = std::mem::take(&mut r.deps);
+            out.push(self.recorded(i, exchange, deps));
         }
         self.gc(now_ns);
         out
+    }
+
+    /// Request `i` as handed out: its exchange and `deps`, in the order they started.
+    fn recorded(&mut self, i: usize, inbound: Exchange, mut deps: Vec<DepCall>) -> RecordedRequest {
+        deps.sort_by_key(|d| d.timings.request_start_ns);
+        let r = &self.inbound[i];
+        let (id, tgid, conn) = (r.id, r.tgid, r.conn.clone());
+        let traceback = (!r.traceback.is_empty()).then(|| r.traceback.concat());
+        let timings = timings_of(&inbound, 0);
+        let db_sessions = self.sessions_of(&deps);
+        RecordedRequest {
+            id,
+            process: self.process(tgid),
+            inbound,
+            conn,
+            timings,
+            deps,
+            traceback,
+            mono_to_unix_ns: self.mono_to_unix_ns,
+            drops: Vec::new(),
+            db_sessions,
+        }
     }
 
     /// A call of `tgid` that started at `ts` completed: the ended requests whose window holds
@@ -825,24 +830,7 @@ impl Correlator {
                     }
                 }
             }
-            deps.sort_by_key(|d| d.timings.request_start_ns);
-            let r = &self.inbound[i];
-            let (id, conn) = (r.id, r.conn.clone());
-            let traceback = (!r.traceback.is_empty()).then(|| r.traceback.concat());
-            let timings = timings_of(&exchange, 0);
-            let db_sessions = self.sessions_of(&deps);
-            out.push(RecordedRequest {
-                id,
-                process: self.process(tgid),
-                inbound: exchange,
-                conn,
-                timings,
-                deps,
-                traceback,
-                mono_to_unix_ns: self.mono_to_unix_ns,
-                drops: Vec::new(),
-                db_sessions,
-            });
+            out.push(self.recorded(i, exchange, deps));
         }
         out
     }
@@ -1376,26 +1364,36 @@ mod exit_tests {
         })
     }
 
+    /// Process 7 accepts connection 1 on fd 5 at 10 ns.
+    fn accept() -> Record<'static> {
+        Record::Accept(Accept {
+            origin: o(10, 7),
+            conn_id: 1,
+            fd: 5,
+            listen_fd: 3,
+            addr: SockAddr::default(),
+        })
+    }
+
+    /// 127.0.0.1:`port`.
+    fn loopback(port: u16) -> SockAddr {
+        SockAddr {
+            family: 2,
+            port,
+            addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            ..SockAddr::default()
+        }
+    }
+
     /// Issue #22: with `provisional`, a request is handed out as soon as its response ended
     /// (marked by the id its final version will have), again when a late call completes
     /// inside its window, never after it was finalized; without it, never.
     #[test]
     fn provisional_snapshots_until_final() {
-        let upstream = SockAddr {
-            family: 2,
-            port: 8080,
-            addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            ..SockAddr::default()
-        };
+        let upstream = loopback(8080);
         let records = || {
             [
-                Record::Accept(Accept {
-                    origin: o(10, 7),
-                    conn_id: 1,
-                    fd: 5,
-                    listen_fd: 3,
-                    addr: SockAddr::default(),
-                }),
+                accept(),
                 data(20, false, 0, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"),
                 Record::Connect(Connect {
                     origin: o(22, 7),
@@ -1486,20 +1484,9 @@ mod exit_tests {
             Counters::default(),
             Box::new(FixedFacts::default()),
         );
-        let dest = SockAddr {
-            family: 2,
-            port: 9,
-            addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            ..SockAddr::default()
-        };
+        let dest = loopback(9);
         for r in [
-            Record::Accept(Accept {
-                origin: o(10, 7),
-                conn_id: 1,
-                fd: 5,
-                listen_fd: 3,
-                addr: SockAddr::default(),
-            }),
+            accept(),
             data(20, false, 0, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
             Record::Connect(Connect {
                 origin: o(25, 7),
@@ -1554,13 +1541,7 @@ mod exit_tests {
         // Close-delimited: the response ends when the connection does.
         let resp = b"HTTP/1.0 200 OK\r\n\r\nhello";
         for r in [
-            Record::Accept(Accept {
-                origin: o(10, 7),
-                conn_id: 1,
-                fd: 5,
-                listen_fd: 3,
-                addr: SockAddr::default(),
-            }),
+            accept(),
             data(20, false, 0, req),
             data(30, true, 0, resp),
             Record::Fork(Fork {
@@ -1627,13 +1608,7 @@ mod exit_tests {
             }),
             on(2, 6, 6, true, 0, get),
             on(2, 6, 7, false, 0, got),
-            Record::Accept(Accept {
-                origin: o(10, 7),
-                conn_id: 1,
-                fd: 5,
-                listen_fd: 3,
-                addr: SockAddr::default(),
-            }),
+            accept(),
             data(20, false, 0, req),
             on(2, 6, 22, true, g, incr),
             on(2, 6, 23, false, r, n),
@@ -1698,13 +1673,7 @@ mod exit_tests {
                 ret: 0,
                 addr: redis,
             }),
-            Record::Accept(Accept {
-                origin: o(10, 7),
-                conn_id: 1,
-                fd: 5,
-                listen_fd: 3,
-                addr: SockAddr::default(),
-            }),
+            accept(),
             data(20, false, 0, head1),
             on(2, 6, 22, true, 0, incr),
             on(2, 6, 23, false, 0, b":1\r\n"),

@@ -59,32 +59,8 @@ fn top_is_live_and_quits_at_once() {
     };
     let mut h = Harness::new(paths, "top_is_live");
     h.start_app(App::FastApi);
-    let pid = h.app.as_ref().expect("app").pid();
     let dir = tempfile::tempdir().expect("tempdir");
-    let (before, after) = (
-        dir.path().join("stty.before"),
-        dir.path().join("stty.after"),
-    );
-    let script = format!(
-        // `after` appears only once complete, right when the shell has its prompt back.
-        "stty -g > {b}; {agent} top --pid {pid} --out {out}; stty -g > {a}.part && mv {a}.part {a}; sleep 120",
-        b = before.display(),
-        a = after.display(),
-        agent = h.paths.agent.display(),
-        out = h.out.display(),
-    );
-    let tmux = Tmux {
-        bin: tmux_bin,
-        socket: format!("tt-live-{}", std::process::id()),
-    };
-    let st = tmux
-        .cmd()
-        .args(["new-session", "-d", "-s", "tt", "-x", "160", "-y", "45"])
-        .args(["bash", "-c", &script])
-        .status()
-        .expect("tmux new-session");
-    assert!(st.success(), "tmux new-session failed");
-    tmux.wait_for("the header", |s| s.contains("timetracer top"));
+    let (tmux, before, after) = Tmux::top(tmux_bin, &h, dir.path(), "tt-live");
 
     // 60 requests: every row within 1 s of the last response, still open (asyncio grace).
     requests(h.client_port, 1000, 60);

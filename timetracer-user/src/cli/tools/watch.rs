@@ -80,20 +80,6 @@ extern "C" fn on_signal(_sig: libc::c_int) {
     STOP.store(true, Ordering::SeqCst);
 }
 
-fn install_signal_handlers() -> anyhow::Result<()> {
-    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
-    let act = SigAction::new(
-        SigHandler::Handler(on_signal),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
-    for s in [Signal::SIGINT, Signal::SIGTERM] {
-        // SAFETY: the handler only stores to an atomic.
-        unsafe { sigaction(s, &act) }.context("installing signal handlers")?;
-    }
-    Ok(())
-}
-
 /// How long the loop waits for an event before it looks at the stop flag and the bucket.
 const TICK: Duration = Duration::from_millis(100);
 /// Files printed, remembered so that their later events (a copy's close after its creation)
@@ -197,7 +183,7 @@ pub fn run(ctx: &mut Ctx, a: &WatchArgs, out: &mut dyn Write) -> anyhow::Result<
     let dir = dir
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", dir.display()))?;
-    install_signal_handlers()?;
+    crate::cli::on_stop_signals(on_signal)?;
     // What the bucket already holds is brought now, before the watch starts: not printed.
     let mut next_sync = Instant::now();
     if let Some(up) = &s3 {
