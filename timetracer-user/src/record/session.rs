@@ -29,11 +29,8 @@ use super::target::{Seeder, Target};
 /// buffer fills and the kernel counts `ring_full` drops (never the traced process).
 const WRITER_QUEUE: usize = 1024;
 
-/// What the writer thread receives.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "requests are the common case; boxing them would add an allocation per request"
-)]
+/// What the writer thread receives (requests, the common case, unboxed: no allocation per
+/// request).
 enum ToWriter {
     Request(RecordedRequest),
     /// A snapshot of a request still open to late calls, for the live view.
