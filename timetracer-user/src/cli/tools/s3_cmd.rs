@@ -294,15 +294,15 @@ fn is_current(o: &crate::s3::Object, dest: &Path, seen: Option<&Seen>) -> bool {
 }
 
 /// `timetracer s3 sync down`: the objects below the prefix that are new or changed, 8 at a
-/// time, each to `DIR/KEY` (the bucket's layout kept). `watch --follow-s3` calls it with a
-/// sink for `out`: the files it brings are printed by the watch.
+/// time, each to `DIR/KEY` (the bucket's layout kept). Returns the files it wrote.
+/// `watch --follow-s3` calls it with a sink for `out` and prints the files itself.
 pub(super) fn sync_down(
     ctx: &mut Ctx,
     up: &Uploader,
     dir: &Path,
     dry_run: bool,
     out: &mut dyn Write,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<PathBuf>> {
     let state_file = dir.join(SYNC_STATE);
     let mut state: SyncState = match std::fs::read(&state_file) {
         Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
@@ -348,14 +348,16 @@ pub(super) fn sync_down(
             "Would download {} files, {current} already here",
             todo.len()
         )?;
-        return Ok(());
+        return Ok(Vec::new());
     }
     let (mut n, mut bytes) = (0usize, 0u64);
+    let mut written = Vec::new();
     for (((key, dest), (id, seen)), r) in todo.iter().zip(pending).zip(up.download_files(&todo, 8))
     {
         match r {
             Ok(b) => {
                 writeln!(out, "downloaded {key} -> {}", dest.display())?;
+                written.push(dest.clone());
                 n += 1;
                 bytes += b;
                 state.objects.insert(id, seen);
@@ -372,5 +374,5 @@ pub(super) fn sync_down(
         out,
         "Downloaded {n} files ({bytes} bytes), {current} already here"
     )?;
-    Ok(())
+    Ok(written)
 }

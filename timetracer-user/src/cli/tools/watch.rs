@@ -85,6 +85,9 @@ const TICK: Duration = Duration::from_millis(100);
 /// Files printed, remembered so that their later events (a copy's close after its creation)
 /// do not print them again; the oldest are forgotten beyond this many.
 const REMEMBERED: usize = 10_000;
+/// A new directory is listed when it appears and once more this much later: `notify` adds
+/// its watch after handing out the event, so a file written into it in between has no event.
+const RESCAN_AFTER: Duration = Duration::from_millis(250);
 
 /// What the loop keeps between events.
 struct Tail<'a> {
@@ -203,6 +206,7 @@ pub fn run(ctx: &mut Ctx, a: &WatchArgs, out: &mut dyn Write) -> anyhow::Result<
     watcher
         .watch(&dir, RecursiveMode::Recursive)
         .with_context(|| format!("cannot watch {}", dir.display()))?;
+    let mut rescans: VecDeque<(Instant, PathBuf)> = VecDeque::new();
     let mut tail = Tail {
         query,
         scratch: Index::open_at(&dir, Path::new(":memory:"))?,
@@ -225,11 +229,23 @@ pub fn run(ctx: &mut Ctx, a: &WatchArgs, out: &mut dyn Write) -> anyhow::Result<
         if let Some(up) = &s3
             && Instant::now() >= next_sync
         {
-            // A bucket that does not answer is said and tried again; the watch goes on.
-            if let Err(e) = sync_down(ctx, up, &dir, false, &mut std::io::sink()) {
-                eprintln!("timetracer: s3: {e:#} (trying again in {:?})", a.interval);
+            // What it brought is printed now (its events would be too, unless a new date
+            // directory's watch came late); a bucket that does not answer is said and tried
+            // again, the watch goes on.
+            match sync_down(ctx, up, &dir, false, &mut std::io::sink()) {
+                Ok(files) => {
+                    for f in files {
+                        tail.file(ctx, &f, true)?;
+                    }
+                }
+                Err(e) => eprintln!("timetracer: s3: {e:#} (trying again in {:?})", a.interval),
             }
             next_sync = Instant::now() + a.interval;
+        }
+        while rescans.front().is_some_and(|(at, _)| *at <= Instant::now()) {
+            if let Some((_, d)) = rescans.pop_front() {
+                tail.scan(ctx, &d)?;
+            }
         }
         let event = match rx.recv_timeout(TICK) {
             Ok(Ok(e)) => e,
@@ -246,12 +262,14 @@ pub fn run(ctx: &mut Ctx, a: &WatchArgs, out: &mut dyn Write) -> anyhow::Result<
         }
         for path in &event.paths {
             match event.kind {
-                EventKind::Create(CreateKind::Folder) => tail.scan(ctx, path)?,
-                // A directory moved into place holds files that never had events of their own.
-                EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
+                // A directory made or moved into place: files that landed before its watch
+                // had no events of their own.
+                EventKind::Create(CreateKind::Folder)
+                | EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
                     if path.is_dir() =>
                 {
                     tail.scan(ctx, path)?;
+                    rescans.push_back((Instant::now() + RESCAN_AFTER, path.clone()));
                 }
                 EventKind::Modify(ModifyKind::Name(RenameMode::To | RenameMode::Both))
                 | EventKind::Access(AccessKind::Close(AccessMode::Write)) => {
