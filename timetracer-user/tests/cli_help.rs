@@ -17,6 +17,7 @@ const COMMANDS: &[&[&str]] = &[
     &["show"],
     &["search"],
     &["index"],
+    &["watch"],
     &["diff"],
     &["validate"],
     &["clean"],

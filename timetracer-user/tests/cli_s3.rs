@@ -18,6 +18,7 @@ use std::net::TcpListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use cli_common::watch::Watch;
 use cli_common::{Out, mixed, run_env};
 use seaweed::{BUCKET, Weed};
 
@@ -40,21 +41,92 @@ fn start_weed(root: &Path) -> Option<Weed> {
     Some(weed)
 }
 
-fn s3(t: &Path, port: u16, args: &[&str]) -> Out {
-    let ep = format!("http://127.0.0.1:{port}");
+/// The settings and credentials that point `timetracer` at the server on `port`.
+fn s3_env(port: u16) -> Vec<(&'static str, String)> {
     let creds = Weed::credentials();
-    run_env(
-        t,
-        args,
+    vec![
+        ("TIMETRACER_S3_ENDPOINT", format!("http://127.0.0.1:{port}")),
+        ("TIMETRACER_S3_BUCKET", BUCKET.to_owned()),
+        ("TIMETRACER_S3_PREFIX", "rec".to_owned()),
+        ("AWS_ACCESS_KEY_ID", creds.0.to_owned()),
+        ("AWS_SECRET_ACCESS_KEY", creds.1.to_owned()),
+        ("AWS_REGION", "us-east-1".to_owned()),
+    ]
+}
+
+fn s3(t: &Path, port: u16, args: &[&str]) -> Out {
+    let env = s3_env(port);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    run_env(t, args, &env)
+}
+
+/// `watch --follow-s3` (issue #22): what the bucket holds when it starts is brought into the
+/// directory without being printed; an object uploaded later is printed within the bound;
+/// SIGINT ends it.
+#[test]
+fn watch_follows_s3() {
+    let server_dir = tempfile::tempdir().unwrap();
+    let Some(weed) = start_weed(server_dir.path()) else {
+        return;
+    };
+    let port = weed.port();
+    let (t, dir) = mixed();
+    let d = dir.to_str().unwrap();
+    let before = dir.join("POST__login_caf__e92ca5c8.json");
+    let o = s3(
+        t.path(),
+        port,
+        &["s3", "upload", before.to_str().unwrap(), "--dir", d],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+
+    let follow = t.path().join("follow");
+    let env = s3_env(port);
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let w = Watch::start(
+        t.path(),
         &[
-            ("TIMETRACER_S3_ENDPOINT", ep.as_str()),
-            ("TIMETRACER_S3_BUCKET", BUCKET),
-            ("TIMETRACER_S3_PREFIX", "rec"),
-            ("AWS_ACCESS_KEY_ID", creds.0),
-            ("AWS_SECRET_ACCESS_KEY", creds.1),
-            ("AWS_REGION", "us-east-1"),
+            "--dir",
+            follow.to_str().unwrap(),
+            "--follow-s3",
+            "--interval",
+            "300ms",
+            "--color",
+            "never",
         ],
-    )
+        &env,
+    );
+    assert!(w.next("the header").contains("Endpoint"));
+    assert!(
+        follow.join("POST__login_caf__e92ca5c8.json").is_file(),
+        "what the bucket held is brought first"
+    );
+
+    let later = dir.join("2026-11-22/GET__boom_5__90588dcc.json");
+    let o = s3(
+        t.path(),
+        port,
+        &["s3", "upload", later.to_str().unwrap(), "--dir", d],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let l = w.next("the object uploaded while watching");
+    assert!(
+        l.contains("/boom/5") && l.contains("2026-11-22/GET__boom_5__90588dcc.json"),
+        "{l}"
+    );
+    assert_eq!(
+        std::fs::read(follow.join("2026-11-22/GET__boom_5__90588dcc.json")).unwrap(),
+        std::fs::read(&later).unwrap()
+    );
+    // Nothing else: the object brought at the start is not printed at the next listings.
+    w.quiet_for(Duration::from_millis(900));
+    let (code, rest) = w.interrupt();
+    assert_eq!(code, 0, "{rest:?}");
+    assert!(
+        rest.iter().any(|l| l.contains("1 new cassettes shown")),
+        "{rest:?}"
+    );
+    drop(weed);
 }
 
 #[test]

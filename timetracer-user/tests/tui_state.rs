@@ -10,7 +10,7 @@ mod tui_fixtures;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use timetracer::live::LiveUpdate;
+use timetracer::live::{LiveUpdate, Phase};
 use timetracer::tui::state::{Action, Effect, Filter, InputMode, State, StatusPred};
 use tui_fixtures::{cassette, request, sample_requests, stats};
 
@@ -437,4 +437,101 @@ fn details_and_save_pin_the_selection() {
         8,
         "the row being saved stays selected"
     );
+}
+
+fn versioned(c: timetracer::cassette::Cassette, phase: Phase, saved: Option<&str>) -> LiveUpdate {
+    LiveUpdate::Request {
+        cassette: Box::new(c),
+        path: saved.map(PathBuf::from),
+        phase,
+    }
+}
+
+/// Issue #22: a request shows as soon as its response ended, marked open; a later snapshot
+/// with a late call and then the final version replace that row in place (same position and
+/// selection), and the final one clears the mark.
+#[test]
+fn open_rows_are_updated_in_place_then_finalized() {
+    let mut s = state_with(Vec::new());
+    s.apply_update(versioned(
+        cassette("GET", "/slow", 200, 5.0, 1),
+        Phase::Open,
+        None,
+    ));
+    s.apply_update(request(cassette("GET", "/other", 200, 1.0, 2), None));
+    assert_eq!(s.rows().len(), 2);
+    assert!(s.rows()[0].open && !s.rows()[1].open);
+    assert_eq!(s.open_rows(), 1);
+    s.apply(Action::Top);
+    assert_eq!(
+        s.apply(Action::Save),
+        Effect::None,
+        "an open row is not saved"
+    );
+    assert!(s.message().unwrap().is_error);
+
+    let mut late = cassette("GET", "/slow", 200, 5.0, 1);
+    late.events = vec![tui_fixtures::http_event(1, 1.0, 2.0, "http://up/late", 200)];
+    s.apply_update(versioned(late.clone(), Phase::Open, None));
+    assert_eq!(s.rows().len(), 2, "updated, not added");
+    assert_eq!(s.rows()[0].deps.http, 1);
+    assert!(s.rows()[0].open);
+    assert_eq!(
+        s.selected_row().unwrap().seq,
+        1,
+        "the selection stays on it"
+    );
+
+    s.apply_update(versioned(late, Phase::Final, Some("/tmp/out/slow.json")));
+    assert_eq!(s.rows().len(), 2);
+    let r = &s.rows()[0];
+    assert!(!r.open);
+    assert_eq!(r.seq, 1);
+    assert_eq!(
+        r.saved.as_deref(),
+        Some(std::path::Path::new("/tmp/out/slow.json"))
+    );
+    assert_eq!(s.open_rows(), 0);
+    // Another final version of the same id (not expected) is a new row, never a lost one.
+    s.apply_update(request(cassette("GET", "/slow", 200, 5.0, 1), None));
+    assert_eq!(s.rows().len(), 3);
+}
+
+/// Open rows held back by a pause are updated there; evicted open rows are forgotten.
+#[test]
+fn open_rows_while_paused_and_evicted() {
+    let mut s = State::new(PathBuf::from("/tmp"), true, 3);
+    s.apply(Action::TogglePause);
+    s.apply_update(versioned(
+        cassette("GET", "/p", 200, 1.0, 1),
+        Phase::Open,
+        None,
+    ));
+    s.apply_update(versioned(
+        cassette("GET", "/p", 500, 1.0, 1),
+        Phase::Final,
+        None,
+    ));
+    assert_eq!(s.arrived_while_paused(), 1);
+    s.apply(Action::TogglePause);
+    assert_eq!(s.rows().len(), 1);
+    assert_eq!(s.rows()[0].status(), 500);
+    assert!(!s.rows()[0].open);
+    for n in 2..6 {
+        s.apply_update(versioned(
+            cassette("GET", &format!("/o{n}"), 200, 1.0, n),
+            Phase::Open,
+            None,
+        ));
+    }
+    assert_eq!(s.rows().len(), 3);
+    assert_eq!(s.open_rows(), 3, "the evicted open row is forgotten");
+    // The final version of an evicted row comes back as a new row.
+    s.apply_update(versioned(
+        cassette("GET", "/o2", 200, 1.0, 2),
+        Phase::Final,
+        None,
+    ));
+    assert_eq!(s.rows().back().unwrap().path(), "/o2");
+    assert_eq!(s.open_rows(), 2, "/o3 was evicted for it");
 }

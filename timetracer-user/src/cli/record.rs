@@ -261,17 +261,7 @@ pub(super) fn stop_flag() -> &'static AtomicBool {
 }
 
 pub(super) fn install_signal_handlers() -> anyhow::Result<()> {
-    use nix::sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, sigaction};
-    let act = SigAction::new(
-        SigHandler::Handler(on_signal),
-        SaFlags::SA_RESTART,
-        SigSet::empty(),
-    );
-    for s in [Signal::SIGINT, Signal::SIGTERM] {
-        // SAFETY: the handler only touches atomics and calls kill(2).
-        unsafe { sigaction(s, &act) }.context("installing signal handlers")?;
-    }
-    Ok(())
+    super::on_stop_signals(on_signal)
 }
 
 /// The filters, cassette files and index, S3 when a bucket is configured, and the live view.

@@ -33,6 +33,11 @@ pub(super) struct Inbounds {
     /// The longest start-to-end span among ended requests ever held: a request that
     /// contains an instant started at most this long before it.
     max_span_ns: u64,
+    /// Sequences of ended, not finalized requests that changed since the last
+    /// [`Self::take_touched`] (their response ended, a call was added); kept only while
+    /// `tracking` (a live viewer wants provisional snapshots).
+    touched: BTreeSet<u64>,
+    tracking: bool,
 }
 
 impl Inbounds {
@@ -72,6 +77,29 @@ impl Inbounds {
         }
         self.unended.remove(&seq);
         self.index_ended(seq, start, end);
+        self.touch(i);
+    }
+
+    /// Request `i` changed: when it is ended and not finalized, its next snapshot is due.
+    pub(super) fn touch(&mut self, i: usize) {
+        let r = &self.q[i];
+        if self.tracking && r.end_ns.is_some() && !r.finalized {
+            self.touched.insert(self.base + i as u64);
+        }
+    }
+
+    /// Starts or stops tracking changes (stopping forgets what was touched).
+    pub(super) fn set_tracking(&mut self, on: bool) {
+        self.tracking = on;
+        if !on {
+            self.touched.clear();
+        }
+    }
+
+    /// Positions of the requests touched since the last call, in arrival order.
+    pub(super) fn take_touched(&mut self) -> Vec<usize> {
+        let touched = std::mem::take(&mut self.touched);
+        touched.into_iter().filter_map(|s| self.pos(s)).collect()
     }
 
     /// Positions of the requests of process `tgid` that were open at `ts` (started at or
@@ -122,6 +150,7 @@ impl Inbounds {
         let r = &mut self.q[i];
         r.finalized = true;
         self.due.remove(&(r.due_ns, self.base + i as u64));
+        self.touched.remove(&(self.base + i as u64));
     }
 
     /// True while some held request came from this connection (checked by the property test).
@@ -139,6 +168,7 @@ impl Inbounds {
         let seq = self.base;
         self.base += 1;
         self.unended.remove(&seq);
+        self.touched.remove(&seq);
         if r.end_ns.is_some() {
             self.ended_by_start.remove(&(r.start_ns, seq));
             self.due.remove(&(r.due_ns, seq));

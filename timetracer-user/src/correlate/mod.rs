@@ -7,6 +7,11 @@
 //! once a short grace period has passed (late ring-buffer records from other CPUs, tracebacks
 //! logged after the response).
 //!
+//! Live viewers need not wait for that: with [`CorrelateOptions::provisional`],
+//! [`Correlator::take_provisional`] hands out a snapshot of each request as soon as its response
+//! ended, and again whenever a call is added to it, until it is finalized. A snapshot carries
+//! the id its final version will have, so a viewer updates its row in place.
+//!
 //! Attribution rules (this stage; concurrent asyncio tasks are decided by issue #7's engine):
 //! - an outbound request whose first byte was written while exactly one inbound request of the
 //!   same process was open on the writing thread → `exact/thread`;
@@ -62,6 +67,9 @@ pub struct CorrelateOptions {
     pub asyncio_grace_ns: u64,
     /// Applied by the connection layer to every database / cache event (`conn/`).
     pub redaction: crate::redact::RedactionPolicy,
+    /// Track requests whose response ended but that still accept late calls, for
+    /// [`Correlator::take_provisional`] (a live viewer is attached).
+    pub provisional: bool,
 }
 
 impl Default for CorrelateOptions {
@@ -73,6 +81,7 @@ impl Default for CorrelateOptions {
             max_wait_ns: 3_000_000_000,
             asyncio_grace_ns: 3_000_000_000,
             redaction: crate::redact::RedactionPolicy::default(),
+            provisional: false,
         }
     }
 }
@@ -84,6 +93,8 @@ const TRACEBACK_TAIL_NS: u64 = 1_000_000_000;
 
 /// An inbound request from head to finalization.
 struct Inbound {
+    /// The id of its cassette, the same in every provisional snapshot and in the final one.
+    id: uuid::Uuid,
     tgid: u32,
     conn_id: u64,
     conn: ConnFacts,
@@ -106,6 +117,7 @@ impl Inbound {
     /// `start_ns`.
     fn new(facts: &ConnFacts, index: u64, start_ns: u64, tid: u32) -> Self {
         Self {
+            id: uuid::Uuid::new_v4(),
             tgid: facts.pid,
             conn_id: facts.conn_id,
             conn: facts.clone(),
@@ -123,6 +135,7 @@ impl Inbound {
 }
 
 /// An outbound call from its first request byte to its response.
+#[derive(Clone)]
 struct Outbound {
     tgid: u32,
     conn_id: u64,
@@ -246,10 +259,12 @@ impl Correlator {
             gap_timeout_ns: opts.gap_timeout_ns,
             redaction: opts.redaction.clone(),
         };
+        let mut inbound = inbound::Inbounds::default();
+        inbound.set_tracking(opts.provisional);
         Self {
             conns: ConnTable::new(conn_opts, counters.clone()),
             opts,
-            inbound: inbound::Inbounds::default(),
+            inbound,
             outbound: VecDeque::new(),
             stdio: VecDeque::new(),
             traceback_writers: HashMap::new(),
@@ -419,28 +434,31 @@ impl Correlator {
                     fd,
                     remote,
                     errno,
-                } => self.outbound.push_back(Outbound {
-                    tgid: origin.tgid,
-                    conn_id: 0,
-                    index: 0,
-                    tid: origin.tid,
-                    start_ns: origin.ts_ns,
-                    exchange: None,
-                    db: None,
-                    failed: Some(FailedConnect {
-                        errno,
-                        ts_ns: origin.ts_ns,
-                    }),
-                    facts: ConnFacts {
-                        pid: origin.tgid,
-                        fd,
-                        remote: Some(remote),
-                        ..ConnFacts::default()
-                    },
-                    connect_ns: origin.ts_ns,
-                    decision: None,
-                    held_for: None,
-                }),
+                } => {
+                    self.touch_window(origin.tgid, origin.ts_ns);
+                    self.outbound.push_back(Outbound {
+                        tgid: origin.tgid,
+                        conn_id: 0,
+                        index: 0,
+                        tid: origin.tid,
+                        start_ns: origin.ts_ns,
+                        exchange: None,
+                        db: None,
+                        failed: Some(FailedConnect {
+                            errno,
+                            ts_ns: origin.ts_ns,
+                        }),
+                        facts: ConnFacts {
+                            pid: origin.tgid,
+                            fd,
+                            remote: Some(remote),
+                            ..ConnFacts::default()
+                        },
+                        connect_ns: origin.ts_ns,
+                        decision: None,
+                        held_for: None,
+                    });
+                }
             }
         }
     }
@@ -511,6 +529,7 @@ impl Correlator {
             ProtoEvent::Http(e) => self.on_http(facts, side, connect_ns, e),
             ProtoEvent::Db(DbEvent::Call(call)) => {
                 self.counters.inc(Counter::DbCalls);
+                self.touch_window(facts.pid, call.request_first.ts_ns);
                 self.outbound.push_back(Outbound {
                     tgid: facts.pid,
                     conn_id: facts.conn_id,
@@ -622,6 +641,7 @@ impl Correlator {
             }
             (Side::Client, HttpEvent::Exchange(ex)) => {
                 let (tid, start) = (ex.request.first.tid, ex.request.first.ts_ns);
+                self.touch_window(facts.pid, start);
                 match self
                     .outbound
                     .iter_mut()
@@ -723,32 +743,95 @@ impl Correlator {
         for i in ready {
             self.attribute_calls(i);
             self.attach_traceback(i);
-            let process = self.process(self.inbound[i].tgid);
             self.inbound.finalize(i);
             let r = &mut self.inbound[i];
             let Some(exchange) = r.exchange.take() else {
                 continue;
             };
-            let conn = r.conn.clone();
-            let timings = timings_of(&exchange, 0);
-            let mut deps = std::mem::take(&mut r.deps);
-            deps.sort_by_key(|d| d.timings.request_start_ns);
-            let traceback = (!r.traceback.is_empty()).then(|| r.traceback.concat());
-            let db_sessions = self.sessions_of(&deps);
-            out.push(RecordedRequest {
-                id: uuid::Uuid::new_v4(),
-                process,
-                inbound: exchange,
-                conn,
-                timings,
-                deps,
-                traceback,
-                mono_to_unix_ns: self.mono_to_unix_ns,
-                drops: Vec::new(),
-                db_sessions,
-            });
+            let deps = std::mem::take(&mut r.deps);
+            out.push(self.recorded(i, exchange, deps));
         }
         self.gc(now_ns);
+        out
+    }
+
+    /// Request `i` as handed out: its exchange and `deps`, in the order they started.
+    fn recorded(&mut self, i: usize, inbound: Exchange, mut deps: Vec<DepCall>) -> RecordedRequest {
+        deps.sort_by_key(|d| d.timings.request_start_ns);
+        let r = &self.inbound[i];
+        let (id, tgid, conn) = (r.id, r.tgid, r.conn.clone());
+        let traceback = (!r.traceback.is_empty()).then(|| r.traceback.concat());
+        let timings = timings_of(&inbound, 0);
+        let db_sessions = self.sessions_of(&deps);
+        RecordedRequest {
+            id,
+            process: self.process(tgid),
+            inbound,
+            conn,
+            timings,
+            deps,
+            traceback,
+            mono_to_unix_ns: self.mono_to_unix_ns,
+            drops: Vec::new(),
+            db_sessions,
+        }
+    }
+
+    /// A call of `tgid` that started at `ts` completed: the ended requests whose window holds
+    /// it may own it, so a live viewer gets their snapshot again. Python processes are
+    /// touched where the engine decides a call (`route_python`).
+    fn touch_window(&mut self, tgid: u32, ts: u64) {
+        if !self.opts.provisional || self.py.runtime(tgid).is_some() {
+            return;
+        }
+        for j in self.inbound.open_at(tgid, ts) {
+            self.inbound.touch(j);
+        }
+    }
+
+    /// Starts or stops tracking requests for [`Self::take_provisional`] (a viewer came or
+    /// went).
+    pub fn set_provisional(&mut self, on: bool) {
+        self.opts.provisional = on;
+        self.inbound.set_tracking(on);
+    }
+
+    /// Snapshots of the requests whose response ended and that are not finalized, taken when
+    /// the response ended or a call was added since the last call, in arrival order; call
+    /// after [`Self::take_ready`] (a request finalized there is not among them). Each has the
+    /// id of its final version. Its calls are those decided so far (Python processes) or the
+    /// complete calls inside its window that the rule of [`decide`] gives it today (others);
+    /// its traceback comes with the final version. Empty unless
+    /// [`CorrelateOptions::provisional`].
+    pub fn take_provisional(&mut self) -> Vec<RecordedRequest> {
+        if !self.opts.provisional {
+            return Vec::new();
+        }
+        let mut out = Vec::new();
+        for i in self.inbound.take_touched() {
+            let r = &self.inbound[i];
+            let Some(exchange) = r.exchange.clone() else {
+                continue;
+            };
+            let (tgid, start, end) = (r.tgid, r.start_ns, r.end_ns.unwrap_or(u64::MAX));
+            let mut deps = r.deps.clone();
+            if self.py.runtime(tgid).is_none() {
+                // What `attribute_calls` would give it now, without taking the calls: the
+                // final version decides again with every record in.
+                for o in &self.outbound {
+                    if o.tgid != tgid || !o.complete() || o.start_ns < start || o.start_ns > end {
+                        continue;
+                    }
+                    let (owners, attribution) = decide(&self.inbound, o.tgid, o.tid, o.start_ns);
+                    if owners.contains(&i)
+                        && let Some(d) = dep_call(o.clone(), attribution)
+                    {
+                        deps.push(d);
+                    }
+                }
+            }
+            out.push(self.recorded(i, exchange, deps));
+        }
         out
     }
 
@@ -980,6 +1063,7 @@ impl Correlator {
                             let proof = Some(Box::new(proof));
                             if let Some(d) = dep_call(o, Attribution::Exact { evidence, proof }) {
                                 self.inbound[j].deps.push(d);
+                                self.inbound.touch(j);
                             }
                         }
                         None => {
@@ -1012,6 +1096,7 @@ impl Correlator {
                     if let Some(d) = dep_call(o, Attribution::Ambiguous { reason }) {
                         for j in owners {
                             self.inbound[j].deps.push(d.clone());
+                            self.inbound.touch(j);
                         }
                     }
                 }
@@ -1279,6 +1364,117 @@ mod exit_tests {
         })
     }
 
+    /// Process 7 accepts connection 1 on fd 5 at 10 ns.
+    fn accept() -> Record<'static> {
+        Record::Accept(Accept {
+            origin: o(10, 7),
+            conn_id: 1,
+            fd: 5,
+            listen_fd: 3,
+            addr: SockAddr::default(),
+        })
+    }
+
+    /// 127.0.0.1:`port`.
+    fn loopback(port: u16) -> SockAddr {
+        SockAddr {
+            family: 2,
+            port,
+            addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            ..SockAddr::default()
+        }
+    }
+
+    /// Issue #22: with `provisional`, a request is handed out as soon as its response ended
+    /// (marked by the id its final version will have), again when a late call completes
+    /// inside its window, never after it was finalized; without it, never.
+    #[test]
+    fn provisional_snapshots_until_final() {
+        let upstream = loopback(8080);
+        let records = || {
+            [
+                accept(),
+                data(20, false, 0, b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n"),
+                Record::Connect(Connect {
+                    origin: o(22, 7),
+                    conn_id: Some(2),
+                    fd: 9,
+                    ret: 0,
+                    addr: upstream,
+                }),
+                on(2, 9, 24, true, 0, b"GET /up HTTP/1.1\r\nHost: up\r\n\r\n"),
+                data(
+                    30,
+                    true,
+                    0,
+                    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+                ),
+            ]
+        };
+        let mut c = Correlator::new(
+            CorrelateOptions {
+                provisional: true,
+                ..CorrelateOptions::default()
+            },
+            Counters::default(),
+            Box::new(FixedFacts::default()),
+        );
+        for r in records() {
+            c.handle(r);
+        }
+        c.pump(40);
+        assert!(c.take_ready(40).is_empty(), "within its grace period");
+        let open = c.take_provisional();
+        assert_eq!(open.len(), 1, "shown when its response ended");
+        let id = open[0].id;
+        assert!(
+            open[0].deps.is_empty(),
+            "the upstream call has not answered"
+        );
+        assert!(c.take_provisional().is_empty(), "nothing changed");
+
+        // The upstream answers after the response: a late call, in the request's window.
+        c.handle(on(
+            2,
+            9,
+            100,
+            false,
+            0,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        ));
+        c.pump(110);
+        assert!(c.take_ready(110).is_empty());
+        let updated = c.take_provisional();
+        assert_eq!(updated.len(), 1, "shown again with its late call");
+        assert_eq!(updated[0].id, id);
+        assert_eq!(updated[0].deps.len(), 1);
+
+        let done = c.take_ready(1_000_000_000);
+        assert_eq!(done.len(), 1);
+        assert_eq!(done[0].id, id, "the final version has the snapshots' id");
+        assert_eq!(done[0].deps.len(), 1);
+        assert!(
+            c.take_provisional().is_empty(),
+            "never after it was finalized"
+        );
+
+        // Without a viewer nothing is tracked.
+        let mut quiet = Correlator::new(
+            CorrelateOptions::default(),
+            Counters::default(),
+            Box::new(FixedFacts::default()),
+        );
+        for r in records() {
+            quiet.handle(r);
+        }
+        quiet.pump(40);
+        assert!(quiet.take_ready(40).is_empty());
+        assert!(quiet.take_provisional().is_empty());
+        // A viewer that leaves stops it.
+        c.set_provisional(false);
+        assert!(c.take_provisional().is_empty());
+    }
+
     /// A connect refused while the request was served is a call of that request: the
     /// destination and the errno, attributed to the thread serving it.
     #[test]
@@ -1288,20 +1484,9 @@ mod exit_tests {
             Counters::default(),
             Box::new(FixedFacts::default()),
         );
-        let dest = SockAddr {
-            family: 2,
-            port: 9,
-            addr: [127, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            ..SockAddr::default()
-        };
+        let dest = loopback(9);
         for r in [
-            Record::Accept(Accept {
-                origin: o(10, 7),
-                conn_id: 1,
-                fd: 5,
-                listen_fd: 3,
-                addr: SockAddr::default(),
-            }),
+            accept(),
             data(20, false, 0, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"),
             Record::Connect(Connect {
                 origin: o(25, 7),
@@ -1356,13 +1541,7 @@ mod exit_tests {
         // Close-delimited: the response ends when the connection does.
         let resp = b"HTTP/1.0 200 OK\r\n\r\nhello";
         for r in [
-            Record::Accept(Accept {
-                origin: o(10, 7),
-                conn_id: 1,
-                fd: 5,
-                listen_fd: 3,
-                addr: SockAddr::default(),
-            }),
+            accept(),
             data(20, false, 0, req),
             data(30, true, 0, resp),
             Record::Fork(Fork {
@@ -1429,13 +1608,7 @@ mod exit_tests {
             }),
             on(2, 6, 6, true, 0, get),
             on(2, 6, 7, false, 0, got),
-            Record::Accept(Accept {
-                origin: o(10, 7),
-                conn_id: 1,
-                fd: 5,
-                listen_fd: 3,
-                addr: SockAddr::default(),
-            }),
+            accept(),
             data(20, false, 0, req),
             on(2, 6, 22, true, g, incr),
             on(2, 6, 23, false, r, n),
@@ -1500,13 +1673,7 @@ mod exit_tests {
                 ret: 0,
                 addr: redis,
             }),
-            Record::Accept(Accept {
-                origin: o(10, 7),
-                conn_id: 1,
-                fd: 5,
-                listen_fd: 3,
-                addr: SockAddr::default(),
-            }),
+            accept(),
             data(20, false, 0, head1),
             on(2, 6, 22, true, 0, incr),
             on(2, 6, 23, false, 0, b":1\r\n"),

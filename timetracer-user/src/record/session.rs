@@ -29,13 +29,12 @@ use super::target::{Seeder, Target};
 /// buffer fills and the kernel counts `ring_full` drops (never the traced process).
 const WRITER_QUEUE: usize = 1024;
 
-/// What the writer thread receives.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "requests are the common case; boxing them would add an allocation per request"
-)]
+/// What the writer thread receives (requests, the common case, unboxed: no allocation per
+/// request).
 enum ToWriter {
     Request(RecordedRequest),
+    /// A snapshot of a request still open to late calls, for the live view.
+    Provisional(RecordedRequest),
     Startup(StartupRecord),
 }
 
@@ -106,13 +105,15 @@ impl Session {
             ebpf_log: plan.ebpf_log,
         })?;
         let counters = Counters::default();
+        let live = sinks.live_feed();
         let opts = CorrelateOptions {
             max_body: usize::try_from(plan.max_body).unwrap_or(usize::MAX),
             redaction: plan.build.redaction.clone(),
+            // A viewer sees each request as soon as its response ended.
+            provisional: live.is_some(),
             ..CorrelateOptions::default()
         };
         let correlator = Correlator::new(opts, counters.clone(), Box::new(procfs::Procfs));
-        let live = sinks.live_feed();
         let (tx, rx) = mpsc::sync_channel::<ToWriter>(WRITER_QUEUE);
         // One id for everything this recording writes: replay finds a cassette's startup
         // cassettes by it.
@@ -237,7 +238,8 @@ impl Session {
         self.correlator.pump(now);
         let ready = self.correlator.take_ready(now);
         let startup = self.correlator.take_startup();
-        if ready.is_empty() && startup.is_empty() {
+        let provisional = self.correlator.take_provisional();
+        if ready.is_empty() && startup.is_empty() && provisional.is_empty() {
             return;
         }
         // One read of the kernel's drop counters per drain (a map lookup per CPU and
@@ -250,6 +252,10 @@ impl Session {
         for mut r in ready {
             r.drops.clone_from(&drops);
             self.submit(r);
+        }
+        for mut r in provisional {
+            r.drops.clone_from(&drops);
+            self.send(ToWriter::Provisional(r));
         }
     }
 
@@ -282,7 +288,10 @@ impl Session {
                 Ok(()) => {}
                 Err(mpsc::TrySendError::Full(_)) => self.counters.inc(Counter::LiveSkipped),
                 // The viewer is gone; the final flush does not wait for it.
-                Err(mpsc::TrySendError::Disconnected(_)) => self.live = None,
+                Err(mpsc::TrySendError::Disconnected(_)) => {
+                    self.live = None;
+                    self.correlator.set_provisional(false);
+                }
             }
         }
     }
@@ -306,7 +315,7 @@ impl Session {
             eprint!("\r\x1b[2K");
         }
         let py = &self.correlator.py;
-        Summary {
+        let summary = Summary {
             elapsed: self.started.elapsed(),
             out: self.plan.out.clone(),
             counters: self.counters.snapshot(),
@@ -314,7 +323,10 @@ impl Session {
             python_probes: self.capture.py_hits(),
             python_engine: [py.tasks, py.roots, py.copies, py.stamps],
             python_rules: py.rules.iter().map(|(k, n)| (k.clone(), *n)).collect(),
-        }
+        };
+        // Everything is written: stop tracing and let the kernel detach in the background.
+        self.capture.release();
+        summary
     }
 }
 
@@ -347,6 +359,7 @@ fn write_loop(rx: &mpsc::Receiver<ToWriter>, sinks: &mut Chain, ctx: &Ctx) {
         };
         match r {
             ToWriter::Request(r) => sinks.accept(&mut Finished::new(r), ctx),
+            ToWriter::Provisional(r) => sinks.provisional(&mut Finished::new(r), ctx),
             ToWriter::Startup(s) => {
                 sinks.startup(&crate::cassette::build_startup(&s, &ctx.build), ctx)
             }

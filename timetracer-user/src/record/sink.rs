@@ -18,7 +18,7 @@ use std::sync::mpsc::{SyncSender, TrySendError};
 
 use crate::cassette::{self, BuildOptions, Cassette, Compression};
 use crate::correlate::model::RecordedRequest;
-use crate::live::LiveUpdate;
+use crate::live::{LiveUpdate, Phase};
 use crate::protocols::http::types::StartLine;
 use crate::telemetry::{Counter, Counters};
 
@@ -137,6 +137,11 @@ pub trait Sink: Send {
     fn start(&mut self, _ctx: &Ctx) {}
     /// One finished request. Sinks after this one see what it changed.
     fn accept(&mut self, item: &mut Finished, ctx: &Ctx);
+    /// A snapshot of a request whose response ended and that still accepts late calls (sent
+    /// only while a sink has a [`Self::live_feed`]); its final version comes to
+    /// [`Self::accept`] with the same id. Only viewers show it; a filter that would discard
+    /// the final version discards it too, uncounted.
+    fn provisional(&mut self, _item: &mut Finished, _ctx: &Ctx) {}
     /// A process's startup cassette (its calls before its first request). Not a request:
     /// filters do not apply; [`Files`] writes it under `.startup/`.
     fn startup(&mut self, _cassette: &Cassette, _ctx: &Ctx) {}
@@ -205,6 +210,14 @@ impl Sink for Chain {
             s.accept(item, ctx);
         }
     }
+    fn provisional(&mut self, item: &mut Finished, ctx: &Ctx) {
+        for s in &mut self.0 {
+            if item.fate == Fate::Discard {
+                return;
+            }
+            s.provisional(item, ctx);
+        }
+    }
     fn startup(&mut self, cassette: &Cassette, ctx: &Ctx) {
         self.0.iter_mut().for_each(|s| s.startup(cassette, ctx));
     }
@@ -244,6 +257,11 @@ impl Sink for Exclude {
     fn accept(&mut self, item: &mut Finished, ctx: &Ctx) {
         if excluded(item.path(), &self.0) {
             ctx.counters.inc(Counter::Excluded);
+            item.fate = Fate::Discard;
+        }
+    }
+    fn provisional(&mut self, item: &mut Finished, _ctx: &Ctx) {
+        if excluded(item.path(), &self.0) {
             item.fate = Fate::Discard;
         }
     }
@@ -494,21 +512,31 @@ impl Sink for Live {
         "live"
     }
     fn accept(&mut self, item: &mut Finished, ctx: &Ctx) {
+        self.send(item, Phase::Final, ctx);
+    }
+    fn provisional(&mut self, item: &mut Finished, ctx: &Ctx) {
+        self.send(item, Phase::Open, ctx);
+    }
+    fn live_feed(&self) -> Option<SyncSender<LiveUpdate>> {
+        (!self.closed).then(|| self.tx.clone())
+    }
+}
+
+impl Live {
+    fn send(&mut self, item: &mut Finished, phase: Phase, ctx: &Ctx) {
         if self.closed {
             return;
         }
         let update = LiveUpdate::Request {
             cassette: Box::new(item.take_cassette(&ctx.build)),
             path: item.written.clone(),
+            phase,
         };
         match self.tx.try_send(update) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => ctx.counters.inc(Counter::LiveSkipped),
             Err(TrySendError::Disconnected(_)) => self.closed = true,
         }
-    }
-    fn live_feed(&self) -> Option<SyncSender<LiveUpdate>> {
-        (!self.closed).then(|| self.tx.clone())
     }
 }
 
@@ -703,5 +731,59 @@ pub(crate) mod tests {
         chain.accept(&mut finished("/later", Some(500)), &ctx);
         assert_eq!(c.get(Counter::LiveSkipped), 1);
         assert!(chain.live_feed().is_none());
+    }
+
+    /// A provisional snapshot reaches the viewer only (nothing written, indexed or counted),
+    /// marked open, with the id its final version has; an excluded path is not shown.
+    #[test]
+    fn provisional_reaches_only_the_viewer() {
+        let d = tempfile::tempdir().unwrap();
+        let (tx, rx) = mpsc::sync_channel(8);
+        let mut sinks = Chain::filters(&Filters {
+            errors_only: true,
+            exclude_paths: vec!["/health".into()],
+            ..Filters::default()
+        });
+        sinks.push(Box::new(Files {
+            dir: d.path().to_path_buf(),
+            compression: Compression::None,
+            encrypt_to: None,
+        }));
+        sinks.push(Box::new(Live::new(tx)));
+        let mut chain = Chain::new(sinks);
+        let ctx = ctx();
+        chain.start(&ctx);
+        let mut open = finished("/boom", Some(500));
+        let id = open.request.id;
+        chain.provisional(&mut open, &ctx);
+        chain.provisional(&mut finished("/health", Some(200)), &ctx);
+        let Ok(LiveUpdate::Request {
+            cassette,
+            path: None,
+            phase: Phase::Open,
+        }) = rx.try_recv()
+        else {
+            panic!("the viewer gets the open request");
+        };
+        assert_eq!(cassette.session.id, id.to_string());
+        assert!(rx.try_recv().is_err(), "the excluded path is not shown");
+        assert!(open.written.is_none());
+        let mut last = finished("/boom", Some(500));
+        last.request.id = id;
+        chain.accept(&mut last, &ctx);
+        let Ok(LiveUpdate::Request {
+            cassette,
+            path: Some(_),
+            phase: Phase::Final,
+        }) = rx.try_recv()
+        else {
+            panic!("the final version, written");
+        };
+        assert_eq!(cassette.session.id, id.to_string());
+        chain.finish(&ctx);
+        let c = &ctx.counters;
+        assert_eq!(c.get(Counter::Cassettes), 1);
+        assert_eq!(c.get(Counter::Excluded), 0);
+        assert_eq!(c.get(Counter::NotError), 0);
     }
 }

@@ -5,13 +5,13 @@
 //!
 //! Time is never read from a clock here: the loop passes "now" (time since the UI started) to
 //! [`State::tick`], so tests are deterministic.
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::cassette::Cassette;
 use crate::cassette::format::{AttributionInfo, Event};
-use crate::live::{LiveStats, LiveUpdate};
+use crate::live::{LiveStats, LiveUpdate, Phase};
 
 /// Rows kept in memory by default (older ones are dropped and counted).
 pub const DEFAULT_CAPACITY: usize = 10_000;
@@ -98,6 +98,8 @@ pub struct Row {
     pub ambiguous: u32,
     /// Where the cassette is on disk (written by the agent, or saved from the UI).
     pub saved: Option<PathBuf>,
+    /// Still open to late calls (a provisional snapshot); its final version replaces it.
+    pub open: bool,
     pub cassette: Box<Cassette>,
 }
 
@@ -120,6 +122,7 @@ impl Row {
             deps: DepCounts::of(&cassette.events),
             ambiguous: u32::try_from(ambiguous).unwrap_or(u32::MAX),
             saved,
+            open: false,
             cassette,
         }
     }
@@ -417,6 +420,8 @@ pub struct State {
     next_seq: u64,
     /// Rows dropped to stay within `capacity`.
     evicted: u64,
+    /// Cassette id → `seq` of the rows still open to late calls (updated in place).
+    open: HashMap<String, u64>,
     paused: bool,
     arrived_while_paused: u64,
     /// Selected row (by `seq`); when it is gone the next one is selected.
@@ -454,6 +459,7 @@ impl State {
             pending: VecDeque::new(),
             next_seq: 1,
             evicted: 0,
+            open: HashMap::new(),
             paused: false,
             arrived_while_paused: 0,
             selected: None,
@@ -484,13 +490,39 @@ impl State {
     /// Takes one update from the session.
     pub fn apply_update(&mut self, update: LiveUpdate) {
         match update {
-            LiveUpdate::Request { cassette, path } => self.push_request(cassette, path),
+            LiveUpdate::Request {
+                cassette,
+                path,
+                phase,
+            } => self.push_request(cassette, path, phase),
             LiveUpdate::Stats(s) => self.apply_stats(s),
         }
     }
 
-    fn push_request(&mut self, cassette: Box<Cassette>, path: Option<PathBuf>) {
-        let row = Row::new(self.next_seq, cassette, path);
+    /// A new row, or a new version of a row still open (same cassette id): replaced in place,
+    /// keeping its position, selection and saved mark.
+    fn push_request(&mut self, cassette: Box<Cassette>, path: Option<PathBuf>, phase: Phase) {
+        let id = cassette.session.id.clone();
+        let open = phase == Phase::Open;
+        let known = if open {
+            self.open.get(&id).copied()
+        } else {
+            self.open.remove(&id)
+        };
+        if let Some(seq) = known
+            && let Some(row) = self.row_or_pending_mut(seq)
+        {
+            let saved = path.or_else(|| row.saved.take());
+            *row = Row::new(seq, cassette, saved);
+            row.open = open;
+            return;
+        }
+        let seq = self.next_seq;
+        let mut row = Row::new(seq, cassette, path);
+        row.open = open;
+        if open {
+            self.open.insert(id, seq);
+        }
         self.next_seq += 1;
         if self.paused {
             self.arrived_while_paused += 1;
@@ -499,11 +531,32 @@ impl State {
             self.rows.push_back(row);
         }
         while self.rows.len() + self.pending.len() > self.capacity {
-            if self.rows.pop_front().is_none() {
-                self.pending.pop_front();
+            let gone = match self.rows.pop_front() {
+                Some(r) => Some(r),
+                None => self.pending.pop_front(),
+            };
+            if let Some(r) = gone
+                && r.open
+            {
+                self.open.remove(&r.cassette.session.id);
             }
             self.evicted += 1;
         }
+    }
+
+    fn row_or_pending_mut(&mut self, seq: u64) -> Option<&mut Row> {
+        let i = self.rows.partition_point(|r| r.seq < seq);
+        if self.rows.get(i).is_some_and(|r| r.seq == seq) {
+            return self.rows.get_mut(i);
+        }
+        let i = self.pending.partition_point(|r| r.seq < seq);
+        self.pending.get_mut(i).filter(|r| r.seq == seq)
+    }
+
+    /// Rows still open to late calls (their final version has not come yet).
+    #[must_use]
+    pub fn open_rows(&self) -> usize {
+        self.open.len()
     }
 
     fn apply_stats(&mut self, s: LiveStats) {
@@ -719,6 +772,11 @@ impl State {
         if let Some(p) = &row.saved {
             let text = format!("already saved: {}", p.display());
             self.notify(&text, false);
+            return Effect::None;
+        }
+        if row.open {
+            let text = "still open to late calls: save it once it is final (the mark goes)";
+            self.notify(text, true);
             return Effect::None;
         }
         Effect::Save(row.seq)

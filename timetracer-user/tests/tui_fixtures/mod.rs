@@ -11,7 +11,7 @@ use timetracer::cassette::format::{
     AttributionInfo, Cassette, ErrorInfo, ErrorKind, Event, EventResult, Request, Response,
     Session, Signature,
 };
-use timetracer::live::{LiveStats, LiveUpdate};
+use timetracer::live::{LiveStats, LiveUpdate, Phase};
 
 /// A cassette recorded at `12:00:0S.mmm` with the given method, path, status and duration.
 pub(crate) fn cassette(
@@ -149,6 +149,7 @@ pub(crate) fn request(c: Cassette, saved: Option<&str>) -> LiveUpdate {
     LiveUpdate::Request {
         cassette: Box::new(c),
         path: saved.map(PathBuf::from),
+        phase: Phase::Final,
     }
 }
 

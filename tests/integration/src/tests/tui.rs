@@ -2,7 +2,7 @@
 //! requests appear, the filter works, the detail pane shows a dependency call, and `q`
 //! restores the terminal exactly (same `stty -g` before and after).
 use std::{
-    path::PathBuf,
+    path::{Path, PathBuf},
     process::Command,
     sync::{
         Arc,
@@ -15,18 +15,18 @@ use std::{
 use super::scenario::{App, Harness, Req};
 use crate::require_root;
 
-struct Tmux {
+pub(super) struct Tmux {
     bin: PathBuf,
     socket: String,
 }
 
 impl Tmux {
-    fn cmd(&self) -> Command {
+    pub(super) fn cmd(&self) -> Command {
         let mut c = Command::new(&self.bin);
         c.args(["-L", &self.socket]);
         c
     }
-    fn keys(&self, keys: &[&str]) {
+    pub(super) fn keys(&self, keys: &[&str]) {
         let st = self
             .cmd()
             .args(["send-keys", "-t", "tt"])
@@ -35,7 +35,7 @@ impl Tmux {
             .expect("tmux send-keys");
         assert!(st.success(), "tmux send-keys {keys:?}");
     }
-    fn screen(&self) -> String {
+    pub(super) fn screen(&self) -> String {
         let out = self
             .cmd()
             .args(["capture-pane", "-t", "tt", "-p"])
@@ -44,7 +44,7 @@ impl Tmux {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
     /// Polls the screen until `pred` holds (10 s), returning the last screen either way.
-    fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+    pub(super) fn wait_for(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
         let t = Instant::now();
         loop {
             let s = self.screen();
@@ -57,6 +57,42 @@ impl Tmux {
             );
             thread::sleep(Duration::from_millis(200));
         }
+    }
+}
+
+impl Tmux {
+    /// `timetracer-agent top --pid <the app> --out <the harness's>` in a new 160×45 tmux
+    /// session (socket `TAG-<pid>`), between two `stty -g` into `dir`; waits for its header.
+    /// Returns the session and the files of the two `stty -g`: the second appears (whole)
+    /// only once the agent exited and the shell goes on.
+    pub(super) fn top(
+        bin: PathBuf,
+        h: &Harness,
+        dir: &Path,
+        tag: &str,
+    ) -> (Self, PathBuf, PathBuf) {
+        let pid = h.app.as_ref().expect("app").pid();
+        let (before, after) = (dir.join("stty.before"), dir.join("stty.after"));
+        let script = format!(
+            "stty -g > {b}; {agent} top --pid {pid} --out {out}; stty -g > {a}.part && mv {a}.part {a}; sleep 120",
+            b = before.display(),
+            a = after.display(),
+            agent = h.paths.agent.display(),
+            out = h.out.display(),
+        );
+        let tmux = Self {
+            bin,
+            socket: format!("{tag}-{}", std::process::id()),
+        };
+        let st = tmux
+            .cmd()
+            .args(["new-session", "-d", "-s", "tt", "-x", "160", "-y", "45"])
+            .args(["bash", "-c", &script])
+            .status()
+            .expect("tmux new-session");
+        assert!(st.success(), "tmux new-session failed");
+        tmux.wait_for("the header", |s| s.contains("timetracer top"));
+        (tmux, before, after)
     }
 }
 
@@ -76,43 +112,8 @@ fn top_in_tmux() {
     };
     let mut h = Harness::new(paths, "top_in_tmux");
     h.start_app(App::FastApi);
-    let pid = h.app.as_ref().expect("app").pid();
     let dir = tempfile::tempdir().expect("tempdir");
-    let (before, after) = (
-        dir.path().join("stty.before"),
-        dir.path().join("stty.after"),
-    );
-    let script = format!(
-        // `after` appears only once complete (the test polls for it, then reads it).
-        "stty -g > {b}; {agent} top --pid {pid} --out {out}; stty -g > {a}.part && mv {a}.part {a}; sleep 120",
-        b = before.display(),
-        a = after.display(),
-        agent = h.paths.agent.display(),
-        out = h.out.display(),
-    );
-    let tmux = Tmux {
-        bin: tmux_bin,
-        socket: format!("tt-e2e-{}", std::process::id()),
-    };
-    let st = tmux
-        .cmd()
-        .args([
-            "new-session",
-            "-d",
-            "-s",
-            "tt",
-            "-x",
-            "160",
-            "-y",
-            "45",
-            "bash",
-            "-c",
-            &script,
-        ])
-        .status()
-        .expect("tmux new-session");
-    assert!(st.success(), "tmux new-session failed");
-    tmux.wait_for("the header", |s| s.contains("timetracer top"));
+    let (tmux, before, after) = Tmux::top(tmux_bin, &h, dir.path(), "tt-e2e");
 
     // Load: a keep-alive client alternating a one-call endpoint and a three-call endpoint.
     let stop = Arc::new(AtomicBool::new(false));

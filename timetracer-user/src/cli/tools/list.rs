@@ -61,6 +61,23 @@ pub struct SearchArgs {
     /// Cassette directory [default: TIMETRACER_DIR, else ./cassettes].
     #[arg(short, long, value_name = "DIR")]
     pub dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub filter: QueryArgs,
+    /// At most this many results, newest first (0 = all).
+    #[arg(short = 'n', long, default_value_t = 20)]
+    pub limit: usize,
+    /// One JSON object per line.
+    #[arg(short, long)]
+    pub json: bool,
+    /// Answer from the index as it is, without looking for new files.
+    #[arg(long)]
+    pub no_refresh: bool,
+}
+
+/// The conditions of `search` (and `watch`): one [`Query`] of the index, whose SQL is the
+/// only implementation of these filters.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct QueryArgs {
     /// HTTP method (case-insensitive).
     #[arg(short, long)]
     pub method: Option<String>,
@@ -96,15 +113,38 @@ pub struct SearchArgs {
     pub min_duration: Option<f64>,
     #[command(flatten)]
     pub k8s: super::K8sFilter,
-    /// At most this many results, newest first (0 = all).
-    #[arg(short = 'n', long, default_value_t = 20)]
-    pub limit: usize,
-    /// One JSON object per line.
-    #[arg(short, long)]
-    pub json: bool,
-    /// Answer from the index as it is, without looking for new files.
-    #[arg(long)]
-    pub no_refresh: bool,
+}
+
+impl QueryArgs {
+    /// The index query (no limit); `--since`/`--until` are resolved now.
+    pub fn query(&self) -> anyhow::Result<Query> {
+        Ok(Query {
+            method: self.method.clone(),
+            endpoint: self.endpoint.clone(),
+            status: self.status,
+            errors: self.errors,
+            service: self.service.clone(),
+            env: self.env.clone(),
+            since: self
+                .since
+                .as_deref()
+                .map(parse_time)
+                .transpose()
+                .context("--since")?,
+            until: self
+                .until
+                .as_deref()
+                .map(parse_time)
+                .transpose()
+                .context("--until")?,
+            dep_type: self.dep_type.clone(),
+            dep_host: self.dep_host.clone(),
+            min_duration_ms: self.min_duration,
+            namespace: self.k8s.namespace.clone(),
+            pod: self.k8s.pod.clone(),
+            limit: None,
+        })
+    }
 }
 
 /// Build or update the embedded index.
@@ -148,34 +188,50 @@ fn status_cell(ctx: &Ctx, status: i64, failed: bool) -> String {
 }
 
 fn table(ctx: &Ctx, entries: &[Entry], dir: &Path, out: &mut dyn Write) -> std::io::Result<()> {
-    writeln!(
-        out,
-        "{:>3}  {:<32}  {:<7} {:<30} {:>9} {:>10} {:>6}  File",
-        "#", "Recorded", "Method", "Endpoint", "Status", "Duration", "Deps"
-    )?;
+    table_header(out)?;
     for (i, e) in entries.iter().enumerate() {
-        let s = &e.summary;
-        let st = status_cell(ctx, s.status, s.has_error);
-        // Pad by the visible width: colour escapes have no width.
-        let vis = if s.has_error { 5 } else { 4 } + s.status.to_string().len();
-        let pad = " ".repeat(9usize.saturating_sub(vis));
-        let rel = e.file.strip_prefix(dir).unwrap_or(&e.file);
-        writeln!(
-            out,
-            "{:>3}  {:<32}  {:<7} {:<30} {pad}{st} {:>8.1}ms {:>6}  {}",
-            i + 1,
-            s.recorded_at,
-            s.method,
-            s.path,
-            s.duration_ms,
-            s.event_count,
-            rel.display()
-        )?;
+        table_row(ctx, i + 1, e, dir, out)?;
     }
     Ok(())
 }
 
-fn json_lines(entries: &[Entry], out: &mut dyn Write) -> anyhow::Result<()> {
+/// The column titles of `list`, `search` and `watch`.
+pub(super) fn table_header(out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{:>3}  {:<32}  {:<7} {:<30} {:>9} {:>10} {:>6}  File",
+        "#", "Recorded", "Method", "Endpoint", "Status", "Duration", "Deps"
+    )
+}
+
+/// Row `n` of the table: one cassette, its file relative to `dir`.
+pub(super) fn table_row(
+    ctx: &Ctx,
+    n: usize,
+    e: &Entry,
+    dir: &Path,
+    out: &mut dyn Write,
+) -> std::io::Result<()> {
+    let s = &e.summary;
+    let st = status_cell(ctx, s.status, s.has_error);
+    // Pad by the visible width: colour escapes have no width.
+    let vis = if s.has_error { 5 } else { 4 } + s.status.to_string().len();
+    let pad = " ".repeat(9usize.saturating_sub(vis));
+    let rel = e.file.strip_prefix(dir).unwrap_or(&e.file);
+    writeln!(
+        out,
+        "{:>3}  {:<32}  {:<7} {:<30} {pad}{st} {:>8.1}ms {:>6}  {}",
+        n,
+        s.recorded_at,
+        s.method,
+        s.path,
+        s.duration_ms,
+        s.event_count,
+        rel.display()
+    )
+}
+
+pub(super) fn json_lines(entries: &[Entry], out: &mut dyn Write) -> anyhow::Result<()> {
     for e in entries {
         serde_json::to_writer(&mut *out, e)?;
         writeln!(out)?;
@@ -231,30 +287,8 @@ pub fn show(_ctx: &mut Ctx, a: &ShowArgs, out: &mut dyn Write) -> anyhow::Result
 pub fn search(ctx: &mut Ctx, a: &SearchArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
     let dir = ctx.dir(a.dir.as_deref());
     let q = Query {
-        method: a.method.clone(),
-        endpoint: a.endpoint.clone(),
-        status: a.status,
-        errors: a.errors,
-        service: a.service.clone(),
-        env: a.env.clone(),
-        since: a
-            .since
-            .as_deref()
-            .map(parse_time)
-            .transpose()
-            .context("--since")?,
-        until: a
-            .until
-            .as_deref()
-            .map(parse_time)
-            .transpose()
-            .context("--until")?,
-        dep_type: a.dep_type.clone(),
-        dep_host: a.dep_host.clone(),
-        min_duration_ms: a.min_duration,
-        namespace: a.k8s.namespace.clone(),
-        pod: a.k8s.pod.clone(),
         limit: (a.limit > 0).then_some(a.limit),
+        ..a.filter.query()?
     };
     let idx = open_fresh(ctx, &dir, !a.no_refresh)?;
     let hits = idx.search(&q)?;

@@ -25,6 +25,7 @@ pub mod serve;
 pub mod stats;
 pub mod timeline;
 pub mod validate;
+pub mod watch;
 
 /// Process exit status of a command.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -49,6 +50,7 @@ const EXAMPLES: &str = "\
 Examples:
   timetracer list --dir ./cassettes -n 20
   timetracer search --status 0 --errors --endpoint '/users/*'
+  timetracer watch --errors                 # each new failed request as it is written
   timetracer show cassettes/2026-11-22/GET__users_42__e92ca5c8.json --events
   timetracer diff --a before.json --b after.json --threshold 25
   timetracer stats --group-by dependency
@@ -92,6 +94,7 @@ pub enum Command {
     Timeline(timeline::TimelineArgs),
     Dashboard(dashboard::DashboardArgs),
     Serve(serve::ServeArgs),
+    Watch(watch::WatchArgs),
     Keygen(KeygenArgs),
     Completions(CompletionsArgs),
     Man(ManArgs),
@@ -357,6 +360,7 @@ fn run_command(cli: Cli, out: &mut dyn Write) -> anyhow::Result<Exit> {
         Command::Timeline(a) => timeline::run(&mut ctx, &a, out)?,
         Command::Dashboard(a) => dashboard::run(&mut ctx, &a, out)?,
         Command::Serve(a) => serve::run(&mut ctx, &a, out)?,
+        Command::Watch(a) => watch::run(&mut ctx, &a, out)?,
         Command::Completions(a) => {
             let mut cmd = Cli::command();
             clap_complete::generate(a.shell, &mut cmd, "timetracer", out);

@@ -20,6 +20,15 @@ Bucket, prefix, region and endpoint come from the flags, TIMETRACER_S3_* or time
 credentials from the standard AWS chain (AWS_ACCESS_KEY_ID/..., ~/.aws/credentials, instance
 metadata). Keys are PREFIX/<path relative to the cassette directory>.")]
 pub struct S3Args {
+    #[command(flatten)]
+    pub location: S3Location,
+    #[command(subcommand)]
+    pub action: S3Action,
+}
+
+/// Which bucket, prefix, region and endpoint (`s3` and `watch --follow-s3`).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct S3Location {
     /// Bucket [default: s3.bucket / TIMETRACER_S3_BUCKET].
     #[arg(short, long, global = true)]
     pub bucket: Option<String>,
@@ -32,8 +41,6 @@ pub struct S3Args {
     /// Endpoint URL of an S3-compatible server [default: s3.endpoint / TIMETRACER_S3_ENDPOINT].
     #[arg(long, global = true, value_name = "URL")]
     pub endpoint: Option<String>,
-    #[command(subcommand)]
-    pub action: S3Action,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -90,7 +97,8 @@ pub enum S3Action {
     },
 }
 
-fn settings(ctx: &Ctx, a: &S3Args) -> anyhow::Result<Settings> {
+/// The flags over the configuration; a bucket is required.
+pub(super) fn settings(ctx: &Ctx, a: &S3Location) -> anyhow::Result<Settings> {
     let pick = |flag: &Option<String>, key: &str| {
         flag.clone().or_else(|| ctx.cfg.str(key).map(str::to_owned))
     };
@@ -160,7 +168,7 @@ fn join(prefix: &str, key: &str) -> String {
 
 /// `timetracer s3`.
 pub fn run(ctx: &mut Ctx, a: &S3Args, out: &mut dyn Write) -> anyhow::Result<Exit> {
-    let up = Uploader::new(settings(ctx, a)?)?;
+    let up = Uploader::new(settings(ctx, &a.location)?)?;
     match &a.action {
         S3Action::Upload { paths, dir } => {
             let dir = ctx.dir(dir.as_deref());
@@ -286,14 +294,15 @@ fn is_current(o: &crate::s3::Object, dest: &Path, seen: Option<&Seen>) -> bool {
 }
 
 /// `timetracer s3 sync down`: the objects below the prefix that are new or changed, 8 at a
-/// time, each to `DIR/KEY` (the bucket's layout kept).
-fn sync_down(
+/// time, each to `DIR/KEY` (the bucket's layout kept). Returns the files it wrote.
+/// `watch --follow-s3` calls it with a sink for `out` and prints the files itself.
+pub(super) fn sync_down(
     ctx: &mut Ctx,
     up: &Uploader,
     dir: &Path,
     dry_run: bool,
     out: &mut dyn Write,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<PathBuf>> {
     let state_file = dir.join(SYNC_STATE);
     let mut state: SyncState = match std::fs::read(&state_file) {
         Ok(b) => serde_json::from_slice(&b).unwrap_or_else(|e| {
@@ -339,14 +348,16 @@ fn sync_down(
             "Would download {} files, {current} already here",
             todo.len()
         )?;
-        return Ok(());
+        return Ok(Vec::new());
     }
     let (mut n, mut bytes) = (0usize, 0u64);
+    let mut written = Vec::new();
     for (((key, dest), (id, seen)), r) in todo.iter().zip(pending).zip(up.download_files(&todo, 8))
     {
         match r {
             Ok(b) => {
                 writeln!(out, "downloaded {key} -> {}", dest.display())?;
+                written.push(dest.clone());
                 n += 1;
                 bytes += b;
                 state.objects.insert(id, seen);
@@ -363,5 +374,5 @@ fn sync_down(
         out,
         "Downloaded {n} files ({bytes} bytes), {current} already here"
     )?;
-    Ok(())
+    Ok(written)
 }

@@ -1,5 +1,5 @@
 //! The request table: time, method, path, status, duration, dependency calls by type,
-//! ambiguous attributions, saved mark. Scrolls to keep the selection in view.
+//! ambiguous attributions, and a mark: `○` still open to late calls, `✓` saved. Scrolls to keep the selection in view.
 use ratatui::Frame;
 use ratatui::layout::{Alignment, Constraint, Rect};
 use ratatui::style::{Color, Modifier, Style};
@@ -20,7 +20,7 @@ const WIDTHS: [Constraint; 10] = [
     Constraint::Length(4),  // db
     Constraint::Length(5),  // redis
     Constraint::Length(4),  // ambiguous
-    Constraint::Length(1),  // saved
+    Constraint::Length(1),  // open / saved
 ];
 
 /// Draws the table into `area`.
@@ -88,6 +88,12 @@ fn title(state: &State, shown: usize) -> Line<'static> {
         format!(" Requests {shown}/{} ", state.rows().len()),
         Style::new().add_modifier(Modifier::BOLD),
     )];
+    if state.open_rows() > 0 {
+        spans.push(Span::styled(
+            format!("○ {} open ", state.open_rows()),
+            Style::new().fg(Color::Yellow),
+        ));
+    }
     let tag = |s: String, c: Color| Span::styled(s, Style::new().fg(Color::Black).bg(c));
     if !state.filter_text().is_empty() {
         spans.push(tag(
@@ -121,7 +127,9 @@ fn row(r: &state::Row) -> Row<'static> {
     } else {
         Cell::from(format!("⚠{}", r.ambiguous)).style(Style::new().fg(Color::Yellow))
     };
-    let saved = if r.saved.is_some() {
+    let saved = if r.open {
+        Cell::from("○").style(Style::new().fg(Color::Yellow))
+    } else if r.saved.is_some() {
         Cell::from("✓").style(Style::new().fg(Color::Green))
     } else {
         Cell::from("")
