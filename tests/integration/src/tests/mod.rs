@@ -11,6 +11,7 @@ mod config;
 mod db;
 mod ebpf_log;
 mod image;
+mod mongo;
 mod node;
 mod privilege;
 mod record;
