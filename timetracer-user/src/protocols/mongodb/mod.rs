@@ -77,7 +77,7 @@ pub fn describe_command(doc: &Map<String, Value>, db: Option<&str>) -> String {
         .filter(|(k, _)| {
             k.as_str() != "$db"
                 && !PER_RUN_FIELDS.contains(&k.as_str())
-                && !(k.as_str() == "collection" && !target.is_string())
+                && (target.is_string() || k.as_str() != "collection")
         })
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
