@@ -179,6 +179,7 @@ fn cassette_files() -> Vec<PathBuf> {
         "cassettes/py",
         "replay/fastapi",
         "replay/flask",
+        "replay/mongo",
         "ui",
     ] {
         v.extend(files(&fx.join(d), ".json"));
