@@ -29,6 +29,7 @@ pub const TARGETS: &[&str] = &[
     "mock_postgres",
     "mock_mysql",
     "mock_redis",
+    "mock_mongodb",
 ];
 
 /// `tests/fixtures` of this checkout.
@@ -144,6 +145,7 @@ pub fn corpus(target: &str) -> Vec<(String, Vec<u8>)> {
         "mock_postgres" => mock_seeds(Protocol::Postgres),
         "mock_mysql" => mock_seeds(Protocol::Mysql),
         "mock_redis" => mock_seeds(Protocol::Redis),
+        "mock_mongodb" => mock_seeds(Protocol::Mongodb),
         // Structured (`arbitrary`) or raw kernel records: libFuzzer starts from nothing and
         // finds the layout through its comparison tracing.
         _ => Vec::new(),
@@ -177,6 +179,7 @@ fn cassette_files() -> Vec<PathBuf> {
         "cassettes/py",
         "replay/fastapi",
         "replay/flask",
+        "replay/mongo",
         "ui",
     ] {
         v.extend(files(&fx.join(d), ".json"));
@@ -228,7 +231,7 @@ pub fn replay_cassettes() -> Vec<Cassette> {
     static C: OnceLock<Vec<Cassette>> = OnceLock::new();
     C.get_or_init(|| {
         let fx = fixtures();
-        ["replay/fastapi", "replay/flask"]
+        ["replay/fastapi", "replay/flask", "replay/mongo"]
             .iter()
             .flat_map(|d| files(&fx.join(d), ".json"))
             .filter_map(|p| reader::read(&p).ok())

@@ -34,9 +34,9 @@ pub struct ReplayArgs {
     /// Cassette files or directories (replayed in recorded order).
     #[arg(required = true, value_name = "CASSETTE|DIR")]
     pub cassettes: Vec<PathBuf>,
-    /// Mock only these protocols (http, postgres, mysql, redis) or destinations (HOST:PORT);
-    /// the rest stays live. Comma-separated, repeatable. Default: TIMETRACER_MOCK_PLUGINS,
-    /// else everything.
+    /// Mock only these protocols (http, postgres, mysql, redis, mongodb) or destinations
+    /// (HOST:PORT); the rest stays live. Comma-separated, repeatable. Default:
+    /// TIMETRACER_MOCK_PLUGINS, else everything.
     #[arg(long, value_name = "LIST")]
     pub mock: Vec<String>,
     /// Keep these protocols or destinations live (not mocked). Comma-separated, repeatable.

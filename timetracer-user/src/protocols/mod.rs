@@ -290,7 +290,10 @@ mod tests {
         assert_eq!(Protocol::of_event("db.query", "redis"), None);
         assert_eq!(Protocol::of_event("celery.task", ""), None);
         let replayable: Vec<&str> = Protocol::replayable().map(Protocol::name).collect();
-        assert_eq!(replayable, ["http", "postgres", "mysql", "redis"]);
+        assert_eq!(
+            replayable,
+            ["http", "postgres", "mysql", "redis", "mongodb"]
+        );
         assert_eq!(
             serde_json::to_string(&Protocol::Mongodb).unwrap(),
             "\"mongodb\""

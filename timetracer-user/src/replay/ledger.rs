@@ -117,6 +117,11 @@ pub fn describe_event(ev: &Event) -> String {
                 .unwrap_or_default();
             return format!("{}{params}", one_line(sql, 160));
         }
+        if let Some(cmd) = db.get("command").and_then(Value::as_object) {
+            // MongoDB: the command document.
+            let name = db.get("db").and_then(Value::as_str);
+            return one_line(&crate::protocols::mongodb::describe_command(cmd, name), 200);
+        }
         if let Some(cmd) = db.get("command").and_then(Value::as_str) {
             let args = db.get("args").map(|a| format!(" {a}")).unwrap_or_default();
             return one_line(&format!("{cmd}{args}"), 200);

@@ -12,6 +12,7 @@ mod db;
 mod ebpf_log;
 mod image;
 mod live;
+mod mongo;
 mod node;
 mod privilege;
 mod record;

@@ -335,32 +335,10 @@ const FLAG_MORE_TO_COME: u32 = 2;
 fn decode(m: &mut Message, sasl: bool) -> Result<Decoded, &'static str> {
     let complete = m.raw.len() == m.len;
     if m.opcode == OP_COMPRESSED {
-        let b = m.raw.get(16..).unwrap_or_default();
-        if b.len() < 9 {
+        if !complete {
             return Err("mongodb-compressed-truncated");
         }
-        let orig = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
-        let size = usize::try_from(i32::from_le_bytes([b[4], b[5], b[6], b[7]])).unwrap_or(0);
-        if !complete || size > MAX_MESSAGE {
-            return Err("mongodb-compressed-truncated");
-        }
-        let data = &b[9..];
-        let (name, body): (&'static str, Vec<u8>) = match b[8] {
-            0 => ("noop", data.to_vec()),
-            2 => {
-                let mut out = Vec::with_capacity(size.min(1 << 20));
-                flate2::read::ZlibDecoder::new(data)
-                    .take(size as u64)
-                    .read_to_end(&mut out)
-                    .map_err(|_| "mongodb-compressed-corrupt")?;
-                ("zlib", out)
-            }
-            3 => (
-                "zstd",
-                zstd::bulk::decompress(data, size).map_err(|_| "mongodb-compressed-corrupt")?,
-            ),
-            _ => return Err("mongodb-compressed-unsupported"),
-        };
+        let (name, orig, body) = uncompress(&m.raw)?;
         let mut inner = Message {
             req_id: m.req_id,
             resp_to: m.resp_to,
@@ -554,6 +532,124 @@ fn decode(m: &mut Message, sasl: bool) -> Result<Decoded, &'static str> {
         }
     }
     Ok(d)
+}
+
+/// The payload of a complete `OP_COMPRESSED` message (header included): the compressor's
+/// name, the original opcode and the decompressed body (what follows the header).
+fn uncompress(raw: &[u8]) -> Result<(&'static str, i32, Vec<u8>), &'static str> {
+    let b = raw.get(16..).unwrap_or_default();
+    if b.len() < 9 {
+        return Err("mongodb-compressed-truncated");
+    }
+    let orig = i32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+    let size = usize::try_from(i32::from_le_bytes([b[4], b[5], b[6], b[7]])).unwrap_or(0);
+    if size > MAX_MESSAGE {
+        return Err("mongodb-compressed-truncated");
+    }
+    let data = &b[9..];
+    let (name, body): (&'static str, Vec<u8>) = match b[8] {
+        0 => ("noop", data.to_vec()),
+        2 => {
+            let mut out = Vec::with_capacity(size.min(1 << 20));
+            flate2::read::ZlibDecoder::new(data)
+                .take(size as u64)
+                .read_to_end(&mut out)
+                .map_err(|_| "mongodb-compressed-corrupt")?;
+            ("zlib", out)
+        }
+        3 => (
+            "zstd",
+            zstd::bulk::decompress(data, size).map_err(|_| "mongodb-compressed-corrupt")?,
+        ),
+        _ => return Err("mongodb-compressed-unsupported"),
+    };
+    Ok((name, orig, body))
+}
+
+/// A complete `OP_COMPRESSED` message as the message it wraps (header with the original
+/// opcode and length, then the decompressed body); any other message unchanged.
+///
+/// # Errors
+/// Cut, corrupt, or compressed with a compressor not decoded here (snappy).
+pub fn decompress(raw: &[u8]) -> Result<Vec<u8>, &'static str> {
+    if raw.len() < 16 || i32::from_le_bytes([raw[12], raw[13], raw[14], raw[15]]) != OP_COMPRESSED {
+        return Ok(raw.to_vec());
+    }
+    let (_, orig, body) = uncompress(raw)?;
+    let len = i32::try_from(16 + body.len()).map_err(|_| "mongodb-compressed-truncated")?;
+    let mut out = Vec::with_capacity(16 + body.len());
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(&raw[4..12]);
+    out.extend_from_slice(&orig.to_le_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// One complete message, decoded as the recorder decodes it: replay decodes the app's
+/// requests with this so both sides of a comparison are the same relaxed Extended JSON.
+#[derive(Debug, Default)]
+pub struct Command {
+    /// `OP_MSG`, `OP_QUERY` or `OP_REPLY` (of the wrapped message when compressed).
+    pub op: &'static str,
+    pub request_id: i32,
+    pub flags: u32,
+    /// The command, document sequences merged (see [`MongoParser`]).
+    pub doc: Map<String, Value>,
+    /// `$db`, or the database of an `OP_QUERY`'s collection.
+    pub db: Option<String>,
+    pub compressor: Option<&'static str>,
+    /// The message could not be decoded whole.
+    pub problem: Option<&'static str>,
+}
+
+impl Command {
+    /// The command's name (its first key), as sent.
+    #[must_use]
+    pub fn name(&self) -> &str {
+        self.doc.keys().next().map_or("", String::as_str)
+    }
+
+    /// `moreToCome`: the client expects no reply.
+    #[must_use]
+    pub fn more_to_come(&self) -> bool {
+        self.op == "OP_MSG" && self.flags & FLAG_MORE_TO_COME != 0
+    }
+}
+
+/// Decodes one complete message (`raw` holds exactly one, header included).
+///
+/// # Errors
+/// Not a message, a legacy write opcode, or an undecodable compressed payload.
+pub fn decode_message(raw: &[u8]) -> Result<Command, &'static str> {
+    if raw.len() < 16 {
+        return Err("mongodb-truncated");
+    }
+    let h = |i: usize| i32::from_le_bytes([raw[i], raw[i + 1], raw[i + 2], raw[i + 3]]);
+    let mut m = Message {
+        req_id: h(4),
+        resp_to: h(8),
+        opcode: h(12),
+        len: raw.len(),
+        raw: raw.to_vec(),
+        first: Mark::default(),
+        last: Mark::default(),
+    };
+    let d = decode(&mut m, false)?;
+    let db = d
+        .doc
+        .get("$db")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+        .or(d.db);
+    Ok(Command {
+        op: d.op,
+        request_id: m.req_id,
+        flags: d.flags,
+        doc: d.doc,
+        db,
+        compressor: d.compressor,
+        problem: d.problem,
+    })
 }
 
 /// Decodes the document at `body[at..end]`; secret ranges become relative to the raw message

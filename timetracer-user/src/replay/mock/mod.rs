@@ -10,6 +10,7 @@ pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 pub mod http;
+pub mod mongodb;
 pub mod mysql;
 mod pg_rules;
 pub mod postgres;
@@ -32,12 +33,7 @@ pub async fn serve(dest: Arc<Destination>, io: impl Io + 'static) -> anyhow::Res
         Protocol::Postgres => postgres::serve(dest, io).await,
         Protocol::Mysql => mysql::serve(dest, io).await,
         Protocol::Redis => redis::serve(dest, io).await,
-        // The registry says it is not replayable: the plan never makes a destination of it.
-        Protocol::Mongodb => anyhow::bail!(
-            "{} calls are not replayable: {:?}",
-            dest.protocol,
-            dest.protocol.spec().replay
-        ),
+        Protocol::Mongodb => mongodb::serve(dest, io).await,
     }
 }
 
