@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
+use super::scenario::App;
 use crate::dbservers::{self, Needs};
 use crate::fakeapi::{FakeApi, pod_json};
 use crate::util::{self, HttpConn, Paths, ProcGuard, TestCgroup};
@@ -190,6 +191,15 @@ fn wait_metric(port: u16, key: &str, timeout: Duration, ok: impl Fn(f64) -> bool
     }
 }
 
+/// Fails the test with `errs` and the agent's last words.
+fn fail(what: &str, agent: &ProcGuard, errs: &[String]) -> ! {
+    panic!(
+        "{what}:\n- {}\n--- agent stderr (tail) ---\n{}",
+        errs.join("\n- "),
+        util::tail(&agent.stderr_text(), 60)
+    )
+}
+
 #[test]
 #[expect(clippy::too_many_lines, reason = "one scenario, in order")]
 fn node_mode() {
@@ -286,13 +296,7 @@ fn node_mode() {
     )
     .expect("spawn agent");
     let mut errs: Vec<String> = Vec::new();
-    let fail = |agent: &ProcGuard, errs: &[String]| -> ! {
-        panic!(
-            "node mode:\n- {}\n--- agent stderr (tail) ---\n{}",
-            errs.join("\n- "),
-            util::tail(&agent.stderr_text(), 60)
-        )
-    };
+    let fail = |agent: &ProcGuard, errs: &[String]| fail("node mode", agent, errs);
     if let Err(e) = agent.wait_for_stderr("node node-1: recording", Duration::from_secs(60)) {
         fail(&agent, &[format!("agent not ready: {e:#}")]);
     }
@@ -609,6 +613,13 @@ fn node_mode() {
     }
 }
 
+/// Why the in-cluster tests cannot run: no `unshare(1)` for the agent's mount namespace.
+fn missing_unshare() -> Option<String> {
+    util::which("unshare")
+        .is_none()
+        .then(|| "unshare(1) not found (util-linux)".to_owned())
+}
+
 /// A service account as the kubelet mounts it: `token`, `ca.crt`, `namespace`.
 fn service_account(dir: &Path, token: &str, ca: &Path) -> PathBuf {
     let sa = dir.join("serviceaccount");
@@ -672,11 +683,7 @@ exec "$@""#;
 #[test]
 fn node_mode_in_cluster() {
     let paths = require_root!();
-    require!(
-        util::which("unshare")
-            .is_none()
-            .then(|| "unshare(1) not found (util-linux)".to_owned())
-    );
+    require!(missing_unshare());
     let cg = match TestCgroup::create("node-incluster") {
         Ok(cg) => cg,
         Err(e) => {
@@ -702,14 +709,7 @@ fn node_mode_in_cluster() {
     );
     pod.make_cgroup();
     let port = util::free_port();
-    let argv: Vec<OsString> = vec![
-        paths.venv_bin("uvicorn").into(),
-        "fastapi_app:app".into(),
-        "--host".into(),
-        "127.0.0.1".into(),
-        "--port".into(),
-        port.to_string().into(),
-    ];
+    let argv = App::FastApi.argv(&paths, port);
     let mut app = spawn_in(&pod.name, &pod.cgroup, &argv, &[], &paths, &root);
     app.wait_for_port(port, Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("app: {e:#}"));
@@ -734,13 +734,7 @@ fn node_mode_in_cluster() {
     .to_vec();
     let mut agent = in_cluster_agent(&paths, &root, "agent", &sa, &api, &args);
     let mut errs: Vec<String> = Vec::new();
-    let fail = |agent: &ProcGuard, errs: &[String]| -> ! {
-        panic!(
-            "node mode in cluster:\n- {}\n--- agent stderr (tail) ---\n{}",
-            errs.join("\n- "),
-            util::tail(&agent.stderr_text(), 60)
-        )
-    };
+    let fail = |agent: &ProcGuard, errs: &[String]| fail("node mode in cluster", agent, errs);
     if let Err(e) = agent.wait_for_stderr("node node-1: recording", Duration::from_secs(60)) {
         fail(&agent, &[format!("agent not ready: {e:#}")]);
     }
@@ -827,11 +821,7 @@ fn node_mode_in_cluster() {
 #[test]
 fn node_mode_in_cluster_refused() {
     let paths = require_root!();
-    require!(
-        util::which("unshare")
-            .is_none()
-            .then(|| "unshare(1) not found (util-linux)".to_owned())
-    );
+    require!(missing_unshare());
     let dir = util::temp_dir("node-refused");
     let root = dir.path().to_path_buf();
     let (right, wrong) = (root.join("pki"), root.join("other-pki"));
