@@ -25,7 +25,8 @@ KUBERNETES_VERSIONS = [f"1.{minor}" for minor in range(30, 38)]
 # The capabilities the chart grants, each justified in templates/daemonset.yaml; the
 # container end-to-end test (tests/integration/src/tests/image.rs) runs the agent with
 # exactly these.
-CAPABILITIES = {"BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH", "SYS_RESOURCE"}
+# SYS_ADMIN only with uprobes.sysAdmin (the default): the kernel's uprobe PMU asks for it.
+CAPABILITIES = {"BPF", "PERFMON", "SYS_PTRACE", "DAC_READ_SEARCH", "SYS_ADMIN"}
 
 FULL = [
     "selector=app=api\\,tier in (web\\,edge)\\,!canary",
@@ -74,6 +75,7 @@ MATRIX = {
         "sampling.rate=0",
         "allPods=true",
         "tolerations=null",
+        "uprobes.sysAdmin=false",
     ],
 }
 
@@ -164,7 +166,8 @@ def test_least_privilege(renders, name):
         assert not pod.get(forbidden), forbidden
     sc = c["securityContext"]
     assert sc["capabilities"]["drop"] == ["ALL"]
-    assert set(sc["capabilities"]["add"]) == CAPABILITIES
+    no_sys_admin = "uprobes.sysAdmin=false" in MATRIX[name]
+    assert set(sc["capabilities"]["add"]) == CAPABILITIES - ({"SYS_ADMIN"} if no_sys_admin else set())
     assert sc["privileged"] is False
     assert sc["allowPrivilegeEscalation"] is False
     assert sc["readOnlyRootFilesystem"] is True

@@ -1,6 +1,7 @@
 //! A small fake Kubernetes API server for node mode's tests (no control plane can be installed
 //! here): `GET /api/v1/pods` and `/api/v1/namespaces/NS/pods`, list and watch, over plain
-//! HTTP with a bearer token, as the real API answers them:
+//! HTTP ([`FakeApi::start`]) or HTTPS with a test CA's certificate ([`FakeApi::start_tls`],
+//! for the in-cluster path), with a bearer token, as the real API answers them:
 //!
 //! - list: a `PodList` with `metadata.resourceVersion`; `fieldSelector=spec.nodeName=N` and
 //!   `labelSelector` (`k=v`, `k!=v`, `k`, `!k`, `k in (…)`, `k notin (…)`) filter it;
@@ -14,8 +15,8 @@
 //!   comes back on the same port;
 //! - without the token: 401 with a `Status`.
 use std::collections::BTreeMap;
-use std::io::{BufRead as _, BufReader, Write as _};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{BufRead as _, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -38,6 +39,8 @@ struct State {
     requests: Vec<String>,
     /// Not accepting connections.
     down: bool,
+    /// Requests that carried the token over TLS.
+    tls_authorized: usize,
 }
 
 /// The fake API server (see the module doc). Stops when dropped.
@@ -46,11 +49,34 @@ pub struct FakeApi {
     token: String,
     shared: Arc<(Mutex<State>, Condvar)>,
     stop: Arc<AtomicBool>,
+    tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl FakeApi {
-    /// Listens on a free loopback port; requests must carry `Authorization: Bearer TOKEN`.
+    /// Listens on a free loopback port, plain HTTP; requests must carry
+    /// `Authorization: Bearer TOKEN`.
     pub fn start(token: &str) -> anyhow::Result<Self> {
+        Self::listen(token, None)
+    }
+
+    /// Like [`FakeApi::start`], over HTTPS only, presenting `pki.cert` (signed by `pki.ca`;
+    /// [`crate::util::make_test_pki`] names `127.0.0.1`, as a real API server's certificate
+    /// names the `kubernetes` Service's ClusterIP).
+    pub fn start_tls(token: &str, pki: &crate::util::Pki) -> anyhow::Result<Self> {
+        use rustls::pki_types::pem::PemObject as _;
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let certs = CertificateDer::pem_file_iter(&pki.cert)?.collect::<Result<Vec<_>, _>>()?;
+        let key = PrivateKeyDer::from_pem_file(&pki.key)?;
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)?;
+        Self::listen(token, Some(Arc::new(config)))
+    }
+
+    fn listen(token: &str, tls: Option<Arc<rustls::ServerConfig>>) -> anyhow::Result<Self> {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let api = Self {
@@ -58,6 +84,7 @@ impl FakeApi {
             token: token.to_owned(),
             shared: Arc::new((Mutex::new(State::default()), Condvar::new())),
             stop: Arc::new(AtomicBool::new(false)),
+            tls,
         };
         api.serve(listener);
         Ok(api)
@@ -67,6 +94,7 @@ impl FakeApi {
         let shared = Arc::clone(&self.shared);
         let stop = Arc::clone(&self.stop);
         let token = self.token.clone();
+        let tls = self.tls.clone();
         listener
             .set_nonblocking(true)
             .expect("nonblocking listener");
@@ -81,8 +109,18 @@ impl FakeApi {
                         let shared = Arc::clone(&shared);
                         let stop = Arc::clone(&stop);
                         let token = token.clone();
+                        let tls = tls.clone();
                         thread::spawn(move || {
-                            let _ = handle(s, &shared, &stop, &token);
+                            let _ = s.set_read_timeout(Some(Duration::from_secs(600)));
+                            let _ = match tls {
+                                Some(config) => rustls::ServerConnection::new(config)
+                                    .map_err(std::io::Error::other)
+                                    .and_then(|conn| {
+                                        let s = rustls::StreamOwned::new(conn, s);
+                                        handle(s, true, &shared, &stop, &token)
+                                    }),
+                                None => handle(s, false, &shared, &stop, &token),
+                            };
                         });
                     }
                     Err(_) => thread::sleep(Duration::from_millis(20)),
@@ -174,6 +212,11 @@ impl FakeApi {
     pub fn requests(&self) -> Vec<String> {
         self.shared.0.lock().unwrap().requests.clone()
     }
+
+    /// How many requests carried the token over TLS.
+    pub fn tls_authorized(&self) -> usize {
+        self.shared.0.lock().unwrap().tls_authorized
+    }
 }
 
 impl Drop for FakeApi {
@@ -239,15 +282,15 @@ struct Query {
     bookmarks: bool,
 }
 
-fn handle(
-    s: TcpStream,
+/// Serves one connection (plain or TLS: `s` reads and writes; the reader only buffers reads).
+fn handle<S: Read + Write>(
+    s: S,
+    tls: bool,
     shared: &(Mutex<State>, Condvar),
     stop: &AtomicBool,
     token: &str,
 ) -> std::io::Result<()> {
-    s.set_read_timeout(Some(Duration::from_secs(600)))?;
-    let mut reader = BufReader::new(s.try_clone()?);
-    let mut w = s;
+    let mut reader = BufReader::new(s);
     loop {
         let mut line = String::new();
         if reader.read_line(&mut line)? == 0 {
@@ -275,19 +318,23 @@ fn handle(
             return Ok(());
         }
         let target = request_line.split(' ').nth(1).unwrap_or("").to_owned();
+        let w = reader.get_mut();
         if auth.as_deref() != Some(&format!("Bearer {token}")) {
-            respond(&mut w, 401, &status(401, "Unauthorized", "Unauthorized"))?;
+            respond(w, 401, &status(401, "Unauthorized", "Unauthorized"))?;
             continue;
+        }
+        if tls {
+            shared.0.lock().unwrap().tls_authorized += 1;
         }
         let q = match parse_query(&target) {
             Ok(q) => q,
             Err(e) => {
-                respond(&mut w, 400, &status(400, "BadRequest", &e))?;
+                respond(w, 400, &status(400, "BadRequest", &e))?;
                 continue;
             }
         };
         if q.watch {
-            return watch(&mut w, shared, stop, &q);
+            return watch(w, shared, stop, &q);
         }
         let (items, rv) = {
             let st = shared.0.lock().unwrap();
@@ -299,7 +346,7 @@ fn handle(
             "metadata": {"resourceVersion": rv.to_string()},
             "items": items
         });
-        respond(&mut w, 200, &list)?;
+        respond(w, 200, &list)?;
     }
 }
 
@@ -308,7 +355,7 @@ fn status(code: u16, reason: &str, message: &str) -> Value {
            "message": message, "reason": reason, "code": code})
 }
 
-fn respond(w: &mut TcpStream, code: u16, body: &Value) -> std::io::Result<()> {
+fn respond(w: &mut impl Write, code: u16, body: &Value) -> std::io::Result<()> {
     let body = serde_json::to_vec(body).expect("json");
     let reason = match code {
         200 => "OK",
@@ -324,7 +371,7 @@ fn respond(w: &mut TcpStream, code: u16, body: &Value) -> std::io::Result<()> {
     w.flush()
 }
 
-fn chunk(w: &mut TcpStream, v: &Value) -> std::io::Result<()> {
+fn chunk(w: &mut impl Write, v: &Value) -> std::io::Result<()> {
     let mut line = serde_json::to_vec(v).expect("json");
     line.push(b'\n');
     write!(w, "{:x}\r\n", line.len())?;
@@ -334,7 +381,7 @@ fn chunk(w: &mut TcpStream, v: &Value) -> std::io::Result<()> {
 }
 
 fn watch(
-    w: &mut TcpStream,
+    w: &mut impl Write,
     shared: &(Mutex<State>, Condvar),
     stop: &AtomicBool,
     q: &Query,
@@ -349,7 +396,7 @@ fn watch(
     if q.rv < st.expired_below {
         drop(st);
         chunk(w, &gone)?;
-        return w.write_all(b"0\r\n\r\n");
+        return end(w);
     }
     let generation = st.generation;
     let mut sent = q.rv;
@@ -364,7 +411,7 @@ fn watch(
             if expired {
                 chunk(w, &gone)?;
             }
-            return w.write_all(b"0\r\n\r\n");
+            return end(w);
         }
         let events: Vec<Value> = st
             .log
@@ -391,6 +438,12 @@ fn watch(
             st = cv.wait_timeout(st, Duration::from_millis(250)).unwrap().0;
         }
     }
+}
+
+/// The last chunk of a watch.
+fn end(w: &mut impl Write) -> std::io::Result<()> {
+    w.write_all(b"0\r\n\r\n")?;
+    w.flush()
 }
 
 impl Query {

@@ -351,7 +351,11 @@ impl Capture {
                     match attached {
                         Some(Ok(_)) => {}
                         Some(Err(e)) => {
-                            failed = Some(format!("attaching {prog} at {} failed: {e}", site.what))
+                            failed = Some(format!(
+                                "attaching {prog} at {} failed: {}",
+                                site.what,
+                                uprobe_failure(&e)
+                            ));
                         }
                         None => failed = Some(format!("program {prog} missing (stale build)")),
                     }
@@ -548,9 +552,10 @@ impl Capture {
                 .ok_or_else(|| format!("program {prog} missing (stale build)"))?;
             p.attach(site.offset, &site.path, scope).map_err(|e| {
                 format!(
-                    "attaching {what} at {}:{:#x} failed: {e}",
+                    "attaching {what} at {}:{:#x} failed: {}",
                     site.path.display(),
-                    site.offset
+                    site.offset,
+                    uprobe_failure(&e)
                 )
             })?;
             done.push(format!(
@@ -643,4 +648,42 @@ fn clear_map(map: &mut aya::maps::Map) {
             let _ = m.remove(&k);
         }
     }
+}
+
+/// A uprobe attach error with its errno and, when the kernel refused it for want of a
+/// capability, the fix: some kernels (6.18 here, measured) answer `perf_event_open` of a
+/// uprobe with EACCES to CAP_PERFMON and accept only CAP_SYS_ADMIN.
+fn uprobe_failure(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            let refused = matches!(io.raw_os_error(), Some(libc::EACCES | libc::EPERM));
+            return if refused && !has_sys_admin() {
+                format!(
+                    "{e}: {io} (this kernel opens uprobes only for CAP_SYS_ADMIN, CAP_PERFMON is \
+                     not enough: grant CAP_SYS_ADMIN; the Helm chart does with \
+                     uprobes.sysAdmin=true)"
+                )
+            } else {
+                format!("{e}: {io}")
+            };
+        }
+        cur = err.source();
+    }
+    e.to_string()
+}
+
+/// `CAP_SYS_ADMIN`'s bit (capability(7); libc does not export capability numbers).
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// Whether this process holds CAP_SYS_ADMIN (`CapEff` in /proc/self/status).
+fn has_sys_admin() -> bool {
+    fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:"))
+                .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        })
+        .is_some_and(|caps| caps & (1 << CAP_SYS_ADMIN) != 0)
 }

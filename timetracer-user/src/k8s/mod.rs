@@ -5,7 +5,9 @@
 //! parses `-l` label selectors; [`pods`] decides which pods are recorded and how (namespaces,
 //! selector, `timetracer.dev/*` annotations); [`node`] watches the node's pods through the
 //! API server and is the recording's target (the selected containers' cgroups, followed by
-//! `record::target::Cgroups`) and its sinks; [`metrics`] is what `/metrics` serves.
+//! `record::target::Cgroups`) and its sinks; [`metrics`] is what `/metrics` serves; [`api`]
+//! finds the API server (kubeconfig or the pod's service account) and checks it answers.
+pub mod api;
 pub mod cgroup;
 pub mod metrics;
 pub mod node;

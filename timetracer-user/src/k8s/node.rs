@@ -30,9 +30,9 @@ use kube::runtime::{WatchStreamExt as _, watcher};
 use crate::record::target::{Cgroups, Seeder, Target};
 use crate::record::{self, sink};
 
-use super::cgroup;
 use super::metrics::{Attached, Shared};
 use super::pods::{self, PodFacts, PodView, Selection};
+use super::{api, cgroup};
 
 /// How long a released pod's container ids (and tallies) are kept for its last requests
 /// (a request is written at most ~3.3 s after its response).
@@ -51,19 +51,8 @@ pub enum Error {
          API: `env: [{{name: NODE_NAME, valueFrom: {{fieldRef: {{fieldPath: spec.nodeName}}}}}}]`)"
     )]
     NoNodeName,
-    #[error("cannot read the kubeconfig {}", path.display())]
-    Kubeconfig {
-        path: PathBuf,
-        #[source]
-        source: kube::config::KubeconfigError,
-    },
-    #[error(
-        "no Kubernetes configuration found: not in a pod (no service account) and no \
-         kubeconfig (pass --kubeconfig FILE or set KUBECONFIG)"
-    )]
-    Infer(#[source] kube::config::InferConfigError),
-    #[error("cannot make a Kubernetes client")]
-    Client(#[source] kube::Error),
+    #[error(transparent)]
+    Api(#[from] api::Error),
     #[error(
         "cannot serve metrics on {addr} (is another agent running? choose another \
          --metrics-addr)"
@@ -84,7 +73,7 @@ pub enum Error {
 pub struct NodeOptions {
     pub selection: Selection,
     pub node: String,
-    /// `--kubeconfig`; `None`: in-cluster, `KUBECONFIG`, `~/.kube/config` (kube's inference).
+    /// `--kubeconfig`; `None`: `KUBECONFIG`, in-cluster, `~/.kube/config` ([`api::source`]).
     pub kubeconfig: Option<PathBuf>,
     pub metrics_addr: SocketAddr,
 }
@@ -524,26 +513,21 @@ fn k8s_thread(
     });
 }
 
-async fn client(opts: &NodeOptions) -> Result<kube::Client, Error> {
-    // kube's rustls connector uses the process's default provider; ours is ring.
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let config = match &opts.kubeconfig {
-        Some(path) => {
-            let kc =
-                kube::config::Kubeconfig::read_from(path).map_err(|source| Error::Kubeconfig {
-                    path: path.clone(),
-                    source,
-                })?;
-            kube::Config::from_custom_kubeconfig(kc, &kube::config::KubeConfigOptions::default())
-                .await
-                .map_err(|source| Error::Kubeconfig {
-                    path: path.clone(),
-                    source,
-                })?
-        }
-        None => kube::Config::infer().await.map_err(Error::Infer)?,
-    };
-    kube::Client::try_from(config).map_err(Error::Client)
+/// The API client (see [`api`]: where its configuration comes from, and the start-up check).
+async fn client(opts: &NodeOptions) -> Result<kube::Client, api::Error> {
+    let kubeconfig_env = std::env::var("KUBECONFIG").ok();
+    let service_host = std::env::var("KUBERNETES_SERVICE_HOST").ok();
+    let source = api::source(
+        opts.kubeconfig.as_deref(),
+        kubeconfig_env.as_deref(),
+        service_host.as_deref(),
+    );
+    api::connect(
+        &source,
+        &opts.node,
+        opts.selection.namespaces.first().map(String::as_str),
+    )
+    .await
 }
 
 /// Lists and watches the node's pods in each namespace (all namespaces when none was given)

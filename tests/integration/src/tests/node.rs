@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use serde_json::Value;
 
+use super::scenario::App;
 use crate::dbservers::{self, Needs};
 use crate::fakeapi::{FakeApi, pod_json};
 use crate::util::{self, HttpConn, Paths, ProcGuard, TestCgroup};
@@ -190,6 +191,15 @@ fn wait_metric(port: u16, key: &str, timeout: Duration, ok: impl Fn(f64) -> bool
     }
 }
 
+/// Fails the test with `errs` and the agent's last words.
+fn fail(what: &str, agent: &ProcGuard, errs: &[String]) -> ! {
+    panic!(
+        "{what}:\n- {}\n--- agent stderr (tail) ---\n{}",
+        errs.join("\n- "),
+        util::tail(&agent.stderr_text(), 60)
+    )
+}
+
 #[test]
 #[expect(clippy::too_many_lines, reason = "one scenario, in order")]
 fn node_mode() {
@@ -286,13 +296,7 @@ fn node_mode() {
     )
     .expect("spawn agent");
     let mut errs: Vec<String> = Vec::new();
-    let fail = |agent: &ProcGuard, errs: &[String]| -> ! {
-        panic!(
-            "node mode:\n- {}\n--- agent stderr (tail) ---\n{}",
-            errs.join("\n- "),
-            util::tail(&agent.stderr_text(), 60)
-        )
-    };
+    let fail = |agent: &ProcGuard, errs: &[String]| fail("node mode", agent, errs);
     if let Err(e) = agent.wait_for_stderr("node node-1: recording", Duration::from_secs(60)) {
         fail(&agent, &[format!("agent not ready: {e:#}")]);
     }
@@ -607,4 +611,292 @@ fn node_mode() {
     if !errs.is_empty() {
         fail(&agent, &errs);
     }
+}
+
+/// Why the in-cluster tests cannot run: no `unshare(1)` for the agent's mount namespace.
+fn missing_unshare() -> Option<String> {
+    util::which("unshare")
+        .is_none()
+        .then(|| "unshare(1) not found (util-linux)".to_owned())
+}
+
+/// A service account as the kubelet mounts it: `token`, `ca.crt`, `namespace`.
+fn service_account(dir: &Path, token: &str, ca: &Path) -> PathBuf {
+    let sa = dir.join("serviceaccount");
+    std::fs::create_dir_all(&sa).expect("mkdir serviceaccount");
+    std::fs::write(sa.join("token"), token).expect("token");
+    std::fs::copy(ca, sa.join("ca.crt")).expect("ca.crt");
+    std::fs::write(sa.join("namespace"), "timetracer").expect("namespace");
+    sa
+}
+
+/// `timetracer-agent ARGS` as in a pod: no kubeconfig (no `--kubeconfig`, no `KUBECONFIG`, a
+/// `HOME` without `.kube`), `KUBERNETES_SERVICE_HOST=127.0.0.1` and `KUBERNETES_SERVICE_PORT`
+/// of `api`, and `sa` bind-mounted read-only at /var/run/secrets/kubernetes.io/serviceaccount
+/// in a mount namespace of the agent's own (`unshare --mount --propagation private`: the
+/// mounts never reach the host; a tmpfs over /run in that namespace holds the mount point, so
+/// the host's /run is not written either).
+fn in_cluster_agent(
+    paths: &Paths,
+    root: &Path,
+    name: &str,
+    sa: &Path,
+    api: &FakeApi,
+    args: &[String],
+) -> ProcGuard {
+    const SCRIPT: &str = r#"set -e
+run=$(readlink -f /var/run)
+mount -t tmpfs -o mode=0755,size=1m tt-run "$run"
+mkdir -p "$run/secrets/kubernetes.io/serviceaccount"
+mount --bind "$0" "$run/secrets/kubernetes.io/serviceaccount"
+mount -o remount,bind,ro "$run/secrets/kubernetes.io/serviceaccount"
+exec "$@""#;
+    let mut argv: Vec<OsString> = vec![
+        "--mount".into(),
+        "--propagation".into(),
+        "private".into(),
+        "--".into(),
+        "/bin/sh".into(),
+        "-c".into(),
+        SCRIPT.into(),
+        sa.into(),
+        paths.agent.clone().into(),
+    ];
+    argv.extend(args.iter().map(OsString::from));
+    let home = root.join("home");
+    std::fs::create_dir_all(&home).expect("mkdir home");
+    let mut cmd = util::command("unshare", argv);
+    cmd.env_remove("KUBECONFIG")
+        .env("HOME", &home)
+        .env("KUBERNETES_SERVICE_HOST", "127.0.0.1")
+        .env("KUBERNETES_SERVICE_PORT", api.addr.port().to_string())
+        .env("TIMETRACER_LOG", "info,timetracer::k8s=debug");
+    ProcGuard::spawn(name, cmd, root).expect("spawn agent")
+}
+
+/// The in-cluster path (issue 20): no kubeconfig, the pod's service account mounted where the
+/// kubelet mounts it (in the agent's private mount namespace), the API server over HTTPS with
+/// a certificate of a test CA made now (`openssl`, no key in the repository) that names
+/// 127.0.0.1, as a real one names the `kubernetes` Service's ClusterIP. The agent lists and
+/// watches the node's pods over TLS with the token (the fake counts the requests that carried
+/// it over TLS) and records the selected pod's requests with its `session.k8s` facts.
+#[test]
+fn node_mode_in_cluster() {
+    let paths = require_root!();
+    require!(missing_unshare());
+    let cg = match TestCgroup::create("node-incluster") {
+        Ok(cg) => cg,
+        Err(e) => {
+            util::skip_or_fail(&format!("cannot make a cgroup v2 directory: {e:#}"));
+            return;
+        }
+    };
+    let secrets_before = Path::new("/run/secrets").exists();
+    let dir = util::temp_dir("node-incluster");
+    let root = dir.path().to_path_buf();
+    let pki_dir = root.join("pki");
+    std::fs::create_dir_all(&pki_dir).unwrap();
+    let pki = util::make_test_pki(&pki_dir).expect("test PKI (openssl)");
+    let api = FakeApi::start_tls(TOKEN, &pki).expect("fake API server (HTTPS)");
+    let sa = service_account(&root, TOKEN, &pki.ca);
+
+    let pod = FakePod::new(
+        &cg.dir,
+        "shop",
+        "api-tls",
+        &[("app", "api")],
+        Layout::SystemdBurstable,
+    );
+    pod.make_cgroup();
+    let port = util::free_port();
+    let argv = App::FastApi.argv(&paths, port);
+    let mut app = spawn_in(&pod.name, &pod.cgroup, &argv, &[], &paths, &root);
+    app.wait_for_port(port, Duration::from_secs(60))
+        .unwrap_or_else(|e| panic!("app: {e:#}"));
+    api.apply(pod.json(NODE, true));
+
+    let out = root.join("cassettes");
+    let metrics_port = util::free_port();
+    let args: Vec<String> = [
+        "node",
+        "--node-name",
+        NODE,
+        "-n",
+        "shop",
+        "-l",
+        "app=api",
+        "--out",
+        &out.display().to_string(),
+        "--metrics-addr",
+        &format!("127.0.0.1:{metrics_port}"),
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let mut agent = in_cluster_agent(&paths, &root, "agent", &sa, &api, &args);
+    let mut errs: Vec<String> = Vec::new();
+    let fail = |agent: &ProcGuard, errs: &[String]| fail("node mode in cluster", agent, errs);
+    if let Err(e) = agent.wait_for_stderr("node node-1: recording", Duration::from_secs(60)) {
+        fail(&agent, &[format!("agent not ready: {e:#}")]);
+    }
+    let url = format!("https://{}/", api.addr);
+    if !agent
+        .stderr_text()
+        .lines()
+        .any(|l| l.contains("Kubernetes API server") && l.contains(&url) && l.contains("InCluster"))
+    {
+        errs.push(format!("the agent did not say it uses {url} in-cluster"));
+    }
+    // The start-up check, the watcher's list, then its watch: all over TLS with the token.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !api.requests().iter().any(|r| r.contains("watch=true")) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let requests = api.requests();
+    if !requests.iter().any(|r| r.contains("watch=true")) {
+        errs.push(format!("no watch request: {requests:?}"));
+    }
+    if api.tls_authorized() != requests.len() || requests.len() < 3 {
+        errs.push(format!(
+            "{} of {} requests carried the token over TLS (want all, at least 3): {requests:?}",
+            api.tls_authorized(),
+            requests.len()
+        ));
+    }
+    if get(metrics_port, "/readyz").status != 200 {
+        errs.push("/readyz is not 200 once the agent said it is recording".into());
+    }
+    let mut expect = Vec::new();
+    for i in 0..2 {
+        let t = format!("/plain?req=tls-{i}");
+        assert_eq!(get(port, &t).status, 200, "GET {t}");
+        expect.push(t);
+    }
+    let key = "timetracer_pod_cassettes_total{namespace=\"shop\",pod=\"api-tls\"}";
+    let written = wait_metric(metrics_port, key, Duration::from_secs(20), |v| v >= 2.0);
+    if written != Some(2.0) {
+        errs.push(format!("{key} = {written:?}, want 2"));
+    }
+    agent.signal(Signal::SIGINT).expect("SIGINT");
+    match agent.wait_timeout(Duration::from_secs(30)) {
+        Some(s) if s.success() => {}
+        other => errs.push(format!("agent exit: {other:?}")),
+    }
+    drop(app);
+    if !secrets_before && Path::new("/run/secrets").exists() {
+        errs.push("the service account mount leaked into the host's /run".into());
+    }
+
+    let cdir = util::load_cassettes(&out);
+    errs.extend(cdir.problems.iter().cloned());
+    let mut got = Vec::new();
+    for c in &cdir.cassettes {
+        errs.extend(util::schema_problems(&paths, c));
+        let k = &c.json["session"]["k8s"];
+        let rel = c.path.strip_prefix(&out).unwrap_or(&c.path);
+        if !rel.starts_with("shop/api-tls/") {
+            errs.push(format!("{} is not under shop/api-tls/", rel.display()));
+        }
+        if !(k["namespace"] == "shop"
+            && k["pod"] == "api-tls"
+            && k["container"] == "web"
+            && k["node"] == NODE
+            && k["pod_uid"].as_str() == Some(pod.uid.as_str())
+            && k["labels"]["app"] == "api")
+        {
+            errs.push(format!("{}: k8s facts {k}", rel.display()));
+        }
+        got.push(c.target());
+    }
+    got.sort();
+    if got != expect {
+        errs.push(format!("cassettes: got {got:?}, want {expect:?}"));
+    }
+    if !errs.is_empty() {
+        fail(&agent, &errs);
+    }
+}
+
+/// The in-cluster path misconfigured: a `ca.crt` of another CA, then a token the API server
+/// does not accept. Each stops the agent at once (no hang, no panic) with what to fix.
+#[test]
+fn node_mode_in_cluster_refused() {
+    let paths = require_root!();
+    require!(missing_unshare());
+    let dir = util::temp_dir("node-refused");
+    let root = dir.path().to_path_buf();
+    let (right, wrong) = (root.join("pki"), root.join("other-pki"));
+    std::fs::create_dir_all(&right).unwrap();
+    std::fs::create_dir_all(&wrong).unwrap();
+    let pki = util::make_test_pki(&right).expect("test PKI (openssl)");
+    let other = util::make_test_pki(&wrong).expect("second test PKI (openssl)");
+    let api = FakeApi::start_tls(TOKEN, &pki).expect("fake API server (HTTPS)");
+    let url = format!("https://{}/", api.addr);
+    let cases = [
+        (
+            "wrong-ca",
+            service_account(&root.join("a"), TOKEN, &other.ca),
+            vec![
+                format!("cannot verify the certificate of the API server {url}"),
+                "not signed by the CA in /var/run/secrets/kubernetes.io/serviceaccount/ca.crt"
+                    .to_owned(),
+            ],
+        ),
+        (
+            "wrong-token",
+            service_account(&root.join("b"), "not-the-token", &pki.ca),
+            vec![
+                format!("the API server {url} refused the agent (401"),
+                "service account token is not accepted".to_owned(),
+            ],
+        ),
+    ];
+    let mut errs = Vec::new();
+    for (name, sa, want) in cases {
+        let args: Vec<String> = [
+            "node",
+            "--node-name",
+            NODE,
+            "--out",
+            &root.join(name).display().to_string(),
+            "--metrics-addr",
+            &format!("127.0.0.1:{}", util::free_port()),
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        let started = Instant::now();
+        let mut agent = in_cluster_agent(&paths, &root, name, &sa, &api, &args);
+        let status = agent.wait_timeout(Duration::from_secs(30));
+        let stderr = agent.stderr_text();
+        match status {
+            Some(s) if !s.success() => {}
+            other => errs.push(format!(
+                "{name}: agent exit {other:?}, want a failure at once"
+            )),
+        }
+        for w in &want {
+            if !stderr.contains(w.as_str()) {
+                errs.push(format!(
+                    "{name}: stderr lacks {w:?}:\n{}",
+                    util::tail(&stderr, 20)
+                ));
+            }
+        }
+        if stderr.contains("panicked") {
+            errs.push(format!("{name}: the agent panicked:\n{stderr}"));
+        }
+        eprintln!(
+            "[node] {name}: refused in {:.2}s: {}",
+            started.elapsed().as_secs_f64(),
+            stderr
+                .lines()
+                .rev()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("")
+        );
+    }
+    assert!(
+        errs.is_empty(),
+        "in-cluster misconfiguration:\n- {}",
+        errs.join("\n- ")
+    );
 }
