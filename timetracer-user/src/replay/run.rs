@@ -257,7 +257,7 @@ async fn run_plan(opts: &ReplayOptions, plan: Plan) -> anyhow::Result<Verdict> {
                     names.push(d.addr.ip().to_string());
                 }
                 Some(tokio_rustls::TlsAcceptor::from(
-                    ca.server_config(&names, d.protocol == Protocol::Http)?,
+                    ca.server_config(&names, mock::tls_alpn(d.protocol))?,
                 ))
             }
             _ => None,
@@ -528,20 +528,7 @@ async fn accept_loop(
         let dest = dest.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let res = match tls {
-                Some(acc) => match acc.accept(stream).await {
-                    Ok(s) => mock::serve(dest.clone(), s).await,
-                    Err(e) => {
-                        dest.miss(
-                            "TLS handshake",
-                            &format!("TLS handshake with the app failed: {e} (does the app trust the mock CA? see docs/replay.md)"),
-                        );
-                        Ok(())
-                    }
-                },
-                None => mock::serve(dest.clone(), stream).await,
-            };
-            if let Err(e) = res {
+            if let Err(e) = mock::serve(dest.clone(), stream, tls).await {
                 tracing::debug!("mock {} {}: {e:#}", dest.protocol, dest.addr);
             }
         });
