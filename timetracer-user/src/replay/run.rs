@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use super::ca::{MockCa, data_dir};
 use super::compare::{ActualResponse, response_diffs};
 use super::hook;
-use super::ledger::{Destination, Miss, Protocol};
+use super::ledger::{Destination, Miss};
 use super::mock;
 use super::plan::{self, Input, Plan, Selection, loopback_twin};
 use super::redirect::Redirect;
@@ -1009,6 +1009,7 @@ async fn send(input: &Input, app: SocketAddr, target: &str) -> anyhow::Result<Ac
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::replay::ledger::Protocol;
 
     fn fixture() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))
