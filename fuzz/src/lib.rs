@@ -428,7 +428,7 @@ pub fn run_mock(protocol: Protocol, data: &[u8]) {
         .collect();
     rt.block_on(async move {
         let (mut app, mock) = tokio::io::duplex(64 << 10);
-        let server = tokio::spawn(timetracer::replay::mock::serve(dest, mock));
+        let server = tokio::spawn(timetracer::replay::mock::serve(dest, mock, None));
         let (mut rd, mut wr) = tokio::io::split(&mut app);
         let write = async {
             for p in pieces {

@@ -6,7 +6,8 @@ its own variable:
 
 * ``TIMETRACER_REPLAY_CA=/path/ca.pem``: every client-side ``ssl.SSLContext`` of the process also
   trusts the mock CA (verification stays on); ``certifi.where()`` names a bundle of certifi's
-  roots plus the mock CA.
+  roots plus the mock CA; libpq connections of psycopg2 / psycopg 3 that verify the server get
+  ``sslrootcert=`` a bundle of their own roots plus the mock CA.
 * ``TIMETRACER_REPLAY_HOSTS=/path/hosts.json``: the recorded hostnames resolve to their recorded
   addresses without DNS (``socket.getaddrinfo`` and friends, asyncio, uvloop).
 * ``TIMETRACER_FREEZE_TIME=<RFC 3339>``: the wall clock starts at that instant and advances.
@@ -28,6 +29,7 @@ _state = {
     "replay": False,
     "ca": None,
     "certifi_bundle": None,
+    "libpq_bundle": None,
     "hosts": {},
     "uvloop": False,
     "freeze_time": None,

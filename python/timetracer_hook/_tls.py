@@ -83,6 +83,10 @@ def install(path, state, warn, post_import):
 
     post_import("certifi", patch_certifi)
 
+    from . import _libpq
+
+    _libpq.install(pem, state, warn, post_import)
+
 
 def _private_dir():
     """A directory only this user can write: $TMPDIR/timetracer-hook-UID (mode 0700)."""
@@ -112,14 +116,20 @@ def combined_bundle(certifi_pem, mock_pem):
 
     Every process of the replayed app (workers, reloaders) shares the same file.
     """
-    if not certifi_pem.endswith("\n"):
-        certifi_pem += "\n"
+    return bundle(certifi_pem, mock_pem, "certifi-mock-ca")
+
+
+def bundle(roots_pem, mock_pem, prefix):
+    """Write ``roots_pem`` plus the mock CA to a content-addressed file named ``prefix-*.pem``
+    in a private directory; return its path."""
+    if roots_pem and not roots_pem.endswith("\n"):
+        roots_pem += "\n"
     content = (
-        certifi_pem + "\n# timetracer replay: mock CA\n" + mock_pem.strip() + "\n"
+        roots_pem + "\n# timetracer replay: mock CA\n" + mock_pem.strip() + "\n"
     ).encode("ascii", "replace")
     digest = hashlib.sha256(content).hexdigest()[:20]
     d = _private_dir()
-    path = os.path.join(d, "certifi-mock-ca-%s.pem" % digest)
+    path = os.path.join(d, "%s-%s.pem" % (prefix, digest))
     if os.path.isfile(path):
         return path
     tmp = "%s.%d.tmp" % (path, os.getpid())

@@ -11,6 +11,7 @@ Connections are opened at import (worker boot), outside any request, in autocomm
 the drivers send no implicit BEGIN; each is guarded by a lock (gthread workers).
 """
 
+import json
 import os
 import threading
 
@@ -23,17 +24,43 @@ from flask import Flask, jsonify
 PG = dict(host=os.environ.get("PG_HOST", "127.0.0.1"), port=int(os.environ["PG_PORT"]),
           user=os.environ["PG_USER"], password=os.environ["PG_PASSWORD"], dbname=os.environ["PG_DB"])
 
+# Over TLS (issue #26): PG_SSLMODE / PG_SSLROOTCERT (libpq's sslmode, sslrootcert) and
+# MYSQL_SSL_CA (PyMySQL verifies the server's certificate and name against it).
+if os.environ.get("PG_SSLMODE"):
+    PG.update(sslmode=os.environ["PG_SSLMODE"], sslrootcert=os.environ["PG_SSLROOTCERT"])
+MY_TLS = {}
+if os.environ.get("MYSQL_SSL_CA"):
+    MY_TLS = dict(ssl_ca=os.environ["MYSQL_SSL_CA"], ssl_verify_cert=True, ssl_verify_identity=True)
+
 LOCK = threading.Lock()
 PG2 = psycopg2.connect(**PG)
 PG2.autocommit = True
 PG3 = psycopg.connect(autocommit=True, **PG)
 MY = pymysql.connect(host=os.environ.get("MYSQL_HOST", "127.0.0.1"), port=int(os.environ["MYSQL_PORT"]),
                      user=os.environ["MYSQL_USER"], password=os.environ["MYSQL_PASSWORD"],
-                     database=os.environ["MYSQL_DB"], autocommit=True)
+                     database=os.environ["MYSQL_DB"], autocommit=True, **MY_TLS)
 R = redis.Redis(host="127.0.0.1", port=int(os.environ["REDIS_PORT"]),
                 password=os.environ["REDIS_PASSWORD"], protocol=2, decode_responses=True)
 
 app = Flask(__name__)
+
+
+@app.after_request
+def report_tls(resp):
+    """With TLS configured, every body says which connections are TLS, so a replay whose mock
+    did not upgrade (PyMySQL goes on in plaintext when the server offers no TLS) differs."""
+    if not (os.environ.get("PG_SSLMODE") or MY_TLS) or not resp.is_json:
+        return resp
+    import ssl
+
+    body = resp.get_json()
+    body["tls"] = {
+        "pg2": bool(PG2.info.ssl_in_use),
+        "pg3": bool(PG3.pgconn.ssl_in_use),
+        "mysql": isinstance(getattr(MY, "_sock", None), ssl.SSLSocket),
+    }
+    resp.set_data(json.dumps(body))
+    return resp
 
 
 def cell(v):

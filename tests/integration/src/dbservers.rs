@@ -40,6 +40,94 @@ pub struct Needs {
     pub postgres: bool,
     pub mariadb: bool,
     pub redis: bool,
+    /// PostgreSQL serves TLS with a certificate of a throwaway CA made at start ([`TestCa`]);
+    /// the apps are told to verify it (`PG_SSLMODE=verify-full`, `PG_SSLROOTCERT`). MariaDB
+    /// does not (`start_mariadb` can): PyMySQL >= 1.2 upgrades whenever the server offers TLS,
+    /// and the recorder does not parse MySQL sessions over TLS yet (after the upgrade the
+    /// plaintext starts with the handshake response, which detection does not recognise).
+    pub tls: bool,
+}
+
+/// A CA and a server certificate for `127.0.0.1` / `localhost`, made with `openssl` when a
+/// test starts (no private key is ever committed).
+#[derive(Debug, Clone)]
+pub struct TestCa {
+    /// The CA certificate the apps trust.
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TestCa {
+    /// Makes the CA and the server certificate under `dir`.
+    pub fn make(dir: &Path) -> anyhow::Result<Self> {
+        fs::create_dir_all(dir)?;
+        let p = |n: &str| dir.join(n);
+        let ec = [
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ];
+        run(
+            Command::new("openssl")
+                .args([
+                    "req",
+                    "-x509",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=timetracer test CA",
+                ])
+                .args(ec)
+                .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+                .args(["-addext", "keyUsage=critical,keyCertSign,cRLSign"])
+                .arg("-keyout")
+                .arg(p("ca.key"))
+                .arg("-out")
+                .arg(p("ca.pem")),
+            "openssl CA",
+        )?;
+        run(
+            Command::new("openssl")
+                .args(["req", "-subj", "/CN=localhost"])
+                .args(ec)
+                .arg("-keyout")
+                .arg(p("server.key"))
+                .arg("-out")
+                .arg(p("server.csr")),
+            "openssl server key",
+        )?;
+        fs::write(
+            p("ext.cnf"),
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n\
+             keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n\
+             subjectKeyIdentifier=hash\nauthorityKeyIdentifier=keyid\n",
+        )?;
+        run(
+            Command::new("openssl")
+                .args(["x509", "-req", "-days", "2", "-CAcreateserial"])
+                .arg("-in")
+                .arg(p("server.csr"))
+                .arg("-CA")
+                .arg(p("ca.pem"))
+                .arg("-CAkey")
+                .arg(p("ca.key"))
+                .arg("-extfile")
+                .arg(p("ext.cnf"))
+                .arg("-out")
+                .arg(p("server.pem")),
+            "openssl server certificate",
+        )?;
+        fs::set_permissions(p("server.key"), fs::Permissions::from_mode(0o600))?;
+        fs::set_permissions(p("ca.key"), fs::Permissions::from_mode(0o600))?;
+        Ok(Self {
+            ca: p("ca.pem"),
+            cert: p("server.pem"),
+            key: p("server.key"),
+        })
+    }
 }
 
 /// A running server.
@@ -71,6 +159,8 @@ pub struct DbServers {
     pub postgres: Option<Server>,
     pub mariadb: Option<Server>,
     pub redis: Option<Server>,
+    /// The CA of the servers' certificates ([`Needs::tls`]).
+    pub tls: Option<TestCa>,
 }
 
 impl DbServers {
@@ -84,6 +174,10 @@ impl DbServers {
             add("PG_USER", APP_USER.into());
             add("PG_PASSWORD", APP_PASSWORD.into());
             add("PG_DB", APP_DB.into());
+            if let Some(t) = &self.tls {
+                add("PG_SSLMODE", "verify-full".into());
+                add("PG_SSLROOTCERT", t.ca.display().to_string());
+            }
         }
         if let Some(my) = &self.mariadb {
             add("MYSQL_HOST", "127.0.0.1".into());
@@ -193,11 +287,14 @@ pub fn start(needs: Needs, root: &Path) -> anyhow::Result<DbServers> {
     // Let the `postgres` user traverse the temp dir to its data directory.
     fs::set_permissions(root, fs::Permissions::from_mode(0o755))?;
     let mut s = DbServers::default();
+    if needs.tls {
+        s.tls = Some(TestCa::make(&root.join("tls")).context("make the test CA")?);
+    }
     if needs.postgres {
-        s.postgres = Some(start_postgres(root).context("start PostgreSQL")?);
+        s.postgres = Some(start_postgres(root, s.tls.as_ref()).context("start PostgreSQL")?);
     }
     if needs.mariadb {
-        s.mariadb = Some(start_mariadb(root).context("start MariaDB")?);
+        s.mariadb = Some(start_mariadb(root, None).context("start MariaDB")?);
     }
     if needs.redis {
         s.redis = Some(start_redis(root).context("start Redis")?);
@@ -245,12 +342,18 @@ fn wait_port(guard: &mut ProcGuard, port: u16, log: &Path) -> anyhow::Result<()>
     })
 }
 
-fn start_postgres(root: &Path) -> anyhow::Result<Server> {
+fn start_postgres(root: &Path, tls: Option<&TestCa>) -> anyhow::Result<Server> {
     let bin = postgres_bin_dir().context("no /usr/lib/postgresql/*/bin")?;
     let base = root.join("postgres");
     let data = base.join("data");
     let sock = base.join("sock");
     fs::create_dir_all(&sock)?;
+    // The server reads its key as `postgres` and refuses one others can read.
+    if let Some(t) = tls {
+        fs::copy(&t.cert, base.join("server.pem"))?;
+        fs::copy(&t.key, base.join("server.key"))?;
+        fs::set_permissions(base.join("server.key"), fs::Permissions::from_mode(0o600))?;
+    }
     run(
         Command::new("chown")
             .args(["-R", "postgres:postgres"])
@@ -289,6 +392,19 @@ fn start_postgres(root: &Path) -> anyhow::Result<Server> {
         .args(["-p", &port.to_string(), "-h", "127.0.0.1"])
         .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
         .args(["-c", "password_encryption=scram-sha-256"]);
+    if tls.is_some() {
+        cmd.args(["-c", "ssl=on"])
+            .arg("-c")
+            .arg(format!(
+                "ssl_cert_file={}",
+                base.join("server.pem").display()
+            ))
+            .arg("-c")
+            .arg(format!(
+                "ssl_key_file={}",
+                base.join("server.key").display()
+            ));
+    }
     let mut guard = ProcGuard::spawn("postgres", cmd, &base)?;
     wait_port(&mut guard, port, &log)?;
     let psql = |db: &str, sql: &str| {
@@ -354,7 +470,7 @@ fn schema_sql(mysql: bool) -> String {
     )
 }
 
-fn start_mariadb(root: &Path) -> anyhow::Result<Server> {
+fn start_mariadb(root: &Path, tls: Option<&TestCa>) -> anyhow::Result<Server> {
     let (install_db, mariadbd, client) = mariadb_bins().context("MariaDB binaries")?;
     let base = root.join("mariadb");
     let data = base.join("data");
@@ -386,6 +502,11 @@ fn start_mariadb(root: &Path) -> anyhow::Result<Server> {
             "--skip-name-resolve",
             "--innodb-flush-log-at-trx-commit=0",
         ]);
+    if let Some(t) = tls {
+        cmd.arg(format!("--ssl-ca={}", t.ca.display()))
+            .arg(format!("--ssl-cert={}", t.cert.display()))
+            .arg(format!("--ssl-key={}", t.key.display()));
+    }
     let mut guard = ProcGuard::spawn("mariadbd", cmd, &base)?;
     wait_port(&mut guard, port, &log)?;
     let sql = format!(

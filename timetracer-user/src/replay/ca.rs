@@ -123,14 +123,16 @@ impl MockCa {
         })
     }
 
-    /// A TLS server configuration for `names` (DNS names or IP addresses), signed by the CA.
+    /// A TLS server configuration for `names` (DNS names or IP addresses), signed by the CA,
+    /// offering the ALPN protocol `alpn` when given (a client that offers ALPN without it is
+    /// refused, as by the real server).
     ///
     /// # Errors
     /// A name that is not a valid DNS name or IP address.
     pub fn server_config(
         &self,
         names: &[String],
-        alpn_http: bool,
+        alpn: Option<&[u8]>,
     ) -> anyhow::Result<Arc<rustls::ServerConfig>> {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
@@ -166,8 +168,8 @@ impl MockCa {
                 vec![leaf.der().clone(), self.cert_der.clone()],
                 PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
             )?;
-        if alpn_http {
-            cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+        if let Some(p) = alpn {
+            cfg.alpn_protocols = vec![p.to_vec()];
         }
         Ok(Arc::new(cfg))
     }
@@ -227,7 +229,10 @@ mod tests {
         );
         let ca2 = MockCa::load_or_create(&ca_dir).unwrap();
         assert_eq!(pem1, fs::read(&ca2.cert_path).unwrap());
-        ca2.server_config(&["auth.internal".into(), "127.0.0.1".into()], true)
-            .unwrap();
+        ca2.server_config(
+            &["auth.internal".into(), "127.0.0.1".into()],
+            Some(b"http/1.1"),
+        )
+        .unwrap();
     }
 }

@@ -22,7 +22,7 @@ use tokio::net::TcpListener;
 use super::ca::{MockCa, data_dir};
 use super::compare::{ActualResponse, response_diffs};
 use super::hook;
-use super::ledger::{Destination, Miss, Protocol};
+use super::ledger::{Destination, Miss};
 use super::mock;
 use super::plan::{self, Input, Plan, Selection, loopback_twin};
 use super::redirect::Redirect;
@@ -257,7 +257,7 @@ async fn run_plan(opts: &ReplayOptions, plan: Plan) -> anyhow::Result<Verdict> {
                     names.push(d.addr.ip().to_string());
                 }
                 Some(tokio_rustls::TlsAcceptor::from(
-                    ca.server_config(&names, d.protocol == Protocol::Http)?,
+                    ca.server_config(&names, mock::tls_alpn(d.protocol))?,
                 ))
             }
             _ => None,
@@ -528,20 +528,7 @@ async fn accept_loop(
         let dest = dest.clone();
         let tls = tls.clone();
         tokio::spawn(async move {
-            let res = match tls {
-                Some(acc) => match acc.accept(stream).await {
-                    Ok(s) => mock::serve(dest.clone(), s).await,
-                    Err(e) => {
-                        dest.miss(
-                            "TLS handshake",
-                            &format!("TLS handshake with the app failed: {e} (does the app trust the mock CA? see docs/replay.md)"),
-                        );
-                        Ok(())
-                    }
-                },
-                None => mock::serve(dest.clone(), stream).await,
-            };
-            if let Err(e) = res {
+            if let Err(e) = mock::serve(dest.clone(), stream, tls).await {
                 tracing::debug!("mock {} {}: {e:#}", dest.protocol, dest.addr);
             }
         });
@@ -1022,6 +1009,7 @@ async fn send(input: &Input, app: SocketAddr, target: &str) -> anyhow::Result<Ac
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::replay::ledger::Protocol;
 
     fn fixture() -> PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -521,6 +521,7 @@ fn run(paths: crate::util::Paths, server: Server, name: &str, total: usize, want
         postgres: true,
         mariadb: true,
         redis: true,
+        tls: false,
     };
     if server == Server::Aiohttp {
         crate::require!(crate::dbservers::missing_prerequisite(needs));

@@ -82,6 +82,7 @@ impl DbApp {
             postgres: true,
             mariadb: matches!(self, Self::Flask | Self::Secrets | Self::StartupFlask),
             redis: true,
+            tls: false,
         }
     }
 
@@ -179,6 +180,16 @@ impl DbRun {
         Self::start_with(paths, app, name, extra, 1 << 20)
     }
 
+    /// [`DbRun::start`] with the SQL servers serving TLS and the app verifying them
+    /// ([`Needs::tls`]).
+    pub(super) fn start_tls(paths: Paths, app: DbApp, name: &str) -> Option<Self> {
+        let needs = Needs {
+            tls: true,
+            ..app.needs()
+        };
+        Self::start_needs(paths, app, name, &[], 1 << 20, needs)
+    }
+
     /// [`DbRun::start_with_env`] with `--max-body max_body`.
     fn start_with(
         paths: Paths,
@@ -187,7 +198,18 @@ impl DbRun {
         extra: &[(&str, &str)],
         max_body: usize,
     ) -> Option<Self> {
-        let mut run = Self::prepare(paths, app, name)?;
+        Self::start_needs(paths, app, name, extra, max_body, app.needs())
+    }
+
+    fn start_needs(
+        paths: Paths,
+        app: DbApp,
+        name: &str,
+        extra: &[(&str, &str)],
+        max_body: usize,
+        needs: Needs,
+    ) -> Option<Self> {
+        let mut run = Self::prepare_needs(paths, needs, name)?;
         let mut argv: Vec<OsString> = vec![
             run.paths.agent.clone().into(),
             "record".into(),
@@ -246,9 +268,13 @@ impl DbRun {
     /// The test's directory and database servers, nothing running yet; `None` (test skipped,
     /// reason printed) when the servers cannot be provided here.
     fn prepare(paths: Paths, app: DbApp, name: &str) -> Option<Self> {
-        crate::require!(dbservers::missing_prerequisite(app.needs()), None);
+        Self::prepare_needs(paths, app.needs(), name)
+    }
+
+    fn prepare_needs(paths: Paths, needs: Needs, name: &str) -> Option<Self> {
+        crate::require!(dbservers::missing_prerequisite(needs), None);
         let dir = util::temp_dir(name);
-        let servers = dbservers::start(app.needs(), dir.path())
+        let servers = dbservers::start(needs, dir.path())
             .unwrap_or_else(|e| panic!("[{name}] database servers: {e:#}"));
         Some(Self {
             name: name.to_owned(),
@@ -816,6 +842,49 @@ fn flask_psycopg_pymysql_redis_replay() {
         // PyMySQL interpolates parameters into the SQL text on the client.
         &[("MYSQL_ID", "2", "sql", "WHERE id = 1", "WHERE id = 2")],
     );
+}
+
+/// Issue #26 item 4: PostgreSQL over TLS (psycopg2 and psycopg 3: libpq `sslmode=verify-full`
+/// against the test CA), recorded (the plaintext through the OpenSSL probes), every server
+/// stopped, replayed: the mock accepts the upgrade with the mock CA, which the hook makes
+/// libpq trust (`verify-full` refuses a server that answers `N` or a certificate it does not
+/// trust). Every response says which connections were TLS (`tls`), so a replay whose mock did
+/// not upgrade differs. MySQL stays plaintext here (see [`Needs::tls`]).
+#[test]
+fn flask_postgres_over_tls_replay() {
+    let paths = require_root!();
+    let Some(mut run) = DbRun::start_tls(paths, DbApp::Flask, "db_tls_replay") else {
+        return;
+    };
+    let endpoints = ["pg2/select", "pg3/select", "mysql/select", "mysql/fail"];
+    record_endpoints(&mut run, &endpoints);
+    let dir = util::load_cassettes(&run.out);
+    let mut errs = Vec::new();
+    for c in &dir.cassettes {
+        let body = util::body_bytes(&c.json["response"]["body"]).unwrap_or_default();
+        let body = String::from_utf8_lossy(&body);
+        if !body.contains(r#""tls": {"pg2": true, "pg3": true, "mysql": false}"#) {
+            errs.push(format!(
+                "{}: PostgreSQL connections not TLS: {body}",
+                c.path.display()
+            ));
+        }
+        for e in db_events(c) {
+            let pg = e["signature"]["lib"] == "postgres";
+            if e["connection"]["tls"].as_bool().unwrap_or(false) != pg {
+                errs.push(format!(
+                    "{}: recorded TLS flag wrong (want {pg}): {e}",
+                    c.path.display()
+                ));
+            }
+        }
+    }
+    if !errs.is_empty() {
+        run.fail(&errs, Some(&dir));
+    }
+    let env = run.stop_servers();
+    let r = run.replay(&env, &[], &[]);
+    r.assert_all_same(endpoints.len());
 }
 
 /// Hybrid replay: PostgreSQL and Redis mocked, HTTP live against a running upstream.

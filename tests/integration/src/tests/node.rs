@@ -208,6 +208,7 @@ fn node_mode() {
         postgres: true,
         mariadb: false,
         redis: true,
+        tls: false,
     };
     require!(dbservers::missing_prerequisite(needs));
     let cg = match TestCgroup::create("node") {

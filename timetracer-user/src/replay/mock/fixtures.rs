@@ -37,3 +37,42 @@ pub(crate) fn destination(protocol: Protocol, files: &[&str]) -> (Arc<Destinatio
     }
     (Arc::new(dest.expect("no call of that protocol")), journal)
 }
+
+/// A TLS acceptor for `name` signed by a throwaway mock CA, and a client connector that trusts
+/// only that CA and offers `alpn` (the CA directory is removed when the returned guard drops).
+pub(crate) fn tls_pair(
+    name: &str,
+    alpn: Option<&[u8]>,
+) -> (
+    tokio_rustls::TlsAcceptor,
+    tokio_rustls::TlsConnector,
+    tempfile::TempDir,
+) {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject as _;
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = crate::replay::ca::MockCa::load_or_create(&dir.path().join("ca")).expect("mock CA");
+    let acceptor = tokio_rustls::TlsAcceptor::from(
+        ca.server_config(&[name.to_owned()], alpn)
+            .expect("server config"),
+    );
+    let mut roots = rustls::RootCertStore::empty();
+    for c in CertificateDer::pem_file_iter(&ca.cert_path).expect("CA file") {
+        roots.add(c.expect("CA certificate")).expect("root");
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    if let Some(p) = alpn {
+        cfg.alpn_protocols = vec![p.to_vec()];
+    }
+    (
+        acceptor,
+        tokio_rustls::TlsConnector::from(Arc::new(cfg)),
+        dir,
+    )
+}

@@ -1,9 +1,12 @@
 //! MySQL / MariaDB mock server (client/server protocol 4.1).
 //!
 //! - Handshake answered by the mock: `HandshakeV10` with the recorded server version,
-//!   capabilities (without `CLIENT_SSL` and `CLIENT_COMPRESS`), MariaDB capabilities and
-//!   charset (`db_sessions[].facts`; defaults logged), auth plugin `mysql_native_password`
-//!   and a random scramble; any `HandshakeResponse41` is accepted with an OK. A client that
+//!   capabilities (without `CLIENT_COMPRESS`; with `CLIENT_SSL` only when the recording was
+//!   TLS), MariaDB capabilities and charset (`db_sessions[].facts`; defaults logged), auth
+//!   plugin `mysql_native_password` and a random scramble; any `HandshakeResponse41` is
+//!   accepted with an OK. A client's SSL request packet (the short handshake response with
+//!   `CLIENT_SSL`) is followed by a TLS handshake with a certificate of the mock CA, and the
+//!   handshake goes on inside TLS with the next sequence number, as with a server. A client that
 //!   insists on another plugin (`caching_sha2_password`) gets an `AuthSwitchRequest` to
 //!   `mysql_native_password` first. A recorded password exchange cannot be replayed (the
 //!   scramble differs) and is not needed.
@@ -21,6 +24,7 @@ use std::sync::Arc;
 
 use bytes::{Buf as _, BytesMut};
 use serde_json::Value;
+use tokio_rustls::TlsAcceptor;
 
 use super::Io;
 use crate::protocols::mysql::parse::{self as my, cap, com};
@@ -51,10 +55,24 @@ const SESSION_MISSING: &str = "session statement (SHOW, SELECT @@…) not in the
 ///
 /// # Errors
 /// I/O errors of the connection.
-pub async fn serve(dest: Arc<Destination>, io: impl Io) -> anyhow::Result<()> {
+pub async fn serve(dest: Arc<Destination>, io: impl Io + 'static) -> anyhow::Result<()> {
+    serve_upgrading(dest, io, None).await
+}
+
+/// [`serve`], offering `CLIENT_SSL` in the greeting and upgrading the connection with `tls`
+/// at the client's SSL request packet when it is given (the recording was TLS).
+///
+/// # Errors
+/// I/O errors of the connection.
+pub async fn serve_upgrading(
+    dest: Arc<Destination>,
+    io: impl Io + 'static,
+    tls: Option<TlsAcceptor>,
+) -> anyhow::Result<()> {
     let mut s = Session::new(dest);
+    s.tls_offered = tls.is_some();
     s.greeting();
-    super::drive(&mut s, io).await
+    super::drive(&mut s, io, tls.as_ref()).await
 }
 
 /// One packet (continuations joined) at the start of `b`: `(seq, payload, bytes used)`.
@@ -233,6 +251,12 @@ pub(crate) struct Session {
     status: u16,
     pub(crate) out: Vec<u8>,
     pub(crate) closed: bool,
+    /// `CLIENT_SSL` is offered (the recording was TLS and a certificate is at hand).
+    pub(crate) tls_offered: bool,
+    /// The client asked for TLS: the transport must become TLS before the next byte is read.
+    tls_upgrade: bool,
+    /// The transport is TLS already.
+    tls_done: bool,
 }
 
 impl Session {
@@ -253,6 +277,9 @@ impl Session {
             status: STATUS_AUTOCOMMIT,
             out: Vec::new(),
             closed: false,
+            tls_offered: false,
+            tls_upgrade: false,
+            tls_done: false,
         }
     }
 
@@ -298,7 +325,9 @@ impl Session {
             | cap::PLUGIN_AUTH_LENENC_CLIENT_DATA
             | cap::SESSION_TRACK
             | cap::DEPRECATE_EOF;
+        let ssl = if self.tls_offered { cap::SSL } else { 0 };
         let caps = (caps.unwrap_or(default_caps) & !cap::SSL & !COMPRESS)
+            | ssl
             | cap::PROTOCOL_41
             | cap::SECURE_CONNECTION
             | cap::PLUGIN_AUTH;
@@ -351,7 +380,7 @@ impl Session {
 
     /// Consumes every complete packet of `buf`.
     pub(crate) fn feed(&mut self, buf: &mut BytesMut) {
-        while !self.closed {
+        while !self.closed && !self.tls_upgrade {
             match packet(buf) {
                 Ok(None) => return,
                 Ok(Some((seq, payload, n))) => {
@@ -405,9 +434,14 @@ impl Session {
                          client: replayed result sets may not parse (another driver?)"
                     );
                 }
-                if h.ssl_request {
-                    // CLIENT_SSL was not offered.
-                    return self.malformed("TLS request", payload, seq.wrapping_add(1));
+                if h.ssl_request && !self.tls_done {
+                    if !self.tls_offered {
+                        return self.malformed("TLS request", payload, seq.wrapping_add(1));
+                    }
+                    // The SSL request packet: the same handshake response goes on inside TLS.
+                    self.tls_upgrade = true;
+                    self.tls_done = true;
+                    return;
                 }
                 match h.auth_plugin.as_deref() {
                     Some(p) if p != NATIVE && !p.is_empty() => {
@@ -644,5 +678,11 @@ impl super::WireSession for Session {
     }
     fn closed(&self) -> bool {
         self.closed
+    }
+    fn take_tls_upgrade(&mut self) -> Option<super::TlsStart> {
+        std::mem::take(&mut self.tls_upgrade).then_some(super::TlsStart::Immediate)
+    }
+    fn destination(&self) -> &Destination {
+        &self.dest
     }
 }

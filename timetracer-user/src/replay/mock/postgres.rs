@@ -1,7 +1,9 @@
 //! PostgreSQL mock server (protocol 3.0): answers the app's startup itself, then replays the
 //! recorded backend messages of the matching recorded call, message by message.
 //!
-//! - Startup: `SSLRequest` / `GSSENCRequest` → `N`; `StartupMessage` → `AuthenticationOk`, one
+//! - Startup: `SSLRequest` → `S` and a TLS handshake with a certificate of the mock CA when
+//!   the recording was TLS (the protocol then goes on inside TLS exactly as in plaintext),
+//!   else `N`, as the recorded server answered; `GSSENCRequest` → `N`; `StartupMessage` → `AuthenticationOk`, one
 //!   `ParameterStatus` per recorded parameter (`db_sessions[].facts.parameters`; defaults for
 //!   what is missing, logged), `BackendKeyData`, `ReadyForQuery('I')`. No password is asked:
 //!   a recorded SCRAM exchange cannot be replayed (the nonces differ).
@@ -30,6 +32,7 @@ use std::sync::Arc;
 
 use bytes::BytesMut;
 use serde_json::Value;
+use tokio_rustls::TlsAcceptor;
 
 use super::Io;
 use super::pg_rules;
@@ -62,9 +65,23 @@ fn session_reason(sql: &str) -> Option<&'static str> {
 ///
 /// # Errors
 /// I/O errors of the connection.
-pub async fn serve(dest: Arc<Destination>, io: impl Io) -> anyhow::Result<()> {
+pub async fn serve(dest: Arc<Destination>, io: impl Io + 'static) -> anyhow::Result<()> {
+    serve_upgrading(dest, io, None).await
+}
+
+/// [`serve`], answering an `SSLRequest` with `S` and upgrading the connection with `tls`
+/// when it is given (the recording was TLS).
+///
+/// # Errors
+/// I/O errors of the connection.
+pub async fn serve_upgrading(
+    dest: Arc<Destination>,
+    io: impl Io + 'static,
+    tls: Option<TlsAcceptor>,
+) -> anyhow::Result<()> {
     let mut s = Session::new(dest);
-    super::drive(&mut s, io).await
+    s.tls_offered = tls.is_some();
+    super::drive(&mut s, io, tls.as_ref()).await
 }
 
 /// One frontend message, decoded (the same decoder serves the app's bytes and the recorded
@@ -483,11 +500,20 @@ pub(crate) struct Session {
     server: Vec<(String, String)>,
     pub(crate) out: Vec<u8>,
     pub(crate) closed: bool,
+    /// `SSLRequest` is answered `S` (the recording was TLS and a certificate is at hand).
+    pub(crate) tls_offered: bool,
+    /// `S` was sent: the transport must become TLS before the next byte is read.
+    tls_upgrade: bool,
+    /// The transport is TLS already (a second `SSLRequest` is a protocol violation).
+    tls_done: bool,
 }
 
 impl Session {
     pub(crate) fn new(dest: Arc<Destination>) -> Self {
         Self {
+            tls_offered: false,
+            tls_upgrade: false,
+            tls_done: false,
             dest,
             started: false,
             pending: Vec::new(),
@@ -505,7 +531,7 @@ impl Session {
 
     /// Consumes every complete message of `buf`, appending answers to `out`.
     pub(crate) fn feed(&mut self, buf: &mut BytesMut) {
-        while !self.closed {
+        while !self.closed && !self.tls_upgrade {
             if self.started {
                 match pg::frame_typed(buf, true) {
                     Frame::NeedMore => return,
@@ -555,6 +581,11 @@ impl Session {
 
     fn on_startup(&mut self, kind: Kind, raw: &[u8]) {
         match kind {
+            Kind::SslRequest if self.tls_offered && !self.tls_done => {
+                self.out.push(b'S');
+                self.tls_upgrade = true;
+                self.tls_done = true;
+            }
             Kind::SslRequest | Kind::GssRequest => self.out.push(b'N'),
             Kind::Cancel => self.closed = true,
             Kind::Startup => {
@@ -1340,5 +1371,11 @@ impl super::WireSession for Session {
     }
     fn closed(&self) -> bool {
         self.closed
+    }
+    fn take_tls_upgrade(&mut self) -> Option<super::TlsStart> {
+        std::mem::take(&mut self.tls_upgrade).then_some(super::TlsStart::AfterAnswer)
+    }
+    fn destination(&self) -> &Destination {
+        &self.dest
     }
 }

@@ -30,9 +30,9 @@ const MAX_INLINE: usize = resp::MAX_LINE;
 ///
 /// # Errors
 /// I/O errors of the connection.
-pub async fn serve(dest: Arc<Destination>, io: impl Io) -> anyhow::Result<()> {
+pub async fn serve(dest: Arc<Destination>, io: impl Io + 'static) -> anyhow::Result<()> {
     let mut s = Session::new(dest);
-    super::drive(&mut s, io).await
+    super::drive(&mut s, io, None).await
 }
 
 /// A command's arguments and its length on the wire.
@@ -420,6 +420,9 @@ impl super::WireSession for Session {
     }
     fn closed(&self) -> bool {
         self.closed
+    }
+    fn destination(&self) -> &Destination {
+        &self.dest
     }
 }
 

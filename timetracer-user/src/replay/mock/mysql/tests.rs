@@ -306,3 +306,69 @@ fn session_statements_use_by_rule_show_needs_the_recording() {
             .contains("not in the recording")
     );
 }
+
+/// Issue #26 item 4: a recording over TLS is replayed over TLS. The greeting offers
+/// `CLIENT_SSL`; after the client's SSL request packet (seq 1) the connection becomes TLS
+/// (verified against the mock CA) and the handshake response (seq 2) and commands go on inside.
+#[tokio::test]
+async fn ssl_request_packet_upgrades_to_tls_signed_by_the_mock_ca() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (d, j) = destination(Protocol::Mysql, &["flask/mysql_select.json"]);
+    let (acc, conn, _ca) = crate::replay::mock::fixtures::tls_pair("127.0.0.1", None);
+    let (mut app, mock) = tokio::io::duplex(64 << 10);
+    let server = tokio::spawn(serve_upgrading(d, mock, Some(acc)));
+    let mut head = [0u8; 4];
+    app.read_exact(&mut head).await.unwrap();
+    let mut greeting = vec![0u8; usize::from(head[0]) | usize::from(head[1]) << 8];
+    app.read_exact(&mut greeting).await.unwrap();
+    let g = my::parse_greeting(&greeting).unwrap();
+    assert_ne!(g.capabilities & cap::SSL, 0, "CLIENT_SSL offered");
+    // PyMySQL's SSL request: the first 32 bytes of its handshake response.
+    let full = handshake_response(NATIVE);
+    let mut ssl = full[4..36].to_vec();
+    let caps = u32::from_le_bytes(ssl[..4].try_into().unwrap()) | cap::SSL;
+    ssl[..4].copy_from_slice(&caps.to_le_bytes());
+    app.write_all(&pkt(1, &ssl)).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = match conn.connect(name, app).await {
+        Ok(t) => t,
+        Err(e) => panic!(
+            "handshake: {e}; server: {:?}; misses: {:?}",
+            server.await,
+            j.misses()
+        ),
+    };
+    let mut inner = full[4..].to_vec();
+    inner[..4].copy_from_slice(&ssl[..4]);
+    tls.write_all(&pkt(2, &inner)).await.unwrap();
+    let mut ok = [0u8; 11];
+    tls.read_exact(&mut ok).await.unwrap();
+    assert_eq!(ok, [7, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0]);
+    tls.write_all(&pkt(0, &[0x01])).await.unwrap(); // COM_QUIT
+    tls.shutdown().await.unwrap();
+    let _ = server.await.unwrap();
+    assert!(j.misses().is_empty(), "{:?}", j.misses());
+}
+
+/// Without a TLS recording the greeting does not offer `CLIENT_SSL`, and a client asking
+/// anyway gets an error naming it (as from a server without TLS).
+#[test]
+fn ssl_request_without_tls_offered_is_an_error() {
+    let (d, j) = destination(Protocol::Mysql, &["flask/mysql_select.json"]);
+    let mut s = Session::new(d);
+    s.greeting();
+    let (_, payload, _) = packet(&s.out).unwrap().unwrap();
+    assert_eq!(
+        my::parse_greeting(&payload).unwrap().capabilities & cap::SSL,
+        0
+    );
+    s.out.clear();
+    let full = handshake_response(NATIVE);
+    let mut ssl = full[4..36].to_vec();
+    let caps = u32::from_le_bytes(ssl[..4].try_into().unwrap()) | cap::SSL;
+    ssl[..4].copy_from_slice(&caps.to_le_bytes());
+    let out = feed(&mut s, &pkt(1, &ssl));
+    assert_eq!(out[4], 0xFF);
+    assert!(s.closed);
+    assert!(j.misses()[0].call.contains("TLS request"));
+}

@@ -602,3 +602,115 @@ fn a_prepare_alone_does_not_use_up_a_recorded_execution() {
     assert_eq!(d.unused().len(), 1);
     assert!(j.misses().is_empty());
 }
+
+const SSL_REQUEST: [u8; 8] = [0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f];
+
+/// Reads backend messages until a `ReadyForQuery`; returns their types.
+async fn until_ready(io: &mut (impl tokio::io::AsyncRead + Unpin)) -> String {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = Vec::new();
+    loop {
+        let t = types(&buf);
+        if t.ends_with('Z') {
+            return t;
+        }
+        let mut chunk = [0u8; 4096];
+        let n = io.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "closed before ReadyForQuery, got {t:?}");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+/// Issue #26 item 4: a recording over TLS is replayed over TLS. `SSLRequest` → `S`, a TLS
+/// handshake the client verifies against the mock CA (with libpq 17's ALPN), then the same
+/// startup and queries inside TLS.
+#[tokio::test]
+async fn ssl_request_upgrades_to_tls_signed_by_the_mock_ca() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (d, j) = destination(Protocol::Postgres, &["flask/pg2_select.json"]);
+    let (acc, conn, _ca) =
+        crate::replay::mock::fixtures::tls_pair("127.0.0.1", Some(b"postgresql"));
+    let (mut app, mock) = tokio::io::duplex(64 << 10);
+    let server = tokio::spawn(serve_upgrading(d, mock, Some(acc)));
+    app.write_all(&SSL_REQUEST).await.unwrap();
+    let mut answer = [0u8; 1];
+    app.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"S");
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let mut tls = conn
+        .connect(name, app)
+        .await
+        .expect("handshake verified by the mock CA");
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"postgresql"[..]));
+    tls.write_all(&startup_message()).await.unwrap();
+    let t = until_ready(&mut tls).await;
+    assert!(t.starts_with('R') && t.contains('K'), "{t}");
+    tls.write_all(&msg(b'Q', b"SELECT 1\0")).await.unwrap();
+    // Not in the recording: a miss answered inside TLS, and the connection stays usable.
+    assert_eq!(until_ready(&mut tls).await, "EZ");
+    tls.write_all(&msg(b'X', &[])).await.unwrap();
+    tls.shutdown().await.unwrap();
+    server.await.unwrap().unwrap();
+    let misses = j.misses();
+    assert_eq!(misses.len(), 1, "{misses:?}");
+    assert!(misses[0].call.contains("SELECT 1"), "{misses:?}");
+}
+
+/// A plaintext recording: `N`, as the recorded server answered; a client that goes on in
+/// plaintext is served.
+#[tokio::test]
+async fn ssl_request_is_refused_when_the_recording_was_plaintext() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (d, j) = destination(Protocol::Postgres, &["flask/pg2_select.json"]);
+    let (mut app, mock) = tokio::io::duplex(64 << 10);
+    let server = tokio::spawn(serve_upgrading(d, mock, None));
+    app.write_all(&SSL_REQUEST).await.unwrap();
+    let mut answer = [0u8; 1];
+    app.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"N");
+    app.write_all(&startup_message()).await.unwrap();
+    assert!(until_ready(&mut app).await.starts_with('R'));
+    drop(app);
+    server.await.unwrap().unwrap();
+    assert!(j.misses().is_empty());
+}
+
+/// Bytes sent after `SSLRequest` before the TLS handshake are refused (CVE-2021-23214), and
+/// a client that does not trust the mock CA is a miss naming the cause.
+#[tokio::test]
+async fn plaintext_after_ssl_request_and_untrusted_ca_are_misses() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (d, j) = destination(Protocol::Postgres, &["flask/pg2_select.json"]);
+    let (acc, _, _ca) = crate::replay::mock::fixtures::tls_pair("127.0.0.1", None);
+    let (mut app, mock) = tokio::io::duplex(64 << 10);
+    let server = tokio::spawn(serve_upgrading(d.clone(), mock, Some(acc.clone())));
+    let mut both = SSL_REQUEST.to_vec();
+    both.extend(startup_message());
+    app.write_all(&both).await.unwrap();
+    let mut rest = Vec::new();
+    app.read_to_end(&mut rest).await.unwrap();
+    assert_eq!(rest, b"S");
+    server.await.unwrap().unwrap();
+    assert!(
+        j.misses()[0]
+            .reason
+            .as_deref()
+            .unwrap()
+            .contains("before the TLS handshake")
+    );
+    // A client trusting another CA: the handshake fails, the miss says why.
+    let (_, other, _other_ca) = crate::replay::mock::fixtures::tls_pair("127.0.0.1", None);
+    let (mut app, mock) = tokio::io::duplex(64 << 10);
+    let server = tokio::spawn(serve_upgrading(d, mock, Some(acc)));
+    app.write_all(&SSL_REQUEST).await.unwrap();
+    let mut answer = [0u8; 1];
+    app.read_exact(&mut answer).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    assert!(other.connect(name, app).await.is_err());
+    server.await.unwrap().unwrap();
+    let misses = j.misses();
+    assert!(
+        misses[1].reason.as_deref().unwrap().contains("mock CA"),
+        "{misses:?}"
+    );
+}
