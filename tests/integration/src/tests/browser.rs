@@ -1179,7 +1179,7 @@ fn serve_tags_notes_filters_theme_keys_downloads_and_graph() {
         }
         let nodes = js(&c, "return Array.from(document.querySelectorAll('#graphs figure')).map(f => f.querySelectorAll('g.dep-node').length)").await;
         assert!(nodes.as_array().unwrap().contains(&json!(6)), "{nodes}");
-        let box_ = js(&c, "const r = document.querySelector('#graphs svg').getBoundingClientRect(); return [r.width, r.height]").await;
+        let box_ = js(&c, "const f = Array.from(document.querySelectorAll('#graphs figure')).find(f => f.querySelectorAll('g.dep-node').length === 6); const r = f.querySelector('svg').getBoundingClientRect(); return [r.width, r.height]").await;
         assert!(
             box_[0].as_f64().unwrap() > 300.0 && box_[1].as_f64().unwrap() > 100.0,
             "graph drawn: {box_}"
@@ -1353,7 +1353,6 @@ fn serve_tags_notes_filters_theme_keys_downloads_and_graph() {
         for (sel, name) in [
             ("a.dl-json", "POST__orders_17_checkout__7d1c9a52.json"),
             ("a.dl-har", "POST__orders_17_checkout__7d1c9a52.har"),
-            ("a.dl-curl", "POST__orders_17_checkout__7d1c9a52.sh"),
         ] {
             c.find(Locator::Css(&format!("#detail {sel}")))
                 .await
@@ -1362,26 +1361,36 @@ fn serve_tags_notes_filters_theme_keys_downloads_and_graph() {
                 .await
                 .unwrap();
             let text = downloaded(&downloads, name);
-            match sel {
-                "a.dl-json" => assert_eq!(text, cassette, "the file as stored"),
-                "a.dl-har" => {
-                    let har: Value = serde_json::from_str(&text).unwrap();
-                    let entries = har["log"]["entries"].as_array().unwrap();
-                    assert!(
-                        entries.len() >= 3,
-                        "the request and its HTTP calls: {}",
-                        entries.len()
-                    );
-                    assert!(text.contains("pricing.internal"));
-                }
-                _ => assert!(
-                    text.contains("curl ") && text.contains("/orders/17/checkout"),
-                    "{text}"
-                ),
+            if sel == "a.dl-json" {
+                assert_eq!(text, cassette, "the file as stored");
+            } else {
+                let har: Value = serde_json::from_str(&text).unwrap();
+                let entries = har["log"]["entries"].as_array().unwrap();
+                assert!(
+                    entries.len() >= 3,
+                    "the request and its HTTP calls: {}",
+                    entries.len()
+                );
+                assert!(text.contains("pricing.internal"));
             }
         }
+        // Chromium holds a downloaded shell script for the user's confirmation (a dangerous
+        // file type): the link's answer is checked instead of the file.
+        let curl = js(&c, "const a = document.querySelector('#detail a.dl-curl'); return fetch(a.href).then(async r => [r.status, r.headers.get('content-disposition'), await r.text(), a.hasAttribute('download')])").await;
+        assert_eq!(curl[0], json!(200), "{curl}");
+        assert_eq!(
+            curl[1],
+            json!("attachment; filename=\"POST__orders_17_checkout__7d1c9a52.sh\"")
+        );
+        let script = curl[2].as_str().unwrap();
+        assert!(
+            script.contains("curl ") && script.contains("/orders/17/checkout"),
+            "{script}"
+        );
+        assert_eq!(curl[3], json!(true));
 
         // ---- filters in the URL (a shared link) and in localStorage ----
+        js(&c, "window.scrollTo(0, 0); return true").await;
         let set = |sel: &'static str, v: &'static str| {
             let c = c.clone();
             async move {
@@ -1429,9 +1438,10 @@ fn serve_tags_notes_filters_theme_keys_downloads_and_graph() {
             .click()
             .await
             .unwrap();
+        // Clearing the filters keeps the sort order (not a filter), and the address says so.
         assert_eq!(
             c.current_url().await.unwrap().to_string(),
-            format!("http://127.0.0.1:{port}/")
+            format!("http://127.0.0.1:{port}/?sort=-d")
         );
 
         // ---- dark theme: toggled, rendered, kept ----
@@ -1514,18 +1524,15 @@ fn serve_tags_notes_filters_theme_keys_downloads_and_graph() {
             "read-only"
         );
         assert_inert(&c, 2, "static dashboard with a hostile note").await;
-        c.find(Locator::Css("#detail button.dl-curl"))
-            .await
-            .unwrap()
-            .click()
-            .await
-            .unwrap();
-        let _ = std::fs::remove_file(downloads.join("POST__orders_17_checkout__7d1c9a52.json"));
-        let curl = downloaded(&downloads, "POST__orders_17_checkout__7d1c9a52 (1).sh");
+        // The curl script's button saves the page's own copy (a shell script: see above).
+        let curl = js(&c, "const b = document.querySelector('#detail button.dl-curl'); return [b.dataset.name, document.getElementById(b.dataset.save).textContent]").await;
+        assert_eq!(curl[0], json!("POST__orders_17_checkout__7d1c9a52.sh"));
+        let script = curl[1].as_str().unwrap();
         assert!(
-            curl.contains("curl ") && curl.contains("/orders/17/checkout"),
+            script.contains("curl ") && script.contains("/orders/17/checkout"),
             "{curl}"
         );
+        std::fs::remove_file(downloads.join("POST__orders_17_checkout__7d1c9a52.json")).unwrap();
         c.find(Locator::Css("#detail button.dl-json"))
             .await
             .unwrap()
