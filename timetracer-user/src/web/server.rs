@@ -1507,7 +1507,7 @@ mod tests {
             text.contains("location: /?q=users&status=5xx%2C4xx\r\n"),
             "{text}"
         );
-        assert!(!text.contains(&format!("location: /?token")), "{text}");
+        assert!(!text.contains("location: /?token"), "{text}");
         running.stop();
     }
 }
