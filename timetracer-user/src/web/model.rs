@@ -1181,18 +1181,26 @@ pub struct TrendPoint {
 pub const TREND_W: f64 = 300.0;
 pub const TREND_H: f64 = 80.0;
 
-/// Trends of the `max` busiest endpoints among `rows`.
-#[must_use]
-pub fn trends(rows: &[Row], max: usize) -> Vec<Trend> {
+/// The rows grouped by endpoint, the `max` endpoints with the most rows first (ties by name).
+fn busiest_endpoints<'a>(
+    rows: impl Iterator<Item = &'a Row>,
+    max: usize,
+) -> Vec<(&'a str, Vec<&'a Row>)> {
     let mut by: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
     for r in rows {
         by.entry(&r.endpoint).or_default().push(r);
     }
     let mut groups: Vec<(&str, Vec<&Row>)> = by.into_iter().collect();
     groups.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(b.0)));
+    groups.truncate(max);
     groups
+}
+
+/// Trends of the `max` busiest endpoints among `rows`.
+#[must_use]
+pub fn trends(rows: &[Row], max: usize) -> Vec<Trend> {
+    busiest_endpoints(rows.iter(), max)
         .into_iter()
-        .take(max)
         .map(|(ep, mut rs)| {
             rs.sort_by(|a, b| a.t.total_cmp(&b.t).then(a.rel.cmp(&b.rel)));
             let mut ds: Vec<f64> = rs.iter().map(|r| r.duration_ms).collect();
@@ -1341,15 +1349,8 @@ fn cut(s: &str, n: usize) -> String {
 /// calls; edges by (type, destination), the most called first.
 #[must_use]
 pub fn dependency_graphs(rows: &[Row], max: usize) -> Vec<EndpointGraph> {
-    let mut by: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
-    for r in rows.iter().filter(|r| !r.edges.is_empty()) {
-        by.entry(&r.endpoint).or_default().push(r);
-    }
-    let mut groups: Vec<(&str, Vec<&Row>)> = by.into_iter().collect();
-    groups.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(b.0)));
-    groups
+    busiest_endpoints(rows.iter().filter(|r| !r.edges.is_empty()), max)
         .into_iter()
-        .take(max)
         .map(|(ep, rs)| {
             // (type, destination) -> (durations, requests that called it)
             let mut edges: BTreeMap<(&DepType, &str), (Vec<f64>, usize)> = BTreeMap::new();
