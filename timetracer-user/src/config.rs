@@ -80,10 +80,10 @@ pub const KEYS: &[Key] = &[
     Key {
         name: "service",
         env: "TIMETRACER_SERVICE",
-        default: Some("timetracer-service"),
+        default: None,
         kind: Kind::Str,
         used_by: "agent",
-        help: "session.service written into cassettes",
+        help: "session.service written into cassettes (unset: the traced process's program and app, e.g. `uvicorn shop.app:app`)",
     },
     Key {
         name: "env",

@@ -123,6 +123,40 @@ fn search_filters() {
     assert!(o.stderr.contains("RFC 3339"), "{}", o.stderr);
 }
 
+/// Issue #22: tags set in `serve` (kept in `DIR/.timetracer-notes.json`, never in a
+/// cassette) are a search filter.
+#[test]
+fn search_by_tag() {
+    let (t, dir) = mixed();
+    let d = dir.to_str().unwrap();
+    let all = search(&t, d, &[]);
+    let boom = all.iter().find(|e| e["path"] == "/boom/5").unwrap();
+    let file = std::path::Path::new(boom["file"].as_str().unwrap());
+    let rel = file
+        .strip_prefix(&dir)
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let before = std::fs::read(file).unwrap();
+    timetracer::index::notes::set(&dir, &rel, &["Flaky".into()], "seen twice").unwrap();
+    assert_eq!(
+        std::fs::read(file).unwrap(),
+        before,
+        "the cassette is untouched"
+    );
+    let hits = search(&t, d, &["--tag", "FLAKY"]);
+    assert_eq!(hits.len(), 1);
+    assert_eq!(hits[0]["path"], "/boom/5");
+    assert_eq!(search(&t, d, &["--tag", "flaky", "--errors"]).len(), 1);
+    assert_eq!(
+        search(&t, d, &["--tag", "flaky", "--status", "200"]).len(),
+        0
+    );
+    assert!(search(&t, d, &["--tag", "other"]).is_empty());
+    // The store itself is never listed as a cassette.
+    assert_eq!(search(&t, d, &[]).len(), all.len());
+}
+
 #[test]
 fn show_every_format() {
     let (t, dir) = mixed();

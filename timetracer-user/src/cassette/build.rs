@@ -30,8 +30,9 @@ pub const DEFAULT_MAX_BODY: usize = 1024 * 1024;
 /// How to build cassettes.
 #[derive(Clone, Debug, PartialEq)]
 pub struct BuildOptions {
-    /// `session.service` (configuration key `service`, default `timetracer-service`).
-    pub service: String,
+    /// `session.service` (configuration key `service`); `None`: named after the traced
+    /// process's command line ([`service_of_cmdline`], e.g. `uvicorn shop.app:app`).
+    pub service: Option<String>,
     /// `session.env` (configuration key `env`, default `local`).
     pub env: String,
     /// `session.git_sha` (configuration key `git_sha`).
@@ -50,7 +51,7 @@ pub struct BuildOptions {
 impl Default for BuildOptions {
     fn default() -> Self {
         Self {
-            service: "timetracer-service".to_owned(),
+            service: None,
             env: "local".to_owned(),
             git_sha: None,
             max_body: DEFAULT_MAX_BODY,
@@ -59,6 +60,95 @@ impl Default for BuildOptions {
             errors_only: false,
             recording: None,
         }
+    }
+}
+
+/// `session.service` when none is configured.
+pub const FALLBACK_SERVICE: &str = "timetracer-service";
+
+/// A service name from a process's command line: the program and, when there is one, the
+/// app it serves (`module:attribute`, a `*.py` script, or the program's first word), without
+/// the interpreter, paths and options. `["/venv/bin/python", "-m", "uvicorn", "--port",
+/// "8000", "shop.app:app"]` is `uvicorn shop.app:app`; `["gunicorn", "-w", "4", "-b",
+/// "0.0.0.0:8000", "app:app"]` is `gunicorn app:app`; `["python", "manage.py",
+/// "runserver"]` is `manage.py runserver`. An empty command line (a process gone before it
+/// was read) gives the executable's name, else [`FALLBACK_SERVICE`].
+#[must_use]
+pub fn service_of_cmdline(cmdline: &[String], exe: &str) -> String {
+    let base = |s: &str| s.rsplit('/').next().unwrap_or(s).to_owned();
+    let Some(first) = cmdline.first() else {
+        let e = base(exe);
+        return if e.is_empty() {
+            FALLBACK_SERVICE.to_owned()
+        } else {
+            e
+        };
+    };
+    let first_base = base(first);
+    let interpreter = first_base.starts_with("python") || first_base.starts_with("pypy");
+    let (program, rest): (String, &[String]) = if interpreter {
+        // Interpreter options come first; `-m MOD` or a script ends them.
+        let mut i = 1;
+        let mut found = None;
+        while i < cmdline.len() {
+            let a = &cmdline[i];
+            if a == "-m" {
+                found = cmdline.get(i + 1).map(|m| (m.clone(), i + 2));
+                break;
+            }
+            if a == "-c" {
+                found = Some((format!("{first_base} -c"), cmdline.len()));
+                break;
+            }
+            if a.starts_with('-') {
+                // `-X opt` / `-W arg` take a value.
+                if matches!(a.as_str(), "-X" | "-W") {
+                    i += 1;
+                }
+                i += 1;
+                continue;
+            }
+            found = Some((base(a), i + 1));
+            break;
+        }
+        match found {
+            Some((prog, next)) => (prog, cmdline.get(next..).unwrap_or(&[])),
+            None => (first_base.clone(), &[]),
+        }
+    } else {
+        (first_base.clone(), &cmdline[1..])
+    };
+    // `module:attribute` (not `host:port`), or a script.
+    let is_app = |a: &str| {
+        if a.starts_with('-') {
+            return false;
+        }
+        if std::path::Path::new(a)
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("py"))
+        {
+            return true;
+        }
+        a.split_once(':').is_some_and(|(m, attr)| {
+            !m.is_empty()
+                && m.chars()
+                    .all(|c| c.is_alphanumeric() || matches!(c, '_' | '.' | '/'))
+                && !attr.is_empty()
+                && !attr.chars().all(|c| c.is_ascii_digit())
+                && attr
+                    .chars()
+                    .all(|c| c.is_alphanumeric() || matches!(c, '_' | '.' | '(' | ')' | '"' | '\''))
+        })
+    };
+    let app = rest
+        .iter()
+        .find(|a| is_app(a))
+        .map(|a| a.rsplit('/').next().unwrap_or(a).to_owned())
+        .or_else(|| rest.first().filter(|a| !a.starts_with('-')).cloned());
+    match app {
+        Some(a) if !program.is_empty() => format!("{program} {a}"),
+        _ if !program.is_empty() => program,
+        _ => FALLBACK_SERVICE.to_owned(),
     }
 }
 
@@ -200,7 +290,11 @@ impl Builder<'_> {
         Session {
             id: id.hyphenated().to_string(),
             recorded_at,
-            service: self.opts.service.clone(),
+            service: self
+                .opts
+                .service
+                .clone()
+                .unwrap_or_else(|| service_of_cmdline(&p.cmdline, &p.exe)),
             env: self.opts.env.clone(),
             framework: p.framework.clone(),
             timetracer_version: Some(env!("CARGO_PKG_VERSION").to_owned()),
@@ -706,6 +800,67 @@ fn rfc3339_utc(unix_ns: i128) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn service_defaults_to_the_command_line() {
+        let svc = |c: &[&str]| {
+            let v: Vec<String> = c.iter().map(|s| (*s).to_owned()).collect();
+            service_of_cmdline(&v, "/usr/bin/python3.12")
+        };
+        assert_eq!(
+            svc(&[
+                "/srv/venv/bin/python",
+                "-m",
+                "uvicorn",
+                "--port",
+                "8000",
+                "shop.app:app"
+            ]),
+            "uvicorn shop.app:app"
+        );
+        assert_eq!(
+            svc(&[
+                "/srv/venv/bin/python",
+                "/srv/venv/bin/uvicorn",
+                "orders:app",
+                "--port",
+                "8000"
+            ]),
+            "uvicorn orders:app"
+        );
+        assert_eq!(
+            svc(&[
+                "gunicorn",
+                "-w",
+                "4",
+                "-b",
+                "0.0.0.0:8000",
+                "shop.wsgi:application"
+            ]),
+            "gunicorn shop.wsgi:application"
+        );
+        assert_eq!(
+            svc(&["gunicorn", "--bind", "127.0.0.1:8000", "app:create_app()"]),
+            "gunicorn app:create_app()"
+        );
+        assert_eq!(svc(&["python3", "-u", "/srv/app/server.py"]), "server.py");
+        assert_eq!(
+            svc(&["python3", "manage.py", "runserver"]),
+            "manage.py runserver"
+        );
+        assert_eq!(svc(&["flask", "run", "--port", "5000"]), "flask run");
+        assert_eq!(
+            svc(&["/srv/venv/bin/waitress-serve", "app:app"]),
+            "waitress-serve app:app"
+        );
+        assert_eq!(svc(&["python3", "-c", "import x"]), "python3 -c");
+        assert_eq!(
+            svc(&["hypercorn", "--bind", "[::]:8000", "app:app"]),
+            "hypercorn app:app"
+        );
+        assert_eq!(svc(&[]), "python3.12");
+        assert_eq!(service_of_cmdline(&[], ""), FALLBACK_SERVICE);
+    }
 
     #[test]
     fn targets_and_queries() {

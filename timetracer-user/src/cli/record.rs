@@ -405,7 +405,7 @@ mod tests {
             panic!("record");
         };
         let plan = opts.plan(cfg.clone()).unwrap();
-        assert_eq!(plan.build.service, "svc");
+        assert_eq!(plan.build.service.as_deref(), Some("svc"));
         assert_eq!(plan.build.env, "ci");
         assert!((plan.filters.sample_rate - 0.5).abs() < f64::EPSILON);
         assert!(!plan.filters.errors_only);

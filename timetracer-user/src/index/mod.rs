@@ -21,6 +21,7 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 use crate::cassette::{self, Cassette};
 
 pub mod files;
+pub mod notes;
 pub mod summary;
 
 pub use files::{FileStamp, SUFFIXES, is_candidate_name, walk};

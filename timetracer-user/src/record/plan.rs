@@ -239,7 +239,7 @@ impl RecordPlan {
         );
         let text = |key: &str, default: &str| cfg.str(key).unwrap_or(default).to_owned();
         let build = BuildOptions {
-            service: text("service", "timetracer-service"),
+            service: cfg.str("service").map(str::to_owned),
             env: text("env", "local"),
             git_sha: cfg
                 .str("git_sha")
@@ -302,7 +302,7 @@ mod tests {
         };
         let mut cfg = Config::load_from(&loc, env).unwrap();
         let plan = RecordPlan::from_config(&cfg, &FlagOnly::default()).unwrap();
-        assert_eq!(plan.build.service, "from-file");
+        assert_eq!(plan.build.service.as_deref(), Some("from-file"));
         assert_eq!(plan.build.env, "prod");
         assert!((plan.filters.sample_rate - 0.25).abs() < f64::EPSILON);
         assert!(plan.filters.errors_only);

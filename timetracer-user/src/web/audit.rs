@@ -56,6 +56,8 @@ pub enum Action {
     Download,
     /// The timeline page, the detail pane or a comparison read the cassette.
     View,
+    /// Its tags and note were changed (`POST /api/notes`).
+    Annotate,
 }
 
 /// What was done, and how it ended.

@@ -23,7 +23,7 @@ use serde_json::Value;
 
 use crate::cassette::reader::{MAX_CASSETTE_BYTES, parse, read_decompressed};
 use crate::cassette::{self, Cassette};
-use crate::index::{self, FileError, Index, Query};
+use crate::index::{self, FileError, Index, Query, notes};
 
 pub mod audit;
 pub mod json_view;
@@ -56,7 +56,18 @@ pub fn load(path: &Path) -> Result<Loaded, cassette::Error> {
 #[must_use]
 pub fn view(uid: &str, shown: &str, rel: &str, path: &Path, l: &Loaded) -> CassetteView {
     let abs = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
-    model::cassette_view(uid, shown, rel, &abs, &l.cassette, Some(&l.raw))
+    let mut v = model::cassette_view(uid, shown, rel, &abs, &l.cassette, Some(&l.raw));
+    // The static pages' curl download (served pages ask `/api/export`).
+    v.curl = crate::analysis::export::to_curl(&[(abs.clone(), l.cassette.clone())], false, None);
+    v
+}
+
+/// Puts the tags and note of `v`'s cassette from `store` into it.
+pub fn annotate(v: &mut CassetteView, store: &notes::Store) {
+    if let Some(a) = store.cassettes.get(&v.rel) {
+        v.tags.clone_from(&a.tags);
+        v.user_note.clone_from(&a.note);
+    }
 }
 
 /// `2026-11-22 23:28:08 UTC`, now.
@@ -82,6 +93,10 @@ pub struct Collector {
     cache: HashMap<String, ((i64, i64), Row)>,
     /// The namespace and pod filters every collection applies.
     scope: Query,
+    /// The tags-and-notes store's stamp when last read (edits by others are noticed).
+    notes_stamp: Option<(i64, i64)>,
+    /// Why the store could not be read, when it could not (shown as a file error).
+    notes_error: Option<String>,
 }
 
 impl std::fmt::Debug for Collector {
@@ -108,6 +123,8 @@ impl Collector {
             index: Index::open(dir)?,
             cache: HashMap::new(),
             scope: Query::default(),
+            notes_stamp: None,
+            notes_error: None,
         })
     }
 
@@ -132,7 +149,25 @@ impl Collector {
     /// Brings the index up to date; `true` when some file was added, changed or removed.
     pub fn refresh(&mut self) -> Result<bool, index::Error> {
         let r = self.index.refresh()?;
-        Ok(r.added + r.updated + r.removed > 0)
+        let notes = notes::stamp(&self.dir);
+        let notes_changed = notes != self.notes_stamp;
+        self.notes_stamp = notes;
+        Ok(r.added + r.updated + r.removed > 0 || notes_changed)
+    }
+
+    /// The directory's tags and notes (empty, with the reason kept for the page, when the
+    /// store cannot be read: the dashboard still shows the cassettes).
+    pub fn notes(&mut self) -> notes::Store {
+        match notes::load(&self.dir) {
+            Ok(s) => {
+                self.notes_error = None;
+                s
+            }
+            Err(e) => {
+                self.notes_error = Some(index::error_chain(&e));
+                notes::Store::default()
+            }
+        }
     }
 
     /// The newest `limit` cassettes as rows.
@@ -141,6 +176,7 @@ impl Collector {
             limit: Some(limit),
             ..self.scope.clone()
         })?;
+        let store = self.notes();
         let mut rows = Vec::with_capacity(entries.len());
         let mut seen = HashMap::new();
         for e in entries {
@@ -160,13 +196,24 @@ impl Collector {
             seen.insert(rel.clone(), (stamp, row.clone()));
             let mut row = row;
             row.n = rows.len();
+            if let Some(a) = store.cassettes.get(&rel) {
+                row.tags.clone_from(&a.tags);
+                row.note.clone_from(&a.note);
+            }
             rows.push((row, e.file));
         }
         self.cache = seen;
+        let mut errors = self.index.errors()?;
+        if let Some(e) = &self.notes_error {
+            errors.push(FileError {
+                file: notes::store_path(&self.dir),
+                error: e.clone(),
+            });
+        }
         Ok(Collected {
             rows,
             total: self.index.count_matching(&self.scope)?,
-            errors: self.index.errors()?,
+            errors,
         })
     }
 }
@@ -212,6 +259,7 @@ pub fn dashboard_page(
         truncated: c.total > rows.len(),
         totals: model::totals(&rows),
         trends: model::trends(&rows, 12),
+        graphs: model::dependency_graphs(&rows, 24),
         methods: methods.into_iter().collect(),
         dep_types,
         errors: c.errors,

@@ -150,6 +150,22 @@ pub struct Row {
     pub service: String,
     pub env: String,
     pub legacy: bool,
+    /// Tags from the directory's tags-and-notes store (`index::notes`), set by the collector.
+    pub tags: Vec<String>,
+    /// The note from the same store.
+    pub note: String,
+    /// Each dependency call as an edge sample of the endpoint's dependency graph.
+    #[serde(skip)]
+    pub edges: Vec<EdgeSample>,
+}
+
+/// One dependency call of a request: where it went and how long it took.
+#[derive(Clone, Debug)]
+pub struct EdgeSample {
+    pub dep: DepType,
+    /// Host (or server name) it went to; empty when the cassette does not say.
+    pub dest: String,
+    pub ms: f64,
 }
 
 /// A dependency type and how many calls of it a request made.
@@ -174,6 +190,8 @@ pub struct RowData {
     pub t: f64,
     pub k: Vec<&'static str>,
     pub deps: usize,
+    /// Tags (lower case).
+    pub g: Vec<String>,
 }
 
 impl Row {
@@ -220,6 +238,17 @@ impl Row {
             service: c.session.service.clone(),
             env: c.session.env.clone(),
             legacy: c.is_python_legacy(),
+            tags: Vec::new(),
+            note: String::new(),
+            edges: c
+                .events
+                .iter()
+                .map(|e| EdgeSample {
+                    dep: dep_type(e),
+                    dest: event_host(e).unwrap_or_default(),
+                    ms: e.duration_ms,
+                })
+                .collect(),
         }
     }
 
@@ -240,6 +269,7 @@ impl Row {
             t: self.t,
             k,
             deps: self.deps,
+            g: self.tags.clone(),
         }
     }
 }
@@ -828,6 +858,15 @@ pub struct CassetteView {
     pub notes: Vec<String>,
     pub raw: Vec<Token>,
     pub raw_note: Option<String>,
+    /// Tags from the directory's tags-and-notes store (set by the caller; empty here).
+    pub tags: Vec<String>,
+    /// The note from the same store (not [`Self::notes`], which are the cassette's own).
+    pub user_note: String,
+    /// The inbound request as a curl command (what `timetracer export --to curl` writes),
+    /// for the static page's download; empty unless the caller sets it.
+    pub curl: String,
+    /// The cassette's file name without its suffix (names of the downloads).
+    pub download_name: String,
 }
 
 fn ticks(total: f64, scale: f64) -> Vec<Tick> {
@@ -1108,6 +1147,10 @@ pub fn cassette_view(
         notes,
         raw: raw_tokens,
         raw_note,
+        tags: Vec::new(),
+        user_note: String::new(),
+        curl: String::new(),
+        download_name: download_name(abs_path),
     }
 }
 
@@ -1138,18 +1181,26 @@ pub struct TrendPoint {
 pub const TREND_W: f64 = 300.0;
 pub const TREND_H: f64 = 80.0;
 
-/// Trends of the `max` busiest endpoints among `rows`.
-#[must_use]
-pub fn trends(rows: &[Row], max: usize) -> Vec<Trend> {
+/// The rows grouped by endpoint, the `max` endpoints with the most rows first (ties by name).
+fn busiest_endpoints<'a>(
+    rows: impl Iterator<Item = &'a Row>,
+    max: usize,
+) -> Vec<(&'a str, Vec<&'a Row>)> {
     let mut by: BTreeMap<&str, Vec<&Row>> = BTreeMap::new();
     for r in rows {
         by.entry(&r.endpoint).or_default().push(r);
     }
     let mut groups: Vec<(&str, Vec<&Row>)> = by.into_iter().collect();
     groups.sort_by(|a, b| b.1.len().cmp(&a.1.len()).then(a.0.cmp(b.0)));
+    groups.truncate(max);
     groups
+}
+
+/// Trends of the `max` busiest endpoints among `rows`.
+#[must_use]
+pub fn trends(rows: &[Row], max: usize) -> Vec<Trend> {
+    busiest_endpoints(rows.iter(), max)
         .into_iter()
-        .take(max)
         .map(|(ep, mut rs)| {
             rs.sort_by(|a, b| a.t.total_cmp(&b.t).then(a.rel.cmp(&b.rel)));
             let mut ds: Vec<f64> = rs.iter().map(|r| r.duration_ms).collect();
@@ -1193,6 +1244,180 @@ pub fn trends(rows: &[Row], max: usize) -> Vec<Trend> {
                 max: fmt_ms(dmax),
                 line,
                 points,
+            }
+        })
+        .collect()
+}
+
+/// Width of a dependency graph in SVG units; nodes and edges are laid out in this box.
+pub const GRAPH_W: f64 = 760.0;
+/// Height of one dependency node, and the vertical pitch between two.
+const NODE_H: f64 = 40.0;
+const NODE_PITCH: f64 = 50.0;
+/// The endpoint node's and the dependency nodes' left edge and width.
+const EP_X: f64 = 0.0;
+const EP_W: f64 = 240.0;
+const DEP_X: f64 = 420.0;
+const DEP_W: f64 = 340.0;
+/// Labels longer than this are cut (the node's `<title>` has the whole text).
+const NODE_CHARS: usize = 44;
+
+/// The dependency graph of one endpoint: which services and databases its requests called,
+/// with counts and latency per edge, laid out for an SVG (endpoint on the left, one node per
+/// destination on the right).
+#[derive(Clone, Debug, Serialize)]
+pub struct EndpointGraph {
+    pub endpoint: String,
+    /// Its requests among the rows.
+    pub requests: usize,
+    pub height: f64,
+    /// The endpoint node's vertical centre.
+    pub cy: f64,
+    pub label: String,
+    pub edges: Vec<GraphEdge>,
+}
+
+/// One destination of an endpoint's calls.
+#[derive(Clone, Debug, Serialize)]
+pub struct GraphEdge {
+    /// Dependency type key (colour) and label (`PostgreSQL`, `HTTPS`, …).
+    pub key: &'static str,
+    pub kind: String,
+    /// Host or server name; `(unknown host)` when the cassettes do not say.
+    pub dest: String,
+    pub calls: usize,
+    /// Requests of the endpoint that made at least one such call.
+    pub in_requests: usize,
+    pub p50: String,
+    pub p95: String,
+    /// Node top, the SVG path of the edge, its stroke width, the cut label and the stats line.
+    pub y: f64,
+    pub path: String,
+    pub stroke: f64,
+    pub label: String,
+    pub stats: String,
+    pub title: String,
+}
+
+/// Geometry constants the graph template uses.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct GraphBox {
+    pub w: f64,
+    pub ep_x: f64,
+    pub ep_w: f64,
+    pub dep_x: f64,
+    pub dep_w: f64,
+    pub node_h: f64,
+}
+
+/// The layout every [`EndpointGraph`] uses.
+pub const GRAPH_BOX: GraphBox = GraphBox {
+    w: GRAPH_W,
+    ep_x: EP_X,
+    ep_w: EP_W,
+    dep_x: DEP_X,
+    dep_w: DEP_W,
+    node_h: NODE_H,
+};
+
+/// `GET__users_42__1a2b3c4d` for `…/GET__users_42__1a2b3c4d.json.zst`.
+#[must_use]
+pub fn download_name(path: &Path) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    crate::index::SUFFIXES
+        .iter()
+        .rev()
+        .find_map(|s| name.strip_suffix(s))
+        .unwrap_or(&name)
+        .to_owned()
+}
+
+fn cut(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_owned()
+    } else {
+        let mut t: String = s.chars().take(n.saturating_sub(1)).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// The dependency graphs of the `max` busiest endpoints among `rows` that made dependency
+/// calls; edges by (type, destination), the most called first.
+#[must_use]
+pub fn dependency_graphs(rows: &[Row], max: usize) -> Vec<EndpointGraph> {
+    busiest_endpoints(rows.iter().filter(|r| !r.edges.is_empty()), max)
+        .into_iter()
+        .map(|(ep, rs)| {
+            // (type, destination) -> (durations, requests that called it)
+            let mut edges: BTreeMap<(&DepType, &str), (Vec<f64>, usize)> = BTreeMap::new();
+            for r in &rs {
+                let mut seen = std::collections::BTreeSet::new();
+                for e in &r.edges {
+                    let k = (&e.dep, e.dest.as_str());
+                    let entry = edges.entry(k).or_default();
+                    entry.0.push(e.ms);
+                    if seen.insert(k) {
+                        entry.1 += 1;
+                    }
+                }
+            }
+            let mut edges: Vec<_> = edges.into_iter().collect();
+            edges.sort_by(|a, b| b.1.0.len().cmp(&a.1.0.len()).then(a.0.cmp(&b.0)));
+            let height = NODE_PITCH * edges.len().max(1) as f64;
+            let cy = height / 2.0;
+            let most = edges.first().map_or(1, |e| e.1.0.len()).max(1);
+            let edges = edges
+                .into_iter()
+                .enumerate()
+                .map(|(i, ((dep, dest), (mut ds, in_requests)))| {
+                    ds.sort_by(f64::total_cmp);
+                    let y = NODE_PITCH * i as f64 + (NODE_PITCH - NODE_H) / 2.0;
+                    let ty = y + NODE_H / 2.0;
+                    let (x0, x1) = (EP_X + EP_W, DEP_X);
+                    let mid = f64::midpoint(x0, x1);
+                    let dest = if dest.is_empty() {
+                        "(unknown host)".to_owned()
+                    } else {
+                        dest.to_owned()
+                    };
+                    let calls = ds.len();
+                    let (p50, p95) = (fmt_ms(percentile(&ds, 50.0)), fmt_ms(percentile(&ds, 95.0)));
+                    let stats = format!(
+                        "{calls} call{} in {in_requests} of {} requests · p50 {p50} · p95 {p95}",
+                        if calls == 1 { "" } else { "s" },
+                        rs.len()
+                    );
+                    let full = format!("{} {dest}", dep.label);
+                    GraphEdge {
+                        key: dep.key,
+                        kind: dep.label.clone(),
+                        title: format!("{ep} → {full}: {stats}"),
+                        label: cut(&full, NODE_CHARS),
+                        dest,
+                        calls,
+                        in_requests,
+                        p50,
+                        p95,
+                        y,
+                        path: format!(
+                            "M{x0:.1},{cy:.1} C{mid:.1},{cy:.1} {mid:.1},{ty:.1} {x1:.1},{ty:.1}"
+                        ),
+                        stroke: 1.5 + 4.5 * calls as f64 / most as f64,
+                        stats,
+                    }
+                })
+                .collect();
+            EndpointGraph {
+                endpoint: ep.to_owned(),
+                requests: rs.len(),
+                height,
+                cy,
+                label: cut(ep, 34),
+                edges,
             }
         })
         .collect()
@@ -1270,6 +1495,53 @@ mod tests {
         ] {
             assert_ne!(label(k, l).to_lowercase(), "unknown");
         }
+    }
+
+    #[test]
+    fn dependency_graph_per_endpoint() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../tests/fixtures/ui/POST__orders_17_checkout__7d1c9a52.json");
+        let c = crate::cassette::read(&path).unwrap();
+        let mut rows = vec![Row::new(0, "a.json", &c), Row::new(1, "b.json", &c)];
+        rows[1].edges.truncate(2); // the second request made only its first two calls
+        let g = dependency_graphs(&rows, 10);
+        assert_eq!(g.len(), 1);
+        let g = &g[0];
+        assert_eq!(g.endpoint, rows[0].endpoint);
+        assert_eq!(g.requests, 2);
+        let by: Vec<(&str, &str, usize, usize)> = g
+            .edges
+            .iter()
+            .map(|e| (e.kind.as_str(), e.dest.as_str(), e.calls, e.in_requests))
+            .collect();
+        // Most called first; PostgreSQL: 2 + 1 calls, in both requests.
+        assert_eq!(by[0], ("PostgreSQL", "127.0.0.1:5432", 3, 2), "{by:?}");
+        assert_eq!(by.len(), 6, "{by:?}");
+        assert!(
+            by.contains(&("HTTPS", "pricing.internal:8443", 1, 1)),
+            "{by:?}"
+        );
+        assert!(by.contains(&("Redis", "127.0.0.1:6379", 2, 2)), "{by:?}");
+        let pg = &g.edges[0];
+        assert_eq!((pg.p50.as_str(), pg.p95.as_str()), ("3.10 ms", "3.10 ms"));
+        assert_eq!(
+            pg.stats,
+            "3 calls in 2 of 2 requests · p50 3.10 ms · p95 3.10 ms"
+        );
+        // Layout: one node per edge, inside the box, edges from the endpoint node.
+        assert_eq!(g.height, NODE_PITCH * 6.0);
+        for e in &g.edges {
+            assert!(e.y >= 0.0 && e.y + NODE_H <= g.height);
+            assert!(
+                e.path
+                    .starts_with(&format!("M{:.1},{:.1}", EP_X + EP_W, g.cy))
+            );
+            assert!(e.stroke >= 1.5 && e.stroke <= 6.0);
+        }
+        // Requests without calls make no graph.
+        let mut quiet = Row::new(2, "c.json", &c);
+        quiet.edges.clear();
+        assert!(dependency_graphs(&[quiet], 10).is_empty());
     }
 
     #[test]

@@ -17,7 +17,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::analysis::diff::{Change, Report};
 
-use super::model::{self, CassetteView, DepType, Row, Totals, Trend};
+use super::model::{self, CassetteView, DepType, EndpointGraph, Row, Totals, Trend};
 use super::replay_client::Verdict;
 
 /// The page's stylesheet (inlined).
@@ -34,6 +34,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("_cards.html", include_str!("templates/_cards.html")),
     ("_rows.html", include_str!("templates/_rows.html")),
     ("_trends.html", include_str!("templates/_trends.html")),
+    ("_graphs.html", include_str!("templates/_graphs.html")),
     ("_verdict.html", include_str!("templates/_verdict.html")),
     ("_compare.html", include_str!("templates/_compare.html")),
     (
@@ -114,6 +115,8 @@ pub struct DashboardPage {
     pub truncated: bool,
     pub totals: Totals,
     pub trends: Vec<Trend>,
+    /// The dependency graph of each busy endpoint.
+    pub graphs: Vec<EndpointGraph>,
     pub methods: Vec<String>,
     pub dep_types: Vec<DepType>,
     pub errors: Vec<crate::index::FileError>,
@@ -281,6 +284,7 @@ impl Renderer {
             status_classes => sv(STATUS_CHOICES),
             w => model::TREND_W,
             h => model::TREND_H,
+            box => sv(model::GRAPH_BOX),
             ..minijinja::value::merge_maps([sv(d), Self::page_ctx(opts)])
         };
         self.render("dashboard.html", ctx)
@@ -316,6 +320,14 @@ impl Renderer {
                 w => model::TREND_W,
                 h => model::TREND_H,
             },
+        )
+    }
+
+    /// The dependency graphs per endpoint.
+    pub fn graphs(&self, graphs: &[EndpointGraph]) -> Result<String, RenderError> {
+        self.render(
+            "_graphs.html",
+            context! { graphs => sv(graphs), box => sv(model::GRAPH_BOX) },
         )
     }
 

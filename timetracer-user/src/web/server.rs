@@ -289,6 +289,7 @@ fn router(state: Arc<AppState>) -> Router {
         .route("/api/replay", post(api_replay))
         .route("/api/download", get(api_download))
         .route("/api/export", get(api_export))
+        .route("/api/notes", post(api_notes))
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), guard))
         .with_state(state)
@@ -383,7 +384,20 @@ async fn check(st: &AppState, req: Request, next: Next) -> Response {
                 "{}={}; HttpOnly; SameSite=Strict; Path=/",
                 st.cookie, st.token
             );
-            let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
+            // The rest of the query (a shared link's filters) survives the trade.
+            let rest: Vec<&str> = req
+                .uri()
+                .query()
+                .unwrap_or("")
+                .split('&')
+                .filter(|kv| !kv.is_empty() && kv.split('=').next() != Some("token"))
+                .collect();
+            let to = if rest.is_empty() {
+                "/".to_owned()
+            } else {
+                format!("/?{}", rest.join("&"))
+            };
+            let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, to)]).into_response();
             if let Ok(v) = HeaderValue::from_str(&cookie) {
                 r.headers_mut().insert(header::SET_COOKIE, v);
             }
@@ -578,7 +592,8 @@ async fn audited(st: &Arc<AppState>, peer: SocketAddr, what: What<'_>, resp: Res
             );
             tracing::error!(error = %e, path = %st.audit.path().display(), "Cannot write the audit log");
             eprintln!("timetracer: {msg}");
-            if action == Action::Replay {
+            // A replay ran, a note was saved: say so rather than pretend nothing happened.
+            if matches!(action, Action::Replay | Action::Annotate) {
                 resp
             } else {
                 (
@@ -615,12 +630,31 @@ async fn timeline_page(
             return audited(&st, peer, w, f.resp).await;
         }
     };
-    let resp = timeline_of(&st, &q.f, &path, &l);
+    let store = load_notes(&st).await;
+    let resp = timeline_of(&st, &q.f, &path, &l, &store);
     audited(&st, peer, what(Action::View, &q.f, &resp, None), resp).await
 }
 
-fn timeline_of(st: &AppState, rel: &str, path: &Path, l: &super::Loaded) -> Response {
-    let v = super::view("c", rel, rel, path, l);
+/// The directory's tags and notes. A store that cannot be read is reported in the
+/// dashboard's file errors; pages still show the cassettes.
+async fn load_notes(st: &AppState) -> crate::index::notes::Store {
+    let dir = st.cfg.dir.clone();
+    tokio::task::spawn_blocking(move || crate::index::notes::load(&dir))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default()
+}
+
+fn timeline_of(
+    st: &AppState,
+    rel: &str,
+    path: &Path,
+    l: &super::Loaded,
+    store: &crate::index::notes::Store,
+) -> Response {
+    let mut v = super::view("c", rel, rel, path, l);
+    super::annotate(&mut v, store);
     match st.renderer.timeline(&v, &page_opts(st)) {
         Ok(b) => html(StatusCode::OK, b),
         Err(e) => message_page(
@@ -651,6 +685,7 @@ async fn api_rows(State(st): State<Arc<AppState>>, Query(q): Query<RowsQ>) -> Re
             "tbody": st.renderer.rows(&page.rows)?,
             "cards": st.renderer.cards(&page.totals)?,
             "trends": st.renderer.trends(&page.trends)?,
+            "graphs": st.renderer.graphs(&page.graphs)?,
         }))
     })();
     match parts {
@@ -675,7 +710,8 @@ async fn api_detail(
             return audited(&st, peer, w, f.resp).await;
         }
     };
-    let v = super::view("live", &q.f, &q.f, &path, &l);
+    let mut v = super::view("live", &q.f, &q.f, &path, &l);
+    super::annotate(&mut v, &load_notes(&st).await);
     let resp = match st.renderer.detail(&v, true) {
         Ok(b) => html(StatusCode::OK, b),
         Err(e) => (
@@ -796,23 +832,108 @@ async fn api_export(
     audited(&st, peer, w, resp).await
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NotesBody {
+    file: String,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default)]
+    note: String,
+}
+
+/// `POST /api/notes` `{"file": REL, "tags": [...], "note": "..."}`: sets the cassette's tags
+/// and note in the directory's store (beside the cassettes, never inside one) and answers
+/// what was stored, as JSON. The guard has already required the token header and a same
+/// origin; the path is resolved like every other (inside the directory, a cassette that
+/// exists), and the change is audited.
+async fn api_notes(
+    State(st): State<Arc<AppState>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    body: Bytes,
+) -> Response {
+    let refuse = |status: StatusCode, why: String| {
+        (status, axum::Json(serde_json::json!({ "error": why }))).into_response()
+    };
+    let req: NotesBody = match serde_json::from_slice(&body) {
+        Ok(r) => r,
+        Err(e) => {
+            let why = format!(
+                "expected {{\"file\": \"relative/path.json\", \"tags\": [\"tag\"], \"note\": \"text\"}}: {e}"
+            );
+            let resp = refuse(StatusCode::BAD_REQUEST, why.clone());
+            let w = what(Action::Annotate, "", &resp, Some(&why));
+            return audited(&st, peer, w, resp).await;
+        }
+    };
+    if let Err(e) = paths::resolve(&st.cfg.dir, &req.file) {
+        let why = format!("{}: {e}", req.file);
+        let resp = refuse(path_status(&e), why.clone());
+        let w = what(Action::Annotate, &req.file, &resp, Some(&why));
+        return audited(&st, peer, w, resp).await;
+    }
+    // The store's key: the name as the listings write it (`a//b.json` is `a/b.json`).
+    let key = paths::rel_of(Path::new(""), Path::new(&req.file)).unwrap_or_default();
+    let st2 = Arc::clone(&st);
+    let (file, tags, note) = (key, req.tags, req.note);
+    let saved = tokio::task::spawn_blocking(move || {
+        let a = crate::index::notes::set(&st2.cfg.dir, &file, &tags, &note)?;
+        // The rows show tags: publish them now rather than at the next refresh tick.
+        let mut c = st2
+            .collector
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _ = c.refresh();
+        let version = st2
+            .snap
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .version
+            + 1;
+        match build_snapshot(&mut c, st2.cfg.limit, version) {
+            Ok(s) => {
+                *st2.snap
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = s;
+            }
+            Err(e) => tracing::warn!(error = %e, "Cannot refresh the dashboard after a note"),
+        }
+        Ok::<_, crate::index::notes::NotesError>(a)
+    })
+    .await;
+    let (resp, why) = match saved {
+        Ok(Ok(a)) => (axum::Json(a).into_response(), None),
+        Ok(Err(e)) => {
+            let status = match e {
+                crate::index::notes::NotesError::BadTag(_)
+                | crate::index::notes::NotesError::TooManyTags(_)
+                | crate::index::notes::NotesError::NoteTooLong(_) => StatusCode::BAD_REQUEST,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            let why = crate::index::error_chain(&e);
+            (refuse(status, why.clone()), Some(why))
+        }
+        Err(e) => {
+            let why = e.to_string();
+            (
+                refuse(StatusCode::INTERNAL_SERVER_ERROR, why.clone()),
+                Some(why),
+            )
+        }
+    };
+    let w = what(Action::Annotate, &req.file, &resp, why.as_deref());
+    audited(&st, peer, w, resp).await
+}
+
 /// `attachment; filename="…"` for the file at `path` (its name, with `ext` replacing the
 /// cassette suffix when given), reduced to characters safe in a header.
 fn attachment(path: &Path, ext: Option<&str>) -> String {
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
     let name = match ext {
-        Some(ext) => {
-            let stem = crate::index::SUFFIXES
-                .iter()
-                .rev()
-                .find_map(|s| name.strip_suffix(s))
-                .unwrap_or(&name);
-            format!("{stem}.{ext}")
-        }
-        None => name,
+        Some(ext) => format!("{}.{ext}", super::model::download_name(path)),
+        None => path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
     };
     format!("attachment; filename=\"{}\"", paths::plain_name(&name))
 }
@@ -1016,36 +1137,64 @@ mod tests {
         (status, out)
     }
 
+    /// `serve` of `dir` on a free loopback port, audit log under `state`.
+    struct Running {
+        rt: tokio::runtime::Runtime,
+        addr: SocketAddr,
+        token: String,
+        url: String,
+        stop: tokio::sync::oneshot::Sender<()>,
+        handle: tokio::task::JoinHandle<std::io::Result<()>>,
+    }
+
+    impl Running {
+        fn start(dir: &Path, state: &Path) -> Self {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let server = rt
+                .block_on(Server::bind(ServeConfig {
+                    dir: dir.to_path_buf(),
+                    addr: "127.0.0.1:0".parse().unwrap(),
+                    limit: 100,
+                    replay_socket: dir.join("no-such.sock"),
+                    replay_timeout: Duration::from_secs(5),
+                    refresh: Duration::from_millis(200),
+                    audit_log: Some(state.join("audit/serve.jsonl")),
+                    namespace: None,
+                    pod: None,
+                }))
+                .unwrap();
+            let (addr, token, url) = (server.addr, server.state.token.clone(), server.url());
+            let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+            let handle = rt.spawn(server.run(async {
+                let _ = rx.await;
+            }));
+            Self {
+                rt,
+                addr,
+                token,
+                url,
+                stop,
+                handle,
+            }
+        }
+
+        fn stop(self) {
+            self.stop.send(()).unwrap();
+            self.rt.block_on(self.handle).unwrap().unwrap();
+        }
+    }
+
     #[test]
     fn tokens_hosts_and_paths() {
         let dir = fixture_dir();
         let state = tempfile::tempdir().unwrap();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let server = rt
-            .block_on(Server::bind(ServeConfig {
-                dir: dir.path().to_path_buf(),
-                addr: "127.0.0.1:0".parse().unwrap(),
-                limit: 100,
-                replay_socket: dir.path().join("no-such.sock"),
-                replay_timeout: Duration::from_secs(5),
-                refresh: Duration::from_millis(200),
-                audit_log: Some(state.path().join("audit/serve.jsonl")),
-                namespace: None,
-                pod: None,
-            }))
-            .unwrap();
-        let addr = server.addr;
-        let token = server.state.token.clone();
-        let url = server.url();
+        let running = Running::start(dir.path(), state.path());
+        let (addr, token, url) = (running.addr, running.token.clone(), running.url.clone());
         assert!(url.starts_with(&format!("http://127.0.0.1:{}/?token=", addr.port())));
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let handle = rt.spawn(server.run(async {
-            let _ = rx.await;
-        }));
         let host = format!("127.0.0.1:{}", addr.port());
         let get = |path: &str, extra: &str| {
             http(
@@ -1210,7 +1359,155 @@ mod tests {
             assert!(t.elapsed() < Duration::from_secs(10), "no update");
             std::thread::sleep(Duration::from_millis(100));
         }
-        tx.send(()).unwrap();
-        rt.block_on(handle).unwrap().unwrap();
+        running.stop();
+    }
+
+    #[test]
+    fn notes_api_needs_the_token_a_same_origin_and_a_cassette_inside() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = fixture_dir();
+        let state = tempfile::tempdir().unwrap();
+        let running = Running::start(dir.path(), state.path());
+        let (addr, token) = (running.addr, running.token.clone());
+        let host = format!("127.0.0.1:{}", addr.port());
+        let cookie = format!("Cookie: timetracer_token_{}={token}\r\n", addr.port());
+        let post = |body: &str, extra: &str| {
+            http(
+                addr,
+                &format!(
+                    "POST /api/notes HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{extra}\r\n{body}",
+                    body.len()
+                ),
+            )
+        };
+        let good = "py/GET__users_42__e92ca5c8.json";
+        let body = format!(
+            r#"{{"file":"{good}","tags":["Flaky","ticket-7"],"note":"<script>alert(1)</script>"}}"#
+        );
+        let with_token = format!("{TOKEN_HEADER}: {token}\r\n");
+        let store = dir.path().join(crate::index::notes::NOTES_FILE);
+        let outside = tempfile::NamedTempFile::with_suffix(".json").unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("out.json")).unwrap();
+        // CSRF: a cookie alone (what a cross-site form sends), a wrong token, a foreign Origin.
+        assert_eq!(post(&body, &cookie).0, 403);
+        assert_eq!(post(&body, &format!("{TOKEN_HEADER}: nope\r\n")).0, 403);
+        assert_eq!(
+            post(
+                &body,
+                &format!(
+                    "{with_token}Origin: http://evil.example:{}\r\n",
+                    addr.port()
+                )
+            )
+            .0,
+            403
+        );
+        assert_eq!(post(&body, "").0, 403);
+        assert!(!store.exists(), "nothing written by refused requests");
+        // Path traversal and other names that are not a cassette inside the directory.
+        for (bad, want) in [
+            ("../../etc/passwd", 400),
+            ("/etc/passwd", 400),
+            ("py/../../x.json", 400),
+            (".timetracer-notes.json", 400),
+            ("py/none__such.json", 404),
+            ("out.json", 403),
+        ] {
+            let b = format!(r#"{{"file":"{bad}","tags":["x"]}}"#);
+            let (st, text) = post(&b, &with_token);
+            assert_eq!(st, want, "{bad}: {text}");
+            assert!(text.contains("\"error\""), "{text}");
+        }
+        assert!(!store.exists());
+        // Bad tags, long notes, unknown fields: refused with the reason.
+        let (st, text) = post(
+            &format!(r#"{{"file":"{good}","tags":["two words"]}}"#),
+            &with_token,
+        );
+        assert_eq!(st, 400);
+        assert!(text.contains("not allowed"), "{text}");
+        assert_eq!(
+            post(&format!(r#"{{"file":"{good}","owner":"x"}}"#), &with_token).0,
+            400
+        );
+        // Allowed: stored beside the cassette, 0600, the cassette untouched.
+        let before = std::fs::read(dir.path().join(good)).unwrap();
+        let (st, text) = post(&body, &format!("{with_token}Origin: http://{host}\r\n"));
+        assert_eq!(st, 200, "{text}");
+        let (st, _) = post(&body.replace("py/GET", "py//GET"), &with_token);
+        assert_eq!(st, 200, "the same cassette under one key");
+        assert!(text.contains(r#""tags":["flaky","ticket-7"]"#), "{text}");
+        assert_eq!(std::fs::read(dir.path().join(good)).unwrap(), before);
+        let mode = std::fs::metadata(&store).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        let saved = crate::index::notes::load(dir.path()).unwrap();
+        assert_eq!(saved.cassettes[good].note, "<script>alert(1)</script>");
+        // Shown escaped in the detail and in the rows at once.
+        let get = |path: &str| {
+            http(
+                addr,
+                &format!(
+                    "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{cookie}\r\n"
+                ),
+            )
+        };
+        let (st, detail) = get(&format!("/api/detail?f={good}"));
+        assert_eq!(st, 200);
+        assert!(
+            detail.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;"),
+            "{detail}"
+        );
+        assert!(!detail.contains("<script>alert"), "{detail}");
+        assert!(detail.contains("ticket-7"));
+        let (_, rows) = get("/api/rows");
+        assert!(rows.contains(r#""g":["flaky","ticket-7"]"#), "{rows}");
+        // Audited.
+        let log = std::fs::read_to_string(state.path().join("audit/serve.jsonl")).unwrap();
+        assert!(
+            log.lines()
+                .any(|l| l.contains(r#""action":"annotate""#) && l.contains(r#""result":"ok""#)),
+            "{log}"
+        );
+        assert!(log.lines().any(|l| l.contains(r#""action":"annotate""#)
+            && l.contains("../../etc/passwd")
+            && l.contains(r#""result":"refused""#)));
+        // Empty tags and note: forgotten.
+        assert_eq!(
+            post(
+                &format!(r#"{{"file":"{good}","tags":[],"note":""}}"#),
+                &with_token
+            )
+            .0,
+            200
+        );
+        assert!(
+            crate::index::notes::load(dir.path())
+                .unwrap()
+                .cassettes
+                .is_empty()
+        );
+        running.stop();
+    }
+
+    #[test]
+    fn the_printed_url_keeps_a_shared_links_filters() {
+        let dir = fixture_dir();
+        let state = tempfile::tempdir().unwrap();
+        let running = Running::start(dir.path(), state.path());
+        let (addr, token) = (running.addr, running.token.clone());
+        let (st, text) = http(
+            addr,
+            &format!(
+                "GET /?q=users&token={token}&status=5xx%2C4xx HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: close\r\n\r\n",
+                addr.port()
+            ),
+        );
+        assert_eq!(st, 303);
+        assert!(
+            text.contains("location: /?q=users&status=5xx%2C4xx\r\n"),
+            "{text}"
+        );
+        assert!(!text.contains("location: /?token"), "{text}");
+        running.stop();
     }
 }

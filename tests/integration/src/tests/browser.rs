@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use fantoccini::actions::{InputSource as _, KeyAction, KeyActions};
+use fantoccini::key::Key;
 use fantoccini::{Client, ClientBuilder, Locator};
 use serde_json::{Value, json};
 
@@ -108,6 +110,8 @@ where
         .wait_for_port(port, Duration::from_secs(20))
         .unwrap_or_else(|e| panic!("{e:#}\n{}", driver.diagnostics()));
     let profile = root.join("chromium-profile");
+    let downloads = root.join("downloads");
+    std::fs::create_dir_all(&downloads).expect("downloads dir");
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -122,6 +126,8 @@ where
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
                          "--disable-dev-shm-usage", "--window-size=1500,1200",
                          format!("--user-data-dir={}", profile.display())],
+                "prefs": {"download.default_directory": downloads.display().to_string(),
+                          "download.prompt_for_download": false},
             }),
         );
         let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
@@ -1092,4 +1098,456 @@ fn walk_json(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Presses and releases one key, as a user would (WebDriver actions, not a synthetic event).
+async fn press(c: &Client, key: char) {
+    let keys = KeyActions::new("keyboard".into())
+        .then(KeyAction::Down { value: key })
+        .then(KeyAction::Up { value: key });
+    c.perform_actions(keys).await.expect("key press");
+}
+
+/// Waits up to 15 s for a completed download named `name` in `dir` and returns its text.
+fn downloaded(dir: &Path, name: &str) -> String {
+    let t = Instant::now();
+    loop {
+        let p = dir.join(name);
+        if let Ok(text) = std::fs::read_to_string(&p) {
+            // Chromium writes `NAME.crdownload` and renames it when complete.
+            if !text.is_empty() {
+                return text;
+            }
+        }
+        let names: Vec<String> = std::fs::read_dir(dir)
+            .map(|d| {
+                d.filter_map(Result::ok)
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "{name} was not downloaded into {}: {names:?}",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+const BG: &str = "return getComputedStyle(document.body).backgroundColor";
+const SELECTED: &str = "const t = document.querySelector('#tbody tr.row.selected'); return t ? Number(t.dataset.n) : null";
+const VISIBLE_NS: &str = "return Array.from(document.querySelectorAll('#tbody tr.row')).filter(t => !t.hidden).map(t => Number(t.dataset.n))";
+
+/// Issue #22, item 4: tags and notes kept beside the cassettes across reloads (and shown
+/// read-only, inert, in the static dashboard), filters in the URL and in localStorage, the
+/// dark theme, keyboard navigation, downloads from the detail view, and the dependency graph
+/// per endpoint.
+#[test]
+fn serve_tags_notes_filters_theme_keys_downloads_and_graph() {
+    let paths = require_browser!();
+    let tmp = util::temp_dir("ui-issue22");
+    let dir = fixture_dir(&paths, tmp.path());
+    let socket = tmp.path().join("no-replay-service.sock");
+    let serve = start_serve(&paths, &dir, tmp.path(), &socket);
+    let port = serve.port;
+    let shots = screenshots_dir(&paths);
+    let url = serve.url.clone();
+    let downloads = tmp.path().join("downloads");
+    let note = r#"<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2"> 500 after deploy"#;
+    let store = dir.join(".timetracer-notes.json");
+    let html = tmp.path().join("dashboard.html");
+    let (dir2, html2, store2, paths2) = (dir.clone(), html.clone(), store.clone(), paths.clone());
+    with_browser(tmp.path(), |c| async move {
+        c.goto(&url).await.unwrap();
+        assert_eq!(visible_rows(&c).await, 6);
+
+        // ---- the dependency graph per endpoint shows the recorded services ----
+        let g = js(&c, "return document.querySelector('#graphs').textContent").await;
+        let g = g.as_str().unwrap();
+        for want in [
+            "POST /orders/{id}/checkout",
+            "PostgreSQL 127.0.0.1:5432",
+            "MySQL 127.0.0.1:3306",
+            "MongoDB 127.0.0.1:27017",
+            "Redis 127.0.0.1:6379",
+            "HTTPS pricing.internal",
+            "HTTP inventory.internal",
+            "2 calls in 1 of 1 requests · p50 0.90 ms · p95 3.10 ms",
+        ] {
+            assert!(g.contains(want), "graph lacks {want:?}:\n{g}");
+        }
+        let nodes = js(&c, "return Array.from(document.querySelectorAll('#graphs figure')).map(f => f.querySelectorAll('g.dep-node').length)").await;
+        assert!(nodes.as_array().unwrap().contains(&json!(6)), "{nodes}");
+        let box_ = js(&c, "const f = Array.from(document.querySelectorAll('#graphs figure')).find(f => f.querySelectorAll('g.dep-node').length === 6); const r = f.querySelector('svg').getBoundingClientRect(); return [r.width, r.height]").await;
+        assert!(
+            box_[0].as_f64().unwrap() > 300.0 && box_[1].as_f64().unwrap() > 100.0,
+            "graph drawn: {box_}"
+        );
+        c.find(Locator::Id("graphs-section")).await.unwrap();
+        js(
+            &c,
+            "document.querySelector('#graphs').scrollIntoView(); return true",
+        )
+        .await;
+        shot(&c, &shots, "serve-dependency-graph").await;
+
+        // ---- keyboard: j/k, Enter, Esc, / ----
+        js(
+            &c,
+            "window.scrollTo(0, 0); document.activeElement.blur(); return true",
+        )
+        .await;
+        let order = js(&c, VISIBLE_NS).await;
+        let order: Vec<u64> = order
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap())
+            .collect();
+        press(&c, 'j').await;
+        assert_eq!(js(&c, SELECTED).await, json!(order[0]));
+        press(&c, 'j').await;
+        press(&c, 'j').await;
+        assert_eq!(js(&c, SELECTED).await, json!(order[2]));
+        press(&c, 'k').await;
+        assert_eq!(js(&c, SELECTED).await, json!(order[1]));
+        press(&c, Key::Enter.into()).await;
+        wait_js(
+            &c,
+            "the detail opened by Enter",
+            "return !!document.querySelector('#detail article.cassette')",
+        )
+        .await;
+        let opened = js(
+            &c,
+            "return document.querySelector('#detail h2.target').textContent",
+        )
+        .await;
+        let want = js(
+            &c,
+            &format!(
+                "return document.querySelector('#tbody tr[data-n=\"{}\"] button.open').textContent",
+                order[1]
+            ),
+        )
+        .await;
+        assert_eq!(opened, want);
+        press(&c, Key::Escape.into()).await;
+        wait_js(&c, "Esc closing the detail", "return !document.querySelector('.layout').classList.contains('has-detail') && !document.querySelector('#detail article')").await;
+        press(&c, '/').await;
+        assert_eq!(
+            js(&c, "return document.activeElement.id").await,
+            json!("f-q")
+        );
+        press(&c, 'j').await; // typed into the filter, not a move
+        assert_eq!(
+            js(&c, "return document.querySelector('#f-q').value").await,
+            json!("j")
+        );
+        press(&c, Key::Escape.into()).await;
+        assert_eq!(js(&c, "return document.activeElement.id").await, json!(""));
+        c.find(Locator::Id("f-clear"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+
+        // ---- tags and notes: saved beside the cassette, kept across reloads, inert ----
+        c.find(Locator::XPath(
+            "//td[@class='ep']/button[starts-with(., '/orders/17/checkout')]",
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+        wait_js(
+            &c,
+            "the notes form",
+            "return !!document.querySelector('#detail section.annotate .a-tags')",
+        )
+        .await;
+        c.find(Locator::Css("#detail .a-tags"))
+            .await
+            .unwrap()
+            .send_keys("Flaky, ticket-7")
+            .await
+            .unwrap();
+        c.find(Locator::Css("#detail .a-note"))
+            .await
+            .unwrap()
+            .send_keys(note)
+            .await
+            .unwrap();
+        c.find(Locator::Css("#detail button.save-note"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        wait_js(
+            &c,
+            "the save",
+            "return document.querySelector('#detail .a-status').textContent.startsWith('Saved')",
+        )
+        .await;
+        wait_js(&c, "the tag in the row", "return Array.from(document.querySelectorAll('#tbody button.utag')).map(b => b.textContent).join(',') === 'flaky,ticket-7'").await;
+        let mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(&store2).unwrap().permissions(),
+        );
+        assert_eq!(mode & 0o777, 0o600, "the store is 0600");
+        let on_disk: Value =
+            serde_json::from_str(&std::fs::read_to_string(&store2).unwrap()).unwrap();
+        assert_eq!(
+            on_disk["cassettes"]["ui/POST__orders_17_checkout__7d1c9a52.json"]["note"],
+            json!(note)
+        );
+        let cassette =
+            std::fs::read_to_string(dir2.join("ui/POST__orders_17_checkout__7d1c9a52.json"))
+                .unwrap();
+        assert!(!cassette.contains("ticket-7"), "never inside the cassette");
+        c.refresh().await.unwrap();
+        wait_js(&c, "the tags after a reload", "return Array.from(document.querySelectorAll('#tbody button.utag')).map(b => b.textContent).join(',') === 'flaky,ticket-7'").await;
+        c.find(Locator::XPath(
+            "//td[@class='ep']/button[starts-with(., '/orders/17/checkout')]",
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+        wait_js(
+            &c,
+            "the notes form after a reload",
+            "return !!document.querySelector('#detail .a-note')",
+        )
+        .await;
+        assert_eq!(
+            js(&c, "return document.querySelector('#detail .a-tags').value").await,
+            json!("flaky, ticket-7")
+        );
+        assert_eq!(
+            js(&c, "return document.querySelector('#detail .a-note').value").await,
+            json!(note)
+        );
+        assert_inert(&c, 2, "serve with a hostile note").await;
+        shot(&c, &shots, "serve-tags-notes").await;
+        // The tag filter.
+        c.find(Locator::Id("f-tag"))
+            .await
+            .unwrap()
+            .send_keys("FLAKY")
+            .await
+            .unwrap();
+        assert_eq!(visible_rows(&c).await, 1);
+        c.find(Locator::Id("f-clear"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+
+        // ---- downloads from the detail view: the cassette, a HAR, a curl script ----
+        for (sel, name) in [
+            ("a.dl-json", "POST__orders_17_checkout__7d1c9a52.json"),
+            ("a.dl-har", "POST__orders_17_checkout__7d1c9a52.har"),
+        ] {
+            c.find(Locator::Css(&format!("#detail {sel}")))
+                .await
+                .unwrap()
+                .click()
+                .await
+                .unwrap();
+            let text = downloaded(&downloads, name);
+            if sel == "a.dl-json" {
+                assert_eq!(text, cassette, "the file as stored");
+            } else {
+                let har: Value = serde_json::from_str(&text).unwrap();
+                let entries = har["log"]["entries"].as_array().unwrap();
+                assert!(
+                    entries.len() >= 3,
+                    "the request and its HTTP calls: {}",
+                    entries.len()
+                );
+                assert!(text.contains("pricing.internal"));
+            }
+        }
+        // Chromium holds a downloaded shell script for the user's confirmation (a dangerous
+        // file type): the link's answer is checked instead of the file.
+        let curl = js(&c, "const a = document.querySelector('#detail a.dl-curl'); return fetch(a.href).then(async r => [r.status, r.headers.get('content-disposition'), await r.text(), a.hasAttribute('download')])").await;
+        assert_eq!(curl[0], json!(200), "{curl}");
+        assert_eq!(
+            curl[1],
+            json!("attachment; filename=\"POST__orders_17_checkout__7d1c9a52.sh\"")
+        );
+        let script = curl[2].as_str().unwrap();
+        assert!(
+            script.contains("curl ") && script.contains("/orders/17/checkout"),
+            "{script}"
+        );
+        assert_eq!(curl[3], json!(true));
+
+        // ---- filters in the URL (a shared link) and in localStorage ----
+        js(&c, "window.scrollTo(0, 0); return true").await;
+        let set = |sel: &'static str, v: &'static str| {
+            let c = c.clone();
+            async move {
+                js(&c, &format!("const e = document.querySelector('{sel}'); e.value = {v:?}; e.dispatchEvent(new Event('change', {{bubbles: true}})); return true")).await;
+            }
+        };
+        set("#f-q", "orders").await;
+        c.find(Locator::Css("input.f-class[value='5xx']"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        set("#f-dep", "postgres").await;
+        c.find(Locator::Css("th[data-sort=d] button"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let shown = visible_rows(&c).await;
+        assert!(shown >= 1, "the filters keep a row");
+        let link = c.current_url().await.unwrap().to_string();
+        assert!(
+            link.contains("q=orders")
+                && link.contains("status=5xx")
+                && link.contains("dep=postgres")
+                && link.contains("sort="),
+            "{link}"
+        );
+        // Someone else opens the link: nothing in their storage, the link alone.
+        js(&c, "localStorage.clear(); return true").await;
+        c.goto("about:blank").await.unwrap();
+        c.goto(&link).await.unwrap();
+        assert_eq!(visible_rows(&c).await, shown);
+        let f = js(&c, "return [document.querySelector('#f-q').value, document.querySelector('input.f-class[value=\"5xx\"]').checked, document.querySelector('#f-dep').value, document.querySelector('th[data-sort=d]').getAttribute('aria-sort')]").await;
+        assert_eq!(f, json!(["orders", true, "postgres", "descending"]));
+        // Back to the bare address: restored from localStorage, and the URL says so again.
+        c.goto(&format!("http://127.0.0.1:{port}/")).await.unwrap();
+        assert_eq!(visible_rows(&c).await, shown);
+        assert_eq!(c.current_url().await.unwrap().to_string(), link);
+        c.find(Locator::Id("f-clear"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        // Clearing the filters keeps the sort order (not a filter), and the address says so.
+        assert_eq!(
+            c.current_url().await.unwrap().to_string(),
+            format!("http://127.0.0.1:{port}/?sort=-d")
+        );
+
+        // ---- dark theme: toggled, rendered, kept ----
+        let light = js(&c, BG).await;
+        let dark_pref = js(
+            &c,
+            "return matchMedia('(prefers-color-scheme: dark)').matches",
+        )
+        .await;
+        c.find(Locator::Id("theme"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let after = js(&c, BG).await;
+        assert_ne!(after, light, "the other theme renders another background");
+        let want_dark = dark_pref != json!(true);
+        assert_eq!(
+            js(&c, "return document.documentElement.dataset.theme").await,
+            json!(if want_dark { "dark" } else { "light" })
+        );
+        if want_dark {
+            assert_eq!(after, json!("rgb(20, 22, 26)"));
+        }
+        shot(&c, &shots, "serve-dark").await;
+        c.refresh().await.unwrap();
+        assert_eq!(js(&c, BG).await, after, "kept across reloads");
+        c.goto(&format!(
+            "http://127.0.0.1:{port}/timeline?f=ui/POST__orders_17_checkout__7d1c9a52.json"
+        ))
+        .await
+        .unwrap();
+        assert_eq!(js(&c, BG).await, after, "and on the timeline page");
+
+        // ---- the static dashboard: tags and note shown read-only, as text; downloads ----
+        cli(
+            &paths2,
+            &[
+                "dashboard",
+                "--dir",
+                dir2.to_str().unwrap(),
+                "-o",
+                html2.to_str().unwrap(),
+            ],
+        );
+        c.goto(&format!("file://{}", html2.display()))
+            .await
+            .unwrap();
+        assert_eq!(js(&c, "return Array.from(document.querySelectorAll('#tbody .utag')).map(b => b.textContent).join(',')").await, json!("flaky,ticket-7"));
+        c.find(Locator::XPath(
+            "//td[@class='ep']/button[starts-with(., '/orders/17/checkout')]",
+        ))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+        wait_js(
+            &c,
+            "the static detail",
+            "return !!document.querySelector('#detail .user-note')",
+        )
+        .await;
+        assert_eq!(
+            js(
+                &c,
+                "return document.querySelector('#detail .user-note').textContent"
+            )
+            .await,
+            json!(note)
+        );
+        assert_eq!(
+            js(
+                &c,
+                "return document.querySelectorAll('#detail textarea, #detail .save-note').length"
+            )
+            .await,
+            json!(0),
+            "read-only"
+        );
+        assert_inert(&c, 2, "static dashboard with a hostile note").await;
+        // The curl script's button saves the page's own copy (a shell script: see above).
+        let curl = js(&c, "const b = document.querySelector('#detail button.dl-curl'); return [b.dataset.name, document.getElementById(b.dataset.save).textContent]").await;
+        assert_eq!(curl[0], json!("POST__orders_17_checkout__7d1c9a52.sh"));
+        let script = curl[1].as_str().unwrap();
+        assert!(
+            script.contains("curl ") && script.contains("/orders/17/checkout"),
+            "{curl}"
+        );
+        std::fs::remove_file(downloads.join("POST__orders_17_checkout__7d1c9a52.json")).unwrap();
+        c.find(Locator::Css("#detail button.dl-json"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        let json_text = downloaded(&downloads, "POST__orders_17_checkout__7d1c9a52.json");
+        let back: Value = serde_json::from_str(&json_text).unwrap();
+        let orig: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir2.join("ui/POST__orders_17_checkout__7d1c9a52.json"))
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(back, orig, "the cassette's JSON");
+        c
+    });
+    drop(serve.proc);
 }

@@ -49,15 +49,15 @@ pub fn run(ctx: &mut Ctx, a: &DashboardArgs, out: &mut dyn Write) -> anyhow::Res
     for e in &collected.errors {
         ctx.file_error(&e.file, &e.error);
     }
+    let notes = col.notes();
     let mut details = Vec::with_capacity(collected.rows.len());
     for (row, path) in &collected.rows {
         match web::load(path) {
             Ok(l) => {
                 let shown = dir.join(&row.rel).display().to_string();
-                details.push(Detail {
-                    n: row.n,
-                    view: web::view(&format!("d{}", row.n), &shown, &row.rel, path, &l),
-                });
+                let mut view = web::view(&format!("d{}", row.n), &shown, &row.rel, path, &l);
+                web::annotate(&mut view, &notes);
+                details.push(Detail { n: row.n, view });
             }
             Err(e) => ctx.file_error(path, &crate::index::error_chain(&e)),
         }

@@ -54,6 +54,7 @@ Examples:
   timetracer search --dep-type db.query --min-duration 500
   timetracer search --dep-host api.stripe.com --json
   timetracer search --namespace shop --pod 'api-*' --errors   # cassettes of node mode
+  timetracer search --tag flaky                               # tagged in `timetracer serve`
 
 The index (DIR/.timetracer-index.sqlite3) is brought up to date first: only new or changed
 files are read. `--endpoint` is a case-insensitive substring, or a glob when it contains * ? [.")]
@@ -111,6 +112,10 @@ pub struct QueryArgs {
     /// Response took at least this many milliseconds.
     #[arg(long, value_name = "MS")]
     pub min_duration: Option<f64>,
+    /// Tagged with this (case-insensitive; tags are set in `timetracer serve` and kept in
+    /// DIR/.timetracer-notes.json).
+    #[arg(long, value_name = "TAG")]
+    pub tag: Option<String>,
     #[command(flatten)]
     pub k8s: super::K8sFilter,
 }
@@ -286,12 +291,25 @@ pub fn show(_ctx: &mut Ctx, a: &ShowArgs, out: &mut dyn Write) -> anyhow::Result
 /// `timetracer search`.
 pub fn search(ctx: &mut Ctx, a: &SearchArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
     let dir = ctx.dir(a.dir.as_deref());
+    let tag = a.filter.tag.as_deref().map(str::trim).filter(|t| !t.is_empty());
     let q = Query {
-        limit: (a.limit > 0).then_some(a.limit),
+        // Tags are not in the index: filter first, cut after.
+        limit: (a.limit > 0 && tag.is_none()).then_some(a.limit),
         ..a.filter.query()?
     };
     let idx = open_fresh(ctx, &dir, !a.no_refresh)?;
-    let hits = idx.search(&q)?;
+    let mut hits = idx.search(&q)?;
+    if let Some(tag) = tag {
+        let store = crate::index::notes::load(&dir)?;
+        hits.retain(|h| {
+            crate::web::paths::rel_of(&dir, &h.file)
+                .and_then(|rel| store.cassettes.get(&rel))
+                .is_some_and(|n| n.has_tag(tag))
+        });
+        if a.limit > 0 {
+            hits.truncate(a.limit);
+        }
+    }
     if a.json {
         json_lines(&hits, out)?;
     } else if hits.is_empty() {

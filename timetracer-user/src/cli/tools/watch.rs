@@ -166,6 +166,12 @@ impl Tail<'_> {
 /// `timetracer watch`.
 pub fn run(ctx: &mut Ctx, a: &WatchArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
     let dir = ctx.dir(a.dir.as_deref());
+    if a.filter.tag.is_some() {
+        // A tag is given in `serve` after its cassette was written: a new cassette has none.
+        anyhow::bail!(
+            "--tag does not apply to `watch` (new cassettes have no tags yet): use `timetracer search --tag`"
+        );
+    }
     let query = a.filter.query()?;
     let s3 = if a.follow_s3 {
         let up = crate::s3::Uploader::new(settings(ctx, &a.s3)?)?;
