@@ -35,6 +35,14 @@ pub fn status_line(counters: &Snapshot, kernel: &KernelDrops, open_connections: 
     }
     let dropped: u64 = drops(counters, kernel).iter().map(|(_, n)| n).sum();
     s.push_str(&format!(" {open_connections} conns | drops {dropped}"));
+    let lost = counters.get(Counter::WriteErrors);
+    if lost > 0 {
+        s.push_str(&format!(
+            " | lost {lost} cassettes ({} no space, {} other)",
+            counters.get(Counter::WriteErrorsNoSpace),
+            counters.get(Counter::WriteErrorsOther)
+        ));
+    }
     if counters.group(Group::Upload).any(|(_, n)| n > 0) {
         let g = |c| counters.get(c);
         s.push_str(&format!(
@@ -149,6 +157,15 @@ impl Summary {
             out.push(format!(
                 "timetracer-agent: python rules: {}",
                 rules.join(", ")
+            ));
+        }
+        let lost = c.get(Counter::WriteErrors);
+        if lost > 0 {
+            out.push(format!(
+                "timetracer-agent: lost {lost} cassettes that could not be written to {} (no space left: {}, other errors: {})",
+                self.out.display(),
+                c.get(Counter::WriteErrorsNoSpace),
+                c.get(Counter::WriteErrorsOther),
             ));
         }
         // Uploads: every counter, zeros included (`s3_dropped=0` is the point), once S3 did
@@ -311,6 +328,36 @@ mod tests {
                 ("undecodable_records".to_owned(), 2),
                 ("data_unknown_conn".to_owned(), 0),
             ]
+        );
+    }
+
+    /// Lost cassettes: in the status line and a summary line of their own, by reason.
+    #[test]
+    fn lost_cassettes_are_shown_by_reason() {
+        let mut s = Snapshot::default();
+        s.set(Counter::Requests, 50);
+        s.set(Counter::Cassettes, 20);
+        s.set(Counter::WriteErrors, 30);
+        s.set(Counter::WriteErrorsNoSpace, 29);
+        s.set(Counter::WriteErrorsOther, 1);
+        let kernel: KernelDrops = Vec::new();
+        assert!(
+            status_line(&s, &kernel, 0).ends_with("| lost 30 cassettes (29 no space, 1 other)"),
+            "{}",
+            status_line(&s, &kernel, 0)
+        );
+        let summary = Summary {
+            elapsed: Duration::from_secs(1),
+            out: PathBuf::from("/c"),
+            counters: s,
+            kernel_drops: kernel,
+            python_probes: Vec::new(),
+            python_engine: [0; 4],
+            python_rules: Vec::new(),
+        };
+        assert_eq!(
+            summary.lines()[2],
+            "timetracer-agent: lost 30 cassettes that could not be written to /c (no space left: 29, other errors: 1)"
         );
     }
 }
