@@ -126,6 +126,11 @@ counters! {
     /// Cassettes lost for any other reason (permissions, a read-only file system, I/O errors,
     /// a removed directory that could not be recreated).
     WriteErrorsOther = "write_errors_other", Detail;
+    /// Processes that started while traced (forks of a traced process, execs in a traced
+    /// cgroup).
+    ProcessesStarted = "processes_started", Detail;
+    /// Exited processes whose state the agent freed (once nothing of theirs was pending).
+    ProcessesForgotten = "processes_forgotten", Detail;
     /// Messages to stderr dropped because nobody read it (a full pipe): `crate::stderr`.
     StderrDropped = "stderr_dropped", Detail;
     /// Times the cassette directory was found removed or replaced during the recording (it is

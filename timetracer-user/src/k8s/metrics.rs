@@ -287,6 +287,8 @@ fn counter_help(c: Counter) -> &'static str {
         Counter::WriteErrors => "Cassettes that could not be written.",
         Counter::WriteErrorsNoSpace => "Cassettes lost because the file system was full.",
         Counter::WriteErrorsOther => "Cassettes lost for another reason than a full disk.",
+        Counter::ProcessesStarted => "Processes that started while traced.",
+        Counter::ProcessesForgotten => "Exited processes whose state the agent freed.",
         Counter::StderrDropped => "Messages to stderr dropped because nobody read it.",
         Counter::OutDirRemoved => "Times the cassette directory was found removed (recreated).",
         Counter::RetentionDeleted => "Cassettes deleted by retention (--retain).",

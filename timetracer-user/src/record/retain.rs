@@ -315,9 +315,13 @@ mod tests {
             (Compression::None, false),
         ] {
             let (_, recipient) = cassette::crypt::generate();
-            let mut files = Files::new(dir.to_path_buf(), compression, encrypt.then(|| {
+            let mut files = Files::new(
+                dir.to_path_buf(),
+                compression,
+                encrypt.then(|| {
                     std::sync::Arc::new(cassette::crypt::Recipients::parse(&[recipient]).unwrap())
-                }));
+                }),
+            );
             let mut f = finished("/x", Some(200));
             files.accept(&mut f, &ctx);
             written.push(f.written.unwrap());

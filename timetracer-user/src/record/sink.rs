@@ -414,7 +414,11 @@ impl Files {
     /// `force`), recreates it when missing, and says so once.
     fn check_dir(&mut self, ctx: &Ctx, force: bool) {
         let now = Instant::now();
-        if !force && self.checked.is_some_and(|t| now.duration_since(t) < DIR_CHECK) {
+        if !force
+            && self
+                .checked
+                .is_some_and(|t| now.duration_since(t) < DIR_CHECK)
+        {
             return;
         }
         self.checked = Some(now);
@@ -891,7 +895,11 @@ pub(crate) mod tests {
             errors_only: true,
             ..Filters::default()
         });
-        sinks.push(Box::new(Files::new(d.path().to_path_buf(), Compression::None, None)));
+        sinks.push(Box::new(Files::new(
+            d.path().to_path_buf(),
+            Compression::None,
+            None,
+        )));
         sinks.push(Box::new(Index::new(d.path())));
         sinks.push(Box::new(Live::new(tx)));
         let mut chain = Chain::new(sinks);

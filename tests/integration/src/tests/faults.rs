@@ -95,8 +95,8 @@ fn phase(h: &Harness, tag: &str, n: usize, errors: &mut Vec<String>) -> Vec<Dura
         };
         let req = Req::new(&ep, &format!("{tag}{i}"));
         let t = Instant::now();
-        let r = HttpConn::connect(h.client_port)
-            .and_then(|mut c| super::scenario::send(&mut c, &req));
+        let r =
+            HttpConn::connect(h.client_port).and_then(|mut c| super::scenario::send(&mut c, &req));
         lat.push(t.elapsed());
         match r {
             Ok(s) if s.resp.status == req.status => {}
@@ -118,7 +118,9 @@ fn latency_problems(what: &str, before: &[Duration], during: &[Duration]) -> Vec
     let mut errs = Vec::new();
     let max = during.iter().max().copied().unwrap_or_default();
     if max > MAX_LATENCY {
-        errs.push(format!("{what}: a request took {max:?} (bound {MAX_LATENCY:?})"));
+        errs.push(format!(
+            "{what}: a request took {max:?} (bound {MAX_LATENCY:?})"
+        ));
     }
     let (b, d) = (median(before), median(during));
     if d > b * MEDIAN_FACTOR + MEDIAN_SLACK {
@@ -137,7 +139,13 @@ impl Tmpfs {
     fn mount(dir: &Path, size: &str) -> Self {
         fs::create_dir_all(dir).expect("mount point");
         let st = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
             .arg(dir)
             .status()
             .expect("run mount");
@@ -204,7 +212,10 @@ fn disk_full_loses_counted_cassettes_and_resumes() {
     let after = phase(&h, "after", n3, &mut errs);
     let c3 = wait_cassettes(&h.out, n1 + n3, Duration::from_secs(20));
     if c3 != n1 + n3 {
-        errs.push(format!("after space was freed: {c3} cassettes, want {}", n1 + n3));
+        errs.push(format!(
+            "after space was freed: {c3} cassettes, want {}",
+            n1 + n3
+        ));
     }
     let status = h.stop_agent();
     if !status.success() {
@@ -228,9 +239,12 @@ fn disk_full_loses_counted_cassettes_and_resumes() {
         .filter(|l| l.contains("cannot write cassettes to") && l.contains("No space left"))
         .count();
     if full_msgs != 1 {
-        errs.push(format!("{full_msgs} 'cannot write cassettes … No space left' lines, want 1"));
+        errs.push(format!(
+            "{full_msgs} 'cannot write cassettes … No space left' lines, want 1"
+        ));
     }
-    let resumed = format!("again; {n2} lost while it failed (no space left: {n2}, other errors: 0)");
+    let resumed =
+        format!("again; {n2} lost while it failed (no space left: {n2}, other errors: 0)");
     if !stderr.contains(&resumed) {
         errs.push(format!("no '{resumed}' line"));
     }
@@ -295,7 +309,9 @@ fn removed_out_dir_is_recreated() {
         .filter(|l| l.contains("was removed") && l.contains(&*h.out.to_string_lossy()))
         .count();
     if msgs != 1 {
-        errs.push(format!("{msgs} 'was removed' lines naming the directory, want 1"));
+        errs.push(format!(
+            "{msgs} 'was removed' lines naming the directory, want 1"
+        ));
     }
     match fs::metadata(&h.out) {
         Ok(m) if m.permissions().mode() & 0o777 == 0o700 => {}
@@ -375,13 +391,6 @@ impl MemCg {
         self.dir.join(if self.v1 { v1 } else { v2 })
     }
 
-    fn usage(&self) -> u64 {
-        fs::read_to_string(self.file("memory.usage_in_bytes", "memory.current"))
-            .ok()
-            .and_then(|s| s.trim().parse().ok())
-            .unwrap_or(0)
-    }
-
     /// Sets the limit; false when the kernel refuses (v1: below what it can reclaim).
     fn limit(&self, bytes: u64) -> bool {
         fs::write(
@@ -389,6 +398,22 @@ impl MemCg {
             bytes.to_string(),
         )
         .is_ok()
+    }
+
+    /// What the cgroup cannot reclaim without killing: anonymous memory (`rss`, v2 `anon`)
+    /// and mapped files.
+    fn unreclaimable(&self) -> u64 {
+        let stat = fs::read_to_string(self.dir.join("memory.stat")).unwrap_or_default();
+        let keys: &[&str] = if self.v1 {
+            &["rss", "mapped_file"]
+        } else {
+            &["anon", "file_mapped"]
+        };
+        stat.lines()
+            .filter_map(|l| l.split_once(' '))
+            .filter(|(k, _)| keys.contains(k))
+            .filter_map(|(_, v)| v.trim().parse::<u64>().ok())
+            .sum()
     }
 
     fn oom_kills(&self) -> u64 {
@@ -481,34 +506,42 @@ fn oom_killed_agent_leaves_no_bpf_objects() {
                             .lock()
                             .unwrap()
                             .push(format!("{}: {}", req.target, sent.resp.status)),
-                        Err(e) => failures.lock().unwrap().push(format!("{}: {e}", req.target)),
+                        Err(e) => failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("{}: {e}", req.target)),
                     }
                     lat.lock().unwrap().push(t0.elapsed());
                     n += 1;
                 }
             });
         }
-        // Squeeze: the limit a little above what the cgroup uses, then lowered every 100 ms
-        // (below the usage once the margin is gone: the kernel reclaims the page cache, and
-        // refuses a limit under what it cannot reclaim) while the load makes the agent
-        // allocate, until the OOM killer acts.
+        // Squeeze: every 100 ms the limit is set a little above what the cgroup cannot give
+        // back (anonymous memory and mapped files: the page cache of the cassettes written
+        // is reclaimed at once, else the agent would thrash on it for minutes), the margin
+        // shrinking to below zero, while the load makes the agent allocate, until the OOM
+        // killer acts.
         let t0 = Instant::now();
         let agent = h.agent.as_mut().expect("agent");
-        let mut margin: i64 = 2 << 20;
+        let mut margin: i64 = 4 << 20;
         while t0.elapsed() < OOM_WITHIN {
             if agent.try_status().is_some() {
                 killed_after = Some(t0.elapsed());
                 break;
             }
-            let usage = cg.usage() as i64;
-            let _ = cg.limit((usage + margin).max(1 << 20) as u64);
-            margin = (margin - (512 << 10)).max(-(4 << 20));
+            let floor = cg.unreclaimable() as i64;
+            let _ = cg.limit((floor + margin).max(1 << 20) as u64);
+            margin = (margin - (256 << 10)).max(-(2 << 20));
             thread::sleep(Duration::from_millis(100));
         }
         thread::sleep(Duration::from_secs(2));
         stop.store(true, Ordering::Relaxed);
     });
-    let status = h.agent.as_mut().expect("agent").wait_timeout(Duration::from_secs(10));
+    let status = h
+        .agent
+        .as_mut()
+        .expect("agent")
+        .wait_timeout(Duration::from_secs(10));
     match status {
         Some(s) if s.signal() == Some(9) => {}
         other => errs.push(format!(
@@ -616,6 +649,9 @@ fn stuck_output_pipe_blocks_nothing() {
         .process_group(0);
     use std::os::unix::process::CommandExt as _;
     let mut agent = Spawned(cmd.spawn().expect("spawn agent"));
+    // The command holds its copies of the pipe's write end: closed, the pipe ends when the
+    // agent does.
+    drop(cmd);
 
     // Ready without printing anything we can read: a request is recorded.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -627,8 +663,9 @@ fn stuck_output_pipe_blocks_nothing() {
                 None,
             );
         }
-        let _ = HttpConn::connect(h.client_port)
-            .and_then(|mut c| super::scenario::send(&mut c, &Req::new("plain", &format!("probe{probes}"))));
+        let _ = HttpConn::connect(h.client_port).and_then(|mut c| {
+            super::scenario::send(&mut c, &Req::new("plain", &format!("probe{probes}")))
+        });
         probes += 1;
         thread::sleep(Duration::from_millis(300));
     }
@@ -636,7 +673,10 @@ fn stuck_output_pipe_blocks_nothing() {
     let want = wait_cassettes(&h.out, probes + 40, Duration::from_secs(20));
     let c = cassette_count(&h.out);
     if want < probes + 40 || c > probes + 40 {
-        errs.push(format!("{c} cassettes with stderr stuck, want {}", probes + 40));
+        errs.push(format!(
+            "{c} cassettes with stderr stuck, want {}",
+            probes + 40
+        ));
     }
     // Still stuck: SIGINT; the agent must exit anyway (its summary waits for a reader at most
     // a moment), and its programs go with it.
@@ -658,19 +698,190 @@ fn stuck_output_pipe_blocks_nothing() {
     let exit_after = t0.elapsed();
     match status {
         Some(s) if s.success() => {}
-        other => errs.push(format!("agent with a stuck stderr, after SIGINT: {other:?}")),
+        other => errs.push(format!(
+            "agent with a stuck stderr, after SIGINT: {other:?}"
+        )),
     }
     // The agent is gone: the pipe ends (EOF) after what it holds.
     let mut text = Vec::new();
     let _ = reader.read_to_end(&mut text);
     let text = String::from_utf8_lossy(text.get(prefilled..).unwrap_or_default()).into_owned();
     if exit_after > Duration::from_secs(10) {
-        errs.push(format!("the agent took {exit_after:?} to exit after SIGINT (bound 10 s)"));
+        errs.push(format!(
+            "the agent took {exit_after:?} to exit after SIGINT (bound 10 s)"
+        ));
     }
     errs.extend(latency_problems("stuck pipe", &before, &during));
     eprintln!(
         "[faults_stuck_pipe] prefilled {prefilled} bytes; {probes} probes until ready; agent exited {exit_after:?} after SIGINT; then read:\n{}",
         util::tail(&text, 10)
+    );
+    let dir = util::load_cassettes(&h.out);
+    h.assert_ok(&errs, &dir);
+}
+
+/// A stdlib HTTP server: `/plain`; `/fork?n=N` forks N children that exit at once (each
+/// reaped); `/spawn` runs `/bin/true` (fork + exec).
+const FORK_APP: &str = r#"
+import os, subprocess, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlparse, parse_qs
+
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def log_message(self, *a):
+        pass
+    def do_GET(self):
+        u = urlparse(self.path)
+        if u.path == "/fork":
+            n = int(parse_qs(u.query).get("n", ["1"])[0])
+            for _ in range(n):
+                pid = os.fork()
+                if pid == 0:
+                    os._exit(0)
+                os.waitpid(pid, 0)
+            body = b"forked %d" % n
+        elif u.path == "/spawn":
+            subprocess.run(["/bin/true"], check=True)
+            body = b"spawned"
+        else:
+            body = b"ok"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#;
+
+/// `VmRSS` of a process, bytes.
+fn rss(pid: u32) -> u64 {
+    fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or(0)
+        * 1024
+}
+
+/// Entries of the agent's kernel map named `name` (`bpftool map dump`).
+fn map_entries(held_maps: &[u64], name: &str) -> Option<usize> {
+    let out = Command::new("bpftool")
+        .args(["-j", "map", "show"])
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let id = v.as_array()?.iter().find_map(|m| {
+        let id = m["id"].as_u64()?;
+        (held_maps.contains(&id) && m["name"].as_str() == Some(name)).then_some(id)
+    })?;
+    let out = Command::new("bpftool")
+        .args(["-j", "map", "dump", "id", &id.to_string()])
+        .output()
+        .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some(v.as_array()?.len())
+}
+
+/// Agent RSS growth allowed over hundreds of short-lived children.
+const FORK_RSS_GROWTH: u64 = 32 << 20;
+
+/// (e) The traced app forks hundreds of short-lived children (bare forks and fork + exec):
+/// the app answers as fast as before, the agent follows and then frees every child
+/// (`processes_forgotten`; the kernel's target set holds the app alone again), its memory
+/// grows less than [`FORK_RSS_GROWTH`], and every request is recorded.
+#[test]
+fn forking_app_children_are_followed_and_freed() {
+    let paths = require_root!();
+    let mut h = Harness::new(paths, "faults_fork");
+    let app = h.root().join("fork_app.py");
+    fs::write(&app, FORK_APP).expect("app");
+    let cmd = util::command(
+        h.paths.venv_bin("python"),
+        [app.into_os_string(), h.app_port.to_string().into()],
+    );
+    let mut guard = util::ProcGuard::spawn("forkapp", cmd, &h.root()).expect("spawn app");
+    guard
+        .wait_for_port(h.app_port, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e:#}\n{}", guard.diagnostics()));
+    h.app = Some(guard);
+    h.client_port = h.app_port;
+    h.attach();
+    let agent_pid = h.agent.as_ref().expect("agent").pid();
+    let mut errs = Vec::new();
+    let get = |target: &str, errs: &mut Vec<String>| -> Duration {
+        let t = Instant::now();
+        match HttpConn::connect(h.client_port).and_then(|mut c| c.request("GET", target, None)) {
+            Ok(r) if r.status == 200 => {}
+            Ok(r) => errs.push(format!("{target}: {}", r.status)),
+            Err(e) => errs.push(format!("{target}: {e}")),
+        }
+        t.elapsed()
+    };
+    let before: Vec<Duration> = (0..20)
+        .map(|i| get(&format!("/plain?b={i}"), &mut errs))
+        .collect();
+    let rss0 = rss(agent_pid);
+    let (forks, spawns, per) = (10usize, 50usize, 50usize);
+    let mut during = Vec::new();
+    for i in 0..spawns {
+        if i < forks {
+            get(&format!("/fork?n={per}&i={i}"), &mut errs);
+        }
+        get(&format!("/spawn?i={i}"), &mut errs);
+        during.push(get(&format!("/plain?d={i}"), &mut errs));
+    }
+    let children = (forks * per + spawns) as u64;
+    let requests = (20 + forks + 2 * spawns) as u64;
+    let c = wait_cassettes(&h.out, requests as usize, Duration::from_secs(30));
+    // Exits are handled once nothing of the process is pending.
+    thread::sleep(Duration::from_secs(2));
+    let rss1 = rss(agent_pid);
+    let held = bpf_ids(agent_pid);
+    let targets = map_entries(&held[1], "TARGETS");
+    let status = h.stop_agent();
+    if !status.success() {
+        errs.push(format!("agent exit: {status}"));
+    }
+    let got = summary_counters(&h.agent.as_ref().expect("agent").stderr_text());
+    errs.extend(counter_problems(
+        &got,
+        &[
+            ("requests", requests),
+            ("cassettes", requests),
+            ("write_errors", 0),
+        ],
+    ));
+    let started = got.get("processes_started").copied().unwrap_or(0);
+    let forgotten = got.get("processes_forgotten").copied().unwrap_or(0);
+    if started < children || forgotten < children {
+        errs.push(format!(
+            "{children} children: processes_started={started}, processes_forgotten={forgotten}"
+        ));
+    }
+    if c != requests as usize {
+        errs.push(format!("{c} cassettes, want {requests}"));
+    }
+    match targets {
+        Some(n) if n <= 1 => {}
+        other => errs.push(format!(
+            "the kernel's TARGETS map holds {other:?} entries after the children exited, want the app alone"
+        )),
+    }
+    let growth = rss1.saturating_sub(rss0);
+    if growth > FORK_RSS_GROWTH {
+        errs.push(format!(
+            "agent RSS grew {} MiB over {children} children (bound {} MiB)",
+            growth >> 20,
+            FORK_RSS_GROWTH >> 20
+        ));
+    }
+    errs.extend(latency_problems("forking app", &before, &during));
+    eprintln!(
+        "[faults_fork] {children} children; agent RSS {} → {} MiB; processes_started={started} processes_forgotten={forgotten}; TARGETS entries {targets:?}",
+        rss0 >> 20,
+        rss1 >> 20
     );
     let dir = util::load_cassettes(&h.out);
     h.assert_ok(&errs, &dir);
