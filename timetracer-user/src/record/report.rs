@@ -198,17 +198,22 @@ impl Summary {
 mod tests {
     use super::*;
 
-    fn everything(counters: Snapshot) -> String {
-        let kernel: KernelDrops = vec![("ring_full", 0, 0)];
-        let summary = Summary {
+    /// A one-second recording into `/c` with these counters.
+    fn summary_of(counters: Snapshot, kernel_drops: KernelDrops) -> Summary {
+        Summary {
             elapsed: Duration::from_secs(1),
             out: PathBuf::from("/c"),
             counters,
-            kernel_drops: kernel.clone(),
+            kernel_drops,
             python_probes: Vec::new(),
             python_engine: [0; 4],
             python_rules: Vec::new(),
-        };
+        }
+    }
+
+    fn everything(counters: Snapshot) -> String {
+        let kernel: KernelDrops = vec![("ring_full", 0, 0)];
+        let summary = summary_of(counters, kernel.clone());
         format!(
             "{}\n{:?}\n{:?}\n{}",
             status_line(&counters, &kernel, 3),
@@ -269,15 +274,7 @@ mod tests {
             "{}",
             status_line(&s, &kernel, 0)
         );
-        let summary = Summary {
-            elapsed: Duration::from_secs(1),
-            out: PathBuf::from("/c"),
-            counters: s,
-            kernel_drops: kernel,
-            python_probes: Vec::new(),
-            python_engine: [0; 4],
-            python_rules: Vec::new(),
-        };
+        let summary = summary_of(s, kernel);
         let lines = summary.lines();
         assert_eq!(
             lines[2],
@@ -346,15 +343,7 @@ mod tests {
             "{}",
             status_line(&s, &kernel, 0)
         );
-        let summary = Summary {
-            elapsed: Duration::from_secs(1),
-            out: PathBuf::from("/c"),
-            counters: s,
-            kernel_drops: kernel,
-            python_probes: Vec::new(),
-            python_engine: [0; 4],
-            python_rules: Vec::new(),
-        };
+        let summary = summary_of(s, kernel);
         assert_eq!(
             summary.lines()[2],
             "timetracer-agent: lost 30 cassettes that could not be written to /c (no space left: 29, other errors: 1)"
