@@ -368,15 +368,21 @@ enum Loss {
 }
 
 impl Loss {
-    /// The reason of a writer error: any `io::Error` in its chain saying the disk is full.
+    /// The reason of a writer error: any `io::Error` in its chain (or wrapped in one, as
+    /// encoders do: `io::Error::source` skips the wrapped error) saying the disk is full.
     fn of(e: &cassette::Error) -> Self {
+        fn full(io: &std::io::Error) -> bool {
+            io.kind() == std::io::ErrorKind::StorageFull
+                || io.kind() == std::io::ErrorKind::QuotaExceeded
+                || matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+                || io
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<std::io::Error>())
+                    .is_some_and(full)
+        }
         let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
         while let Some(c) = cause {
-            if let Some(io) = c.downcast_ref::<std::io::Error>()
-                && (io.kind() == std::io::ErrorKind::StorageFull
-                    || io.kind() == std::io::ErrorKind::QuotaExceeded
-                    || matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT)))
-            {
+            if c.downcast_ref::<std::io::Error>().is_some_and(full) {
                 return Self::NoSpace;
             }
             cause = c.source();
