@@ -26,6 +26,7 @@ pub mod redact;
 pub mod replay;
 pub mod s3;
 pub mod secrets;
+pub mod stderr;
 pub mod telemetry;
 pub mod tui;
 pub mod urls;

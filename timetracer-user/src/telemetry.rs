@@ -118,8 +118,24 @@ counters! {
     SampledOut = "sampled_out", Detail;
     /// Requests not recorded because of `errors_only`.
     NotError = "not_error", Detail;
-    /// Cassettes that could not be written.
+    /// Cassettes that could not be written (lost), for any reason: the sum of the
+    /// `write_errors_*` reasons below.
     WriteErrors = "write_errors", Detail;
+    /// Cassettes lost because the file system (or quota) was full (`ENOSPC`, `EDQUOT`).
+    WriteErrorsNoSpace = "write_errors_no_space", Detail;
+    /// Cassettes lost for any other reason (permissions, a read-only file system, I/O errors,
+    /// a removed directory that could not be recreated).
+    WriteErrorsOther = "write_errors_other", Detail;
+    /// Processes that started while traced (forks of a traced process, execs in a traced
+    /// cgroup).
+    ProcessesStarted = "processes_started", Detail;
+    /// Exited processes whose state the agent freed (once nothing of theirs was pending).
+    ProcessesForgotten = "processes_forgotten", Detail;
+    /// Messages to stderr dropped because nobody read it (a full pipe): `crate::stderr`.
+    StderrDropped = "stderr_dropped", Detail;
+    /// Times the cassette directory was found removed or replaced during the recording (it is
+    /// recreated; the cassettes written before went with it).
+    OutDirRemoved = "out_dir_removed", Detail;
     /// Cassettes that could not be indexed (`timetracer index` rebuilds the index).
     IndexErrors = "index_errors", Detail;
     /// Cassettes deleted by retention (`--retain`: older than the duration).

@@ -104,7 +104,7 @@ pub fn main() -> ExitCode {
     };
     tracing_subscriber::fmt()
         .with_env_filter(crate::capture::ebpf_log::log_filter(cfg.str("log")))
-        .with_writer(std::io::stderr)
+        .with_writer(crate::stderr::Writer)
         // Colours only on a terminal: logs redirected to a file or a pod's log stay plain text.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
@@ -121,16 +121,20 @@ pub fn main() -> ExitCode {
         }
         Command::Record { opts, cmd } => opts.plan(cfg.clone()).and_then(|p| launch(&cmd, &p)),
         Command::Node { node, opts } => super::node::run(&node, &opts, cfg),
-        Command::Replay(args) => return super::replay::replay(&args),
+        Command::Replay(args) => Ok(super::replay::replay(&args)),
         Command::ReplayServer(args) => super::replay::server(&args),
     };
-    match res {
+    let code = match res {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("timetracer-agent: error: {e:#}");
+            crate::say!("timetracer-agent: error: {e:#}");
             ExitCode::from(2)
         }
-    }
+    };
+    // What is still queued for stderr (the exit summary), for a moment at most: a stderr
+    // nobody reads must not keep the agent alive (crate::stderr).
+    let _ = crate::stderr::flush(std::time::Duration::from_secs(2));
+    code
 }
 
 #[cfg(test)]

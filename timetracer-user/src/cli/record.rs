@@ -295,7 +295,7 @@ pub(super) fn spool(
 
 pub(super) fn print_summary(summary: &Summary) {
     for line in summary.lines() {
-        eprintln!("{line}");
+        crate::say!("{line}");
     }
 }
 
@@ -305,7 +305,7 @@ pub(super) fn attach(sel: &Selection, plan: &RecordPlan) -> anyhow::Result<ExitC
     install_signal_handlers()?;
     let summary = record::run(plan, &mut *target, sinks(plan, true, None)?, &STOP)?;
     if target.finished() {
-        eprintln!("timetracer-agent: {what} is gone");
+        crate::say!("timetracer-agent: {what} is gone");
     }
     print_summary(&summary);
     Ok(ExitCode::SUCCESS)

@@ -402,6 +402,7 @@ impl Correlator {
 
     /// A process entered the target set (forked by a traced one, or exec'd in a traced cgroup).
     fn process_started(&mut self, pid: u32, ts_ns: u64) {
+        self.counters.inc(Counter::ProcessesStarted);
         self.exited.remove(&pid);
         self.start_phase(pid, ts_ns);
         self.processes.insert(pid, self.facts.process_info(pid));
@@ -511,6 +512,7 @@ impl Correlator {
             .collect();
         for pid in done {
             tracing::debug!(pid, "Exited process forgotten");
+            self.counters.inc(Counter::ProcessesForgotten);
             self.exited.remove(&pid);
             self.processes.remove(&pid);
             self.py.forget(pid);

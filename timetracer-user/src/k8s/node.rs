@@ -734,11 +734,11 @@ pub fn chain(
         shared: Arc::clone(shared),
         filters: plan.filters.clone(),
     }));
-    sinks.push(Box::new(sink::Files {
-        dir: plan.out.clone(),
-        compression: plan.compression,
-        encrypt_to: plan.encrypt_to.clone(),
-    }));
+    sinks.push(Box::new(sink::Files::new(
+        plan.out.clone(),
+        plan.compression,
+        plan.encrypt_to.clone(),
+    )));
     sinks.push(Box::new(sink::Index::new(&plan.out)));
     if let Some(max_age) = plan.retain {
         sinks.push(Box::new(record::retain::Retain::new(&plan.out, max_age)));

@@ -128,11 +128,11 @@ impl Chain {
     pub fn standard(plan: &RecordPlan, outputs: Outputs) -> Self {
         let mut sinks = Self::filters(&plan.filters);
         if outputs.save {
-            sinks.push(Box::new(sink::Files {
-                dir: plan.out.clone(),
-                compression: plan.compression,
-                encrypt_to: plan.encrypt_to.clone(),
-            }));
+            sinks.push(Box::new(sink::Files::new(
+                plan.out.clone(),
+                plan.compression,
+                plan.encrypt_to.clone(),
+            )));
             sinks.push(Box::new(sink::Index::new(&plan.out)));
             if let Some(max_age) = plan.retain {
                 sinks.push(Box::new(retain::Retain::new(&plan.out, max_age)));
@@ -173,7 +173,7 @@ impl Recording {
         session.scan_python();
         target.start()?;
         if !plan.quiet {
-            eprintln!("timetracer-agent: {}", target.ready_message(&plan.out));
+            crate::say!("timetracer-agent: {}", target.ready_message(&plan.out));
         }
         Ok(Self { session })
     }

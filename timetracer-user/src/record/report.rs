@@ -35,6 +35,14 @@ pub fn status_line(counters: &Snapshot, kernel: &KernelDrops, open_connections: 
     }
     let dropped: u64 = drops(counters, kernel).iter().map(|(_, n)| n).sum();
     s.push_str(&format!(" {open_connections} conns | drops {dropped}"));
+    let lost = counters.get(Counter::WriteErrors);
+    if lost > 0 {
+        s.push_str(&format!(
+            " | lost {lost} cassettes ({} no space, {} other)",
+            counters.get(Counter::WriteErrorsNoSpace),
+            counters.get(Counter::WriteErrorsOther)
+        ));
+    }
     if counters.group(Group::Upload).any(|(_, n)| n > 0) {
         let g = |c| counters.get(c);
         s.push_str(&format!(
@@ -151,6 +159,15 @@ impl Summary {
                 rules.join(", ")
             ));
         }
+        let lost = c.get(Counter::WriteErrors);
+        if lost > 0 {
+            out.push(format!(
+                "timetracer-agent: lost {lost} cassettes that could not be written to {} (no space left: {}, other errors: {})",
+                self.out.display(),
+                c.get(Counter::WriteErrorsNoSpace),
+                c.get(Counter::WriteErrorsOther),
+            ));
+        }
         // Uploads: every counter, zeros included (`s3_dropped=0` is the point), once S3 did
         // anything.
         if c.group(Group::Upload).any(|(_, n)| n > 0) {
@@ -181,17 +198,22 @@ impl Summary {
 mod tests {
     use super::*;
 
-    fn everything(counters: Snapshot) -> String {
-        let kernel: KernelDrops = vec![("ring_full", 0, 0)];
-        let summary = Summary {
+    /// A one-second recording into `/c` with these counters.
+    fn summary_of(counters: Snapshot, kernel_drops: KernelDrops) -> Summary {
+        Summary {
             elapsed: Duration::from_secs(1),
             out: PathBuf::from("/c"),
             counters,
-            kernel_drops: kernel.clone(),
+            kernel_drops,
             python_probes: Vec::new(),
             python_engine: [0; 4],
             python_rules: Vec::new(),
-        };
+        }
+    }
+
+    fn everything(counters: Snapshot) -> String {
+        let kernel: KernelDrops = vec![("ring_full", 0, 0)];
+        let summary = summary_of(counters, kernel.clone());
         format!(
             "{}\n{:?}\n{:?}\n{}",
             status_line(&counters, &kernel, 3),
@@ -252,15 +274,7 @@ mod tests {
             "{}",
             status_line(&s, &kernel, 0)
         );
-        let summary = Summary {
-            elapsed: Duration::from_secs(1),
-            out: PathBuf::from("/c"),
-            counters: s,
-            kernel_drops: kernel,
-            python_probes: Vec::new(),
-            python_engine: [0; 4],
-            python_rules: Vec::new(),
-        };
+        let summary = summary_of(s, kernel);
         let lines = summary.lines();
         assert_eq!(
             lines[2],
@@ -311,6 +325,28 @@ mod tests {
                 ("undecodable_records".to_owned(), 2),
                 ("data_unknown_conn".to_owned(), 0),
             ]
+        );
+    }
+
+    /// Lost cassettes: in the status line and a summary line of their own, by reason.
+    #[test]
+    fn lost_cassettes_are_shown_by_reason() {
+        let mut s = Snapshot::default();
+        s.set(Counter::Requests, 50);
+        s.set(Counter::Cassettes, 20);
+        s.set(Counter::WriteErrors, 30);
+        s.set(Counter::WriteErrorsNoSpace, 29);
+        s.set(Counter::WriteErrorsOther, 1);
+        let kernel: KernelDrops = Vec::new();
+        assert!(
+            status_line(&s, &kernel, 0).ends_with("| lost 30 cassettes (29 no space, 1 other)"),
+            "{}",
+            status_line(&s, &kernel, 0)
+        );
+        let summary = summary_of(s, kernel);
+        assert_eq!(
+            summary.lines()[2],
+            "timetracer-agent: lost 30 cassettes that could not be written to /c (no space left: 29, other errors: 1)"
         );
     }
 }

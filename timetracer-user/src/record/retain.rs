@@ -315,13 +315,13 @@ mod tests {
             (Compression::None, false),
         ] {
             let (_, recipient) = cassette::crypt::generate();
-            let mut files = Files {
-                dir: dir.to_path_buf(),
+            let mut files = Files::new(
+                dir.to_path_buf(),
                 compression,
-                encrypt_to: encrypt.then(|| {
+                encrypt.then(|| {
                     std::sync::Arc::new(cassette::crypt::Recipients::parse(&[recipient]).unwrap())
                 }),
-            };
+            );
             let mut f = finished("/x", Some(200));
             files.accept(&mut f, &ctx);
             written.push(f.written.unwrap());
@@ -408,11 +408,7 @@ mod tests {
         let sub = d.path().join("2020-01-01");
         fs::create_dir(&sub).unwrap();
         let ctx = ctx();
-        let mut files = Files {
-            dir: sub.clone(),
-            compression: Compression::None,
-            encrypt_to: None,
-        };
+        let mut files = Files::new(sub.clone(), Compression::None, None);
         let mut f = finished("/x", Some(200));
         files.accept(&mut f, &ctx);
         let p = f.written.unwrap();
@@ -431,11 +427,7 @@ mod tests {
     fn batches_are_bounded() {
         let d = tempfile::tempdir().unwrap();
         let ctx = ctx();
-        let mut files = Files {
-            dir: d.path().to_path_buf(),
-            compression: Compression::None,
-            encrypt_to: None,
-        };
+        let mut files = Files::new(d.path().to_path_buf(), Compression::None, None);
         for i in 0..3 {
             let mut f = finished("/x", Some(200));
             files.accept(&mut f, &ctx);

@@ -159,7 +159,7 @@ impl Session {
         if self.plan.quiet {
             tracing::warn!("{msg}");
         } else {
-            eprintln!("\ntimetracer-agent: {msg}");
+            crate::say!("\ntimetracer-agent: {msg}");
         }
     }
 
@@ -280,7 +280,7 @@ impl Session {
         let kernel: KernelDrops = self.capture.drops();
         if self.tty {
             let line = report::status_line(&snap, &kernel, self.correlator.open_connections());
-            eprint!("\r\x1b[2K{line}");
+            crate::stderr::write(format!("\r\x1b[2K{line}").into_bytes());
         }
         if let Some(live) = &self.live {
             let stats = report::live_stats(&self.target, self.started.elapsed(), &snap, &kernel);
@@ -311,8 +311,10 @@ impl Session {
         if let Some(w) = self.writer.take() {
             let _ = w.join();
         }
+        self.counters
+            .add(Counter::StderrDropped, crate::stderr::dropped());
         if self.tty {
-            eprint!("\r\x1b[2K");
+            crate::stderr::write(b"\r\x1b[2K".to_vec());
         }
         let py = &self.correlator.py;
         let summary = Summary {

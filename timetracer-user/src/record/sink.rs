@@ -13,8 +13,10 @@
 //! let chain = Chain::new(Chain::filters(&filters));
 //! assert_eq!(chain.names(), ["exclude", "sample", "errors-only"]);
 //! ```
+use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{SyncSender, TrySendError};
+use std::time::{Duration, Instant};
 
 use crate::cassette::{self, BuildOptions, Cassette, Compression};
 use crate::correlate::model::RecordedRequest;
@@ -120,11 +122,21 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// A message for the user, as written (paths keep their case): stderr, or the log when a
+    /// viewer owns the terminal.
+    fn note(&self, msg: &str) {
+        if self.quiet {
+            tracing::warn!("{msg}");
+        } else {
+            crate::say!("\ntimetracer-agent: {msg}");
+        }
+    }
+
     fn problem(&self, msg: &str, error: &dyn std::fmt::Display) {
         if self.quiet {
             tracing::warn!(error = %error, "{msg}");
         } else {
-            eprintln!("\ntimetracer-agent: {}: {error}", msg.to_lowercase());
+            crate::say!("\ntimetracer-agent: {}: {error}", msg.to_lowercase());
         }
     }
 }
@@ -332,24 +344,217 @@ impl Sink for ErrorsOnly {
     }
 }
 
-/// Writes cassette files (atomically, 0600) under the directory (`cassettes`,
-/// `write_errors`).
+/// Writes cassette files (atomically, 0600) under the directory (`cassettes`, `write_errors`
+/// and its reasons `write_errors_no_space` / `write_errors_other`, `out_dir_removed`).
+///
+/// A failing disk is reported once per outage, not once per cassette: the first loss says what
+/// failed and why, the first cassette written afterwards says how many were lost meanwhile. A
+/// full disk loses thousands of cassettes a second; a message each would flood the terminal and,
+/// on a pipe nobody reads, fill it and block the writer. The directory is checked once a second
+/// (and when the writer is idle): removed, it is recreated (0700) and that is reported.
 #[derive(Debug)]
 pub struct Files {
     pub dir: PathBuf,
     pub compression: Compression,
     /// Encrypt every cassette for these recipients (`--encrypt-to`).
     pub encrypt_to: Option<std::sync::Arc<cassette::crypt::Recipients>>,
+    /// The directory's (device, inode) when last checked; `None` while it is missing.
+    dir_id: Option<(u64, u64)>,
+    /// When the directory was last checked.
+    checked: Option<Instant>,
+    /// Cassettes lost since the last one written, while writing fails.
+    outage: Option<Outage>,
+}
+
+/// How often [`Files`] checks that its directory is still there.
+const DIR_CHECK: Duration = Duration::from_secs(1);
+
+/// The cassettes lost during one outage of [`Files`], by reason.
+#[derive(Debug, Default)]
+struct Outage {
+    no_space: u64,
+    other: u64,
+}
+
+/// Why a cassette could not be written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Loss {
+    /// `ENOSPC` / `EDQUOT`: the file system (or the user's quota) is full.
+    NoSpace,
+    /// Anything else (permissions, a read-only file system, I/O errors).
+    Other,
+}
+
+impl Loss {
+    /// The reason of a writer error: any `io::Error` in its chain (or wrapped in one, as
+    /// encoders do: `io::Error::source` skips the wrapped error) saying the disk is full.
+    fn of(e: &cassette::Error) -> Self {
+        fn full(io: &std::io::Error) -> bool {
+            io.kind() == std::io::ErrorKind::StorageFull
+                || io.kind() == std::io::ErrorKind::QuotaExceeded
+                || matches!(io.raw_os_error(), Some(libc::ENOSPC | libc::EDQUOT))
+                || io
+                    .get_ref()
+                    .and_then(|inner| inner.downcast_ref::<std::io::Error>())
+                    .is_some_and(full)
+        }
+        let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(c) = cause {
+            if c.downcast_ref::<std::io::Error>().is_some_and(full) {
+                return Self::NoSpace;
+            }
+            cause = c.source();
+        }
+        Self::Other
+    }
+}
+
+impl Files {
+    #[must_use]
+    pub fn new(
+        dir: PathBuf,
+        compression: Compression,
+        encrypt_to: Option<std::sync::Arc<cassette::crypt::Recipients>>,
+    ) -> Self {
+        Self {
+            dir,
+            compression,
+            encrypt_to,
+            dir_id: None,
+            checked: None,
+            outage: None,
+        }
+    }
+
+    fn stat_dir(&self) -> Option<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(&self.dir)
+            .ok()
+            .filter(std::fs::Metadata::is_dir)
+            .map(|m| (m.dev(), m.ino()))
+    }
+
+    /// Notices the directory removed or replaced (at most once per [`DIR_CHECK`] unless
+    /// `force`), recreates it when missing, and says so once.
+    fn check_dir(&mut self, ctx: &Ctx, force: bool) {
+        let now = Instant::now();
+        if !force
+            && self
+                .checked
+                .is_some_and(|t| now.duration_since(t) < DIR_CHECK)
+        {
+            return;
+        }
+        self.checked = Some(now);
+        let seen = self.stat_dir();
+        if seen.is_some() && seen == self.dir_id {
+            return;
+        }
+        let dir = self.dir.display();
+        match seen {
+            // The writer recreated it (a cassette was written since), or someone else did.
+            Some(id) => {
+                if self.dir_id.is_some() {
+                    ctx.counters.inc(Counter::OutDirRemoved);
+                }
+                ctx.note(&format!(
+                    "the cassette directory {dir} was removed or replaced during the recording; \
+                     cassettes go to the new directory (those written before went with the old one)"
+                ));
+                self.dir_id = Some(id);
+            }
+            None => {
+                if self.dir_id.is_some() {
+                    ctx.counters.inc(Counter::OutDirRemoved);
+                }
+                let made = std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(&self.dir);
+                match made {
+                    Ok(()) => {
+                        ctx.note(&format!(
+                            "the cassette directory {dir} was removed during the recording; \
+                             recreated it (0700): cassettes written before went with it"
+                        ));
+                        self.dir_id = self.stat_dir();
+                    }
+                    Err(e) if self.dir_id.is_some() => {
+                        ctx.note(&format!(
+                            "the cassette directory {dir} was removed during the recording and \
+                             cannot be recreated ({e}); cassettes are lost (write_errors) until \
+                             it exists again"
+                        ));
+                        self.dir_id = None;
+                    }
+                    // Already reported; a cassette's own error says the rest.
+                    Err(_) => {}
+                }
+            }
+        }
+    }
+
+    /// A cassette was written: the end of an outage is reported with what it lost.
+    fn resumed(&mut self, ctx: &Ctx) {
+        if let Some(o) = self.outage.take() {
+            ctx.note(&format!(
+                "writing cassettes to {} again; {} lost while it failed (no space left: {}, \
+                 other errors: {})",
+                self.dir.display(),
+                o.no_space + o.other,
+                o.no_space,
+                o.other
+            ));
+        }
+    }
+
+    /// A cassette was lost: counted by reason; the first loss of each reason in an outage is
+    /// reported.
+    fn lost(&mut self, e: &cassette::Error, ctx: &Ctx) {
+        let loss = Loss::of(e);
+        ctx.counters.inc(Counter::WriteErrors);
+        let outage = self.outage.get_or_insert_with(Outage::default);
+        let n = match loss {
+            Loss::NoSpace => {
+                ctx.counters.inc(Counter::WriteErrorsNoSpace);
+                &mut outage.no_space
+            }
+            Loss::Other => {
+                ctx.counters.inc(Counter::WriteErrorsOther);
+                &mut outage.other
+            }
+        };
+        *n += 1;
+        if *n == 1 {
+            let why = crate::index::error_chain(e);
+            let what = match loss {
+                Loss::NoSpace => "until space is freed",
+                Loss::Other => "until writing works again",
+            };
+            ctx.note(&format!(
+                "cannot write cassettes to {}: {why}; recording goes on, and every cassette that \
+                 cannot be written is counted as lost (write_errors) {what}",
+                self.dir.display()
+            ));
+        }
+        // A removed directory shows as a failed write first.
+        self.check_dir(ctx, true);
+    }
 }
 
 impl Sink for Files {
     fn name(&self) -> &'static str {
         "files"
     }
+    fn start(&mut self, _ctx: &Ctx) {
+        self.dir_id = self.stat_dir();
+        self.checked = Some(Instant::now());
+    }
     fn accept(&mut self, item: &mut Finished, ctx: &Ctx) {
         if item.fate != Fate::Store {
             return;
         }
+        self.check_dir(ctx, false);
         match cassette::write_sealed(
             &self.dir,
             item.cassette(&ctx.build),
@@ -358,22 +563,24 @@ impl Sink for Files {
         ) {
             Ok(p) => {
                 ctx.counters.inc(Counter::Cassettes);
+                self.resumed(ctx);
                 item.written = Some(p);
             }
-            Err(e) => {
-                ctx.counters.inc(Counter::WriteErrors);
-                ctx.problem("Cannot write a cassette", &e);
-            }
+            Err(e) => self.lost(&e, ctx),
         }
     }
     fn startup(&mut self, cassette: &Cassette, ctx: &Ctx) {
+        self.check_dir(ctx, false);
         match cassette::write(&self.dir, cassette, self.compression) {
-            Ok(_) => ctx.counters.inc(Counter::StartupCassettes),
-            Err(e) => {
-                ctx.counters.inc(Counter::WriteErrors);
-                ctx.problem("Cannot write a startup cassette", &e);
+            Ok(_) => {
+                ctx.counters.inc(Counter::StartupCassettes);
+                self.resumed(ctx);
             }
+            Err(e) => self.lost(&e, ctx),
         }
+    }
+    fn idle(&mut self, ctx: &Ctx) {
+        self.check_dir(ctx, false);
     }
 }
 
@@ -383,6 +590,9 @@ pub struct Index {
     dir: PathBuf,
     index: Option<crate::index::Index>,
     pending: Vec<(PathBuf, crate::index::Summary)>,
+    /// The directory's (device, inode) when the index was opened: a removed and recreated
+    /// directory gets a new index (the old one was removed with it).
+    dir_id: Option<(u64, u64)>,
 }
 
 impl std::fmt::Debug for Index {
@@ -402,7 +612,15 @@ impl Index {
             dir: dir.to_path_buf(),
             index: None,
             pending: Vec::new(),
+            dir_id: None,
         }
+    }
+
+    fn dir_id(&self) -> Option<(u64, u64)> {
+        use std::os::unix::fs::MetadataExt as _;
+        std::fs::metadata(&self.dir)
+            .ok()
+            .map(|m| (m.dev(), m.ino()))
     }
 }
 
@@ -411,6 +629,7 @@ impl Sink for Index {
         "index"
     }
     fn start(&mut self, _ctx: &Ctx) {
+        self.dir_id = self.dir_id();
         match crate::index::Index::open(&self.dir) {
             Ok(i) => self.index = Some(i),
             Err(e) => {
@@ -436,6 +655,19 @@ impl Sink for Index {
         }
         let items = std::mem::take(&mut self.pending);
         let n = items.len() as u64;
+        // The directory was removed and recreated ([`Files`] says so): the open index is an
+        // unlinked file; start a new one in the new directory.
+        if self.index.is_some() {
+            let now = self.dir_id();
+            if now.is_some() && now != self.dir_id {
+                self.dir_id = now;
+                self.index = crate::index::Index::open(&self.dir)
+                    .inspect_err(|e| {
+                        tracing::warn!(error = %e, "Cannot reopen the cassette index; `timetracer index` rebuilds it");
+                    })
+                    .ok();
+            }
+        }
         if let Some(idx) = &mut self.index
             && let Err(e) = idx.add_all(items)
         {
@@ -542,6 +774,7 @@ impl Live {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use std::os::unix::fs::PermissionsExt as _;
     use std::sync::{Arc, Mutex, mpsc};
 
     use super::*;
@@ -696,11 +929,11 @@ pub(crate) mod tests {
             errors_only: true,
             ..Filters::default()
         });
-        sinks.push(Box::new(Files {
-            dir: d.path().to_path_buf(),
-            compression: Compression::None,
-            encrypt_to: None,
-        }));
+        sinks.push(Box::new(Files::new(
+            d.path().to_path_buf(),
+            Compression::None,
+            None,
+        )));
         sinks.push(Box::new(Index::new(d.path())));
         sinks.push(Box::new(Live::new(tx)));
         let mut chain = Chain::new(sinks);
@@ -744,11 +977,11 @@ pub(crate) mod tests {
             exclude_paths: vec!["/health".into()],
             ..Filters::default()
         });
-        sinks.push(Box::new(Files {
-            dir: d.path().to_path_buf(),
-            compression: Compression::None,
-            encrypt_to: None,
-        }));
+        sinks.push(Box::new(Files::new(
+            d.path().to_path_buf(),
+            Compression::None,
+            None,
+        )));
         sinks.push(Box::new(Live::new(tx)));
         let mut chain = Chain::new(sinks);
         let ctx = ctx();
@@ -785,5 +1018,71 @@ pub(crate) mod tests {
         assert_eq!(c.get(Counter::Cassettes), 1);
         assert_eq!(c.get(Counter::Excluded), 0);
         assert_eq!(c.get(Counter::NotError), 0);
+    }
+
+    /// A full disk is `no_space` wherever the `io::Error` sits in the chain; anything else is
+    /// `other`.
+    #[test]
+    fn loss_reasons() {
+        let write = |errno| cassette::Error::Write {
+            path: PathBuf::from("/c/x.json"),
+            source: std::io::Error::from_raw_os_error(errno),
+        };
+        assert_eq!(Loss::of(&write(libc::ENOSPC)), Loss::NoSpace);
+        assert_eq!(Loss::of(&write(libc::EDQUOT)), Loss::NoSpace);
+        assert_eq!(Loss::of(&write(libc::EROFS)), Loss::Other);
+        assert_eq!(Loss::of(&write(libc::EACCES)), Loss::Other);
+        let nested = cassette::Error::Write {
+            path: PathBuf::from("/c/x.json"),
+            source: std::io::Error::other(std::io::Error::from_raw_os_error(libc::ENOSPC)),
+        };
+        assert_eq!(Loss::of(&nested), Loss::NoSpace);
+    }
+
+    /// Losses are counted by reason, reported once per outage, and the outage ends with the
+    /// next cassette written; a removed directory is recreated and counted.
+    #[test]
+    fn outage_and_removed_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("out");
+        std::fs::create_dir(&out).unwrap();
+        let ctx = ctx();
+        let mut files = Files::new(out.clone(), Compression::None, None);
+        files.start(&ctx);
+        let e = cassette::Error::Write {
+            path: out.join("x.json"),
+            source: std::io::Error::from_raw_os_error(libc::ENOSPC),
+        };
+        for _ in 0..3 {
+            files.lost(&e, &ctx);
+        }
+        let c = ctx.counters.snapshot();
+        assert_eq!(c.get(Counter::WriteErrors), 3);
+        assert_eq!(c.get(Counter::WriteErrorsNoSpace), 3);
+        assert_eq!(c.get(Counter::WriteErrorsOther), 0);
+        assert_eq!(files.outage.as_ref().map(|o| o.no_space), Some(3));
+        let mut f = finished("/a", Some(200));
+        files.accept(&mut f, &ctx);
+        assert!(f.written.is_some());
+        assert!(files.outage.is_none(), "a written cassette ends the outage");
+        assert_eq!(ctx.counters.snapshot().get(Counter::Cassettes), 1);
+
+        std::fs::remove_dir_all(&out).unwrap();
+        files.checked = None;
+        files.idle(&ctx);
+        assert!(out.is_dir(), "recreated");
+        assert_eq!(
+            std::fs::metadata(&out).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        assert_eq!(ctx.counters.snapshot().get(Counter::OutDirRemoved), 1);
+        let mut f = finished("/b", Some(200));
+        files.accept(&mut f, &ctx);
+        assert!(f.written.as_ref().is_some_and(|p| p.starts_with(&out)));
+        // Checked again: nothing changed, nothing counted.
+        files.checked = None;
+        files.idle(&ctx);
+        assert_eq!(ctx.counters.snapshot().get(Counter::OutDirRemoved), 1);
+        assert_eq!(ctx.counters.snapshot().get(Counter::WriteErrors), 3);
     }
 }

@@ -10,6 +10,7 @@ mod concurrency;
 mod config;
 mod db;
 mod ebpf_log;
+mod faults;
 mod image;
 mod live;
 mod mongo;
