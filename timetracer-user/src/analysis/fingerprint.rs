@@ -416,8 +416,9 @@ fn render(toks: &[Tok]) -> String {
     let mut s = String::new();
     let mut prev: Option<&Tok> = None;
     for t in toks {
-        let glue = matches!(t, Tok::Punct(',' | ')' | '.' | ';'))
-            || matches!(prev, Some(Tok::Punct('(' | '.')) | None);
+        // `f(a, b)`, `t.c`, `x::int`: no space inside calls, names and casts.
+        let glue = matches!(t, Tok::Punct(',' | ')' | '.' | ';' | ':'))
+            || matches!(prev, Some(Tok::Punct('(' | '.' | ':')) | None);
         if !glue {
             s.push(' ');
         }
