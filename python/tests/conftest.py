@@ -248,7 +248,7 @@ APPS = os.path.join(REPO, "tests", "apps")
 VENV_BIN = os.path.dirname(sys.executable)
 
 
-def _free_port():
+def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -282,7 +282,7 @@ def recording(tmp_path_factory):
     if agent is None:
         pytest.skip("no timetracer-agent: cargo xtask build (or TIMETRACER_AGENT)")
     d = tmp_path_factory.mktemp("plugin-recording")
-    up_port, app_port = _free_port(), _free_port()
+    up_port, app_port = free_port(), free_port()
     upstream = subprocess.Popen(
         [sys.executable, os.path.join(APPS, "upstream.py"), str(up_port), str(d / "up.log")],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from conftest import _free_port, run_json
+from conftest import free_port, run_json
 
 
 class _Echo(socketserver.BaseRequestHandler):
@@ -52,7 +52,7 @@ print(json.dumps(out))
 
 
 def test_recorded_destinations_reach_the_mock(tmp_path, echo):
-    recorded, other = _free_port(), _free_port()
+    recorded, other = free_port(), free_port()
     routes = tmp_path / "routes.json"
     routes.write_text(json.dumps({"127.0.0.1:%d" % recorded: "127.0.0.1:%d" % echo}))
     out, p = run_json(
