@@ -8,15 +8,20 @@ import http.server
 import json
 import os
 import shutil
+import signal
+import socket
 import ssl
 import subprocess
 import sys
 import textwrap
 import threading
+import time
+import urllib.request
 
 import pytest
 
 PYTHON_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+REPO = os.path.dirname(PYTHON_DIR)
 TESTS_DIR = os.path.join(PYTHON_DIR, "tests")
 HOST = "api.recorded.test"  # .test never resolves through DNS (RFC 2606)
 BODY = b"hello from mock"
@@ -235,3 +240,72 @@ def has_module(name):
     import importlib.util
 
     return importlib.util.find_spec(name) is not None
+
+
+# --- A real recording, for the CI integrations (pytest plugin, GitHub Action) ------------------
+
+APPS = os.path.join(REPO, "tests", "apps")
+VENV_BIN = os.path.dirname(sys.executable)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_port(port, proc, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("exited with %s before listening on %d" % (proc.returncode, port))
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError("nothing listens on %d after %d s" % (port, timeout))
+
+
+def _agent():
+    agent = os.environ.get("TIMETRACER_AGENT") or os.path.join(
+        REPO, "target", "release", "timetracer-agent")
+    return agent if os.access(agent, os.X_OK) else None
+
+
+@pytest.fixture(scope="session")
+def recording(tmp_path_factory):
+    """Cassettes of GET /users/7 and GET /plain recorded by the agent; the app's environment."""
+    if os.geteuid() != 0:
+        pytest.skip("recording with timetracer-agent needs root (sudo cargo xtask test)")
+    agent = _agent()
+    if agent is None:
+        pytest.skip("no timetracer-agent: cargo xtask build (or TIMETRACER_AGENT)")
+    d = tmp_path_factory.mktemp("plugin-recording")
+    up_port, app_port = free_port(), free_port()
+    upstream = subprocess.Popen(
+        [sys.executable, os.path.join(APPS, "upstream.py"), str(up_port), str(d / "up.log")],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    env = dict(os.environ, UPSTREAM_URL="http://127.0.0.1:%d" % up_port, TIMETRACER_USER="root")
+    app = "%s fastapi_app:app --host 127.0.0.1 --port %d" % (
+        os.path.join(VENV_BIN, "uvicorn"), app_port)
+    out = d / "cassettes"
+    rec = subprocess.Popen([agent, "record", "--out", str(out), "--", *app.split()], cwd=APPS,
+                           env=env, stdout=open(d / "agent.log", "wb"), stderr=subprocess.STDOUT)
+    try:
+        _wait_port(up_port, upstream)
+        _wait_port(app_port, rec)
+        for i, path in enumerate(["/users/7", "/plain"]):
+            url = "http://127.0.0.1:%d%s?req=r%d" % (app_port, path, i)
+            with urllib.request.urlopen(url, timeout=30) as r:
+                assert r.status == 200
+    finally:
+        rec.send_signal(signal.SIGINT)
+        try:
+            rec.wait(timeout=60)
+        finally:
+            upstream.terminate()
+            upstream.wait(timeout=10)
+    files = sorted(str(p) for p in out.rglob("*.json"))
+    assert len(files) == 2, "two cassettes: %s\n%s" % (files, (d / "agent.log").read_text())
+    return {"agent": agent, "dir": str(out), "app": app, "upstream": env["UPSTREAM_URL"], "files": files}

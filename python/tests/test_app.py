@@ -10,15 +10,9 @@ import time
 import urllib.request
 
 import pytest
-from conftest import PYTHON_DIR, child_env, has_module
+from conftest import PYTHON_DIR, child_env, free_port, has_module
 
 APPS = os.path.join(os.path.dirname(PYTHON_DIR), "tests", "apps")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_port(port, proc, timeout=20):

@@ -11,6 +11,8 @@ its own variable:
 * ``TIMETRACER_REPLAY_HOSTS=/path/hosts.json``: the recorded hostnames resolve to their recorded
   addresses without DNS (``socket.getaddrinfo`` and friends, asyncio, uvloop).
 * ``TIMETRACER_FREEZE_TIME=<RFC 3339>``: the wall clock starts at that instant and advances.
+* ``TIMETRACER_REPLAY_REDIRECT=/path/routes.json``: connects to recorded destinations go to the
+  given addresses instead (``pytest-timetracer`` without root; the agent redirects in the kernel).
 * ``TIMETRACER_REPLAY_INFO=1``: one line on stderr saying what was enabled.
 
 Pure Python, standard library only, Python >= 3.8. A failure never stops the interpreter: it is
@@ -33,6 +35,7 @@ _state = {
     "hosts": {},
     "uvloop": False,
     "freeze_time": None,
+    "redirect": {},
     "errors": [],
 }
 _activated = False
@@ -44,10 +47,12 @@ def active():
     Keys: ``replay`` (bool), ``ca`` (path of the mock CA or None), ``certifi_bundle`` (path of the
     combined bundle once ``certifi`` was imported, else None), ``hosts`` (hostname -> addresses),
     ``uvloop`` (True once ``uvloop.Loop`` was patched), ``freeze_time`` (the frozen instant as
-    given, or None), ``errors`` (the messages printed to stderr).
+    given, or None), ``redirect`` (recorded ``ip:port`` -> the address connected instead),
+    ``errors`` (the messages printed to stderr).
     """
     d = dict(_state)
     d["hosts"] = {k: list(v) for k, v in _state["hosts"].items()}
+    d["redirect"] = dict(_state["redirect"])
     d["errors"] = list(_state["errors"])
     return d
 
@@ -100,6 +105,18 @@ def activate(environ=None):
                 "be resolved through DNS" % (hosts, _describe(e))
             )
 
+    redirect = env.get("TIMETRACER_REPLAY_REDIRECT")
+    if redirect:
+        try:
+            from . import _redirect
+
+            _state["redirect"] = _redirect.install(redirect, _state, _warn, _post_import)
+        except Exception as e:
+            _warn(
+                "TIMETRACER_REPLAY_REDIRECT=%s: connects are not redirected (%s); the app "
+                "reaches the recorded destinations themselves" % (redirect, _describe(e))
+            )
+
     freeze = env.get("TIMETRACER_FREEZE_TIME")
     if freeze:
         try:
@@ -134,6 +151,8 @@ def _info():
         parts.append("%d recorded hostname(s) resolve without DNS" % len(_state["hosts"]))
     if _state["freeze_time"]:
         parts.append("clock starts at %s" % _state["freeze_time"])
+    if _state["redirect"]:
+        parts.append("%d recorded destination(s) redirected" % len(_state["redirect"]))
     if not parts:
         parts.append("nothing enabled")
     try:
@@ -212,4 +231,14 @@ def _post_import(name, callback):
     if _finder is None:
         _finder = _PostImportFinder()
         sys.meta_path.insert(0, _finder)
-    _finder.hooks[name] = callback
+    first = _finder.hooks.get(name)
+    if first is None:
+        _finder.hooks[name] = callback
+        return
+
+    # Two parts patch the same module (uvloop: resolving, then redirecting): both, in order.
+    def both(module):
+        _run_callback(name, first, module)
+        _run_callback(name, callback, module)
+
+    _finder.hooks[name] = both

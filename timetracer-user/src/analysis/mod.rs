@@ -7,6 +7,7 @@
 //! `lib.rs` checks that no module outside `cli/` imports `cli`). Nothing here does I/O.
 pub mod diff;
 pub mod export;
+pub mod fingerprint;
 pub mod format;
 pub mod json;
 pub mod stats;

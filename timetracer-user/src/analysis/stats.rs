@@ -1,11 +1,15 @@
 //! Aggregates over many cassettes: request counts, error rates and duration percentiles per
-//! endpoint or per dependency, and N+1 suspects (one query shape repeated within a request).
+//! endpoint or per dependency, and N+1 suspects: one call [fingerprint](super::fingerprint)
+//! made at least N times **one after the other** within one request (calls sent together — a
+//! Redis pipeline, an `asyncio.gather` — overlap in time and count once; session-level calls
+//! never count).
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::summary::{call_failed, db_text, endpoint, event_host, is_failure, normalize_path};
+use super::fingerprint;
+use super::summary::{call_failed, endpoint, event_host, is_failure};
 use crate::cassette::Cassette;
 use crate::cassette::format::Event;
 
@@ -29,75 +33,91 @@ impl GroupBy {
     }
 }
 
-/// SQL with string and number literals replaced by `?`, whitespace collapsed, `IN (?, ?)`
-/// lists folded to `IN (?)`.
-#[must_use]
-pub fn normalize_sql(sql: &str) -> String {
-    let mut out = String::with_capacity(sql.len());
-    let mut chars = sql.chars().peekable();
-    let mut prev_ident = false;
-    while let Some(c) = chars.next() {
-        if c == '\'' {
-            for d in chars.by_ref() {
-                if d == '\'' {
-                    break;
-                }
-            }
-            out.push('?');
-            prev_ident = false;
-        } else if c.is_ascii_digit() && !prev_ident {
-            while chars
-                .peek()
-                .is_some_and(|d| d.is_ascii_alphanumeric() || *d == '.')
-            {
-                chars.next();
-            }
-            out.push('?');
-        } else if c == '$' && chars.peek().is_some_and(char::is_ascii_digit) {
-            while chars.peek().is_some_and(char::is_ascii_digit) {
-                chars.next();
-            }
-            out.push('?');
-        } else if c.is_whitespace() {
-            if !out.ends_with(' ') {
-                out.push(' ');
-            }
-            prev_ident = false;
-        } else {
-            prev_ident = c.is_alphanumeric() || c == '_';
-            out.push(c);
-        }
-    }
-    let mut s = out.trim().to_owned();
-    while let Some(i) = s.find("?, ?") {
-        s.replace_range(i..i + 4, "?");
-    }
-    while let Some(i) = s.find("?,?") {
-        s.replace_range(i..i + 3, "?");
-    }
-    s
+/// One request as `stats` needs it: from its cassette ([`Request::of`]) or from the index
+/// (`Index::stats_requests`, which stores these fields), so both give the same numbers.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Request {
+    pub file: PathBuf,
+    /// [`endpoint`]: METHOD + route template or path with ids as `{id}`.
+    pub endpoint: String,
+    pub duration_ms: f64,
+    /// [`is_failure`].
+    pub failed: bool,
+    /// In `eid` order.
+    pub calls: Vec<Call>,
 }
 
-/// The shape of a dependency call (what N+1 detection counts).
-#[must_use]
-pub fn shape(e: &Event) -> String {
-    if let Some(t) = db_text(e) {
-        return format!("{} {}", e.kind, normalize_sql(&t));
-    }
-    let url = e.signature.url.as_deref().unwrap_or("");
-    let url = match url.split_once("://") {
-        Some((scheme, rest)) => {
-            let (host, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-            format!("{scheme}://{host}{}", normalize_path(path))
-        }
-        None => normalize_path(url),
-    };
-    format!("{} {} {}", e.kind, e.signature.method, url)
+/// One dependency call as `stats` needs it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Call {
+    /// Type, method and destination (`--group-by dependency`).
+    pub dependency: String,
+    /// [`fingerprint::of`].
+    pub fingerprint: String,
+    /// From the inbound request's start.
+    pub start_ms: f64,
+    pub duration_ms: f64,
+    /// [`call_failed`].
+    pub failed: bool,
+    /// [`fingerprint::is_session_level`]: never N+1.
+    pub session_level: bool,
 }
 
-fn dependency(e: &Event) -> String {
-    let dest = event_host(e).unwrap_or_else(|| e.signature.url.clone().unwrap_or_default());
-    format!("{} {} {dest}", e.kind, e.signature.method)
+impl Call {
+    /// The call `e`.
+    #[must_use]
+    pub fn of(e: &Event) -> Self {
+        Self {
+            dependency: dependency_key(
+                &e.kind,
+                &e.signature.method,
+                event_host(e).as_deref(),
+                e.signature.url.as_deref(),
+            ),
+            fingerprint: fingerprint::of(e),
+            start_ms: e.start_offset_ms,
+            duration_ms: e.duration_ms,
+            failed: call_failed(e),
+            session_level: fingerprint::is_session_level(e),
+        }
+    }
+}
+
+impl Request {
+    /// The request of cassette `c` read from `file`.
+    #[must_use]
+    pub fn of(file: &Path, c: &Cassette) -> Self {
+        Self {
+            file: file.to_path_buf(),
+            endpoint: endpoint(c),
+            duration_ms: c.response.duration_ms,
+            failed: is_failure(c),
+            calls: c.events.iter().map(Call::of).collect(),
+        }
+    }
+}
+
+/// `type method destination` (the destination: the host, else the URL).
+#[must_use]
+pub fn dependency_key(kind: &str, method: &str, host: Option<&str>, url: Option<&str>) -> String {
+    let dest = host.or(url).unwrap_or_default();
+    format!("{kind} {method} {dest}")
+}
+
+/// How many of the calls `spans` (`(start, end)`, ms) ran one after the other: the longest chain
+/// of calls each starting once the previous one ended (earliest end first is optimal). Calls
+/// sent together overlap and count once; without timings (all zero) every call counts.
+fn sequential(spans: &mut [(f64, f64)]) -> usize {
+    spans.sort_by(|a, b| a.1.total_cmp(&b.1).then(a.0.total_cmp(&b.0)));
+    let mut n = 0;
+    let mut end = f64::NEG_INFINITY;
+    for &mut (s, e) in spans {
+        if s >= end {
+            n += 1;
+            end = e;
+        }
+    }
+    n
 }
 
 /// Nearest-rank percentile of sorted values.
@@ -164,50 +184,57 @@ pub struct Stats {
     pub n_plus_one: Vec<NPlusOne>,
 }
 
-/// Aggregates `cassettes` by `by`; a query shape repeated at least `n_plus_one` times within one
-/// request is an N+1 suspect.
+/// Aggregates `requests` by `by`; a call fingerprint made at least `n_plus_one` times one after
+/// the other within one request is an N+1 suspect.
 #[must_use]
 pub fn compute<'a>(
-    cassettes: impl IntoIterator<Item = (&'a Path, &'a Cassette)>,
+    requests: impl IntoIterator<Item = &'a Request>,
     by: GroupBy,
     n_plus_one: usize,
 ) -> Stats {
     let mut samples: BTreeMap<String, Vec<(f64, bool)>> = BTreeMap::new();
     let mut n1: BTreeMap<(String, String), NPlusOne> = BTreeMap::new();
-    for (path, c) in cassettes {
+    for r in requests {
         match by {
             GroupBy::Endpoint => samples
-                .entry(endpoint(c))
+                .entry(r.endpoint.clone())
                 .or_default()
-                .push((c.response.duration_ms, is_failure(c))),
+                .push((r.duration_ms, r.failed)),
             GroupBy::Dependency => {
-                for e in &c.events {
+                for c in &r.calls {
                     samples
-                        .entry(dependency(e))
+                        .entry(c.dependency.clone())
                         .or_default()
-                        .push((e.duration_ms, call_failed(e)));
+                        .push((c.duration_ms, c.failed));
                 }
             }
         }
-        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
-        for e in &c.events {
-            *counts.entry(shape(e)).or_default() += 1;
+        let mut spans: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
+        for c in r.calls.iter().filter(|c| !c.session_level) {
+            spans
+                .entry(c.fingerprint.as_str())
+                .or_default()
+                .push((c.start_ms, c.start_ms + c.duration_ms.max(0.0)));
         }
-        for (s, n) in counts.into_iter().filter(|(_, n)| *n >= n_plus_one) {
-            let ep = endpoint(c);
+        for (s, n) in spans
+            .into_iter()
+            .map(|(s, mut v)| (s, sequential(&mut v)))
+            .filter(|(_, n)| *n >= n_plus_one)
+        {
+            let example = r.file.display().to_string();
             let entry = n1
-                .entry((ep.clone(), s.clone()))
+                .entry((r.endpoint.clone(), s.to_owned()))
                 .or_insert_with(|| NPlusOne {
-                    endpoint: ep,
-                    shape: s,
+                    endpoint: r.endpoint.clone(),
+                    shape: s.to_owned(),
                     requests: 0,
                     max_repeats: 0,
-                    example: path.display().to_string(),
+                    example: example.clone(),
                 });
             entry.requests += 1;
             if n > entry.max_repeats {
                 entry.max_repeats = n;
-                entry.example = path.display().to_string();
+                entry.example = example;
             }
         }
     }
@@ -228,20 +255,26 @@ mod tests {
     use super::*;
 
     #[test]
-    fn normalizers() {
-        assert_eq!(
-            normalize_sql("SELECT * FROM t WHERE id = 42 AND name = 'bob'"),
-            "SELECT * FROM t WHERE id = ? AND name = ?"
-        );
-        assert_eq!(
-            normalize_sql("select a from t1 where x in (1, 2,3)"),
-            "select a from t1 where x in (?)"
-        );
-        assert_eq!(
-            normalize_sql("SELECT  *\n FROM t WHERE id=$1"),
-            "SELECT * FROM t WHERE id=?"
-        );
+    fn percentiles() {
         assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 50.0), 2.0);
         assert_eq!(percentile(&[1.0, 2.0, 3.0, 4.0], 99.0), 4.0);
+    }
+
+    #[test]
+    fn only_calls_one_after_the_other_count() {
+        // Five calls in a row.
+        let mut row: Vec<(f64, f64)> = (0..5).map(|i| (f64::from(i), f64::from(i) + 0.9)).collect();
+        assert_eq!(sequential(&mut row), 5);
+        // A pipeline: five commands written together, replies one after the other.
+        let mut pipe: Vec<(f64, f64)> = (0..5).map(|i| (0.0, 1.0 + f64::from(i) * 0.1)).collect();
+        assert_eq!(sequential(&mut pipe), 1);
+        // Two gathers of three, one after the other.
+        let mut two: Vec<(f64, f64)> = (0..6)
+            .map(|i| if i < 3 { (0.0, 1.0) } else { (2.0, 3.0) })
+            .collect();
+        assert_eq!(sequential(&mut two), 2);
+        // No timings (1.0 cassettes): each call counts.
+        let mut none = vec![(0.0, 0.0); 4];
+        assert_eq!(sequential(&mut none), 4);
     }
 }

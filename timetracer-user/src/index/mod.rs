@@ -32,7 +32,9 @@ pub const INDEX_FILE: &str = ".timetracer-index.sqlite3";
 /// Bumped when the table layout or what a column holds changes; an index of another version
 /// is rebuilt (its tables dropped and made anew). 2: `deps.host` drops an explicit default port
 /// (`http://h:80/` is `h`). 3: `files.k8s_namespace`, `files.k8s_pod` (`session.k8s`).
-const LAYOUT_VERSION: &str = "3";
+/// 4: what `stats` reads instead of the cassettes: `files.endpoint`, `deps.dependency`,
+/// `deps.fingerprint`, `deps.start_ms`, `deps.failed`, `deps.session_level`.
+const LAYOUT_VERSION: &str = "4";
 
 /// Index errors.
 #[derive(Debug, thiserror::Error)]
@@ -144,14 +146,15 @@ CREATE TABLE IF NOT EXISTS files(
   schema_version TEXT, id TEXT, recorded_at TEXT, recorded_unix REAL,
   service TEXT, env TEXT, method TEXT, path TEXT, status INTEGER, duration_ms REAL,
   event_count INTEGER, has_error INTEGER, legacy INTEGER,
-  k8s_namespace TEXT, k8s_pod TEXT
+  k8s_namespace TEXT, k8s_pod TEXT, endpoint TEXT
 );
 CREATE INDEX IF NOT EXISTS files_time ON files(recorded_unix);
 CREATE INDEX IF NOT EXISTS files_status ON files(status);
 CREATE INDEX IF NOT EXISTS files_k8s ON files(k8s_namespace, k8s_pod);
 CREATE TABLE IF NOT EXISTS deps(
   rel TEXT NOT NULL, eid INTEGER, kind TEXT, lib TEXT, method TEXT, host TEXT, url TEXT,
-  status INTEGER, duration_ms REAL
+  status INTEGER, duration_ms REAL,
+  dependency TEXT, fingerprint TEXT, start_ms REAL, failed INTEGER, session_level INTEGER
 );
 CREATE INDEX IF NOT EXISTS deps_rel ON deps(rel);
 CREATE INDEX IF NOT EXISTS deps_host ON deps(host);
@@ -484,6 +487,69 @@ impl Index {
         Ok(report)
     }
 
+    /// Every readable cassette as `stats` needs it, from the rows alone (no file is read):
+    /// sorted by path, calls in `eid` order.
+    pub fn stats_requests(&self) -> Result<Vec<crate::analysis::stats::Request>, Error> {
+        use crate::analysis::stats::{Call, Request};
+        let mut by_rel: std::collections::BTreeMap<String, Request> =
+            std::collections::BTreeMap::new();
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT rel, endpoint, duration_ms, has_error FROM files \
+                 WHERE error IS NULL AND not_cassette=0",
+            )
+            .map_err(self.sq())?;
+        let rows = stmt
+            .query_map([], |r| {
+                let rel: String = r.get(0)?;
+                Ok((
+                    rel.clone(),
+                    Request {
+                        file: self.dir.join(&rel),
+                        endpoint: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                        duration_ms: r.get::<_, Option<f64>>(2)?.unwrap_or_default(),
+                        failed: r.get::<_, Option<bool>>(3)?.unwrap_or_default(),
+                        calls: Vec::new(),
+                    },
+                ))
+            })
+            .map_err(self.sq())?;
+        for row in rows {
+            let (rel, req) = row.map_err(self.sq())?;
+            by_rel.insert(rel, req);
+        }
+        let mut stmt = self
+            .conn
+            .prepare(
+                "SELECT rel, dependency, fingerprint, start_ms, duration_ms, failed, session_level \
+                 FROM deps ORDER BY rel, eid",
+            )
+            .map_err(self.sq())?;
+        let rows = stmt
+            .query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    Call {
+                        dependency: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                        fingerprint: r.get::<_, Option<String>>(2)?.unwrap_or_default(),
+                        start_ms: r.get::<_, Option<f64>>(3)?.unwrap_or_default(),
+                        duration_ms: r.get::<_, Option<f64>>(4)?.unwrap_or_default(),
+                        failed: r.get::<_, Option<bool>>(5)?.unwrap_or_default(),
+                        session_level: r.get::<_, Option<bool>>(6)?.unwrap_or_default(),
+                    },
+                ))
+            })
+            .map_err(self.sq())?;
+        for row in rows {
+            let (rel, call) = row.map_err(self.sq())?;
+            if let Some(req) = by_rel.get_mut(&rel) {
+                req.calls.push(call);
+            }
+        }
+        Ok(by_rel.into_values().collect())
+    }
+
     /// Files that look like cassettes but could not be read, with the reason.
     pub fn errors(&self) -> Result<Vec<FileError>, Error> {
         let mut stmt = self
@@ -535,7 +601,7 @@ impl Index {
         let mut sql = String::from(
             "SELECT rel, size, schema_version, id, recorded_at, recorded_unix, service, env, \
              method, path, status, duration_ms, event_count, has_error, legacy, k8s_namespace, \
-             k8s_pod FROM files f WHERE error IS NULL AND not_cassette=0",
+             k8s_pod, endpoint FROM files f WHERE error IS NULL AND not_cassette=0",
         );
         let mut args = filter(&mut sql, q);
         sql.push_str(" ORDER BY recorded_unix DESC, rel DESC");
@@ -566,6 +632,7 @@ impl Index {
                         legacy: r.get(14)?,
                         namespace: r.get(15)?,
                         pod: r.get(16)?,
+                        endpoint: r.get::<_, Option<String>>(17)?.unwrap_or_default(),
                         deps: Vec::new(),
                     },
                 })
@@ -677,9 +744,10 @@ fn store(tx: &rusqlite::Transaction<'_>, f: &FileStamp, p: &Parsed) -> rusqlite:
             tx.prepare_cached(
                 "INSERT OR REPLACE INTO files(rel, mtime_ns, size, error, not_cassette, \
                  schema_version, id, recorded_at, recorded_unix, service, env, method, path, \
-                 status, duration_ms, event_count, has_error, legacy, k8s_namespace, k8s_pod) \
+                 status, duration_ms, event_count, has_error, legacy, k8s_namespace, k8s_pod, \
+                 endpoint) \
                  VALUES(?1, ?2, ?3, NULL, 0, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, \
-                 ?16, ?17, ?18)",
+                 ?16, ?17, ?18, ?19)",
             )?
             .execute(params![
                 f.rel,
@@ -700,10 +768,12 @@ fn store(tx: &rusqlite::Transaction<'_>, f: &FileStamp, p: &Parsed) -> rusqlite:
                 s.legacy,
                 s.namespace,
                 s.pod,
+                s.endpoint,
             ])?;
             let mut ins = tx.prepare_cached(
-                "INSERT INTO deps(rel, eid, kind, lib, method, host, url, status, duration_ms) \
-                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO deps(rel, eid, kind, lib, method, host, url, status, duration_ms, \
+                 dependency, fingerprint, start_ms, failed, session_level) \
+                 VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
             )?;
             for d in &s.deps {
                 ins.execute(params![
@@ -715,7 +785,12 @@ fn store(tx: &rusqlite::Transaction<'_>, f: &FileStamp, p: &Parsed) -> rusqlite:
                     d.host,
                     d.url,
                     d.status,
-                    d.duration_ms
+                    d.duration_ms,
+                    d.stats.dependency,
+                    d.stats.fingerprint,
+                    d.stats.start_ms,
+                    d.stats.failed,
+                    d.stats.session_level,
                 ])?;
             }
         }

@@ -1,7 +1,8 @@
 //! The searchable summary of a cassette (what the index stores).
 use serde::Serialize;
 
-use crate::analysis::summary::{event_host, is_failure};
+use crate::analysis::stats::Call;
+use crate::analysis::summary::{endpoint, event_host, is_failure};
 use crate::cassette::Cassette;
 
 /// Summary of one cassette.
@@ -30,6 +31,9 @@ pub struct Summary {
     /// `session.k8s.pod`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pod: Option<String>,
+    /// `METHOD route` as `stats` groups it (`analysis::summary::endpoint`).
+    #[serde(skip)]
+    pub endpoint: String,
     #[serde(skip)]
     pub deps: Vec<DepSummary>,
 }
@@ -46,6 +50,10 @@ pub struct DepSummary {
     pub url: Option<String>,
     pub status: Option<i64>,
     pub duration_ms: f64,
+    /// What `stats` needs of the call (dependency key, fingerprint, start, failure,
+    /// session-level), computed once when the cassette is indexed.
+    #[serde(skip)]
+    pub stats: Call,
 }
 
 /// Parse an RFC 3339 timestamp into Unix seconds.
@@ -74,6 +82,7 @@ pub fn summarize(c: &Cassette) -> Summary {
         legacy: c.is_python_legacy(),
         namespace: c.session.k8s.as_ref().map(|k| k.namespace.clone()),
         pod: c.session.k8s.as_ref().map(|k| k.pod.clone()),
+        endpoint: endpoint(c),
         deps: c
             .events
             .iter()
@@ -86,6 +95,7 @@ pub fn summarize(c: &Cassette) -> Summary {
                 url: e.signature.url.clone(),
                 status: e.result.status,
                 duration_ms: e.duration_ms,
+                stats: Call::of(e),
             })
             .collect(),
     }

@@ -25,6 +25,10 @@ const FILES: &[(&str, &str)] = &[
         include_str!("../../../python/timetracer_hook/_libpq.py"),
     ),
     (
+        "timetracer_hook/_redirect.py",
+        include_str!("../../../python/timetracer_hook/_redirect.py"),
+    ),
+    (
         "timetracer_hook/_resolve.py",
         include_str!("../../../python/timetracer_hook/_resolve.py"),
     ),

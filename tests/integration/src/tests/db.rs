@@ -980,6 +980,77 @@ fn flask_psycopg_pymysql_redis_record() {
     );
 }
 
+/// Issue #22 item 5: `timetracer stats` finds the N+1 patterns of a real recording (psycopg2 and
+/// redis-py against real servers, `/n1` of db_flask_app.py) and only those: the lazy load
+/// (six `SELECT … WHERE id = <literal>`, one after the other) and six sequential Redis `GET`s
+/// of ids are reported; the six pipelined `GET`s (one round trip), the repeated `SET` (a
+/// session statement) are not; the two IN lists of different lengths have one fingerprint.
+#[test]
+fn stats_finds_n_plus_one_in_a_recording() {
+    let paths = require_root!();
+    let cli = paths.cli.clone();
+    let Some(mut run) = DbRun::start(paths, DbApp::Flask, "db_n1") else {
+        return;
+    };
+    record_endpoints(&mut run, &["n1"]);
+    let stats = |n: &str| -> Value {
+        let out = Command::new(&cli)
+            .args(["stats", "--json", "--n-plus-one", n, "--dir"])
+            .arg(&run.out)
+            .output()
+            .expect("run timetracer stats");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("stats --json")
+    };
+    let found = |j: &Value| -> Vec<(String, u64)> {
+        let mut v: Vec<(String, u64)> = j["n_plus_one"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|n| {
+                (
+                    n["shape"].as_str().unwrap_or_default().to_owned(),
+                    n["max_repeats"].as_u64().unwrap_or_default(),
+                )
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let j = stats("5");
+    assert_eq!(j["cassettes"], 1, "{j:#}");
+    assert_eq!(
+        found(&j),
+        vec![
+            (
+                "postgres SELECT ID, NAME FROM ITEMS WHERE ID = ?".to_owned(),
+                6
+            ),
+            // Digits in keys are ids, wherever they are.
+            ("redis GET n?:user:?".to_owned(), 6),
+        ],
+        "{j:#}"
+    );
+    // At 2: the IN lists (3 and 2 values) are one fingerprint; the pipeline still counts once.
+    let two = found(&stats("2"));
+    assert!(
+        two.contains(&(
+            "postgres SELECT ID, NAME FROM ITEMS WHERE ID IN (…)".to_owned(),
+            2
+        )),
+        "{two:?}"
+    );
+    assert!(
+        !two.iter()
+            .any(|(s, _)| s.contains(":item:") || s.contains("SET ")),
+        "{two:?}"
+    );
+}
+
 /// The apps and servers alone (no agent): every endpoint answers 200 with the operations it
 /// ran, so a failure of the recorded tests is the recorder's, not the apps'.
 /// Issue #17: `--max-body` reaches the database parsers. A 5,000-byte Redis value and a

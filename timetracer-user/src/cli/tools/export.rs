@@ -1,11 +1,11 @@
-//! `timetracer export --to har|curl`.
+//! `timetracer export --to har|curl|postman`.
 use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 
 use super::{Ctx, Exit, read_inputs};
-use crate::analysis::export::{to_curl, to_har};
+use crate::analysis::export::{to_curl, to_har, to_postman};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
 pub enum ExportFormat {
@@ -13,9 +13,11 @@ pub enum ExportFormat {
     Har,
     /// One curl command per request (a shell script).
     Curl,
+    /// Postman Collection v2.1 (Postman, Insomnia, Bruno: File > Import).
+    Postman,
 }
 
-/// Export cassettes as HAR 1.2 or curl commands.
+/// Export cassettes as HAR 1.2, curl commands or a Postman collection.
 #[derive(Debug, clap::Args)]
 #[command(after_help = "\
 Examples:
@@ -23,12 +25,16 @@ Examples:
   timetracer export --to har GET__users_42__e92ca5c8.json --no-deps
   timetracer export --to curl GET__users_42__e92ca5c8.json --base-url http://localhost:8000
   timetracer export --to curl GET__users_42__e92ca5c8.json --deps   # the dependency calls
+  timetracer export --format postman cassettes/ -o api.postman_collection.json
 
 HAR: each cassette gives one entry for the inbound request and, unless --no-deps, one per HTTP
-dependency call. Redacted values stay \"[REDACTED]\".")]
+dependency call. Postman: one request per cassette against the {{baseUrl}} collection variable
+(--base-url, else the first request's host), its recorded response saved as an example, and
+unless --no-deps a \"Dependency calls\" folder. Redacted values stay \"[REDACTED]\" (Postman:
+such headers are disabled and say so).")]
 pub struct ExportArgs {
     /// Output format.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, visible_alias = "format")]
     pub to: ExportFormat,
     /// Cassette files or directories.
     #[arg(required = true)]
@@ -36,13 +42,13 @@ pub struct ExportArgs {
     /// Write here instead of stdout.
     #[arg(short, long, value_name = "FILE")]
     pub out: Option<PathBuf>,
-    /// HAR: leave the dependency calls out.
+    /// HAR, Postman: leave the dependency calls out.
     #[arg(long)]
     pub no_deps: bool,
     /// curl: print the dependency calls instead of the inbound request.
     #[arg(long)]
     pub deps: bool,
-    /// curl: scheme://host[:port] of the app [default: from the Host header, http].
+    /// curl, Postman: scheme://host[:port] of the app [default: from the Host header, http].
     #[arg(long, value_name = "URL")]
     pub base_url: Option<String>,
 }
@@ -57,6 +63,15 @@ pub fn run(ctx: &mut Ctx, a: &ExportArgs, out: &mut dyn Write) -> anyhow::Result
             s
         }
         ExportFormat::Curl => to_curl(&cassettes, a.deps, a.base_url.as_deref()),
+        ExportFormat::Postman => {
+            let mut s = serde_json::to_string_pretty(&to_postman(
+                &cassettes,
+                !a.no_deps,
+                a.base_url.as_deref(),
+            ))?;
+            s.push('\n');
+            s
+        }
     };
     match &a.out {
         Some(p) => {

@@ -170,7 +170,8 @@ pub struct IndexArgs {
     pub rebuild: bool,
 }
 
-fn open_fresh(ctx: &mut Ctx, dir: &Path, refresh: bool) -> anyhow::Result<Index> {
+/// The index of `dir`, refreshed when asked; its walk errors and unreadable files reported.
+pub(super) fn open_fresh(ctx: &mut Ctx, dir: &Path, refresh: bool) -> anyhow::Result<Index> {
     let mut idx = Index::open(dir)?;
     if refresh {
         let rep = idx.refresh()?;

@@ -1,7 +1,7 @@
 //! `timetracer stats`: counts, error rates, duration percentiles, N+1 detection (computed by
 //! [`crate::analysis::stats`]; this prints them).
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use super::{Ctx, Exit, read_inputs};
 use crate::analysis::stats::{self, Stats};
@@ -32,8 +32,11 @@ Examples:
   timetracer stats --n-plus-one 5 --json
 
 Numbers in paths (/users/42), UUIDs and long hex ids become {id}, so /users/42 and /users/43
-are one endpoint. N+1: the same query shape (SQL with literals replaced by ?, or method + URL
-with ids replaced) repeated at least --n-plus-one times within one request.")]
+are one endpoint. N+1: the same call fingerprint made at least --n-plus-one times one after the
+other within one request. SQL: literals, placeholders, comments and whitespace normalised, IN
+lists of any length folded; Redis: command + key pattern (ids as ?); HTTP: method + URL with ids
+replaced. Pipelined or concurrent calls count once; session-level calls (BEGIN, COMMIT, SET,
+SHOW, pings, AUTH, HELLO ...) never count.")]
 pub struct StatsArgs {
     /// Cassette directory or files [default: TIMETRACER_DIR, else ./cassettes].
     #[arg(short, long, value_name = "DIR")]
@@ -41,12 +44,37 @@ pub struct StatsArgs {
     /// What to aggregate by.
     #[arg(short, long, value_enum, default_value = "endpoint")]
     pub group_by: GroupBy,
-    /// Repeats of one query shape within one request reported as N+1 [default: stats.n_plus_one, else 3].
+    /// Sequential repeats of one call fingerprint within one request reported as N+1 [default: stats.n_plus_one, else 3].
     #[arg(long, value_name = "N")]
     pub n_plus_one: Option<u64>,
     /// Print JSON.
     #[arg(short, long)]
     pub json: bool,
+}
+
+/// The requests of `dir`, and where they came from: `"index"` (a directory: its index,
+/// refreshed — only new or changed files are read — and then only its rows), or `"files"`
+/// (cassette files named, or a directory whose index cannot be used: every file is read, and
+/// stderr says why).
+fn load_requests(ctx: &mut Ctx, dir: &Path) -> anyhow::Result<(Vec<stats::Request>, &'static str)> {
+    if dir.is_dir() {
+        match super::list::open_fresh(ctx, dir, true).and_then(|idx| Ok(idx.stats_requests()?)) {
+            Ok(r) => return Ok((r, "index")),
+            Err(e) => eprintln!(
+                "timetracer: stats: the index of {} cannot be used ({e:#}); reading every \
+                 cassette instead",
+                dir.display(),
+            ),
+        }
+    }
+    let cassettes = read_inputs(ctx, &[dir.to_path_buf()])?;
+    Ok((
+        cassettes
+            .iter()
+            .map(|(p, c)| stats::Request::of(p, c))
+            .collect(),
+        "files",
+    ))
 }
 
 /// `timetracer stats`.
@@ -57,20 +85,17 @@ pub fn run(ctx: &mut Ctx, a: &StatsArgs, out: &mut dyn Write) -> anyhow::Result<
         .or_else(|| ctx.cfg.u64("stats.n_plus_one"))
         .unwrap_or(3)
         .max(2) as usize;
-    let cassettes = read_inputs(ctx, std::slice::from_ref(&dir))?;
+    let (requests, source) = load_requests(ctx, &dir)?;
     let Stats {
         groups,
         n_plus_one: n1,
-    } = stats::compute(
-        cassettes.iter().map(|(p, c)| (p.as_path(), c)),
-        a.group_by.into(),
-        threshold,
-    );
+    } = stats::compute(&requests, a.group_by.into(), threshold);
     if a.json {
         serde_json::to_writer_pretty(
             &mut *out,
             &serde_json::json!({
-                "cassettes": cassettes.len(),
+                "cassettes": requests.len(),
+                "source": source,
                 "group_by": stats::GroupBy::from(a.group_by).name(),
                 "groups": groups,
                 "n_plus_one_threshold": threshold,
@@ -80,7 +105,7 @@ pub fn run(ctx: &mut Ctx, a: &StatsArgs, out: &mut dyn Write) -> anyhow::Result<
         writeln!(out)?;
         return Ok(Exit::Ok);
     }
-    writeln!(out, "{} cassettes in {}\n", cassettes.len(), dir.display())?;
+    writeln!(out, "{} cassettes in {}\n", requests.len(), dir.display())?;
     let title = match a.group_by {
         GroupBy::Endpoint => "Endpoint",
         GroupBy::Dependency => "Dependency",
@@ -106,7 +131,7 @@ pub fn run(ctx: &mut Ctx, a: &StatsArgs, out: &mut dyn Write) -> anyhow::Result<
     if n1.is_empty() {
         writeln!(
             out,
-            "\nNo N+1 patterns (no query shape repeated {threshold}+ times in one request)"
+            "\nNo N+1 patterns (no call repeated {threshold}+ times in a row in one request)"
         )?;
     } else {
         writeln!(
@@ -114,7 +139,7 @@ pub fn run(ctx: &mut Ctx, a: &StatsArgs, out: &mut dyn Write) -> anyhow::Result<
             "\n{}",
             ctx.paint(
                 "1;33",
-                &format!("N+1 suspects (same query shape {threshold}+ times in one request):")
+                &format!("N+1 suspects (same call {threshold}+ times in a row in one request):")
             )
         )?;
         for n in &n1 {
