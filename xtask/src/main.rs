@@ -406,6 +406,8 @@ fn test(host_only: bool, all: bool, long: bool, filter: Option<&str>) -> Result<
     }
     if long {
         cmd.env("TIMETRACER_ATTR_REQUESTS", "3000");
+        // Node mode's soak: 200 pods created and deleted instead of 20.
+        cmd.env("TIMETRACER_NODE_CYCLES", "200");
     }
     if !is_root() {
         eprintln!(

@@ -11,7 +11,7 @@
 //!   systemd path) is traced from its first request (its process `exec`s in its cgroup);
 //! - a 410 forces a relist and an API outage cuts the watch: the agent keeps working;
 //! - a DELETED pod is released: its process still runs but is no longer recorded;
-//! - 20 pods created and deleted leave nothing behind (`/metrics` gauges back to one pod,
+//! - 20 pods created and deleted (200 with `TIMETRACER_NODE_CYCLES=200`, `--long`) leave nothing behind (`/metrics` gauges back to one pod,
 //!   container ids and per-pod series freed after the grace period);
 //! - `/metrics` passes `promtool check metrics` (Debian `prometheus`), `/readyz`, `/healthz`.
 use std::ffi::OsString;
@@ -396,7 +396,13 @@ fn node_mode() {
     assert_eq!(get(sel_port, &t).status, 200);
     expect.push((selected.name.clone(), t));
     // A pod added after the outage is seen: the watch came back.
-    let cycle_pods: Vec<FakePod> = (0..20)
+    // 20 in CI; `cargo xtask test --long` soaks with 200 (TIMETRACER_NODE_CYCLES).
+    let cycles: usize = std::env::var("TIMETRACER_NODE_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n >= 10)
+        .unwrap_or(20);
+    let cycle_pods: Vec<FakePod> = (0..cycles)
         .map(|i| {
             FakePod::new(
                 &cg.dir,
@@ -422,7 +428,7 @@ fn node_mode() {
         200
     );
 
-    // 20 pods created and deleted (2 rounds of 10, each with a process in its cgroup).
+    // `cycles` pods created and deleted (rounds of 10, each with a process in its cgroup).
     for round in cycle_pods.chunks(10) {
         let mut sleepers = Vec::new();
         for p in round {
