@@ -12,7 +12,8 @@
 //! - a 410 forces a relist and an API outage cuts the watch: the agent keeps working;
 //! - a DELETED pod is released: its process still runs but is no longer recorded;
 //! - 20 pods created and deleted (200 with `TIMETRACER_NODE_CYCLES=200`, `--long`) leave
-//!   nothing behind (`/metrics` gauges back to one pod, container ids and per-pod series freed after the grace period);
+//!   nothing behind (`/metrics` gauges back to one pod, container ids and per-pod series
+//!   freed after the grace period);
 //! - `/metrics` passes `promtool check metrics` (Debian `prometheus`), `/readyz`, `/healthz`.
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
