@@ -292,7 +292,12 @@ pub fn show(_ctx: &mut Ctx, a: &ShowArgs, out: &mut dyn Write) -> anyhow::Result
 /// `timetracer search`.
 pub fn search(ctx: &mut Ctx, a: &SearchArgs, out: &mut dyn Write) -> anyhow::Result<Exit> {
     let dir = ctx.dir(a.dir.as_deref());
-    let tag = a.filter.tag.as_deref().map(str::trim).filter(|t| !t.is_empty());
+    let tag = a
+        .filter
+        .tag
+        .as_deref()
+        .map(str::trim)
+        .filter(|t| !t.is_empty());
     let q = Query {
         // Tags are not in the index: filter first, cut after.
         limit: (a.limit > 0 && tag.is_none()).then_some(a.limit),
