@@ -39,7 +39,7 @@ Examples:
   timetracer watch                                  # ./cassettes (or TIMETRACER_DIR)
   timetracer watch --dir /srv/cassettes --errors    # only failed requests
   timetracer watch --endpoint '/users/*' --min-duration 250 --json
-  timetracer watch --dir ./from-prod --follow-s3 --bucket my-bucket --interval 10s
+  timetracer watch --dir ./from-prod --follow-s3 --s3-bucket my-bucket --interval 10s
 
 Files already there are not printed (`timetracer list` shows them). The filters are those of
 `search`. With --follow-s3, the objects already in the bucket are brought first without being
@@ -53,15 +53,44 @@ pub struct WatchArgs {
     /// One JSON object per line (the fields of `search --json`).
     #[arg(short, long)]
     pub json: bool,
-    /// Also bring the new objects of the S3 bucket (--bucket, --prefix: the `s3` command's
-    /// options and settings) into DIR and print them.
+    /// Also bring the new objects of the S3 bucket (--s3-bucket, --s3-prefix, or the `s3`
+    /// command's settings) into DIR and print them.
     #[arg(long)]
     pub follow_s3: bool,
     /// How often the bucket is listed with --follow-s3 (`5s`, `1m`).
     #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = interval_arg)]
     pub interval: Duration,
     #[command(flatten)]
-    pub s3: S3Location,
+    pub s3: WatchS3,
+}
+
+/// The bucket of `--follow-s3`. Named `--s3-*` as the agent's options are: `--endpoint`,
+/// `--prefix`... are `search`'s filters here.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct WatchS3 {
+    /// Bucket [default: s3.bucket / TIMETRACER_S3_BUCKET].
+    #[arg(long, value_name = "BUCKET")]
+    pub s3_bucket: Option<String>,
+    /// Key prefix [default: s3.prefix / TIMETRACER_S3_PREFIX, else cassettes].
+    #[arg(long, value_name = "PREFIX")]
+    pub s3_prefix: Option<String>,
+    /// Region [default: s3.region / TIMETRACER_S3_REGION, AWS_REGION, us-east-1].
+    #[arg(long, value_name = "REGION")]
+    pub s3_region: Option<String>,
+    /// Endpoint URL of an S3-compatible server [default: s3.endpoint / TIMETRACER_S3_ENDPOINT].
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+}
+
+impl WatchS3 {
+    fn location(&self) -> S3Location {
+        S3Location {
+            bucket: self.s3_bucket.clone(),
+            prefix: self.s3_prefix.clone(),
+            region: self.s3_region.clone(),
+            endpoint: self.s3_endpoint.clone(),
+        }
+    }
 }
 
 fn interval_arg(s: &str) -> Result<Duration, String> {
@@ -174,7 +203,7 @@ pub fn run(ctx: &mut Ctx, a: &WatchArgs, out: &mut dyn Write) -> anyhow::Result<
     }
     let query = a.filter.query()?;
     let s3 = if a.follow_s3 {
-        let up = crate::s3::Uploader::new(settings(ctx, &a.s3)?)?;
+        let up = crate::s3::Uploader::new(settings(ctx, &a.s3.location())?)?;
         std::fs::create_dir_all(&dir)
             .with_context(|| format!("cannot create {}", dir.display()))?;
         Some(up)
