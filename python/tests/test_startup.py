@@ -50,6 +50,8 @@ def test_inactive_without_the_replay_env(certs, hosts_file):
             "hosts": {},
             "uvloop": False,
             "freeze_time": None,
+            "libpq_bundle": None,
+            "redirect": {},
             "errors": [],
         }
 
@@ -202,7 +204,12 @@ def test_missing_package_does_not_stop_startup(tmp_path):
     d = tmp_path / "only-sitecustomize"
     d.mkdir()
     shutil.copy(os.path.join(PYTHON_DIR, "sitecustomize.py"), d / "sitecustomize.py")
-    p = run_py("print('alive')", {"TIMETRACER_REPLAY": "1"}, pythonpath=[str(d)])
+    # The venv holds the package (`pip install -e ./python`, for the pytest plugin): the
+    # interpreter it was made from does not see the venv's site-packages.
+    base = getattr(sys, "_base_executable", sys.executable)
+    probe = run_py("import timetracer_hook", pythonpath=[str(d)], python=base)
+    assert probe.returncode != 0, "%s can import timetracer_hook: no interpreter lacks it" % base
+    p = run_py("print('alive')", {"TIMETRACER_REPLAY": "1"}, pythonpath=[str(d)], python=base)
     assert p.returncode == 0 and p.stdout == "alive\n"
     lines = p.stderr.splitlines()
     assert len(lines) == 1
