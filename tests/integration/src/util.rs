@@ -119,8 +119,31 @@ macro_rules! require_root {
     () => {{
         let paths = $crate::util::Paths::from_env();
         $crate::require!($crate::util::missing_prerequisite(&paths));
+        $crate::util::wait_probes_released(&paths);
         paths
     }};
+}
+
+/// Waits (at most 15 s) until no process runs the agent's binary: an agent of an earlier test
+/// still detaching its probes holds the kernel's tracing mutex, and a test starting its agent
+/// meanwhile would attach its probes late and see its first requests without them.
+pub fn wait_probes_released(paths: &Paths) {
+    let agent = paths
+        .agent
+        .canonicalize()
+        .unwrap_or_else(|_| paths.agent.clone());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while Instant::now() < deadline {
+        let running = fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| fs::read_link(e.path().join("exe")).is_ok_and(|exe| exe == agent));
+        if !running {
+            return;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
 }
 
 /// A fresh temp dir named after the test (kept if `TIMETRACER_KEEP_ARTIFACTS=1`, see the

@@ -326,8 +326,10 @@ impl Session {
             python_engine: [py.tasks, py.roots, py.copies, py.stamps],
             python_rules: py.rules.iter().map(|(k, n)| (k.clone(), *n)).collect(),
         };
-        // Everything is written: stop tracing and let the kernel detach in the background.
-        self.capture.release();
+        // Everything is written: stop tracing and detach here. (`Capture::release`, detaching in
+        // a forked child in the background, made exit fast but stalled the attach of an agent
+        // started within seconds after: its first requests went without Python probes.)
+        drop(self.capture);
         summary
     }
 }

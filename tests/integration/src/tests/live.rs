@@ -50,6 +50,7 @@ fn requests(port: u16, from: u32, n: u32) {
 }
 
 #[test]
+#[ignore = "exit within 1 s needs the background probe detach, withdrawn at stop 32: it stalled the next agent's attach (issue #22 item 1 open)"]
 fn top_is_live_and_quits_at_once() {
     let paths = require_root!();
     let Some(tmux_bin) = crate::prereq::require(util::which("tmux"), || {
@@ -122,6 +123,7 @@ fn top_is_live_and_quits_at_once() {
 }
 
 #[test]
+#[ignore = "exit within 1 s needs the background probe detach, withdrawn at stop 32: it stalled the next agent's attach (issue #22 item 1 open)"]
 fn attach_exits_within_a_second_of_sigint() {
     let paths = require_root!();
     let mut h = Harness::new(paths, "attach_sigint_fast");
