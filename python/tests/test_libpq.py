@@ -3,8 +3,7 @@
 
 import json
 
-import pytest
-from conftest import has_module, run_json
+from conftest import run_json
 
 CHILD = r"""
 import json, sys
@@ -25,7 +24,6 @@ print(json.dumps(out))
 """
 
 
-@pytest.mark.skipif(not has_module("psycopg2"), reason="psycopg2 is not installed in this Python")
 def test_psycopg2_verifying_connections_trust_the_mock_ca(certs, tmp_path):
     orig = tmp_path / "orig-root.pem"
     orig.write_text(open(certs["other_ca"]).read())
